@@ -1,0 +1,1 @@
+//! Istio / Gateway API / Kubernetes resource types and multi-document YAML parsing.

@@ -1,0 +1,1 @@
+//! Meshwork control plane library.

@@ -1,0 +1,1 @@
+//! HBONE client and server.

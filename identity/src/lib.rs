@@ -1,0 +1,1 @@
+//! SPIFFE identities, certificates and rustls configuration.

@@ -1,0 +1,18 @@
+//! Generates the protobuf and gRPC code from `proto/` with the pure-Rust `protox`
+//! compiler, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files = [
+        "meshwork/config/v1/config.proto",
+        "istio/v1/auth/ca.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .compile_fds(fds)?;
+    Ok(())
+}
