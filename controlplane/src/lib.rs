@@ -1,1 +1,4 @@
-//! Meshwork control plane library.
+//! Meshwork control plane library: sources, model translation, distribution and CA.
+
+pub mod ca;
+pub mod translate;

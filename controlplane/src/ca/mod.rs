@@ -1,0 +1,1 @@
+//! Mesh CA: root of trust, CSR signing, node authorization.

@@ -1,0 +1,1 @@
+//! Incremental translation of typed resources into the mesh model.
