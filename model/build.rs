@@ -13,6 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, [&root])?;
     tonic_prost_build::configure()
         .btree_map(".")
+        // Debug views (admin endpoints, CLI) print the model as JSON.
+        .type_attribute(
+            ".meshwork",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\")]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,7 +1,13 @@
 //! The mesh model shared by the control plane and the proxies.
 //!
-//! `pb` holds the generated wire types; the helper modules give them the behaviour every
-//! component needs (resource keys, versions, SPIFFE names).
+//! `pb` holds the generated wire types (from `proto/`); the other modules give them the
+//! behaviour every component needs: resource keys and content versions ([`keys`]), an
+//! indexed read-only view of a proxy's configuration ([`snapshot`]), and the subscription
+//! client a proxy uses to follow the control plane ([`client`]).
+
+pub mod client;
+pub mod keys;
+pub mod snapshot;
 
 pub mod pb {
     pub mod config {
@@ -11,3 +17,6 @@ pub mod pb {
         tonic::include_proto!("istio.v1.auth");
     }
 }
+
+pub use keys::{resource_version, Kind};
+pub use snapshot::Snapshot;

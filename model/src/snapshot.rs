@@ -1,0 +1,321 @@
+//! An immutable, indexed view of the resources a proxy holds.
+//!
+//! Proxies look things up by address on every connection, so the snapshot keeps the
+//! indexes they need; a new snapshot is built for each applied update and swapped in
+//! atomically (readers keep the one they started with).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::keys::Kind;
+use crate::pb::config::{
+    resource, Authorization, MeshSettings, Resource, RouteConfig, Service, ServicePorts,
+    TelemetryConfig, Workload,
+};
+
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Control plane generation this snapshot corresponds to (0 before the first update).
+    pub version: u64,
+    resources: BTreeMap<String, Arc<Resource>>,
+    workloads_by_ip: HashMap<IpAddr, String>,
+    services_by_vip: HashMap<IpAddr, String>,
+    /// FQDN and aliases -> service keys (an alias like `order-service` may exist in
+    /// several namespaces).
+    services_by_host: HashMap<String, Vec<String>>,
+    /// `<ns>/<hostname>` -> workload keys that are members.
+    members: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    pub fn new(version: u64, resources: BTreeMap<String, Arc<Resource>>) -> Snapshot {
+        let mut s = Snapshot {
+            version,
+            resources,
+            ..Default::default()
+        };
+        s.index();
+        s
+    }
+
+    fn index(&mut self) {
+        for (key, r) in &self.resources {
+            match &r.kind {
+                Some(resource::Kind::Workload(w)) => {
+                    for a in &w.addresses {
+                        if let Ok(ip) = a.parse() {
+                            self.workloads_by_ip.insert(ip, key.clone());
+                        }
+                    }
+                    for sp in &w.services {
+                        self.members
+                            .entry(sp.service.clone())
+                            .or_default()
+                            .push(key.clone());
+                    }
+                }
+                Some(resource::Kind::Service(s)) => {
+                    for v in &s.vips {
+                        if let Ok(ip) = v.parse() {
+                            self.services_by_vip.insert(ip, key.clone());
+                        }
+                    }
+                    for h in std::iter::once(&s.hostname).chain(&s.aliases) {
+                        self.services_by_host
+                            .entry(h.clone())
+                            .or_default()
+                            .push(key.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Applies an update's upserts and removals, giving the next snapshot.
+    pub fn apply(&self, version: u64, upserts: Vec<Resource>, removed: &[String]) -> Snapshot {
+        let mut resources = self.resources.clone();
+        for k in removed {
+            resources.remove(k);
+        }
+        for r in upserts {
+            resources.insert(r.key.clone(), Arc::new(r));
+        }
+        Snapshot::new(version, resources)
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Arc<Resource>> {
+        self.resources.get(key)
+    }
+
+    pub fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.resources.values()
+    }
+
+    /// Key -> version of everything held (sent on reconnect so the control plane
+    /// only sends what changed).
+    pub fn versions(&self) -> BTreeMap<String, String> {
+        self.resources
+            .iter()
+            .map(|(k, r)| (k.clone(), r.version.clone()))
+            .collect()
+    }
+
+    fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &resource::Kind> {
+        let prefix = kind.prefix();
+        self.resources
+            .range(format!("{prefix}/")..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter_map(|(_, r)| r.kind.as_ref())
+    }
+
+    pub fn mesh(&self) -> Option<&MeshSettings> {
+        match self.get(Kind::Mesh.prefix()).and_then(|r| r.kind.as_ref()) {
+            Some(resource::Kind::Mesh(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
+        self.of_kind(Kind::Workload).filter_map(|k| match k {
+            resource::Kind::Workload(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.of_kind(Kind::Service).filter_map(|k| match k {
+            resource::Kind::Service(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    pub fn authorizations(&self) -> impl Iterator<Item = &Authorization> {
+        self.of_kind(Kind::Authorization).filter_map(|k| match k {
+            resource::Kind::Authorization(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &RouteConfig> {
+        self.of_kind(Kind::Route).filter_map(|k| match k {
+            resource::Kind::Route(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    pub fn telemetries(&self) -> impl Iterator<Item = &TelemetryConfig> {
+        self.of_kind(Kind::Telemetry).filter_map(|k| match k {
+            resource::Kind::Telemetry(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    pub fn workload(&self, key: &str) -> Option<&Workload> {
+        match self.get(key)?.kind.as_ref()? {
+            resource::Kind::Workload(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    pub fn service(&self, key: &str) -> Option<&Service> {
+        match self.get(key)?.kind.as_ref()? {
+            resource::Kind::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn authorization(&self, namespace: &str, name: &str) -> Option<&Authorization> {
+        match self
+            .get(&Kind::Authorization.key(namespace, name))?
+            .kind
+            .as_ref()?
+        {
+            resource::Kind::Authorization(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub fn route(&self, namespace: &str, hostname: &str) -> Option<&RouteConfig> {
+        match self.get(&Kind::Route.key(namespace, hostname))?.kind.as_ref()? {
+            resource::Kind::Route(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Workload> {
+        self.workload(self.workloads_by_ip.get(&ip)?)
+    }
+
+    pub fn service_by_vip(&self, ip: IpAddr) -> Option<&Service> {
+        self.service(self.services_by_vip.get(&ip)?)
+    }
+
+    /// Resolves a hostname as a client in `client_namespace` would: a FQDN matches
+    /// exactly; a short alias prefers the client's own namespace.
+    pub fn service_by_host(&self, host: &str, client_namespace: &str) -> Option<&Service> {
+        let keys = self.services_by_host.get(host.trim_end_matches('.'))?;
+        let pick = keys
+            .iter()
+            .filter_map(|k| self.service(k))
+            .find(|s| s.hostname == host || s.namespace == client_namespace)
+            .or_else(|| keys.first().and_then(|k| self.service(k)))?;
+        Some(pick)
+    }
+
+    /// Member workloads of a service with their port mapping.
+    pub fn service_members<'a>(
+        &'a self,
+        service: &Service,
+    ) -> impl Iterator<Item = (&'a Workload, &'a ServicePorts)> + 'a {
+        let service_ref = service_ref(service);
+        self.members
+            .get(&service_ref)
+            .into_iter()
+            .flatten()
+            .filter_map(move |k| {
+                let w = self.workload(k)?;
+                let sp = w.services.iter().find(|sp| sp.service == service_ref)?;
+                Some((w, sp))
+            })
+    }
+}
+
+/// The `<ns>/<hostname>` reference a workload's `ServicePorts.service` uses.
+pub fn service_ref(service: &Service) -> String {
+    format!("{}/{}", service.namespace, service.hostname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::make_resource;
+
+    fn sample() -> Snapshot {
+        let svc = Service {
+            name: "order-service".into(),
+            namespace: "production".into(),
+            hostname: "order-service.production.svc.cluster.local".into(),
+            aliases: vec!["order-service".into(), "order-service.production".into()],
+            vips: vec!["10.96.0.10".into()],
+            ..Default::default()
+        };
+        let other = Service {
+            name: "order-service".into(),
+            namespace: "staging".into(),
+            hostname: "order-service.staging.svc.cluster.local".into(),
+            aliases: vec!["order-service".into()],
+            ..Default::default()
+        };
+        let w = Workload {
+            uid: "production/order-v1".into(),
+            name: "order-v1".into(),
+            namespace: "production".into(),
+            addresses: vec!["10.244.1.5".into()],
+            services: vec![ServicePorts {
+                service: service_ref(&svc),
+                ports: [(8080, 8080)].into(),
+            }],
+            ..Default::default()
+        };
+        let mut m = BTreeMap::new();
+        for r in [
+            make_resource(
+                "service/production/order-service.production.svc.cluster.local".into(),
+                resource::Kind::Service(svc),
+            ),
+            make_resource(
+                "service/staging/order-service.staging.svc.cluster.local".into(),
+                resource::Kind::Service(other),
+            ),
+            make_resource(
+                "workload/production/order-v1".into(),
+                resource::Kind::Workload(w),
+            ),
+        ] {
+            m.insert(r.key.clone(), Arc::new(r));
+        }
+        Snapshot::new(1, m)
+    }
+
+    #[test]
+    fn lookups_by_address_and_name() {
+        let s = sample();
+        let w = s.workload_by_ip("10.244.1.5".parse().unwrap()).unwrap();
+        assert_eq!(w.name, "order-v1");
+        let svc = s.service_by_vip("10.96.0.10".parse().unwrap()).unwrap();
+        assert_eq!(svc.namespace, "production");
+        assert_eq!(
+            s.service_by_host("order-service", "staging").unwrap().namespace,
+            "staging"
+        );
+        assert_eq!(
+            s.service_by_host("order-service.production.svc.cluster.local", "staging")
+                .unwrap()
+                .namespace,
+            "production"
+        );
+        let members: Vec<_> = s.service_members(svc).map(|(w, _)| &w.name).collect();
+        assert_eq!(members, ["order-v1"]);
+        assert_eq!(s.workloads().count(), 1);
+        assert_eq!(s.services().count(), 2);
+    }
+
+    #[test]
+    fn apply_upserts_and_removes() {
+        let s = sample();
+        let next = s.apply(2, vec![], &["workload/production/order-v1".to_string()]);
+        assert_eq!(next.version, 2);
+        assert!(next.workload_by_ip("10.244.1.5".parse().unwrap()).is_none());
+        assert_eq!(s.len(), 3, "the old snapshot is untouched");
+    }
+}
