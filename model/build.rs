@@ -3,10 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files = [
-        "meshwork/config/v1/config.proto",
-        "istio/v1/auth/ca.proto",
-    ];
+    let files = ["meshwork/config/v1/config.proto", "istio/v1/auth/ca.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

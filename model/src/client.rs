@@ -149,7 +149,9 @@ pub fn spawn(endpoint: String, sub: Subscription, validator: Option<Validator>) 
             }
             match result {
                 Ok(()) => info!(endpoint, "config stream closed by the control plane"),
-                Err(e) => warn!(endpoint, error = %e, retry_in = ?backoff, "config stream unavailable"),
+                Err(e) => {
+                    warn!(endpoint, error = %e, retry_in = ?backoff, "config stream unavailable")
+                }
             }
             if progressed {
                 backoff = INITIAL_BACKOFF;
@@ -223,7 +225,13 @@ async fn run_stream(
         let update = match inbound.message().await {
             Ok(Some(u)) => u,
             Ok(None) => return Ok(()),
-            Err(s) => return Err(ClientError::Stream(format!("{}: {}", s.code(), s.message()))),
+            Err(s) => {
+                return Err(ClientError::Stream(format!(
+                    "{}: {}",
+                    s.code(),
+                    s.message()
+                )))
+            }
         };
         let ack = apply_update(update, snap_tx, status_tx, validator);
         if out_tx.send(ack).await.is_err() {

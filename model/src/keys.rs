@@ -1,6 +1,5 @@
 //! Resource keys (`workload/<ns>/<name>`, …) and content versions.
 
-
 use crate::pb::config::{resource, Resource};
 
 /// The kind of a model resource, as encoded in the first segment of its key.

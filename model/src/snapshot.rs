@@ -186,7 +186,11 @@ impl Snapshot {
     }
 
     pub fn route(&self, namespace: &str, hostname: &str) -> Option<&RouteConfig> {
-        match self.get(&Kind::Route.key(namespace, hostname))?.kind.as_ref()? {
+        match self
+            .get(&Kind::Route.key(namespace, hostname))?
+            .kind
+            .as_ref()?
+        {
             resource::Kind::Route(r) => Some(r),
             _ => None,
         }
@@ -295,7 +299,9 @@ mod tests {
         let svc = s.service_by_vip("10.96.0.10".parse().unwrap()).unwrap();
         assert_eq!(svc.namespace, "production");
         assert_eq!(
-            s.service_by_host("order-service", "staging").unwrap().namespace,
+            s.service_by_host("order-service", "staging")
+                .unwrap()
+                .namespace,
             "staging"
         );
         assert_eq!(
