@@ -1,4 +1,5 @@
 //! Meshwork control plane library: sources, model translation, distribution and CA.
 
 pub mod ca;
+pub mod distribute;
 pub mod translate;
