@@ -1,0 +1,111 @@
+//! The control plane's admin HTTP endpoint: readiness, validation errors, connected
+//! proxies and the model, as JSON for people and the CLI.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/ready` | 200 once the first full load is done, 503 before |
+//! | `/debug/errors` | `{"errors": [...], "warnings": [...]}` from the config sources |
+//! | `/debug/proxies` | connected proxies with their ACK/NACK state |
+//! | `/debug/model?prefix=workload/` | model resources (all, or those whose key starts with prefix) |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::distribute::{ModelHub, Registry};
+
+/// Supplies the current validation errors and warnings as JSON.
+pub type ErrorReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub hub: Arc<ModelHub>,
+    pub registry: Arc<Registry>,
+    pub errors: ErrorReport,
+    pub ready: watch::Receiver<bool>,
+}
+
+/// Serves the admin endpoint on an already bound listener until the task is dropped.
+pub async fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<()> {
+    info!(addr = ?listener.local_addr().ok(), "admin endpoint listening");
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req, peer)) }
+            });
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
+                debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn route(state: &AdminState, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+    let query = req.uri().query().unwrap_or("");
+    match req.uri().path() {
+        "/ready" => {
+            if *state.ready.borrow() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "loading\n")
+            }
+        }
+        "/debug/errors" => json(&(state.errors)()),
+        "/debug/proxies" => json(&serde_json::to_value(state.registry.list()).unwrap_or_default()),
+        "/debug/model" => {
+            let prefix = query_param(query, "prefix").unwrap_or_default();
+            let hub = state.hub.read();
+            let mut items: Vec<_> = hub
+                .resources
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .collect();
+            items.sort_by(|a, b| a.0.cmp(b.0));
+            let resources: Vec<_> = items.into_iter().map(|(_, r)| r.as_ref()).collect();
+            json(&serde_json::json!({
+                "version": hub.generation,
+                "resources": resources,
+            }))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready /debug/errors /debug/proxies /debug/model\n",
+        ),
+    }
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.replace("%2F", "/").replace("%2f", "/"))
+    })
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r
+}
+
+fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
