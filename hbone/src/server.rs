@@ -1,0 +1,238 @@
+//! HBONE server: TLS 1.3 with ALPN h2, then HTTP/2 CONNECT requests, each handed to the
+//! caller's handler together with the verified peer certificate.
+//!
+//! Anything that is not a well-formed CONNECT gets a clean refusal (TLS alert, HTTP/2
+//! GOAWAY or a 4xx response) and a log line; nothing here panics on peer input.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{HeaderMap, Method, Response, StatusCode};
+use meshwork_identity::tls::peer_identity;
+use meshwork_identity::SpiffeId;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::H2Settings;
+use crate::stream::{H2Stream, StreamGuard};
+
+/// Why an HBONE connection ended before or outside normal operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS handshake from {peer} failed: {source}")]
+    Tls {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake from {peer} timed out")]
+    HandshakeTimeout { peer: SocketAddr },
+    #[error("peer {peer} did not negotiate ALPN h2 (got {alpn:?})")]
+    NoH2Alpn {
+        peer: SocketAddr,
+        alpn: Option<String>,
+    },
+    #[error("peer {peer} presented no usable SPIFFE identity: {source}")]
+    PeerIdentity {
+        peer: SocketAddr,
+        source: meshwork_identity::tls::PeerIdentityError,
+    },
+    #[error("HTTP/2 from {peer} failed: {source}")]
+    H2 { peer: SocketAddr, source: h2::Error },
+}
+
+/// Facts about the TLS connection a CONNECT arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    /// Verified SPIFFE identity of the peer.
+    pub peer_identity: SpiffeId,
+}
+
+/// One CONNECT request.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    /// `:authority`, the target `ip:port`.
+    pub authority: String,
+    pub headers: HeaderMap,
+    pub conn: ConnInfo,
+}
+
+/// Answers one CONNECT: accept (200) to get the tunnel, or refuse with a status.
+pub struct Responder {
+    respond: SendResponse<Bytes>,
+    recv: h2::RecvStream,
+    guard: Option<StreamGuard>,
+}
+
+impl Responder {
+    /// Sends `200 OK` and returns the tunnel.
+    pub fn accept(mut self) -> Result<H2Stream, h2::Error> {
+        let send = self.respond.send_response(Response::new(()), false)?;
+        Ok(H2Stream::new(send, self.recv, self.guard))
+    }
+
+    /// Refuses the CONNECT with `status` (ends the stream).
+    pub fn refuse(mut self, status: StatusCode) {
+        let resp = Response::builder()
+            .status(status)
+            .body(())
+            .expect("static response is valid");
+        let _ = self.respond.send_response(resp, true);
+    }
+}
+
+/// Handles accepted CONNECT requests; called once per stream, on its own task.
+pub trait ConnectHandler: Clone + Send + Sync + 'static {
+    fn handle(&self, req: ConnectRequest, responder: Responder) -> impl Future<Output = ()> + Send;
+}
+
+/// HBONE server over any transport (a TCP stream in production, an in-memory duplex in
+/// tests).
+#[derive(Clone)]
+pub struct Server {
+    settings: H2Settings,
+}
+
+impl Server {
+    pub fn new(settings: H2Settings) -> Self {
+        Server { settings }
+    }
+
+    /// TLS handshake with `tls` (which must offer ALPN `h2` and require client certs),
+    /// then serves CONNECTs until the peer goes away. When `drain` fires, sends GOAWAY
+    /// and returns once open streams end.
+    pub async fn serve_tls<IO, H>(
+        &self,
+        io: IO,
+        tls: Arc<rustls::ServerConfig>,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        handler: H,
+        drain: CancellationToken,
+    ) -> Result<(), ServerError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: ConnectHandler,
+    {
+        let acceptor = TlsAcceptor::from(tls);
+        let tls_stream = match tokio::time::timeout(
+            self.settings.handshake_timeout,
+            acceptor.accept(io),
+        )
+        .await
+        {
+            Err(_) => return Err(ServerError::HandshakeTimeout { peer: peer_addr }),
+            Ok(Err(source)) => {
+                return Err(ServerError::Tls {
+                    peer: peer_addr,
+                    source,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        let (_, session) = tls_stream.get_ref();
+        let alpn = session.alpn_protocol().map(|a| a.to_vec());
+        if alpn.as_deref() != Some(b"h2") {
+            return Err(ServerError::NoH2Alpn {
+                peer: peer_addr,
+                alpn: alpn.map(|a| String::from_utf8_lossy(&a).into_owned()),
+            });
+        }
+        let peer_identity = peer_identity(session).map_err(|source| ServerError::PeerIdentity {
+            peer: peer_addr,
+            source,
+        })?;
+        let info = ConnInfo {
+            peer_addr,
+            local_addr,
+            peer_identity,
+        };
+        self.serve_h2(tls_stream, info, handler, drain).await
+    }
+
+    /// Serves HTTP/2 CONNECTs on an already-authenticated transport.
+    pub async fn serve_h2<IO, H>(
+        &self,
+        io: IO,
+        info: ConnInfo,
+        handler: H,
+        drain: CancellationToken,
+    ) -> Result<(), ServerError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: ConnectHandler,
+    {
+        let peer = info.peer_addr;
+        let h2err = |source| ServerError::H2 { peer, source };
+        let mut conn = match tokio::time::timeout(
+            self.settings.handshake_timeout,
+            self.settings.server_builder().handshake::<_, Bytes>(io),
+        )
+        .await
+        {
+            Err(_) => return Err(ServerError::HandshakeTimeout { peer }),
+            Ok(r) => r.map_err(h2err)?,
+        };
+        conn.set_target_window_size(self.settings.connection_window);
+        let mut draining = false;
+        loop {
+            let next = tokio::select! {
+                next = conn.accept() => next,
+                _ = drain.cancelled(), if !draining => {
+                    draining = true;
+                    conn.graceful_shutdown();
+                    continue;
+                }
+            };
+            let Some(next) = next else { return Ok(()) };
+            let (req, mut respond) = match next {
+                Ok(r) => r,
+                Err(e) if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Ok(())
+                }
+                Err(e) if e.is_io() => return Err(h2err(e)),
+                Err(e) if e.is_reset() || e.is_remote() && !e.is_go_away() => {
+                    // A single stream failed; the connection goes on.
+                    tracing::debug!(%peer, error = %e, "hbone stream error");
+                    continue;
+                }
+                Err(e) => return Err(h2err(e)),
+            };
+            let (parts, body) = req.into_parts();
+            if parts.method != Method::CONNECT {
+                tracing::warn!(%peer, method = %parts.method, "hbone: refusing non-CONNECT request");
+                let _ = respond.send_response(status(StatusCode::METHOD_NOT_ALLOWED), true);
+                continue;
+            }
+            let Some(authority) = parts.uri.authority().map(|a| a.to_string()) else {
+                tracing::warn!(%peer, "hbone: refusing CONNECT without :authority");
+                let _ = respond.send_response(status(StatusCode::BAD_REQUEST), true);
+                continue;
+            };
+            let request = ConnectRequest {
+                authority,
+                headers: parts.headers,
+                conn: info.clone(),
+            };
+            let responder = Responder {
+                respond,
+                recv: body,
+                guard: None,
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move { handler.handle(request, responder).await });
+        }
+    }
+}
+
+fn status(code: StatusCode) -> Response<()> {
+    Response::builder()
+        .status(code)
+        .body(())
+        .expect("static response is valid")
+}
