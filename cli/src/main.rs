@@ -1,3 +1,51 @@
-fn main() {
-    println!("meshwork");
+//! `meshwork`: the command line for people running the mesh.
+
+mod admin_client;
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshwork",
+    version,
+    about = "Meshwork service mesh command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Checks a directory of manifests offline, as the control plane would apply it.
+    Validate(cmd::validate::Args),
+    /// Shows the validation errors and warnings of a running control plane.
+    Errors(cmd::errors::Args),
+    /// Prints the version.
+    Version,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(a) => cmd::validate::run(a),
+        Command::Errors(a) => cmd::errors::run(a).await,
+        Command::Version => {
+            println!("meshwork {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line, no backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

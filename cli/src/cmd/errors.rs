@@ -1,0 +1,47 @@
+//! `meshwork errors`: validation errors of a running control plane.
+
+use std::process::ExitCode;
+
+use crate::admin_client::get_json;
+use crate::output::{print_structured, Format};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Control plane admin address.
+    #[arg(long, default_value = "http://127.0.0.1:15014", env = "MESHWORK_ADMIN")]
+    pub admin: String,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let report = get_json(&args.admin, "/debug/errors").await?;
+    let list = |k: &str| -> Vec<String> {
+        report[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (errors, warnings) = (list("errors"), list("warnings"));
+    match args.output {
+        Format::Human => {
+            for e in &errors {
+                println!("error   {e}");
+            }
+            for w in &warnings {
+                println!("warning {w}");
+            }
+            println!("{} error(s), {} warning(s)", errors.len(), warnings.len());
+        }
+        f => print_structured(f, &report)?,
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
