@@ -1,0 +1,1 @@
+//! Mini-cluster harness.

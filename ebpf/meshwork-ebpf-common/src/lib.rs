@@ -1,0 +1,97 @@
+//! Types shared by the BPF programs (`meshwork-ebpf`, no_std) and the loader
+//! (`meshwork-redirect`). Everything is `#[repr(C)]` and plain old data: both sides read
+//! the same bytes from the same maps.
+#![no_std]
+
+/// Name of the hash map of enrolled pod IPv4 addresses (key: address in network byte
+/// order as a `u32` read from the packet, value: [`PodEntry`]).
+pub const MAP_ENROLLED: &str = "MW_ENROLLED";
+/// Name of the single-entry array holding the [`RedirectConfig`].
+pub const MAP_CONFIG: &str = "MW_CONFIG";
+/// Name of the hash map of destination addresses never captured (the node's own
+/// addresses): key address (network byte order), value unused `u8`.
+pub const MAP_EXCLUDED: &str = "MW_EXCLUDED";
+/// Name of the per-CPU counters array, indexed by the `STAT_*` constants.
+pub const MAP_STATS: &str = "MW_STATS";
+
+/// Name of the TC (TCX ingress) program attached to pod host-side veths and the uplink.
+pub const PROG_TC_INGRESS: &str = "mw_tc_ingress";
+
+/// Maximum number of enrolled pods per node.
+pub const MAX_ENROLLED: u32 = 16384;
+/// Maximum number of excluded destinations.
+pub const MAX_EXCLUDED: u32 = 1024;
+
+/// Capture the pod's outbound TCP (to ztunnel's outbound listener).
+pub const FLAG_OUTBOUND: u32 = 1;
+/// Capture inbound TCP to the pod (15008 to HBONE, other ports to the plaintext listener).
+pub const FLAG_INBOUND: u32 = 1 << 1;
+/// Both directions: the normal state of an enrolled pod.
+pub const FLAG_ALL: u32 = FLAG_OUTBOUND | FLAG_INBOUND;
+
+/// Counter indexes in [`MAP_STATS`].
+pub const STAT_OUTBOUND_SYN: u32 = 0;
+pub const STAT_INBOUND_HBONE_SYN: u32 = 1;
+pub const STAT_INBOUND_PLAIN_SYN: u32 = 2;
+/// SYN dropped because the listener it should go to is absent (fail closed).
+pub const STAT_NO_LISTENER_DROP: u32 = 3;
+/// bpf_sk_assign failed: packet dropped.
+pub const STAT_ASSIGN_FAILED: u32 = 4;
+/// Non-SYN packets of captured flows steered to local delivery.
+pub const STAT_MARKED: u32 = 5;
+pub const STAT_COUNT: u32 = 6;
+
+/// Value of [`MAP_ENROLLED`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PodEntry {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// Value of [`MAP_CONFIG`] (index 0). Ports are host byte order; the address is network
+/// byte order (as read from a packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RedirectConfig {
+    /// Address used to look up the listeners (127.0.0.1 finds listeners bound to it or
+    /// to 0.0.0.0).
+    pub listener_addr: u32,
+    /// ztunnel outbound listener port (15001).
+    pub outbound_port: u16,
+    /// ztunnel inbound plaintext listener port (15006).
+    pub inbound_port: u16,
+    /// ztunnel HBONE listener port (15008), also the destination port that selects it.
+    pub hbone_port: u16,
+    /// 1 once userspace has written a configuration; programs pass everything before.
+    pub enabled: u16,
+    /// skb mark set on captured packets so that `ip rule fwmark` routes them locally.
+    pub mark: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are repr(C), Copy, contain only integers and have no padding.
+    unsafe impl aya::Pod for super::PodEntry {}
+    unsafe impl aya::Pod for super::RedirectConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(core::mem::size_of::<PodEntry>(), 8);
+        assert_eq!(core::mem::size_of::<RedirectConfig>(), 16);
+    }
+
+    #[test]
+    fn flag_all_is_both_directions() {
+        assert_eq!(FLAG_ALL & FLAG_OUTBOUND, FLAG_OUTBOUND);
+        assert_eq!(FLAG_ALL & FLAG_INBOUND, FLAG_INBOUND);
+        assert_ne!(FLAG_OUTBOUND, FLAG_INBOUND);
+    }
+}

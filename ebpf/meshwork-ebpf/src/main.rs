@@ -1,0 +1,214 @@
+//! Meshwork traffic redirection, TC (TCX) ingress on the node's pod-facing veths and uplink.
+//!
+//! For every IPv4 TCP packet entering the node network namespace:
+//! * source is an enrolled pod (outbound capture): a SYN is assigned with `bpf_sk_assign`
+//!   to ztunnel's IP_TRANSPARENT outbound listener (15001); the accepted socket's local
+//!   address is the original destination.
+//! * otherwise destination is an enrolled pod (inbound capture): a SYN to the HBONE port
+//!   goes to ztunnel's HBONE listener (15008), any other port to its plaintext inbound
+//!   listener (15006).
+//! * captured packets get the configured skb mark so an `ip rule fwmark` routes them to a
+//!   `local 0.0.0.0/0` table: they are delivered to the node's stack, where the normal
+//!   socket lookup finds the established (transparent) socket for non-SYN packets.
+//! * a SYN whose listener is missing is dropped (fail closed: the client retransmits and
+//!   lands on the next ztunnel); a non-SYN of a flow with no socket is delivered locally
+//!   and answered with a RST by the kernel: nothing of an enrolled pod's TCP is forwarded
+//!   in the clear.
+//! * everything else returns TCX_NEXT untouched, so later programs in the chain (a CNI's)
+//!   see it.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{
+        bpf_sock, bpf_sock_tuple, tcx_action_base::TCX_DROP, tcx_action_base::TCX_NEXT,
+        tcx_action_base::TCX_PASS, BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN,
+    },
+    helpers::{bpf_sk_assign, bpf_sk_release, bpf_skc_lookup_tcp},
+    macros::{classifier, map},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::TcContext,
+};
+use meshwork_ebpf_common::{
+    PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND, MAX_ENROLLED, MAX_EXCLUDED,
+    STAT_ASSIGN_FAILED, STAT_COUNT, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
+    STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+};
+
+#[map]
+static MW_ENROLLED: HashMap<u32, PodEntry> = HashMap::with_max_entries(MAX_ENROLLED, 0);
+
+#[map]
+static MW_EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(MAX_EXCLUDED, 0);
+
+#[map]
+static MW_CONFIG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static MW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+const ETH_HDR_LEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_TCP: u8 = 6;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+struct Flow {
+    saddr: u32,
+    daddr: u32,
+    dport: u16,
+    syn: bool,
+}
+
+#[classifier]
+pub fn mw_tc_ingress(ctx: TcContext) -> i32 {
+    match classify(&ctx) {
+        Some(verdict) => verdict,
+        None => TCX_NEXT,
+    }
+}
+
+fn classify(ctx: &TcContext) -> Option<i32> {
+    let cfg = MW_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
+        return None;
+    }
+    let flow = parse(ctx)?;
+    // SAFETY: plain lookups of POD values; the references are not kept across helper calls
+    // that could free them.
+    let src = unsafe { MW_ENROLLED.get(&flow.saddr) }.copied();
+    if let Some(pod) = src {
+        if pod.flags & FLAG_OUTBOUND != 0 {
+            if unsafe { MW_EXCLUDED.get(&flow.daddr) }.is_some() {
+                return None;
+            }
+            return Some(capture(
+                ctx,
+                cfg,
+                &flow,
+                cfg.outbound_port,
+                STAT_OUTBOUND_SYN,
+            ));
+        }
+    }
+    let dst = unsafe { MW_ENROLLED.get(&flow.daddr) }.copied()?;
+    if dst.flags & FLAG_INBOUND == 0 {
+        return None;
+    }
+    if flow.dport == cfg.hbone_port {
+        Some(capture(
+            ctx,
+            cfg,
+            &flow,
+            cfg.hbone_port,
+            STAT_INBOUND_HBONE_SYN,
+        ))
+    } else {
+        Some(capture(
+            ctx,
+            cfg,
+            &flow,
+            cfg.inbound_port,
+            STAT_INBOUND_PLAIN_SYN,
+        ))
+    }
+}
+
+/// Ethernet + IPv4 + TCP; `None` for anything else (including non-first fragments).
+fn parse(ctx: &TcContext) -> Option<Flow> {
+    let proto: u16 = ctx.load(12).ok()?;
+    if u16::from_be(proto) != ETH_P_IP {
+        return None;
+    }
+    let ver_ihl: u8 = ctx.load(ETH_HDR_LEN).ok()?;
+    if ver_ihl >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let frag: u16 = ctx.load(ETH_HDR_LEN + 6).ok()?;
+    if u16::from_be(frag) & 0x1fff != 0 {
+        return None;
+    }
+    let l4proto: u8 = ctx.load(ETH_HDR_LEN + 9).ok()?;
+    if l4proto != IPPROTO_TCP {
+        return None;
+    }
+    let saddr: u32 = ctx.load(ETH_HDR_LEN + 12).ok()?;
+    let daddr: u32 = ctx.load(ETH_HDR_LEN + 16).ok()?;
+    let tcp = ETH_HDR_LEN + ihl;
+    let dport: u16 = ctx.load(tcp + 2).ok()?;
+    let flags: u8 = ctx.load(tcp + 13).ok()?;
+    Some(Flow {
+        saddr,
+        daddr,
+        dport: u16::from_be(dport),
+        syn: flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0,
+    })
+}
+
+fn capture(ctx: &TcContext, cfg: &RedirectConfig, flow: &Flow, port: u16, stat: u32) -> i32 {
+    if flow.syn {
+        match assign_listener(ctx, cfg.listener_addr, port) {
+            Ok(()) => count(stat),
+            Err(reason) => {
+                count(reason);
+                return TCX_DROP;
+            }
+        }
+    } else {
+        count(STAT_MARKED);
+    }
+    ctx.set_mark(cfg.mark);
+    TCX_PASS
+}
+
+fn assign_listener(ctx: &TcContext, addr: u32, port: u16) -> Result<(), u32> {
+    // SAFETY: zeroed POD tuple; the union's ipv4 member is what we pass (size 12).
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    tuple.__bindgen_anon_1.ipv4.daddr = addr;
+    tuple.__bindgen_anon_1.ipv4.dport = port.to_be();
+    let size = core::mem::size_of_val(unsafe { &tuple.__bindgen_anon_1.ipv4 }) as u32;
+    // SAFETY: helper call with a valid skb context and tuple; a non-null result holds a
+    // reference we release below on every path.
+    let sk: *mut bpf_sock = unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.skb.skb as *mut _,
+            &mut tuple,
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return Err(STAT_NO_LISTENER_DROP);
+    }
+    let result = if unsafe { (*sk).state } != BPF_TCP_LISTEN {
+        Err(STAT_NO_LISTENER_DROP)
+    } else if unsafe { bpf_sk_assign(ctx.skb.skb as *mut _, sk as *mut _, 0) } != 0 {
+        Err(STAT_ASSIGN_FAILED)
+    } else {
+        Ok(())
+    };
+    unsafe { bpf_sk_release(sk as *mut _) };
+    result
+}
+
+fn count(index: u32) {
+    if let Some(counter) = MW_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,26 @@
+//! Userspace side of Meshwork's BPF traffic redirection.
+//!
+//! A node's ztunnel (running in the node's network namespace, with the host's bpffs
+//! visible) calls [`Redirect::load`] once at start, [`Redirect::attach`] for the uplink and
+//! every pod's host-side veth, and keeps the enrolled set current with
+//! [`Redirect::enroll`] / [`Redirect::unenroll`] / [`Redirect::sync`]. Everything is pinned
+//! under `<pin_root>/<node>/`, so a restarted ztunnel adopts the attached programs and the
+//! enrolled set without detaching anything (see `ebpf/README.md`).
+mod addrs;
+mod bpffs;
+mod error;
+mod options;
+mod redirect;
+mod routing;
+
+pub use addrs::local_ipv4_addresses;
+pub use bpffs::ensure_bpffs;
+pub use error::RedirectError;
+pub use meshwork_ebpf_common::{FLAG_ALL, FLAG_INBOUND, FLAG_OUTBOUND};
+pub use options::RedirectOptions;
+pub use redirect::{teardown, Redirect, RedirectStats};
+pub use routing::{install_local_routing, remove_local_routing};
+
+/// The compiled BPF object (built by build.rs from `ebpf/meshwork-ebpf`).
+pub(crate) static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshwork-ebpf"));

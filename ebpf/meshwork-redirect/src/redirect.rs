@@ -1,0 +1,337 @@
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use meshwork_ebpf_common::{
+    PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_EXCLUDED, MAP_STATS,
+    PROG_TC_INGRESS, STAT_ASSIGN_FAILED, STAT_COUNT, STAT_INBOUND_HBONE_SYN,
+    STAT_INBOUND_PLAIN_SYN, STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+};
+
+use crate::options::{ip_key, key_ip};
+use crate::{RedirectError, RedirectOptions, BPF_OBJECT};
+
+const LINK_PREFIX: &str = "link-";
+
+/// Counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedirectStats {
+    pub outbound_syn: u64,
+    pub inbound_hbone_syn: u64,
+    pub inbound_plain_syn: u64,
+    /// SYNs dropped because the target listener was absent (fail closed).
+    pub no_listener_drop: u64,
+    pub assign_failed: u64,
+    /// Non-SYN packets of captured flows delivered locally.
+    pub marked: u64,
+}
+
+/// The loaded programs and maps of one node. Pins persist after drop: a later
+/// [`Redirect::load`] for the same node adopts them.
+pub struct Redirect {
+    opts: RedirectOptions,
+    ebpf: Ebpf,
+    enrolled: HashMap<MapData, u32, PodEntry>,
+    excluded: HashMap<MapData, u32, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    attached: BTreeMap<String, PathBuf>,
+}
+
+impl Redirect {
+    /// Loads the programs into the current network namespace, reusing the maps pinned in
+    /// `<pin_root>/<node>/` (enrollment survives restarts), writes the configuration, and
+    /// atomically swaps the new program into every link pinned there (no detach gap).
+    pub fn load(opts: RedirectOptions) -> Result<Self, RedirectError> {
+        opts.validate()?;
+        let dir = opts.pin_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| RedirectError::PinDir {
+            path: dir.clone(),
+            source,
+        })?;
+        if !crate::bpffs::is_bpffs(&dir).map_err(|e| RedirectError::Bpffs {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })? {
+            return Err(RedirectError::Bpffs {
+                path: dir,
+                reason: "not on a bpffs (call ensure_bpffs for its mount point)".into(),
+            });
+        }
+        let paths: Vec<(&'static str, PathBuf)> =
+            [MAP_ENROLLED, MAP_EXCLUDED, MAP_CONFIG, MAP_STATS]
+                .into_iter()
+                .map(|m| (m, dir.join(m)))
+                .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| RedirectError::Load {
+            path: dir.clone(),
+            source: Box::new(e),
+        })?;
+
+        let mut config: Array<MapData, RedirectConfig> = take(&mut ebpf, MAP_CONFIG)?;
+        config
+            .set(0, opts.config(), 0)
+            .map_err(|e| RedirectError::map(MAP_CONFIG, e))?;
+        let enrolled = take(&mut ebpf, MAP_ENROLLED)?;
+        let excluded = take(&mut ebpf, MAP_EXCLUDED)?;
+        let stats = take(&mut ebpf, MAP_STATS)?;
+
+        let prog = classifier(&mut ebpf)?;
+        prog.load()
+            .map_err(|e| RedirectError::program(PROG_TC_INGRESS, e))?;
+
+        let mut me = Self {
+            opts,
+            ebpf,
+            enrolled,
+            excluded,
+            stats,
+            attached: BTreeMap::new(),
+        };
+        me.adopt_pinned_links()?;
+        Ok(me)
+    }
+
+    pub fn options(&self) -> &RedirectOptions {
+        &self.opts
+    }
+
+    /// Interfaces with an attached (pinned) link.
+    pub fn attached(&self) -> Vec<String> {
+        self.attached.keys().cloned().collect()
+    }
+
+    fn adopt_pinned_links(&mut self) -> Result<(), RedirectError> {
+        let dir = self.opts.pin_dir();
+        let entries = std::fs::read_dir(&dir).map_err(|source| RedirectError::PinDir {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(iface) = name.strip_prefix(LINK_PREFIX) else {
+                continue;
+            };
+            let path = entry.path();
+            match self.replace_program(&path) {
+                Ok(()) => {
+                    tracing::info!(interface = iface, "adopted pinned redirect link");
+                    self.attached.insert(iface.to_string(), path);
+                }
+                Err(e) => {
+                    // The interface is gone (pod deleted): the link is defunct.
+                    tracing::info!(interface = iface, error = %e, "dropping stale pinned link");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replace_program(&mut self, path: &Path) -> Result<(), RedirectError> {
+        let link_err = |reason: String| RedirectError::Link {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pinned = PinnedLink::from_pin(path).map_err(|e| link_err(e.to_string()))?;
+        let fd_link = FdLink::from(pinned);
+        let link = SchedClassifierLink::try_from(fd_link).map_err(|e| link_err(e.to_string()))?;
+        let prog = classifier(&mut self.ebpf)?;
+        let id = prog
+            .attach_to_link(link)
+            .map_err(|e| link_err(e.to_string()))?;
+        // The pin keeps the link; our fd closes when the program is dropped.
+        let _link = prog.take_link(id).map_err(|e| link_err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Attaches the program to `interface` ingress (TCX, first in the chain) and pins the
+    /// link. Already attached: no-op.
+    pub fn attach(&mut self, interface: &str) -> Result<(), RedirectError> {
+        if self.attached.contains_key(interface) {
+            return Ok(());
+        }
+        let attach_err = |reason: String| RedirectError::Attach {
+            interface: interface.to_string(),
+            reason,
+        };
+        if interface.is_empty() || interface.contains('/') {
+            return Err(attach_err("invalid interface name".into()));
+        }
+        let path = self
+            .opts
+            .pin_dir()
+            .join(format!("{LINK_PREFIX}{interface}"));
+        let prog = classifier(&mut self.ebpf)?;
+        let id = prog
+            .attach_with_options(
+                interface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(|e| attach_err(format!("{e} ({:?})", std::error::Error::source(&e))))?;
+        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+        fd_link
+            .pin(&path)
+            .map_err(|e| attach_err(format!("pin {}: {e}", path.display())))?;
+        tracing::info!(interface, "attached redirect program");
+        self.attached.insert(interface.to_string(), path);
+        Ok(())
+    }
+
+    /// Detaches from `interface` (removes the pinned link). Not attached: no-op.
+    pub fn detach(&mut self, interface: &str) -> Result<(), RedirectError> {
+        if let Some(path) = self.attached.remove(interface) {
+            std::fs::remove_file(&path).map_err(|e| RedirectError::Link {
+                path,
+                reason: e.to_string(),
+            })?;
+            tracing::info!(interface, "detached redirect program");
+        }
+        Ok(())
+    }
+
+    /// Enrolls a pod (both directions captured). Takes effect on the next SYN.
+    pub fn enroll(&mut self, ip: Ipv4Addr) -> Result<(), RedirectError> {
+        self.enroll_with(ip, FLAG_ALL)
+    }
+
+    /// Enrolls a pod with explicit `FLAG_*` bits.
+    pub fn enroll_with(&mut self, ip: Ipv4Addr, flags: u32) -> Result<(), RedirectError> {
+        if flags == 0 || flags & !FLAG_ALL != 0 {
+            return Err(RedirectError::InvalidOption {
+                field: "flags",
+                reason: format!("{flags:#x} for pod {ip}: must be a non-empty set of FLAG_*"),
+            });
+        }
+        let entry = PodEntry { flags, reserved: 0 };
+        self.enrolled
+            .insert(ip_key(ip), entry, 0)
+            .map_err(|e| RedirectError::map(MAP_ENROLLED, e))?;
+        tracing::debug!(%ip, flags, "enrolled pod");
+        Ok(())
+    }
+
+    /// Removes a pod from the mesh. Not enrolled: no-op.
+    pub fn unenroll(&mut self, ip: Ipv4Addr) -> Result<(), RedirectError> {
+        match self.enrolled.remove(&ip_key(ip)) {
+            Ok(()) => {
+                tracing::debug!(%ip, "unenrolled pod");
+                Ok(())
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(RedirectError::map(MAP_ENROLLED, e)),
+        }
+    }
+
+    /// Makes the enrolled set exactly `pods` (all with both directions captured).
+    pub fn sync<I: IntoIterator<Item = Ipv4Addr>>(&mut self, pods: I) -> Result<(), RedirectError> {
+        let want: BTreeMap<Ipv4Addr, u32> = pods.into_iter().map(|ip| (ip, FLAG_ALL)).collect();
+        self.sync_with(&want)
+    }
+
+    /// Makes the enrolled set exactly `pods` with the given flags.
+    pub fn sync_with(&mut self, pods: &BTreeMap<Ipv4Addr, u32>) -> Result<(), RedirectError> {
+        let current = self.enrolled_with_flags()?;
+        for ip in current.keys() {
+            if !pods.contains_key(ip) {
+                self.unenroll(*ip)?;
+            }
+        }
+        for (ip, flags) in pods {
+            if current.get(ip) != Some(flags) {
+                self.enroll_with(*ip, *flags)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The enrolled pods.
+    pub fn enrolled(&self) -> Result<Vec<Ipv4Addr>, RedirectError> {
+        Ok(self.enrolled_with_flags()?.into_keys().collect())
+    }
+
+    fn enrolled_with_flags(&self) -> Result<BTreeMap<Ipv4Addr, u32>, RedirectError> {
+        let mut out = BTreeMap::new();
+        for item in self.enrolled.iter() {
+            let (k, v) = item.map_err(|e| RedirectError::map(MAP_ENROLLED, e))?;
+            out.insert(key_ip(k), v.flags);
+        }
+        Ok(out)
+    }
+
+    /// Destinations an enrolled pod reaches directly (the node's own addresses).
+    pub fn exclude_destination(&mut self, ip: Ipv4Addr) -> Result<(), RedirectError> {
+        self.excluded
+            .insert(ip_key(ip), 1, 0)
+            .map_err(|e| RedirectError::map(MAP_EXCLUDED, e))
+    }
+
+    /// Excludes every address of the current network namespace (see
+    /// [`crate::local_ipv4_addresses`]).
+    pub fn exclude_local_addresses(&mut self) -> Result<(), RedirectError> {
+        for ip in crate::local_ipv4_addresses()? {
+            self.exclude_destination(ip)?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<RedirectStats, RedirectError> {
+        let mut sums = [0u64; STAT_COUNT as usize];
+        for (i, slot) in sums.iter_mut().enumerate() {
+            let values = self
+                .stats
+                .get(&(i as u32), 0)
+                .map_err(|e| RedirectError::map(MAP_STATS, e))?;
+            *slot = values.iter().sum();
+        }
+        Ok(RedirectStats {
+            outbound_syn: sums[STAT_OUTBOUND_SYN as usize],
+            inbound_hbone_syn: sums[STAT_INBOUND_HBONE_SYN as usize],
+            inbound_plain_syn: sums[STAT_INBOUND_PLAIN_SYN as usize],
+            no_listener_drop: sums[STAT_NO_LISTENER_DROP as usize],
+            assign_failed: sums[STAT_ASSIGN_FAILED as usize],
+            marked: sums[STAT_MARKED as usize],
+        })
+    }
+}
+
+/// Removes every pin of a node: links (detaching the programs) and maps. Missing: no-op.
+pub fn teardown(opts: &RedirectOptions) -> Result<(), RedirectError> {
+    let dir = opts.pin_dir();
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RedirectError::Teardown { path: dir, source }),
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, RedirectError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(RedirectError::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(|e| RedirectError::map(name, e))
+}
+
+fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, RedirectError> {
+    let prog = ebpf
+        .program_mut(PROG_TC_INGRESS)
+        .ok_or(RedirectError::Missing {
+            kind: "program",
+            name: PROG_TC_INGRESS,
+        })?;
+    prog.try_into()
+        .map_err(|e| RedirectError::program(PROG_TC_INGRESS, e))
+}
