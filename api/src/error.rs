@@ -1,0 +1,81 @@
+//! Errors and warnings about user resources, each naming file, document, resource and field.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem found in a resource file (used for both errors and warnings).
+///
+/// `Display` gives one line:
+/// `seed/02.yaml:3 (doc 1): VirtualService production/order-service-vs: spec.http[1].timeout: invalid duration ...`
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
+pub struct ApiError {
+    pub file: PathBuf,
+    /// 1-based index of the YAML document in the file (0 when not tied to a document).
+    pub document: usize,
+    /// 1-based line where the problem is (the document start when unknown; 0 if none).
+    pub line: usize,
+    /// Resource kind as written (may be empty when the document could not be read).
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Field path, e.g. `spec.http[1].match[0].headers.x-user-id.regex`; empty for the whole document.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if self.document > 0 {
+            write!(f, " (doc {})", self.document)?;
+        }
+        f.write_str(":")?;
+        if !self.kind.is_empty() || !self.name.is_empty() {
+            let kind = if self.kind.is_empty() {
+                "<unknown kind>"
+            } else {
+                &self.kind
+            };
+            write!(f, " {kind} ")?;
+            if !self.namespace.is_empty() {
+                write!(f, "{}/", self.namespace)?;
+            }
+            let name = if self.name.is_empty() {
+                "<unnamed>"
+            } else {
+                &self.name
+            };
+            write!(f, "{name}:")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, " {}:", self.field)?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_display() {
+        let e = ApiError {
+            file: "seed/02.yaml".into(),
+            document: 1,
+            line: 3,
+            kind: "VirtualService".into(),
+            namespace: "production".into(),
+            name: "vs".into(),
+            field: "spec.http[1].timeout".into(),
+            message: "invalid duration".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "seed/02.yaml:3 (doc 1): VirtualService production/vs: spec.http[1].timeout: invalid duration"
+        );
+    }
+}

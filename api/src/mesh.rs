@@ -1,0 +1,329 @@
+//! Istio MeshConfig: the parts Meshwork uses (trust domain, root namespace, extension
+//! providers, default providers).
+//!
+//! Sources, applied in this order over the defaults (`trustDomain: cluster.local`,
+//! `rootNamespace: istio-system`):
+//! 1. an optional standalone mesh config file (`MeshConfigOverlay::from_yaml`);
+//! 2. every ConfigMap in the root namespace that has a `mesh` key, in name order.
+//!
+//! Each overlay sets only what it mentions: scalar fields override; `extensionProviders`
+//! are merged by `name` (a later provider with the same name replaces the earlier one, new
+//! names are appended); each `defaultProviders` list replaces the earlier list when given.
+//! Field names are accepted in camelCase and in the proto snake_case form
+//! (`resource_detectors`, `max_tag_length`), as Istio does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::networking::Raw;
+
+/// Effective mesh configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeshConfig {
+    pub trust_domain: String,
+    pub root_namespace: String,
+    pub extension_providers: Vec<ExtensionProvider>,
+    pub default_providers: DefaultProviders,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            trust_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            extension_providers: Vec::new(),
+            default_providers: DefaultProviders::default(),
+        }
+    }
+}
+
+impl MeshConfig {
+    /// Applies one overlay (see the module docs for the merge rules).
+    pub fn apply(&mut self, overlay: &MeshConfigOverlay) {
+        if let Some(td) = overlay.trust_domain.as_ref().filter(|s| !s.is_empty()) {
+            self.trust_domain = td.clone();
+        }
+        if let Some(ns) = overlay.root_namespace.as_ref().filter(|s| !s.is_empty()) {
+            self.root_namespace = ns.clone();
+        }
+        for p in &overlay.extension_providers {
+            match self
+                .extension_providers
+                .iter_mut()
+                .find(|e| e.name == p.name)
+            {
+                Some(existing) => *existing = p.clone(),
+                None => self.extension_providers.push(p.clone()),
+            }
+        }
+        if let Some(d) = &overlay.default_providers {
+            if let Some(t) = &d.tracing {
+                self.default_providers.tracing = Some(t.clone());
+            }
+            if let Some(m) = &d.metrics {
+                self.default_providers.metrics = Some(m.clone());
+            }
+            if let Some(a) = &d.access_logging {
+                self.default_providers.access_logging = Some(a.clone());
+            }
+        }
+    }
+
+    /// Defaults with `overlays` applied in order.
+    pub fn from_overlays<'a>(overlays: impl IntoIterator<Item = &'a MeshConfigOverlay>) -> Self {
+        let mut m = MeshConfig::default();
+        for o in overlays {
+            m.apply(o);
+        }
+        m
+    }
+}
+
+/// A mesh config document as written (every field optional).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MeshConfigOverlay {
+    #[serde(alias = "trust_domain")]
+    pub trust_domain: Option<String>,
+    #[serde(alias = "root_namespace")]
+    pub root_namespace: Option<String>,
+    #[serde(alias = "extension_providers")]
+    pub extension_providers: Vec<ExtensionProvider>,
+    #[serde(alias = "default_providers")]
+    pub default_providers: Option<DefaultProviders>,
+    /// Accepted and kept, not interpreted.
+    #[serde(alias = "default_config")]
+    pub default_config: Option<Raw>,
+    #[serde(alias = "enable_tracing")]
+    pub enable_tracing: Option<bool>,
+    #[serde(alias = "access_log_file")]
+    pub access_log_file: Option<String>,
+    #[serde(alias = "access_log_encoding")]
+    pub access_log_encoding: Option<String>,
+    #[serde(alias = "enable_auto_mtls")]
+    pub enable_auto_mtls: Option<bool>,
+    #[serde(alias = "trust_domain_aliases")]
+    pub trust_domain_aliases: Vec<String>,
+    #[serde(alias = "outbound_traffic_policy")]
+    pub outbound_traffic_policy: Option<Raw>,
+    #[serde(alias = "enable_prometheus_merge")]
+    pub enable_prometheus_merge: Option<bool>,
+}
+
+/// Errors reading a mesh config document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshConfigError {
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+}
+
+impl MeshConfigError {
+    /// Field path inside the mesh config (empty for YAML syntax errors).
+    pub fn field(&self) -> &str {
+        match self {
+            MeshConfigError::Yaml(_) => "",
+            MeshConfigError::Field { field, .. } => field,
+        }
+    }
+    pub fn message(&self) -> String {
+        match self {
+            MeshConfigError::Yaml(m) => format!("invalid YAML: {m}"),
+            MeshConfigError::Field { message, .. } => message.clone(),
+        }
+    }
+}
+
+impl MeshConfigOverlay {
+    /// Parses a mesh config document; unknown fields are returned as warnings (paths).
+    pub fn from_yaml(text: &str) -> Result<(Self, Vec<String>), MeshConfigError> {
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| MeshConfigError::Yaml(e.to_string()))?;
+        if value.is_null() {
+            return Ok((Self::default(), Vec::new()));
+        }
+        let mut ignored = Vec::new();
+        let mut cb = |p: serde_ignored::Path<'_>| ignored.push(crate::parse::ignored_path(&p));
+        let de = serde_ignored::Deserializer::new(value, &mut cb);
+        let overlay: MeshConfigOverlay =
+            serde_path_to_error::deserialize(de).map_err(|e| MeshConfigError::Field {
+                field: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            })?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in overlay.extension_providers.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(MeshConfigError::Field {
+                    field: format!("extensionProviders[{i}].name"),
+                    message: "required".into(),
+                });
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(MeshConfigError::Field {
+                    field: format!("extensionProviders[{i}].name"),
+                    message: format!("duplicate extension provider \"{}\"", p.name),
+                });
+            }
+            if let Some(o) = &p.opentelemetry {
+                if o.service.is_empty() {
+                    return Err(MeshConfigError::Field {
+                        field: format!("extensionProviders[{i}].opentelemetry.service"),
+                        message: "required".into(),
+                    });
+                }
+                if !(1..=65535).contains(&o.port) {
+                    return Err(MeshConfigError::Field {
+                        field: format!("extensionProviders[{i}].opentelemetry.port"),
+                        message: format!("port {} out of range 1..=65535", o.port),
+                    });
+                }
+            }
+        }
+        Ok((overlay, ignored))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DefaultProviders {
+    pub tracing: Option<Vec<String>>,
+    pub metrics: Option<Vec<String>>,
+    #[serde(alias = "access_logging")]
+    pub access_logging: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ExtensionProvider {
+    pub name: String,
+    pub opentelemetry: Option<OpenTelemetryProvider>,
+    #[serde(alias = "envoy_file_access_log")]
+    pub envoy_file_access_log: Option<FileAccessLogProvider>,
+    pub prometheus: Option<Raw>,
+    // Other Istio provider types are accepted but not used by Meshwork.
+    pub zipkin: Option<Raw>,
+    pub datadog: Option<Raw>,
+    pub skywalking: Option<Raw>,
+    pub stackdriver: Option<Raw>,
+    #[serde(alias = "envoy_ext_authz_http")]
+    pub envoy_ext_authz_http: Option<Raw>,
+    #[serde(alias = "envoy_ext_authz_grpc")]
+    pub envoy_ext_authz_grpc: Option<Raw>,
+    #[serde(alias = "envoy_otel_als")]
+    pub envoy_otel_als: Option<Raw>,
+    #[serde(alias = "envoy_http_als")]
+    pub envoy_http_als: Option<Raw>,
+    #[serde(alias = "envoy_tcp_als")]
+    pub envoy_tcp_als: Option<Raw>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct OpenTelemetryProvider {
+    pub service: String,
+    pub port: u32,
+    #[serde(alias = "max_tag_length")]
+    pub max_tag_length: Option<u32>,
+    #[serde(alias = "resource_detectors")]
+    pub resource_detectors: Option<ResourceDetectors>,
+    pub http: Option<Raw>,
+    pub grpc: Option<Raw>,
+    #[serde(alias = "dynatrace_sampler")]
+    pub dynatrace_sampler: Option<Raw>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ResourceDetectors {
+    pub environment: Option<Raw>,
+    pub dynatrace: Option<Raw>,
+}
+
+impl ResourceDetectors {
+    /// The environment detector is on when present, unless `enabled: false` is given.
+    pub fn environment_enabled(&self) -> bool {
+        match &self.environment {
+            None => false,
+            Some(v) => v.get("enabled").and_then(|e| e.as_bool()).unwrap_or(true),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FileAccessLogProvider {
+    pub path: String,
+    #[serde(alias = "log_format")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LogFormat {
+    pub text: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_snake_case_fields() {
+        let (o, warnings) = MeshConfigOverlay::from_yaml(
+            "extensionProviders:\n- name: otel\n  opentelemetry:\n    port: 4317\n    service: c.o.svc\n    max_tag_length: 99\n    resource_detectors:\n      environment:\n        enabled: true\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let m = MeshConfig::from_overlays([&o]);
+        assert_eq!(m.trust_domain, "cluster.local");
+        assert_eq!(m.root_namespace, "istio-system");
+        let otel = m.extension_providers[0].opentelemetry.as_ref().unwrap();
+        assert_eq!(otel.port, 4317);
+        assert_eq!(otel.max_tag_length, Some(99));
+        assert!(otel
+            .resource_detectors
+            .as_ref()
+            .unwrap()
+            .environment_enabled());
+    }
+
+    #[test]
+    fn later_overlays_override_by_name() {
+        let (a, _) = MeshConfigOverlay::from_yaml(
+            "trustDomain: a.local\nextensionProviders:\n- name: p\n  prometheus: {}\n- name: otel\n  opentelemetry: {service: x, port: 1}\n",
+        )
+        .unwrap();
+        let (b, _) = MeshConfigOverlay::from_yaml(
+            "extensionProviders:\n- name: otel\n  opentelemetry: {service: y, port: 2}\n",
+        )
+        .unwrap();
+        let m = MeshConfig::from_overlays([&a, &b]);
+        assert_eq!(m.trust_domain, "a.local");
+        assert_eq!(m.extension_providers.len(), 2);
+        assert_eq!(
+            m.extension_providers[1]
+                .opentelemetry
+                .as_ref()
+                .unwrap()
+                .service,
+            "y"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = MeshConfigOverlay::from_yaml(
+            "extensionProviders:\n- name: otel\n  opentelemetry: {service: y, port: abc}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "extensionProviders[0].opentelemetry.port");
+        let e = MeshConfigOverlay::from_yaml(
+            "extensionProviders:\n- name: otel\n  opentelemetry: {port: 4}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "extensionProviders[0].opentelemetry.service");
+    }
+}
