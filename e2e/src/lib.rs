@@ -1,1 +1,13 @@
-//! Mini-cluster harness.
+//! Meshwork end-to-end harness: a mini-cluster made of network namespaces (a fabric
+//! bridge, nodes, pods behind veths), helpers to run processes inside it, and the
+//! scenarios written against [`MeshTarget`] so a Kubernetes target can reuse them.
+mod cluster;
+mod error;
+pub mod names;
+pub mod netns;
+pub mod probe;
+pub mod topology;
+
+pub use cluster::{cleanup_stale, Cluster, ClusterBuilder, BPF_PIN_ROOT};
+pub use error::HarnessError;
+pub use topology::{Node, Pod, Service};
