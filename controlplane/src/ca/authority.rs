@@ -194,7 +194,12 @@ impl Ca {
         authorize(&csr.identity)?;
         let ttl = self.effective_ttl(requested_ttl);
         let leaf = self.issue(&csr.identity, &csr.public_key, ttl, SystemTime::now())?;
-        tracing::info!(identity = %csr.identity, ttl_secs = ttl.as_secs(), "issued workload certificate");
+        tracing::info!(
+            identity = %csr.identity,
+            serial = %serial_hex(&leaf),
+            ttl_secs = ttl.as_secs(),
+            "issued workload certificate"
+        );
         let mut chain = Vec::with_capacity(1 + self.tail.len());
         chain.push(certificate_to_pem(&leaf));
         chain.extend(self.tail.iter().cloned());
@@ -354,7 +359,13 @@ fn parse_cert<'a>(
         })
 }
 
-pub(crate) fn unix_to_system(unix: i64) -> SystemTime {
+fn serial_hex(der: &CertificateDer<'_>) -> String {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
+}
+
+fn unix_to_system(unix: i64) -> SystemTime {
     if unix >= 0 {
         SystemTime::UNIX_EPOCH + Duration::from_secs(unix.unsigned_abs())
     } else {

@@ -7,6 +7,8 @@ use meshwork_identity::SpiffeId;
 pub enum SignError {
     #[error("malformed CSR: {0}")]
     MalformedCsr(String),
+    #[error("CSR public key is too weak: {0}")]
+    WeakKey(String),
     #[error("CSR signature does not verify against its public key")]
     BadSignature,
     #[error("CSR has no URI subject alternative name; exactly one SPIFFE id is required")]

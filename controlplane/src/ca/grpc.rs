@@ -87,6 +87,7 @@ pub fn to_status(error: &SignError) -> Status {
         | SignError::NotAllowedForNode { .. } => Status::permission_denied(message),
         SignError::MalformedCsr(_)
         | SignError::BadSignature
+        | SignError::WeakKey(_)
         | SignError::NoUriSan
         | SignError::ManyUriSans(_)
         | SignError::InvalidIdentity { .. }
