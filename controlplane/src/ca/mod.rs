@@ -44,4 +44,6 @@ pub use store::{
 pub use tokens::{NodeName, NodeTokens, TokenError, TOKEN_KEY_FILE};
 
 #[cfg(test)]
+mod handshake_tests;
+#[cfg(test)]
 mod tests;
