@@ -3,6 +3,10 @@ use std::path::PathBuf;
 /// Errors of the redirection loader. Every variant names what it was acting on.
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
+    #[error(
+        "the BPF programs were not built (AYA_BUILD_SKIP was set when compiling meshwork-redirect)"
+    )]
+    BpfNotBuilt,
     #[error("invalid redirect option {field}: {reason}")]
     InvalidOption { field: &'static str, reason: String },
     #[error("bpffs at {path}: {reason}")]

@@ -48,6 +48,9 @@ impl Redirect {
     /// atomically swaps the new program into every link pinned there (no detach gap).
     pub fn load(opts: RedirectOptions) -> Result<Self, RedirectError> {
         opts.validate()?;
+        if BPF_OBJECT.is_empty() {
+            return Err(RedirectError::BpfNotBuilt);
+        }
         let dir = opts.pin_dir();
         std::fs::create_dir_all(&dir).map_err(|source| RedirectError::PinDir {
             path: dir.clone(),
