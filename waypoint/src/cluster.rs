@@ -1,0 +1,180 @@
+//! Upstream clusters: a service port and subset with its traffic policy, endpoints, pool,
+//! outlier detector and balancer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use meshwork_model::pb::config as pb;
+use meshwork_model::snapshot::Snapshot;
+
+use crate::connector::Connector;
+use crate::endpoint::Endpoint;
+use crate::lb::{Balancer, LbPolicy};
+use crate::outlier::{Outlier, OutlierConfig};
+use crate::pool::{ClusterPool, PoolLimits, Proto};
+
+/// `outbound|<port>|<subset>|<hostname>` like Istio names clusters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterKey {
+    pub namespace: String,
+    pub hostname: String,
+    pub port: u16,
+    pub subset: String,
+}
+
+impl ClusterKey {
+    pub fn name(&self) -> String {
+        format!("outbound|{}|{}|{}", self.port, self.subset, self.hostname)
+    }
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub key: ClusterKey,
+    pub pool: ClusterPool,
+    pub outlier: Option<Outlier>,
+    pub lb: Balancer,
+    pub proto: Proto,
+    policy: Option<pb::TrafficPolicy>,
+}
+
+/// The effective traffic policy of a destination: the subset's (already merged) or the host's.
+pub fn traffic_policy<'a>(
+    route: Option<&'a pb::RouteConfig>,
+    subset: &str,
+) -> (
+    Option<&'a pb::TrafficPolicy>,
+    Option<&'a BTreeMap<String, String>>,
+) {
+    let Some(route) = route else {
+        return (None, None);
+    };
+    let s = route.subsets.iter().find(|s| s.name == subset);
+    let policy = s
+        .and_then(|s| s.traffic_policy.as_ref())
+        .or(route.traffic_policy.as_ref());
+    (policy, s.map(|s| &s.labels))
+}
+
+/// Whether the upstream speaks HTTP/2: gRPC/HTTP2 service ports, or h2UpgradePolicy UPGRADE.
+pub fn upstream_proto(
+    service: &pb::Service,
+    port: u16,
+    policy: Option<&pb::TrafficPolicy>,
+) -> Proto {
+    let upgrade = policy
+        .and_then(|p| p.connection_pool.as_ref())
+        .is_some_and(|c| c.h2_upgrade_policy.eq_ignore_ascii_case("UPGRADE"));
+    let h2_port = service
+        .ports
+        .iter()
+        .find(|p| p.port == u32::from(port))
+        .is_some_and(|p| {
+            let proto = p.protocol.to_ascii_uppercase();
+            proto == "HTTP2"
+                || proto == "GRPC"
+                || proto == "GRPC-WEB"
+                || p.name.starts_with("grpc")
+                || p.name.starts_with("http2")
+        });
+    if upgrade || h2_port {
+        Proto::Http2
+    } else {
+        Proto::Http1
+    }
+}
+
+/// Healthy member endpoints of `service` on `port`, restricted to `subset` labels.
+pub fn endpoints(
+    snapshot: &Snapshot,
+    service: &pb::Service,
+    port: u16,
+    subset: Option<&BTreeMap<String, String>>,
+) -> Vec<Arc<Endpoint>> {
+    let service_port = service.ports.iter().find(|p| p.port == u32::from(port));
+    let mut out = Vec::new();
+    for (w, sp) in snapshot.service_members(service) {
+        if !w.healthy || subset.is_some_and(|s| !crate::routing::subset_matches(s, &w.labels)) {
+            continue;
+        }
+        let target = sp
+            .ports
+            .get(&u32::from(port))
+            .copied()
+            .or_else(|| service_port.map(|p| p.target_port).filter(|p| *p != 0))
+            .unwrap_or(u32::from(port));
+        let Ok(target) = u16::try_from(target) else {
+            continue;
+        };
+        let Some(ip) = w.addresses.iter().find_map(|a| a.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let identity = (!w.service_account.is_empty()).then(|| {
+            format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                if w.trust_domain.is_empty() {
+                    "cluster.local"
+                } else {
+                    &w.trust_domain
+                },
+                w.namespace,
+                w.service_account
+            )
+        });
+        out.push(Arc::new(Endpoint {
+            addr: SocketAddr::new(ip, target),
+            identity,
+            workload: w.name.clone(),
+            namespace: w.namespace.clone(),
+            labels: w.labels.clone(),
+        }));
+    }
+    out.sort_by_key(|e| e.addr);
+    out
+}
+
+/// All clusters, created on first use and replaced when their traffic policy changes.
+pub struct Clusters {
+    connector: Arc<dyn Connector>,
+    map: Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
+}
+
+impl Clusters {
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Clusters {
+            connector,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(
+        &self,
+        key: ClusterKey,
+        policy: Option<&pb::TrafficPolicy>,
+        proto: Proto,
+    ) -> Arc<Cluster> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(&key) {
+            if c.policy.as_ref() == policy && c.proto == proto {
+                return c.clone();
+            }
+        }
+        let c = Arc::new(Cluster {
+            pool: ClusterPool::new(
+                PoolLimits::from_pb(policy.and_then(|p| p.connection_pool.as_ref())),
+                self.connector.clone(),
+            ),
+            outlier: OutlierConfig::from_pb(policy.and_then(|p| p.outlier_detection.as_ref()))
+                .map(Outlier::new),
+            lb: Balancer::new(LbPolicy::from_pb(
+                policy.and_then(|p| p.load_balancer.as_ref()),
+            )),
+            proto,
+            policy: policy.cloned(),
+            key: key.clone(),
+        });
+        map.insert(key, c.clone());
+        c
+    }
+}

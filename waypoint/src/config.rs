@@ -1,0 +1,121 @@
+//! The config snapshot compiled for request handling: route configs (regexes) and
+//! authorization policies, rebuilt when the control plane publishes a new snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use meshwork_authz::{applicable, Policy, PolicyTarget};
+use meshwork_model::client::ConfigHandle;
+use meshwork_model::pb::config as pb;
+use meshwork_model::snapshot::Snapshot;
+use tracing::warn;
+
+use crate::routing::CompiledRouteConfig;
+
+/// Which waypoint this is (its Gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaypointId {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A snapshot with compiled routes and policies.
+#[derive(Debug)]
+pub struct Compiled {
+    pub snapshot: Arc<Snapshot>,
+    routes: HashMap<(String, String), Arc<CompiledRouteConfig>>,
+    policies: HashMap<String, Arc<Policy>>,
+    root_namespace: String,
+}
+
+impl Compiled {
+    pub fn build(snapshot: Arc<Snapshot>) -> Compiled {
+        let mut routes = HashMap::new();
+        for r in snapshot.routes() {
+            match CompiledRouteConfig::compile(r) {
+                Ok(c) => {
+                    routes.insert((r.namespace.clone(), r.hostname.clone()), Arc::new(c));
+                }
+                Err(e) => warn!("skipping route config: {e}"),
+            }
+        }
+        let policies = snapshot
+            .authorizations()
+            .map(|a| {
+                let p = Policy::compile(a);
+                for e in p.errors() {
+                    warn!("{e}");
+                }
+                (p.key.clone(), Arc::new(p))
+            })
+            .collect();
+        let root_namespace = snapshot
+            .mesh()
+            .map(|m| m.root_namespace.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "istio-system".to_string());
+        Compiled {
+            snapshot,
+            routes,
+            policies,
+            root_namespace,
+        }
+    }
+
+    /// Routes for a service's hostname.
+    pub fn route(&self, service: &pb::Service) -> Option<&Arc<CompiledRouteConfig>> {
+        self.routes
+            .get(&(service.namespace.clone(), service.hostname.clone()))
+    }
+
+    /// Compiled policies that apply to traffic for `service` through this waypoint.
+    pub fn policies(&self, waypoint: &WaypointId, service: &pb::Service) -> Vec<Arc<Policy>> {
+        let target = PolicyTarget::Waypoint {
+            namespace: &waypoint.namespace,
+            name: &waypoint.name,
+            service: Some((&service.namespace, &service.name)),
+        };
+        applicable(
+            self.snapshot.authorizations(),
+            &target,
+            &self.root_namespace,
+        )
+        .into_iter()
+        .filter_map(|a| {
+            self.policies
+                .get(&format!("{}/{}", a.namespace, a.name))
+                .cloned()
+        })
+        .collect()
+    }
+}
+
+/// Checks a candidate snapshot (the subscription validator): routes must compile.
+pub fn validate(snapshot: &Snapshot) -> Result<(), String> {
+    for r in snapshot.routes() {
+        CompiledRouteConfig::compile(r).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Follows a [`ConfigHandle`] and recompiles on change.
+pub struct ConfigCache {
+    handle: ConfigHandle,
+    current: Mutex<Arc<Compiled>>,
+}
+
+impl ConfigCache {
+    pub fn new(handle: ConfigHandle) -> Self {
+        let current = Mutex::new(Arc::new(Compiled::build(handle.snapshot())));
+        ConfigCache { handle, current }
+    }
+
+    pub fn get(&self) -> Arc<Compiled> {
+        let snap = self.handle.snapshot();
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&cur.snapshot, &snap) {
+            *cur = Arc::new(Compiled::build(snap));
+        }
+        cur.clone()
+    }
+}

@@ -1,0 +1,31 @@
+//! Meshwork's waypoint: the per-namespace L7 proxy.
+//!
+//! [`L7Service`] is the transport-independent request path; [`server::serve_connection`]
+//! serves HTTP/1.1 and HTTP/2 on any byte stream; a [`Connector`] reaches endpoints (plain
+//! TCP, or HBONE in the mesh).
+
+pub mod access_log;
+pub mod authz;
+pub mod body;
+pub mod cluster;
+pub mod config;
+pub mod connector;
+pub mod cors;
+pub mod endpoint;
+pub mod fault;
+pub mod flags;
+pub mod headers;
+pub mod lb;
+pub mod metrics;
+pub mod outlier;
+pub mod pool;
+pub mod retry;
+pub mod rewrite;
+pub mod routing;
+pub mod server;
+pub mod service;
+pub mod tracked;
+
+pub use config::WaypointId;
+pub use connector::{Connector, Target, TcpConnector};
+pub use service::{ConnContext, L7Service, Options};

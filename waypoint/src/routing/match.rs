@@ -1,0 +1,514 @@
+//! Matching requests against VirtualService `match` blocks (`pb::RouteMatch`).
+
+use std::collections::BTreeMap;
+
+use http::{HeaderMap, Method, Uri};
+use meshwork_model::pb::config as pb;
+use regex::Regex;
+
+/// A route config whose regexes failed to compile.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("route {route}: http[{index}].match: invalid regex {regex:?}: {reason}")]
+pub struct RouteError {
+    pub route: String,
+    pub index: usize,
+    pub regex: String,
+    pub reason: String,
+}
+
+/// What a request is matched on.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchInput<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// `:authority` / Host.
+    pub authority: &'a str,
+    pub scheme: &'a str,
+    /// Destination (service) port.
+    pub port: u16,
+    pub source_labels: Option<&'a BTreeMap<String, String>>,
+    pub source_namespace: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+enum Str {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+    Present,
+}
+
+impl Str {
+    fn compile(m: &pb::StringMatch, lower: bool) -> Result<Option<Str>, (String, String)> {
+        use pb::string_match::Match;
+        let norm = |s: &String| {
+            if lower {
+                s.to_ascii_lowercase()
+            } else {
+                s.clone()
+            }
+        };
+        Ok(match &m.r#match {
+            Some(Match::Exact(e)) => Some(Str::Exact(norm(e))),
+            Some(Match::Prefix(p)) => Some(Str::Prefix(norm(p))),
+            Some(Match::Regex(r)) => {
+                let anchored = format!("^(?:{r})$");
+                let re = regex::RegexBuilder::new(&anchored)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| (r.clone(), e.to_string()))?;
+                Some(Str::Regex(re))
+            }
+            None if m.present => Some(Str::Present),
+            None => None,
+        })
+    }
+
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            Str::Exact(e) => v == e,
+            Str::Prefix(p) => v.starts_with(p.as_str()),
+            Str::Regex(r) => r.is_match(v),
+            Str::Present => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Match {
+    uri: Option<Str>,
+    ignore_uri_case: bool,
+    scheme: Option<Str>,
+    method: Option<Str>,
+    authority: Option<Str>,
+    headers: Vec<(String, Str)>,
+    without_headers: Vec<(String, Str)>,
+    query: Vec<(String, Str)>,
+    port: u32,
+    source_labels: BTreeMap<String, String>,
+    source_namespace: String,
+}
+
+impl Match {
+    fn compile(m: &pb::RouteMatch) -> Result<Match, (String, String)> {
+        let opt = |s: &Option<pb::StringMatch>, lower| -> Result<Option<Str>, (String, String)> {
+            match s {
+                Some(s) => Str::compile(s, lower),
+                None => Ok(None),
+            }
+        };
+        let map = |m: &BTreeMap<String, pb::StringMatch>,
+                   lower_key: bool|
+         -> Result<Vec<(String, Str)>, (String, String)> {
+            let mut out = Vec::new();
+            for (k, v) in m {
+                let key = if lower_key {
+                    k.to_ascii_lowercase()
+                } else {
+                    k.clone()
+                };
+                // A header match with no value matches presence.
+                let s = Str::compile(v, false)?.unwrap_or(Str::Present);
+                out.push((key, s));
+            }
+            Ok(out)
+        };
+        Ok(Match {
+            uri: opt(&m.uri, m.ignore_uri_case)?,
+            ignore_uri_case: m.ignore_uri_case,
+            scheme: opt(&m.scheme, false)?,
+            method: opt(&m.method, false)?,
+            authority: opt(&m.authority, false)?,
+            headers: map(&m.headers, true)?,
+            without_headers: map(&m.without_headers, true)?,
+            query: map(&m.query_params, false)?,
+            port: m.port,
+            source_labels: m.source_labels.clone(),
+            source_namespace: m.source_namespace.clone(),
+        })
+    }
+
+    fn matches(&self, input: &MatchInput<'_>) -> bool {
+        if let Some(uri) = &self.uri {
+            let path = input.uri.path();
+            let ok = if self.ignore_uri_case {
+                uri.matches(&path.to_ascii_lowercase())
+            } else {
+                uri.matches(path)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if self
+            .scheme
+            .as_ref()
+            .is_some_and(|s| !s.matches(input.scheme))
+            || self
+                .method
+                .as_ref()
+                .is_some_and(|m| !m.matches(input.method.as_str()))
+            || self
+                .authority
+                .as_ref()
+                .is_some_and(|a| !a.matches(input.authority))
+        {
+            return false;
+        }
+        if self.port != 0 && u32::from(input.port) != self.port {
+            return false;
+        }
+        let header = |name: &str| -> Option<String> {
+            let vals: Vec<&str> = input
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!vals.is_empty()).then(|| vals.join(","))
+        };
+        for (name, m) in &self.headers {
+            if !header(name).is_some_and(|v| m.matches(&v)) {
+                return false;
+            }
+        }
+        for (name, m) in &self.without_headers {
+            if header(name).is_some_and(|v| m.matches(&v)) {
+                return false;
+            }
+        }
+        if !self.query.is_empty() {
+            let q = input.uri.query().unwrap_or("");
+            for (name, m) in &self.query {
+                let found = q.split('&').any(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    k == name && m.matches(v)
+                });
+                if !found {
+                    return false;
+                }
+            }
+        }
+        if !self.source_labels.is_empty() {
+            let Some(labels) = input.source_labels else {
+                return false;
+            };
+            if !self
+                .source_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+            {
+                return false;
+            }
+        }
+        if !self.source_namespace.is_empty()
+            && input.source_namespace != Some(self.source_namespace.as_str())
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// One HTTP route with its compiled matches.
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    pub index: usize,
+    pub route: pb::HttpRoute,
+    matches: Vec<Match>,
+}
+
+impl CompiledRoute {
+    /// Empty `match` matches every request; otherwise any match block (OR).
+    pub fn matches(&self, input: &MatchInput<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(input))
+    }
+
+    /// The URI prefix of the first matching block, when it matched by prefix (for rewrites).
+    pub fn matched_prefix(&self, input: &MatchInput<'_>) -> Option<String> {
+        let m = self.matches.iter().find(|m| m.matches(input))?;
+        match &m.uri {
+            Some(Str::Prefix(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A host's routes, compiled once per config snapshot.
+#[derive(Debug, Clone)]
+pub struct CompiledRouteConfig {
+    pub config: pb::RouteConfig,
+    pub routes: Vec<CompiledRoute>,
+}
+
+impl CompiledRouteConfig {
+    pub fn compile(config: &pb::RouteConfig) -> Result<Self, RouteError> {
+        let name = format!("{}/{}", config.namespace, config.hostname);
+        let mut routes = Vec::with_capacity(config.http.len());
+        for (index, r) in config.http.iter().enumerate() {
+            let matches = r
+                .matches
+                .iter()
+                .map(Match::compile)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|(regex, reason)| RouteError {
+                    route: name.clone(),
+                    index,
+                    regex,
+                    reason,
+                })?;
+            routes.push(CompiledRoute {
+                index,
+                route: r.clone(),
+                matches,
+            });
+        }
+        Ok(CompiledRouteConfig {
+            config: config.clone(),
+            routes,
+        })
+    }
+
+    /// The first route matching the request, in order.
+    pub fn find(&self, input: &MatchInput<'_>) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|r| r.matches(input))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::string_match::Match as M;
+
+    fn sm(m: M) -> pb::StringMatch {
+        pb::StringMatch {
+            r#match: Some(m),
+            present: false,
+        }
+    }
+
+    fn input<'a>(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        labels: Option<&'a BTreeMap<String, String>>,
+    ) -> MatchInput<'a> {
+        MatchInput {
+            method,
+            uri,
+            headers,
+            authority: "order-service:80",
+            scheme: "http",
+            port: 80,
+            source_labels: labels,
+            source_namespace: Some("production"),
+        }
+    }
+
+    fn route(matches: Vec<pb::RouteMatch>) -> CompiledRouteConfig {
+        CompiledRouteConfig::compile(&pb::RouteConfig {
+            hostname: "h".into(),
+            namespace: "n".into(),
+            http: vec![pb::HttpRoute {
+                matches,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn seed_matches() {
+        let canary = route(vec![pb::RouteMatch {
+            headers: [("x-canary".to_string(), sm(M::Exact("true".into())))].into(),
+            ..Default::default()
+        }]);
+        let even = route(vec![pb::RouteMatch {
+            headers: [(
+                "x-user-id".to_string(),
+                sm(M::Regex("^[0-9]*[02468]$".into())),
+            )]
+            .into(),
+            ..Default::default()
+        }]);
+        let get = Method::GET;
+        let uri: Uri = "/orders".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert!(canary.find(&input(&get, &uri, &h, None)).is_none());
+        h.insert("x-canary", "true".parse().unwrap());
+        assert!(canary.find(&input(&get, &uri, &h, None)).is_some());
+        h.insert("x-user-id", "1234".parse().unwrap());
+        assert!(even.find(&input(&get, &uri, &h, None)).is_some());
+        h.insert("x-user-id", "1235".parse().unwrap());
+        assert!(even.find(&input(&get, &uri, &h, None)).is_none());
+        h.insert("x-user-id", "a1234x".parse().unwrap());
+        assert!(even.find(&input(&get, &uri, &h, None)).is_none());
+    }
+
+    #[test]
+    fn every_field() {
+        let get = Method::GET;
+        let uri: Uri = "/API/items?id=7&x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-env", "prod".parse().unwrap());
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let cases: Vec<(&str, pb::RouteMatch, bool)> = vec![
+            (
+                "uri prefix case",
+                pb::RouteMatch {
+                    uri: Some(sm(M::Prefix("/api".into()))),
+                    ignore_uri_case: true,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "uri prefix",
+                pb::RouteMatch {
+                    uri: Some(sm(M::Prefix("/api".into()))),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "uri exact no query",
+                pb::RouteMatch {
+                    uri: Some(sm(M::Exact("/API/items".into()))),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "method",
+                pb::RouteMatch {
+                    method: Some(sm(M::Exact("POST".into()))),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "scheme",
+                pb::RouteMatch {
+                    scheme: Some(sm(M::Exact("http".into()))),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "authority",
+                pb::RouteMatch {
+                    authority: Some(sm(M::Prefix("order".into()))),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "port",
+                pb::RouteMatch {
+                    port: 8080,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "without header",
+                pb::RouteMatch {
+                    without_headers: [("x-env".to_string(), sm(M::Exact("prod".into())))].into(),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "header present",
+                pb::RouteMatch {
+                    headers: [(
+                        "X-Env".to_string(),
+                        pb::StringMatch {
+                            r#match: None,
+                            present: true,
+                        },
+                    )]
+                    .into(),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "query exact",
+                pb::RouteMatch {
+                    query_params: [("id".to_string(), sm(M::Exact("7".into())))].into(),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "query regex",
+                pb::RouteMatch {
+                    query_params: [("id".to_string(), sm(M::Regex("[0-9]+".into())))].into(),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "query missing",
+                pb::RouteMatch {
+                    query_params: [("q".to_string(), sm(M::Exact("7".into())))].into(),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "source labels",
+                pb::RouteMatch {
+                    source_labels: [("app".to_string(), "web".to_string())].into(),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "source labels miss",
+                pb::RouteMatch {
+                    source_labels: [("app".to_string(), "db".to_string())].into(),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                "source namespace",
+                pb::RouteMatch {
+                    source_namespace: "staging".into(),
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        for (name, m, want) in cases {
+            let r = route(vec![m]);
+            assert_eq!(
+                r.find(&input(&get, &uri, &h, Some(&labels))).is_some(),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_regex_is_an_error() {
+        let err = CompiledRouteConfig::compile(&pb::RouteConfig {
+            hostname: "h".into(),
+            namespace: "n".into(),
+            http: vec![pb::HttpRoute {
+                matches: vec![pb::RouteMatch {
+                    uri: Some(sm(M::Regex("(".into()))),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("n/h: http[0]"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! HTTP routing: compiled route configs, request matching and destination selection.
+
+pub mod r#match;
+pub mod select;
+
+pub use r#match::{CompiledRoute, CompiledRouteConfig, MatchInput, RouteError};
+pub use select::{pick_weighted, subset_matches};

@@ -1,0 +1,979 @@
+//! The L7 request path: service resolution, authorization, routing, faults, retries with
+//! timeouts over pooled upstream connections, response decoration, metrics and access log.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use meshwork_model::client::ConfigHandle;
+use meshwork_model::pb::config as pb;
+use prometheus_client::registry::Registry;
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::authz;
+use crate::body::{self, Body, BoxError};
+use crate::cluster::{self, Cluster, ClusterKey, Clusters};
+use crate::config::{Compiled, ConfigCache, WaypointId};
+use crate::connector::Connector;
+use crate::cors;
+use crate::endpoint::Endpoint;
+use crate::fault;
+use crate::flags::{self, Flags};
+use crate::headers;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::outlier::Observation;
+use crate::pool::{PoolError, Proto};
+use crate::retry::{Attempt, RetryPolicy};
+use crate::rewrite;
+use crate::routing::{pick_weighted, MatchInput};
+use crate::tracked::Tracked;
+
+/// Facts about the downstream connection a request arrived on.
+#[derive(Debug, Clone, Default)]
+pub struct ConnContext {
+    /// Verified peer identity (`spiffe://td/ns/x/sa/y`), `None` for plaintext.
+    pub source_identity: Option<String>,
+    pub source: Option<SocketAddr>,
+    /// Original destination (service VIP and port), e.g. the HBONE CONNECT target.
+    pub destination: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub waypoint: WaypointId,
+    pub access_log: AccessLog,
+    /// Largest request body buffered for retries and mirroring.
+    pub max_buffered_body: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            waypoint: WaypointId::default(),
+            access_log: AccessLog::Off,
+            max_buffered_body: 1 << 20,
+        }
+    }
+}
+
+struct Inner {
+    cache: ConfigCache,
+    clusters: Clusters,
+    metrics: Metrics,
+    opts: Options,
+}
+
+/// The transport-independent L7 proxy. Cheap to clone.
+#[derive(Clone)]
+pub struct L7Service {
+    inner: Arc<Inner>,
+}
+
+/// What is known about a request while it is handled, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Exchange {
+    flags: Flags,
+    details: String,
+    route: String,
+    cluster: String,
+    upstream: Option<Arc<Endpoint>>,
+    service: Option<pb::Service>,
+    attempts: u32,
+    policy: String,
+    grpc_status: String,
+}
+
+/// The request body, replayable when it was small enough to buffer.
+enum ReqBody {
+    Buffered(Bytes),
+    Stream(Option<Body>),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            ReqBody::Buffered(b) => Some(body::full(b.clone())),
+            ReqBody::Stream(s) => s.take(),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, ReqBody::Buffered(_))
+    }
+}
+
+/// Outcome of the upstream phase.
+struct Upstream {
+    response: Response<Body>,
+}
+
+impl L7Service {
+    pub fn new(
+        config: ConfigHandle,
+        connector: Arc<dyn Connector>,
+        opts: Options,
+        registry: &mut Registry,
+    ) -> Self {
+        L7Service {
+            inner: Arc::new(Inner {
+                cache: ConfigCache::new(config),
+                clusters: Clusters::new(connector),
+                metrics: Metrics::new(registry),
+                opts,
+            }),
+        }
+    }
+
+    /// Handles one request. Never fails: errors become local replies with response flags.
+    pub async fn handle<B>(&self, req: Request<B>, conn: &ConnContext) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let wall = std::time::SystemTime::now();
+        let cfg = self.inner.cache.get();
+        let req_bytes = Arc::new(AtomicU64::new(0));
+        let (parts, b) = req.into_parts();
+        let req = Request::from_parts(
+            parts,
+            Tracked::new(body::boxed(b)).counting(req_bytes.clone()),
+        );
+        let method = req.method().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let authority = authority_of(&req);
+        let protocol = match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .unwrap_or_else(new_request_id);
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let grpc = is_grpc(req.headers());
+
+        let mut ex = Exchange::default();
+        let resp = self.proxy(req, conn, &cfg, &mut ex, &request_id).await;
+
+        let status = resp.status().as_u16();
+        if grpc {
+            ex.grpc_status = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+        }
+        let labels = self.labels(&cfg, conn, &ex, status, if grpc { "grpc" } else { "http" });
+        let metrics = self.inner.metrics.clone();
+        let log = self.inner.opts.access_log.clone();
+        let mut entry = Entry {
+            start_time: humantime(wall),
+            method,
+            path,
+            protocol: protocol.to_string(),
+            response_code: status,
+            response_flags: ex.flags.render(),
+            response_code_details: ex.details.clone(),
+            upstream_host: ex
+                .upstream
+                .as_ref()
+                .map(|u| u.addr.to_string())
+                .unwrap_or_default(),
+            upstream_cluster: ex.cluster.clone(),
+            route_name: ex.route.clone(),
+            authority,
+            downstream_remote_address: conn.source.map(|s| s.to_string()).unwrap_or_default(),
+            source_principal: conn.source_identity.clone().unwrap_or_default(),
+            request_id,
+            user_agent,
+            attempts: ex.attempts,
+            authz_policy: ex.policy.clone(),
+            ..Default::default()
+        };
+        let (parts, b) = resp.into_parts();
+        let b = Tracked::new(b).on_done(move |sent, _complete| {
+            let elapsed = start.elapsed();
+            let received = req_bytes.load(Ordering::Relaxed);
+            metrics.record(&labels, elapsed.as_secs_f64() * 1000.0, received, sent);
+            entry.bytes_received = received;
+            entry.bytes_sent = sent;
+            entry.duration_ms = elapsed.as_millis() as u64;
+            log.write(&entry);
+        });
+        Response::from_parts(parts, b.boxed())
+    }
+
+    async fn proxy(
+        &self,
+        req: Request<Tracked>,
+        conn: &ConnContext,
+        cfg: &Compiled,
+        ex: &mut Exchange,
+        request_id: &str,
+    ) -> Response<Body> {
+        let snap = &cfg.snapshot;
+        let authority = authority_of(&req);
+        let (host, host_port) = split_host(&authority);
+        let source_ns = conn
+            .source_identity
+            .as_deref()
+            .and_then(|id| id.split("/ns/").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or("");
+        let service = conn
+            .destination
+            .and_then(|d| snap.service_by_vip(d.ip()))
+            .or_else(|| snap.service_by_host(host, source_ns))
+            .cloned();
+        let Some(service) = service else {
+            ex.flags.add(flags::NO_ROUTE);
+            ex.details = "route_not_found".into();
+            return authz::reply(
+                StatusCode::NOT_FOUND,
+                format!("no service for host {host:?}\n"),
+            );
+        };
+        let port = conn
+            .destination
+            .filter(|d| snap.service_by_vip(d.ip()).is_some())
+            .map(|d| d.port())
+            .or(host_port)
+            .or_else(|| (service.ports.len() == 1).then(|| service.ports[0].port as u16))
+            .unwrap_or(80);
+        ex.service = Some(service.clone());
+
+        // Authorization.
+        let (mut parts, b) = req.into_parts();
+        let policies = cfg.policies(&self.inner.opts.waypoint, &service);
+        if !policies.is_empty() {
+            let ctx = authz::context(
+                &parts,
+                &authority,
+                conn.source_identity.as_deref(),
+                conn.source,
+                conn.destination,
+                port,
+            );
+            let (decision, rejection) = authz::check(&policies, &ctx);
+            ex.policy = decision.policy.clone().unwrap_or_default();
+            if let Some((resp, flag)) = rejection {
+                if flag != flags::NONE {
+                    ex.flags.add(flag);
+                }
+                ex.details = format!("rbac_access_denied: {}", decision.reason);
+                return resp;
+            }
+        }
+
+        // Routing.
+        let route_cfg = cfg.route(&service).cloned();
+        let source_wl = conn.source.and_then(|s| snap.workload_by_ip(s.ip()));
+        let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+        let input = MatchInput {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            authority: &authority,
+            scheme: &scheme,
+            port,
+            source_labels: source_wl.map(|w| &w.labels),
+            source_namespace: source_wl.map(|w| w.namespace.as_str()).or(Some(source_ns)),
+        };
+        let default_route;
+        let (route, matched_prefix) = match &route_cfg {
+            Some(rc) => match rc.find(&input) {
+                Some(r) => (&r.route, r.matched_prefix(&input)),
+                None => {
+                    ex.flags.add(flags::NO_ROUTE);
+                    ex.details = "route_not_found".into();
+                    return authz::reply(StatusCode::NOT_FOUND, "");
+                }
+            },
+            None => {
+                default_route = pb::HttpRoute {
+                    name: "default".into(),
+                    route: vec![pb::WeightedDestination {
+                        destination: Some(pb::Destination {
+                            host: service.hostname.clone(),
+                            subset: String::new(),
+                            port: u32::from(port),
+                        }),
+                        weight: 100,
+                        headers: None,
+                    }],
+                    ..Default::default()
+                };
+                (&default_route, None)
+            }
+        };
+        ex.route = if route.name.is_empty() {
+            format!("{}.{}", service.hostname, port)
+        } else {
+            route.name.clone()
+        };
+
+        // CORS, redirects, direct responses.
+        let cors_origin = route
+            .cors
+            .as_ref()
+            .and_then(|c| cors::allowed_origin(c, &parts.headers));
+        if let Some(c) = &route.cors {
+            if let Some(resp) = cors::preflight(c, &parts.method, &parts.headers) {
+                ex.details = "cors_response".into();
+                return resp;
+            }
+        }
+        if let Some(r) = &route.redirect {
+            ex.details = "redirect".into();
+            return rewrite::redirect(r, &parts.uri, &authority, &scheme);
+        }
+        if let Some(d) = &route.direct_response {
+            ex.details = "direct_response".into();
+            return rewrite::direct(d);
+        }
+
+        // Faults.
+        if let Some(f) = &route.fault {
+            let injected = { fault::decide(f, &mut rand::rng()) };
+            if let Some(d) = injected.delay {
+                ex.flags.add(flags::DELAY_INJECTED);
+                tokio::time::sleep(d).await;
+            }
+            if let Some(status) = injected.abort_status {
+                ex.flags.add(flags::FAULT_INJECTED);
+                ex.details = "fault_filter_abort".into();
+                let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return authz::reply(s, "fault filter abort");
+            }
+            if let Some(g) = injected.abort_grpc {
+                ex.flags.add(flags::FAULT_INJECTED);
+                ex.details = "fault_filter_abort".into();
+                let mut r = Response::new(body::empty());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&g.to_string()) {
+                    r.headers_mut().insert("grpc-status", v);
+                }
+                return r;
+            }
+        }
+
+        // Request transformation.
+        let mut req = Request::from_parts(parts.clone(), ());
+        if let Some(rw) = &route.rewrite {
+            if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_deref()) {
+                warn!("route {}: {e}", ex.route);
+            }
+        }
+        let (p, ()) = req.into_parts();
+        parts = p;
+        headers::apply(
+            route.headers.as_ref().and_then(|h| h.request.as_ref()),
+            &mut parts.headers,
+        );
+        if !parts.headers.contains_key("x-request-id") {
+            if let Ok(v) = HeaderValue::from_str(request_id) {
+                parts.headers.insert("x-request-id", v);
+            }
+        }
+
+        let Some(wd) = pick_weighted(&route.route, &mut rand::rng()).cloned() else {
+            ex.flags.add(flags::NO_ROUTE);
+            ex.details = "no_route_destination".into();
+            return authz::reply(StatusCode::SERVICE_UNAVAILABLE, "no destination\n");
+        };
+        headers::apply(
+            wd.headers.as_ref().and_then(|h| h.request.as_ref()),
+            &mut parts.headers,
+        );
+        let dest = wd.destination.clone().unwrap_or_default();
+
+        // Body: buffer when small so retries and mirroring can replay it.
+        let mut reqbody = self.buffer(b).await;
+        let (retry, unknown) = RetryPolicy::from_pb(route.retries.as_ref());
+        if !unknown.is_empty() {
+            debug!(?unknown, "ignoring unknown retryOn values");
+        }
+        if let Some(m) = &route.mirror {
+            self.mirror(cfg, m, route.mirror_percentage, &parts, &reqbody, port);
+        }
+
+        let overall = (route.has_timeout && route.timeout_ms > 0)
+            .then(|| Duration::from_millis(route.timeout_ms));
+        let work = self.forward(cfg, &dest, port, &parts, &mut reqbody, &retry, conn, ex);
+        let result = match overall {
+            Some(t) => match tokio::time::timeout(t, work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    ex.flags.add(flags::UPSTREAM_TIMEOUT);
+                    ex.details = "upstream_response_timeout".into();
+                    return authz::reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                }
+            },
+            None => work.await,
+        };
+        let mut resp = result.response;
+        headers::apply(
+            route.headers.as_ref().and_then(|h| h.response.as_ref()),
+            resp.headers_mut(),
+        );
+        headers::apply(
+            wd.headers.as_ref().and_then(|h| h.response.as_ref()),
+            resp.headers_mut(),
+        );
+        if let (Some(c), Some(origin)) = (&route.cors, &cors_origin) {
+            cors::decorate(c, origin, resp.headers_mut());
+        }
+        resp
+    }
+
+    async fn buffer(&self, b: Tracked) -> ReqBody {
+        use hyper::body::Body as _;
+        if b.is_end_stream() {
+            return ReqBody::Buffered(Bytes::new());
+        }
+        let max = self.inner.opts.max_buffered_body as u64;
+        match b.size_hint().upper() {
+            Some(n) if n <= max => match Limited::new(b, max as usize).collect().await {
+                Ok(c) => ReqBody::Buffered(c.to_bytes()),
+                Err(e) => {
+                    debug!("request body failed: {e}");
+                    ReqBody::Stream(None)
+                }
+            },
+            _ => ReqBody::Stream(Some(b.boxed())),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        cfg: &Compiled,
+        dest: &pb::Destination,
+        port: u16,
+        parts: &http::request::Parts,
+        reqbody: &mut ReqBody,
+        retry: &RetryPolicy,
+        conn: &ConnContext,
+        ex: &mut Exchange,
+    ) -> Upstream {
+        let snap = &cfg.snapshot;
+        let ns = ex
+            .service
+            .as_ref()
+            .map(|s| s.namespace.clone())
+            .unwrap_or_default();
+        let Some(svc) = snap.service_by_host(&dest.host, &ns).cloned() else {
+            ex.flags.add(flags::NO_ROUTE);
+            ex.details = "cluster_not_found".into();
+            return local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no cluster for destination\n",
+            );
+        };
+        let dport = if dest.port != 0 {
+            dest.port as u16
+        } else {
+            port
+        };
+        let route_cfg = snap.route(&svc.namespace, &svc.hostname);
+        let (policy, subset_labels) = cluster::traffic_policy(route_cfg, &dest.subset);
+        if !dest.subset.is_empty() && subset_labels.is_none() {
+            ex.flags.add(flags::NO_ROUTE);
+            ex.details = format!("subset {:?} not defined for {}", dest.subset, svc.hostname);
+            return local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no cluster for destination subset\n",
+            );
+        }
+        let key = ClusterKey {
+            namespace: svc.namespace.clone(),
+            hostname: svc.hostname.clone(),
+            port: dport,
+            subset: dest.subset.clone(),
+        };
+        ex.cluster = key.name();
+        let proto = cluster::upstream_proto(&svc, dport, policy);
+        let cl = self.inner.clusters.get(key, policy, proto);
+        let all = cluster::endpoints(snap, &svc, dport, subset_labels);
+        let hash = cl
+            .lb
+            .policy
+            .request_hash(parts, conn.source.map(|s| s.ip()));
+
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retry_slot = None;
+        let retries = if reqbody.replayable() {
+            retry.retries
+        } else {
+            0
+        };
+        let mut n = 0u32;
+        loop {
+            let healthy = match &cl.outlier {
+                Some(o) => o.filter(all.clone(), |e| e.addr),
+                None => all.clone(),
+            };
+            if healthy.is_empty() {
+                ex.flags.add(flags::NO_HEALTHY_UPSTREAM);
+                ex.details = "no_healthy_upstream".into();
+                return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+            }
+            // Prefer hosts not tried yet (Istio's previous-hosts retry predicate).
+            let fresh: Vec<_> = healthy
+                .iter()
+                .filter(|e| !tried.contains(&e.addr))
+                .cloned()
+                .collect();
+            let candidates = if fresh.is_empty() { healthy } else { fresh };
+            let Some(ep) = cl.lb.pick(
+                &candidates,
+                hash,
+                |a| cl.pool.active_on(a),
+                &mut rand::rng(),
+            ) else {
+                ex.flags.add(flags::NO_HEALTHY_UPSTREAM);
+                return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+            };
+            tried.push(ep.addr);
+            ex.upstream = Some(ep.clone());
+            ex.attempts = n + 1;
+            let Some(b) = reqbody.take() else {
+                ex.flags.add(flags::UPSTREAM_RESET);
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request body unavailable for retry",
+                );
+            };
+            let upstream_req = build_upstream(parts, b, proto, &ep);
+            let (attempt, resp) = self
+                .attempt(&cl, &ep, upstream_req, retry.per_try_timeout)
+                .await;
+            if let Some(o) = &cl.outlier {
+                let obs = match attempt {
+                    Attempt::Response { status, .. } => Some(Observation::Status(status)),
+                    Attempt::Overflow => None,
+                    _ => Some(Observation::LocalFailure),
+                };
+                if let Some(obs) = obs {
+                    o.record(ep.addr, obs, all.len());
+                }
+            }
+            let can_retry = n < retries && retry.on.should_retry(attempt);
+            if can_retry {
+                if retry_slot.is_none() {
+                    retry_slot = cl.pool.try_retry();
+                }
+                if retry_slot.is_some() {
+                    n += 1;
+                    debug!(attempt = n, ?attempt, upstream = %ep.addr, "retrying");
+                    drop(resp);
+                    let pause = retry.backoff(n, &mut rand::rng());
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                ex.flags.add(flags::RETRY_LIMIT);
+            } else if n > 0 && retry.on.should_retry(attempt) {
+                ex.flags.add(flags::RETRY_LIMIT);
+            }
+            return match resp {
+                Ok(r) => Upstream { response: r },
+                Err(e) => {
+                    let (status, flag, msg) = failure(attempt, &e);
+                    ex.flags.add(flag);
+                    ex.details = msg.clone();
+                    Upstream {
+                        response: authz::reply(status, msg),
+                    }
+                }
+            };
+        }
+    }
+
+    /// One try against one endpoint.
+    async fn attempt(
+        &self,
+        cl: &Cluster,
+        ep: &Endpoint,
+        req: Request<Body>,
+        per_try: Option<Duration>,
+    ) -> (Attempt, Result<Response<Body>, String>) {
+        let fut = async {
+            let mut lease = match cl.pool.acquire(&ep.target(), cl.proto).await {
+                Ok(l) => l,
+                Err(PoolError::Overflow(what)) => {
+                    return (Attempt::Overflow, Err(format!("upstream overflow: {what}")));
+                }
+                Err(e) => return (Attempt::ConnectFailure, Err(e.to_string())),
+            };
+            match lease.send(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let grpc_status = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let (parts, b) = resp.into_parts();
+                    let b = Tracked::new(body::boxed(b)).with_lease(lease);
+                    (
+                        Attempt::Response {
+                            status,
+                            grpc_status,
+                        },
+                        Ok(Response::from_parts(parts, b.boxed())),
+                    )
+                }
+                Err(e) => {
+                    let refused = refused_stream(&e);
+                    let a = if refused {
+                        Attempt::RefusedStream
+                    } else {
+                        Attempt::Reset
+                    };
+                    (a, Err(format!("upstream reset: {e}")))
+                }
+            }
+        };
+        match per_try {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => (
+                    Attempt::PerTryTimeout,
+                    Err("upstream per-try timeout".into()),
+                ),
+            },
+            None => fut.await,
+        }
+    }
+
+    fn mirror(
+        &self,
+        cfg: &Compiled,
+        dest: &pb::Destination,
+        percentage: f64,
+        parts: &http::request::Parts,
+        reqbody: &ReqBody,
+        port: u16,
+    ) {
+        let ReqBody::Buffered(bytes) = reqbody else {
+            return;
+        };
+        if percentage < 100.0 && rand::rng().random_range(0.0..100.0) >= percentage {
+            return;
+        }
+        let snap = cfg.snapshot.clone();
+        let Some(svc) = snap.service_by_host(&dest.host, "").cloned() else {
+            return;
+        };
+        let dport = if dest.port != 0 {
+            dest.port as u16
+        } else {
+            port
+        };
+        let route_cfg = snap.route(&svc.namespace, &svc.hostname);
+        let (policy, subset) = cluster::traffic_policy(route_cfg, &dest.subset);
+        let proto = cluster::upstream_proto(&svc, dport, policy);
+        let cl = self.inner.clusters.get(
+            ClusterKey {
+                namespace: svc.namespace.clone(),
+                hostname: svc.hostname.clone(),
+                port: dport,
+                subset: dest.subset.clone(),
+            },
+            policy,
+            proto,
+        );
+        let eps = cluster::endpoints(&snap, &svc, dport, subset);
+        let Some(ep) = cl
+            .lb
+            .pick(&eps, None, |a| cl.pool.active_on(a), &mut rand::rng())
+        else {
+            return;
+        };
+        let mut parts = parts.clone();
+        if let Some(h) = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            if let Ok(v) = HeaderValue::from_str(&format!("{h}-shadow")) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        let req = build_upstream(&parts, body::full(bytes.clone()), proto, &ep);
+        tokio::spawn(async move {
+            if let Ok(mut lease) = cl.pool.acquire(&ep.target(), cl.proto).await {
+                if let Ok(resp) = lease.send(req).await {
+                    let _ = Tracked::new(body::boxed(resp.into_body()))
+                        .with_lease(lease)
+                        .collect()
+                        .await;
+                }
+            }
+        });
+    }
+
+    fn labels(
+        &self,
+        cfg: &Compiled,
+        conn: &ConnContext,
+        ex: &Exchange,
+        status: u16,
+        protocol: &str,
+    ) -> RequestLabels {
+        let snap = &cfg.snapshot;
+        let src = conn.source.and_then(|s| snap.workload_by_ip(s.ip()));
+        let unknown = || "unknown".to_string();
+        let label = |w: Option<&pb::Workload>, k: &str| {
+            w.and_then(|w| w.labels.get(k).cloned())
+                .unwrap_or_else(unknown)
+        };
+        let dst = ex.upstream.as_ref();
+        let svc = ex.service.as_ref();
+        RequestLabels {
+            reporter: "waypoint".into(),
+            source_workload: src.map(canonical).unwrap_or_else(unknown),
+            source_workload_namespace: src.map(|w| w.namespace.clone()).unwrap_or_else(unknown),
+            source_principal: conn.source_identity.clone().unwrap_or_else(unknown),
+            source_app: label(src, "app"),
+            source_version: label(src, "version"),
+            destination_workload: dst.map(|d| d.workload.clone()).unwrap_or_else(unknown),
+            destination_workload_namespace: dst
+                .map(|d| d.namespace.clone())
+                .unwrap_or_else(unknown),
+            destination_principal: dst.and_then(|d| d.identity.clone()).unwrap_or_else(unknown),
+            destination_app: dst
+                .and_then(|d| d.labels.get("app").cloned())
+                .unwrap_or_else(unknown),
+            destination_version: dst
+                .and_then(|d| d.labels.get("version").cloned())
+                .unwrap_or_else(unknown),
+            destination_service: svc.map(|s| s.hostname.clone()).unwrap_or_else(unknown),
+            destination_service_name: svc.map(|s| s.name.clone()).unwrap_or_else(unknown),
+            destination_service_namespace: svc.map(|s| s.namespace.clone()).unwrap_or_else(unknown),
+            request_protocol: protocol.into(),
+            response_code: status.to_string(),
+            grpc_response_status: ex.grpc_status.clone(),
+            response_flags: ex.flags.render(),
+            connection_security_policy: if conn.source_identity.is_some() {
+                "mutual_tls".into()
+            } else {
+                "none".into()
+            },
+        }
+    }
+}
+
+fn canonical(w: &pb::Workload) -> String {
+    if w.canonical_name.is_empty() {
+        w.name.clone()
+    } else {
+        w.canonical_name.clone()
+    }
+}
+
+fn local(status: StatusCode, msg: &str) -> Upstream {
+    Upstream {
+        response: authz::reply(status, msg.to_string()),
+    }
+}
+
+/// Maps a failed final attempt to Envoy's local reply.
+fn failure(attempt: Attempt, msg: &str) -> (StatusCode, &'static str, String) {
+    match attempt {
+        Attempt::Overflow => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            flags::UPSTREAM_OVERFLOW,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
+        ),
+        Attempt::ConnectFailure => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            flags::UPSTREAM_CONNECT_FAILURE,
+            format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure: {msg}"),
+        ),
+        Attempt::PerTryTimeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            flags::UPSTREAM_TIMEOUT,
+            "upstream request timeout".into(),
+        ),
+        Attempt::RefusedStream | Attempt::Reset | Attempt::Response { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            flags::UPSTREAM_RESET,
+            format!("upstream connect error or disconnect/reset before headers. reset reason: connection termination: {msg}"),
+        ),
+    }
+}
+
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    for _ in 0..8 {
+        let Some(s) = src else { return false };
+        if let Some(h2e) = s.downcast_ref::<h2_reason::H2Error>() {
+            return h2e.reason() == Some(h2_reason::REFUSED_STREAM);
+        }
+        src = s.source();
+    }
+    false
+}
+
+mod h2_reason {
+    pub use h2::Error as H2Error;
+    pub const REFUSED_STREAM: h2::Reason = h2::Reason::REFUSED_STREAM;
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+];
+
+/// The request sent upstream: origin-form + Host for HTTP/1.1, absolute URI for HTTP/2.
+fn build_upstream(
+    parts: &http::request::Parts,
+    b: Body,
+    proto: Proto,
+    ep: &Endpoint,
+) -> Request<Body> {
+    let mut headers: HeaderMap = parts.headers.clone();
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| ep.addr.to_string());
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut req = Request::new(b);
+    *req.method_mut() = parts.method.clone();
+    match proto {
+        Proto::Http1 => {
+            *req.uri_mut() = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                headers.insert(header::HOST, v);
+            }
+            *req.version_mut() = Version::HTTP_11;
+        }
+        Proto::Http2 => {
+            headers.remove(header::HOST);
+            let uri = format!("http://{authority}{pq}");
+            *req.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if is_grpc(&parts.headers) {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            *req.version_mut() = Version::HTTP_2;
+        }
+    }
+    *req.headers_mut() = headers;
+    req
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn authority_of<B>(req: &Request<B>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(String::from)
+        })
+        .unwrap_or_default()
+}
+
+/// `host:port` → (host, Some(port)).
+fn split_host(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once(']') {
+            return (h, p.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
+    }
+}
+
+fn new_request_id() -> String {
+    let mut rng = rand::rng();
+    let a: u64 = rng.random();
+    let b: u64 = rng.random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        (a >> 32) as u32,
+        (a >> 16) as u16,
+        a as u16 & 0x0fff,
+        ((b >> 48) as u16 & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn humantime(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_splitting() {
+        assert_eq!(split_host("a:80"), ("a", Some(80)));
+        assert_eq!(split_host("a"), ("a", None));
+        assert_eq!(split_host("[::1]:8080"), ("::1", Some(8080)));
+        assert_eq!(split_host("a:bad"), ("a:bad", None));
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(id.as_bytes()[14], b'4');
+    }
+}
