@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::bundle::{TrustBundle, TrustBundleError};
 use crate::pem::{
@@ -39,6 +41,8 @@ pub enum CertificateError {
         requested: Box<SpiffeId>,
         issued: Box<SpiffeId>,
     },
+    #[error("certificate chain does not verify against the trust bundle: {0}")]
+    Chain(#[source] rustls::Error),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -182,6 +186,24 @@ impl WorkloadCertificate {
         now >= self.inner.not_after
     }
 
+    /// Verifies the chain against the roots at `now` as a peer would: signatures, validity
+    /// periods, CA constraints and the serverAuth usage.
+    pub fn verify(&self, now: SystemTime) -> Result<(), CertificateError> {
+        let leaf =
+            ParsedCertificate::try_from(&self.inner.chain[0]).map_err(CertificateError::Chain)?;
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        verify_server_cert_signed_by_trust_anchor(
+            &leaf,
+            &self.inner.roots.root_store(),
+            &self.inner.chain[1..],
+            UnixTime::since_unix_epoch(since_epoch),
+            crypto_provider().signature_verification_algorithms.all,
+        )
+        .map_err(CertificateError::Chain)
+    }
+
     /// The rustls signing form, shared by every TLS configuration presenting this cert.
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
         self.inner.certified_key.clone()
@@ -301,6 +323,27 @@ mod tests {
             WorkloadCertificate::new(b.private_key().clone_key(), a.chain().to_vec(), ca.bundle())
                 .unwrap_err();
         assert!(matches!(err, CertificateError::Key(_)), "{err}");
+    }
+
+    #[test]
+    fn verify_checks_roots_and_validity() {
+        let ca = TestCa::new("cluster.local");
+        let other = TestCa::new("cluster.local");
+        let ident = id("spiffe://cluster.local/ns/a/sa/b");
+        let cert = ca.issue(&ident, Duration::from_secs(60));
+        cert.verify(SystemTime::now()).unwrap();
+        let err = cert
+            .verify(cert.not_after() + Duration::from_secs(1))
+            .unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let foreign = WorkloadCertificate::new(
+            cert.private_key().clone_key(),
+            cert.chain().to_vec(),
+            other.bundle(),
+        )
+        .unwrap();
+        let err = foreign.verify(SystemTime::now()).unwrap_err();
+        assert!(matches!(err, CertificateError::Chain(_)), "{err}");
     }
 
     #[test]

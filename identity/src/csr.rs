@@ -74,7 +74,8 @@ impl CertRequest {
         &self.key_pem
     }
 
-    /// Combines the CA's answer (`cert_chain`: leaf first, root last) with this request's key.
+    /// Combines the CA's answer (`cert_chain`: leaf first, root last) with this request's key,
+    /// checking it is for the requested identity and verifies against its roots now.
     /// See [`WorkloadCertificate::from_ca_response`].
     pub fn into_certificate(
         self,
@@ -88,6 +89,7 @@ impl CertRequest {
                 issued: Box::new(cert.identity().clone()),
             });
         }
+        cert.verify(std::time::SystemTime::now())?;
         Ok(cert)
     }
 }
