@@ -1,3 +1,81 @@
-fn main() {
-    println!("ztunnel");
+//! `ztunnel`: follows the control plane, gets certificates from its CA, serves traffic,
+//! drains on SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use meshwork_identity::TrustBundle;
+use meshwork_model::client::{self, Subscription};
+use meshwork_model::pb::config::ProxyKind;
+use meshwork_ztunnel::{CaClient, Config, Deps, LogControl, LogFormat, Ztunnel};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
+
+fn init_logging(format: LogFormat) -> LogControl {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .init(),
+        LogFormat::Plain => registry.with(tracing_subscriber::fmt::layer()).init(),
+    }
+    Arc::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let log_control = init_logging(cfg.log_format);
+    let token = cfg.token()?;
+    let extra_roots = match &cfg.ca_roots_file {
+        Some(p) => {
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("reading --ca-roots-file {}", p.display()))?;
+            Some(
+                TrustBundle::from_pem("--ca-roots-file", &pem)
+                    .with_context(|| format!("parsing --ca-roots-file {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let ca = cfg
+        .ca_address
+        .clone()
+        .unwrap_or_else(|| cfg.control_plane.clone());
+    let signer = CaClient::new(&ca, &token, cfg.cert_ttl, extra_roots)?;
+    let config = client::spawn(
+        cfg.control_plane.clone(),
+        Subscription {
+            kind: ProxyKind::Ztunnel,
+            node: cfg.node.clone(),
+            proxy_id: format!("ztunnel-{}", cfg.node),
+            token,
+            ..Default::default()
+        },
+        None,
+    );
+    let drain = cfg.drain_timeout;
+    let zt = Ztunnel::start(
+        cfg,
+        Deps {
+            config,
+            signer: Arc::new(signer),
+            log_control: Some(log_control),
+        },
+    )
+    .await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+    zt.shutdown(drain).await;
+    Ok(())
 }

@@ -1,0 +1,203 @@
+//! HTTP endpoints: readiness (15021 `/healthz/ready`), metrics (15020 `/metrics`) and
+//! admin (15000 `/config_dump`, `/certs`, `/logging?level=`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::exposition::CONTENT_TYPE;
+use crate::proxy::Proxy;
+use crate::state::workload_ref;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    Readiness,
+    Metrics,
+    Admin,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(body.into()))
+        .expect("static response")
+}
+
+fn json_resp(v: serde_json::Value) -> Resp {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec_pretty(&v).unwrap_or_default(),
+        )))
+        .expect("static response")
+}
+
+/// Serves `endpoint` on `listener` until `stop`.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    endpoint: Endpoint,
+    stop: CancellationToken,
+) {
+    loop {
+        let (sock, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(route(&proxy, endpoint, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        });
+    }
+}
+
+fn route(proxy: &Proxy, endpoint: Endpoint, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path();
+    match (endpoint, path) {
+        (Endpoint::Readiness, "/healthz/ready") => match proxy.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        (Endpoint::Metrics, "/metrics") | (Endpoint::Admin, "/metrics") => Response::builder()
+            .header("content-type", CONTENT_TYPE)
+            .body(Full::new(Bytes::from(proxy.metrics.encode())))
+            .expect("static response"),
+        (Endpoint::Admin, "/config_dump") => json_resp(config_dump(proxy)),
+        (Endpoint::Admin, "/certs") => json_resp(json!({ "certificates": proxy.certs.dump() })),
+        (Endpoint::Admin, "/logging") => logging(proxy, &req),
+        (Endpoint::Admin, "/healthz/ready") => match proxy.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n")),
+    }
+}
+
+fn logging(proxy: &Proxy, req: &Request<Incoming>) -> Resp {
+    if req.method() != Method::POST && req.method() != Method::PUT && req.method() != Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /logging?level=<filter>\n",
+        );
+    }
+    let level = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("level="));
+    let Some(level) = level.filter(|l| !l.is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter level (e.g. level=debug)\n",
+        );
+    };
+    let Some(ctl) = &proxy.log_control else {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "log level control is not available in this process\n",
+        );
+    };
+    match ctl(level) {
+        Ok(()) => text(StatusCode::OK, format!("log level set to {level}\n")),
+        Err(e) => text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid level {level:?}: {e}\n"),
+        ),
+    }
+}
+
+fn config_dump(proxy: &Proxy) -> serde_json::Value {
+    let cur = proxy.current();
+    let st = &cur.state;
+    let workloads: Vec<_> = st
+        .snapshot
+        .workloads()
+        .map(|w| {
+            json!({
+                "workload": workload_ref(w),
+                "uid": w.uid,
+                "node": w.node,
+                "local": st.is_local(w),
+                "addresses": w.addresses,
+                "identity": st.identity(w).map(|i| i.to_string()).unwrap_or_default(),
+                "captured": w.captured,
+                "healthy": w.healthy,
+                "waypoint": st.waypoint_of(w).map(|g| format!("{}/{} {}", g.namespace, g.name, g.address)),
+                "mtls_mode": format!("{:?}", crate::state::State::mtls_mode(w, 0)),
+                "authorization_policies": w.authorization_policies,
+            })
+        })
+        .collect();
+    let services: Vec<_> = st
+        .snapshot
+        .services()
+        .map(|s| {
+            json!({
+                "hostname": s.hostname,
+                "namespace": s.namespace,
+                "vips": s.vips,
+                "ports": s.ports.iter().map(|p| json!({"port": p.port, "target_port": p.target_port})).collect::<Vec<_>>(),
+                "waypoint": s.waypoint.as_ref().map(|g| format!("{}/{} {}", g.namespace, g.name, g.address)),
+            })
+        })
+        .collect();
+    let policies: Vec<_> = st
+        .snapshot
+        .authorizations()
+        .map(|a| format!("{}/{}", a.namespace, a.name))
+        .collect();
+    let status = proxy.xds.status();
+    let pool = proxy.pool.stats();
+    json!({
+        "node": st.node,
+        "config_version": st.snapshot.version,
+        "xds": {
+            "connected": status.connected,
+            "synced": status.synced,
+            "last_error": status.last_error,
+            "acks": status.acks,
+            "nacks": status.nacks,
+        },
+        "workloads": workloads,
+        "services": services,
+        "authorizations": policies,
+        "certificates": proxy.certs.dump().into_iter().map(|c| json!({"identity": c.identity, "serial": c.serial, "not_after": c.not_after})).collect::<Vec<_>>(),
+        "inbound_connections": proxy.registry.len(),
+        "hbone_pool": {
+            "connections_opened": pool.connections_opened,
+            "connections_open": pool.connections_open,
+            "streams_opened": pool.streams_opened,
+        },
+    })
+}

@@ -1,0 +1,406 @@
+//! Certificates of the local workloads' identities: fetched from the mesh CA, cached,
+//! renewed at half-life, and turned into rustls configurations.
+//!
+//! Renewal swaps the certificate inside a resolver, so established TLS connections are
+//! untouched and new handshakes present the new certificate. When the CA is unreachable
+//! the current certificate keeps being served and the request is retried with backoff.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use meshwork_identity::tls::{
+    client_config_with_resolver, server_config, CertStore, RotatingCert, TlsConfigError,
+};
+use meshwork_identity::{CertRequest, SpiffeId, TrustBundle, WorkloadCertificate};
+use rustls::{ClientConfig, ServerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why a certificate could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("generating a CSR for {identity}: {source}")]
+    Csr {
+        identity: SpiffeId,
+        source: Box<meshwork_identity::CsrError>,
+    },
+    #[error("CA at {endpoint}: {source}")]
+    Transport {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    #[error("CA refused the CSR for {identity}: {status}")]
+    Rpc {
+        identity: SpiffeId,
+        status: Box<tonic::Status>,
+    },
+    #[error("CA answer for {identity} is unusable: {source}")]
+    Answer {
+        identity: SpiffeId,
+        source: Box<meshwork_identity::CertificateError>,
+    },
+    #[error("invalid node token for the authorization header")]
+    Token,
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("no certificate yet for {identity}")]
+    NotReady { identity: SpiffeId },
+    #[error("TLS configuration for {identity}: {source}")]
+    Tls {
+        identity: SpiffeId,
+        source: Box<TlsConfigError>,
+    },
+}
+
+pub type SignFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<WorkloadCertificate, SignError>> + Send + 'a>>;
+
+/// Issues a certificate for an identity (the mesh CA in production, a test CA in tests).
+pub trait CertSigner: Send + Sync + 'static {
+    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a>;
+}
+
+/// Backoff bounds for CA retries.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+struct Entry {
+    rotating: Arc<RotatingCert>,
+    roots_pem: String,
+}
+
+#[derive(Default)]
+struct Caches {
+    client: HashMap<(SpiffeId, SpiffeId), Arc<ClientConfig>>,
+    server: HashMap<SpiffeId, Arc<ServerConfig>>,
+}
+
+/// Holds and renews the certificates of this node's identities.
+pub struct CertManager {
+    signer: Arc<dyn CertSigner>,
+    store: Arc<CertStore>,
+    entries: Mutex<HashMap<SpiffeId, Entry>>,
+    tasks: Mutex<HashMap<SpiffeId, JoinHandle<()>>>,
+    wanted: Mutex<BTreeSet<SpiffeId>>,
+    caches: Mutex<Caches>,
+    changed: watch::Sender<u64>,
+}
+
+/// A summary of one held certificate, for `/certs`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertInfo {
+    pub identity: String,
+    pub serial: String,
+    pub not_before: u64,
+    pub not_after: u64,
+    pub renew_at: u64,
+    pub chain_pem: String,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl CertManager {
+    pub fn new(signer: Arc<dyn CertSigner>) -> Arc<Self> {
+        Arc::new(CertManager {
+            signer,
+            store: CertStore::new(),
+            entries: Mutex::default(),
+            tasks: Mutex::default(),
+            wanted: Mutex::default(),
+            caches: Mutex::default(),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Starts fetching certificates for new identities and drops the ones not wanted.
+    pub fn set_identities(self: &Arc<Self>, wanted: BTreeSet<SpiffeId>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|id, task| {
+            let keep = wanted.contains(id);
+            if !keep {
+                task.abort();
+                self.store.remove(id);
+                self.entries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+                tracing::info!(identity = %id, "dropping certificate: no local workload uses it");
+            }
+            keep
+        });
+        for id in &wanted {
+            if !tasks.contains_key(id) {
+                let me = self.clone();
+                let id2 = id.clone();
+                tasks.insert(
+                    id.clone(),
+                    tokio::spawn(async move { me.maintain(id2).await }),
+                );
+            }
+        }
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = wanted;
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Fetch, install, sleep until half-life, repeat; retries with backoff on failure.
+    async fn maintain(self: Arc<Self>, id: SpiffeId) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.signer.sign(&id).await {
+                Ok(cert) if cert.identity() == &id => {
+                    backoff = MIN_BACKOFF;
+                    let wait = cert
+                        .renew_at()
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                        .max(Duration::from_millis(100));
+                    tracing::info!(identity = %id, serial = cert.serial(), renew_in = ?wait, "certificate installed");
+                    self.install(cert);
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(cert) => {
+                    tracing::warn!(identity = %id, issued = %cert.identity(), "CA issued a certificate for another identity");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    let serving = self
+                        .current(&id)
+                        .is_some_and(|c| !c.is_expired(SystemTime::now()));
+                    tracing::warn!(identity = %id, error = %e, retry_in = ?backoff, serving, "certificate request failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Installs `cert` (also used directly by tests and static setups).
+    pub fn install(&self, cert: WorkloadCertificate) {
+        let id = cert.identity().clone();
+        let roots_pem = cert.roots_pem();
+        self.store.insert(cert.clone());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get_mut(&id) {
+            Some(e) => {
+                e.rotating.set(cert);
+                if e.roots_pem != roots_pem {
+                    e.roots_pem = roots_pem;
+                    let mut c = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+                    c.client.retain(|(s, d), _| s != &id && d != &id);
+                    c.server.remove(&id);
+                }
+            }
+            None => {
+                entries.insert(
+                    id,
+                    Entry {
+                        rotating: RotatingCert::new(cert),
+                        roots_pem,
+                    },
+                );
+            }
+        }
+        drop(entries);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn current(&self, id: &SpiffeId) -> Option<WorkloadCertificate> {
+        self.store.get(id)
+    }
+
+    /// True once every wanted identity has a certificate.
+    pub fn ready(&self) -> bool {
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        wanted.iter().all(|id| self.store.get(id).is_some())
+    }
+
+    /// Wakes on every certificate or identity change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Client TLS presenting `src`, accepting only `dst`.
+    pub fn client_config(
+        &self,
+        src: &SpiffeId,
+        dst: &SpiffeId,
+    ) -> Result<Arc<ClientConfig>, CertError> {
+        let key = (src.clone(), dst.clone());
+        if let Some(c) = self
+            .caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .client
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entries.get(src).ok_or_else(|| CertError::NotReady {
+            identity: src.clone(),
+        })?;
+        let roots: TrustBundle = e.rotating.current().roots().clone();
+        let cfg = client_config_with_resolver(e.rotating.clone(), &roots, [dst.clone()]).map_err(
+            |source| CertError::Tls {
+                identity: src.clone(),
+                source: Box::new(source),
+            },
+        )?;
+        drop(entries);
+        self.caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .client
+            .insert(key, cfg.clone());
+        Ok(cfg)
+    }
+
+    /// Server TLS presenting `id`.
+    pub fn server_config(&self, id: &SpiffeId) -> Result<Arc<ServerConfig>, CertError> {
+        if let Some(c) = self
+            .caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .server
+            .get(id)
+        {
+            return Ok(c.clone());
+        }
+        let cert = self.store.get(id).ok_or_else(|| CertError::NotReady {
+            identity: id.clone(),
+        })?;
+        let cfg =
+            server_config(cert.roots(), self.store.resolver_for(id.clone())).map_err(|source| {
+                CertError::Tls {
+                    identity: id.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        self.caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .server
+            .insert(id.clone(), cfg.clone());
+        Ok(cfg)
+    }
+
+    pub fn dump(&self) -> Vec<CertInfo> {
+        self.store
+            .identities()
+            .into_iter()
+            .filter_map(|id| self.store.get(&id))
+            .map(|c| CertInfo {
+                identity: c.identity().to_string(),
+                serial: c.serial().to_string(),
+                not_before: unix(c.not_before()),
+                not_after: unix(c.not_after()),
+                renew_at: unix(c.renew_at()),
+                chain_pem: c.chain_pem(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for CertManager {
+    fn drop(&mut self) {
+        for (_, t) in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            t.abort();
+        }
+    }
+}
+
+/// The mesh CA over gRPC (`IstioCertificateService/CreateCertificate`), impersonating the
+/// workload identity with the node token.
+pub struct CaClient {
+    endpoint: String,
+    token: String,
+    ttl: Duration,
+    extra_roots: Option<TrustBundle>,
+    channel: tonic::transport::Channel,
+}
+
+impl CaClient {
+    pub fn new(
+        endpoint: &str,
+        token: &str,
+        ttl: Duration,
+        extra_roots: Option<TrustBundle>,
+    ) -> Result<Self, SignError> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|source| SignError::Transport {
+                endpoint: endpoint.to_string(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .connect_lazy();
+        Ok(CaClient {
+            endpoint: endpoint.to_string(),
+            token: token.to_string(),
+            ttl,
+            extra_roots,
+            channel,
+        })
+    }
+
+    async fn request(&self, identity: &SpiffeId) -> Result<WorkloadCertificate, SignError> {
+        use meshwork_model::pb::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
+        use meshwork_model::pb::istio_ca::IstioCertificateRequest;
+        use prost_types::{value::Kind, Struct, Value};
+
+        let csr = CertRequest::generate(identity).map_err(|source| SignError::Csr {
+            identity: identity.clone(),
+            source: Box::new(source),
+        })?;
+        let metadata = Struct {
+            fields: [(
+                "ImpersonatedIdentity".to_string(),
+                Value {
+                    kind: Some(Kind::StringValue(identity.to_string())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let mut req = tonic::Request::new(IstioCertificateRequest {
+            csr: csr.csr_pem().to_string(),
+            validity_duration: self.ttl.as_secs() as i64,
+            metadata: Some(metadata),
+        });
+        let bearer = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| SignError::Token)?;
+        req.metadata_mut().insert("authorization", bearer);
+        let resp = IstioCertificateServiceClient::new(self.channel.clone())
+            .create_certificate(req)
+            .await
+            .map_err(|status| SignError::Rpc {
+                identity: identity.clone(),
+                status: Box::new(status),
+            })?;
+        tracing::debug!(endpoint = %self.endpoint, %identity, "CA signed certificate");
+        csr.into_certificate(&resp.into_inner().cert_chain, self.extra_roots.as_ref())
+            .map_err(|source| SignError::Answer {
+                identity: identity.clone(),
+                source: Box::new(source),
+            })
+    }
+}
+
+impl CertSigner for CaClient {
+    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
+        Box::pin(self.request(identity))
+    }
+}

@@ -1,0 +1,232 @@
+//! Command-line / environment configuration of a ztunnel.
+//!
+//! Every listener address is configurable (`off` disables a listener) so several ztunnels
+//! can share a machine on distinct 127.0.0.x addresses in tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid listen address {value:?}: expected ip:port or \"off\"")]
+    Listen { value: String },
+    #[error("invalid duration {value:?}: expected e.g. 500ms, 10s, 5m, 24h")]
+    Duration { value: String },
+    #[error("reading --node-token-file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl FromStr for Listen {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen(None));
+        }
+        s.parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|_| ConfigError::Listen {
+                value: s.to_string(),
+            })
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `24h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+    let err = || ConfigError::Duration {
+        value: s.to_string(),
+    };
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| err())?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(err()),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// ztunnel configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ztunnel", about = "Meshwork node proxy: L4 mTLS over HBONE")]
+pub struct Config {
+    /// Control plane config stream (MeshConfig.Stream).
+    #[arg(
+        long,
+        env = "MESHWORK_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:15010"
+    )]
+    pub control_plane: String,
+    /// CA endpoint (IstioCertificateService); defaults to --control-plane.
+    #[arg(long, env = "MESHWORK_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// Node this ztunnel serves: workloads with this node are local.
+    #[arg(long, env = "MESHWORK_NODE")]
+    pub node: String,
+    /// Bearer token proving the node to the control plane and CA.
+    #[arg(long, env = "MESHWORK_NODE_TOKEN", default_value = "")]
+    pub node_token: String,
+    /// File holding the node token (takes precedence over --node-token).
+    #[arg(long, env = "MESHWORK_NODE_TOKEN_FILE")]
+    pub node_token_file: Option<PathBuf>,
+    /// PEM roots to trust besides the root the CA returns (root migration).
+    #[arg(long, env = "MESHWORK_CA_ROOTS_FILE")]
+    pub ca_roots_file: Option<PathBuf>,
+    /// Requested workload certificate lifetime.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub cert_ttl: Duration,
+
+    /// Captured outbound traffic (REDIRECT / TPROXY).
+    #[arg(long, env = "MESHWORK_OUTBOUND_ADDR", default_value = "0.0.0.0:15001")]
+    pub outbound_addr: Listen,
+    /// Explicit SOCKS5 entry for local use without traffic capture.
+    #[arg(long, env = "MESHWORK_SOCKS5_ADDR", default_value = "127.0.0.1:15080")]
+    pub socks5_addr: Listen,
+    /// Captured plaintext inbound traffic.
+    #[arg(
+        long,
+        env = "MESHWORK_INBOUND_PLAIN_ADDR",
+        default_value = "0.0.0.0:15006"
+    )]
+    pub inbound_plain_addr: Listen,
+    /// HBONE listeners (repeatable). In loopback setups, list the local pods' addresses.
+    #[arg(
+        long = "hbone-addr",
+        env = "MESHWORK_HBONE_ADDRS",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:15008"
+    )]
+    pub hbone_addrs: Vec<SocketAddr>,
+    /// Port of the HBONE listener on destination pods' addresses.
+    #[arg(long, default_value_t = meshwork_hbone::HBONE_PORT)]
+    pub hbone_port: u16,
+    /// Admin server: /config_dump, /certs, /logging.
+    #[arg(long, env = "MESHWORK_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: Listen,
+    /// Prometheus /metrics.
+    #[arg(long, env = "MESHWORK_METRICS_ADDR", default_value = "0.0.0.0:15020")]
+    pub metrics_addr: Listen,
+    /// /healthz/ready.
+    #[arg(long, env = "MESHWORK_READINESS_ADDR", default_value = "0.0.0.0:15021")]
+    pub readiness_addr: Listen,
+
+    /// Workload (`<ns>/<name>`) used as the source of SOCKS5 / loopback connections whose
+    /// source address is not a workload address.
+    #[arg(long, env = "MESHWORK_LOCAL_WORKLOAD")]
+    pub local_workload: Option<String>,
+    /// Bind inbound connections to pods to the original client IP (IP_TRANSPARENT, needs
+    /// CAP_NET_ADMIN).
+    #[arg(long, env = "MESHWORK_TRANSPARENT_INBOUND", default_value_t = false)]
+    pub transparent_inbound: bool,
+
+    /// Log and access-log format.
+    #[arg(long, env = "MESHWORK_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+    /// Disable per-connection access log lines.
+    #[arg(long, default_value_t = false)]
+    pub no_access_log: bool,
+    /// On SIGTERM, how long open connections may take to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// TCP connect deadline (pods, HBONE peers, passthrough).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// HBONE streams per pooled connection before another is opened.
+    #[arg(long, default_value_t = 100)]
+    pub max_streams_per_conn: usize,
+    /// Close pooled HBONE connections idle this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for `node`, every listener as in production. Tests override addresses.
+    pub fn for_node(node: &str) -> Config {
+        Config::parse_from(["ztunnel", "--node", node])
+    }
+
+    /// Loopback-friendly defaults: every listener on `ip` with an OS-chosen port, except
+    /// HBONE which must use `hbone_port` on the local pods' addresses (listed by the caller).
+    pub fn loopback(node: &str, ip: std::net::IpAddr) -> Config {
+        let any = |ip| Listen(Some(SocketAddr::new(ip, 0)));
+        Config {
+            outbound_addr: any(ip),
+            socks5_addr: any(ip),
+            inbound_plain_addr: any(ip),
+            hbone_addrs: vec![],
+            admin_addr: any(ip),
+            metrics_addr: any(ip),
+            readiness_addr: any(ip),
+            ..Config::for_node(node)
+        }
+    }
+
+    /// The node token, from --node-token-file when given.
+    pub fn token(&self) -> Result<String, ConfigError> {
+        match &self.node_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                }),
+            None => Ok(self.node_token.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn listen_off_and_flags() {
+        let c = Config::parse_from([
+            "ztunnel",
+            "--node",
+            "n1",
+            "--socks5-addr",
+            "off",
+            "--hbone-addr",
+            "127.0.0.2:15008,127.0.0.3:15008",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(c.socks5_addr, Listen(None));
+        assert_eq!(c.hbone_addrs.len(), 2);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.outbound_addr.0.unwrap().port(), 15001);
+        let e = "1.2.3".parse::<Listen>().unwrap_err();
+        assert!(e.to_string().contains("1.2.3"));
+    }
+}

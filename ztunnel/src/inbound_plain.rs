@@ -1,0 +1,96 @@
+//! Captured plaintext inbound (15006): refused under STRICT mTLS, otherwise authorized
+//! as an unauthenticated peer and relayed to the pod.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshwork_model::pb::config::MtlsMode;
+use tokio::net::TcpStream;
+
+use crate::accesslog::Record;
+use crate::inbound::finish;
+use crate::metrics::{Peers, Reporter, TcpLabels};
+use crate::policy::ConnAttrs;
+use crate::proxy::Proxy;
+use crate::relay::{relay, Bytes};
+use crate::sockets;
+use crate::state::{workload_ref, State};
+
+/// Handles one captured plaintext connection to `dst`.
+pub async fn handle(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, dst: SocketAddr) {
+    let start = Instant::now();
+    let _ = sock.set_nodelay(true);
+    let mut rec = Record {
+        direction: "inbound",
+        src_addr: Some(peer),
+        dst_addr: dst.to_string(),
+        via: "plaintext",
+        ..Default::default()
+    };
+    let cur = proxy.current();
+    let Some(w) = cur.state.local_workload_by_ip(dst.ip()).cloned() else {
+        tracing::warn!(%peer, %dst, "plaintext inbound: destination is not a workload on this node");
+        rec.decision = "deny: not a local workload".into();
+        proxy.access.log(&rec);
+        return;
+    };
+    rec.dst_workload = Some(workload_ref(&w));
+    rec.dst_identity = cur.state.identity(&w).ok().map(|i| i.to_string());
+    let src_w = cur.state.workload_by_ip(peer.ip()).cloned();
+    rec.src_workload = src_w.as_ref().map(workload_ref);
+    let peers = Peers {
+        source: src_w.as_ref(),
+        destination: Some(&w),
+        destination_principal: rec.dst_identity.clone(),
+        ..Default::default()
+    };
+    if State::mtls_mode(&w, dst.port()) == MtlsMode::Strict {
+        tracing::warn!(%peer, %dst, workload = %workload_ref(&w), "plaintext refused: STRICT mTLS");
+        proxy
+            .metrics
+            .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+        rec.decision = "deny: STRICT mTLS requires HBONE".into();
+        proxy.access.log(&rec);
+        return;
+    }
+    let attrs = ConnAttrs {
+        src_identity: None,
+        src_addr: peer,
+        dst,
+        dst_workload: workload_ref(&w),
+    };
+    let verdict = cur.authz.check(&cur.state, &attrs);
+    if !verdict.allowed {
+        tracing::warn!(%peer, %dst, reason = %verdict.reason, "plaintext refused by policy");
+        proxy
+            .metrics
+            .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+        rec.decision = format!("deny: {}", verdict.reason);
+        proxy.access.log(&rec);
+        return;
+    }
+    rec.decision = format!("allow: {}", verdict.reason);
+    let source_ip = proxy.cfg.transparent_inbound.then(|| peer.ip());
+    let upstream = match sockets::connect(dst, source_ip, proxy.cfg.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            proxy
+                .metrics
+                .refused(TcpLabels::new(Reporter::Destination, &peers, "UF"));
+            rec.error = Some(e.to_string());
+            proxy.access.log(&rec);
+            return;
+        }
+    };
+    let counters = proxy
+        .metrics
+        .open(TcpLabels::new(Reporter::Destination, &peers, ""));
+    drop(cur);
+    let reg = proxy.registry.register(attrs, &proxy.force_close);
+    let totals = Arc::new(Bytes::default());
+    let end = relay(sock, upstream, totals.clone(), Some(&counters), &reg.cancel).await;
+    counters.close();
+    finish(&mut rec, &totals, end, start);
+    proxy.access.log(&rec);
+}

@@ -1,0 +1,33 @@
+//! Meshwork ztunnel: the per-node L4 proxy.
+//!
+//! Outbound connections of local workloads (captured on 15001, or via SOCKS5 on 15080)
+//! are carried over HBONE (HTTP/2 CONNECT in mutual TLS 1.3) to the destination pod's
+//! address on port 15008 — where the destination node's ztunnel listens — or to the
+//! destination's waypoint. Inbound HBONE (15008) and captured plaintext (15006) are
+//! authorized with Istio L4 semantics and relayed to the local pod.
+//!
+//! Start one in-process with [`Ztunnel::start`]; the `ztunnel` binary wires it to the
+//! control plane (config stream and CA).
+
+pub mod accesslog;
+pub mod admin;
+pub mod certs;
+pub mod config;
+pub mod connections;
+pub mod exposition;
+pub mod inbound;
+pub mod inbound_plain;
+pub mod metrics;
+pub mod outbound;
+pub mod policy;
+pub mod proxy;
+pub mod relay;
+pub mod sockets;
+pub mod socks5;
+pub mod state;
+mod ztunnel;
+
+pub use certs::{CaClient, CertManager, CertSigner, SignError, SignFuture};
+pub use config::{Config, Listen, LogFormat};
+pub use proxy::LogControl;
+pub use ztunnel::{BoundAddrs, Deps, StartError, Ztunnel};

@@ -1,0 +1,337 @@
+//! Istio-compatible TCP metrics (`istio_tcp_*`) in the Prometheus text format.
+//!
+//! Series naming a workload that disappeared from the config are evicted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use meshwork_model::pb::config::{Service, Workload};
+
+const UNKNOWN: &str = "unknown";
+
+/// Labels of every `istio_tcp_*` series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub reporter: String,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub source_app: String,
+    pub source_version: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_app: String,
+    pub destination_version: String,
+    pub destination_service: String,
+    pub destination_service_namespace: String,
+    pub request_protocol: String,
+    pub response_flags: String,
+    pub connection_security_policy: String,
+}
+
+/// Which side of the connection reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    Source,
+    Destination,
+}
+
+/// The peers of a connection, as known when it is opened.
+#[derive(Debug, Clone, Default)]
+pub struct Peers<'a> {
+    pub source: Option<&'a Workload>,
+    pub source_principal: Option<String>,
+    pub destination: Option<&'a Workload>,
+    pub destination_principal: Option<String>,
+    pub service: Option<&'a Service>,
+    pub mtls: bool,
+}
+
+fn or_unknown(s: &str) -> String {
+    if s.is_empty() {
+        UNKNOWN.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn app(w: &Workload) -> String {
+    let v = if !w.canonical_name.is_empty() {
+        &w.canonical_name
+    } else {
+        w.labels
+            .get("app.kubernetes.io/name")
+            .or_else(|| w.labels.get("app"))
+            .unwrap_or(&w.name)
+    };
+    or_unknown(v)
+}
+
+fn version(w: &Workload) -> String {
+    let v = if !w.canonical_revision.is_empty() {
+        w.canonical_revision.as_str()
+    } else {
+        w.labels
+            .get("app.kubernetes.io/version")
+            .or_else(|| w.labels.get("version"))
+            .map(String::as_str)
+            .unwrap_or("latest")
+    };
+    or_unknown(v)
+}
+
+impl TcpLabels {
+    pub fn new(reporter: Reporter, p: &Peers<'_>, response_flags: &str) -> TcpLabels {
+        let wl = |w: Option<&Workload>| {
+            w.map(|w| {
+                (
+                    or_unknown(&w.name),
+                    or_unknown(&w.namespace),
+                    app(w),
+                    version(w),
+                )
+            })
+            .unwrap_or_else(|| {
+                (
+                    UNKNOWN.into(),
+                    UNKNOWN.into(),
+                    UNKNOWN.into(),
+                    UNKNOWN.into(),
+                )
+            })
+        };
+        let (sw, sns, sapp, sver) = wl(p.source);
+        let (dw, dns, dapp, dver) = wl(p.destination);
+        let (dsvc, dsvcns) = match p.service {
+            Some(s) => (or_unknown(&s.hostname), or_unknown(&s.namespace)),
+            None => (UNKNOWN.into(), UNKNOWN.into()),
+        };
+        let principal = |p: &Option<String>| p.clone().unwrap_or_else(|| UNKNOWN.into());
+        TcpLabels {
+            reporter: match reporter {
+                Reporter::Source => "source",
+                Reporter::Destination => "destination",
+            }
+            .into(),
+            source_workload: sw,
+            source_workload_namespace: sns,
+            source_principal: principal(&p.source_principal),
+            source_app: sapp,
+            source_version: sver,
+            destination_workload: dw,
+            destination_workload_namespace: dns,
+            destination_principal: principal(&p.destination_principal),
+            destination_app: dapp,
+            destination_version: dver,
+            destination_service: dsvc,
+            destination_service_namespace: dsvcns,
+            request_protocol: "tcp".into(),
+            response_flags: if response_flags.is_empty() {
+                "-".into()
+            } else {
+                response_flags.into()
+            },
+            connection_security_policy: if p.mtls { "mutual_tls" } else { "none" }.into(),
+        }
+    }
+
+    fn workload_refs(&self) -> [String; 2] {
+        [
+            format!(
+                "{}/{}",
+                self.source_workload_namespace, self.source_workload
+            ),
+            format!(
+                "{}/{}",
+                self.destination_workload_namespace, self.destination_workload
+            ),
+        ]
+    }
+}
+
+/// Counters of one connection.
+#[derive(Clone)]
+pub struct ConnCounters {
+    pub sent: Counter,
+    pub received: Counter,
+    closed: Counter,
+}
+
+impl ConnCounters {
+    pub fn close(&self) {
+        self.closed.inc();
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    opened: Family<TcpLabels, Counter>,
+    closed: Family<TcpLabels, Counter>,
+    sent: Family<TcpLabels, Counter>,
+    received: Family<TcpLabels, Counter>,
+    /// `<ns>/<name>` -> label sets mentioning that workload.
+    index: Mutex<HashMap<String, HashSet<TcpLabels>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let (opened, closed, sent, received) = (
+            Family::default(),
+            Family::default(),
+            Family::default(),
+            Family::default(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "Total TCP connections opened",
+            opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "Total TCP connections closed",
+            closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Total bytes sent to the downstream peer of a TCP connection",
+            sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Total bytes received from the downstream peer of a TCP connection",
+            received.clone(),
+        );
+        Metrics {
+            registry,
+            opened,
+            closed,
+            sent,
+            received,
+            index: Mutex::default(),
+        }
+    }
+
+    /// Counts an opened connection; the returned counters record its bytes and close.
+    pub fn open(&self, labels: TcpLabels) -> ConnCounters {
+        self.opened.get_or_create(&labels).inc();
+        let c = ConnCounters {
+            sent: self.sent.get_or_create_owned(&labels),
+            received: self.received.get_or_create_owned(&labels),
+            closed: self.closed.get_or_create_owned(&labels),
+        };
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        for r in labels.workload_refs() {
+            index.entry(r).or_default().insert(labels.clone());
+        }
+        c
+    }
+
+    /// A connection refused before it carried data (policy, mode, unknown target): counted
+    /// as opened and closed with `response_flags`.
+    pub fn refused(&self, labels: TcpLabels) {
+        self.open(labels).close();
+    }
+
+    /// Drops series of workloads not in `live` (`<ns>/<name>`).
+    pub fn evict(&self, live: &HashSet<String>) {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = index
+            .keys()
+            .filter(|k| !live.contains(*k) && !k.starts_with("unknown/"))
+            .cloned()
+            .collect();
+        for k in gone {
+            for labels in index.remove(&k).unwrap_or_default() {
+                self.opened.remove(&labels);
+                self.closed.remove(&labels);
+                self.sent.remove(&labels);
+                self.received.remove(&labels);
+                tracing::debug!(workload = %k, "evicted metric series of deleted workload");
+            }
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        crate::exposition::from_openmetrics(&out)
+    }
+
+    /// Sum of a counter family's values matching `filter` (tests, admin).
+    pub fn total(&self, metric: &str, filter: impl Fn(&TcpLabels) -> bool) -> u64 {
+        let fam = match metric {
+            "opened" => &self.opened,
+            "closed" => &self.closed,
+            "sent" => &self.sent,
+            "received" => &self.received,
+            _ => return 0,
+        };
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let all: HashSet<&TcpLabels> = index.values().flatten().collect();
+        all.into_iter()
+            .filter(|l| filter(l))
+            .filter_map(|l| fam.get(l).map(|c| c.get()))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::validate;
+
+    fn w(ns: &str, name: &str) -> Workload {
+        Workload {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn encodes_valid_exposition_and_evicts() {
+        let m = Metrics::new();
+        let (a, b) = (w("prod", "a"), w("prod", "b"));
+        let peers = Peers {
+            source: Some(&a),
+            source_principal: Some("spiffe://cluster.local/ns/prod/sa/a".into()),
+            destination: Some(&b),
+            destination_principal: None,
+            service: None,
+            mtls: true,
+        };
+        let c = m.open(TcpLabels::new(Reporter::Destination, &peers, ""));
+        c.sent.inc_by(10);
+        c.received.inc_by(7);
+        c.close();
+        m.refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+        let text = m.encode();
+        validate(&text).unwrap();
+        assert!(
+            text.contains("istio_tcp_connections_opened_total{"),
+            "{text}"
+        );
+        assert!(text.contains("connection_security_policy=\"mutual_tls\""));
+        assert!(text.contains("response_flags=\"DENY\""));
+        assert_eq!(m.total("sent", |_| true), 10);
+        assert_eq!(m.total("opened", |l| l.response_flags == "DENY"), 1);
+        m.evict(&["prod/a".to_string()].into());
+        assert!(!m.encode().contains("destination_workload=\"b\""));
+        assert_eq!(m.total("sent", |_| true), 0);
+    }
+}

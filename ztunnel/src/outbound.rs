@@ -1,0 +1,304 @@
+//! Outbound: a local workload's connection (captured on 15001 or via SOCKS5) routed to
+//! its destination over HBONE (pod or waypoint), or passed through for destinations
+//! outside the mesh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderMap;
+use meshwork_hbone::{ClientError, H2Stream, PoolKey};
+use meshwork_model::pb::config::Workload;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::accesslog::Record;
+use crate::certs::CertError;
+use crate::inbound::finish;
+use crate::metrics::{Peers, Reporter, TcpLabels};
+use crate::proxy::Proxy;
+use crate::relay::{relay, Bytes};
+use crate::sockets;
+use crate::state::{workload_ref, Route, StateError, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("no local workload for source {peer} (set --local-workload or a SOCKS5 username <ns>/<name>)")]
+    NoSource { peer: SocketAddr },
+    #[error("source workload {workload} is not on node {node}")]
+    SourceNotLocal { workload: String, node: String },
+    #[error("workload {workload} named by the SOCKS5 username does not exist")]
+    UnknownSource { workload: String },
+    #[error(transparent)]
+    Route(Box<StateError>),
+    #[error(transparent)]
+    Cert(Box<CertError>),
+    #[error(transparent)]
+    Hbone(Box<ClientError>),
+    #[error("resolving {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {target}: {source}")]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+}
+
+pub enum Upstream {
+    Hbone(H2Stream),
+    Tcp(TcpStream),
+}
+
+/// An established upstream, ready to relay.
+pub struct Opened {
+    pub upstream: Upstream,
+    rec: Record,
+    labels: TcpLabels,
+    start: Instant,
+}
+
+fn source_workload(
+    proxy: &Proxy,
+    cur: &crate::proxy::Current,
+    peer: SocketAddr,
+    hint: Option<&str>,
+) -> Result<Workload, OutboundError> {
+    let st = &cur.state;
+    let w = if let Some(h) = hint.filter(|h| !h.is_empty()) {
+        st.workload_by_ref(h)
+            .ok_or_else(|| OutboundError::UnknownSource {
+                workload: h.to_string(),
+            })?
+    } else if let Some(w) = st.workload_by_ip(peer.ip()) {
+        w
+    } else if let Some(w) = proxy
+        .cfg
+        .local_workload
+        .as_deref()
+        .and_then(|r| st.workload_by_ref(r))
+    {
+        w
+    } else {
+        return Err(OutboundError::NoSource { peer });
+    };
+    if !st.is_local(w) {
+        return Err(OutboundError::SourceNotLocal {
+            workload: workload_ref(w),
+            node: st.node.clone(),
+        });
+    }
+    Ok(w.clone())
+}
+
+/// Resolves and connects the upstream for a connection from `peer` to `target`.
+pub async fn open(
+    proxy: &Arc<Proxy>,
+    peer: SocketAddr,
+    hint: Option<&str>,
+    target: Target,
+) -> Result<Opened, (OutboundError, Record)> {
+    let start = Instant::now();
+    let mut rec = Record {
+        direction: "outbound",
+        src_addr: Some(peer),
+        dst_addr: target.to_string(),
+        decision: "allow".into(),
+        ..Default::default()
+    };
+    let cur = proxy.current();
+    let src = match source_workload(proxy, &cur, peer, hint) {
+        Ok(w) => w,
+        Err(e) => return Err((e, rec)),
+    };
+    rec.src_workload = Some(workload_ref(&src));
+    let src_id = match cur.state.identity(&src) {
+        Ok(id) => id,
+        Err(e) => return Err((e.into(), rec)),
+    };
+    rec.src_identity = Some(src_id.to_string());
+    let route = match cur.state.route(&src, &target, &proxy.rr) {
+        Ok(r) => r,
+        Err(e) => return Err((e.into(), rec)),
+    };
+    match route {
+        Route::Hbone {
+            hbone_addr,
+            authority,
+            identity,
+            workload,
+            service,
+            via_waypoint,
+        } => {
+            rec.via = if via_waypoint {
+                "hbone-waypoint"
+            } else {
+                "hbone"
+            };
+            rec.dst_identity = Some(identity.to_string());
+            rec.dst_workload = workload.as_deref().map(workload_ref);
+            rec.dst_service = service.as_deref().map(|s| s.hostname.clone());
+            rec.dst_addr = authority.clone();
+            let labels = TcpLabels::new(
+                Reporter::Source,
+                &Peers {
+                    source: Some(&src),
+                    source_principal: Some(src_id.to_string()),
+                    destination: workload.as_deref(),
+                    destination_principal: Some(identity.to_string()),
+                    service: service.as_deref(),
+                    mtls: true,
+                },
+                "",
+            );
+            drop(cur);
+            let tls = match proxy.certs.client_config(&src_id, &identity) {
+                Ok(t) => t,
+                Err(e) => return Err((e.into(), rec)),
+            };
+            let key = PoolKey {
+                src_identity: src_id.to_string(),
+                dst: hbone_addr,
+                dst_identity: identity.to_string(),
+            };
+            match proxy
+                .pool
+                .connect(&key, || tls, &authority, HeaderMap::new())
+                .await
+            {
+                Ok(s) => Ok(Opened {
+                    upstream: Upstream::Hbone(s),
+                    rec,
+                    labels,
+                    start,
+                }),
+                Err(e) => {
+                    proxy.metrics.refused(TcpLabels {
+                        response_flags: "UF".into(),
+                        ..labels
+                    });
+                    Err((e.into(), rec))
+                }
+            }
+        }
+        Route::Passthrough { target } => {
+            rec.via = "passthrough";
+            let labels = TcpLabels::new(
+                Reporter::Source,
+                &Peers {
+                    source: Some(&src),
+                    source_principal: Some(src_id.to_string()),
+                    ..Default::default()
+                },
+                "",
+            );
+            drop(cur);
+            let addr = match &target {
+                Target::Addr(a) => *a,
+                Target::Host(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
+                    Ok(mut it) => match it.next() {
+                        Some(a) => a,
+                        None => {
+                            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+                            return Err((
+                                OutboundError::Resolve {
+                                    host: h.clone(),
+                                    source: e,
+                                },
+                                rec,
+                            ));
+                        }
+                    },
+                    Err(source) => {
+                        return Err((
+                            OutboundError::Resolve {
+                                host: h.clone(),
+                                source,
+                            },
+                            rec,
+                        ))
+                    }
+                },
+            };
+            match sockets::connect(addr, None, proxy.cfg.connect_timeout).await {
+                Ok(s) => Ok(Opened {
+                    upstream: Upstream::Tcp(s),
+                    rec,
+                    labels,
+                    start,
+                }),
+                Err(source) => Err((
+                    OutboundError::Connect {
+                        target: target.to_string(),
+                        source,
+                    },
+                    rec,
+                )),
+            }
+        }
+    }
+}
+
+/// Relays `down` over an opened upstream until either side finishes.
+pub async fn run<D>(proxy: &Arc<Proxy>, down: D, opened: Opened)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let Opened {
+        upstream,
+        mut rec,
+        labels,
+        start,
+    } = opened;
+    let counters = proxy.metrics.open(labels);
+    let totals = Arc::new(Bytes::default());
+    let cancel = proxy.force_close.clone();
+    let end = match upstream {
+        Upstream::Hbone(s) => relay(down, s, totals.clone(), Some(&counters), &cancel).await,
+        Upstream::Tcp(s) => relay(down, s, totals.clone(), Some(&counters), &cancel).await,
+    };
+    counters.close();
+    finish(&mut rec, &totals, end, start);
+    proxy.access.log(&rec);
+}
+
+pub fn log_failure(proxy: &Proxy, e: &OutboundError, mut rec: Record) {
+    tracing::warn!(src = ?rec.src_addr, dst = %rec.dst_addr, error = %e, "outbound connection failed");
+    rec.error = Some(e.to_string());
+    rec.decision = "deny".into();
+    proxy.access.log(&rec);
+}
+
+/// A captured connection whose original destination is `dst`.
+pub async fn handle_captured(
+    proxy: Arc<Proxy>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) {
+    let _ = sock.set_nodelay(true);
+    match open(&proxy, peer, None, Target::Addr(dst)).await {
+        Ok(opened) => run(&proxy, sock, opened).await,
+        Err((e, rec)) => log_failure(&proxy, &e, rec),
+    }
+}
+
+impl From<StateError> for OutboundError {
+    fn from(e: StateError) -> Self {
+        OutboundError::Route(Box::new(e))
+    }
+}
+
+impl From<CertError> for OutboundError {
+    fn from(e: CertError) -> Self {
+        OutboundError::Cert(Box::new(e))
+    }
+}
+
+impl From<ClientError> for OutboundError {
+    fn from(e: ClientError) -> Self {
+        OutboundError::Hbone(Box::new(e))
+    }
+}

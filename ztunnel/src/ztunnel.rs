@@ -1,0 +1,285 @@
+//! Starting and stopping a ztunnel: binds every listener, follows the config, and
+//! drains on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshwork_hbone::{Pool, PoolSettings, PoolStats};
+use meshwork_model::client::ConfigHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Endpoint};
+use crate::certs::{CertManager, CertSigner};
+use crate::config::{Config, Listen};
+use crate::metrics::Metrics;
+use crate::proxy::{LogControl, Proxy};
+use crate::{inbound, inbound_plain, outbound, sockets, socks5};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Addresses the listeners actually bound (ports resolved when 0 was asked).
+#[derive(Debug, Clone, Default)]
+pub struct BoundAddrs {
+    pub outbound: Option<SocketAddr>,
+    pub socks5: Option<SocketAddr>,
+    pub inbound_plain: Option<SocketAddr>,
+    pub hbone: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub readiness: Option<SocketAddr>,
+}
+
+/// What a ztunnel needs besides its flags.
+pub struct Deps {
+    /// The followed config (`meshwork_model::client::spawn`, or `ConfigHandle::manual`).
+    pub config: ConfigHandle,
+    /// Issues workload certificates (`CaClient` in production).
+    pub signer: Arc<dyn CertSigner>,
+    pub log_control: Option<LogControl>,
+}
+
+/// A running ztunnel.
+pub struct Ztunnel {
+    pub addrs: BoundAddrs,
+    proxy: Arc<Proxy>,
+    stop_admin: CancellationToken,
+}
+
+fn bind(
+    what: &'static str,
+    l: Listen,
+    transparent: bool,
+) -> Result<Option<TcpListener>, StartError> {
+    match l.0 {
+        None => Ok(None),
+        Some(addr) => sockets::listen(addr, transparent)
+            .map(Some)
+            .map_err(|source| StartError::Bind { what, addr, source }),
+    }
+}
+
+impl Ztunnel {
+    /// Binds every configured listener and starts serving. Must run inside a tokio runtime.
+    pub async fn start(cfg: Config, deps: Deps) -> Result<Ztunnel, StartError> {
+        let pool = Pool::new(PoolSettings {
+            max_streams_per_conn: cfg.max_streams_per_conn,
+            idle_timeout: cfg.pool_idle_timeout,
+            connect_timeout: cfg.connect_timeout,
+            ..Default::default()
+        });
+        let certs = CertManager::new(deps.signer);
+        let proxy = Arc::new(Proxy::new(
+            cfg.clone(),
+            deps.config.clone(),
+            certs,
+            pool,
+            deps.log_control,
+        ));
+        let mut addrs = BoundAddrs::default();
+        let stop_admin = CancellationToken::new();
+
+        let outbound = bind("outbound", cfg.outbound_addr, true)?;
+        let socks = bind("socks5", cfg.socks5_addr, false)?;
+        let plain = bind("inbound plaintext", cfg.inbound_plain_addr, true)?;
+        let mut hbone = Vec::new();
+        for a in &cfg.hbone_addrs {
+            hbone.push(bind("hbone", Listen(Some(*a)), true)?.expect("address given"));
+        }
+        let admin_l = bind("admin", cfg.admin_addr, false)?;
+        let metrics_l = bind("metrics", cfg.metrics_addr, false)?;
+        let ready_l = bind("readiness", cfg.readiness_addr, false)?;
+
+        // Follow the config before accepting anything.
+        proxy.apply(deps.config.snapshot());
+        let p = proxy.clone();
+        let mut watch = deps.config.watch();
+        let stop = stop_admin.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = watch.changed() => if r.is_err() { return },
+                    _ = stop.cancelled() => return,
+                }
+                let snap = watch.borrow_and_update().clone();
+                p.apply(snap);
+            }
+        });
+
+        if let Some(l) = outbound {
+            let addr = l.local_addr().ok();
+            addrs.outbound = addr;
+            spawn_accept(&proxy, l, move |p, sock, peer| async move {
+                let listen = addr.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
+                match sockets::captured_dst(&sock, listen) {
+                    Some(dst) => outbound::handle_captured(p, sock, peer, dst).await,
+                    None => {
+                        tracing::warn!(%peer, "outbound: connection without an original destination (not captured)")
+                    }
+                }
+            });
+        }
+        if let Some(l) = socks {
+            addrs.socks5 = l.local_addr().ok();
+            spawn_accept(&proxy, l, socks5::handle);
+        }
+        if let Some(l) = plain {
+            let addr = l.local_addr().ok();
+            addrs.inbound_plain = addr;
+            spawn_accept(&proxy, l, move |p, sock, peer| async move {
+                let listen = addr.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
+                match sockets::captured_dst(&sock, listen) {
+                    Some(dst) => inbound_plain::handle(p, sock, peer, dst).await,
+                    None => {
+                        tracing::warn!(%peer, "plaintext inbound: connection without an original destination (not captured)")
+                    }
+                }
+            });
+        }
+        for l in hbone {
+            if let Ok(a) = l.local_addr() {
+                addrs.hbone.push(a);
+            }
+            spawn_accept(&proxy, l, inbound::serve);
+        }
+        for (l, ep, slot) in [
+            (admin_l, Endpoint::Admin, &mut addrs.admin),
+            (metrics_l, Endpoint::Metrics, &mut addrs.metrics),
+            (ready_l, Endpoint::Readiness, &mut addrs.readiness),
+        ] {
+            if let Some(l) = l {
+                *slot = l.local_addr().ok();
+                tokio::spawn(admin::serve(proxy.clone(), l, ep, stop_admin.clone()));
+            }
+        }
+        tracing::info!(node = %cfg.node, ?addrs, "ztunnel started");
+        Ok(Ztunnel {
+            addrs,
+            proxy,
+            stop_admin,
+        })
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.proxy.pool.stats()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.proxy.metrics
+    }
+
+    pub fn certs(&self) -> &Arc<CertManager> {
+        &self.proxy.certs
+    }
+
+    /// Open inbound connections.
+    pub fn inbound_connections(&self) -> usize {
+        self.proxy.registry.len()
+    }
+
+    pub fn readiness(&self) -> Result<(), String> {
+        self.proxy.readiness()
+    }
+
+    /// Waits until ready (config applied and certificates loaded), up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        let mut certs = self.proxy.certs.subscribe();
+        let mut applied = self.proxy.applied();
+        let fut = async {
+            loop {
+                if self.readiness().is_ok() {
+                    return;
+                }
+                tokio::select! {
+                    _ = certs.changed() => {}
+                    _ = applied.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| self.readiness().err().unwrap_or_default())
+    }
+
+    /// Waits until `n` snapshots have been applied (tests pushing config changes).
+    pub async fn wait_applied(&self, n: u64) {
+        let mut applied = self.proxy.applied();
+        let _ = applied.wait_for(|v| *v >= n).await;
+    }
+
+    /// Number of snapshots applied so far.
+    pub fn applied_count(&self) -> u64 {
+        *self.proxy.applied().borrow()
+    }
+
+    /// Handles a captured outbound connection whose original destination is known to the
+    /// caller (capture mechanisms that hand over sockets, tests).
+    pub fn outbound_conn(&self, sock: TcpStream, dst: SocketAddr) {
+        let Ok(peer) = sock.peer_addr() else { return };
+        let p = self.proxy.clone();
+        self.proxy
+            .tracker
+            .spawn(outbound::handle_captured(p, sock, peer, dst));
+    }
+
+    /// Handles a captured plaintext inbound connection to `dst`.
+    pub fn inbound_plain_conn(&self, sock: TcpStream, dst: SocketAddr) {
+        let Ok(peer) = sock.peer_addr() else { return };
+        let p = self.proxy.clone();
+        self.proxy
+            .tracker
+            .spawn(inbound_plain::handle(p, sock, peer, dst));
+    }
+
+    /// Graceful drain: stop accepting (HBONE peers get GOAWAY), let open connections
+    /// finish for up to `deadline`, then close what is left.
+    pub async fn shutdown(self, deadline: Duration) {
+        tracing::info!(?deadline, "draining");
+        self.proxy.stop_accept.cancel();
+        self.proxy.tracker.close();
+        if tokio::time::timeout(deadline, self.proxy.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain deadline passed; closing remaining connections");
+            self.proxy.force_close.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.proxy.tracker.wait()).await;
+        }
+        self.stop_admin.cancel();
+        tracing::info!("drained");
+    }
+}
+
+fn spawn_accept<F, Fut>(proxy: &Arc<Proxy>, listener: TcpListener, handle: F)
+where
+    F: Fn(Arc<Proxy>, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let p = proxy.clone();
+    proxy.tracker.spawn(async move {
+        loop {
+            let (sock, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = p.stop_accept.cancelled() => return,
+            };
+            p.tracker.spawn(handle(p.clone(), sock, peer));
+        }
+    });
+}

@@ -1,0 +1,337 @@
+//! Two ztunnels over loopback: SOCKS5 entry on A → HBONE (mTLS) → B → echo pod.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use meshwork_model::pb::config::{
+    Action, Authorization, GatewayAddress, MtlsMode, PolicyScope, Rule, Source,
+};
+use meshwork_ztunnel::exposition::validate;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const NOT_ALLOWED: u8 = 2;
+const REFUSED: u8 = 5;
+
+fn deny_client() -> Authorization {
+    Authorization {
+        name: "deny-client".into(),
+        namespace: "prod".into(),
+        scope: PolicyScope::Namespace as i32,
+        action: Action::Deny as i32,
+        rules: vec![Rule {
+            from: vec![Source {
+                principals: vec!["cluster.local/ns/prod/sa/client".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn socks5_to_pod_over_mtls_with_metrics_and_admin() {
+    let (s, echo) = setup(10).await;
+    let p = s.start(echo).await;
+    let mut c = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        roundtrip(&mut c, b"hello mesh").await.unwrap(),
+        b"hello mesh"
+    );
+    let big = vec![7u8; 3 * 1024 * 1024];
+    assert_eq!(roundtrip(&mut c, &big).await.unwrap(), big);
+    c.shutdown().await.unwrap();
+    assert!(closed_within(&mut c, Duration::from_secs(10)).await);
+    assert_eq!(p.a.pool_stats().connections_opened, 1);
+
+    // B reports the mTLS connection with the client's principal once it closed.
+    let mut closed = 0;
+    for _ in 0..100 {
+        closed =
+            p.b.metrics()
+                .total("closed", |l| l.reporter == "destination");
+        if closed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(closed, 1);
+    let (status, text) = http_get(p.b.addrs.metrics.unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    validate(&text).unwrap();
+    assert!(
+        text.contains("source_principal=\"spiffe://cluster.local/ns/prod/sa/client\""),
+        "{text}"
+    );
+    assert!(text.contains("connection_security_policy=\"mutual_tls\""));
+    assert!(text.contains("reporter=\"destination\""));
+    let received =
+        p.b.metrics()
+            .total("received", |l| l.reporter == "destination");
+    assert_eq!(received, 10 + 3 * 1024 * 1024);
+    let (_, a_text) = http_get(p.a.addrs.metrics.unwrap(), "/metrics").await;
+    validate(&a_text).unwrap();
+    assert!(a_text.contains("reporter=\"source\""));
+    assert!(a_text.contains("destination_principal=\"spiffe://cluster.local/ns/prod/sa/server\""));
+
+    let (status, body) = http_get(p.b.addrs.readiness.unwrap(), "/healthz/ready").await;
+    assert_eq!((status, body.trim()), (200, "ready"));
+    let (status, dump) = http_get(p.b.addrs.admin.unwrap(), "/config_dump").await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["node"], "node-b");
+    assert_eq!(dump["workloads"].as_array().unwrap().len(), 2);
+    let (status, certs) = http_get(p.b.addrs.admin.unwrap(), "/certs").await;
+    assert_eq!(status, 200);
+    assert!(certs.contains("spiffe://cluster.local/ns/prod/sa/server"));
+    let (status, _) = http_get(p.b.addrs.admin.unwrap(), "/logging?level=debug").await;
+    assert_eq!(status, 501, "no log control in tests");
+}
+
+#[tokio::test]
+async fn peer_with_certificate_from_another_root_is_refused() {
+    let (mut s, echo) = setup(11).await;
+    s.a_ca = Some(Arc::new(meshwork_identity::testing::TestCa::new(
+        "cluster.local",
+    )));
+    let p = s.start(echo).await;
+    let e = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, REFUSED);
+    assert_eq!(p.b.metrics().total("opened", |_| true), 0);
+}
+
+#[tokio::test]
+async fn peer_with_wrong_identity_is_refused() {
+    let (mut s, echo) = setup(12).await;
+    // A believes the server runs as another service account: B's certificate must not pass.
+    s.a_world.workload_mut("server").service_account = "payments".into();
+    let p = s.start(echo).await;
+    let e = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, REFUSED);
+}
+
+#[tokio::test]
+async fn deny_policy_refuses_and_counts() {
+    let (mut s, echo) = setup(13).await;
+    s.b_world.policies.push(deny_client());
+    let p = s.start(echo).await;
+    let e = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, NOT_ALLOWED);
+    assert_eq!(
+        p.b.metrics()
+            .total("opened", |l| l.response_flags == "DENY"),
+        1
+    );
+    let (_, text) = http_get(p.b.addrs.metrics.unwrap(), "/metrics").await;
+    validate(&text).unwrap();
+    assert!(text.contains("response_flags=\"DENY\""));
+}
+
+#[tokio::test]
+async fn waypoint_served_workload_admits_only_the_waypoint() {
+    let (mut s, echo) = setup(14).await;
+    let net = s.net;
+    // A (the client's node) sends straight to the pod; B knows the pod is behind a waypoint.
+    s.b_world.workload_mut("server").waypoint = Some(GatewayAddress {
+        namespace: "prod".into(),
+        name: "waypoint".into(),
+        address: ip(net, 9).to_string(),
+        hbone_port: 15008,
+        identity: "spiffe://cluster.local/ns/prod/sa/waypoint".into(),
+    });
+    let mut wp = workload("prod", "waypoint", "node-a", ip(net, 9));
+    wp.is_waypoint = true;
+    s.a_world.workloads.push(wp.clone());
+    s.b_world.workloads.push(wp);
+    let p = s.start(echo).await;
+    let e = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, NOT_ALLOWED);
+    // The waypoint's identity (SOCKS5 username selects the source workload) is admitted.
+    let mut c = socks_connect(p.a.addrs.socks5.unwrap(), echo, Some("prod/waypoint"))
+        .await
+        .unwrap();
+    assert_eq!(
+        roundtrip(&mut c, b"via waypoint").await.unwrap(),
+        b"via waypoint"
+    );
+}
+
+/// A capture stand-in: accepts on a loopback port and hands sockets to B's plaintext path.
+async fn plaintext_via_b(p: &Pair) -> TcpStream {
+    let l = TcpListener::bind(SocketAddr::new(ip(p.net, 5), 0))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let c = TcpStream::connect(addr).await.unwrap();
+    let (sock, _) = l.accept().await.unwrap();
+    p.b.inbound_plain_conn(sock, p.echo);
+    c
+}
+
+#[tokio::test]
+async fn strict_refuses_plaintext_and_permissive_accepts() {
+    let (mut s, echo) = setup(15).await;
+    s.b_world.workload_mut("server").mtls_mode = MtlsMode::Strict as i32;
+    let mut p = s.start(echo).await;
+    let mut c = plaintext_via_b(&p).await;
+    let _ = c.write_all(b"hi").await;
+    assert!(closed_within(&mut c, Duration::from_secs(10)).await);
+    assert_eq!(
+        p.b.metrics()
+            .total("opened", |l| l.response_flags == "DENY"),
+        1
+    );
+    // mTLS still works under STRICT.
+    let mut m = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut m, b"mtls").await.unwrap(), b"mtls");
+
+    p.b_world.workload_mut("server").mtls_mode = MtlsMode::Permissive as i32;
+    let n = p.b.applied_count();
+    p.b_cfg.send(Arc::new(p.b_world.snapshot(2))).unwrap();
+    p.b.wait_applied(n + 1).await;
+    let mut c = plaintext_via_b(&p).await;
+    assert_eq!(roundtrip(&mut c, b"plain ok").await.unwrap(), b"plain ok");
+    let (_, text) = http_get(p.b.addrs.metrics.unwrap(), "/metrics").await;
+    assert!(
+        text.contains("connection_security_policy=\"none\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_connections_share_one_tls_connection() {
+    let (s, echo) = setup(16).await;
+    let p = Arc::new(s.start(echo).await);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = socks_connect(p.a.addrs.socks5.unwrap(), p.echo, None)
+                .await
+                .unwrap();
+            let msg = format!("conn {i}");
+            assert_eq!(
+                roundtrip(&mut c, msg.as_bytes()).await.unwrap(),
+                msg.as_bytes()
+            );
+            c
+        }));
+    }
+    let mut open = Vec::new();
+    for t in tasks {
+        open.push(t.await.unwrap());
+    }
+    let st = p.a.pool_stats();
+    assert_eq!(st.streams_opened, 50);
+    assert_eq!(st.connections_opened, 1);
+}
+
+#[tokio::test]
+async fn certificate_rotation_keeps_open_streams() {
+    let (mut s, echo) = setup(17).await;
+    s.ttl = Duration::from_secs(2);
+    let p = s.start(echo).await;
+    let server_id = "spiffe://cluster.local/ns/prod/sa/server".parse().unwrap();
+    let before =
+        p.b.certs()
+            .current(&server_id)
+            .unwrap()
+            .serial()
+            .to_string();
+    let mut c = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut c, b"before").await.unwrap(), b"before");
+    let mut rotated = false;
+    for _ in 0..100 {
+        if p.b.certs().current(&server_id).unwrap().serial() != before {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "certificate was not renewed");
+    assert_eq!(
+        roundtrip(&mut c, b"after rotation").await.unwrap(),
+        b"after rotation"
+    );
+    let mut c2 = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut c2, b"new conn").await.unwrap(), b"new conn");
+}
+
+#[tokio::test]
+async fn drain_lets_an_open_stream_finish() {
+    let (s, echo) = setup(18).await;
+    let p = s.start(echo).await;
+    let mut c = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        roundtrip(&mut c, b"before drain").await.unwrap(),
+        b"before drain"
+    );
+    let hbone = p.b.addrs.hbone[0];
+    let b = p.b;
+    let drain = tokio::spawn(async move { b.shutdown(Duration::from_secs(30)).await });
+    // Bounded wait for B to stop accepting.
+    for _ in 0..100 {
+        if TcpStream::connect(hbone).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        TcpStream::connect(hbone).await.is_err(),
+        "still accepting while draining"
+    );
+    assert_eq!(
+        roundtrip(&mut c, b"during drain").await.unwrap(),
+        b"during drain"
+    );
+    assert!(!drain.is_finished());
+    c.shutdown().await.unwrap();
+    assert!(closed_within(&mut c, Duration::from_secs(10)).await);
+    tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn policy_change_closes_a_now_denied_connection() {
+    let (s, echo) = setup(19).await;
+    let mut p = s.start(echo).await;
+    let mut c = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut c, b"allowed").await.unwrap(), b"allowed");
+    assert_eq!(p.b.inbound_connections(), 1);
+    p.b_world.policies.push(deny_client());
+    let n = p.b.applied_count();
+    p.b_cfg.send(Arc::new(p.b_world.snapshot(2))).unwrap();
+    p.b.wait_applied(n + 1).await;
+    assert!(closed_within(&mut c, Duration::from_secs(10)).await);
+    let e = socks_connect(p.a.addrs.socks5.unwrap(), echo, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, NOT_ALLOWED);
+}
