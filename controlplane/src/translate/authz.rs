@@ -1,0 +1,277 @@
+//! AuthorizationPolicy → `Authorization`, and the L4 view ztunnels enforce.
+
+use meshwork_api::common::PolicyTargetReference;
+use meshwork_api::security::{self, AuthorizationPolicy, AuthzAction};
+use meshwork_api::Object;
+use meshwork_model::pb::config::{
+    Action, Authorization, Condition, Enforcement, Operation, PolicyScope, Rule, Source, TargetRef,
+};
+
+pub(crate) fn target_ref(t: &PolicyTargetReference, ns: &str) -> TargetRef {
+    TargetRef {
+        group: t.group.clone(),
+        kind: t.kind.clone(),
+        name: t.name.clone(),
+        namespace: if t.namespace.is_empty() {
+            ns.to_string()
+        } else {
+            t.namespace.clone()
+        },
+    }
+}
+
+/// `serviceAccounts: ["ns/sa"]` are principals in any trust domain: `*/ns/<ns>/sa/<sa>`.
+fn sa_principals(list: &[String]) -> impl Iterator<Item = String> + '_ {
+    list.iter().filter_map(|s| {
+        let (ns, sa) = s.split_once('/')?;
+        Some(format!("*/ns/{ns}/sa/{sa}"))
+    })
+}
+
+fn source(s: &security::Source) -> Source {
+    Source {
+        principals: s
+            .principals
+            .iter()
+            .cloned()
+            .chain(sa_principals(&s.service_accounts))
+            .collect(),
+        not_principals: s
+            .not_principals
+            .iter()
+            .cloned()
+            .chain(sa_principals(&s.not_service_accounts))
+            .collect(),
+        namespaces: s.namespaces.clone(),
+        not_namespaces: s.not_namespaces.clone(),
+        ip_blocks: s.ip_blocks.clone(),
+        not_ip_blocks: s.not_ip_blocks.clone(),
+        remote_ip_blocks: s.remote_ip_blocks.clone(),
+        not_remote_ip_blocks: s.not_remote_ip_blocks.clone(),
+        request_principals: s.request_principals.clone(),
+        not_request_principals: s.not_request_principals.clone(),
+    }
+}
+
+fn operation(o: &security::Operation) -> Operation {
+    Operation {
+        hosts: o.hosts.clone(),
+        not_hosts: o.not_hosts.clone(),
+        ports: o.ports.clone(),
+        not_ports: o.not_ports.clone(),
+        methods: o.methods.clone(),
+        not_methods: o.not_methods.clone(),
+        paths: o.paths.clone(),
+        not_paths: o.not_paths.clone(),
+    }
+}
+
+fn rule(r: &security::Rule) -> Rule {
+    Rule {
+        from: r
+            .from
+            .iter()
+            .map(|f| f.source.as_ref().map(source).unwrap_or_default())
+            .collect(),
+        to: r
+            .to
+            .iter()
+            .map(|t| t.operation.as_ref().map(operation).unwrap_or_default())
+            .collect(),
+        when: r
+            .when
+            .iter()
+            .map(|c| Condition {
+                key: c.key.clone(),
+                values: c.values.clone(),
+                not_values: c.not_values.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Condition keys that need the HTTP request (only a waypoint can evaluate them).
+pub fn is_l7_condition(key: &str) -> bool {
+    key.starts_with("request.")
+}
+
+fn source_has_l7(s: &Source) -> bool {
+    !s.request_principals.is_empty() || !s.not_request_principals.is_empty()
+}
+
+fn operation_has_l7(o: &Operation) -> bool {
+    !(o.hosts.is_empty()
+        && o.not_hosts.is_empty()
+        && o.methods.is_empty()
+        && o.not_methods.is_empty()
+        && o.paths.is_empty()
+        && o.not_paths.is_empty())
+}
+
+/// True when the rule uses hosts, methods, paths, request principals or `request.*` keys.
+pub fn rule_has_l7(r: &Rule) -> bool {
+    r.from.iter().any(source_has_l7)
+        || r.to.iter().any(operation_has_l7)
+        || r.when.iter().any(|c| is_l7_condition(&c.key))
+}
+
+/// Translates one AuthorizationPolicy.
+pub fn authorization(
+    obj: &Object,
+    ap: &AuthorizationPolicy,
+    root_namespace: &str,
+) -> Authorization {
+    let refs = ap.all_target_refs();
+    let scope = if !refs.is_empty() {
+        PolicyScope::TargetRef
+    } else if ap.selector.is_some() {
+        PolicyScope::WorkloadSelector
+    } else if obj.namespace == root_namespace {
+        PolicyScope::Global
+    } else {
+        PolicyScope::Namespace
+    };
+    let action = match ap.action {
+        AuthzAction::Allow => Action::Allow,
+        AuthzAction::Deny => Action::Deny,
+        AuthzAction::Audit => Action::Audit,
+        AuthzAction::Custom => Action::Custom,
+    };
+    let rules: Vec<Rule> = ap.rules.iter().map(rule).collect();
+    Authorization {
+        name: obj.name.clone(),
+        namespace: obj.namespace.clone(),
+        scope: scope as i32,
+        action: action as i32,
+        has_l7: rules.iter().any(rule_has_l7),
+        rules,
+        enforcement: if scope == PolicyScope::TargetRef {
+            Enforcement::EnforceWaypoint
+        } else {
+            Enforcement::EnforceZtunnel
+        } as i32,
+        selector: ap
+            .selector
+            .as_ref()
+            .map(|s| s.match_labels.clone())
+            .unwrap_or_default(),
+        target_refs: refs.iter().map(|t| target_ref(t, &obj.namespace)).collect(),
+        provider: ap
+            .provider
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        dry_run: obj
+            .annotations
+            .get("istio.io/dry-run")
+            .is_some_and(|v| v == "true"),
+    }
+}
+
+/// The policy as a ztunnel enforces it (Istio ambient semantics): ALLOW/AUDIT rules that
+/// use any L7 attribute are dropped (so they never match); DENY (and CUSTOM) rules lose
+/// their L7 parts, failing closed: a source/operation left empty matches everything, and a
+/// rule left with nothing matches every connection. The result has `has_l7 = false`.
+pub fn l4_view(a: &Authorization) -> Authorization {
+    let mut out = a.clone();
+    match Action::try_from(a.action).unwrap_or(Action::Allow) {
+        Action::Allow | Action::Audit => out.rules.retain(|r| !rule_has_l7(r)),
+        Action::Deny | Action::Custom => {
+            for r in &mut out.rules {
+                for s in &mut r.from {
+                    s.request_principals.clear();
+                    s.not_request_principals.clear();
+                }
+                for o in &mut r.to {
+                    o.hosts.clear();
+                    o.not_hosts.clear();
+                    o.methods.clear();
+                    o.not_methods.clear();
+                    o.paths.clear();
+                    o.not_paths.clear();
+                }
+                r.when.retain(|c| !is_l7_condition(&c.key));
+            }
+        }
+    }
+    out.has_l7 = false;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(methods: &[&str], ports: &[&str]) -> Operation {
+        Operation {
+            methods: methods.iter().map(|s| s.to_string()).collect(),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn policy(action: Action, rules: Vec<Rule>) -> Authorization {
+        let has_l7 = rules.iter().any(rule_has_l7);
+        Authorization {
+            action: action as i32,
+            rules,
+            has_l7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn allow_rules_with_l7_are_dropped() {
+        let l4_rule = Rule {
+            to: vec![op(&[], &["8080"])],
+            ..Default::default()
+        };
+        let l7_rule = Rule {
+            to: vec![op(&["GET"], &["8080"])],
+            ..Default::default()
+        };
+        let a = policy(Action::Allow, vec![l4_rule.clone(), l7_rule]);
+        assert!(a.has_l7);
+        let v = l4_view(&a);
+        assert_eq!(v.rules, vec![l4_rule]);
+        assert!(!v.has_l7);
+    }
+
+    #[test]
+    fn deny_rules_lose_l7_parts_and_fail_closed() {
+        let rule = Rule {
+            from: vec![Source {
+                namespaces: vec!["bad".into()],
+                request_principals: vec!["issuer/sub".into()],
+                ..Default::default()
+            }],
+            to: vec![op(&["POST"], &["9090"])],
+            when: vec![
+                Condition {
+                    key: "request.headers[x-a]".into(),
+                    values: vec!["1".into()],
+                    not_values: vec![],
+                },
+                Condition {
+                    key: "source.ip".into(),
+                    values: vec!["10.0.0.0/8".into()],
+                    not_values: vec![],
+                },
+            ],
+        };
+        let v = l4_view(&policy(Action::Deny, vec![rule]));
+        let r = &v.rules[0];
+        assert_eq!(r.from[0].namespaces, ["bad"]);
+        assert!(r.from[0].request_principals.is_empty());
+        assert_eq!(r.to[0], op(&[], &["9090"]));
+        assert_eq!(r.when.len(), 1);
+        assert_eq!(r.when[0].key, "source.ip");
+        // Only L7 in a DENY rule: the rule becomes match-all.
+        let only_l7 = Rule {
+            to: vec![op(&["GET"], &[])],
+            ..Default::default()
+        };
+        let v = l4_view(&policy(Action::Deny, vec![only_l7]));
+        assert_eq!(v.rules[0].to, vec![Operation::default()]);
+    }
+}

@@ -1,0 +1,47 @@
+//! Mesh config → `MeshSettings`.
+
+use meshwork_api::mesh::ExtensionProvider as ApiProvider;
+use meshwork_api::MeshConfig;
+use meshwork_model::pb::config::{
+    extension_provider::Provider, ExtensionProvider, FileAccessLogProvider, MeshSettings,
+    OpenTelemetryProvider, PrometheusProvider,
+};
+
+fn provider(p: &ApiProvider) -> ExtensionProvider {
+    let provider = if let Some(o) = &p.opentelemetry {
+        Some(Provider::Opentelemetry(OpenTelemetryProvider {
+            service: o.service.clone(),
+            port: o.port,
+            max_tag_length: o.max_tag_length.unwrap_or(0),
+            environment_resource_detector: o
+                .resource_detectors
+                .as_ref()
+                .is_some_and(|r| r.environment_enabled()),
+        }))
+    } else if let Some(f) = &p.envoy_file_access_log {
+        let fmt = f.log_format.clone().unwrap_or_default();
+        Some(Provider::FileAccessLog(FileAccessLogProvider {
+            path: f.path.clone(),
+            text_format: fmt.text.unwrap_or_default(),
+            json_labels: fmt.labels,
+        }))
+    } else if p.prometheus.is_some() {
+        Some(Provider::Prometheus(PrometheusProvider {}))
+    } else {
+        // Provider types Meshwork does not implement are listed by name only.
+        None
+    };
+    ExtensionProvider {
+        name: p.name.clone(),
+        provider,
+    }
+}
+
+/// The model's view of the effective mesh config.
+pub fn mesh_settings(m: &MeshConfig) -> MeshSettings {
+    MeshSettings {
+        trust_domain: m.trust_domain.clone(),
+        root_namespace: m.root_namespace.clone(),
+        extension_providers: m.extension_providers.iter().map(provider).collect(),
+    }
+}
