@@ -274,3 +274,55 @@ fn client_config_needs_an_expected_identity() {
     let err = client_config(&m.client_cert, &m.ca.bundle(), []).unwrap_err();
     assert!(matches!(err, TlsConfigError::NoExpectedIdentity), "{err}");
 }
+
+#[derive(Debug)]
+struct NoClientCert;
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn server_requires_a_client_certificate() {
+    let m = mesh();
+    let server = server_config(&m.ca.bundle(), RotatingCert::new(m.server_cert.clone())).unwrap();
+    let client = client_config_with_resolver(
+        Arc::new(NoClientCert),
+        &m.ca.bundle(),
+        [m.server_cert.identity().clone()],
+    )
+    .unwrap();
+    let (_, s) = handshake(server, client).await;
+    let err = s.unwrap_err().to_string();
+    assert!(err.contains("no certificates"), "{err}");
+}
+
+#[tokio::test]
+async fn server_refuses_tls12_clients() {
+    let m = mesh();
+    let server = server_config(&m.ca.bundle(), RotatingCert::new(m.server_cert.clone())).unwrap();
+    let verifier = Arc::new(
+        SpiffeServerVerifier::new(&m.ca.bundle(), [m.server_cert.identity().clone()]).unwrap(),
+    );
+    let mut tls12 = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(RotatingCert::new(m.client_cert.clone()));
+    tls12.alpn_protocols = vec![HBONE_ALPN.to_vec()];
+    let (c, s) = handshake(server, Arc::new(tls12)).await;
+    assert!(c.is_err());
+    let err = s.unwrap_err().to_string();
+    assert!(err.contains("Tls12NotOfferedOrEnabled"), "{err}");
+}
