@@ -29,14 +29,16 @@ mod csr;
 mod directory;
 mod error;
 mod grpc;
+mod material;
 mod signer;
 mod store;
 mod tokens;
 
-pub use authority::{Ca, CaConfig, CaLoadError, CaMaterial, CLOCK_SKEW_BACKDATE};
+pub use authority::Ca;
 pub use directory::{authorize_node, StaticDirectory, WorkloadDirectory};
 pub use error::SignError;
 pub use grpc::{service, to_status, CaService, IMPERSONATED_IDENTITY};
+pub use material::{CaConfig, CaLoadError, CaMaterial, CLOCK_SKEW_BACKDATE};
 pub use signer::SignerError;
 pub use store::{
     KEY_FILE, PLUGIN_CERT_FILE, PLUGIN_CHAIN_FILE, PLUGIN_ROOTS_FILE, ROOT_CERT_FILE, ROOT_TTL,

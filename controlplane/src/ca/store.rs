@@ -18,7 +18,8 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::authority::{random_serial, Ca, CaConfig, CaLoadError, CaMaterial};
+use super::authority::{random_serial, Ca};
+use super::material::{CaConfig, CaLoadError, CaMaterial};
 
 pub const ROOT_CERT_FILE: &str = "ca-root.pem";
 pub const KEY_FILE: &str = "ca-key.pem";
