@@ -4,17 +4,18 @@ use meshwork_model::pb::config as pb;
 
 /// Removes L7 attributes so that evaluation without HTTP attributes fails closed:
 ///
-/// * ALLOW / AUDIT / CUSTOM: rules carrying any L7 attribute are dropped (an ALLOW policy
-///   left with no rules allows nothing).
-/// * DENY: L7 fields are removed from every source, operation and condition, so the rule
-///   denies on its L4 parts alone.
+/// * ALLOW / AUDIT: rules carrying any L7 attribute are dropped (an ALLOW policy left with
+///   no rules allows nothing).
+/// * DENY / CUSTOM: L7 fields are removed from every source, operation and condition, so the
+///   rule matches on its L4 parts alone (a matching CUSTOM policy rejects: its provider is
+///   not supported).
 ///
 /// Evaluating the result gives the same decision as evaluating the original without HTTP
 /// attributes; this is the single source of truth for what ztunnel enforces.
 pub fn l4_view(a: &pb::Authorization) -> pb::Authorization {
     let mut out = a.clone();
     out.has_l7 = false;
-    if a.action() == pb::Action::Deny {
+    if matches!(a.action(), pb::Action::Deny | pb::Action::Custom) {
         for rule in &mut out.rules {
             strip_rule(rule);
         }

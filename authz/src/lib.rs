@@ -12,8 +12,8 @@
 //! * AUDIT policies never change the decision; their matches are reported.
 //! * Dry-run policies are evaluated and reported, never enforced.
 //!
-//! Without L7 attributes (ztunnel), an ALLOW/AUDIT/CUSTOM rule that carries L7 attributes does
-//! not match, and a DENY rule's L7 parts are ignored (fail closed). [`l4_view`] produces the
+//! Without L7 attributes (ztunnel), an ALLOW/AUDIT rule that carries L7 attributes does not
+//! match, and a DENY/CUSTOM rule's L7 parts are ignored (fail closed). [`l4_view`] produces the
 //! equivalent policy with those parts removed, for the control plane to push to ztunnels.
 
 mod condition;

@@ -54,8 +54,8 @@ pub struct Rule {
     pub has_l7: bool,
 }
 
-/// A compiled policy. Invalid rules are kept as errors: an invalid ALLOW/AUDIT/CUSTOM rule
-/// never matches, an invalid DENY rule always matches (fail closed).
+/// A compiled policy. Invalid rules are kept as errors: an invalid ALLOW/AUDIT rule never
+/// matches, an invalid DENY/CUSTOM rule always matches (fail closed).
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// `<ns>/<name>`.
@@ -328,16 +328,18 @@ impl Policy {
         self.rules.iter().filter_map(|r| r.as_ref().err())
     }
 
-    pub fn is_deny(&self) -> bool {
-        self.action == pb::Action::Deny
+    /// DENY and CUSTOM fail closed: invalid rules match, and without HTTP attributes their L7
+    /// parts are ignored.
+    pub fn fails_closed(&self) -> bool {
+        matches!(self.action, pb::Action::Deny | pb::Action::Custom)
     }
 
     /// Index of the first matching rule, with the error if that rule is invalid.
     ///
-    /// With no HTTP attributes in `ctx`: an ALLOW/AUDIT/CUSTOM rule carrying L7 attributes
-    /// does not match; a DENY rule's L7 parts are ignored.
+    /// With no HTTP attributes in `ctx`: an ALLOW/AUDIT rule carrying L7 attributes does not
+    /// match; a DENY/CUSTOM rule's L7 parts are ignored.
     pub fn matching_rule(&self, ctx: &RequestContext) -> Option<(usize, Option<&AuthzError>)> {
-        let deny = self.is_deny();
+        let deny = self.fails_closed();
         self.rules.iter().enumerate().find_map(|(i, r)| match r {
             Err(e) => deny.then_some((i, Some(e))),
             Ok(rule) => {

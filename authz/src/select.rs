@@ -23,6 +23,11 @@ pub enum PolicyTarget<'a> {
         name: &'a str,
         /// Destination Service `(namespace, name)`, if the request targets one.
         service: Option<(&'a str, &'a str)>,
+        /// Meshwork extension: also apply the policies that select the destination's pods
+        /// (GLOBAL, NAMESPACE, WORKLOAD_SELECTOR matching these labels in this namespace), so
+        /// selector-bound L7 policies behave as with sidecars. `(namespace, pod labels)`,
+        /// typically the Service's selector.
+        pods: Option<(&'a str, &'a BTreeMap<String, String>)>,
     },
 }
 
@@ -69,7 +74,18 @@ fn applies(a: &pb::Authorization, target: &PolicyTarget<'_>, root: &str) -> bool
             namespace,
             name,
             service,
+            pods,
         } => {
+            if let Some((pod_ns, labels)) = pods {
+                if a.scope() != pb::PolicyScope::TargetRef {
+                    let as_workload = PolicyTarget::Workload {
+                        namespace: pod_ns,
+                        labels,
+                        policies: &[],
+                    };
+                    return applies(a, &as_workload, root);
+                }
+            }
             a.scope() == pb::PolicyScope::TargetRef
                 && a.target_refs.iter().any(|r| {
                     let ns = if r.namespace.is_empty() {

@@ -192,3 +192,25 @@ fn validation_errors_name_the_field() {
     assert!(validate(&payment_policy()).is_ok());
     assert!(validate(&deny_all_default()).is_ok());
 }
+
+#[test]
+fn custom_fails_closed_at_l4() {
+    let mut custom = policy(
+        "ext",
+        pb::Action::Custom,
+        vec![pb::Rule {
+            to: vec![pb::Operation {
+                paths: s(&["/admin/*"]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    );
+    custom.provider = "opa".into();
+    let d = evaluate_pb([&custom], &ctx());
+    assert!(!d.allowed);
+    assert!(matches!(d.outcome, Outcome::Custom { .. }));
+    let l4 = meshwork_authz::l4_view(&custom);
+    assert_eq!(l4.rules.len(), 1);
+    assert!(l4.rules[0].to[0].paths.is_empty());
+}

@@ -92,7 +92,12 @@ fn random_ctx(rng: &mut StdRng) -> RequestContext {
 fn l4_view_is_equivalent_at_l4() {
     let mut rng = StdRng::seed_from_u64(7);
     for round in 0..2_000 {
-        let actions = [pb::Action::Allow, pb::Action::Deny, pb::Action::Audit];
+        let actions = [
+            pb::Action::Allow,
+            pb::Action::Deny,
+            pb::Action::Audit,
+            pb::Action::Custom,
+        ];
         let policies: Vec<pb::Authorization> = (0..rng.random_range(1..=3))
             .map(|i| {
                 let rules = (0..rng.random_range(0..=2))

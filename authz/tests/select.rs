@@ -96,9 +96,36 @@ fn waypoint_selection() {
         namespace: "production",
         name: "waypoint",
         service: Some(("production", "payment-service")),
+        pods: None,
     };
     assert_eq!(
         names(applicable(&all, &target, "istio-system")),
         ["production/gw", "production/svc", "istio-system/class"]
+    );
+    // With the destination's pods: their namespace and selector policies apply too.
+    let mut selector = named("production", "sel", pb::PolicyScope::WorkloadSelector);
+    selector
+        .selector
+        .insert("app".into(), "payment-service".into());
+    let mut other = named("production", "other", pb::PolicyScope::WorkloadSelector);
+    other.selector.insert("app".into(), "order-service".into());
+    let all = [all.to_vec(), vec![selector, other]].concat();
+    let labels: BTreeMap<String, String> =
+        [("app".to_string(), "payment-service".to_string())].into();
+    let target = PolicyTarget::Waypoint {
+        namespace: "production",
+        name: "waypoint",
+        service: Some(("production", "payment-service")),
+        pods: Some(("production", &labels)),
+    };
+    assert_eq!(
+        names(applicable(&all, &target, "istio-system")),
+        [
+            "production/gw",
+            "production/svc",
+            "istio-system/class",
+            "production/ns",
+            "production/sel"
+        ]
     );
 }

@@ -68,12 +68,15 @@ impl Compiled {
             .get(&(service.namespace.clone(), service.hostname.clone()))
     }
 
-    /// Compiled policies that apply to traffic for `service` through this waypoint.
+    /// Compiled policies that apply to traffic for `service` through this waypoint: its
+    /// TARGET_REF policies, and the policies selecting the service's pods (so selector-bound
+    /// L7 policies are enforced here as sidecars would).
     pub fn policies(&self, waypoint: &WaypointId, service: &pb::Service) -> Vec<Arc<Policy>> {
         let target = PolicyTarget::Waypoint {
             namespace: &waypoint.namespace,
             name: &waypoint.name,
             service: Some((&service.namespace, &service.name)),
+            pods: (!service.selector.is_empty()).then_some((&service.namespace, &service.selector)),
         };
         applicable(
             self.snapshot.authorizations(),

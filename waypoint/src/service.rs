@@ -606,9 +606,13 @@ impl L7Service {
                     let (status, flag, msg) = failure(attempt, &e);
                     ex.flags.add(flag);
                     ex.details = msg.clone();
-                    Upstream {
-                        response: authz::reply(status, msg),
+                    let mut response = authz::reply(status, msg);
+                    if flag == flags::UPSTREAM_OVERFLOW {
+                        response
+                            .headers_mut()
+                            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
                     }
+                    Upstream { response }
                 }
             };
         }
