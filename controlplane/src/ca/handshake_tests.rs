@@ -80,3 +80,35 @@ async fn issued_certificates_from_an_intermediate_authenticate() {
     mtls(&server, &client).await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn istio_style_rsa_plug_in_certificates_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        (
+            PLUGIN_CERT_FILE,
+            include_str!("testdata/istio-rsa/ca-cert.pem"),
+        ),
+        (KEY_FILE, include_str!("testdata/istio-rsa/ca-key.pem")),
+        (
+            PLUGIN_ROOTS_FILE,
+            include_str!("testdata/istio-rsa/root-cert.pem"),
+        ),
+        (
+            PLUGIN_CHAIN_FILE,
+            include_str!("testdata/istio-rsa/cert-chain.pem"),
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    assert!(include_str!("testdata/istio-rsa/ca-key.pem").starts_with("-----BEGIN RSA PRIVATE KEY"));
+    let ca = Ca::open(dir.path(), CaConfig::new("cluster.local")).unwrap();
+    let server = issue(&ca, "spiffe://cluster.local/ns/app/sa/server");
+    let client = issue(&ca, "spiffe://cluster.local/ns/app/sa/client");
+    assert_eq!(
+        server.chain().len(),
+        2,
+        "leaf and intermediate are presented"
+    );
+    mtls(&server, &client).await;
+}
