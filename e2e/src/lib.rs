@@ -3,6 +3,8 @@
 //! scenarios written against [`MeshTarget`] so a Kubernetes target can reuse them.
 mod cluster;
 mod error;
+mod manifests;
+mod mesh;
 pub mod names;
 pub mod netns;
 pub mod probe;
@@ -10,4 +12,9 @@ pub mod topology;
 
 pub use cluster::{cleanup_stale, Cluster, ClusterBuilder, BPF_PIN_ROOT};
 pub use error::HarnessError;
+pub use manifests::fixture_manifests;
+pub use mesh::{Binaries, NetnsMesh};
 pub use topology::{Node, Pod, Service};
+pub mod pcap;
+pub mod scenarios;
+pub mod target;

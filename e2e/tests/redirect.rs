@@ -125,10 +125,19 @@ fn inbound_capture_splits_hbone_and_plaintext() {
     // Same node, arriving on the neighbour's veth.
     let got = line(&c, "neighbour", sa(server, 8080));
     assert!(got.starts_with(&format!("inbound {server}:8080 ")), "{got}");
-    assert_eq!(hbone.accepted().len(), 1);
+    // The node itself (ztunnel reaching a same-node pod over HBONE): hairpinned from the
+    // veth's egress back to ingress, onto the HBONE listener.
+    let got = line(&c, "n1", sa(server, 15008));
+    assert!(got.starts_with(&format!("hbone {server}:15008 ")), "{got}");
+    // Other node-originated traffic to the pod is not captured (ztunnel's upstream leg).
+    let _direct = LineServer::plain(&c, "server", 9090, "direct").unwrap();
+    let got = line(&c, "n1", sa(server, 9090));
+    assert!(got.starts_with(&format!("direct {server}:9090 ")), "{got}");
+    assert_eq!(hbone.accepted().len(), 2);
     assert_eq!(inbound.accepted().len(), 2);
     let stats = r1.stats().unwrap();
-    assert_eq!(stats.inbound_hbone_syn, 1, "{stats:?}");
+    assert_eq!(stats.inbound_hbone_syn, 2, "{stats:?}");
+    assert!(stats.hairpin >= 1, "{stats:?}");
     assert_eq!(stats.inbound_plain_syn, 2, "{stats:?}");
 }
 

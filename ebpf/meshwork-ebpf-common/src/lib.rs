@@ -16,6 +16,9 @@ pub const MAP_STATS: &str = "MW_STATS";
 
 /// Name of the TC (TCX ingress) program attached to pod host-side veths and the uplink.
 pub const PROG_TC_INGRESS: &str = "mw_tc_ingress";
+/// Name of the TC (TCX egress) program: hairpins the node's own HBONE connections to a
+/// local enrolled pod back into ingress, so the node's ztunnel receives them.
+pub const PROG_TC_EGRESS: &str = "mw_tc_egress";
 
 /// Maximum number of enrolled pods per node.
 pub const MAX_ENROLLED: u32 = 16384;
@@ -39,7 +42,9 @@ pub const STAT_NO_LISTENER_DROP: u32 = 3;
 pub const STAT_ASSIGN_FAILED: u32 = 4;
 /// Non-SYN packets of captured flows steered to local delivery.
 pub const STAT_MARKED: u32 = 5;
-pub const STAT_COUNT: u32 = 6;
+/// Node-originated packets to a local enrolled pod's HBONE port looped back to ingress.
+pub const STAT_HAIRPIN: u32 = 6;
+pub const STAT_COUNT: u32 = 7;
 
 /// Value of [`MAP_ENROLLED`].
 #[repr(C)]

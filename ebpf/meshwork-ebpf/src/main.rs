@@ -16,23 +16,29 @@
 //!   in the clear.
 //! * everything else returns TCX_NEXT untouched, so later programs in the chain (a CNI's)
 //!   see it.
+//!
+//! TC egress on the pod veths (`mw_tc_egress`): a packet the node itself sends to a local
+//! enrolled pod's HBONE port (ztunnel reaching a same-node destination) would reach the
+//! pod, where nothing listens on 15008; it is turned around (destination MAC := the veth's
+//! own) and redirected into the veth's ingress, where `mw_tc_ingress` hands it to the
+//! HBONE listener like any other inbound HBONE connection.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{
         bpf_sock, bpf_sock_tuple, tcx_action_base::TCX_DROP, tcx_action_base::TCX_NEXT,
-        tcx_action_base::TCX_PASS, BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN,
+        tcx_action_base::TCX_PASS, BPF_F_CURRENT_NETNS, BPF_F_INGRESS, BPF_TCP_LISTEN,
     },
-    helpers::{bpf_sk_assign, bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::{bpf_redirect, bpf_sk_assign, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
 use meshwork_ebpf_common::{
     PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND, MAX_ENROLLED, MAX_EXCLUDED,
-    STAT_ASSIGN_FAILED, STAT_COUNT, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
-    STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+    STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN,
+    STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
 #[map]
@@ -112,6 +118,37 @@ fn classify(ctx: &TcContext) -> Option<i32> {
             STAT_INBOUND_PLAIN_SYN,
         ))
     }
+}
+
+#[classifier]
+pub fn mw_tc_egress(ctx: TcContext) -> i32 {
+    match hairpin(&ctx) {
+        Some(verdict) => verdict,
+        None => TCX_NEXT,
+    }
+}
+
+fn hairpin(ctx: &TcContext) -> Option<i32> {
+    let cfg = MW_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
+        return None;
+    }
+    let flow = parse(ctx)?;
+    if flow.dport != cfg.hbone_port {
+        return None;
+    }
+    let dst = unsafe { MW_ENROLLED.get(&flow.daddr) }.copied()?;
+    if dst.flags & FLAG_INBOUND == 0 {
+        return None;
+    }
+    // Addressed to the veth itself, so ingress treats it as PACKET_HOST.
+    let src_mac: [u8; 6] = ctx.load(6).ok()?;
+    ctx.store(0, &src_mac, 0).ok()?;
+    // SAFETY: reading a field of the context's __sk_buff.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    count(STAT_HAIRPIN);
+    // SAFETY: plain helper call; returns TC_ACT_REDIRECT (== TCX_REDIRECT) on success.
+    Some(unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32)
 }
 
 /// Ethernet + IPv4 + TCP; `None` for anything else (including non-first fragments).

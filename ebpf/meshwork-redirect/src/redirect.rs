@@ -9,14 +9,19 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use meshwork_ebpf_common::{
     PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_EXCLUDED, MAP_STATS,
-    PROG_TC_INGRESS, STAT_ASSIGN_FAILED, STAT_COUNT, STAT_INBOUND_HBONE_SYN,
-    STAT_INBOUND_PLAIN_SYN, STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN,
+    STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED, STAT_NO_LISTENER_DROP,
+    STAT_OUTBOUND_SYN,
 };
 
 use crate::options::{ip_key, key_ip};
 use crate::{RedirectError, RedirectOptions, BPF_OBJECT};
 
-const LINK_PREFIX: &str = "link-";
+/// Pinned links are `<direction>-<interface>`.
+const DIRECTIONS: [(&str, TcAttachType, &str); 2] = [
+    ("ingress-", TcAttachType::Ingress, PROG_TC_INGRESS),
+    ("egress-", TcAttachType::Egress, PROG_TC_EGRESS),
+];
 
 /// Counters summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +34,8 @@ pub struct RedirectStats {
     pub assign_failed: u64,
     /// Non-SYN packets of captured flows delivered locally.
     pub marked: u64,
+    /// Node-originated HBONE packets to local pods looped back into ingress.
+    pub hairpin: u64,
 }
 
 /// The loaded programs and maps of one node. Pins persist after drop: a later
@@ -39,6 +46,7 @@ pub struct Redirect {
     enrolled: HashMap<MapData, u32, PodEntry>,
     excluded: HashMap<MapData, u32, u8>,
     stats: PerCpuArray<MapData, u64>,
+    /// Interface → pin directory of its links.
     attached: BTreeMap<String, PathBuf>,
 }
 
@@ -87,9 +95,11 @@ impl Redirect {
         let excluded = take(&mut ebpf, MAP_EXCLUDED)?;
         let stats = take(&mut ebpf, MAP_STATS)?;
 
-        let prog = classifier(&mut ebpf)?;
-        prog.load()
-            .map_err(|e| RedirectError::program(PROG_TC_INGRESS, e))?;
+        for (_, _, name) in DIRECTIONS {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|e| RedirectError::program(name, e))?;
+        }
 
         let mut me = Self {
             opts,
@@ -120,18 +130,21 @@ impl Redirect {
         })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(iface) = name.strip_prefix(LINK_PREFIX) else {
+            let Some((iface, program)) = DIRECTIONS
+                .iter()
+                .find_map(|(p, _, prog)| name.strip_prefix(p).map(|i| (i.to_string(), *prog)))
+            else {
                 continue;
             };
             let path = entry.path();
-            match self.replace_program(&path) {
+            match self.replace_program(&path, program) {
                 Ok(()) => {
-                    tracing::info!(interface = iface, "adopted pinned redirect link");
-                    self.attached.insert(iface.to_string(), path);
+                    tracing::info!(interface = %iface, program, "adopted pinned redirect link");
+                    self.attached.insert(iface, dir.clone());
                 }
                 Err(e) => {
                     // The interface is gone (pod deleted): the link is defunct.
-                    tracing::info!(interface = iface, error = %e, "dropping stale pinned link");
+                    tracing::info!(interface = %iface, error = %e, "dropping stale pinned link");
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -139,7 +152,7 @@ impl Redirect {
         Ok(())
     }
 
-    fn replace_program(&mut self, path: &Path) -> Result<(), RedirectError> {
+    fn replace_program(&mut self, path: &Path, program: &'static str) -> Result<(), RedirectError> {
         let link_err = |reason: String| RedirectError::Link {
             path: path.to_path_buf(),
             reason,
@@ -147,7 +160,7 @@ impl Redirect {
         let pinned = PinnedLink::from_pin(path).map_err(|e| link_err(e.to_string()))?;
         let fd_link = FdLink::from(pinned);
         let link = SchedClassifierLink::try_from(fd_link).map_err(|e| link_err(e.to_string()))?;
-        let prog = classifier(&mut self.ebpf)?;
+        let prog = classifier(&mut self.ebpf, program)?;
         let id = prog
             .attach_to_link(link)
             .map_err(|e| link_err(e.to_string()))?;
@@ -156,8 +169,9 @@ impl Redirect {
         Ok(())
     }
 
-    /// Attaches the program to `interface` ingress (TCX, first in the chain) and pins the
-    /// link. Already attached: no-op.
+    /// Attaches the programs to `interface` (TCX ingress and egress, first in each chain),
+    /// pins the links, and sets the interface's `accept_local` (hairpinned HBONE packets
+    /// carry a node address as source). Already attached: no-op.
     pub fn attach(&mut self, interface: &str) -> Result<(), RedirectError> {
         if self.attached.contains_key(interface) {
             return Ok(());
@@ -166,39 +180,58 @@ impl Redirect {
             interface: interface.to_string(),
             reason,
         };
-        if interface.is_empty() || interface.contains('/') {
+        if interface.is_empty() || interface.contains('/') || interface.starts_with('.') {
             return Err(attach_err("invalid interface name".into()));
         }
-        let path = self
-            .opts
-            .pin_dir()
-            .join(format!("{LINK_PREFIX}{interface}"));
-        let prog = classifier(&mut self.ebpf)?;
-        let id = prog
-            .attach_with_options(
-                interface,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
-            .map_err(|e| attach_err(format!("{e} ({:?})", std::error::Error::source(&e))))?;
-        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
-        let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
-        fd_link
-            .pin(&path)
-            .map_err(|e| attach_err(format!("pin {}: {e}", path.display())))?;
-        tracing::info!(interface, "attached redirect program");
-        self.attached.insert(interface.to_string(), path);
+        let sysctl = PathBuf::from("/proc/sys/net/ipv4/conf")
+            .join(interface)
+            .join("accept_local");
+        std::fs::write(&sysctl, b"1")
+            .map_err(|e| attach_err(format!("{}: {e}", sysctl.display())))?;
+        let dir = self.opts.pin_dir();
+        for (prefix, attach_type, program) in DIRECTIONS {
+            let path = dir.join(format!("{prefix}{interface}"));
+            let prog = classifier(&mut self.ebpf, program)?;
+            let id = prog
+                .attach_with_options(
+                    interface,
+                    attach_type,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
+                .map_err(|e| {
+                    attach_err(format!(
+                        "{program}: {e} ({:?})",
+                        std::error::Error::source(&e)
+                    ))
+                })?;
+            let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+            let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+            fd_link
+                .pin(&path)
+                .map_err(|e| attach_err(format!("pin {}: {e}", path.display())))?;
+        }
+        tracing::info!(interface, "attached redirect programs");
+        self.attached.insert(interface.to_string(), dir);
         Ok(())
     }
 
     /// Detaches from `interface` (removes the pinned link). Not attached: no-op.
     pub fn detach(&mut self, interface: &str) -> Result<(), RedirectError> {
-        if let Some(path) = self.attached.remove(interface) {
-            std::fs::remove_file(&path).map_err(|e| RedirectError::Link {
-                path,
-                reason: e.to_string(),
-            })?;
-            tracing::info!(interface, "detached redirect program");
+        if let Some(dir) = self.attached.remove(interface) {
+            for (prefix, _, _) in DIRECTIONS {
+                let path = dir.join(format!("{prefix}{interface}"));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(RedirectError::Link {
+                            path,
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+            tracing::info!(interface, "detached redirect programs");
         }
         Ok(())
     }
@@ -304,6 +337,7 @@ impl Redirect {
             no_listener_drop: sums[STAT_NO_LISTENER_DROP as usize],
             assign_failed: sums[STAT_ASSIGN_FAILED as usize],
             marked: sums[STAT_MARKED as usize],
+            hairpin: sums[STAT_HAIRPIN as usize],
         })
     }
 }
@@ -328,13 +362,13 @@ where
     T::try_from(map).map_err(|e| RedirectError::map(name, e))
 }
 
-fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, RedirectError> {
-    let prog = ebpf
-        .program_mut(PROG_TC_INGRESS)
-        .ok_or(RedirectError::Missing {
-            kind: "program",
-            name: PROG_TC_INGRESS,
-        })?;
-    prog.try_into()
-        .map_err(|e| RedirectError::program(PROG_TC_INGRESS, e))
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, RedirectError> {
+    let prog = ebpf.program_mut(name).ok_or(RedirectError::Missing {
+        kind: "program",
+        name,
+    })?;
+    prog.try_into().map_err(|e| RedirectError::program(name, e))
 }
