@@ -2,7 +2,8 @@
 //! compiler, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../proto");
     let files = ["meshwork/config/v1/config.proto", "istio/v1/auth/ca.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
