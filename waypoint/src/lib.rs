@@ -14,6 +14,7 @@ pub mod cors;
 pub mod endpoint;
 pub mod fault;
 pub mod flags;
+pub mod hbone;
 pub mod headers;
 pub mod lb;
 pub mod metrics;
@@ -24,6 +25,8 @@ pub mod rewrite;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod sniff;
+pub mod tcp;
 pub mod tracked;
 
 pub use config::WaypointId;

@@ -67,6 +67,7 @@ impl Default for Options {
 struct Inner {
     cache: ConfigCache,
     clusters: Clusters,
+    connector: Arc<dyn Connector>,
     metrics: Metrics,
     opts: Options,
 }
@@ -125,11 +126,25 @@ impl L7Service {
         L7Service {
             inner: Arc::new(Inner {
                 cache: ConfigCache::new(config),
-                clusters: Clusters::new(connector),
+                clusters: Clusters::new(connector.clone()),
+                connector,
                 metrics: Metrics::new(registry),
                 opts,
             }),
         }
+    }
+
+    /// The current compiled config.
+    pub fn config(&self) -> Arc<Compiled> {
+        self.inner.cache.get()
+    }
+
+    pub fn connector(&self) -> &Arc<dyn Connector> {
+        &self.inner.connector
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
     }
 
     /// Handles one request. Never fails: errors become local replies with response flags.
