@@ -1,6 +1,7 @@
 //! Meshwork end-to-end harness: a mini-cluster made of network namespaces (a fabric
 //! bridge, nodes, pods behind veths), helpers to run processes inside it, and the
 //! scenarios written against [`MeshTarget`] so a Kubernetes target can reuse them.
+pub mod bench;
 mod cluster;
 mod error;
 mod manifests;

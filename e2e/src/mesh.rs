@@ -29,7 +29,7 @@ pub struct Binaries {
 
 impl Binaries {
     /// From `$MESHWORK_BIN_DIR`, else the cargo target profile directory of the running
-    /// test executable (`target/<profile>/deps/<test>` → `target/<profile>`).
+    /// executable (`target/<profile>/deps/<test>` or `target/<profile>/<bin>`).
     pub fn locate() -> Result<Self, HarnessError> {
         let dir = match std::env::var_os("MESHWORK_BIN_DIR") {
             Some(d) => PathBuf::from(d),
@@ -38,10 +38,12 @@ impl Binaries {
                     path: "current_exe".into(),
                     source,
                 })?;
-                exe.parent()
-                    .and_then(Path::parent)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default()
+                let parent = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+                if parent.file_name().is_some_and(|n| n == "deps") {
+                    parent.parent().map(Path::to_path_buf).unwrap_or_default()
+                } else {
+                    parent
+                }
             }
         };
         let find = |name: &str| -> Result<PathBuf, HarnessError> {
@@ -191,6 +193,15 @@ impl NetnsMesh {
 
     pub fn config_dir(&self) -> &Path {
         &self.config_dir
+    }
+
+    /// Pid of the current ztunnel of a node.
+    pub fn ztunnel_pid(&self, node: &str) -> Option<u32> {
+        self.ztunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
     }
 
     fn start_ztunnel(&self, node: &str) -> Result<u32, ScenarioError> {

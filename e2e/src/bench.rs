@@ -1,0 +1,244 @@
+//! Load generation for the data-plane benchmark: fixed-rate and closed-loop HTTP/1.1
+//! (keep-alive, one request in flight per connection) and a bulk TCP stream.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// Outcome of one load phase.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl LoadResult {
+    pub fn rps(&self) -> f64 {
+        if self.elapsed.is_zero() {
+            0.0
+        } else {
+            self.ok as f64 / self.elapsed.as_secs_f64()
+        }
+    }
+}
+
+/// p-th percentile (nearest rank) in milliseconds of unsorted samples.
+pub fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1].as_secs_f64() * 1000.0
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<SendRequest<Empty<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(tx)
+}
+
+async fn request(
+    tx: &mut Option<SendRequest<Empty<Bytes>>>,
+    addr: SocketAddr,
+    path: &str,
+) -> std::io::Result<()> {
+    if tx.as_ref().is_none_or(|t| t.is_closed()) {
+        *tx = Some(connect(addr).await?);
+    }
+    let Some(t) = tx.as_mut() else {
+        return Err(std::io::Error::other("no connection"));
+    };
+    t.ready().await.map_err(std::io::Error::other)?;
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::new())
+        .map_err(std::io::Error::other)?;
+    let resp = t.send_request(req).await.map_err(std::io::Error::other)?;
+    let ok = resp.status().is_success();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("non-2xx"))
+    }
+}
+
+/// `conns` connections; with `rate` Some(rps) each sends on a fixed schedule (latency
+/// counted from the scheduled time, so queueing shows), else back-to-back.
+pub async fn http_load(
+    addr: SocketAddr,
+    path: &str,
+    conns: u32,
+    rate: Option<u32>,
+    duration: Duration,
+) -> LoadResult {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..conns.max(1) {
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = None;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut ticker = rate.map(|r| {
+                let period = Duration::from_secs_f64(f64::from(conns.max(1)) / f64::from(r.max(1)));
+                tokio::time::interval(period)
+            });
+            // Bounded by the deadline.
+            while tokio::time::Instant::now() < deadline {
+                let scheduled = match ticker.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => tokio::time::Instant::now(),
+                };
+                if scheduled >= deadline {
+                    break;
+                }
+                let res =
+                    tokio::time::timeout(Duration::from_secs(5), request(&mut tx, addr, &path))
+                        .await;
+                match res {
+                    Ok(Ok(())) => lat.push(scheduled.elapsed()),
+                    _ => {
+                        errors += 1;
+                        tx = None;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((lat, e)) = t.await {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    let elapsed = start.elapsed();
+    LoadResult {
+        ok: all.len() as u64,
+        errors,
+        elapsed,
+        p50_ms: percentile_ms(&mut all, 50.0),
+        p99_ms: percentile_ms(&mut all, 99.0),
+    }
+}
+
+/// Reads everything from the first connection `listener` accepts; returns (bytes, time
+/// from accept to EOF).
+pub fn bulk_sink(listener: TcpListener) -> std::io::Result<(u64, Duration)> {
+    let (mut s, _) = listener.accept()?;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    Ok((total, start.elapsed()))
+}
+
+/// Writes as fast as possible to `addr` for `duration`, then closes.
+pub fn bulk_source(addr: SocketAddr, duration: Duration) -> std::io::Result<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let chunk = vec![0x5au8; 256 * 1024];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < duration {
+        s.write_all(&chunk)?;
+        sent += chunk.len() as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    Ok(sent)
+}
+
+/// CPU time (user + system) a process has used, from /proc/<pid>/stat.
+pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu(&stat).ok_or_else(|| std::io::Error::other(format!("unparsable /proc/{pid}/stat")))
+}
+
+fn parse_cpu(stat: &str) -> Option<Duration> {
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&mut v, 50.0), 50.0);
+        assert_eq!(percentile_ms(&mut v, 99.0), 99.0);
+        assert_eq!(percentile_ms(&mut [], 99.0), 0.0);
+    }
+
+    #[test]
+    fn cpu_from_stat_line() {
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let line = "123 (zt (x) y) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 1 0";
+        let d = parse_cpu(line).unwrap();
+        assert!((d.as_secs_f64() - 200.0 / hz).abs() < 1e-9);
+        assert_eq!(parse_cpu("garbage"), None);
+        let own = process_cpu(std::process::id()).unwrap();
+        assert!(own < Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn load_against_loopback_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            // Bounded by the test's lifetime: the runtime drops this task.
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let r = http_load(addr, "/", 2, Some(200), Duration::from_millis(500)).await;
+        assert_eq!(r.errors, 0);
+        assert!((80..=110).contains(&r.ok), "{r:?}");
+        let r = http_load(addr, "/", 2, None, Duration::from_millis(200)).await;
+        assert!(r.ok > 10 && r.errors == 0, "{r:?}");
+    }
+}
