@@ -4,9 +4,11 @@
 //! indexes they need; a new snapshot is built for each applied update and swapped in
 //! atomically (readers keep the one they started with).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap, OrdSet};
 
 use crate::keys::Kind;
 use crate::pb::config::{
@@ -14,75 +16,120 @@ use crate::pb::config::{
     TelemetryConfig, Workload,
 };
 
+/// Persistent maps: cloning a snapshot is O(1) and applying a delta costs O(changes ·
+/// log n), so a proxy holding 10,000 workloads does not copy them on every update.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Control plane generation this snapshot corresponds to (0 before the first update).
     pub version: u64,
-    resources: BTreeMap<String, Arc<Resource>>,
+    resources: OrdMap<String, Arc<Resource>>,
     workloads_by_ip: HashMap<IpAddr, String>,
     services_by_vip: HashMap<IpAddr, String>,
     /// FQDN and aliases -> service keys (an alias like `order-service` may exist in
     /// several namespaces).
-    services_by_host: HashMap<String, Vec<String>>,
+    services_by_host: HashMap<String, OrdSet<String>>,
     /// `<ns>/<hostname>` -> workload keys that are members.
-    members: HashMap<String, Vec<String>>,
+    members: HashMap<String, OrdSet<String>>,
 }
 
 impl Snapshot {
     pub fn new(version: u64, resources: BTreeMap<String, Arc<Resource>>) -> Snapshot {
         let mut s = Snapshot {
             version,
-            resources,
             ..Default::default()
         };
-        s.index();
+        for (key, r) in resources {
+            s.insert(key, r);
+        }
         s
     }
 
-    fn index(&mut self) {
-        for (key, r) in &self.resources {
-            match &r.kind {
-                Some(resource::Kind::Workload(w)) => {
-                    for a in &w.addresses {
-                        if let Ok(ip) = a.parse() {
-                            self.workloads_by_ip.insert(ip, key.clone());
-                        }
-                    }
-                    for sp in &w.services {
-                        self.members
-                            .entry(sp.service.clone())
-                            .or_default()
-                            .push(key.clone());
-                    }
+    fn insert(&mut self, key: String, r: Arc<Resource>) {
+        if let Some(old) = self.resources.insert(key.clone(), r.clone()) {
+            self.unindex(&key, &old);
+        }
+        self.index(&key, &r);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.resources.remove(key) {
+            self.unindex(key, &old);
+        }
+    }
+
+    fn index(&mut self, key: &str, r: &Resource) {
+        match &r.kind {
+            Some(resource::Kind::Workload(w)) => {
+                for ip in w.addresses.iter().filter_map(|a| a.parse().ok()) {
+                    self.workloads_by_ip.insert(ip, key.to_string());
                 }
-                Some(resource::Kind::Service(s)) => {
-                    for v in &s.vips {
-                        if let Ok(ip) = v.parse() {
-                            self.services_by_vip.insert(ip, key.clone());
-                        }
-                    }
-                    for h in std::iter::once(&s.hostname).chain(&s.aliases) {
-                        self.services_by_host
-                            .entry(h.clone())
-                            .or_default()
-                            .push(key.clone());
-                    }
+                for sp in &w.services {
+                    self.members
+                        .entry(sp.service.clone())
+                        .or_default()
+                        .insert(key.to_string());
                 }
-                _ => {}
             }
+            Some(resource::Kind::Service(s)) => {
+                for ip in s.vips.iter().filter_map(|v| v.parse().ok()) {
+                    self.services_by_vip.insert(ip, key.to_string());
+                }
+                for h in std::iter::once(&s.hostname).chain(&s.aliases) {
+                    self.services_by_host
+                        .entry(h.clone())
+                        .or_default()
+                        .insert(key.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn unindex(&mut self, key: &str, r: &Resource) {
+        fn drop_from(map: &mut HashMap<String, OrdSet<String>>, name: &str, key: &str) {
+            if let Some(set) = map.get_mut(name) {
+                set.remove(key);
+                if set.is_empty() {
+                    map.remove(name);
+                }
+            }
+        }
+        match &r.kind {
+            Some(resource::Kind::Workload(w)) => {
+                for ip in w.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                    if self.workloads_by_ip.get(&ip).map(String::as_str) == Some(key) {
+                        self.workloads_by_ip.remove(&ip);
+                    }
+                }
+                for sp in &w.services {
+                    drop_from(&mut self.members, &sp.service, key);
+                }
+            }
+            Some(resource::Kind::Service(s)) => {
+                for ip in s.vips.iter().filter_map(|v| v.parse::<IpAddr>().ok()) {
+                    if self.services_by_vip.get(&ip).map(String::as_str) == Some(key) {
+                        self.services_by_vip.remove(&ip);
+                    }
+                }
+                for h in std::iter::once(&s.hostname).chain(&s.aliases) {
+                    drop_from(&mut self.services_by_host, h, key);
+                }
+            }
+            _ => {}
         }
     }
 
     /// Applies an update's upserts and removals, giving the next snapshot.
     pub fn apply(&self, version: u64, upserts: Vec<Resource>, removed: &[String]) -> Snapshot {
-        let mut resources = self.resources.clone();
+        let mut next = self.clone();
+        next.version = version;
         for k in removed {
-            resources.remove(k);
+            next.remove(k);
         }
         for r in upserts {
-            resources.insert(r.key.clone(), Arc::new(r));
+            next.insert(r.key.clone(), Arc::new(r));
         }
-        Snapshot::new(version, resources)
+        next
     }
 
     pub fn len(&self) -> usize {
@@ -212,7 +259,7 @@ impl Snapshot {
             .iter()
             .filter_map(|k| self.service(k))
             .find(|s| s.hostname == host || s.namespace == client_namespace)
-            .or_else(|| keys.first().and_then(|k| self.service(k)))?;
+            .or_else(|| keys.get_min().and_then(|k| self.service(k)))?;
         Some(pick)
     }
 
@@ -323,5 +370,36 @@ mod tests {
         assert_eq!(next.version, 2);
         assert!(next.workload_by_ip("10.244.1.5".parse().unwrap()).is_none());
         assert_eq!(s.len(), 3, "the old snapshot is untouched");
+        assert!(s.workload_by_ip("10.244.1.5".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn apply_keeps_indexes_in_step() {
+        let s = sample();
+        let key = "workload/production/order-v1".to_string();
+        let mut moved = s.workload(&key).unwrap().clone();
+        moved.addresses = vec!["10.244.9.9".into()];
+        moved.services.clear();
+        let next = s.apply(
+            2,
+            vec![make_resource(key.clone(), resource::Kind::Workload(moved))],
+            &["service/staging/order-service.staging.svc.cluster.local".to_string()],
+        );
+        assert!(next.workload_by_ip("10.244.1.5".parse().unwrap()).is_none());
+        assert_eq!(
+            next.workload_by_ip("10.244.9.9".parse().unwrap())
+                .unwrap()
+                .name,
+            "order-v1"
+        );
+        let svc = next.service_by_vip("10.96.0.10".parse().unwrap()).unwrap();
+        assert_eq!(next.service_members(svc).count(), 0);
+        assert_eq!(
+            next.service_by_host("order-service", "staging")
+                .unwrap()
+                .namespace,
+            "production",
+            "the staging alias went with its service"
+        );
     }
 }
