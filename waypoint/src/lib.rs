@@ -5,8 +5,10 @@
 //! TCP, or HBONE in the mesh).
 
 pub mod access_log;
+pub mod admin;
 pub mod authz;
 pub mod body;
+pub mod ca;
 pub mod cluster;
 pub mod config;
 pub mod connector;
@@ -23,6 +25,7 @@ pub mod pool;
 pub mod retry;
 pub mod rewrite;
 pub mod routing;
+pub mod run;
 pub mod server;
 pub mod service;
 pub mod sniff;

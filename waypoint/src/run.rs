@@ -1,0 +1,293 @@
+//! The waypoint process: configuration, certificate, listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use meshwork_hbone::{H2Settings, Pool, PoolSettings, Server, HBONE_PORT};
+use meshwork_identity::tls::{server_config, RotatingCert};
+use meshwork_identity::{SpiffeId, TrustBundle};
+use meshwork_model::client::{self, ConfigHandle, Subscription};
+use meshwork_model::pb::config::ProxyKind;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::access_log::AccessLog;
+use crate::admin::Admin;
+use crate::ca::{keep_renewed, CaClient, Source};
+use crate::config::{validate, WaypointId};
+use crate::connector::{Connector, TcpConnector};
+use crate::hbone::{HboneConnector, WaypointHandler};
+use crate::server::{serve_connection, ServerLimits};
+use crate::service::{ConnContext, L7Service, Options};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Upstream {
+    /// HBONE to the endpoint's node (the mesh).
+    Hbone,
+    /// Plain TCP to the endpoint address (development, benchmarks).
+    Plain,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "waypoint", about = "Meshwork waypoint: per-namespace L7 proxy")]
+pub struct Args {
+    /// Control plane config stream (MeshConfig.Stream).
+    #[arg(
+        long,
+        env = "MESHWORK_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:15010"
+    )]
+    pub control_plane: String,
+    /// CA endpoint; defaults to --control-plane.
+    #[arg(long, env = "MESHWORK_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// Namespace of the waypoint Gateway.
+    #[arg(long, env = "MESHWORK_WAYPOINT_NAMESPACE")]
+    pub namespace: String,
+    /// Name of the waypoint Gateway.
+    #[arg(long, env = "MESHWORK_WAYPOINT_NAME", default_value = "waypoint")]
+    pub name: String,
+    /// Service account the waypoint runs as (its SPIFFE identity).
+    #[arg(long, env = "MESHWORK_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    #[arg(long, env = "MESHWORK_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    #[arg(long, env = "MESHWORK_TOKEN", default_value = "")]
+    pub token: String,
+    #[arg(long, env = "MESHWORK_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Extra roots to trust for the CA's answer.
+    #[arg(long, env = "MESHWORK_CA_ROOTS_FILE")]
+    pub ca_roots_file: Option<PathBuf>,
+    /// Load the certificate from this directory instead of asking the CA.
+    #[arg(long, env = "MESHWORK_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 86_400)]
+    pub cert_ttl_secs: u64,
+    /// HBONE listener.
+    #[arg(long, env = "MESHWORK_HBONE_ADDR", default_value = "0.0.0.0:15008")]
+    pub hbone_addr: SocketAddr,
+    /// Optional plaintext HTTP listener (no peer identity), for local use and benchmarks.
+    #[arg(long, env = "MESHWORK_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Metrics, readiness and config dump.
+    #[arg(long, env = "MESHWORK_ADMIN_ADDR", default_value = "0.0.0.0:15020")]
+    pub admin_addr: SocketAddr,
+    #[arg(long, value_enum, default_value = "hbone")]
+    pub upstream: Upstream,
+    /// Run without a certificate (only with --upstream plain and --http-addr).
+    #[arg(long, default_value_t = false)]
+    pub insecure: bool,
+    #[arg(long, default_value_t = false)]
+    pub no_access_log: bool,
+    #[arg(long, default_value_t = 60 * 1024)]
+    pub max_header_bytes: usize,
+}
+
+impl Args {
+    fn token(&self) -> anyhow::Result<String> {
+        match &self.token_file {
+            Some(p) => Ok(std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("reading --token-file {}: {e}", p.display()))?
+                .trim()
+                .to_string()),
+            None => Ok(self.token.clone()),
+        }
+    }
+
+    fn identity(&self) -> anyhow::Result<SpiffeId> {
+        let sa = self
+            .service_account
+            .clone()
+            .unwrap_or_else(|| self.name.clone());
+        SpiffeId::new(self.trust_domain.clone(), self.namespace.clone(), sa)
+            .map_err(|e| anyhow::anyhow!("waypoint identity: {e}"))
+    }
+}
+
+/// Runs the waypoint until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.insecure && (args.upstream != Upstream::Plain || args.http_addr.is_none()) {
+        anyhow::bail!("--insecure needs --upstream plain and --http-addr");
+    }
+    let token = args.token()?;
+    let identity = args.identity()?;
+    let waypoint = WaypointId {
+        namespace: args.namespace.clone(),
+        name: args.name.clone(),
+    };
+    let config: ConfigHandle = client::spawn(
+        args.control_plane.clone(),
+        Subscription {
+            kind: ProxyKind::Waypoint,
+            namespace: args.namespace.clone(),
+            name: args.name.clone(),
+            proxy_id: format!("waypoint~{}~{}", args.namespace, args.name),
+            token: token.clone(),
+            ..Default::default()
+        },
+        Some(Arc::new(validate)),
+    );
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let cert = if args.insecure {
+        None
+    } else {
+        let extra_roots = match &args.ca_roots_file {
+            Some(p) => {
+                let pem = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("reading --ca-roots-file {}: {e}", p.display()))?;
+                Some(TrustBundle::from_pem("--ca-roots-file", &pem)?)
+            }
+            None => None,
+        };
+        let source = Arc::new(match &args.cert_dir {
+            Some(d) => Source::Dir(d.clone()),
+            None => Source::Ca(CaClient::new(
+                args.ca_address.as_deref().unwrap_or(&args.control_plane),
+                &token,
+                Duration::from_secs(args.cert_ttl_secs),
+                extra_roots,
+            )?),
+        });
+        let first = source.initial(&identity, 30).await?;
+        info!(%identity, serial = first.serial(), "waypoint certificate loaded");
+        let cert = RotatingCert::new(first);
+        tokio::spawn(keep_renewed(source, identity.clone(), cert.clone()));
+        Some(cert)
+    };
+    ready.store(true, Ordering::Release);
+
+    let connector: Arc<dyn Connector> = match (args.upstream, &cert) {
+        (Upstream::Plain, _) => Arc::new(TcpConnector),
+        (Upstream::Hbone, Some(cert)) => Arc::new(HboneConnector::new(
+            Pool::new(PoolSettings::default()),
+            cert.clone(),
+            HBONE_PORT,
+        )),
+        (Upstream::Hbone, None) => anyhow::bail!("--upstream hbone needs a certificate"),
+    };
+    let mut registry = Registry::default();
+    let svc = L7Service::new(
+        config.clone(),
+        connector,
+        Options {
+            waypoint,
+            access_log: if args.no_access_log {
+                AccessLog::Off
+            } else {
+                AccessLog::Stdout
+            },
+            ..Default::default()
+        },
+        &mut registry,
+    );
+    let limits = Arc::new(ServerLimits {
+        max_header_bytes: args.max_header_bytes,
+        ..Default::default()
+    });
+    let drain = CancellationToken::new();
+
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding --admin-addr {}: {e}", args.admin_addr))?;
+    tokio::spawn(
+        Admin {
+            registry: Arc::new(registry),
+            config: config.clone(),
+            ready: ready.clone(),
+        }
+        .serve(admin),
+    );
+
+    if let Some(addr) = args.http_addr {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding --http-addr {addr}: {e}"))?;
+        info!(%addr, "plaintext HTTP listener");
+        let svc = svc.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, peer)) = l.accept().await else {
+                    return;
+                };
+                let _ = s.set_nodelay(true);
+                let svc = svc.clone();
+                let limits = limits.clone();
+                tokio::spawn(async move {
+                    let ctx = ConnContext {
+                        source_identity: None,
+                        source: Some(peer),
+                        destination: None,
+                    };
+                    serve_connection(s, svc, ctx, &limits).await;
+                });
+            }
+        });
+    }
+
+    if let Some(cert) = &cert {
+        let roots = cert.current().roots().clone();
+        let tls = server_config(&roots, cert.clone())?;
+        let l = TcpListener::bind(args.hbone_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding --hbone-addr {}: {e}", args.hbone_addr))?;
+        info!(addr = %args.hbone_addr, "HBONE listener");
+        let handler = WaypointHandler {
+            service: svc.clone(),
+            limits: limits.clone(),
+        };
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            let server = Server::new(H2Settings::default());
+            loop {
+                let Ok((s, peer)) = l.accept().await else {
+                    return;
+                };
+                let local = s.local_addr().unwrap_or(peer);
+                let (server, tls, handler, drain) =
+                    (server.clone(), tls.clone(), handler.clone(), drain.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = server.serve_tls(s, tls, peer, local, handler, drain).await {
+                        warn!("HBONE connection: {e}");
+                    }
+                });
+            }
+        });
+    }
+
+    shutdown_signal().await;
+    info!("draining");
+    drain.cancel();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
