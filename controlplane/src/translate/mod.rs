@@ -26,7 +26,8 @@
 //!   Emitted by the first apply/set_mesh_file call.
 //! - `workload/<ns>/<pod>`: pods with an IP that have not terminated. See
 //!   [`workload::workload`]: identity, `captured` (namespace or pod label
-//!   `istio.io/dataplane-mode`; waypoint pods are never captured), waypoint (label
+//!   `istio.io/dataplane-mode`; waypoint, host-network and sidecar-injected pods are
+//!   never captured), waypoint (label
 //!   `istio.io/use-waypoint` on the pod, else its namespace; `istio.io/use-waypoint-namespace`
 //!   for another namespace; address = the first running pod labelled
 //!   `gateway.networking.k8s.io/gateway-name=<name>`), services, PeerAuthentication

@@ -5,6 +5,8 @@
 //!   `name.<ns>.svc.cluster.local`, `name.ns.svc` → `+ .cluster.local`; anything else is
 //!   taken as written. The route namespace is the service's namespace for
 //!   `*.<ns>.svc.cluster.local` hosts, else the namespace of the resource.
+//! - VirtualServices whose `gateways` list is set and lacks `mesh` apply to ingress
+//!   gateways only and contribute nothing here.
 //! - HTTP/TCP routes of every VirtualService for the host are concatenated, oldest
 //!   VirtualService first; then Gateway API routes (HTTPRoute, then GRPCRoute, oldest
 //!   first) whose parentRefs name the Service (GAMMA). Gateway API backend weights are
@@ -83,6 +85,12 @@ fn gw_service_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
 fn targets(obj: &Object) -> Vec<RouteId> {
     let ns = obj.namespace.as_str();
     let mut out: Vec<RouteId> = match &obj.spec {
+        // Bound only to ingress gateways: not mesh (waypoint) routing.
+        Spec::VirtualService(vs)
+            if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") =>
+        {
+            Vec::new()
+        }
         Spec::VirtualService(vs) => vs
             .hosts
             .iter()

@@ -312,9 +312,18 @@ pub fn workload(
     let ns_ambient = ns_labels
         .and_then(|l| l.get(LABEL_DATAPLANE_MODE))
         .is_some_and(|m| m == "ambient");
-    // Waypoint proxies are never captured themselves (their traffic would loop).
-    let captured =
-        !is_waypoint && (pod_mode == Some("ambient") || (ns_ambient && pod_mode != Some("none")));
+    // Never captured: waypoint proxies (their traffic would loop), host-network pods and
+    // pods that already run an Istio sidecar (as in Istio ambient).
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let has_sidecar = obj.annotations.contains_key("sidecar.istio.io/status");
+    let captured = !is_waypoint
+        && !host_network
+        && !has_sidecar
+        && (pod_mode == Some("ambient") || (ns_ambient && pod_mode != Some("none")));
     let wp_ref = if is_waypoint {
         None
     } else {

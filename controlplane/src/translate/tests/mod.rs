@@ -1,6 +1,7 @@
 //! Translator tests: seed manifests table test, incremental behaviour, scale.
 
 mod incremental;
+mod routes;
 mod scale;
 mod seed;
 

@@ -40,6 +40,9 @@ fn full_load_and_single_pod_change_are_fast() {
     let started = Instant::now();
     let out = tr.apply(&Change::Upsert(changed.into()));
     let one = started.elapsed();
+    eprintln!(
+        "full load of 10k pods / 1k services / 1k policies: {load:?}; one pod change: {one:?}"
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].key, format!("workload/{}/pod-4242", pod.namespace));
     assert!(

@@ -1,0 +1,114 @@
+//! Route translation beyond the seed: Gateway API routes, fault/mirror/rewrite, removal.
+
+use meshwork_model::pb::config::string_match::Match;
+
+use super::{keys, Harness};
+
+const WEB: &str = "web.production.svc.cluster.local";
+
+#[test]
+fn http_route_with_service_parent_maps_onto_http_routes() {
+    let mut h = Harness::new();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web-split\nspec:\n  parentRefs:\n  - group: \"\"\n    kind: Service\n    name: web\n    port: 80\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /api\n      headers:\n      - name: X-Canary\n        value: \"yes\"\n    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier:\n        set:\n        - name: x-routed\n          value: canary\n    backendRefs:\n    - name: web-v2\n      port: 80\n    timeouts:\n      request: 2s\n  - backendRefs:\n    - name: web-v1\n      port: 80\n      weight: 9\n    - name: web-v2\n      port: 80\n      weight: 1\n";
+    assert_eq!(
+        keys(&h.apply("r.yaml", route)),
+        [format!("route/production/{WEB}")]
+    );
+    let r = h.route("production", WEB);
+    assert_eq!(r.origins, ["HTTPRoute/production/web-split"]);
+    assert_eq!(r.http.len(), 2);
+    let first = &r.http[0];
+    assert_eq!(
+        first.matches[0].uri.as_ref().unwrap().r#match,
+        Some(Match::Prefix("/api".into()))
+    );
+    assert_eq!(
+        first.matches[0].headers["x-canary"].r#match,
+        Some(Match::Exact("yes".into()))
+    );
+    assert_eq!(first.matches[0].port, 80);
+    assert_eq!(first.timeout_ms, 2_000);
+    assert_eq!(
+        first
+            .headers
+            .as_ref()
+            .unwrap()
+            .request
+            .as_ref()
+            .unwrap()
+            .set["x-routed"],
+        "canary"
+    );
+    assert_eq!(
+        first.route[0].destination.as_ref().unwrap().host,
+        "web-v2.production.svc.cluster.local"
+    );
+    let weights: Vec<u32> = r.http[1].route.iter().map(|w| w.weight).collect();
+    assert_eq!(weights, [9, 1]);
+    assert_eq!(
+        r.http[1].matches.len(),
+        1,
+        "catch-all restricted to the parent port"
+    );
+    assert_eq!(
+        keys(&h.apply("r.yaml", "")),
+        [format!("-route/production/{WEB}")]
+    );
+}
+
+#[test]
+fn grpc_route_method_matches() {
+    let mut h = Harness::new();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata:\n  name: g\nspec:\n  parentRefs:\n  - kind: Service\n    name: web\n  rules:\n  - matches:\n    - method:\n        service: shop.Cart\n        method: Add\n    backendRefs:\n    - name: cart\n      port: 9000\n";
+    h.apply("g.yaml", route);
+    let r = h.route("production", WEB);
+    assert_eq!(
+        r.http[0].matches[0].uri.as_ref().unwrap().r#match,
+        Some(Match::Exact("/shop.Cart/Add".into()))
+    );
+}
+
+#[test]
+fn virtual_service_features_and_removal() {
+    let mut h = Harness::new();
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\nspec:\n  hosts: [web, other.example.com]\n  http:\n  - name: faulty\n    match:\n    - uri:\n        prefix: /slow\n      ignoreUriCase: true\n      withoutHeaders:\n        X-Skip: {}\n    fault:\n      delay:\n        fixedDelay: 1.5s\n        percent: 20\n      abort:\n        grpcStatus: UNAVAILABLE\n        percentage:\n          value: 5\n    mirror:\n      host: shadow\n    mirrorPercentage:\n      value: 12.5\n    rewrite:\n      uriRegexRewrite:\n        match: ^/slow/(.*)$\n        rewrite: /\\1\n    route:\n    - destination:\n        host: web\n        port:\n          number: 8080\n  - directResponse:\n      status: 503\n      body:\n        bytes: aGVsbG8=\n  tcp:\n  - match:\n    - port: 9000\n    route:\n    - destination:\n        host: db.data.svc.cluster.local\n";
+    let changed = keys(&h.apply("vs.yaml", vs));
+    assert_eq!(
+        changed,
+        [
+            "route/production/other.example.com".to_string(),
+            format!("route/production/{WEB}")
+        ]
+    );
+    let r = h.route("production", WEB);
+    let f = &r.http[0];
+    assert_eq!(f.name, "faulty");
+    let m = &f.matches[0];
+    assert!(m.ignore_uri_case);
+    assert!(m.without_headers["x-skip"].present);
+    let fault = f.fault.as_ref().unwrap();
+    assert_eq!(fault.delay.as_ref().unwrap().fixed_delay_ms, 1_500);
+    assert_eq!(fault.delay.as_ref().unwrap().percentage, 20.0);
+    assert_eq!(fault.abort.as_ref().unwrap().grpc_status, 14);
+    assert_eq!(fault.abort.as_ref().unwrap().percentage, 5.0);
+    assert_eq!(
+        f.mirror.as_ref().unwrap().host,
+        "shadow.production.svc.cluster.local"
+    );
+    assert_eq!(f.mirror_percentage, 12.5);
+    assert_eq!(f.rewrite.as_ref().unwrap().uri_regex, "^/slow/(.*)$");
+    assert_eq!(f.route[0].destination.as_ref().unwrap().port, 8080);
+    assert_eq!(r.http[1].direct_response.as_ref().unwrap().body, b"hello");
+    assert_eq!(r.tcp[0].port, 9000);
+    assert_eq!(
+        r.tcp[0].route[0].destination.as_ref().unwrap().host,
+        "db.data.svc.cluster.local"
+    );
+    // Dropping a host removes only that route.
+    let fewer = vs.replace("hosts: [web, other.example.com]", "hosts: [web]");
+    assert_eq!(
+        keys(&h.apply("vs.yaml", &fewer)),
+        ["-route/production/other.example.com"]
+    );
+    assert!(h.apply("vs.yaml", &fewer).is_empty());
+}
