@@ -95,3 +95,30 @@ fn fault_percentages_and_status() {
         ["spec.http[0].fault.abort.httpStatus"]
     );
 }
+
+#[test]
+fn unknown_fields_in_kubernetes_kinds_are_warnings() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  colour: blue\nspec:\n  containers:\n  - name: c\n    image: i\n    bogus: 1\n";
+    let parsed = parse_file(Path::new("p.yaml"), text, "default");
+    assert_eq!(parsed.errors().count(), 0);
+    let mut fields: Vec<String> = parsed.warnings().map(|w| w.field.clone()).collect();
+    fields.sort();
+    assert_eq!(fields, ["metadata.colour", "spec.containers[0].bogus"]);
+}
+
+#[test]
+fn errors_name_line_and_document() {
+    let text = "# header comment\n\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: eighty\n";
+    let parsed = parse_file(Path::new("dir/f.yaml"), text, "ns1");
+    let e: Vec<_> = parsed.errors().collect();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].document, 2);
+    assert_eq!(e[0].line, 9, "first content line of the second document");
+    assert_eq!(e[0].field, "spec.ports[0].port");
+    assert!(
+        e[0].to_string()
+            .starts_with("dir/f.yaml:9 (doc 2): Service ns1/s: spec.ports[0].port: "),
+        "{}",
+        e[0]
+    );
+}

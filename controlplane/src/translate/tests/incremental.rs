@@ -227,3 +227,18 @@ fn authorization_policy_add_remove() {
         ["workload/production/a", "-authz/production/allow-web"]
     );
 }
+
+#[test]
+fn invalid_edit_keeps_the_model() {
+    let mut h = base();
+    let before = h.tr.resources().clone();
+    let bad = pod("a", &[("app", "web")], "web", "n1", "10.1.0.1")
+        .replace("serviceAccountName: web", "serviceAccountName: [web]");
+    let changes = h
+        .store
+        .apply_file(std::path::Path::new("a.yaml"), &bad, "production");
+    assert!(changes.is_empty());
+    assert_eq!(h.store.errors().len(), 1);
+    assert!(h.tr.apply_batch(&changes).is_empty());
+    assert_eq!(*h.tr.resources(), before);
+}
