@@ -96,6 +96,7 @@ enum WaypointUser {
 struct Dirty {
     mesh: bool,
     all: bool,
+    all_telemetry: bool,
     pods: HashSet<NsName>,
     pod_namespaces: HashSet<String>,
     services: HashSet<NsName>,
@@ -391,6 +392,9 @@ impl Translator {
             {
                 dirty.all = true;
             }
+            if mesh.default_providers != self.mesh.default_providers {
+                dirty.all_telemetry = true;
+            }
             self.mesh = mesh;
             let settings = mesh::mesh_settings(&self.mesh);
             self.set("mesh".into(), Some(ResKind::Mesh(settings)), &mut out);
@@ -423,6 +427,13 @@ impl Translator {
                         _ => false,
                     };
                 }
+            }
+        }
+        if dirty.all_telemetry {
+            for o in self.idx.telemetries.all() {
+                dirty
+                    .telemetry
+                    .insert((o.namespace.clone(), o.name.clone()));
             }
         }
         for ns in &dirty.pod_namespaces {
@@ -487,9 +498,12 @@ impl Translator {
                 .telemetries
                 .get(&ns, &name)
                 .and_then(|o| match &o.spec {
-                    Spec::Telemetry(t) => {
-                        Some(telemetry::telemetry(o, t, &self.mesh.root_namespace))
-                    }
+                    Spec::Telemetry(t) => Some(telemetry::telemetry(
+                        o,
+                        t,
+                        &self.mesh.root_namespace,
+                        &self.mesh.default_providers,
+                    )),
                     _ => None,
                 });
             self.set(

@@ -1,6 +1,10 @@
 //! Telemetry → `TelemetryConfig`.
+//!
+//! As in Istio, a tracing/metrics/accessLogging entry that names no provider uses the
+//! mesh config's `defaultProviders` for that signal; the model carries the resolved names.
 
-use meshwork_api::telemetry::Telemetry;
+use meshwork_api::mesh::DefaultProviders;
+use meshwork_api::telemetry::{ProviderRef, Telemetry};
 use meshwork_api::Object;
 use meshwork_model::pb::config::{
     custom_tag::Value as TagValue, AccessLogging, CustomTag, MetricOverride, Metrics, PolicyScope,
@@ -9,12 +13,20 @@ use meshwork_model::pb::config::{
 
 use super::authz::target_ref;
 
-fn names(p: &[meshwork_api::telemetry::ProviderRef]) -> Vec<String> {
+fn names(p: &[ProviderRef], default: &Option<Vec<String>>) -> Vec<String> {
+    if p.is_empty() {
+        return default.clone().unwrap_or_default();
+    }
     p.iter().map(|p| p.name.clone()).collect()
 }
 
 /// Translates one Telemetry resource.
-pub fn telemetry(obj: &Object, t: &Telemetry, root_namespace: &str) -> TelemetryConfig {
+pub fn telemetry(
+    obj: &Object,
+    t: &Telemetry,
+    root_namespace: &str,
+    defaults: &DefaultProviders,
+) -> TelemetryConfig {
     let refs = t.all_target_refs();
     let scope = if !refs.is_empty() {
         PolicyScope::TargetRef
@@ -39,7 +51,7 @@ pub fn telemetry(obj: &Object, t: &Telemetry, root_namespace: &str) -> Telemetry
             .tracing
             .iter()
             .map(|tr| Tracing {
-                providers: names(&tr.providers),
+                providers: names(&tr.providers, &defaults.tracing),
                 random_sampling_percentage: tr.random_sampling_percentage.unwrap_or(0.0),
                 has_sampling: tr.random_sampling_percentage.is_some(),
                 custom_tags: tr
@@ -75,7 +87,7 @@ pub fn telemetry(obj: &Object, t: &Telemetry, root_namespace: &str) -> Telemetry
             .metrics
             .iter()
             .map(|m| Metrics {
-                providers: names(&m.providers),
+                providers: names(&m.providers, &defaults.metrics),
                 overrides: m
                     .overrides
                     .iter()
@@ -107,7 +119,7 @@ pub fn telemetry(obj: &Object, t: &Telemetry, root_namespace: &str) -> Telemetry
             .access_logging
             .iter()
             .map(|a| AccessLogging {
-                providers: names(&a.providers),
+                providers: names(&a.providers, &defaults.access_logging),
                 disabled: a.disabled.unwrap_or(false),
                 has_disabled: a.disabled.is_some(),
                 filter: a

@@ -242,3 +242,20 @@ fn invalid_edit_keeps_the_model() {
     assert!(h.tr.apply_batch(&changes).is_empty());
     assert_eq!(*h.tr.resources(), before);
 }
+
+#[test]
+fn telemetry_without_providers_uses_mesh_defaults() {
+    let mut h = base();
+    let t = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  tracing:\n  - randomSamplingPercentage: 1\n";
+    h.apply("t.yaml", t);
+    assert!(h.telemetry("istio-system", "mesh-default").tracing[0]
+        .providers
+        .is_empty());
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    defaultProviders:\n      tracing: [otel]\n    extensionProviders:\n    - name: otel\n      opentelemetry: {service: collector.o.svc.cluster.local, port: 4317}\n";
+    let changed = keys(&h.apply("cm.yaml", cm));
+    assert_eq!(changed, ["mesh", "telemetry/istio-system/mesh-default"]);
+    assert_eq!(
+        h.telemetry("istio-system", "mesh-default").tracing[0].providers,
+        ["otel"]
+    );
+}
