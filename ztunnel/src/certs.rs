@@ -404,3 +404,112 @@ impl CertSigner for CaClient {
         Box::pin(self.request(identity))
     }
 }
+
+/// Certificates provisioned on disk: `<dir>/<namespace>/<service-account>/` holding
+/// `key.pem`, `cert-chain.pem` and `root-cert.pem` (as `WorkloadCertificate::save`
+/// writes them). Re-read on every renewal, so replacing the files rotates them.
+pub struct DirSigner {
+    pub dir: std::path::PathBuf,
+}
+
+impl DirSigner {
+    pub fn path_for(&self, identity: &SpiffeId) -> std::path::PathBuf {
+        self.dir
+            .join(identity.namespace())
+            .join(identity.service_account())
+    }
+}
+
+impl CertSigner for DirSigner {
+    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
+        let path = self.path_for(identity);
+        Box::pin(async move {
+            let cert = WorkloadCertificate::load(&path).map_err(|e| {
+                SignError::Other(format!(
+                    "loading certificate of {identity} from {}: {e}",
+                    path.display()
+                ))
+            })?;
+            if cert.identity() != identity {
+                return Err(SignError::Other(format!(
+                    "{} holds a certificate for {}, not {identity}",
+                    path.display(),
+                    cert.identity()
+                )));
+            }
+            Ok(cert)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_identity::testing::TestCa;
+
+    struct Flaky {
+        ca: TestCa,
+        fail_first: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CertSigner for Flaky {
+        fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
+            let fail = self
+                .fail_first
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            let cert = self.ca.issue(identity, Duration::from_secs(3600));
+            Box::pin(async move {
+                if fail {
+                    Err(SignError::Other("CA unreachable".into()))
+                } else {
+                    Ok(cert)
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_with_backoff_until_the_ca_answers() {
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let m = CertManager::new(Arc::new(Flaky {
+            ca: TestCa::new("cluster.local"),
+            fail_first: 3.into(),
+        }));
+        m.set_identities([id.clone()].into());
+        assert!(!m.ready());
+        let mut changes = m.subscribe();
+        while m.current(&id).is_none() {
+            changes.changed().await.unwrap();
+        }
+        assert!(m.ready());
+        let other: SpiffeId = "spiffe://cluster.local/ns/a/sa/c".parse().unwrap();
+        assert!(matches!(
+            m.client_config(&other, &id),
+            Err(CertError::NotReady { .. })
+        ));
+        m.client_config(&id, &other).unwrap();
+        m.server_config(&id).unwrap();
+        m.set_identities(Default::default());
+        assert!(m.current(&id).is_none());
+    }
+
+    #[tokio::test]
+    async fn dir_signer_loads_saved_certificates() {
+        let ca = TestCa::new("cluster.local");
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let dir = std::env::temp_dir().join(format!("meshwork-dirsigner-{}", std::process::id()));
+        let s = DirSigner { dir: dir.clone() };
+        let e = s.sign(&id).await.unwrap_err();
+        assert!(e.to_string().contains("ns/a/sa/b"), "{e}");
+        ca.issue(&id, Duration::from_secs(60))
+            .save(&s.path_for(&id))
+            .unwrap();
+        assert_eq!(s.sign(&id).await.unwrap().identity(), &id);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -92,6 +92,14 @@ pub struct Config {
     /// PEM roots to trust besides the root the CA returns (root migration).
     #[arg(long, env = "MESHWORK_CA_ROOTS_FILE")]
     pub ca_roots_file: Option<PathBuf>,
+    /// Use certificates from this directory (`<ns>/<sa>/{key,cert-chain,root-cert}.pem`)
+    /// instead of the CA.
+    #[arg(long, env = "MESHWORK_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Serve a fixed config (a protobuf-encoded `meshwork.config.v1.ConfigUpdate`) instead
+    /// of following the control plane.
+    #[arg(long, env = "MESHWORK_STATIC_CONFIG")]
+    pub static_config: Option<PathBuf>,
     /// Requested workload certificate lifetime.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub cert_ttl: Duration,

@@ -27,7 +27,8 @@ pub mod socks5;
 pub mod state;
 mod ztunnel;
 
-pub use certs::{CaClient, CertManager, CertSigner, SignError, SignFuture};
+pub use certs::{CaClient, CertManager, CertSigner, DirSigner, SignError, SignFuture};
+pub mod static_config;
 pub use config::{Config, Listen, LogFormat};
 pub use proxy::LogControl;
 pub use ztunnel::{BoundAddrs, Deps, StartError, Ztunnel};

@@ -8,7 +8,9 @@ use clap::Parser;
 use meshwork_identity::TrustBundle;
 use meshwork_model::client::{self, Subscription};
 use meshwork_model::pb::config::ProxyKind;
-use meshwork_ztunnel::{CaClient, Config, Deps, LogControl, LogFormat, Ztunnel};
+use meshwork_ztunnel::{
+    static_config, CaClient, CertSigner, Config, Deps, DirSigner, LogControl, LogFormat, Ztunnel,
+};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
@@ -45,28 +47,36 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let ca = cfg
-        .ca_address
-        .clone()
-        .unwrap_or_else(|| cfg.control_plane.clone());
-    let signer = CaClient::new(&ca, &token, cfg.cert_ttl, extra_roots)?;
-    let config = client::spawn(
-        cfg.control_plane.clone(),
-        Subscription {
-            kind: ProxyKind::Ztunnel,
-            node: cfg.node.clone(),
-            proxy_id: format!("ztunnel-{}", cfg.node),
-            token,
-            ..Default::default()
-        },
-        None,
-    );
+    let signer: Arc<dyn CertSigner> = match &cfg.cert_dir {
+        Some(dir) => Arc::new(DirSigner { dir: dir.clone() }),
+        None => {
+            let ca = cfg
+                .ca_address
+                .clone()
+                .unwrap_or_else(|| cfg.control_plane.clone());
+            Arc::new(CaClient::new(&ca, &token, cfg.cert_ttl, extra_roots)?)
+        }
+    };
+    let config = match &cfg.static_config {
+        Some(path) => static_config::load(path)?,
+        None => client::spawn(
+            cfg.control_plane.clone(),
+            Subscription {
+                kind: ProxyKind::Ztunnel,
+                node: cfg.node.clone(),
+                proxy_id: format!("ztunnel-{}", cfg.node),
+                token,
+                ..Default::default()
+            },
+            None,
+        ),
+    };
     let drain = cfg.drain_timeout;
     let zt = Ztunnel::start(
         cfg,
         Deps {
             config,
-            signer: Arc::new(signer),
+            signer,
             log_control: Some(log_control),
         },
     )
