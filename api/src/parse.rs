@@ -60,7 +60,7 @@ pub struct ParsedDocument {
 
 /// Splits `text` at `---` lines; returns (first content line, document text) for
 /// documents that contain anything besides blanks and comments.
-fn split_documents(text: &str) -> Vec<(usize, usize, String)> {
+pub(crate) fn split_documents(text: &str) -> Vec<(usize, usize, String)> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut first_content: Option<usize> = None;
@@ -102,36 +102,56 @@ fn split_documents(text: &str) -> Vec<(usize, usize, String)> {
 pub fn parse_file(path: &Path, text: &str, default_namespace: &str) -> ParsedFile {
     let mut documents = Vec::new();
     for (index, line, doc_text) in split_documents(text) {
-        let ctx = DocCtx {
-            file: path,
+        parse_document(
+            path,
             index,
             line,
+            &doc_text,
             default_namespace,
-        };
-        match serde_yaml_ng::from_str::<Value>(&doc_text) {
-            Ok(Value::Null) => {}
-            Ok(value) => parse_value(&ctx, value, None, &mut documents),
-            Err(e) => {
-                let err_line = e.location().map(|l| line + l.line() - 1).unwrap_or(line);
-                documents.push(ParsedDocument {
-                    index,
-                    item: None,
-                    line,
-                    key: None,
-                    result: Err(vec![ctx.error_at(
-                        err_line,
-                        &Header::default(),
-                        "",
-                        format!("invalid YAML: {e}"),
-                    )]),
-                    warnings: Vec::new(),
-                });
-            }
-        }
+            &mut documents,
+        );
     }
     ParsedFile {
         path: path.to_path_buf(),
         documents,
+    }
+}
+
+/// Parses one YAML document (document `index`, starting at file line `line`) into `out`
+/// (several entries for a `List`, none for an empty document).
+pub(crate) fn parse_document(
+    path: &Path,
+    index: usize,
+    line: usize,
+    doc_text: &str,
+    default_namespace: &str,
+    out: &mut Vec<ParsedDocument>,
+) {
+    let ctx = DocCtx {
+        file: path,
+        index,
+        line,
+        default_namespace,
+    };
+    match serde_yaml_ng::from_str::<Value>(doc_text) {
+        Ok(Value::Null) => {}
+        Ok(value) => parse_value(&ctx, value, None, out),
+        Err(e) => {
+            let err_line = e.location().map(|l| line + l.line() - 1).unwrap_or(line);
+            out.push(ParsedDocument {
+                index,
+                item: None,
+                line,
+                key: None,
+                result: Err(vec![ctx.error_at(
+                    err_line,
+                    &Header::default(),
+                    "",
+                    format!("invalid YAML: {e}"),
+                )]),
+                warnings: Vec::new(),
+            });
+        }
     }
 }
 

@@ -16,13 +16,13 @@
 //! [`Store::errors`] and [`Store::warnings`] always describe the current files: fixing a
 //! problem clears its entry.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::object::{Object, ObjectKey};
-use crate::parse::{parse_file, ParsedFile};
+use crate::parse::{parse_document, split_documents, ParsedDocument, ParsedFile};
 
 /// A change to the set of objects in force.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,9 +57,30 @@ struct DocEntry {
     last_good: Option<Arc<Object>>,
     errors: Vec<ApiError>,
     warnings: Vec<ApiError>,
+    /// Text of the YAML document this entry came from (for re-parse avoidance).
+    source: Option<Arc<str>>,
+}
+
+/// One document for [`Store::install`]: freshly parsed, or reused unchanged.
+enum Input {
+    Parsed(Box<ParsedDocument>, Option<Arc<str>>),
+    Reused(DocEntry),
 }
 
 impl DocEntry {
+    /// Moves an unchanged document to its new position in the file.
+    fn shift(&mut self, index: usize, line: usize) {
+        let delta = line as isize - self.line as isize;
+        self.index = index;
+        self.line = line;
+        for e in self.errors.iter_mut().chain(self.warnings.iter_mut()) {
+            e.document = index;
+            if e.line > 0 {
+                e.line = (e.line as isize + delta).max(1) as usize;
+            }
+        }
+    }
+
     fn value(&self) -> Option<&Arc<Object>> {
         self.valid.as_ref().or(self.last_good.as_ref())
     }
@@ -71,6 +92,7 @@ impl DocEntry {
 #[derive(Debug, Clone, Default)]
 struct FileEntry {
     docs: Vec<DocEntry>,
+    default_namespace: String,
 }
 
 /// See the module documentation.
@@ -80,6 +102,8 @@ pub struct Store {
     /// key -> (file, doc position) of every document that could define it.
     claims: BTreeMap<ObjectKey, BTreeSet<(PathBuf, usize)>>,
     objects: BTreeMap<ObjectKey, StoredObject>,
+    /// YAML documents parsed so far (unchanged documents are not parsed again).
+    parsed_documents: u64,
 }
 
 impl Store {
@@ -88,14 +112,76 @@ impl Store {
     }
 
     /// Parses `text` (the full content of `path`) and applies it; returns what changed.
+    ///
+    /// Documents whose text did not change since the previous apply of the same file
+    /// (with the same default namespace) are not parsed again.
     pub fn apply_file(&mut self, path: &Path, text: &str, default_namespace: &str) -> Vec<Change> {
-        self.apply_parsed(parse_file(path, text, default_namespace))
+        let old = self.files.remove(path).unwrap_or_default();
+        let mut cache: HashMap<Arc<str>, VecDeque<Vec<DocEntry>>> = HashMap::new();
+        if old.default_namespace == default_namespace {
+            let mut i = 0;
+            while i < old.docs.len() {
+                let first = &old.docs[i];
+                let Some(src) = first.source.clone() else {
+                    i += 1;
+                    continue;
+                };
+                let index = first.index;
+                // Entries of one source document (several for a List) are contiguous.
+                let mut group = Vec::new();
+                while i < old.docs.len()
+                    && old.docs[i].index == index
+                    && old.docs[i]
+                        .source
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(s, &src))
+                {
+                    group.push(old.docs[i].clone());
+                    i += 1;
+                }
+                cache.entry(src).or_default().push_back(group);
+            }
+        }
+        let mut inputs = Vec::new();
+        for (index, line, doc_text) in split_documents(text) {
+            if let Some(group) = cache.get_mut(doc_text.as_str()).and_then(|q| q.pop_front()) {
+                for mut e in group {
+                    e.shift(index, line);
+                    inputs.push(Input::Reused(e));
+                }
+                continue;
+            }
+            self.parsed_documents += 1;
+            let source: Arc<str> = Arc::from(doc_text.as_str());
+            let mut parsed = Vec::new();
+            parse_document(path, index, line, &doc_text, default_namespace, &mut parsed);
+            inputs.extend(
+                parsed
+                    .into_iter()
+                    .map(|d| Input::Parsed(Box::new(d), Some(Arc::clone(&source)))),
+            );
+        }
+        self.install(path.to_path_buf(), old, inputs, default_namespace)
     }
 
     /// Applies an already parsed file.
     pub fn apply_parsed(&mut self, parsed: ParsedFile) -> Vec<Change> {
-        let path = parsed.path.clone();
-        let old = self.files.remove(&path).unwrap_or_default();
+        let old = self.files.remove(&parsed.path).unwrap_or_default();
+        let inputs = parsed
+            .documents
+            .into_iter()
+            .map(|d| Input::Parsed(Box::new(d), None))
+            .collect();
+        self.install(parsed.path, old, inputs, "")
+    }
+
+    fn install(
+        &mut self,
+        path: PathBuf,
+        old: FileEntry,
+        inputs: Vec<Input>,
+        default_namespace: &str,
+    ) -> Vec<Change> {
         let mut old_values: BTreeMap<&ObjectKey, &Arc<Object>> = BTreeMap::new();
         let mut old_by_pos: BTreeMap<(usize, Option<usize>), &ObjectKey> = BTreeMap::new();
         for d in &old.docs {
@@ -104,13 +190,22 @@ impl Store {
                 old_by_pos.insert((d.index, d.item), k);
             }
         }
-        let new_keys: BTreeSet<&ObjectKey> = parsed
-            .documents
+        let new_keys: BTreeSet<&ObjectKey> = inputs
             .iter()
-            .filter_map(|d| d.key.as_ref())
+            .filter_map(|i| match i {
+                Input::Parsed(d, _) => d.key.as_ref(),
+                Input::Reused(e) => e.key.as_ref(),
+            })
             .collect();
-        let mut docs = Vec::with_capacity(parsed.documents.len());
-        for d in &parsed.documents {
+        let mut docs = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            let (d, source) = match input {
+                Input::Reused(e) => {
+                    docs.push(e.clone());
+                    continue;
+                }
+                Input::Parsed(d, source) => (d, source),
+            };
             let mut key = d.key.clone();
             if key.is_none() && d.result.is_err() {
                 // Unreadable document: assume it is the one that used to be at this position.
@@ -146,6 +241,7 @@ impl Store {
                 last_good,
                 errors,
                 warnings: d.warnings.clone(),
+                source: source.clone(),
             });
         }
         let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
@@ -164,7 +260,13 @@ impl Store {
                 affected.insert(k.clone());
             }
         }
-        self.files.insert(path, FileEntry { docs });
+        self.files.insert(
+            path,
+            FileEntry {
+                docs,
+                default_namespace: default_namespace.to_string(),
+            },
+        );
         affected
             .into_iter()
             .filter_map(|k| self.resolve(k))
@@ -214,7 +316,7 @@ impl Store {
             Some((file, pos)) => {
                 let value = self.files[&file].docs[pos].value()?.clone();
                 match self.objects.get_mut(&key) {
-                    Some(s) if *s.object == *value => {
+                    Some(s) if Arc::ptr_eq(&s.object, &value) || *s.object == *value => {
                         s.file = file;
                         s.object = value;
                         None
@@ -232,6 +334,12 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// How many YAML documents `apply_file` has parsed (documents that did not change
+    /// since the previous apply of their file are reused, not parsed).
+    pub fn parsed_documents(&self) -> u64 {
+        self.parsed_documents
     }
 
     /// The object in force for `key`.
