@@ -114,18 +114,24 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
+/// Istio's rule: when weights are given for more than one destination they must total
+/// 100 (destinations without a weight count as 0). Without any weight, traffic is split
+/// evenly.
 fn weights<'a>(
     field: &str,
     weights: impl Iterator<Item = Option<u32>> + Clone + 'a,
     p: &mut Problems,
 ) {
     let n = weights.clone().count();
-    if n > 1 {
+    let any_given = weights.clone().any(|w| w.is_some());
+    if n > 1 && any_given {
         let sum: u64 = weights.map(|w| u64::from(w.unwrap_or(0))).sum();
         if sum != 100 {
             p.add(
                 field,
-                format!("destination weights sum to {sum}; with more than one destination they must total 100"),
+                format!(
+                    "destination weights sum to {sum}; when weights are given they must total 100"
+                ),
             );
         }
     } else if let Some(Some(w)) = weights.clone().next() {

@@ -311,8 +311,20 @@ fn grpc_code(s: &str) -> u32 {
         .unwrap_or(2)
 }
 
+/// VirtualService weights: as given (missing = 0) when any is given; otherwise 100 split
+/// evenly (the remainder goes to the first destinations).
+fn weights(given: impl Iterator<Item = Option<u32>> + Clone) -> Vec<u32> {
+    let n = given.clone().count() as u32;
+    if given.clone().any(|w| w.is_some()) {
+        return given.map(|w| w.unwrap_or(0)).collect();
+    }
+    (0..n)
+        .map(|i| 100 / n.max(1) + u32::from(i < 100 % n.max(1)))
+        .collect()
+}
+
 fn vs_http_route(r: &net::HttpRoute, ns: &str, origin: &str) -> HttpRoute {
-    let single = r.route.len() == 1;
+    let weights = weights(r.route.iter().map(|d| d.weight));
     let mirror = r
         .mirror
         .as_ref()
@@ -352,9 +364,10 @@ fn vs_http_route(r: &net::HttpRoute, ns: &str, origin: &str) -> HttpRoute {
         route: r
             .route
             .iter()
-            .map(|d| WeightedDestination {
+            .zip(weights)
+            .map(|(d, weight)| WeightedDestination {
                 destination: Some(destination(&d.destination, ns)),
-                weight: d.weight.unwrap_or(if single { 100 } else { 0 }),
+                weight,
                 headers: headers(&d.headers),
             })
             .collect(),
@@ -471,14 +484,15 @@ fn base64_decode(s: &str) -> Vec<u8> {
 }
 
 fn vs_tcp_route(r: &net::TcpRoute, ns: &str) -> TcpRoute {
-    let single = r.route.len() == 1;
+    let weights = weights(r.route.iter().map(|d| d.weight));
     TcpRoute {
         route: r
             .route
             .iter()
-            .map(|d| WeightedDestination {
+            .zip(weights)
+            .map(|(d, weight)| WeightedDestination {
                 destination: Some(destination(&d.destination, ns)),
-                weight: d.weight.unwrap_or(if single { 100 } else { 0 }),
+                weight,
                 headers: None,
             })
             .collect(),

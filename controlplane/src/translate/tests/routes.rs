@@ -112,3 +112,16 @@ fn virtual_service_features_and_removal() {
     );
     assert!(h.apply("vs.yaml", &fewer).is_empty());
 }
+
+#[test]
+fn destinations_without_weights_split_evenly() {
+    let mut h = Harness::new();
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\nspec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {host: a}\n    - destination: {host: b}\n    - destination: {host: c}\n";
+    h.apply("vs.yaml", vs);
+    let w: Vec<u32> = h.route("production", WEB).http[0]
+        .route
+        .iter()
+        .map(|d| d.weight)
+        .collect();
+    assert_eq!(w, [34, 33, 33]);
+}
