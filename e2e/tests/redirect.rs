@@ -111,11 +111,25 @@ fn inbound_capture_splits_hbone_and_plaintext() {
         .build()
         .unwrap();
     let _r0 = setup_node(&c, "n0");
-    let mut r1 = setup_node(&c, "n1");
+    // n1 is set up the way ztunnel would: uplink attached, pods attached as enrolled.
+    let opts = options(&c, "n1");
+    let server = c.pod("server").unwrap().ip;
+    let neighbour_veth = c.pod("neighbour").unwrap().host_veth.clone();
+    let mut r1 = c
+        .in_netns("n1", move || {
+            install_local_routing(&opts).unwrap();
+            let mut r = Redirect::load(opts).unwrap();
+            r.attach("eth0").unwrap();
+            r.attach(&neighbour_veth).unwrap();
+            r.exclude_local_addresses().unwrap();
+            let iface = r.attach_and_enroll(server).unwrap();
+            (r, iface)
+        })
+        .unwrap();
+    assert_eq!(r1.1, c.pod("server").unwrap().host_veth);
+    let r1 = &mut r1.0;
     let hbone = LineServer::transparent(&c, "n1", 15008, "hbone").unwrap();
     let inbound = LineServer::transparent(&c, "n1", 15006, "inbound").unwrap();
-    let server = c.pod("server").unwrap().ip;
-    r1.enroll(server).unwrap();
 
     // Cross node, arriving on the uplink.
     let got = line(&c, "client", sa(server, 15008));

@@ -19,7 +19,7 @@ pub use error::RedirectError;
 pub use meshwork_ebpf_common::{FLAG_ALL, FLAG_INBOUND, FLAG_OUTBOUND};
 pub use options::RedirectOptions;
 pub use redirect::{teardown, Redirect, RedirectStats};
-pub use routing::{install_local_routing, remove_local_routing};
+pub use routing::{install_local_routing, remove_local_routing, route_interface};
 
 /// The compiled BPF object (built by build.rs from `ebpf/meshwork-ebpf`).
 pub(crate) static BPF_OBJECT: &[u8] =

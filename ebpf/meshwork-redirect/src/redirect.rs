@@ -215,6 +215,21 @@ impl Redirect {
         Ok(())
     }
 
+    /// Attaches to the interface the node routes `pod` through (its host-side veth) and
+    /// enrolls it; returns the interface.
+    pub fn attach_and_enroll(&mut self, pod: Ipv4Addr) -> Result<String, RedirectError> {
+        let iface = crate::routing::route_interface(pod)?;
+        if iface == "lo" {
+            return Err(RedirectError::InvalidOption {
+                field: "pod",
+                reason: format!("{pod} is a local address of this node, not a pod"),
+            });
+        }
+        self.attach(&iface)?;
+        self.enroll(pod)?;
+        Ok(iface)
+    }
+
     /// Detaches from `interface` (removes the pinned link). Not attached: no-op.
     pub fn detach(&mut self, interface: &str) -> Result<(), RedirectError> {
         if let Some(dir) = self.attached.remove(interface) {

@@ -86,8 +86,48 @@ pub fn remove_local_routing(o: &RedirectOptions) -> Result<(), RedirectError> {
     Ok(())
 }
 
+/// The interface the current namespace routes `ip` through (`ip -4 -o route get`): for a
+/// pod, its host-side veth.
+pub fn route_interface(ip: std::net::Ipv4Addr) -> Result<String, RedirectError> {
+    let out = self::ip(&[
+        "-4".into(),
+        "-o".into(),
+        "route".into(),
+        "get".into(),
+        ip.to_string(),
+    ])?;
+    parse_route_dev(&out).ok_or_else(|| RedirectError::Routing {
+        args: format!("-4 -o route get {ip}"),
+        reason: format!("no device in {:?}", out.trim()),
+    })
+}
+
+fn parse_route_dev(out: &str) -> Option<String> {
+    let mut words = out.split_whitespace();
+    // Bounded by the output's words.
+    while let Some(w) = words.next() {
+        if w == "dev" {
+            return words.next().map(str::to_string);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn device_is_read_from_route_get() {
+        assert_eq!(
+            super::parse_route_dev("10.244.0.10 dev vp0 src 10.244.0.1 uid 0 \\    cache"),
+            Some("vp0".to_string())
+        );
+        assert_eq!(
+            super::parse_route_dev("local 127.0.0.1 dev lo table local"),
+            Some("lo".into())
+        );
+        assert_eq!(super::parse_route_dev("unreachable"), None);
+    }
+
     use super::*;
 
     #[test]
