@@ -351,13 +351,16 @@ pub fn workload(
         })
         .collect();
     let (canonical_name, canonical_revision) = canonical(labels, &obj.name);
-    let healthy = match pod.status.as_ref().and_then(|s| s.conditions.as_ref()) {
-        None => true,
-        Some(conds) => conds
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .is_none_or(|c| c.status == "True"),
-    };
+    // Terminating pods take no new traffic.
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let healthy = !terminating
+        && match pod.status.as_ref().and_then(|s| s.conditions.as_ref()) {
+            None => true,
+            Some(conds) => conds
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .is_none_or(|c| c.status == "True"),
+        };
     let spec = pod.spec.as_ref();
     let w = Workload {
         uid: obj

@@ -259,3 +259,28 @@ fn telemetry_without_providers_uses_mesh_defaults() {
         ["otel"]
     );
 }
+
+#[test]
+fn health_follows_ready_condition_and_termination() {
+    let mut h = base();
+    assert!(
+        h.workload("production", "a").healthy,
+        "no conditions: healthy"
+    );
+    let p = pod("a", &[("app", "web")], "web", "n1", "10.1.0.1");
+    let not_ready = format!("{p}  conditions:\n  - type: Ready\n    status: \"False\"\n");
+    assert_eq!(
+        keys(&h.apply("a.yaml", &not_ready)),
+        ["workload/production/a"]
+    );
+    assert!(!h.workload("production", "a").healthy);
+    let ready = not_ready.replace("\"False\"", "\"True\"");
+    h.apply("a.yaml", &ready);
+    assert!(h.workload("production", "a").healthy);
+    let terminating = ready.replace(
+        "metadata:\n  name: a\n",
+        "metadata:\n  name: a\n  deletionTimestamp: \"2026-01-01T00:00:00Z\"\n",
+    );
+    h.apply("a.yaml", &terminating);
+    assert!(!h.workload("production", "a").healthy);
+}
