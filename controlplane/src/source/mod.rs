@@ -2,3 +2,4 @@
 //! Kubernetes source (kube-rs) feeds the same [`crate::engine::Engine`].
 
 pub mod dir;
+pub mod kube;

@@ -1,0 +1,266 @@
+//! Watch events → pseudo-file events, per watched kind.
+//!
+//! [`KindIndex`] remembers the text of every object of one kind it has reported, so that:
+//! - `Apply` of an unchanged object reports nothing, a changed or new one `Changed`;
+//! - `Delete` reports `Removed` (once);
+//! - a relist (`Init`, `InitApply`…, `InitDone`: the watcher's start, and every restart
+//!   after a `410 Gone` or a lost connection) is buffered and, on `InitDone`, compared
+//!   with what was known: objects missing from the relist were deleted while the watch
+//!   was down and are reported `Removed`, changed ones `Changed`, unchanged ones nothing.
+//!
+//! Objects whose text cannot be produced are logged and skipped (the store keeps nothing
+//! for them rather than a stale version).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ::kube::core::{ApiResource, DynamicObject};
+use ::kube::runtime::watcher::Event;
+use tracing::warn;
+
+use super::pseudo;
+use crate::source::dir::FileEvent;
+
+/// Known objects of one kind and the relist in progress.
+#[derive(Debug)]
+pub struct KindIndex {
+    resource: ApiResource,
+    known: BTreeMap<PathBuf, String>,
+    relist: Option<BTreeMap<PathBuf, String>>,
+    synced: bool,
+}
+
+impl KindIndex {
+    pub fn new(resource: ApiResource) -> Self {
+        KindIndex {
+            resource,
+            known: BTreeMap::new(),
+            relist: None,
+            synced: false,
+        }
+    }
+
+    pub fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    /// Whether a first complete list has been seen.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Current pseudo-files of this kind, by path.
+    pub fn known(&self) -> &BTreeMap<PathBuf, String> {
+        &self.known
+    }
+
+    fn render(&self, obj: &DynamicObject) -> Option<(PathBuf, String)> {
+        match pseudo::render(&self.resource, obj) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, "skipping object");
+                None
+            }
+        }
+    }
+
+    /// Handles one watch event; returns the pseudo-file events it implies.
+    pub fn handle(&mut self, event: Event<DynamicObject>) -> Vec<FileEvent> {
+        match event {
+            Event::Apply(obj) => {
+                let Some((path, text)) = self.render(&obj) else {
+                    return Vec::new();
+                };
+                if self.known.get(&path) == Some(&text) {
+                    return Vec::new();
+                }
+                self.known.insert(path.clone(), text.clone());
+                vec![FileEvent::Changed(path, text)]
+            }
+            Event::Delete(obj) => {
+                let Some((path, _)) = self.render(&obj) else {
+                    return Vec::new();
+                };
+                match self.known.remove(&path) {
+                    Some(_) => vec![FileEvent::Removed(path)],
+                    None => Vec::new(),
+                }
+            }
+            Event::Init => {
+                self.relist = Some(BTreeMap::new());
+                Vec::new()
+            }
+            Event::InitApply(obj) => {
+                if let Some((path, text)) = self.render(&obj) {
+                    self.relist.get_or_insert_default().insert(path, text);
+                }
+                Vec::new()
+            }
+            Event::InitDone => {
+                let listed = self.relist.take().unwrap_or_default();
+                self.synced = true;
+                let mut events: Vec<FileEvent> = listed
+                    .iter()
+                    .filter(|(p, t)| self.known.get(*p) != Some(*t))
+                    .map(|(p, t)| FileEvent::Changed(p.clone(), t.clone()))
+                    .collect();
+                events.extend(
+                    self.known
+                        .keys()
+                        .filter(|p| !listed.contains_key(*p))
+                        .map(|p| FileEvent::Removed(p.clone())),
+                );
+                self.known = listed;
+                events
+            }
+        }
+    }
+}
+
+/// The indexes of every watched kind, and whether the initial state is complete.
+#[derive(Debug, Default)]
+pub struct SourceIndex {
+    kinds: Vec<KindIndex>,
+}
+
+impl SourceIndex {
+    pub fn new(resources: impl IntoIterator<Item = ApiResource>) -> Self {
+        SourceIndex {
+            kinds: resources.into_iter().map(KindIndex::new).collect(),
+        }
+    }
+
+    pub fn kinds(&self) -> &[KindIndex] {
+        &self.kinds
+    }
+
+    /// Handles an event of the kind at position `kind` (as given to [`SourceIndex::new`]).
+    pub fn handle(&mut self, kind: usize, event: Event<DynamicObject>) -> Vec<FileEvent> {
+        self.kinds[kind].handle(event)
+    }
+
+    /// True once every kind has completed its first list: the engine may then treat
+    /// the accumulated events as the complete initial configuration.
+    pub fn is_synced(&self) -> bool {
+        self.kinds.iter().all(KindIndex::is_synced)
+    }
+
+    /// Total number of known objects.
+    pub fn len(&self) -> usize {
+        self.kinds.iter().map(|k| k.known.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::kube::resources::watched;
+    use serde_json::json;
+
+    fn svc(name: &str, port: u16) -> DynamicObject {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": port.to_string()},
+            "spec": {"ports": [{"port": port}]}
+        }))
+        .unwrap()
+    }
+
+    fn index() -> KindIndex {
+        KindIndex::new(watched("Service").unwrap().preferred())
+    }
+
+    fn paths(ev: &[FileEvent]) -> Vec<String> {
+        ev.iter()
+            .map(|e| match e {
+                FileEvent::Changed(p, _) => format!("changed {}", p.display()),
+                FileEvent::Removed(p) => format!("removed {}", p.display()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apply_reports_only_content_changes() {
+        let mut ix = index();
+        assert_eq!(
+            paths(&ix.handle(Event::Apply(svc("a", 80)))),
+            ["changed k8s://Service/ns/a"]
+        );
+        // Same content, new resourceVersion: nothing.
+        let mut again = svc("a", 80);
+        again.metadata.resource_version = Some("999".into());
+        assert!(ix.handle(Event::Apply(again)).is_empty());
+        assert_eq!(
+            paths(&ix.handle(Event::Apply(svc("a", 81)))),
+            ["changed k8s://Service/ns/a"]
+        );
+        assert_eq!(
+            paths(&ix.handle(Event::Delete(svc("a", 81)))),
+            ["removed k8s://Service/ns/a"]
+        );
+        assert!(ix.handle(Event::Delete(svc("a", 81))).is_empty());
+    }
+
+    #[test]
+    fn relist_reports_deletes_while_disconnected_and_skips_unchanged() {
+        let mut ix = index();
+        ix.handle(Event::Init);
+        ix.handle(Event::InitApply(svc("keep", 80)));
+        ix.handle(Event::InitApply(svc("gone", 80)));
+        ix.handle(Event::InitApply(svc("edit", 80)));
+        assert!(!ix.is_synced());
+        assert_eq!(
+            paths(&ix.handle(Event::InitDone)),
+            [
+                "changed k8s://Service/ns/edit",
+                "changed k8s://Service/ns/gone",
+                "changed k8s://Service/ns/keep"
+            ]
+        );
+        assert!(ix.is_synced());
+        // 410 Gone: the watcher relists. "gone" was deleted, "edit" edited, "new" created.
+        assert!(ix.handle(Event::Init).is_empty());
+        assert!(ix.handle(Event::InitApply(svc("keep", 80))).is_empty());
+        assert!(ix.handle(Event::InitApply(svc("edit", 90))).is_empty());
+        assert!(ix.handle(Event::InitApply(svc("new", 80))).is_empty());
+        assert_eq!(
+            paths(&ix.handle(Event::InitDone)),
+            [
+                "changed k8s://Service/ns/edit",
+                "changed k8s://Service/ns/new",
+                "removed k8s://Service/ns/gone"
+            ]
+        );
+        assert_eq!(ix.known().len(), 3);
+    }
+
+    #[test]
+    fn empty_relist_removes_everything() {
+        let mut ix = index();
+        ix.handle(Event::Apply(svc("a", 80)));
+        ix.handle(Event::Init);
+        assert_eq!(
+            paths(&ix.handle(Event::InitDone)),
+            ["removed k8s://Service/ns/a"]
+        );
+        assert!(ix.known().is_empty());
+    }
+
+    #[test]
+    fn source_index_is_synced_when_every_kind_listed() {
+        let mut s = SourceIndex::new([
+            watched("Service").unwrap().preferred(),
+            watched("Namespace").unwrap().preferred(),
+        ]);
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitDone);
+        assert!(!s.is_synced());
+        s.handle(1, Event::Init);
+        s.handle(1, Event::InitDone);
+        assert!(s.is_synced());
+        assert!(s.is_empty());
+    }
+}

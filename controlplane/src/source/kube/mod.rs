@@ -1,0 +1,20 @@
+//! The Kubernetes source: kube-rs watchers feeding the same validated store as the YAML
+//! directory source.
+//!
+//! - [`resources`]: the watched kinds and the API version each is watched at;
+//! - [`pseudo`]: every object is a pseudo-file `k8s://<Kind>/<ns>/<name>` holding its JSON;
+//! - [`index`]: watch events (including relists after `410 Gone`) → [`FileEvent`]s;
+//! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`].
+//!
+//! [`FileEvent`]: crate::source::dir::FileEvent
+
+pub mod error;
+pub mod index;
+pub mod pseudo;
+pub mod resources;
+pub mod watch;
+
+pub use error::KubeSourceError;
+pub use index::{KindIndex, SourceIndex};
+pub use resources::{WatchedKind, WATCHED};
+pub use watch::{discover, watch, KubeSourceOptions, KubeStores, Resolved};
