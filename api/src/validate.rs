@@ -142,8 +142,28 @@ fn weights<'a>(
 }
 
 fn virtual_service(vs: &VirtualService, p: &mut Problems) {
+    // A VirtualService without hosts is a delegate: only HTTP routes, no nesting.
     if vs.hosts.is_empty() {
-        p.add("spec.hosts", "at least one host is required");
+        if !vs.tcp.is_empty() || !vs.tls.is_empty() {
+            p.add(
+                "spec.hosts",
+                "at least one host is required (a delegate VirtualService without hosts may only have http routes)",
+            );
+        }
+        if !vs.gateways.is_empty() {
+            p.add(
+                "spec.gateways",
+                "a delegate VirtualService (no hosts) must not set gateways",
+            );
+        }
+        for (i, r) in vs.http.iter().enumerate() {
+            if r.delegate.is_some() {
+                p.add(
+                    format!("spec.http[{i}].delegate"),
+                    "a delegate VirtualService (no hosts) cannot delegate further",
+                );
+            }
+        }
     }
     for (i, h) in vs.hosts.iter().enumerate() {
         if h.is_empty() {
@@ -179,6 +199,11 @@ fn http_route(f: &str, r: &HttpRoute, p: &mut Problems) {
         + usize::from(r.redirect.is_some())
         + usize::from(r.direct_response.is_some())
         + usize::from(r.delegate.is_some());
+    if let Some(d) = &r.delegate {
+        if d.name.is_empty() {
+            p.add(format!("{f}.delegate.name"), "required");
+        }
+    }
     if targets == 0 {
         p.add(
             f,

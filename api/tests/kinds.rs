@@ -122,3 +122,22 @@ fn errors_name_line_and_document() {
         e[0]
     );
 }
+
+#[test]
+fn delegate_virtual_services_have_no_hosts() {
+    let head =
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: d\nspec:\n";
+    let ok = format!("{head}  http:\n  - route:\n    - destination: {{host: a}}\n");
+    assert_eq!(
+        parse_file(Path::new("d.yaml"), &ok, "x").errors().count(),
+        0
+    );
+    let tcp = format!("{head}  tcp:\n  - route:\n    - destination: {{host: a}}\n");
+    let p = parse_file(Path::new("d.yaml"), &tcp, "x");
+    let fields: Vec<&str> = p.errors().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["spec.hosts"]);
+    let nested = format!("{head}  http:\n  - delegate: {{name: other}}\n");
+    let p = parse_file(Path::new("d.yaml"), &nested, "x");
+    let fields: Vec<&str> = p.errors().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["spec.http[0].delegate"]);
+}

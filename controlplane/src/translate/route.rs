@@ -5,6 +5,9 @@
 //!   `name.<ns>.svc.cluster.local`, `name.ns.svc` → `+ .cluster.local`; anything else is
 //!   taken as written. The route namespace is the service's namespace for
 //!   `*.<ns>.svc.cluster.local` hosts, else the namespace of the resource.
+//! - `http[].delegate` inlines the delegate VirtualService's (no `hosts`) HTTP routes at
+//!   that position, each match combined with the root route's match; a missing delegate
+//!   drops the route (as Istio does).
 //! - VirtualServices whose `gateways` list is set and lacks `mesh` apply to ingress
 //!   gateways only and contribute nothing here.
 //! - HTTP/TCP routes of every VirtualService for the host are concatenated, oldest
@@ -111,6 +114,29 @@ fn targets(obj: &Object) -> Vec<RouteId> {
 pub struct RouteIndex {
     targets: HashMap<ObjectKey, Vec<RouteId>>,
     sources: BTreeMap<RouteId, BTreeSet<ObjectKey>>,
+    /// Delegate VirtualService -> root VirtualServices that reference it.
+    delegate_roots: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Root VirtualService -> delegates it references.
+    root_delegates: HashMap<ObjectKey, Vec<ObjectKey>>,
+}
+
+/// Delegates a VirtualService references (`http[].delegate`).
+fn delegates_of(obj: &Object) -> Vec<ObjectKey> {
+    let Spec::VirtualService(vs) = &obj.spec else {
+        return Vec::new();
+    };
+    vs.http
+        .iter()
+        .filter_map(|r| r.delegate.as_ref())
+        .map(|d| {
+            let ns = if d.namespace.is_empty() {
+                obj.namespace.as_str()
+            } else {
+                d.namespace.as_str()
+            };
+            ObjectKey::new(Kind::VirtualService, ns, d.name.clone())
+        })
+        .collect()
 }
 
 impl RouteIndex {
@@ -136,6 +162,30 @@ impl RouteIndex {
         affected.extend(new_targets.iter().cloned());
         if !new_targets.is_empty() {
             self.targets.insert(key.clone(), new_targets);
+        }
+        if key.kind == Kind::VirtualService {
+            for d in self.root_delegates.remove(key).unwrap_or_default() {
+                if let Some(roots) = self.delegate_roots.get_mut(&d) {
+                    roots.remove(key);
+                    if roots.is_empty() {
+                        self.delegate_roots.remove(&d);
+                    }
+                }
+            }
+            let delegates = new.map(delegates_of).unwrap_or_default();
+            for d in &delegates {
+                self.delegate_roots
+                    .entry(d.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            if !delegates.is_empty() {
+                self.root_delegates.insert(key.clone(), delegates);
+            }
+            // Routes of the roots that inline this VirtualService as a delegate.
+            for root in self.delegate_roots.get(key).into_iter().flatten() {
+                affected.extend(self.targets.get(root).into_iter().flatten().cloned());
+            }
         }
         affected
     }
@@ -166,9 +216,40 @@ impl RouteIndex {
             let ns = o.namespace.as_str();
             match &o.spec {
                 Spec::VirtualService(vs) => {
-                    rc.http
-                        .extend(vs.http.iter().map(|r| vs_http_route(r, ns, &origin)));
+                    let mut delegate_origins = Vec::new();
+                    for r in &vs.http {
+                        match &r.delegate {
+                            None => rc.http.push(vs_http_route(r, ns, &origin)),
+                            Some(d) => {
+                                let dns = if d.namespace.is_empty() {
+                                    ns
+                                } else {
+                                    &d.namespace
+                                };
+                                let Some(dobj) = idx.virtual_services.get(dns, &d.name) else {
+                                    continue; // missing delegate: the route is dropped
+                                };
+                                let Spec::VirtualService(dvs) = &dobj.spec else {
+                                    continue;
+                                };
+                                if !dvs.hosts.is_empty() {
+                                    continue; // only host-less VirtualServices are delegates
+                                }
+                                let dorigin = format!("VirtualService/{dns}/{}", d.name);
+                                let root = vs_http_route(r, ns, &origin);
+                                for dr in &dvs.http {
+                                    let mut route = vs_http_route(dr, dns, &dorigin);
+                                    route.matches = merge_matches(&root.matches, &route.matches);
+                                    rc.http.push(route);
+                                }
+                                delegate_origins.push(dorigin);
+                            }
+                        }
+                    }
                     rc.tcp.extend(vs.tcp.iter().map(|r| vs_tcp_route(r, ns)));
+                    rc.origins.push(origin);
+                    rc.origins.extend(delegate_origins);
+                    continue;
                 }
                 Spec::DestinationRule(dr) if !have_dr => {
                     have_dr = true;
@@ -498,6 +579,49 @@ fn vs_tcp_route(r: &net::TcpRoute, ns: &str) -> TcpRoute {
             .collect(),
         port: r.matches.iter().find_map(|m| m.port).unwrap_or(0),
     }
+}
+
+/// Delegate route matches combined with the root's (both must hold): every pair, the
+/// delegate's fields overriding the root's where both set the same field.
+fn merge_matches(root: &[RouteMatch], delegate: &[RouteMatch]) -> Vec<RouteMatch> {
+    if root.is_empty() {
+        return delegate.to_vec();
+    }
+    if delegate.is_empty() {
+        return root.to_vec();
+    }
+    let mut out = Vec::with_capacity(root.len() * delegate.len());
+    for r in root {
+        for d in delegate {
+            let mut m = r.clone();
+            if !d.name.is_empty() {
+                m.name = d.name.clone();
+            }
+            for (dst, src) in [
+                (&mut m.uri, &d.uri),
+                (&mut m.scheme, &d.scheme),
+                (&mut m.method, &d.method),
+                (&mut m.authority, &d.authority),
+            ] {
+                if src.is_some() {
+                    *dst = src.clone();
+                }
+            }
+            m.headers.extend(d.headers.clone());
+            m.without_headers.extend(d.without_headers.clone());
+            m.query_params.extend(d.query_params.clone());
+            if d.port != 0 {
+                m.port = d.port;
+            }
+            m.ignore_uri_case |= d.ignore_uri_case;
+            m.source_labels.extend(d.source_labels.clone());
+            if !d.source_namespace.is_empty() {
+                m.source_namespace = d.source_namespace.clone();
+            }
+            out.push(m);
+        }
+    }
+    out
 }
 
 // ------------------------------------------------------------------ DestinationRule

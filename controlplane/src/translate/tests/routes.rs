@@ -125,3 +125,46 @@ fn destinations_without_weights_split_evenly() {
         .collect();
     assert_eq!(w, [34, 33, 33]);
 }
+
+#[test]
+fn delegate_virtual_service_is_inlined_and_tracked() {
+    let mut h = Harness::new();
+    let root = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: root\nspec:\n  hosts: [web]\n  http:\n  - match:\n    - uri: {prefix: /api}\n    delegate:\n      name: api\n      namespace: team\n  - route:\n    - destination: {host: web}\n";
+    h.apply("root.yaml", root);
+    let r = h.route("production", WEB);
+    assert_eq!(r.http.len(), 1, "missing delegate drops its route");
+    let delegate = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: team\nspec:\n  http:\n  - match:\n    - headers:\n        x-v: {exact: \"2\"}\n    route:\n    - destination: {host: api-v2}\n  - route:\n    - destination: {host: api-v1}\n";
+    assert_eq!(
+        keys(&h.apply("delegate.yaml", delegate)),
+        [format!("route/production/{WEB}")]
+    );
+    let r = h.route("production", WEB);
+    assert_eq!(
+        r.origins,
+        ["VirtualService/production/root", "VirtualService/team/api"]
+    );
+    assert_eq!(r.http.len(), 3);
+    let first = &r.http[0];
+    assert_eq!(
+        first.matches[0].uri.as_ref().unwrap().r#match,
+        Some(Match::Prefix("/api".into()))
+    );
+    assert_eq!(
+        first.matches[0].headers["x-v"].r#match,
+        Some(Match::Exact("2".into()))
+    );
+    assert_eq!(
+        first.route[0].destination.as_ref().unwrap().host,
+        "api-v2.team.svc.cluster.local"
+    );
+    assert_eq!(
+        r.http[1].matches[0].uri.as_ref().unwrap().r#match,
+        Some(Match::Prefix("/api".into()))
+    );
+    assert_eq!(r.http[1].origin, "VirtualService/team/api");
+    assert_eq!(
+        keys(&h.apply("delegate.yaml", "")),
+        [format!("route/production/{WEB}")]
+    );
+    assert_eq!(h.route("production", WEB).http.len(), 1);
+}
