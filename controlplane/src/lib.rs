@@ -1,12 +1,16 @@
 //! Meshwork control plane library: sources, model translation, distribution and CA.
 //!
-//! Flow: [`source`] (YAML directory) → engine (validated store → incremental
+//! Flow: [`source`] (YAML directory) → [`engine`] (validated store → incremental
 //! [`translate`]) → [`distribute`] (model hub → per-proxy gRPC streams); [`ca`] signs
-//! workload certificates for authorized nodes; [`admin`] shows it all.
+//! workload certificates for authorized nodes ([`auth`]); [`admin`] shows it all;
+//! [`run`] starts everything.
 
 pub mod admin;
+pub mod auth;
 pub mod ca;
 pub mod distribute;
+pub mod engine;
 pub mod logging;
+pub mod run;
 pub mod source;
 pub mod translate;

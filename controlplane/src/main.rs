@@ -1,3 +1,95 @@
-fn main() {
-    println!("controlplane");
+//! `controlplane`: serves the mesh model and the CA from a directory of YAML.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use meshwork_controlplane::run::{self, Options};
+
+#[derive(Parser, Debug)]
+#[command(name = "controlplane", version, about = "Meshwork control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Directory of Kubernetes/Istio YAML, applied like `kubectl apply -f DIR` and watched.
+    #[arg(long, env = "MESHWORK_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Standalone Istio MeshConfig file (trustDomain, rootNamespace, extensionProviders).
+    #[arg(long, env = "MESHWORK_MESH_CONFIG")]
+    mesh_config: Option<PathBuf>,
+    /// Namespace for resources that name none.
+    #[arg(long, default_value = "default")]
+    default_namespace: String,
+    /// gRPC: config distribution and the certificate API.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    grpc_addr: SocketAddr,
+    /// Admin HTTP endpoint (/ready, /debug/errors, /debug/proxies, /debug/model).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    admin_addr: SocketAddr,
+    /// Where the mesh root CA is kept (created on first start).
+    #[arg(long, default_value = "meshwork-ca", env = "MESHWORK_CA_DIR")]
+    ca_dir: PathBuf,
+    /// Workload certificate lifetime, e.g. 24h, 90m.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    cert_ttl: std::time::Duration,
+    /// Log format.
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prints the bootstrap token a ztunnel on NODE presents (file mode).
+    Token {
+        #[arg(long)]
+        node: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<meshwork_api::Duration>()
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    meshwork_controlplane::logging::init(&cli.log_format);
+    if let Some(Command::Token { node }) = &cli.command {
+        let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
+            .with_context(|| format!("opening the CA directory {}", cli.ca_dir.display()))?;
+        println!("{}", tokens.token_for(node)?);
+        return Ok(());
+    }
+    let running = run::start(Options {
+        config_dir: cli.config_dir,
+        mesh_config: cli.mesh_config,
+        default_namespace: cli.default_namespace,
+        grpc_addr: cli.grpc_addr,
+        admin_addr: cli.admin_addr,
+        ca_dir: cli.ca_dir,
+        cert_ttl: cli.cert_ttl,
+    })
+    .await
+    .context("starting the control plane")?;
+    // Tests and scripts read this line to learn the bound addresses.
+    println!(
+        "controlplane ready grpc={} admin={}",
+        running.grpc_addr, running.admin_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

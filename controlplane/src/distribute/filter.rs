@@ -23,14 +23,17 @@ pub type L4View = fn(&Authorization) -> Authorization;
 pub struct NodeContext {
     namespaces: BTreeSet<String>,
     selector_policies: BTreeSet<String>,
+    /// Keys of the workloads on the node.
+    local: BTreeSet<String>,
 }
 
 impl NodeContext {
     pub fn compute(state: &HubState, node: &str) -> NodeContext {
         let mut ctx = NodeContext::default();
-        for r in state.resources.values() {
+        for (key, r) in state.resources.iter() {
             if let Some(resource::Kind::Workload(w)) = &r.kind {
                 if w.node == node {
+                    ctx.local.insert(key.clone());
                     ctx.namespaces.insert(w.namespace.clone());
                     ctx.selector_policies
                         .extend(w.authorization_policies.iter().cloned());
@@ -90,10 +93,15 @@ impl Filter {
         }
     }
 
-    /// Whether a change to `key` can change which policies this proxy needs.
-    pub fn affects_context(&self, key: &str) -> bool {
-        self.kind == ProxyKind::Ztunnel
-            && matches!(Kind::of_key(key), Some(Kind::Workload | Kind::Mesh))
+    /// Whether a change to `key` can change which policies this proxy needs: a workload
+    /// that is, or was, on this node.
+    pub fn affects_context(&self, state: &HubState, key: &str) -> bool {
+        if self.kind != ProxyKind::Ztunnel || Kind::of_key(key) != Some(Kind::Workload) {
+            return false;
+        }
+        self.node_ctx.local.contains(key)
+            || matches!(state.resources.get(key).and_then(|r| r.kind.as_ref()),
+                Some(resource::Kind::Workload(w)) if w.node == self.node)
     }
 }
 

@@ -187,6 +187,10 @@ impl MeshConfig for MeshConfigService {
     }
 }
 
+/// Nonce, generation and the changes to `held` once the in-flight update is ACKed
+/// (new version, or None for a removal).
+type InFlight = (String, u64, Vec<(String, Option<String>)>);
+
 struct StreamTask {
     id: u64,
     hub: Arc<ModelHub>,
@@ -194,8 +198,7 @@ struct StreamTask {
     filter: Filter,
     /// Key -> version the proxy holds (as of its last ACK).
     held: HashMap<String, String>,
-    /// Nonce, generation and the held state once the in-flight update is ACKed.
-    in_flight: Option<(String, u64, HashMap<String, String>)>,
+    in_flight: Option<InFlight>,
     seen_gen: u64,
     first: bool,
     nonce: u64,
@@ -252,7 +255,12 @@ impl StreamTask {
             return;
         }
         if ack.error.is_empty() {
-            self.held = next;
+            for (key, version) in next {
+                match version {
+                    Some(v) => self.held.insert(key, v),
+                    None => self.held.remove(&key),
+                };
+            }
             let held = self.held.len();
             self.registry.update(self.id, |p| {
                 p.acks += 1;
@@ -283,7 +291,7 @@ impl StreamTask {
         if self.filter.kind == ProxyKind::Ztunnel
             && changed
                 .as_ref()
-                .is_none_or(|c| c.iter().any(|k| self.filter.affects_context(k)))
+                .is_none_or(|c| c.iter().any(|k| self.filter.affects_context(&state, k)))
         {
             let ctx = NodeContext::compute(&state, &self.filter.node);
             recheck_authz = ctx != self.filter.node_ctx;
@@ -311,7 +319,7 @@ impl StreamTask {
         keys.sort();
         keys.dedup();
 
-        let mut next = self.held.clone();
+        let mut next = Vec::new();
         let mut upserts: Vec<Resource> = Vec::new();
         let mut removed = Vec::new();
         for key in keys {
@@ -322,11 +330,11 @@ impl StreamTask {
             match (desired, self.held.get(&key)) {
                 (Some(d), Some(v)) if &d.version == v => {}
                 (Some(d), _) => {
-                    next.insert(key, d.version.clone());
+                    next.push((key, Some(d.version.clone())));
                     upserts.push((*d).clone());
                 }
                 (None, Some(_)) => {
-                    next.remove(&key);
+                    next.push((key.clone(), None));
                     removed.push(key);
                 }
                 (None, None) => {}

@@ -1,0 +1,352 @@
+//! The control plane as users run it: a real process over a temp directory, real gRPC
+//! subscribers, file edits, and a kill + restart that the subscribers ride out.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use meshwork_model::client::{self, ConfigHandle, Subscription};
+use meshwork_model::pb::config::{
+    mesh_config_client::MeshConfigClient, proxy_message, Ack, ConfigUpdate, ProxyKind,
+    ProxyMessage, Subscribe,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const NAMESPACE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: production
+  labels:
+    istio.io/dataplane-mode: ambient
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: order-service
+spec:
+  clusterIP: 10.96.0.10
+  selector:
+    app: order-service
+  ports:
+    - port: 8080
+      name: http
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: order-only
+spec:
+  selector:
+    matchLabels:
+      app: order-service
+  action: ALLOW
+  rules:
+    - from:
+        - source:
+            namespaces: ["production"]
+"#;
+
+fn pod(name: &str, node: &str, ip: &str, version: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels:
+    app: order-service
+    version: {version}
+spec:
+  nodeName: {node}
+  serviceAccountName: order-service
+  containers:
+    - name: app
+      image: order-service:{version}
+      ports:
+        - containerPort: 8080
+status:
+  phase: Running
+  podIP: {ip}
+"#
+    )
+}
+
+struct ControlPlane {
+    child: Child,
+}
+
+impl ControlPlane {
+    fn start(config: &Path, ca: &Path, grpc_port: u16) -> ControlPlane {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+            .args(["--config-dir", config.to_str().unwrap()])
+            .args(["--ca-dir", ca.to_str().unwrap()])
+            .args(["--default-namespace", "production"])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start controlplane");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("controlplane ready"), "{line}");
+        ControlPlane { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(ca: &Path, node: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .args(["--ca-dir", ca.to_str().unwrap(), "token", "--node", node])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ztunnel(endpoint: &str, node: &str, token: String) -> ConfigHandle {
+    client::spawn(
+        endpoint.to_string(),
+        Subscription {
+            kind: ProxyKind::Ztunnel,
+            node: node.into(),
+            proxy_id: format!("test-ztunnel-{node}"),
+            token,
+            ..Default::default()
+        },
+        None,
+    )
+}
+
+async fn wait_for(h: &ConfigHandle, what: &str, f: impl Fn(&meshwork_model::Snapshot) -> bool) {
+    let mut rx = h.watch();
+    let res = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| f(s))).await;
+    assert!(res.is_ok(), "timed out waiting for {what}");
+}
+
+/// A raw stream, to see exactly what the control plane sends.
+struct RawStream {
+    tx: mpsc::Sender<ProxyMessage>,
+    rx: tonic::Streaming<ConfigUpdate>,
+}
+
+impl RawStream {
+    async fn open(
+        endpoint: &str,
+        node: &str,
+        token: &str,
+        known: BTreeMap<String, String>,
+    ) -> Self {
+        let mut client = MeshConfigClient::connect(endpoint.to_string())
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20);
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(ProxyMessage {
+            msg: Some(proxy_message::Msg::Subscribe(Subscribe {
+                kind: ProxyKind::Ztunnel as i32,
+                node: node.into(),
+                proxy_id: "raw".into(),
+                known,
+                token: token.into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let rx = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        RawStream { tx, rx }
+    }
+
+    async fn next(&mut self) -> ConfigUpdate {
+        let u = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("an update within 10s")
+            .unwrap()
+            .expect("stream open");
+        self.tx
+            .send(ProxyMessage {
+                msg: Some(proxy_message::Msg::Ack(Ack {
+                    nonce: u.nonce.clone(),
+                    error: String::new(),
+                })),
+            })
+            .await
+            .unwrap();
+        u
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_reach_subscribers_and_they_survive_a_restart() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", NAMESPACE);
+    write(
+        config.path(),
+        "pods.yaml",
+        &pod("order-v1", "node-a", "10.244.1.5", "v1"),
+    );
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let cp = ControlPlane::start(config.path(), ca.path(), port);
+
+    let (tok_a, tok_b) = (token(ca.path(), "node-a"), token(ca.path(), "node-b"));
+    let a = ztunnel(&endpoint, "node-a", tok_a.clone());
+    let b = ztunnel(&endpoint, "node-b", tok_b);
+    for (h, node) in [(&a, "a"), (&b, "b")] {
+        wait_for(h, &format!("node-{node} initial snapshot"), |s| {
+            s.workload("workload/production/order-v1").is_some()
+        })
+        .await;
+    }
+    // Policies only for the node that runs a selected workload.
+    assert!(a
+        .snapshot()
+        .authorization("production", "order-only")
+        .is_some());
+    assert!(b
+        .snapshot()
+        .authorization("production", "order-only")
+        .is_none());
+    assert!(b
+        .snapshot()
+        .service_by_vip("10.96.0.10".parse().unwrap())
+        .is_some());
+
+    // A raw subscriber sees the edit as a delta of exactly the changed resource.
+    let mut raw = RawStream::open(&endpoint, "node-a", &tok_a, BTreeMap::new()).await;
+    let initial = raw.next().await;
+    assert!(initial.initial);
+    let held: BTreeMap<String, String> = initial
+        .resources
+        .iter()
+        .map(|r| (r.key.clone(), r.version.clone()))
+        .collect();
+    assert!(held.contains_key("workload/production/order-v1"));
+
+    let both = format!(
+        "{}---{}",
+        pod("order-v1", "node-a", "10.244.1.5", "v1"),
+        pod("order-v2", "node-b", "10.244.2.7", "v2")
+    );
+    write(config.path(), "pods.yaml", &both);
+    let delta = raw.next().await;
+    assert!(!delta.initial);
+    let keys: Vec<_> = delta.resources.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["workload/production/order-v2"], "{delta:?}");
+    assert!(delta.removed.is_empty());
+    for h in [&a, &b] {
+        wait_for(h, "order-v2 delta", |s| {
+            s.workload("workload/production/order-v2").is_some()
+        })
+        .await;
+    }
+    // node-b now runs a selected workload, so it receives the selector policy.
+    wait_for(&b, "policy for node-b", |s| {
+        s.authorization("production", "order-only").is_some()
+    })
+    .await;
+
+    // Control plane dies: proxies keep their config.
+    cp.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a
+        .snapshot()
+        .workload("workload/production/order-v2")
+        .is_some());
+    assert!(!a.status().connected);
+
+    // Edited while it was away; after restart the subscribers resume and catch up.
+    write(
+        config.path(),
+        "pods.yaml",
+        &pod("order-v2", "node-b", "10.244.2.7", "v2"),
+    );
+    let _cp = ControlPlane::start(config.path(), ca.path(), port);
+    for h in [&a, &b] {
+        wait_for(h, "order-v1 removal after restart", |s| {
+            s.workload("workload/production/order-v1").is_none()
+                && s.workload("workload/production/order-v2").is_some()
+        })
+        .await;
+    }
+    // Resuming with what it holds, a subscriber is sent only the difference.
+    let mut resumed = RawStream::open(&endpoint, "node-a", &tok_a, a.snapshot().versions()).await;
+    let first = resumed.next().await;
+    assert!(first.initial);
+    assert!(
+        first.resources.is_empty() && first.removed.is_empty(),
+        "nothing changed since: {first:?}"
+    );
+    let mut stale = RawStream::open(&endpoint, "node-a", &tok_a, held).await;
+    let catch_up = stale.next().await;
+    let removed: Vec<_> = catch_up.removed.iter().map(String::as_str).collect();
+    assert!(
+        removed.contains(&"workload/production/order-v1"),
+        "{catch_up:?}"
+    );
+    assert!(
+        catch_up.resources.iter().all(|r| r.key != "mesh"),
+        "unchanged mesh not resent"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", NAMESPACE);
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let _cp = ControlPlane::start(config.path(), ca.path(), port);
+    let wrong_node = token(ca.path(), "node-b");
+    let h = ztunnel(&endpoint, "node-a", wrong_node);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = h.status();
+    assert!(!st.synced);
+    let err = st.last_error.unwrap_or_default();
+    assert!(
+        err.contains("refused")
+            || err.contains("Unauthenticated")
+            || err.contains("PermissionDenied"),
+        "{err}"
+    );
+}
