@@ -14,6 +14,7 @@ pub mod admin;
 pub mod certs;
 pub mod config;
 pub mod connections;
+mod copy;
 pub mod exposition;
 pub mod inbound;
 pub mod inbound_plain;

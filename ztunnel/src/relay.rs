@@ -10,8 +10,6 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-const BUF: usize = 256 * 1024;
-
 /// Byte totals of one connection, readable while it runs.
 #[derive(Debug, Default)]
 pub struct Bytes {
@@ -101,7 +99,7 @@ where
         sent: counters.map(|c| &c.sent),
     };
     tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut upstream, BUF, BUF) => match r {
+        r = crate::copy::bidirectional(&mut down, &mut upstream) => match r {
             Ok(_) => RelayEnd::Done,
             Err(e) => RelayEnd::Error(e),
         },
