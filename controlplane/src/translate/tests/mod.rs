@@ -1,5 +1,6 @@
 //! Translator tests: seed manifests table test, incremental behaviour, scale.
 
+mod consistency;
 mod incremental;
 mod routes;
 mod scale;
