@@ -134,6 +134,13 @@ impl ConnectHandler for Inbound {
         let attrs = ConnAttrs {
             src_identity: Some(peer_id.clone()),
             src_addr: req.conn.peer_addr,
+            // The original client named by `forwarded` is trusted only from this pod's waypoint.
+            remote_ip: cur
+                .state
+                .waypoint_of(&w)
+                .and_then(|gw| cur.state.waypoint_identity(&gw).ok())
+                .filter(|wp| wp == &peer_id)
+                .and_then(|_| forwarded_for(&req.headers)),
             dst,
             dst_workload: workload_ref(&w),
         };
@@ -193,6 +200,34 @@ impl ConnectHandler for Inbound {
     }
 }
 
+/// The first `for=` address of an RFC 7239 `forwarded` header.
+pub fn forwarded_for(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+    let v = headers.get("forwarded")?.to_str().ok()?;
+    let first = v.split(',').next()?;
+    first.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        if !k.eq_ignore_ascii_case("for") {
+            return None;
+        }
+        let v = v.trim_matches('"');
+        let v = v
+            .strip_prefix('[')
+            .map(|r| r.split(']').next().unwrap_or(r))
+            .unwrap_or(v);
+        v.parse()
+            .ok()
+            .or_else(|| v.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    })
+}
+
+/// The `forwarded` header value naming `ip` as the client (RFC 7239).
+pub fn forwarded_value(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("for={v4}"),
+        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    }
+}
+
 pub(crate) fn finish(rec: &mut Record, totals: &Bytes, end: RelayEnd, start: Instant) {
     use std::sync::atomic::Ordering;
     rec.sent = totals.sent.load(Ordering::Relaxed);
@@ -202,5 +237,31 @@ pub(crate) fn finish(rec: &mut Record, totals: &Bytes, end: RelayEnd, start: Ins
         RelayEnd::Done => {}
         RelayEnd::Error(e) => rec.error = Some(e.to_string()),
         RelayEnd::Cancelled => rec.error = Some("closed by proxy (policy change or drain)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_round_trip() {
+        for ip in ["10.1.2.3", "::1", "fd00::5"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut h = http::HeaderMap::new();
+            h.insert("forwarded", forwarded_value(ip).parse().unwrap());
+            assert_eq!(forwarded_for(&h), Some(ip));
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "forwarded",
+            "proto=https;For=\"10.0.0.9:4711\", for=1.1.1.1"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(forwarded_for(&h), Some("10.0.0.9".parse().unwrap()));
+        h.insert("forwarded", "for=unknown".parse().unwrap());
+        assert_eq!(forwarded_for(&h), None);
+        assert_eq!(forwarded_for(&http::HeaderMap::new()), None);
     }
 }

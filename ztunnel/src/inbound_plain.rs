@@ -57,6 +57,7 @@ pub async fn handle(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, dst: S
     let attrs = ConnAttrs {
         src_identity: None,
         src_addr: peer,
+        remote_ip: None,
         dst,
         dst_workload: workload_ref(&w),
     };

@@ -4,7 +4,7 @@
 //! only the waypoint's identity.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use meshwork_authz::{applicable, evaluate, Outcome, Policy, PolicyTarget, RequestContext};
 use meshwork_identity::SpiffeId;
@@ -21,6 +21,8 @@ pub struct ConnAttrs {
     /// Authenticated peer; `None` for plaintext.
     pub src_identity: Option<SpiffeId>,
     pub src_addr: SocketAddr,
+    /// Original client IP from the HBONE `forwarded` header, if any.
+    pub remote_ip: Option<IpAddr>,
     pub dst: SocketAddr,
     /// `<ns>/<name>` of the destination workload.
     pub dst_workload: String,
@@ -110,6 +112,7 @@ impl Authorizer {
         let ctx = RequestContext {
             source_principal: c.src_identity.as_ref().map(|i| i.to_string()),
             source_ip: Some(c.src_addr.ip()),
+            remote_ip: c.remote_ip,
             destination_ip: Some(c.dst.ip()),
             destination_port: c.dst.port(),
             ..Default::default()
@@ -154,6 +157,7 @@ mod tests {
         ConnAttrs {
             src_identity: src.map(|s| s.parse().unwrap()),
             src_addr: "10.0.0.1:40000".parse().unwrap(),
+            remote_ip: None,
             dst: "10.0.0.2:8080".parse().unwrap(),
             dst_workload: "prod/server".into(),
         }

@@ -335,3 +335,57 @@ async fn policy_change_closes_a_now_denied_connection() {
         .unwrap_err();
     assert_eq!(e, NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn service_vip_and_hostname_reach_a_member_on_its_target_port() {
+    use meshwork_model::pb::config::{Service, ServicePort, ServicePorts};
+    let (mut s, echo) = setup(21).await;
+    let vip = SocketAddr::new(ip(21, 100), 80);
+    let svc = Service {
+        name: "echo".into(),
+        namespace: "prod".into(),
+        hostname: "echo.prod.svc.cluster.local".into(),
+        aliases: vec!["echo".into()],
+        vips: vec![vip.ip().to_string()],
+        ports: vec![ServicePort {
+            port: 80,
+            target_port: echo.port() as u32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for w in [&mut s.a_world, &mut s.b_world] {
+        w.services.push(svc.clone());
+        w.workload_mut("server").services.push(ServicePorts {
+            service: "prod/echo.prod.svc.cluster.local".into(),
+            ports: [(80, echo.port() as u32)].into_iter().collect(),
+        });
+    }
+    let p = s.start(echo).await;
+    let mut c = socks_connect(p.a.addrs.socks5.unwrap(), vip, None)
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut c, b"via vip").await.unwrap(), b"via vip");
+
+    // SOCKS5 with a hostname (ATYP 3): the short alias resolves in the client's namespace.
+    let mut h = TcpStream::connect(p.a.addrs.socks5.unwrap()).await.unwrap();
+    let mut req = vec![5, 1, 0, 5, 1, 0, 3, 4];
+    req.extend(b"echo");
+    req.extend(80u16.to_be_bytes());
+    h.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut h, &mut reply)
+        .await
+        .unwrap();
+    assert_eq!(reply[3], 0, "SOCKS5 reply {reply:?}");
+    assert_eq!(
+        roundtrip(&mut h, b"via hostname").await.unwrap(),
+        b"via hostname"
+    );
+
+    let (_, text) = http_get(p.a.addrs.metrics.unwrap(), "/metrics").await;
+    assert!(
+        text.contains("destination_service=\"echo.prod.svc.cluster.local\""),
+        "{text}"
+    );
+}
