@@ -11,7 +11,8 @@
 //! - the same kind/namespace/name defined twice (two files, or twice in one file): the
 //!   first definition stays in force and the other is reported as a "duplicate" error
 //!   naming both files. When the first goes away, the other takes over;
-//! - re-applying unchanged content yields no [`Change`].
+//! - re-applying unchanged content yields no [`Change`]; documents whose text did not
+//!   change are not even parsed again (see [`Store::parsed_documents`]).
 //!
 //! [`Store::errors`] and [`Store::warnings`] always describe the current files: fixing a
 //! problem clears its entry.

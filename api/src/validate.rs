@@ -144,7 +144,7 @@ fn weights<'a>(
 fn virtual_service(vs: &VirtualService, p: &mut Problems) {
     // A VirtualService without hosts is a delegate: only HTTP routes, no nesting.
     if vs.hosts.is_empty() {
-        if !vs.tcp.is_empty() || !vs.tls.is_empty() {
+        if !vs.tcp.is_empty() || !vs.tls.is_empty() || vs.http.is_empty() {
             p.add(
                 "spec.hosts",
                 "at least one host is required (a delegate VirtualService without hosts may only have http routes)",

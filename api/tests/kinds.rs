@@ -136,6 +136,12 @@ fn delegate_virtual_services_have_no_hosts() {
     let p = parse_file(Path::new("d.yaml"), &tcp, "x");
     let fields: Vec<&str> = p.errors().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["spec.hosts"]);
+    let typo = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: d\nsepc:\n  hosts: [a]\n";
+    let p = parse_file(Path::new("d.yaml"), typo, "x");
+    let fields: Vec<&str> = p.errors().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["spec.hosts"]);
+    let warnings: Vec<&str> = p.warnings().map(|e| e.field.as_str()).collect();
+    assert_eq!(warnings, ["sepc"]);
     let nested = format!("{head}  http:\n  - delegate: {{name: other}}\n");
     let p = parse_file(Path::new("d.yaml"), &nested, "x");
     let fields: Vec<&str> = p.errors().map(|e| e.field.as_str()).collect();
