@@ -29,6 +29,7 @@ pub mod run;
 pub mod server;
 pub mod service;
 pub mod sniff;
+pub mod static_config;
 pub mod tcp;
 pub mod tracked;
 

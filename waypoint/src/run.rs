@@ -37,6 +37,9 @@ pub enum Upstream {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "waypoint", about = "Meshwork waypoint: per-namespace L7 proxy")]
 pub struct Args {
+    /// Read the config from this file (protobuf ConfigUpdate) instead of the control plane.
+    #[arg(long, env = "MESHWORK_STATIC_CONFIG")]
+    pub static_config: Option<PathBuf>,
     /// Control plane config stream (MeshConfig.Stream).
     #[arg(
         long,
@@ -122,18 +125,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         name: args.name.clone(),
     };
-    let config: ConfigHandle = client::spawn(
-        args.control_plane.clone(),
-        Subscription {
-            kind: ProxyKind::Waypoint,
-            namespace: args.namespace.clone(),
-            name: args.name.clone(),
-            proxy_id: format!("waypoint~{}~{}", args.namespace, args.name),
-            token: token.clone(),
-            ..Default::default()
-        },
-        Some(Arc::new(validate)),
-    );
+    let config: ConfigHandle = match &args.static_config {
+        Some(path) => crate::static_config::load(path)?,
+        None => client::spawn(
+            args.control_plane.clone(),
+            Subscription {
+                kind: ProxyKind::Waypoint,
+                namespace: args.namespace.clone(),
+                name: args.name.clone(),
+                proxy_id: format!("waypoint~{}~{}", args.namespace, args.name),
+                token: token.clone(),
+                ..Default::default()
+            },
+            Some(Arc::new(validate)),
+        ),
+    };
 
     let ready = Arc::new(AtomicBool::new(false));
     let cert = if args.insecure {

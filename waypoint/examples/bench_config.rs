@@ -1,0 +1,115 @@
+//! Writes the waypoint's benchmark config (protobuf ConfigUpdate): service
+//! `bench.bench.svc.cluster.local` with one endpoint at 127.0.0.1:<port>, a route with a header
+//! match and a default route with retries (the seed's shape).
+//! Usage: bench_config <backend-port> <out-file>
+
+use meshwork_model::keys::{make_resource, Kind};
+use meshwork_model::pb::config::{self as pb, resource};
+use prost::Message;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let port: u32 = args.next().unwrap_or_else(|| "18080".into()).parse()?;
+    let out = args.next().unwrap_or_else(|| "bench-config.pb".into());
+    let host = "bench.bench.svc.cluster.local";
+    let svc = pb::Service {
+        name: "bench".into(),
+        namespace: "bench".into(),
+        hostname: host.into(),
+        aliases: vec!["bench".into()],
+        vips: vec!["240.240.9.9".into()],
+        ports: vec![pb::ServicePort {
+            port: 80,
+            target_port: port,
+            name: "http".into(),
+            protocol: "HTTP".into(),
+            target_port_name: String::new(),
+        }],
+        ..Default::default()
+    };
+    let w = pb::Workload {
+        name: "bench-0".into(),
+        namespace: "bench".into(),
+        service_account: "bench".into(),
+        trust_domain: "cluster.local".into(),
+        addresses: vec!["127.0.0.1".into()],
+        labels: [
+            ("app".to_string(), "bench".to_string()),
+            ("version".to_string(), "v1".to_string()),
+        ]
+        .into(),
+        healthy: true,
+        services: vec![pb::ServicePorts {
+            service: format!("bench/{host}"),
+            ports: [(80u32, port)].into(),
+        }],
+        ..Default::default()
+    };
+    let dest = |subset: &str| pb::WeightedDestination {
+        destination: Some(pb::Destination {
+            host: host.into(),
+            subset: subset.into(),
+            port: 0,
+        }),
+        weight: 100,
+        headers: None,
+    };
+    let route = pb::RouteConfig {
+        hostname: host.into(),
+        namespace: "bench".into(),
+        http: vec![
+            pb::HttpRoute {
+                matches: vec![pb::RouteMatch {
+                    headers: [(
+                        "x-canary".to_string(),
+                        pb::StringMatch {
+                            r#match: Some(pb::string_match::Match::Exact("true".into())),
+                            present: false,
+                        },
+                    )]
+                    .into(),
+                    ..Default::default()
+                }],
+                route: vec![dest("v1")],
+                ..Default::default()
+            },
+            pb::HttpRoute {
+                route: vec![dest("v1")],
+                timeout_ms: 10_000,
+                has_timeout: true,
+                retries: Some(pb::Retry {
+                    attempts: 3,
+                    per_try_timeout_ms: 3000,
+                    retry_on: vec!["5xx".into(), "reset".into(), "connect-failure".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ],
+        subsets: vec![pb::Subset {
+            name: "v1".into(),
+            labels: [("version".to_string(), "v1".to_string())].into(),
+            traffic_policy: None,
+        }],
+        ..Default::default()
+    };
+    let update = pb::ConfigUpdate {
+        version: 1,
+        initial: true,
+        resources: vec![
+            make_resource(
+                Kind::Service.key("bench", host),
+                resource::Kind::Service(svc),
+            ),
+            make_resource(
+                Kind::Workload.key("bench", "bench-0"),
+                resource::Kind::Workload(w),
+            ),
+            make_resource(Kind::Route.key("bench", host), resource::Kind::Route(route)),
+        ],
+        ..Default::default()
+    };
+    std::fs::write(&out, update.encode_to_vec())?;
+    eprintln!("wrote {out}");
+    Ok(())
+}
