@@ -1,0 +1,89 @@
+//! Semantic validation per kind (what Istio's webhook would reject), returning named-field
+//! problems. Syntax and type errors (bad durations, regexes, wrong types, unknown enum
+//! values) are already caught while deserializing.
+
+mod gateway;
+mod networking;
+mod security;
+mod telemetry;
+
+use crate::mesh::MeshConfigOverlay;
+use crate::object::{Object, Spec};
+use gateway::{gw_grpc_route, gw_http_route};
+use networking::{destination_rule, virtual_service};
+use security::{authorization_policy, peer_authentication};
+use telemetry::telemetry;
+
+/// ConfigMaps with a `mesh` key are validated as mesh config in this namespace.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+/// A semantic problem in one field of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub(crate) struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    pub(crate) fn percent(&mut self, field: impl Into<String>, v: f64) {
+        if !(0.0..=100.0).contains(&v) || v.is_nan() {
+            self.add(field, format!("percentage {v} must be between 0 and 100"));
+        }
+    }
+}
+
+/// Validates one object; an empty result means it is acceptable.
+pub fn validate(obj: &Object) -> Vec<Problem> {
+    let mut p = Problems::default();
+    match &obj.spec {
+        Spec::VirtualService(vs) => virtual_service(vs, &mut p),
+        Spec::DestinationRule(dr) => destination_rule(dr, &mut p),
+        Spec::PeerAuthentication(pa) => peer_authentication(pa, &mut p),
+        Spec::AuthorizationPolicy(ap) => authorization_policy(ap, &mut p),
+        Spec::Telemetry(t) => telemetry(t, &mut p),
+        Spec::Gateway(g) => {
+            if g.gateway_class_name.is_empty() {
+                p.add("spec.gatewayClassName", "required");
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, l) in g.listeners.iter().enumerate() {
+                if !names.insert(l.name.as_str()) {
+                    p.add(
+                        format!("spec.listeners[{i}].name"),
+                        format!("duplicate listener name \"{}\"", l.name),
+                    );
+                }
+                if !(1..=65535).contains(&l.port) {
+                    p.add(
+                        format!("spec.listeners[{i}].port"),
+                        format!("port {} out of range 1..=65535", l.port),
+                    );
+                }
+            }
+        }
+        Spec::HttpRoute(r) => gw_http_route(r, &mut p),
+        Spec::GrpcRoute(r) => gw_grpc_route(r, &mut p),
+        Spec::ConfigMap(cm) if obj.namespace == DEFAULT_ROOT_NAMESPACE => {
+            if let Some(mesh) = cm.data.as_ref().and_then(|d| d.get("mesh")) {
+                if let Err(e) = MeshConfigOverlay::from_yaml(mesh) {
+                    let field = match e.field() {
+                        "" => "data.mesh".to_string(),
+                        f => format!("data.mesh.{f}"),
+                    };
+                    p.add(field, e.message());
+                }
+            }
+        }
+        _ => {}
+    }
+    p.0
+}

@@ -1,0 +1,111 @@
+//! Telemetry rules.
+
+use super::Problems;
+use crate::telemetry::Telemetry;
+
+pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
+    if t.selector.is_some() && !t.all_target_refs().is_empty() {
+        p.add(
+            "spec.targetRefs",
+            "selector and targetRef/targetRefs are mutually exclusive",
+        );
+    }
+    const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
+    for (i, tr) in t.tracing.iter().enumerate() {
+        let f = format!("spec.tracing[{i}]");
+        if let Some(v) = tr.random_sampling_percentage {
+            p.percent(format!("{f}.randomSamplingPercentage"), v);
+        }
+        if let Some(m) = &tr.match_ {
+            if !MODES.contains(&m.mode.as_str()) {
+                p.add(
+                    format!("{f}.match.mode"),
+                    format!("unknown mode \"{}\"", m.mode),
+                );
+            }
+        }
+        for (name, tag) in &tr.custom_tags {
+            let n = usize::from(tag.literal.is_some())
+                + usize::from(tag.environment.is_some())
+                + usize::from(tag.header.is_some());
+            if n != 1 {
+                p.add(
+                    format!("{f}.customTags.{name}"),
+                    "exactly one of literal, environment or header is required",
+                );
+            }
+            if tag.header.as_ref().is_some_and(|h| h.name.is_empty()) {
+                p.add(format!("{f}.customTags.{name}.header.name"), "required");
+            }
+            if tag.environment.as_ref().is_some_and(|h| h.name.is_empty()) {
+                p.add(
+                    format!("{f}.customTags.{name}.environment.name"),
+                    "required",
+                );
+            }
+        }
+    }
+    const METRICS: &[&str] = &[
+        "ALL_METRICS",
+        "REQUEST_COUNT",
+        "REQUEST_DURATION",
+        "REQUEST_SIZE",
+        "RESPONSE_SIZE",
+        "TCP_OPENED_CONNECTIONS",
+        "TCP_CLOSED_CONNECTIONS",
+        "TCP_SENT_BYTES",
+        "TCP_RECEIVED_BYTES",
+        "GRPC_REQUEST_MESSAGES",
+        "GRPC_RESPONSE_MESSAGES",
+    ];
+    for (i, m) in t.metrics.iter().enumerate() {
+        for (j, o) in m.overrides.iter().enumerate() {
+            let f = format!("spec.metrics[{i}].overrides[{j}]");
+            if let Some(sel) = &o.match_ {
+                if let Some(metric) = &sel.metric {
+                    if !METRICS.contains(&metric.as_str()) {
+                        p.add(
+                            format!("{f}.match.metric"),
+                            format!("unknown metric \"{metric}\""),
+                        );
+                    }
+                }
+                if let Some(mode) = &sel.mode {
+                    if !MODES.contains(&mode.as_str()) {
+                        p.add(
+                            format!("{f}.match.mode"),
+                            format!("unknown mode \"{mode}\""),
+                        );
+                    }
+                }
+            }
+            for (tag, ov) in &o.tag_overrides {
+                match ov.operation.as_deref().unwrap_or("UPSERT") {
+                    "UPSERT" => {
+                        if ov.value.as_deref().is_none_or(str::is_empty) {
+                            p.add(
+                                format!("{f}.tagOverrides.{tag}.value"),
+                                "required for operation UPSERT",
+                            );
+                        }
+                    }
+                    "REMOVE" => {}
+                    other => p.add(
+                        format!("{f}.tagOverrides.{tag}.operation"),
+                        format!("unknown operation \"{other}\" (UPSERT or REMOVE)"),
+                    ),
+                }
+            }
+        }
+    }
+    for (i, a) in t.access_logging.iter().enumerate() {
+        if let Some(m) = &a.match_ {
+            if !MODES.contains(&m.mode.as_str()) {
+                p.add(
+                    format!("spec.accessLogging[{i}].match.mode"),
+                    format!("unknown mode \"{}\"", m.mode),
+                );
+            }
+        }
+    }
+}
