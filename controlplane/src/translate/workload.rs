@@ -435,7 +435,12 @@ pub fn service(
             })
         })
         .collect();
-    let wp_ref = waypoint_ref(&obj.labels, ns, idx.namespace_labels(ns));
+    // A waypoint's own Service never goes through a waypoint.
+    let wp_ref = if obj.labels.contains_key(LABEL_GATEWAY_NAME) {
+        None
+    } else {
+        waypoint_ref(&obj.labels, ns, idx.namespace_labels(ns))
+    };
     let s = Service {
         name: obj.name.clone(),
         namespace: ns.to_string(),

@@ -172,6 +172,12 @@ fn waypoint_resolution_follows_waypoint_pod() {
     assert!(wpw.waypoint.is_none());
     let svc = h.service("production", "web.production.svc.cluster.local");
     assert_eq!(svc.waypoint.as_ref().unwrap().address, "10.1.9.9");
+    let wp_svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: waypoint\n  labels:\n    gateway.networking.k8s.io/gateway-name: waypoint\nspec:\n  selector:\n    gateway.networking.k8s.io/gateway-name: waypoint\n  ports:\n  - port: 15008\n";
+    h.apply("wp-svc.yaml", wp_svc);
+    assert!(h
+        .service("production", "waypoint.production.svc.cluster.local")
+        .waypoint
+        .is_none());
     // Waypoint pod moves: users follow.
     let moved = wp.replace("10.1.9.9", "10.1.9.10");
     let changed = keys(&h.apply("wp.yaml", &moved));
