@@ -25,6 +25,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Shows the validation errors and warnings of a running control plane.
     Errors(cmd::errors::Args),
+    /// Brings up the whole mesh locally, drives the seed patterns and reports what it saw.
+    Demo(cmd::demo::Args),
     /// Prints the version.
     Version,
 }
@@ -35,6 +37,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(a) => cmd::validate::run(a),
         Command::Errors(a) => cmd::errors::run(a).await,
+        Command::Demo(a) => cmd::demo::run(a).await,
         Command::Version => {
             println!("meshwork {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,581 @@
+//! Drives traffic through the five seed patterns and reports what the mesh did.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::http::{self, HttpError, Request, Response, Via};
+use super::mesh::Mesh;
+use super::observe;
+use super::progress;
+use super::report::Section;
+use super::topology::{NAMESPACE, PODS};
+
+/// Request counts (bounded; the whole run stays well under a minute).
+pub const HEALTH_REQUESTS: usize = 20;
+pub const HEADER_REQUESTS: usize = 50;
+pub const SPLIT_REQUESTS: usize = 1000;
+pub const RETRY_REQUESTS: usize = 30;
+pub const OVERFLOW_REQUESTS: usize = 120;
+const CONCURRENCY: usize = 16;
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+type Outcome = Result<Response, HttpError>;
+
+/// Sends every request with at most `concurrency` in flight; answers in request order.
+pub async fn burst(via: &Via, reqs: Vec<Request>, concurrency: usize) -> Vec<Outcome> {
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let via = via.clone();
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            http::send(&via, &req, TIMEOUT).await
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| {
+            Err(HttpError::Timeout {
+                target: format!("task: {e}"),
+                timeout: TIMEOUT,
+            })
+        }));
+    }
+    out
+}
+
+/// Counts of the `version` the answering app reported, plus failures.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Versions {
+    pub by_version: BTreeMap<String, usize>,
+    pub failed: usize,
+    /// What went wrong with the first failed request.
+    pub first_error: Option<String>,
+}
+
+impl Versions {
+    pub fn of(outcomes: &[Outcome]) -> Self {
+        let mut v = Versions::default();
+        for o in outcomes {
+            match o
+                .as_ref()
+                .ok()
+                .filter(|r| r.status == 200)
+                .and_then(|r| r.json())
+            {
+                Some(j) => {
+                    let ver = j["version"].as_str().unwrap_or("?").to_string();
+                    *v.by_version.entry(ver).or_default() += 1;
+                }
+                None => {
+                    v.failed += 1;
+                    if v.first_error.is_none() {
+                        v.first_error = Some(describe(o));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    pub fn count(&self, version: &str) -> usize {
+        self.by_version.get(version).copied().unwrap_or(0)
+    }
+
+    pub fn answered(&self) -> usize {
+        self.by_version.values().sum()
+    }
+
+    /// Percentage of answers from `version`.
+    pub fn pct(&self, version: &str) -> f64 {
+        match self.answered() {
+            0 => 0.0,
+            n => 100.0 * self.count(version) as f64 / n as f64,
+        }
+    }
+}
+
+/// One line about an outcome.
+pub fn describe(o: &Outcome) -> String {
+    match o {
+        Ok(r) => format!(
+            "HTTP {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+                .chars()
+                .take(160)
+                .collect::<String>()
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The ztunnels' last "outbound connection failed" reason, to explain a refusal.
+fn ztunnel_failure(mesh: &Mesh) -> String {
+    mesh.ztunnel_metrics
+        .keys()
+        .filter_map(|node| {
+            observe::last_field(
+                &mesh.log(&format!("ztunnel-{node}"), "out"),
+                "outbound connection failed",
+                "error",
+            )
+        })
+        .next_back()
+        .map(|e| format!("; ztunnel says: {e}"))
+        .unwrap_or_default()
+}
+
+async fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
+    match http::send(
+        &Via::Direct(addr),
+        &Request::get(path),
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(r) => String::from_utf8_lossy(&r.body).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// (1) enrolment, /health, mTLS identities.
+pub async fn enrolment(mesh: &Mesh) -> Section {
+    progress("pattern 1: enrolment, /health through the mesh, mTLS identities");
+    let mut s = Section::new(1, "workloads join the mesh (01-order-service.yaml)");
+    let model = get_text(mesh.control_plane_admin, "/debug/model?prefix=workload/").await;
+    let workloads: Vec<String> = serde_json::from_str::<serde_json::Value>(&model)
+        .ok()
+        .and_then(|v| {
+            v["resources"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|r| r["key"].as_str())
+                    .map(|k| k.trim_start_matches("workload/").to_string())
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let errors = get_text(mesh.control_plane_admin, "/debug/errors").await;
+    let error_count = serde_json::from_str::<serde_json::Value>(&errors)
+        .ok()
+        .and_then(|v| v["errors"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    s.line(format!(
+        "control plane: {} workloads in the model, {error_count} manifest error(s)",
+        workloads.len()
+    ));
+    s.expect(
+        error_count == 0,
+        format!("the control plane reported {error_count} manifest error(s): {errors}"),
+    );
+    let expected = PODS.len();
+    s.expect(
+        workloads.len() >= expected,
+        format!("expected the {expected} demo pods as workloads, the model has {workloads:?}"),
+    );
+    let health = burst(
+        &mesh.via("order-client", "order-service"),
+        vec![Request::get("/health"); HEALTH_REQUESTS],
+        4,
+    )
+    .await;
+    let ok = health
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|r| r.status == 200))
+        .count();
+    s.line(format!(
+        "/health through the mesh: {ok}/{HEALTH_REQUESTS} answered 200"
+    ));
+    let first_failure = health
+        .iter()
+        .find(|o| !o.as_ref().is_ok_and(|r| r.status == 200))
+        .map(|o| format!(" (first failure: {}{})", describe(o), ztunnel_failure(mesh)))
+        .unwrap_or_default();
+    s.expect(
+        ok == HEALTH_REQUESTS,
+        format!("/health: only {ok}/{HEALTH_REQUESTS} answered 200{first_failure}"),
+    );
+    let mut principals = BTreeSet::new();
+    for addr in mesh.ztunnel_metrics.values() {
+        let text = get_text(*addr, "/metrics").await;
+        principals.extend(observe::mtls_label_values(&text, "source_principal"));
+        principals.extend(observe::mtls_label_values(&text, "destination_principal"));
+    }
+    s.line(format!(
+        "mTLS (HBONE) identities seen by the ztunnels: {}",
+        principals.len()
+    ));
+    for p in &principals {
+        s.line(format!("  {p}"));
+    }
+    let order = format!("spiffe://cluster.local/ns/{NAMESPACE}/sa/order-service");
+    s.expect(
+        principals.contains(&order),
+        format!("no mTLS connection from {order} in the ztunnels' metrics"),
+    );
+    s.data = serde_json::json!({
+        "workloads": workloads,
+        "manifest_errors": error_count,
+        "health_ok": ok,
+        "health_sent": HEALTH_REQUESTS,
+        "mtls_identities": principals,
+    });
+    s
+}
+
+/// (2) canary header, user-id A/B, weighted split.
+pub async fn traffic(mesh: &Mesh) -> Section {
+    progress(&format!(
+        "pattern 2: canary header, x-user-id, {SPLIT_REQUESTS} requests for the 90/10 split"
+    ));
+    let mut s = Section::new(2, "traffic management (02-order-traffic.yaml)");
+    let via = mesh.via("order-client", "order-service");
+    let canary = Versions::of(
+        &burst(
+            &via,
+            vec![Request::get("/api/orders").header("x-canary", "true"); HEADER_REQUESTS],
+            CONCURRENCY,
+        )
+        .await,
+    );
+    let even: Vec<Request> = (0..HEADER_REQUESTS)
+        .map(|i| Request::get("/api/orders").header("x-user-id", &(1000 + 2 * i).to_string()))
+        .collect();
+    let even = Versions::of(&burst(&via, even, CONCURRENCY).await);
+    let split = Versions::of(
+        &burst(
+            &via,
+            vec![Request::get("/api/orders"); SPLIT_REQUESTS],
+            CONCURRENCY,
+        )
+        .await,
+    );
+    s.line(format!(
+        "x-canary: true      → v2 {}/{} ({:.0}%)",
+        canary.count("v2"),
+        HEADER_REQUESTS,
+        canary.pct("v2")
+    ));
+    s.line(format!(
+        "x-user-id even      → v2 {}/{} ({:.0}%)",
+        even.count("v2"),
+        HEADER_REQUESTS,
+        even.pct("v2")
+    ));
+    s.line(format!(
+        "no header           → v1 {:.1}% / v2 {:.1}% over {} answers ({} failed)",
+        split.pct("v1"),
+        split.pct("v2"),
+        split.answered(),
+        split.failed
+    ));
+    let why = |v: &Versions| match &v.first_error {
+        Some(e) => format!(" (first failure: {e}{})", ztunnel_failure(mesh)),
+        None => String::new(),
+    };
+    s.expect(
+        canary.count("v2") == HEADER_REQUESTS,
+        format!(
+            "canary: {:?}, failed {}{}",
+            canary.by_version,
+            canary.failed,
+            why(&canary)
+        ),
+    );
+    s.expect(
+        even.count("v2") == HEADER_REQUESTS,
+        format!(
+            "even x-user-id: {:?}, failed {}{}",
+            even.by_version,
+            even.failed,
+            why(&even)
+        ),
+    );
+    s.expect(
+        split.failed == 0 && (split.pct("v2") - 10.0).abs() <= 5.0,
+        format!(
+            "default split: {:?} ({} failed), expected ≈90/10{}",
+            split.by_version,
+            split.failed,
+            why(&split)
+        ),
+    );
+    s.data = serde_json::json!({
+        "canary": {"sent": HEADER_REQUESTS, "v2": canary.count("v2"), "failed": canary.failed},
+        "even_user_id": {"sent": HEADER_REQUESTS, "v2": even.count("v2"), "failed": even.failed},
+        "split": {
+            "sent": SPLIT_REQUESTS,
+            "v1": split.count("v1"),
+            "v2": split.count("v2"),
+            "failed": split.failed,
+            "v1_pct": split.pct("v1"),
+            "v2_pct": split.pct("v2"),
+        },
+    });
+    s
+}
+
+fn with_id(req: Request, prefix: &str, i: usize) -> Request {
+    req.header("x-request-id", &format!("{prefix}-{i}"))
+}
+
+/// (3) retries, outlier ejection, pool overflow on payment-service.
+pub async fn resilience(mesh: &Mesh) -> Section {
+    progress("pattern 3: a failing payment endpoint (retries, ejection), then an overload");
+    let mut s = Section::new(3, "resilience (03-payment-resilience.yaml)");
+    let via = mesh.via("order-client", "payment-service");
+    let flaky = "payment-service-2";
+    let fault = http::send(
+        &mesh.direct(flaky),
+        &Request::post("/admin/fail?rate=1&code=503"),
+        Duration::from_secs(5),
+    )
+    .await;
+    s.expect(
+        fault.as_ref().is_ok_and(|r| r.status == 200),
+        format!("could not switch {flaky} to failing: {fault:?}"),
+    );
+    let reqs = (0..RETRY_REQUESTS)
+        .map(|i| with_id(Request::post("/api/payments/charge"), "demo-retry", i))
+        .collect();
+    // One at a time, so consecutive failures of the flaky endpoint are visible.
+    let outcomes = burst(&via, reqs, 1).await;
+    let _ = http::send(
+        &mesh.direct(flaky),
+        &Request::post("/admin/fail?rate=0"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let ok = outcomes
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|r| r.status == 200))
+        .count();
+    let log = observe::waypoint_entries(&mesh.log("waypoint", "out"));
+    let retried: Vec<&observe::WaypointEntry> = log
+        .iter()
+        .filter(|e| e.request_id.starts_with("demo-retry-") && e.attempts > 1)
+        .collect();
+    let extra: u32 = retried.iter().map(|e| e.attempts - 1).sum();
+    let ejections = observe::count_lines(&mesh.log("waypoint", "err"), "outlier: host ejected");
+    s.line(format!(
+        "{RETRY_REQUESTS} POSTs with {flaky} answering 503: {ok} succeeded, {} needed a retry ({extra} extra attempt(s))",
+        retried.len()
+    ));
+    s.line(format!(
+        "outlier detection: {ejections} ejection(s) logged by the waypoint"
+    ));
+    s.expect(
+        ok == RETRY_REQUESTS,
+        format!(
+            "only {ok}/{RETRY_REQUESTS} POSTs succeeded despite retries{}",
+            outcomes
+                .iter()
+                .find(|o| !o.as_ref().is_ok_and(|r| r.status == 200))
+                .map(|o| format!(" (first failure: {})", describe(o)))
+                .unwrap_or_default()
+        ),
+    );
+    s.expect(!retried.is_empty(), "no request was retried".into());
+    s.expect(
+        ejections >= 1,
+        "the failing endpoint was never ejected".into(),
+    );
+
+    let reqs = (0..OVERFLOW_REQUESTS)
+        .map(|i| {
+            with_id(Request::post("/api/payments/charge"), "demo-overflow", i)
+                .header("x-testapp-delay-ms", "1500")
+        })
+        .collect();
+    let outcomes = burst(&via, reqs, OVERFLOW_REQUESTS).await;
+    let ok2 = outcomes
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|r| r.status == 200))
+        .count();
+    let overloaded = outcomes
+        .iter()
+        .filter(|o| {
+            o.as_ref()
+                .is_ok_and(|r| r.status == 503 && r.header("x-envoy-overloaded").is_some())
+        })
+        .count();
+    let log = observe::waypoint_entries(&mesh.log("waypoint", "out"));
+    let uo = log
+        .iter()
+        .filter(|e| {
+            e.request_id.starts_with("demo-overflow-")
+                && e.response_code == 503
+                && e.response_flags.split(',').any(|f| f == "UO")
+        })
+        .count();
+    s.line(format!(
+        "{OVERFLOW_REQUESTS} concurrent slow POSTs: {ok2} answered 200, {overloaded} got 503 x-envoy-overloaded, access log: {uo} × 503 UO"
+    ));
+    s.expect(
+        uo >= 1,
+        "no request overflowed the connection pool (no 503 UO)".into(),
+    );
+    s.data = serde_json::json!({
+        "retry": {"sent": RETRY_REQUESTS, "succeeded": ok, "retried": retried.len(), "extra_attempts": extra},
+        "ejections": ejections,
+        "overflow": {"sent": OVERFLOW_REQUESTS, "ok": ok2, "overloaded_503": overloaded, "uo_in_access_log": uo},
+    });
+    s
+}
+
+/// (4) tracing: only the waypoint could export spans; it has no OTLP exporter yet.
+pub fn tracing_section() -> Section {
+    Section::not_available(
+        4,
+        "tracing (04-tracing.yaml)",
+        "tracing: not yet implemented (issue #6): the waypoint exports no OTLP spans yet, so no spans can be counted".into(),
+    )
+}
+
+/// One zero-trust case.
+struct Case {
+    name: &'static str,
+    from: &'static str,
+    req: Request,
+    allow: bool,
+}
+
+/// (5) mTLS STRICT and authorization policies on payment-service.
+pub async fn zero_trust(mesh: &Mesh) -> Section {
+    progress("pattern 5: who may call payment-service");
+    let mut s = Section::new(5, "zero trust (05-zero-trust.yaml)");
+    let post = || Request::post("/api/payments/charge");
+    let cases = [
+        Case {
+            name: "order-service POST /api/payments/charge",
+            from: "order-client",
+            req: post(),
+            allow: true,
+        },
+        Case {
+            name: "order-service GET  /api/payments/charge",
+            from: "order-client",
+            req: Request::get("/api/payments/charge"),
+            allow: false,
+        },
+        Case {
+            name: "order-service POST, x-user-role: guest",
+            from: "order-client",
+            req: post().header("x-user-role", "guest"),
+            allow: false,
+        },
+        Case {
+            name: "partners/default POST (foreign namespace)",
+            from: "partner-client",
+            req: post(),
+            allow: false,
+        },
+    ];
+    let mut rows = Vec::new();
+    for (i, c) in cases.into_iter().enumerate() {
+        let id = format!("demo-zt-{i}");
+        let req = c.req.header("x-request-id", &id);
+        let out = http::send(&mesh.via(c.from, "payment-service"), &req, TIMEOUT).await;
+        let (allowed, seen) = match &out {
+            Ok(r) => (r.status < 400, format!("HTTP {}", r.status)),
+            Err(HttpError::Refused { code, .. }) => (
+                false,
+                format!("connection refused by the ztunnel (SOCKS5 code {code})"),
+            ),
+            Err(e) => (false, format!("error: {e}")),
+        };
+        let log = observe::waypoint_entries(&mesh.log("waypoint", "out"));
+        let policy = log
+            .iter()
+            .rev()
+            .find(|e| e.request_id == id)
+            .map(|e| {
+                if !e.authz_policy.is_empty() {
+                    e.authz_policy.clone()
+                } else {
+                    e.response_code_details.clone()
+                }
+            })
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| ztunnel_denial(mesh, c.from));
+        let verdict = if allowed { "allowed" } else { "denied" };
+        s.line(format!(
+            "{:<44} → {verdict} ({seen}){}",
+            c.name,
+            if policy.is_empty() {
+                String::new()
+            } else {
+                format!(", by {policy}")
+            }
+        ));
+        s.expect(
+            allowed == c.allow,
+            format!(
+                "{}: expected {}, got {verdict} ({seen})",
+                c.name,
+                if c.allow { "allowed" } else { "denied" }
+            ),
+        );
+        rows.push(serde_json::json!({
+            "case": c.name, "expected_allow": c.allow, "allowed": allowed,
+            "observed": seen, "policy": policy,
+        }));
+    }
+    s.data = serde_json::json!({ "cases": rows });
+    s
+}
+
+/// The policy a ztunnel named when it denied a connection from `from`, if it logged one.
+fn ztunnel_denial(mesh: &Mesh, from: &str) -> String {
+    let pod = super::topology::pod_named(from);
+    let principal = format!("ns/{}/sa/{}", pod.namespace, pod.service_account);
+    mesh.ztunnel_metrics
+        .keys()
+        .flat_map(|node| observe::ztunnel_entries(&mesh.log(&format!("ztunnel-{node}"), "out")))
+        .filter(|e| e.src_identity.contains(&principal) && e.decision.contains("deny"))
+        .map(|e| {
+            if e.error.is_empty() {
+                e.decision
+            } else {
+                e.error
+            }
+        })
+        .next_back()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn answer(status: u16, version: &str) -> Outcome {
+        Ok(Response {
+            status,
+            headers: vec![],
+            body: Bytes::from(format!("{{\"version\":\"{version}\"}}")),
+        })
+    }
+
+    #[test]
+    fn versions_count_answers_and_failures() {
+        let outs = vec![
+            answer(200, "v1"),
+            answer(200, "v2"),
+            answer(200, "v1"),
+            answer(503, "v1"),
+            Err(HttpError::Refused {
+                target: "x".into(),
+                code: 2,
+            }),
+        ];
+        let v = Versions::of(&outs);
+        assert_eq!((v.count("v1"), v.count("v2"), v.failed), (2, 1, 2));
+        assert!((v.pct("v2") - 100.0 / 3.0).abs() < 1e-9);
+        assert_eq!(Versions::default().pct("v1"), 0.0);
+    }
+}

@@ -1,0 +1,167 @@
+//! `meshwork demo --mode loopback --json`: the real binaries on loopback, and the numbers
+//! the report observed.
+//!
+//! The demo starts `controlplane`, `ztunnel`, `waypoint` and `meshwork-testapp` found next
+//! to the `meshwork` binary. `cargo test --workspace` builds every workspace binary before
+//! running tests; `cargo test -p meshwork-cli` alone does not, so run
+//! `cargo build --workspace --bins` first in that case (this test says so when one is
+//! missing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const BINARIES: [&str; 4] = ["controlplane", "ztunnel", "waypoint", "meshwork-testapp"];
+
+fn bin_dir() -> PathBuf {
+    let meshwork = Path::new(env!("CARGO_BIN_EXE_meshwork"));
+    let dir = meshwork.parent().expect("target dir").to_path_buf();
+    for b in BINARIES {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: the demo needs every workspace binary; run `cargo test --workspace` \
+             (or `cargo build --workspace --bins` before `cargo test -p meshwork-cli`)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// The built-in seed manifests, except that order-service gets a cluster IP as a
+/// Kubernetes API server would assign. Services without `spec.clusterIP` (as
+/// 01-order-service.yaml is written) are not routable through the waypoint yet: the
+/// control plane gives them no VIP and the waypoint refuses a hostname CONNECT authority
+/// with 400. Once that is fixed, drop `--seed-dir` here.
+fn seed_dir_with_cluster_ip() -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cmd/demo/manifests");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if path.ends_with("01-order-service.yaml") {
+            let patched = text.replace(
+                "spec:\n  ports:\n",
+                "spec:\n  clusterIP: 127.255.0.10\n  ports:\n",
+            );
+            assert_ne!(patched, text, "01-order-service.yaml changed shape");
+            text = patched;
+        }
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    dir
+}
+
+fn section(report: &Value, pattern: u64) -> &Value {
+    report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pattern"] == pattern)
+        .unwrap_or_else(|| panic!("no section {pattern} in {report}"))
+}
+
+#[test]
+fn loopback_demo_observes_the_five_patterns() {
+    let dir = bin_dir();
+    let seeds = seed_dir_with_cluster_ip();
+    let out = Command::new(dir.join("meshwork"))
+        .args(["demo", "--mode", "loopback", "--json", "--seed-dir"])
+        .arg(seeds.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}\n{stderr}"));
+    assert!(
+        stderr
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("mode: loopback"),
+        "{stderr}"
+    );
+    assert_eq!(report["mode"], "loopback");
+    let problems: Vec<&Value> = report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect();
+    assert!(problems.is_empty(), "failed sections: {problems:#?}");
+    assert_eq!(report["ok"], true);
+    assert!(out.status.success(), "{:?}", out.status);
+
+    let s1 = &section(&report, 1)["data"];
+    assert!(s1["workloads"].as_array().unwrap().len() >= 7, "{s1}");
+    assert_eq!(s1["health_ok"], s1["health_sent"]);
+    let ids: Vec<&str> = s1["mtls_identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        ids.contains(&"spiffe://cluster.local/ns/production/sa/order-service"),
+        "{ids:?}"
+    );
+
+    let s2 = &section(&report, 2)["data"];
+    assert_eq!(s2["canary"]["v2"], s2["canary"]["sent"]);
+    assert_eq!(s2["even_user_id"]["v2"], s2["even_user_id"]["sent"]);
+    let v2 = s2["split"]["v2_pct"].as_f64().unwrap();
+    assert!((5.0..=15.0).contains(&v2), "v2 share {v2}%");
+    assert_eq!(
+        s2["split"]["v1"].as_u64().unwrap() + s2["split"]["v2"].as_u64().unwrap(),
+        s2["split"]["sent"].as_u64().unwrap()
+    );
+
+    let s3 = &section(&report, 3)["data"];
+    assert_eq!(s3["retry"]["succeeded"], s3["retry"]["sent"]);
+    assert!(s3["retry"]["retried"].as_u64().unwrap() >= 1, "{s3}");
+    assert!(s3["ejections"].as_u64().unwrap() >= 1, "{s3}");
+    assert!(
+        s3["overflow"]["uo_in_access_log"].as_u64().unwrap() >= 1,
+        "{s3}"
+    );
+    assert!(s3["overflow"]["ok"].as_u64().unwrap() >= 1, "{s3}");
+
+    assert_eq!(section(&report, 4)["status"], "not_available");
+
+    let cases = section(&report, 5)["data"]["cases"].as_array().unwrap();
+    let decisions: Vec<(bool, bool)> = cases
+        .iter()
+        .map(|c| {
+            (
+                c["expected_allow"].as_bool().unwrap(),
+                c["allowed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [(true, true), (false, false), (false, false), (false, false)]
+    );
+    assert!(cases[3]["policy"]
+        .as_str()
+        .unwrap()
+        .contains("deny-all-default"));
+    assert!(report["duration_ms"].as_u64().unwrap() < 60_000);
+}
+
+#[test]
+fn missing_seed_dir_is_one_clear_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+        .args(["demo", "--seed-dir", "/nonexistent/meshwork-seeds"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("/nonexistent/meshwork-seeds"),
+        "{stderr}"
+    );
+}
