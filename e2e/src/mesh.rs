@@ -133,7 +133,7 @@ impl NetnsMesh {
             .arg("--admin-addr")
             .arg(format!("{CONTROL_PLANE_IP}:15014"));
         cluster.spawn_in("fabric", "controlplane", cp)?;
-        wait_for("control plane ready", Duration::from_secs(20), || {
+        wait_for("control plane ready", Duration::from_secs(60), || {
             cluster
                 .log_of("controlplane")
                 .contains("controlplane ready")
@@ -174,7 +174,7 @@ impl NetnsMesh {
             mesh.cluster.spawn_in(name, &format!("app-{name}"), cmd)?;
         }
         let url = mesh.service_url("orders-remote", "/health")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = mesh.http_get("client", &url, &[], 1)?;
             if s.count(200) == 1 {
@@ -182,7 +182,7 @@ impl NetnsMesh {
             }
             if Instant::now() > deadline {
                 return Err(ScenarioError::Target(format!(
-                    "mesh not ready after 30 s (last {s:?}); ztunnel n0 log:\n{}",
+                    "mesh not ready after 60 s (last {s:?}); ztunnel n0 log:\n{}",
                     mesh.cluster.log_of("ztunnel-n0-0")
                 )));
             }

@@ -1,0 +1,53 @@
+//! The scenarios on the namespace mini-cluster with the real control plane, ztunnels and
+//! test app (binaries from the same cargo target directory, or $MESHWORK_BIN_DIR).
+use meshwork_e2e::scenarios;
+use meshwork_e2e::target::ScenarioError;
+use meshwork_e2e::{Binaries, NetnsMesh};
+
+type Scenario = fn(&dyn meshwork_e2e::target::MeshTarget) -> Result<(), ScenarioError>;
+
+#[test]
+fn scenarios_on_netns_mesh() {
+    let bins = Binaries::locate().expect("binaries");
+    let mesh = NetnsMesh::start(bins).unwrap_or_else(|e| panic!("starting the mesh: {e}"));
+    let all: &[(&str, Scenario)] = &[
+        (
+            "cross_node_pod_to_service",
+            scenarios::cross_node_pod_to_service,
+        ),
+        (
+            "same_node_pod_to_service",
+            scenarios::same_node_pod_to_service,
+        ),
+        ("mtls_on_the_wire", scenarios::mtls_on_the_wire),
+        ("non_enrolled_bypasses", scenarios::non_enrolled_bypasses),
+        (
+            "strict_refuses_plaintext",
+            scenarios::strict_refuses_plaintext,
+        ),
+        ("deny_all_default", scenarios::deny_all_default),
+        (
+            "enrollment_toggled_live",
+            scenarios::enrollment_toggled_live,
+        ),
+        (
+            "ztunnel_restart_under_load",
+            scenarios::ztunnel_restart_under_load,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, f) in all {
+        match f(&mesh) {
+            Ok(()) => eprintln!("scenario {name}: ok"),
+            Err(e) => {
+                eprintln!("scenario {name}: FAILED {e}");
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failed scenarios:\n{}",
+        failures.join("\n")
+    );
+}
