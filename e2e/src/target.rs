@@ -46,7 +46,7 @@ impl HttpSummary {
 
 /// Operations the scenarios use. Pods, services and nodes are the fixture's names (see
 /// [`crate::scenarios::fixture`]).
-pub trait MeshTarget {
+pub trait MeshTarget: Sync {
     /// `meshwork-testapp get URL --count N -H ...` run inside pod `from`.
     fn http_get(
         &self,
