@@ -23,6 +23,9 @@ struct Args {
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 3)]
     secs: u64,
+    /// Worker threads of each ztunnel process (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    ztunnel_threads: usize,
     /// ztunnel binary (default: next to this executable).
     #[arg(long)]
     ztunnel: Option<PathBuf>,
@@ -291,7 +294,7 @@ async fn run_all(path: Path2, echo: SocketAddr, sink: SocketAddr, d: Duration) -
 async fn main() -> Result<()> {
     let args = Args::parse();
     let d = Duration::from_secs(args.secs.clamp(1, 30));
-    let bin = match args.ztunnel {
+    let bin = match args.ztunnel.clone() {
         Some(b) => b,
         None => std::env::current_exe()?.with_file_name("ztunnel"),
     };
@@ -363,6 +366,8 @@ async fn main() -> Result<()> {
             "off".into(),
             "--metrics-addr".into(),
             "off".into(),
+            "--worker-threads".into(),
+            args.ztunnel_threads.to_string(),
         ]
     };
     let mut a_args = common("node-a");
@@ -418,8 +423,13 @@ async fn main() -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(0);
     println!(
-        "## ztunnel benchmark ({cores} cores, {}s per phase)\n",
-        d.as_secs()
+        "## ztunnel benchmark ({cores} cores, {}s per phase, ztunnel worker threads: {})\n",
+        d.as_secs(),
+        if args.ztunnel_threads == 0 {
+            "one per CPU".to_string()
+        } else {
+            args.ztunnel_threads.to_string()
+        }
     );
     println!("| metric | direct TCP | via 2 ztunnels | mesh / direct |");
     println!("|---|---|---|---|");

@@ -180,24 +180,57 @@ impl Pool {
         authority: &str,
         headers: HeaderMap,
     ) -> Result<H2Stream, ClientError> {
-        let conn = match self.checkout(key) {
-            Some(c) => c,
-            None => {
-                let lock = {
-                    let mut d = self.inner.dialing.lock().expect("pool lock");
-                    d.entry(key.clone()).or_default().clone()
-                };
-                let _dialing = lock.lock().await;
-                match self.checkout(key) {
-                    Some(c) => c,
-                    None => {
-                        let c = self.dial(key, tls()).await?;
-                        self.checkout_conn(&c);
-                        c
+        let mut tls = Some(tls);
+        let mut last = None;
+        // A pooled connection may have been closed by the peer (GOAWAY, restart) since its
+        // last use: when a stream cannot be opened on a reused connection before the request
+        // reached the peer, the connection is retired and the next one (or a new dial) tried.
+        for _ in 0..3 {
+            let (conn, fresh) = match self.checkout(key) {
+                Some(c) => (c, false),
+                None => {
+                    let lock = {
+                        let mut d = self.inner.dialing.lock().expect("pool lock");
+                        d.entry(key.clone()).or_default().clone()
+                    };
+                    let _dialing = lock.lock().await;
+                    match self.checkout(key) {
+                        Some(c) => (c, false),
+                        None => {
+                            let Some(tls) = tls.take() else { break };
+                            let c = self.dial(key, tls()).await?;
+                            self.checkout_conn(&c);
+                            (c, true)
+                        }
                     }
                 }
+            };
+            match self
+                .open_stream(key, &conn, authority, headers.clone())
+                .await
+            {
+                Ok(s) => return Ok(s),
+                Err((e, retryable)) if retryable && !fresh => {
+                    tracing::debug!(dst = %key.dst, error = %e, "pooled hbone connection unusable, retiring it");
+                    conn.closed.store(true, Ordering::Release);
+                    self.remove(key, conn.id);
+                    last = Some(e);
+                }
+                Err((e, _)) => return Err(e),
             }
-        };
+        }
+        Err(last.unwrap_or(ClientError::ConnectTimeout { dst: key.dst }))
+    }
+
+    /// Opens one CONNECT stream on `conn`. The flag tells whether the failure happened
+    /// before the peer could have acted on the request (safe to retry elsewhere).
+    async fn open_stream(
+        &self,
+        key: &PoolKey,
+        conn: &Arc<PooledConn>,
+        authority: &str,
+        headers: HeaderMap,
+    ) -> Result<H2Stream, (ClientError, bool)> {
         let guard = ActiveGuard {
             active: conn.active.clone(),
             became_idle: conn.became_idle.clone(),
@@ -206,23 +239,35 @@ impl Pool {
             .method(Method::CONNECT)
             .uri(authority)
             .body(())
-            .map_err(|source| ClientError::Authority {
-                authority: authority.to_string(),
-                source,
+            .map_err(|source| {
+                (
+                    ClientError::Authority {
+                        authority: authority.to_string(),
+                        source,
+                    },
+                    false,
+                )
             })?;
         *req.headers_mut() = headers;
         let dst = key.dst;
-        let h2err = |source| ClientError::H2 { dst, source };
-        let mut send = conn.send.clone().ready().await.map_err(h2err)?;
-        let (resp, stream) = send.send_request(req, false).map_err(h2err)?;
+        let before = |source| (ClientError::H2 { dst, source }, true);
+        let mut send = conn.send.clone().ready().await.map_err(before)?;
+        let (resp, stream) = send.send_request(req, false).map_err(before)?;
         self.inner.streams_opened.fetch_add(1, Ordering::Relaxed);
-        let resp = resp.await.map_err(h2err)?;
+        let resp = resp.await.map_err(|source: h2::Error| {
+            let unprocessed = source.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (source.is_go_away() && source.is_remote());
+            (ClientError::H2 { dst, source }, unprocessed)
+        })?;
         if resp.status() != StatusCode::OK {
-            return Err(ClientError::Refused {
-                dst,
-                authority: authority.to_string(),
-                status: resp.status(),
-            });
+            return Err((
+                ClientError::Refused {
+                    dst,
+                    authority: authority.to_string(),
+                    status: resp.status(),
+                },
+                false,
+            ));
         }
         Ok(H2Stream::new(
             stream,

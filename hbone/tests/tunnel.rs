@@ -319,3 +319,38 @@ async fn drain_lets_open_stream_finish() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(roundtrip(&mut s, b"after drain").await, b"after drain");
 }
+
+#[tokio::test]
+async fn connection_closed_by_peer_is_replaced() {
+    let ca = TestCa::new(TD);
+    let (client, server) = (id("a", "client"), id("b", "server"));
+    let client_cert = cert(&ca, &client);
+    let srv = echo_server(cert(&ca, &server)).await;
+    let pool = Pool::new(PoolSettings::default());
+    let k = key(&client, &srv, &server);
+    let mut s = pool
+        .connect(
+            &k,
+            || client_tls(&client_cert, &server),
+            "10.0.0.5:80",
+            HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut s, b"one").await, b"one");
+    drop(s);
+    // The server drains the pooled connection (GOAWAY) but accepts new ones.
+    srv.drain_first.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut s = pool
+        .connect(
+            &k,
+            || client_tls(&client_cert, &server),
+            "10.0.0.5:80",
+            HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut s, b"two").await, b"two");
+    assert_eq!(pool.stats().connections_opened, 2);
+}

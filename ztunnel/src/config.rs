@@ -147,6 +147,9 @@ pub struct Config {
     #[arg(long, env = "MESHWORK_TRANSPARENT_INBOUND", default_value_t = false)]
     pub transparent_inbound: bool,
 
+    /// Tokio worker threads (0: one per CPU).
+    #[arg(long, env = "MESHWORK_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Log and access-log format.
     #[arg(long, env = "MESHWORK_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,

@@ -31,9 +31,16 @@ fn init_logging(format: LogFormat) -> LogControl {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        rt.worker_threads(cfg.worker_threads);
+    }
+    rt.enable_all().build()?.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
     let log_control = init_logging(cfg.log_format);
     let token = cfg.token()?;
     let extra_roots = match &cfg.ca_roots_file {

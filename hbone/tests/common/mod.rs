@@ -56,6 +56,8 @@ pub struct EchoServer {
     /// Errors of finished connections, as text.
     pub errors: mpsc::UnboundedReceiver<String>,
     pub drain: CancellationToken,
+    /// Drains only the first accepted connection.
+    pub drain_first: CancellationToken,
 }
 
 /// An HBONE echo server on 127.0.0.1 presenting `server_cert`.
@@ -66,20 +68,23 @@ pub async fn echo_server(server_cert: WorkloadCertificate) -> EchoServer {
     let (tx, seen) = mpsc::unbounded_channel();
     let (etx, errors) = mpsc::unbounded_channel();
     let drain = CancellationToken::new();
+    let drain_first = drain.child_token();
     let d = drain.clone();
+    let first = drain_first.clone();
     tokio::spawn(async move {
         let server = Server::new(H2Settings::default());
+        let mut accepted = 0;
         loop {
             let Ok((sock, peer)) = listener.accept().await else {
                 return;
             };
-            let (server, tls, tx, etx, d) = (
-                server.clone(),
-                tls.clone(),
-                tx.clone(),
-                etx.clone(),
-                d.clone(),
-            );
+            accepted += 1;
+            let d = if accepted == 1 {
+                first.clone()
+            } else {
+                d.child_token()
+            };
+            let (server, tls, tx, etx) = (server.clone(), tls.clone(), tx.clone(), etx.clone());
             tokio::spawn(async move {
                 let r = server
                     .serve_tls(sock, tls, peer, addr, Echo { seen: tx }, d)
@@ -95,6 +100,7 @@ pub async fn echo_server(server_cert: WorkloadCertificate) -> EchoServer {
         seen,
         errors,
         drain,
+        drain_first,
     }
 }
 
