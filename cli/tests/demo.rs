@@ -110,6 +110,10 @@ fn loopback_demo_observes_the_five_patterns() {
     let s2 = &section(&report, 2)["data"];
     assert_eq!(s2["canary"]["v2"], s2["canary"]["sent"]);
     assert_eq!(s2["even_user_id"]["v2"], s2["even_user_id"]["sent"]);
+    // retries: attempts: 3 → four tries of a request that fails every time.
+    let tries = s2["retry"]["tries"].as_array().unwrap();
+    assert_eq!(tries.len() as u64, s2["retry"]["sent"].as_u64().unwrap());
+    assert!(tries.iter().all(|t| t == 4), "{tries:?}");
     let v2 = s2["split"]["v2_pct"].as_f64().unwrap();
     assert!((5.0..=15.0).contains(&v2), "v2 share {v2}%");
     assert_eq!(

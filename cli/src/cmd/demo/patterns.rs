@@ -17,6 +17,7 @@ use super::topology::{NAMESPACE, PODS};
 pub const HEALTH_REQUESTS: usize = 20;
 pub const HEADER_REQUESTS: usize = 50;
 pub const SPLIT_REQUESTS: usize = 1000;
+pub const RETRY_PROBES: usize = 5;
 pub const RETRY_REQUESTS: usize = 30;
 pub const OVERFLOW_REQUESTS: usize = 120;
 const CONCURRENCY: usize = 16;
@@ -254,6 +255,33 @@ pub async fn traffic(mesh: &Mesh) -> Section {
         )
         .await,
     );
+    let failing: Vec<Request> = (0..RETRY_PROBES)
+        .map(|i| {
+            with_id(Request::get("/api/orders"), "demo-order-retry", i)
+                .header("x-testapp-fail", "503")
+        })
+        .collect();
+    let failing = burst(&via, failing, RETRY_PROBES).await;
+    let log = observe::waypoint_entries(&mesh.log("waypoint", "out"));
+    let tries: Vec<u32> = log
+        .iter()
+        .filter(|e| e.request_id.starts_with("demo-order-retry-"))
+        .map(|e| e.attempts)
+        .collect();
+    let final_503 = failing
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|r| r.status == 503))
+        .count();
+    s.line(format!(
+        "{RETRY_PROBES} requests failing on every try: tried {} time(s) each by the waypoint, {final_503} ended in 503",
+        render_counts(&tries)
+    ));
+    s.expect(
+        tries.len() == RETRY_PROBES && tries.iter().all(|t| *t == 4),
+        format!(
+            "retryOn 5xx with attempts: 3 should try 4 times, the waypoint logged tries {tries:?}"
+        ),
+    );
     s.line(format!(
         "x-canary: true      → v2 {}/{} ({:.0}%)",
         canary.count("v2"),
@@ -307,6 +335,7 @@ pub async fn traffic(mesh: &Mesh) -> Section {
     s.data = serde_json::json!({
         "canary": {"sent": HEADER_REQUESTS, "v2": canary.count("v2"), "failed": canary.failed},
         "even_user_id": {"sent": HEADER_REQUESTS, "v2": even.count("v2"), "failed": even.failed},
+        "retry": {"sent": RETRY_PROBES, "tries": tries, "final_503": final_503},
         "split": {
             "sent": SPLIT_REQUESTS,
             "v1": split.count("v1"),
@@ -317,6 +346,19 @@ pub async fn traffic(mesh: &Mesh) -> Section {
         },
     });
     s
+}
+
+/// `4` or `4, 3` style list of the distinct values.
+fn render_counts(values: &[u32]) -> String {
+    let distinct: BTreeSet<u32> = values.iter().copied().collect();
+    if distinct.is_empty() {
+        return "?".into();
+    }
+    distinct
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn with_id(req: Request, prefix: &str, i: usize) -> Request {
@@ -489,29 +531,19 @@ pub async fn zero_trust(mesh: &Mesh) -> Section {
             Err(e) => (false, format!("error: {e}")),
         };
         let log = observe::waypoint_entries(&mesh.log("waypoint", "out"));
-        let policy = log
-            .iter()
-            .rev()
-            .find(|e| e.request_id == id)
-            .map(|e| {
-                if !e.authz_policy.is_empty() {
-                    e.authz_policy.clone()
-                } else {
-                    e.response_code_details.clone()
-                }
-            })
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| ztunnel_denial(mesh, c.from));
-        let verdict = if allowed { "allowed" } else { "denied" };
-        s.line(format!(
-            "{:<44} → {verdict} ({seen}){}",
-            c.name,
-            if policy.is_empty() {
-                String::new()
-            } else {
-                format!(", by {policy}")
+        let entry = log.iter().rev().find(|e| e.request_id == id);
+        let policy = match entry {
+            Some(e) if !e.authz_policy.is_empty() => format!(", by {}", e.authz_policy),
+            Some(e) if !e.response_code_details.is_empty() => {
+                format!(": {}", e.response_code_details)
             }
-        ));
+            _ => match ztunnel_denial(mesh, c.from) {
+                d if d.is_empty() => String::new(),
+                d => format!(": {d}"),
+            },
+        };
+        let verdict = if allowed { "allowed" } else { "denied" };
+        s.line(format!("{:<44} → {verdict} ({seen}{policy})", c.name));
         s.expect(
             allowed == c.allow,
             format!(
@@ -522,9 +554,15 @@ pub async fn zero_trust(mesh: &Mesh) -> Section {
         );
         rows.push(serde_json::json!({
             "case": c.name, "expected_allow": c.allow, "allowed": allowed,
-            "observed": seen, "policy": policy,
+            "observed": seen,
+            "policy": policy.trim_start_matches(", by ").trim_start_matches(": "),
         }));
     }
+    s.line(
+        "plaintext to payment-service (STRICT): not driven in loopback mode: \
+         plaintext can only reach a pod through traffic capture (netns mode)"
+            .into(),
+    );
     s.data = serde_json::json!({ "cases": rows });
     s
 }

@@ -2,6 +2,7 @@
 //! the run directory, killed and reaped when the [`Procs`] set is dropped.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,7 +96,18 @@ impl Procs {
                 source,
             })
         };
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // SAFETY: prctl(2) only, which is async-signal-safe: if `meshwork` dies without
+        // cleaning up (SIGKILL), the kernel sends the child SIGTERM.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(open(&stdout)?)
