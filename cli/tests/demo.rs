@@ -7,8 +7,11 @@
 //! `cargo build --workspace --bins` first in that case (this test says so when one is
 //! missing).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -167,5 +170,79 @@ fn missing_seed_dir_is_one_clear_line() {
     assert!(
         errors[0].contains("/nonexistent/meshwork-seeds"),
         "{stderr}"
+    );
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn keep_then_ctrl_c_tears_everything_down() {
+    let dir = bin_dir();
+    let seeds = seed_dir_with_cluster_ip();
+    let mut child = Command::new(dir.join("meshwork"))
+        .args(["demo", "--mode", "loopback", "--keep", "--seed-dir"])
+        .arg(seeds.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = Vec::new();
+    let run_dir = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no --keep banner: {seen:#?}"));
+        if let Some(rest) = line.split("removes ").nth(1) {
+            break rest.trim_end_matches("):").to_string();
+        }
+        seen.push(line);
+    };
+    let curl_line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        curl_line.contains("curl --socks5-hostname 127."),
+        "{curl_line}"
+    );
+    assert!(Path::new(&run_dir).is_dir(), "{run_dir}");
+    assert!(!processes_mentioning(&run_dir).is_empty());
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "meshwork demo ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!Path::new(&run_dir).exists(), "{run_dir} left behind");
+    assert!(
+        processes_mentioning(&run_dir).is_empty(),
+        "{:?}",
+        processes_mentioning(&run_dir)
     );
 }
