@@ -49,7 +49,14 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
+    pub fn enabled(&self) -> bool {
+        !matches!(self, AccessLog::Off)
+    }
+
     pub fn write(&self, e: &Entry) {
+        if !self.enabled() {
+            return;
+        }
         let line = match serde_json::to_string(e) {
             Ok(l) => l,
             Err(_) => return,

@@ -29,6 +29,9 @@ impl ClusterKey {
     }
 }
 
+/// A cluster's endpoints and the snapshot they were computed from.
+type CachedEndpoints = (Arc<Snapshot>, Arc<Vec<Arc<Endpoint>>>);
+
 #[derive(Debug)]
 pub struct Cluster {
     pub key: ClusterKey,
@@ -37,6 +40,28 @@ pub struct Cluster {
     pub lb: Balancer,
     pub proto: Proto,
     policy: Option<pb::TrafficPolicy>,
+    /// Endpoints computed for the snapshot they came from.
+    endpoints: Mutex<Option<CachedEndpoints>>,
+}
+
+impl Cluster {
+    /// The cluster's endpoints in `snapshot`, computed once per snapshot.
+    pub fn endpoints(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        service: &pb::Service,
+        subset: Option<&BTreeMap<String, String>>,
+    ) -> Arc<Vec<Arc<Endpoint>>> {
+        let mut cached = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((snap, eps)) = cached.as_ref() {
+            if Arc::ptr_eq(snap, snapshot) {
+                return eps.clone();
+            }
+        }
+        let eps = Arc::new(endpoints(snapshot, service, self.key.port, subset));
+        *cached = Some((snapshot.clone(), eps.clone()));
+        eps
+    }
 }
 
 /// The effective traffic policy of a destination: the subset's (already merged) or the host's.
@@ -172,6 +197,7 @@ impl Clusters {
             )),
             proto,
             policy: policy.cloned(),
+            endpoints: Mutex::new(None),
             key: key.clone(),
         });
         map.insert(key, c.clone());

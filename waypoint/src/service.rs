@@ -534,7 +534,7 @@ impl L7Service {
         ex.cluster = key.name();
         let proto = cluster::upstream_proto(&svc, dport, policy);
         let cl = self.inner.clusters.get(key, policy, proto);
-        let all = cluster::endpoints(snap, &svc, dport, subset_labels);
+        let all = cl.endpoints(snap, &svc, subset_labels);
         let hash = cl
             .lb
             .policy
@@ -550,8 +550,8 @@ impl L7Service {
         let mut n = 0u32;
         loop {
             let healthy = match &cl.outlier {
-                Some(o) => o.filter(all.clone(), |e| e.addr),
-                None => all.clone(),
+                Some(o) => o.filter(all.to_vec(), |e| e.addr),
+                None => all.to_vec(),
             };
             if healthy.is_empty() {
                 ex.flags.add(flags::NO_HEALTHY_UPSTREAM);
