@@ -128,6 +128,7 @@ fn loopback_demo_observes_the_five_patterns() {
     assert_eq!(s3["retry"]["succeeded"], s3["retry"]["sent"]);
     assert!(s3["retry"]["retried"].as_u64().unwrap() >= 1, "{s3}");
     assert!(s3["ejections"].as_u64().unwrap() >= 1, "{s3}");
+    assert_eq!(s3["ejected"][0], "payment-service-2", "{s3}");
     assert!(
         s3["overflow"]["uo_in_access_log"].as_u64().unwrap() >= 1,
         "{s3}"

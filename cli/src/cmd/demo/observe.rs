@@ -71,13 +71,36 @@ pub fn last_field(log: &Path, message: &str, field: &str) -> Option<String> {
         .next_back()
 }
 
-/// Lines of `log` containing `needle`.
-pub fn count_lines(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
+/// `text` without ANSI colour sequences (`ESC [ … letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `key=value` value of `key` on each line of `log` containing `needle`.
+pub fn field_on_lines(log: &Path, needle: &str, key: &str) -> Vec<String> {
+    let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+    let prefix = format!("{key}=");
+    text.lines()
         .filter(|l| l.contains(needle))
-        .count()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&prefix))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .collect()
 }
 
 /// Values of `label` on metric lines that also carry `connection_security_policy="mutual_tls"`.
@@ -122,7 +145,6 @@ mod tests {
         assert_eq!(z.len(), 1);
         assert_eq!(z[0].src_identity, "spiffe://a");
         assert_eq!(z[0].decision, "deny");
-        assert_eq!(count_lines(&wp, "UO"), 1);
         std::fs::write(
             &zt,
             "{\"fields\":{\"message\":\"outbound connection failed\",\"error\":\"first\"}}\n{\"fields\":{\"message\":\"outbound connection failed\",\"error\":\"400 Bad Request\"}}\n",
@@ -133,6 +155,22 @@ mod tests {
             Some("400 Bad Request")
         );
         assert_eq!(last_field(&zt, "other", "error"), None);
+    }
+
+    #[test]
+    fn fields_from_coloured_log_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("wp.err");
+        std::fs::write(
+            &log,
+            "\u{1b}[2mts\u{1b}[0m INFO outlier: host ejected \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.1.2.14:8080 ejections=1\nother addr=1.1.1.1:1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            field_on_lines(&log, "host ejected", "addr"),
+            vec!["127.1.2.14:8080".to_string()]
+        );
+        assert_eq!(strip_ansi("\u{1b}[1mbold\u{1b}[0m"), "bold");
     }
 
     #[test]

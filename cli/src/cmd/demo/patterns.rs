@@ -169,6 +169,7 @@ pub async fn enrolment(mesh: &Mesh) -> Section {
         "control plane: {} workloads in the model, {error_count} manifest error(s)",
         workloads.len()
     ));
+    s.line(format!("  {}", workloads.join(", ")));
     s.expect(
         error_count == 0,
         format!("the control plane reported {error_count} manifest error(s): {errors}"),
@@ -348,6 +349,15 @@ pub async fn traffic(mesh: &Mesh) -> Section {
     s
 }
 
+/// The demo pod listening at `addr` (`ip:port`), else `addr` itself.
+fn pod_at(mesh: &Mesh, addr: &str) -> String {
+    let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
+    PODS.iter()
+        .find(|p| mesh.net.pod_ip(p).to_string() == ip)
+        .map(|p| p.name.to_string())
+        .unwrap_or_else(|| addr.to_string())
+}
+
 /// `4` or `4, 3` style list of the distinct values.
 fn render_counts(values: &[u32]) -> String {
     let distinct: BTreeSet<u32> = values.iter().copied().collect();
@@ -402,13 +412,41 @@ pub async fn resilience(mesh: &Mesh) -> Section {
         .filter(|e| e.request_id.starts_with("demo-retry-") && e.attempts > 1)
         .collect();
     let extra: u32 = retried.iter().map(|e| e.attempts - 1).sum();
-    let ejections = observe::count_lines(&mesh.log("waypoint", "err"), "outlier: host ejected");
+    let ejected: Vec<String> = observe::field_on_lines(
+        &mesh.log("waypoint", "err"),
+        "outlier: host ejected",
+        "addr",
+    )
+    .iter()
+    .map(|a| pod_at(mesh, a))
+    .collect();
+    let ejections = ejected.len();
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    for e in log
+        .iter()
+        .filter(|e| e.request_id.starts_with("demo-retry-"))
+    {
+        *served.entry(pod_at(mesh, &e.upstream_host)).or_default() += 1;
+    }
     s.line(format!(
         "{RETRY_REQUESTS} POSTs with {flaky} answering 503: {ok} succeeded, {} needed a retry ({extra} extra attempt(s))",
         retried.len()
     ));
     s.line(format!(
-        "outlier detection: {ejections} ejection(s) logged by the waypoint"
+        "outlier detection: {ejections} ejection(s) logged by the waypoint{}",
+        if ejected.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ejected.join(", "))
+        }
+    ));
+    s.line(format!(
+        "final answers by endpoint: {}",
+        served
+            .iter()
+            .map(|(pod, n)| format!("{pod} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     s.expect(
         ok == RETRY_REQUESTS,
@@ -464,6 +502,8 @@ pub async fn resilience(mesh: &Mesh) -> Section {
     s.data = serde_json::json!({
         "retry": {"sent": RETRY_REQUESTS, "succeeded": ok, "retried": retried.len(), "extra_attempts": extra},
         "ejections": ejections,
+        "ejected": ejected,
+        "answered_by": served,
         "overflow": {"sent": OVERFLOW_REQUESTS, "ok": ok2, "overloaded_503": overloaded, "uo_in_access_log": uo},
     });
     s
