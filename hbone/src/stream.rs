@@ -53,6 +53,59 @@ impl H2Stream {
     }
 }
 
+impl H2Stream {
+    /// The next received chunk as-is (no copy), its flow-control window released; `None`
+    /// at the end of the stream.
+    pub fn poll_recv_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.pending.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
+        }
+        match ready!(self.recv.poll_data(cx)) {
+            None => Poll::Ready(Ok(None)),
+            Some(Err(e)) => Poll::Ready(Err(h2_to_io(e))),
+            Some(Ok(data)) => {
+                let _ = self.recv.flow_control().release_capacity(data.len());
+                Poll::Ready(Ok(Some(data)))
+            }
+        }
+    }
+
+    /// Sends all of `data` without copying, as the peer's window allows; `data` is advanced
+    /// past what was handed to HTTP/2, so a `Pending` call resumes where it stopped.
+    pub fn poll_send_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<()>> {
+        if self.send_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "hbone stream already shut down",
+            )));
+        }
+        while !data.is_empty() {
+            if self.send.capacity() == 0 {
+                self.send.reserve_capacity(data.len().min(MAX_WRITE_CHUNK));
+                match ready!(self.send.poll_capacity(cx)) {
+                    None => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "hbone stream closed by peer",
+                        )))
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
+                    Some(Ok(_)) => continue,
+                }
+            }
+            let n = self.send.capacity().min(data.len());
+            self.send
+                .send_data(data.split_to(n), false)
+                .map_err(h2_to_io)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 fn h2_to_io(e: h2::Error) -> io::Error {
     if e.is_io() {
         return e

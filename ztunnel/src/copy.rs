@@ -115,6 +115,103 @@ where
     .await
 }
 
+/// Relays between a byte stream and an HBONE tunnel without copying payloads into or out
+/// of HTTP/2: reads land in a buffer whose frozen chunks are sent as DATA frames, and
+/// received DATA chunks are written out directly. `on_read`/`on_write` see the byte
+/// counts read from / written to `io`. Returns when both directions ended.
+pub async fn bidirectional_h2<T>(
+    io: &mut T,
+    h2: &mut meshwork_hbone::H2Stream,
+    on_read: &(dyn Fn(u64) + Sync),
+    on_write: &(dyn Fn(u64) + Sync),
+) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    use bytes::{Bytes, BytesMut};
+
+    let mut inbuf = BytesMut::new();
+    let mut want = INITIAL;
+    let mut outgoing = Bytes::new();
+    let mut up_done = false;
+    let mut up_eof = false;
+    let mut incoming = Bytes::new();
+    let mut down_done = false;
+    let mut down_eof = false;
+    poll_fn(|cx| {
+        // io → h2
+        while !up_done {
+            if !outgoing.is_empty() {
+                match h2.poll_send_chunk(cx, &mut outgoing) {
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => break,
+                }
+            }
+            if up_eof {
+                match Pin::new(&mut *h2).poll_shutdown(cx) {
+                    Poll::Ready(r) => {
+                        r?;
+                        up_done = true;
+                    }
+                    Poll::Pending => break,
+                }
+                continue;
+            }
+            inbuf.reserve(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut inbuf) {
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => up_eof = true,
+                Poll::Ready(Ok(n)) => {
+                    on_read(n as u64);
+                    if n >= want && want < MAX {
+                        want = (want * 2).min(MAX);
+                    }
+                    outgoing = inbuf.split().freeze();
+                }
+            }
+        }
+        // h2 → io
+        while !down_done {
+            if !incoming.is_empty() {
+                match Pin::new(&mut *io).poll_write(cx, &incoming) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        on_write(n as u64);
+                        let _ = incoming.split_to(n);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if down_eof {
+                match Pin::new(&mut *io).poll_shutdown(cx) {
+                    Poll::Ready(r) => {
+                        r?;
+                        down_done = true;
+                    }
+                    Poll::Pending => break,
+                }
+                continue;
+            }
+            match h2.poll_recv_chunk(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(None)) => down_eof = true,
+                Poll::Ready(Ok(Some(b))) => incoming = b,
+            }
+        }
+        if up_done && down_done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

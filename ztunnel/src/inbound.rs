@@ -14,7 +14,7 @@ use crate::accesslog::Record;
 use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::policy::ConnAttrs;
 use crate::proxy::Proxy;
-use crate::relay::{relay, Bytes, RelayEnd};
+use crate::relay::{relay_h2, Bytes, RelayEnd};
 use crate::sockets;
 use crate::state::workload_ref;
 
@@ -25,7 +25,15 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
     // The certificate to present is the identity of the pod the connection was sent to.
     let identity = {
         let cur = proxy.current();
-        match cur.state.local_workload_by_ip(local.ip()) {
+        // TPROXY: the local address is the pod's; REDIRECT: ask for the original destination.
+        let pod_ip = if cur.state.local_workload_by_ip(local.ip()).is_some() {
+            local.ip()
+        } else {
+            sockets::original_dst(&sock)
+                .map(|a| a.ip())
+                .unwrap_or(local.ip())
+        };
+        match cur.state.local_workload_by_ip(pod_ip) {
             Some(w) => match cur.state.identity(w) {
                 Ok(id) => id,
                 Err(e) => {
@@ -186,9 +194,10 @@ impl ConnectHandler for Inbound {
         drop(cur);
         let reg = proxy.registry.register(attrs, &proxy.force_close);
         let totals = Arc::new(Bytes::default());
-        let end = relay(
-            tunnel,
+        let end = relay_h2(
             upstream,
+            tunnel,
+            false,
             totals.clone(),
             Some(&counters),
             &reg.cancel,

@@ -17,7 +17,7 @@ use crate::certs::CertError;
 use crate::inbound::finish;
 use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::proxy::Proxy;
-use crate::relay::{relay, Bytes};
+use crate::relay::{relay, relay_h2, Bytes};
 use crate::sockets;
 use crate::state::{workload_ref, Route, StateError, Target};
 
@@ -256,7 +256,9 @@ where
     let totals = Arc::new(Bytes::default());
     let cancel = proxy.force_close.clone();
     let end = match upstream {
-        Upstream::Hbone(s) => relay(down, s, totals.clone(), Some(&counters), &cancel).await,
+        Upstream::Hbone(s) => {
+            relay_h2(down, s, true, totals.clone(), Some(&counters), &cancel).await
+        }
         Upstream::Tcp(s) => relay(down, s, totals.clone(), Some(&counters), &cancel).await,
     };
     counters.close();

@@ -106,3 +106,45 @@ where
         _ = cancel.cancelled() => RelayEnd::Cancelled,
     }
 }
+
+/// Like [`relay`] between a TCP stream and an HBONE tunnel, without copying payloads
+/// into or out of HTTP/2. `tcp_is_downstream` says which side the byte counts are
+/// reported for (outbound: the client's TCP; inbound: the tunnel).
+pub async fn relay_h2<T>(
+    mut tcp: T,
+    mut h2: meshwork_hbone::H2Stream,
+    tcp_is_downstream: bool,
+    totals: Arc<Bytes>,
+    counters: Option<&crate::metrics::ConnCounters>,
+    cancel: &CancellationToken,
+) -> RelayEnd
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let received = |n: u64| {
+        totals.received.fetch_add(n, Ordering::Relaxed);
+        if let Some(c) = counters {
+            c.received.inc_by(n);
+        }
+    };
+    let sent = |n: u64| {
+        totals.sent.fetch_add(n, Ordering::Relaxed);
+        if let Some(c) = counters {
+            c.sent.inc_by(n);
+        }
+    };
+    // Reads from the TCP side are what the downstream sent us when the TCP side is the
+    // downstream, and what we send to the downstream otherwise.
+    let (on_read, on_write): (&(dyn Fn(u64) + Sync), &(dyn Fn(u64) + Sync)) = if tcp_is_downstream {
+        (&received, &sent)
+    } else {
+        (&sent, &received)
+    };
+    tokio::select! {
+        r = crate::copy::bidirectional_h2(&mut tcp, &mut h2, on_read, on_write) => match r {
+            Ok(()) => RelayEnd::Done,
+            Err(e) => RelayEnd::Error(e),
+        },
+        _ = cancel.cancelled() => RelayEnd::Cancelled,
+    }
+}
