@@ -82,12 +82,17 @@ pub fn traffic_policy<'a>(
     (policy, s.map(|s| &s.labels))
 }
 
-/// Whether the upstream speaks HTTP/2: gRPC/HTTP2 service ports, or h2UpgradePolicy UPGRADE.
+/// Whether the upstream speaks HTTP/2: gRPC requests, gRPC/HTTP2 service ports, or
+/// h2UpgradePolicy UPGRADE.
 pub fn upstream_proto(
     service: &pb::Service,
     port: u16,
     policy: Option<&pb::TrafficPolicy>,
+    grpc_request: bool,
 ) -> Proto {
+    if grpc_request {
+        return Proto::Http2;
+    }
     let upgrade = policy
         .and_then(|p| p.connection_pool.as_ref())
         .is_some_and(|c| c.h2_upgrade_policy.eq_ignore_ascii_case("UPGRADE"));
@@ -162,7 +167,7 @@ pub fn endpoints(
 /// All clusters, created on first use and replaced when their traffic policy changes.
 pub struct Clusters {
     connector: Arc<dyn Connector>,
-    map: Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
+    map: Mutex<HashMap<(ClusterKey, Proto), Arc<Cluster>>>,
 }
 
 impl Clusters {
@@ -180,8 +185,9 @@ impl Clusters {
         proto: Proto,
     ) -> Arc<Cluster> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(&key) {
-            if c.policy.as_ref() == policy && c.proto == proto {
+        let map_key = (key.clone(), proto);
+        if let Some(c) = map.get(&map_key) {
+            if c.policy.as_ref() == policy {
                 return c.clone();
             }
         }
@@ -200,7 +206,7 @@ impl Clusters {
             endpoints: Mutex::new(None),
             key: key.clone(),
         });
-        map.insert(key, c.clone());
+        map.insert(map_key, c.clone());
         c
     }
 }

@@ -532,7 +532,7 @@ impl L7Service {
             subset: dest.subset.clone(),
         };
         ex.cluster = key.name();
-        let proto = cluster::upstream_proto(&svc, dport, policy);
+        let proto = cluster::upstream_proto(&svc, dport, policy, is_grpc(&parts.headers));
         let cl = self.inner.clusters.get(key, policy, proto);
         let all = cl.endpoints(snap, &svc, subset_labels);
         let hash = cl
@@ -716,7 +716,7 @@ impl L7Service {
         };
         let route_cfg = snap.route(&svc.namespace, &svc.hostname);
         let (policy, subset) = cluster::traffic_policy(route_cfg, &dest.subset);
-        let proto = cluster::upstream_proto(&svc, dport, policy);
+        let proto = cluster::upstream_proto(&svc, dport, policy, is_grpc(&parts.headers));
         let cl = self.inner.clusters.get(
             ClusterKey {
                 namespace: svc.namespace.clone(),
