@@ -113,6 +113,9 @@ fn loopback_demo_observes_the_five_patterns() {
     let s2 = &section(&report, 2)["data"];
     assert_eq!(s2["canary"]["v2"], s2["canary"]["sent"]);
     assert_eq!(s2["even_user_id"]["v2"], s2["even_user_id"]["sent"]);
+    assert_eq!(s2["timeout"]["status"], 504, "{s2}");
+    let waited = s2["timeout"]["elapsed_ms"].as_u64().unwrap();
+    assert!((9_500..12_000).contains(&waited), "504 after {waited} ms");
     // retries: attempts: 3 → four tries of a request that fails every time.
     let tries = s2["retry"]["tries"].as_array().unwrap();
     assert_eq!(tries.len() as u64, s2["retry"]["sent"].as_u64().unwrap());

@@ -114,13 +114,17 @@ fn seed() -> u64 {
 }
 
 async fn drive(mesh: &Mesh) -> Vec<report::Section> {
-    vec![
-        patterns::enrolment(mesh).await,
-        patterns::traffic(mesh).await,
-        patterns::resilience(mesh).await,
-        patterns::tracing_section(),
-        patterns::zero_trust(mesh).await,
-    ]
+    let sequence = async {
+        (
+            patterns::enrolment(mesh).await,
+            patterns::traffic(mesh).await,
+            patterns::resilience(mesh).await,
+            patterns::zero_trust(mesh).await,
+        )
+    };
+    let (probe, (s1, mut s2, s3, s5)) = tokio::join!(patterns::timeout_probe(mesh), sequence);
+    patterns::add_timeout(&mut s2, mesh, &probe);
+    vec![s1, s2, s3, patterns::tracing_section(), s5]
 }
 
 fn keep_banner(mesh: &Mesh) -> String {

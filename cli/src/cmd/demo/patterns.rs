@@ -375,6 +375,67 @@ fn with_id(req: Request, prefix: &str, i: usize) -> Request {
     req.header("x-request-id", &format!("{prefix}-{i}"))
 }
 
+/// What a request slower than the route timeout got, and after how long.
+pub struct TimeoutProbe {
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// One request whose app answers after 12 s (route timeout 10 s); run alongside the other
+/// patterns so the wait costs nothing.
+pub async fn timeout_probe(mesh: &Mesh) -> TimeoutProbe {
+    let started = std::time::Instant::now();
+    let req = with_id(Request::get("/api/orders"), "demo-timeout", 0)
+        .header("x-testapp-delay-ms", "12000");
+    let outcome = http::send(
+        &mesh.via("order-client", "order-service"),
+        &req,
+        Duration::from_secs(20),
+    )
+    .await;
+    TimeoutProbe {
+        outcome,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Adds the timeout probe's result to the traffic section.
+pub fn add_timeout(s: &mut Section, mesh: &Mesh, probe: &TimeoutProbe) {
+    let status = probe.outcome.as_ref().map(|r| r.status).ok();
+    let flags = observe::waypoint_entries(&mesh.log("waypoint", "out"))
+        .into_iter()
+        .find(|e| e.request_id == "demo-timeout-0")
+        .map(|e| e.response_flags)
+        .unwrap_or_default();
+    s.line(format!(
+        "a request the app answers after 12 s: {} after {:.1} s (response flags {})",
+        describe(&probe.outcome)
+            .chars()
+            .take(40)
+            .collect::<String>(),
+        probe.elapsed.as_secs_f64(),
+        if flags.is_empty() { "-" } else { &flags }
+    ));
+    s.expect(
+        status == Some(504) && probe.elapsed < Duration::from_secs(12),
+        format!(
+            "timeout: expected 504 after ≈10 s, got {} after {:.1} s",
+            describe(&probe.outcome),
+            probe.elapsed.as_secs_f64()
+        ),
+    );
+    if let Some(data) = s.data.as_object_mut() {
+        data.insert(
+            "timeout".into(),
+            serde_json::json!({
+                "status": status,
+                "elapsed_ms": probe.elapsed.as_millis() as u64,
+                "response_flags": flags,
+            }),
+        );
+    }
+}
+
 /// (3) retries, outlier ejection, pool overflow on payment-service.
 pub async fn resilience(mesh: &Mesh) -> Section {
     progress("pattern 3: a failing payment endpoint (retries, ejection), then an overload");
