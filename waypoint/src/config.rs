@@ -13,11 +13,14 @@ use tracing::warn;
 use crate::routing::CompiledRouteConfig;
 
 /// Which waypoint this is (its Gateway).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct WaypointId {
     pub namespace: String,
     pub name: String,
 }
+
+/// (waypoint, service namespace, service name).
+type PolicyKey = (WaypointId, String, String);
 
 /// A snapshot with compiled routes and policies.
 #[derive(Debug)]
@@ -26,6 +29,8 @@ pub struct Compiled {
     routes: HashMap<(String, String), Arc<CompiledRouteConfig>>,
     policies: HashMap<String, Arc<Policy>>,
     root_namespace: String,
+    /// Applicable policies per (waypoint, service namespace, service name), filled lazily.
+    by_service: Mutex<HashMap<PolicyKey, Arc<[Arc<Policy>]>>>,
 }
 
 impl Compiled {
@@ -59,6 +64,7 @@ impl Compiled {
             routes,
             policies,
             root_namespace,
+            by_service: Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,7 +77,22 @@ impl Compiled {
     /// Compiled policies that apply to traffic for `service` through this waypoint: its
     /// TARGET_REF policies, and the policies selecting the service's pods (so selector-bound
     /// L7 policies are enforced here as sidecars would).
-    pub fn policies(&self, waypoint: &WaypointId, service: &pb::Service) -> Vec<Arc<Policy>> {
+    pub fn policies(&self, waypoint: &WaypointId, service: &pb::Service) -> Arc<[Arc<Policy>]> {
+        let key = (
+            waypoint.clone(),
+            service.namespace.clone(),
+            service.name.clone(),
+        );
+        let mut cache = self.by_service.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return p.clone();
+        }
+        let p: Arc<[Arc<Policy>]> = self.select(waypoint, service).into();
+        cache.insert(key, p.clone());
+        p
+    }
+
+    fn select(&self, waypoint: &WaypointId, service: &pb::Service) -> Vec<Arc<Policy>> {
         let target = PolicyTarget::Waypoint {
             namespace: &waypoint.namespace,
             name: &waypoint.name,

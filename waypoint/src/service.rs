@@ -398,7 +398,7 @@ impl L7Service {
         }
 
         // Request transformation.
-        let mut req = Request::from_parts(parts.clone(), ());
+        let mut req = Request::from_parts(parts, ());
         if let Some(rw) = &route.rewrite {
             if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_deref()) {
                 warn!("route {}: {e}", ex.route);
