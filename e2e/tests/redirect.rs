@@ -263,3 +263,57 @@ fn reload_adopts_pins_keeping_enrollment_and_established_connections() {
     let (second, _) = listener.accept().unwrap();
     assert_eq!(second.local_addr().unwrap(), dst);
 }
+
+#[test]
+fn sync_pods_attaches_enrolls_and_detaches_by_route() {
+    let c = Cluster::builder()
+        .nodes(1)
+        .pod("client", 0)
+        .pod("other", 0)
+        .pod("server", 0)
+        .build()
+        .unwrap();
+    let opts = options(&c, "n0");
+    let mut r = c
+        .in_netns("n0", move || {
+            install_local_routing(&opts).unwrap();
+            let mut r = Redirect::load(opts).unwrap();
+            r.attach("eth0").unwrap();
+            r.exclude_local_addresses().unwrap();
+            r
+        })
+        .unwrap();
+    let client = c.pod("client").unwrap().ip;
+    let other = c.pod("other").unwrap().ip;
+    let server = c.pod("server").unwrap().ip;
+    let _srv = LineServer::plain(&c, "server", 8080, "direct").unwrap();
+    let _outbound = LineServer::transparent(&c, "n0", 15001, "captured").unwrap();
+    let dst = sa(server, 8080);
+
+    // sync_pods runs `ip route get`: call it from the node namespace, like ztunnel.
+    let (r2, ifaces) = c
+        .in_netns("n0", move || {
+            let ifaces = r.sync_pods([client, other]).unwrap();
+            (r, ifaces)
+        })
+        .unwrap();
+    r = r2;
+    assert_eq!(ifaces.into_iter().collect::<Vec<_>>(), vec!["vp0", "vp1"]);
+    assert!(line(&c, "client", dst).starts_with("captured "));
+    assert!(line(&c, "other", dst).starts_with("captured "));
+
+    let (r2, ifaces) = c
+        .in_netns("n0", move || {
+            let ifaces = r.sync_pods([other]).unwrap();
+            (r, ifaces)
+        })
+        .unwrap();
+    r = r2;
+    assert_eq!(ifaces.into_iter().collect::<Vec<_>>(), vec!["vp1"]);
+    assert_eq!(r.enrolled().unwrap(), vec![other]);
+    let mut attached = r.attached();
+    attached.sort();
+    assert_eq!(attached, vec!["eth0", "vp1"]);
+    assert!(line(&c, "client", dst).starts_with("direct "));
+    assert!(line(&c, "other", dst).starts_with("captured "));
+}

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +48,8 @@ pub struct Redirect {
     stats: PerCpuArray<MapData, u64>,
     /// Interface → pin directory of its links.
     attached: BTreeMap<String, PathBuf>,
+    /// Interfaces attached because a pod is routed through them (see `sync_pods`).
+    pod_interfaces: BTreeSet<String>,
 }
 
 impl Redirect {
@@ -108,6 +110,7 @@ impl Redirect {
             excluded,
             stats,
             attached: BTreeMap::new(),
+            pod_interfaces: BTreeSet::new(),
         };
         me.adopt_pinned_links()?;
         Ok(me)
@@ -226,12 +229,45 @@ impl Redirect {
             });
         }
         self.attach(&iface)?;
+        self.pod_interfaces.insert(iface.clone());
         self.enroll(pod)?;
         Ok(iface)
     }
 
+    /// Makes the captured pods exactly `pods`: attaches to each pod's interface (found by
+    /// route) and enrolls it, unenrolls the others, and detaches interfaces that were
+    /// attached for pods no longer present. Returns the interfaces now serving pods. The
+    /// call ztunnel makes on every change of its node's captured workloads.
+    pub fn sync_pods<I: IntoIterator<Item = Ipv4Addr>>(
+        &mut self,
+        pods: I,
+    ) -> Result<BTreeSet<String>, RedirectError> {
+        let mut want = BTreeMap::new();
+        let mut ifaces = BTreeSet::new();
+        for pod in pods {
+            let iface = crate::routing::route_interface(pod)?;
+            if iface == "lo" {
+                return Err(RedirectError::InvalidOption {
+                    field: "pods",
+                    reason: format!("{pod} is a local address of this node, not a pod"),
+                });
+            }
+            self.attach(&iface)?;
+            ifaces.insert(iface);
+            want.insert(pod, FLAG_ALL);
+        }
+        self.sync_with(&want)?;
+        let gone: Vec<String> = self.pod_interfaces.difference(&ifaces).cloned().collect();
+        for iface in gone {
+            self.detach(&iface)?;
+        }
+        self.pod_interfaces = ifaces.clone();
+        Ok(ifaces)
+    }
+
     /// Detaches from `interface` (removes the pinned link). Not attached: no-op.
     pub fn detach(&mut self, interface: &str) -> Result<(), RedirectError> {
+        self.pod_interfaces.remove(interface);
         if let Some(dir) = self.attached.remove(interface) {
             for (prefix, _, _) in DIRECTIONS {
                 let path = dir.join(format!("{prefix}{interface}"));
