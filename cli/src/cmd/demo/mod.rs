@@ -122,8 +122,9 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
             patterns::zero_trust(mesh).await,
         )
     };
-    let (probe, (s1, mut s2, s3, s5)) = tokio::join!(patterns::timeout_probe(mesh), sequence);
+    let (probe, (mut s1, mut s2, s3, s5)) = tokio::join!(patterns::timeout_probe(mesh), sequence);
     patterns::add_timeout(&mut s2, mesh, &probe);
+    patterns::add_identities(&mut s1, mesh).await;
     vec![s1, s2, s3, patterns::tracing_section(), s5]
 }
 

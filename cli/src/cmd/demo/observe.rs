@@ -35,6 +35,7 @@ pub fn waypoint_entries(stdout: &Path) -> Vec<WaypointEntry> {
 #[derive(Debug, Clone, Default)]
 pub struct ZtunnelEntry {
     pub src_identity: String,
+    pub dst_identity: String,
     pub decision: String,
     pub error: String,
 }
@@ -53,6 +54,7 @@ pub fn ztunnel_entries(stdout: &Path) -> Vec<ZtunnelEntry> {
             };
             ZtunnelEntry {
                 src_identity: s("src.identity"),
+                dst_identity: s("dst.identity"),
                 decision: s("decision"),
                 error: s("error"),
             }

@@ -201,11 +201,42 @@ pub async fn enrolment(mesh: &Mesh) -> Section {
         ok == HEALTH_REQUESTS,
         format!("/health: only {ok}/{HEALTH_REQUESTS} answered 200{first_failure}"),
     );
+    s.data = serde_json::json!({
+        "workloads": workloads,
+        "manifest_errors": error_count,
+        "health_ok": ok,
+        "health_sent": HEALTH_REQUESTS,
+    });
+    s
+}
+
+/// Adds the mTLS identities the ztunnels saw over the whole run (metrics, plus the
+/// source → destination pairs of their access logs) to the enrolment section.
+pub async fn add_identities(s: &mut Section, mesh: &Mesh) {
     let mut principals = BTreeSet::new();
     for addr in mesh.ztunnel_metrics.values() {
         let text = get_text(*addr, "/metrics").await;
         principals.extend(observe::mtls_label_values(&text, "source_principal"));
         principals.extend(observe::mtls_label_values(&text, "destination_principal"));
+    }
+    let mut pairs: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for node in mesh.ztunnel_metrics.keys() {
+        for e in observe::ztunnel_entries(&mesh.log(&format!("ztunnel-{node}"), "out")) {
+            if !e.src_identity.starts_with("spiffe://") || !e.dst_identity.starts_with("spiffe://")
+            {
+                continue;
+            }
+            principals.insert(e.src_identity.clone());
+            principals.insert(e.dst_identity.clone());
+            let counts = pairs
+                .entry((short_id(&e.src_identity), short_id(&e.dst_identity)))
+                .or_default();
+            if e.decision.starts_with("allow") {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
     }
     s.line(format!(
         "mTLS (HBONE) identities seen by the ztunnels: {}",
@@ -214,19 +245,35 @@ pub async fn enrolment(mesh: &Mesh) -> Section {
     for p in &principals {
         s.line(format!("  {p}"));
     }
+    for ((src, dst), (allowed, denied)) in &pairs {
+        s.line(format!(
+            "  {src} → {dst}: {allowed} connection(s) allowed, {denied} refused"
+        ));
+    }
     let order = format!("spiffe://cluster.local/ns/{NAMESPACE}/sa/order-service");
     s.expect(
         principals.contains(&order),
-        format!("no mTLS connection from {order} in the ztunnels' metrics"),
+        format!("no mTLS connection from {order} seen by the ztunnels"),
     );
-    s.data = serde_json::json!({
-        "workloads": workloads,
-        "manifest_errors": error_count,
-        "health_ok": ok,
-        "health_sent": HEALTH_REQUESTS,
-        "mtls_identities": principals,
-    });
-    s
+    if let Some(data) = s.data.as_object_mut() {
+        data.insert("mtls_identities".into(), serde_json::json!(principals));
+        data.insert(
+            "mtls_connections".into(),
+            serde_json::json!(pairs
+                .iter()
+                .map(|((src, dst), (a, d))| serde_json::json!({
+                    "source": src, "destination": dst, "allowed": a, "refused": d,
+                }))
+                .collect::<Vec<_>>()),
+        );
+    }
+}
+
+/// `ns/<ns>/sa/<sa>` of a SPIFFE id.
+fn short_id(id: &str) -> String {
+    id.split_once("/ns/")
+        .map(|(_, rest)| format!("ns/{rest}"))
+        .unwrap_or_else(|| id.to_string())
 }
 
 /// (2) canary header, user-id A/B, weighted split.
