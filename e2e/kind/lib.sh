@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Shared settings and helpers of the kind e2e scripts (sourced).
+# shellcheck disable=SC2034  # variables are used by the scripts that source this file
+set -euo pipefail
+
+KIND_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$KIND_DIR/../.." && pwd)"
+CLUSTER="${MESHWORK_KIND_CLUSTER:-meshwork}"
+CONTEXT="kind-$CLUSTER"
+IMAGE_REGISTRY="${MESHWORK_IMAGE_REGISTRY:-meshwork}"
+IMAGE_TAG="${MESHWORK_IMAGE_TAG:-e2e}"
+IMAGES=(controlplane ztunnel waypoint testapp)
+CILIUM_VERSION="${CILIUM_VERSION:-1.18.2}"
+ISTIO_VERSION="${ISTIO_VERSION:-1.27.1}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.3.0}"
+MESH_NS="istio-system"
+APP_NS="production"
+TIMEOUT="${MESHWORK_E2E_TIMEOUT:-300s}"
+
+log() { printf '[e2e-kind] %s\n' "$*" >&2; }
+die() {
+  log "FAIL: $*"
+  exit 1
+}
+k() { kubectl --context "$CONTEXT" "$@"; }
+
+require() {
+  local missing=()
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if ((${#missing[@]})); then
+    die "missing tools: ${missing[*]} (see e2e/kind/README.md)"
+  fi
+}
