@@ -25,8 +25,12 @@ pub fn l4_view(a: &pb::Authorization) -> pb::Authorization {
     out
 }
 
+/// Keys that need the HTTP request; an unparseable `request.*` key counts too (fail closed).
 fn is_l7_key(key: &str) -> bool {
-    crate::condition::Key::parse(key).is_ok_and(|k| k.is_l7())
+    match crate::condition::Key::parse(key) {
+        Ok(k) => k.is_l7(),
+        Err(_) => key.starts_with("request."),
+    }
 }
 
 fn source_has_l7(s: &pb::Source) -> bool {
@@ -43,7 +47,7 @@ fn operation_has_l7(o: &pb::Operation) -> bool {
 }
 
 /// Whether a rule carries an attribute only available in HTTP requests.
-pub(crate) fn rule_has_l7(r: &pb::Rule) -> bool {
+pub fn rule_has_l7(r: &pb::Rule) -> bool {
     r.from.iter().any(source_has_l7)
         || r.to.iter().any(operation_has_l7)
         || r.when.iter().any(|c| is_l7_key(&c.key))

@@ -30,6 +30,6 @@ mod strmatch;
 pub use context::{Claim, HttpAttributes, RequestContext};
 pub use error::AuthzError;
 pub use evaluate::{evaluate, evaluate_pb, Decision, Outcome, PolicyMatch};
-pub use l4::l4_view;
+pub use l4::{l4_view, rule_has_l7};
 pub use rule::{validate, Policy};
 pub use select::{applicable, PolicyTarget};
