@@ -3,6 +3,7 @@
 use meshwork_api::common::PolicyTargetReference;
 use meshwork_api::security::{self, AuthorizationPolicy, AuthzAction};
 use meshwork_api::Object;
+use meshwork_authz::rule_has_l7;
 use meshwork_model::pb::config::{
     Action, Authorization, Condition, Enforcement, Operation, PolicyScope, Rule, Source, TargetRef,
 };
@@ -90,31 +91,6 @@ fn rule(r: &security::Rule) -> Rule {
     }
 }
 
-/// Condition keys that need the HTTP request (only a waypoint can evaluate them).
-pub fn is_l7_condition(key: &str) -> bool {
-    key.starts_with("request.")
-}
-
-fn source_has_l7(s: &Source) -> bool {
-    !s.request_principals.is_empty() || !s.not_request_principals.is_empty()
-}
-
-fn operation_has_l7(o: &Operation) -> bool {
-    !(o.hosts.is_empty()
-        && o.not_hosts.is_empty()
-        && o.methods.is_empty()
-        && o.not_methods.is_empty()
-        && o.paths.is_empty()
-        && o.not_paths.is_empty())
-}
-
-/// True when the rule uses hosts, methods, paths, request principals or `request.*` keys.
-pub fn rule_has_l7(r: &Rule) -> bool {
-    r.from.iter().any(source_has_l7)
-        || r.to.iter().any(operation_has_l7)
-        || r.when.iter().any(|c| is_l7_condition(&c.key))
-}
-
 /// Translates one AuthorizationPolicy.
 pub fn authorization(
     obj: &Object,
@@ -168,39 +144,10 @@ pub fn authorization(
     }
 }
 
-/// The policy as a ztunnel enforces it (Istio ambient semantics): ALLOW/AUDIT rules that
-/// use any L7 attribute are dropped (so they never match); DENY (and CUSTOM) rules lose
-/// their L7 parts, failing closed: a source/operation left empty matches everything, and a
-/// rule left with nothing matches every connection. The result has `has_l7 = false`.
-pub fn l4_view(a: &Authorization) -> Authorization {
-    let mut out = a.clone();
-    match Action::try_from(a.action).unwrap_or(Action::Allow) {
-        Action::Allow | Action::Audit => out.rules.retain(|r| !rule_has_l7(r)),
-        Action::Deny | Action::Custom => {
-            for r in &mut out.rules {
-                for s in &mut r.from {
-                    s.request_principals.clear();
-                    s.not_request_principals.clear();
-                }
-                for o in &mut r.to {
-                    o.hosts.clear();
-                    o.not_hosts.clear();
-                    o.methods.clear();
-                    o.not_methods.clear();
-                    o.paths.clear();
-                    o.not_paths.clear();
-                }
-                r.when.retain(|c| !is_l7_condition(&c.key));
-            }
-        }
-    }
-    out.has_l7 = false;
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwork_authz::l4_view;
 
     fn op(methods: &[&str], ports: &[&str]) -> Operation {
         Operation {

@@ -65,7 +65,6 @@ pub mod mesh;
 pub mod route;
 pub mod synthetic;
 pub mod telemetry;
-mod version;
 pub mod workload;
 
 #[cfg(test)]
@@ -78,8 +77,8 @@ use meshwork_api::{Change, Kind, MeshConfig, MeshConfigOverlay, Object, ObjectKe
 use meshwork_model::pb::config::{resource::Kind as ResKind, Resource};
 use tracing::warn;
 
-pub use authz::l4_view;
-pub use version::fnv1a64;
+/// The L4 view ztunnels enforce; one implementation, shared with the evaluator.
+pub use meshwork_authz::l4_view;
 
 use index::Indexes;
 use workload::LABEL_GATEWAY_NAME;
@@ -346,7 +345,7 @@ impl Translator {
     fn set(&mut self, key: String, kind: Option<ResKind>, out: &mut Vec<ModelChange>) {
         match kind {
             Some(kind) => {
-                let r = version::resource(key.clone(), kind);
+                let r = meshwork_model::keys::make_resource(key.clone(), kind);
                 if self.resources.get(&key).is_some_and(|old| *old == r) {
                     return;
                 }
