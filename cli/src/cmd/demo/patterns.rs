@@ -748,6 +748,17 @@ mod tests {
     }
 
     #[test]
+    fn identities_and_try_counts_render_short() {
+        assert_eq!(
+            short_id("spiffe://cluster.local/ns/production/sa/waypoint"),
+            "ns/production/sa/waypoint"
+        );
+        assert_eq!(short_id("odd"), "odd");
+        assert_eq!(render_counts(&[4, 4, 3]), "3/4");
+        assert_eq!(render_counts(&[]), "?");
+    }
+
+    #[test]
     fn versions_count_answers_and_failures() {
         let outs = vec![
             answer(200, "v1"),
