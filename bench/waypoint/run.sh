@@ -43,8 +43,9 @@ wait_port() {
 
 "$BIN/examples/bench_backend" 127.0.0.1:18080 2>/dev/null & PIDS+=($!)
 "$BIN/examples/bench_config" 18080 "$WORK/config.pb" 2>/dev/null
-"$BIN/waypoint" --namespace bench --insecure --upstream plain --no-access-log \
+"$BIN/waypoint" --gateway bench/waypoint --insecure --upstream plain --no-access-log \
   --static-config "$WORK/config.pb" --http-addr 127.0.0.1:18081 --admin-addr 127.0.0.1:18082 \
+  --readiness-addr 127.0.0.1:18085 \
   2>"$WORK/waypoint.log" & PIDS+=($!)
 "$ENVOY" -c "$ROOT/bench/waypoint/envoy.yaml" --log-level error 2>"$WORK/envoy.log" & PIDS+=($!)
 wait_port 18080; wait_port 18081; wait_port 18083

@@ -27,6 +27,12 @@ use crate::server::{serve_connection, ServerLimits};
 use crate::service::{ConnContext, L7Service, Options};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Upstream {
     /// HBONE to the endpoint's node (the mesh).
     Hbone,
@@ -50,9 +56,12 @@ pub struct Args {
     /// CA endpoint; defaults to --control-plane.
     #[arg(long, env = "MESHWORK_CA_ADDRESS")]
     pub ca_address: Option<String>,
+    /// The waypoint Gateway as `<namespace>/<name>` (or use --namespace and --name).
+    #[arg(long, env = "MESHWORK_GATEWAY")]
+    pub gateway: Option<String>,
     /// Namespace of the waypoint Gateway.
     #[arg(long, env = "MESHWORK_WAYPOINT_NAMESPACE")]
-    pub namespace: String,
+    pub namespace: Option<String>,
     /// Name of the waypoint Gateway.
     #[arg(long, env = "MESHWORK_WAYPOINT_NAME", default_value = "waypoint")]
     pub name: String,
@@ -63,7 +72,7 @@ pub struct Args {
     pub trust_domain: String,
     #[arg(long, env = "MESHWORK_TOKEN", default_value = "")]
     pub token: String,
-    #[arg(long, env = "MESHWORK_TOKEN_FILE")]
+    #[arg(long, env = "MESHWORK_TOKEN_FILE", alias = "node-token-file")]
     pub token_file: Option<PathBuf>,
     /// Extra roots to trust for the CA's answer.
     #[arg(long, env = "MESHWORK_CA_ROOTS_FILE")]
@@ -82,6 +91,11 @@ pub struct Args {
     /// Metrics, readiness and config dump.
     #[arg(long, env = "MESHWORK_ADMIN_ADDR", default_value = "0.0.0.0:15020")]
     pub admin_addr: SocketAddr,
+    /// Readiness probe (`/healthz/ready`; same endpoints as the admin address).
+    #[arg(long, env = "MESHWORK_READINESS_ADDR", default_value = "0.0.0.0:15021")]
+    pub readiness_addr: SocketAddr,
+    #[arg(long, env = "MESHWORK_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
     #[arg(long, value_enum, default_value = "hbone")]
     pub upstream: Upstream,
     /// Run without a certificate (only with --upstream plain and --http-addr).
@@ -104,12 +118,33 @@ impl Args {
         }
     }
 
-    fn identity(&self) -> anyhow::Result<SpiffeId> {
+    /// The Gateway this waypoint implements: `--gateway ns/name`, else `--namespace`/`--name`.
+    pub fn waypoint(&self) -> anyhow::Result<WaypointId> {
+        if let Some(g) = &self.gateway {
+            let (ns, name) = g
+                .split_once('/')
+                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+                .ok_or_else(|| anyhow::anyhow!("--gateway {g:?}: want <namespace>/<name>"))?;
+            return Ok(WaypointId {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let namespace = self.namespace.clone().ok_or_else(|| {
+            anyhow::anyhow!("name the waypoint with --gateway ns/name or --namespace")
+        })?;
+        Ok(WaypointId {
+            namespace,
+            name: self.name.clone(),
+        })
+    }
+
+    fn identity(&self, w: &WaypointId) -> anyhow::Result<SpiffeId> {
         let sa = self
             .service_account
             .clone()
-            .unwrap_or_else(|| self.name.clone());
-        SpiffeId::new(self.trust_domain.clone(), self.namespace.clone(), sa)
+            .unwrap_or_else(|| w.name.clone());
+        SpiffeId::new(self.trust_domain.clone(), w.namespace.clone(), sa)
             .map_err(|e| anyhow::anyhow!("waypoint identity: {e}"))
     }
 }
@@ -120,20 +155,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--insecure needs --upstream plain and --http-addr");
     }
     let token = args.token()?;
-    let identity = args.identity()?;
-    let waypoint = WaypointId {
-        namespace: args.namespace.clone(),
-        name: args.name.clone(),
-    };
+    let waypoint = args.waypoint()?;
+    let identity = args.identity(&waypoint)?;
     let config: ConfigHandle = match &args.static_config {
         Some(path) => crate::static_config::load(path)?,
         None => client::spawn(
             args.control_plane.clone(),
             Subscription {
                 kind: ProxyKind::Waypoint,
-                namespace: args.namespace.clone(),
-                name: args.name.clone(),
-                proxy_id: format!("waypoint~{}~{}", args.namespace, args.name),
+                namespace: waypoint.namespace.clone(),
+                name: waypoint.name.clone(),
+                proxy_id: format!("waypoint~{}~{}", waypoint.namespace, waypoint.name),
                 token: token.clone(),
                 ..Default::default()
             },
@@ -200,17 +232,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let drain = CancellationToken::new();
 
-    let admin = TcpListener::bind(args.admin_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding --admin-addr {}: {e}", args.admin_addr))?;
-    tokio::spawn(
-        Admin {
-            registry: Arc::new(registry),
-            config: config.clone(),
-            ready: ready.clone(),
-        }
-        .serve(admin),
-    );
+    let admin = Admin {
+        registry: Arc::new(registry),
+        config: config.clone(),
+        ready: ready.clone(),
+    };
+    for (flag, addr) in [
+        ("--admin-addr", args.admin_addr),
+        ("--readiness-addr", args.readiness_addr),
+    ] {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {flag} {addr}: {e}"))?;
+        tokio::spawn(admin.clone().serve(l));
+    }
 
     if let Some(addr) = args.http_addr {
         let l = TcpListener::bind(addr)
@@ -295,5 +330,44 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Args {
+        Args::try_parse_from(["waypoint"].iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn gateway_flag_and_chart_args() {
+        let a = parse(&[
+            "--control-plane=http://cp:15010",
+            "--gateway=production/waypoint",
+            "--node-token-file=/tmp/token",
+            "--log-format=json",
+        ]);
+        let w = a.waypoint().unwrap();
+        assert_eq!(
+            (w.namespace.as_str(), w.name.as_str()),
+            ("production", "waypoint")
+        );
+        assert_eq!(
+            a.token_file.as_deref(),
+            Some(std::path::Path::new("/tmp/token"))
+        );
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(
+            a.identity(&w).unwrap().to_string(),
+            "spiffe://cluster.local/ns/production/sa/waypoint"
+        );
+        let b = parse(&["--namespace", "shop", "--name", "wp"]);
+        assert_eq!(b.waypoint().unwrap().name, "wp");
+        for bad in ["production", "/x", "a/", "a/b/c"] {
+            assert!(parse(&["--gateway", bad]).waypoint().is_err(), "{bad}");
+        }
+        assert!(parse(&[]).waypoint().is_err());
     }
 }
