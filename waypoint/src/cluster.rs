@@ -115,6 +115,33 @@ pub fn upstream_proto(
     }
 }
 
+/// The SPIFFE identity of a workload.
+fn workload_identity(w: &pb::Workload) -> Option<String> {
+    (!w.service_account.is_empty()).then(|| {
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            if w.trust_domain.is_empty() {
+                "cluster.local"
+            } else {
+                &w.trust_domain
+            },
+            w.namespace,
+            w.service_account
+        )
+    })
+}
+
+/// One workload addressed directly at `addr` (its IP and a port).
+pub fn workload_endpoint(w: &pb::Workload, addr: SocketAddr) -> Option<Endpoint> {
+    w.healthy.then(|| Endpoint {
+        addr,
+        identity: workload_identity(w),
+        workload: w.name.clone(),
+        namespace: w.namespace.clone(),
+        labels: w.labels.clone(),
+    })
+}
+
 /// Healthy member endpoints of `service` on `port`, restricted to `subset` labels.
 pub fn endpoints(
     snapshot: &Snapshot,
@@ -140,18 +167,7 @@ pub fn endpoints(
         let Some(ip) = w.addresses.iter().find_map(|a| a.parse::<IpAddr>().ok()) else {
             continue;
         };
-        let identity = (!w.service_account.is_empty()).then(|| {
-            format!(
-                "spiffe://{}/ns/{}/sa/{}",
-                if w.trust_domain.is_empty() {
-                    "cluster.local"
-                } else {
-                    &w.trust_domain
-                },
-                w.namespace,
-                w.service_account
-            )
-        });
+        let identity = workload_identity(w);
         out.push(Arc::new(Endpoint {
             addr: SocketAddr::new(ip, target),
             identity,

@@ -90,6 +90,8 @@ struct Exchange {
     attempts: u32,
     policy: String,
     grpc_status: String,
+    /// The request was addressed to this workload directly (pod IP), not to a service.
+    direct: Option<Arc<Endpoint>>,
 }
 
 /// The request body, replayable when it was small enough to buffer.
@@ -260,8 +262,29 @@ impl L7Service {
         let service = conn
             .destination
             .and_then(|d| snap.service_by_vip(d.ip()))
-            .or_else(|| snap.service_by_host(host, source_ns))
             .cloned();
+        // Addressed to a pod IP (HBONE CONNECT to a workload using this waypoint): a
+        // synthetic service standing for that one workload, with its pods' policies.
+        let service = service.or_else(|| {
+            let d = conn.destination?;
+            let w = snap.workload_by_ip(d.ip())?;
+            let ep = cluster::workload_endpoint(w, d)?;
+            ex.direct = Some(Arc::new(ep));
+            Some(pb::Service {
+                name: format!("pod:{}", w.name),
+                namespace: w.namespace.clone(),
+                hostname: d.ip().to_string(),
+                selector: w.labels.clone(),
+                ports: vec![pb::ServicePort {
+                    port: u32::from(d.port()),
+                    target_port: u32::from(d.port()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        });
+        // Otherwise the Host header names the service.
+        let service = service.or_else(|| snap.service_by_host(host, source_ns).cloned());
         let Some(service) = service else {
             ex.flags.add(flags::NO_ROUTE);
             ex.details = "route_not_found".into();
@@ -497,44 +520,65 @@ impl L7Service {
         ex: &mut Exchange,
     ) -> Upstream {
         let snap = &cfg.snapshot;
-        let ns = ex
-            .service
-            .as_ref()
-            .map(|s| s.namespace.clone())
-            .unwrap_or_default();
-        let Some(svc) = snap.service_by_host(&dest.host, &ns).cloned() else {
-            ex.flags.add(flags::NO_ROUTE);
-            ex.details = "cluster_not_found".into();
-            return local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no cluster for destination\n",
-            );
-        };
-        let dport = if dest.port != 0 {
-            dest.port as u16
+        let (cl, all) = if let Some(ep) = ex.direct.clone() {
+            // Addressed to a pod IP: no service, straight to that workload.
+            let key = ClusterKey {
+                namespace: ep.namespace.clone(),
+                hostname: ep.addr.ip().to_string(),
+                port: ep.addr.port(),
+                subset: String::new(),
+            };
+            ex.cluster = key.name();
+            let proto = if is_grpc(&parts.headers) {
+                Proto::Http2
+            } else {
+                Proto::Http1
+            };
+            (
+                self.inner.clusters.get(key, None, proto),
+                Arc::new(vec![ep]),
+            )
         } else {
-            port
+            let ns = ex
+                .service
+                .as_ref()
+                .map(|s| s.namespace.clone())
+                .unwrap_or_default();
+            let Some(svc) = snap.service_by_host(&dest.host, &ns).cloned() else {
+                ex.flags.add(flags::NO_ROUTE);
+                ex.details = "cluster_not_found".into();
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no cluster for destination\n",
+                );
+            };
+            let dport = if dest.port != 0 {
+                dest.port as u16
+            } else {
+                port
+            };
+            let route_cfg = snap.route(&svc.namespace, &svc.hostname);
+            let (policy, subset_labels) = cluster::traffic_policy(route_cfg, &dest.subset);
+            if !dest.subset.is_empty() && subset_labels.is_none() {
+                ex.flags.add(flags::NO_ROUTE);
+                ex.details = format!("subset {:?} not defined for {}", dest.subset, svc.hostname);
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no cluster for destination subset\n",
+                );
+            }
+            let key = ClusterKey {
+                namespace: svc.namespace.clone(),
+                hostname: svc.hostname.clone(),
+                port: dport,
+                subset: dest.subset.clone(),
+            };
+            ex.cluster = key.name();
+            let proto = cluster::upstream_proto(&svc, dport, policy, is_grpc(&parts.headers));
+            let cl = self.inner.clusters.get(key, policy, proto);
+            let all = cl.endpoints(snap, &svc, subset_labels);
+            (cl, all)
         };
-        let route_cfg = snap.route(&svc.namespace, &svc.hostname);
-        let (policy, subset_labels) = cluster::traffic_policy(route_cfg, &dest.subset);
-        if !dest.subset.is_empty() && subset_labels.is_none() {
-            ex.flags.add(flags::NO_ROUTE);
-            ex.details = format!("subset {:?} not defined for {}", dest.subset, svc.hostname);
-            return local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no cluster for destination subset\n",
-            );
-        }
-        let key = ClusterKey {
-            namespace: svc.namespace.clone(),
-            hostname: svc.hostname.clone(),
-            port: dport,
-            subset: dest.subset.clone(),
-        };
-        ex.cluster = key.name();
-        let proto = cluster::upstream_proto(&svc, dport, policy, is_grpc(&parts.headers));
-        let cl = self.inner.clusters.get(key, policy, proto);
-        let all = cl.endpoints(snap, &svc, subset_labels);
         let hash = cl
             .lb
             .policy
@@ -584,7 +628,7 @@ impl L7Service {
                     "request body unavailable for retry",
                 );
             };
-            let upstream_req = build_upstream(parts, b, proto, &ep);
+            let upstream_req = build_upstream(parts, b, cl.proto, &ep);
             let (attempt, resp) = self
                 .attempt(&cl, &ep, upstream_req, retry.per_try_timeout)
                 .await;

@@ -31,6 +31,7 @@ fn id(sa: &str, ns: &str) -> SpiffeId {
 
 struct Fixture {
     ca: TestCa,
+    paid: SocketAddr,
     waypoint: SocketAddr,
     waypoint_id: SpiffeId,
     _drain: CancellationToken,
@@ -135,6 +136,7 @@ async fn fixture() -> Fixture {
     });
     Fixture {
         ca,
+        paid: paid.addr,
         waypoint,
         waypoint_id,
         _drain: drain,
@@ -216,4 +218,12 @@ async fn non_http_to_l7_only_allowed_service_is_denied() {
         r.is_err() || buf.is_empty(),
         "no bytes may come back: {buf:?}"
     );
+}
+
+#[tokio::test]
+async fn pod_ip_destination_goes_to_that_workload() {
+    let f = fixture().await;
+    let s = tunnel(&f, &id("order-service", NS), &f.paid.to_string()).await;
+    // Judged as the pod, not as the service the Host header names (whose policy denies GET).
+    assert_eq!(http_over(s, "GET", "/direct").await, (200, "paid".into()));
 }
