@@ -463,6 +463,7 @@ impl L7Service {
         let overall = (route.has_timeout && route.timeout_ms > 0)
             .then(|| Duration::from_millis(route.timeout_ms));
         let work = self.forward(cfg, &dest, port, &parts, &mut reqbody, &retry, conn, ex);
+        let started = Instant::now();
         let result = match overall {
             Some(t) => match tokio::time::timeout(t, work).await {
                 Ok(r) => r,
@@ -475,6 +476,10 @@ impl L7Service {
             None => work.await,
         };
         let mut resp = result.response;
+        if let Some(t) = overall {
+            // The route timeout also bounds the response body, as in Envoy.
+            resp = resp.map(|b| Tracked::new(b).with_deadline(started + t).boxed());
+        }
         headers::apply(
             route.headers.as_ref().and_then(|h| h.response.as_ref()),
             resp.headers_mut(),

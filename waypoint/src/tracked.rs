@@ -1,6 +1,7 @@
 //! Body wrappers: count bytes, release the upstream connection at end of stream, and run a
 //! completion callback (metrics, access log) exactly once.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,13 @@ pub struct Tracked {
     counter: Option<Arc<AtomicU64>>,
     lease: Option<Lease>,
     on_done: Option<Done>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The body did not complete before the route timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream request timeout while streaming the response body")]
+pub struct BodyTimeout;
 
 impl Tracked {
     pub fn new(inner: Body) -> Self {
@@ -31,7 +38,14 @@ impl Tracked {
             counter: None,
             lease: None,
             on_done: None,
+            deadline: None,
         }
+    }
+
+    /// Fails the body (resetting the stream) if it has not completed by `at`.
+    pub fn with_deadline(mut self, at: tokio::time::Instant) -> Self {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+        self
     }
 
     /// Adds bytes to a shared counter as they pass.
@@ -99,7 +113,15 @@ impl HttpBody for Tracked {
                 this.finish(true);
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if let Some(d) = this.deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                    }
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -137,5 +159,22 @@ mod tests {
                 .on_done(move |n, ok| s.lock().unwrap().push((n, ok))),
         );
         assert_eq!(seen.lock().unwrap()[1], (0, false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_cuts_a_slow_body() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let stream = http_body_util::StreamBody::new(frames);
+        let t = Tracked::new(crate::body::boxed(stream))
+            .with_deadline(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        let err = t.collect().await.unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
+        drop(tx);
     }
 }
