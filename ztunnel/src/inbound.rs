@@ -129,7 +129,15 @@ impl ConnectHandler for Inbound {
             );
             return;
         }
-        let src_w = cur.state.workload_by_ip(req.conn.peer_addr.ip()).cloned();
+        // The source pod for labels and logs: by the connection's source address (preserved
+        // in production) or the `forwarded` client address, kept only when that workload
+        // runs as the authenticated identity.
+        let src_w = [Some(req.conn.peer_addr.ip()), forwarded_for(&req.headers)]
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| cur.state.workload_by_ip(ip))
+            .find(|w| cur.state.identity(w).ok().as_ref() == Some(&peer_id))
+            .cloned();
         rec.src_workload = src_w.as_ref().map(workload_ref);
         let peers = Peers {
             source: src_w.as_ref(),

@@ -93,6 +93,15 @@ fn source_workload(
     Ok(w.clone())
 }
 
+/// HBONE request headers naming the original client (RFC 7239 `forwarded`).
+fn forwarded(peer: SocketAddr) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = crate::inbound::forwarded_value(peer.ip()).parse() {
+        headers.insert("forwarded", v);
+    }
+    headers
+}
+
 /// Resolves and connects the upstream for a connection from `peer` to `target`.
 pub async fn open(
     proxy: &Arc<Proxy>,
@@ -165,7 +174,7 @@ pub async fn open(
             };
             match proxy
                 .pool
-                .connect(&key, || tls, &authority, HeaderMap::new())
+                .connect(&key, || tls, &authority, forwarded(peer))
                 .await
             {
                 Ok(s) => Ok(Opened {

@@ -389,3 +389,28 @@ async fn service_vip_and_hostname_reach_a_member_on_its_target_port() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn captured_outbound_identifies_the_source_by_ip() {
+    let (mut s, echo) = setup(22).await;
+    let net = s.net;
+    for w in [&mut s.a_world, &mut s.b_world] {
+        w.workloads
+            .push(workload("prod", "client2", "node-a", ip(net, 6)));
+    }
+    let p = s.start(echo).await;
+    // Capture stand-in: the pod (bound to its own address) connects, the socket is handed
+    // to ztunnel A with the original destination, as REDIRECT/TPROXY would.
+    let l = TcpListener::bind(SocketAddr::new(ip(net, 5), 0))
+        .await
+        .unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(ip(net, 6), 0)).unwrap();
+    let mut c = sock.connect(l.local_addr().unwrap()).await.unwrap();
+    let (captured, _) = l.accept().await.unwrap();
+    p.a.outbound_conn(captured, echo);
+    assert_eq!(roundtrip(&mut c, b"captured").await.unwrap(), b"captured");
+    let (_, text) = http_get(p.b.addrs.metrics.unwrap(), "/metrics").await;
+    assert!(text.contains("source_workload=\"client2\""), "{text}");
+    assert!(text.contains("source_principal=\"spiffe://cluster.local/ns/prod/sa/client2\""));
+}
