@@ -191,17 +191,30 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// Kills the demo if the test fails half-way (its children follow through PDEATHSIG).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn keep_then_ctrl_c_tears_everything_down() {
     let dir = bin_dir();
     let seeds = seed_dir_with_cluster_ip();
-    let mut child = Command::new(dir.join("meshwork"))
-        .args(["demo", "--mode", "loopback", "--keep", "--seed-dir"])
-        .arg(seeds.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        Command::new(dir.join("meshwork"))
+            .args(["demo", "--mode", "loopback", "--keep", "--seed-dir"])
+            .arg(seeds.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

@@ -67,7 +67,10 @@ status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n  condition
 pub fn read_seed_dir(dir: &Path) -> Result<Vec<(String, String)>, DemoError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DemoError::Io { path, source }
+        move |source| DemoError::Io {
+            path,
+            error: source,
+        }
     };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -97,7 +100,10 @@ pub fn write_all(
 ) -> Result<(), DemoError> {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|source| DemoError::Io { path, source })
+        std::fs::write(&path, text).map_err(|source| DemoError::Io {
+            path,
+            error: source,
+        })
     };
     write("00-demo-cluster.yaml", &topology_yaml(net))?;
     match seed {

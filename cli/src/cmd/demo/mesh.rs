@@ -72,7 +72,7 @@ impl Mesh {
             .tempdir()
             .map_err(|source| DemoError::Io {
                 path: std::env::temp_dir(),
-                source,
+                error: source,
             })?;
         let config_dir = dir.path().join("manifests");
         let log_dir = dir.path().join("logs");
@@ -80,7 +80,7 @@ impl Mesh {
         for d in [&config_dir, &log_dir] {
             std::fs::create_dir_all(d).map_err(|source| DemoError::Io {
                 path: d.clone(),
-                source,
+                error: source,
             })?;
         }
         super::manifests::write_all(&config_dir, &net, seed_files)?;
@@ -224,6 +224,8 @@ impl Mesh {
                 arg(SocketAddr::new(net.pod_ip(wp), HBONE_PORT)),
                 arg("--admin-addr"),
                 arg(mesh.waypoint_admin),
+                arg("--readiness-addr"),
+                arg(Net::free_port(net.pod_ip(wp))?),
             ],
             &log_dir,
         )?;
@@ -326,7 +328,7 @@ fn node_token(bin: &Path, ca_dir: &Path, node: &str) -> Result<String, DemoError
         .map_err(|source| DemoError::Spawn {
             name: "controlplane token".into(),
             path: bin.to_path_buf(),
-            source,
+            error: source,
         })?;
     if !out.status.success() {
         return Err(DemoError::Token {

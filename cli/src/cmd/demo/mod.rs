@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use mesh::Mesh;
 use report::Report;
@@ -55,21 +56,23 @@ pub struct Args {
 pub enum DemoError {
     #[error("cannot find the {name} binary (looked in {searched}, …); build it with scripts/demo or `cargo build --workspace`, or set MESHWORK_BIN_DIR")]
     MissingBinary { name: String, searched: String },
-    #[error("starting {name} ({path}): {source}")]
+    // The I/O errors are printed in the message (not chained as sources) so the one-line
+    // `error: …` output does not repeat them.
+    #[error("starting {name} ({path}): {error}")]
     Spawn {
         name: String,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("no free 127.x.y.0/24 network for the demo pods (ports 8080 and 15008 taken everywhere tried)")]
     NoFreeNet,
@@ -148,8 +151,32 @@ fn keep_banner(mesh: &Mesh) -> String {
     )
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM, listened to from the start so a signal arriving between
+/// two waits is not lost.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let mut stop = StopSignals::new()?;
     let (mode, reason) = choose_mode(args.mode)?;
     progress(&format!("mode: {mode} ({reason})"));
     let seed_files = match &args.seed_dir {
@@ -158,7 +185,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mesh = tokio::select! {
         m = Mesh::start(seed(), seed_files.as_deref()) => m?,
-        _ = tokio::signal::ctrl_c() => return Err(DemoError::Interrupted.into()),
+        _ = stop.wait() => return Err(DemoError::Interrupted.into()),
     };
     progress(&format!(
         "mesh up in {:.1}s on 127.{}.{}.0/24",
@@ -168,7 +195,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ));
     let sections = tokio::select! {
         s = drive(&mesh) => s,
-        _ = tokio::signal::ctrl_c() => return Err(DemoError::Interrupted.into()),
+        _ = stop.wait() => return Err(DemoError::Interrupted.into()),
     };
     let report = Report::new(
         mode.clone(),
@@ -184,7 +211,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.keep {
         eprint!("{}", keep_banner(&mesh));
-        let _ = tokio::signal::ctrl_c().await;
+        stop.wait().await;
         progress("stopping");
     }
     drop(mesh);

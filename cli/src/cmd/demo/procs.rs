@@ -93,7 +93,7 @@ impl Procs {
         let open = |p: &Path| {
             File::create(p).map_err(|source| DemoError::Io {
                 path: p.to_path_buf(),
-                source,
+                error: source,
             })
         };
         let mut cmd = Command::new(bin);
@@ -117,7 +117,7 @@ impl Procs {
             .map_err(|source| DemoError::Spawn {
                 name: name.to_string(),
                 path: bin.to_path_buf(),
-                source,
+                error: source,
             })?;
         self.list.push(Proc {
             name: name.to_string(),

@@ -153,11 +153,11 @@ impl Net {
     pub fn free_port(ip: IpAddr) -> Result<SocketAddr, DemoError> {
         let l = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(|source| DemoError::Bind {
             addr: SocketAddr::new(ip, 0),
-            source,
+            error: source,
         })?;
         l.local_addr().map_err(|source| DemoError::Bind {
             addr: SocketAddr::new(ip, 0),
-            source,
+            error: source,
         })
     }
 
