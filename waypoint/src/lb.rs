@@ -17,7 +17,11 @@ use crate::endpoint::Endpoint;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     Header(String),
-    Cookie(String),
+    /// Cookie name; a missing cookie is generated with this lifetime (0: session cookie).
+    Cookie {
+        name: String,
+        ttl: std::time::Duration,
+    },
     SourceIp,
     Query(String),
 }
@@ -40,7 +44,12 @@ impl LbPolicy {
         if let Some(key) = lb.consistent_hash.as_ref().and_then(|c| c.key.as_ref()) {
             let k = match key {
                 Key::HttpHeaderName(h) => HashKey::Header(h.to_ascii_lowercase()),
-                Key::HttpCookie(c) => HashKey::Cookie(c.clone()),
+                Key::HttpCookie(c) => HashKey::Cookie {
+                    name: c.clone(),
+                    ttl: std::time::Duration::from_millis(
+                        lb.consistent_hash.as_ref().map_or(0, |h| h.cookie_ttl_ms),
+                    ),
+                },
                 Key::UseSourceIp(_) => HashKey::SourceIp,
                 Key::HttpQueryParameterName(q) => HashKey::Query(q.clone()),
             };
@@ -61,7 +70,7 @@ impl LbPolicy {
         };
         let value: String = match key {
             HashKey::Header(h) => req.headers.get(h)?.to_str().ok()?.to_string(),
-            HashKey::Cookie(name) => req
+            HashKey::Cookie { name, .. } => req
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
@@ -81,6 +90,21 @@ impl LbPolicy {
         };
         Some(hash_of(&value))
     }
+}
+
+/// The cookie to generate when a cookie-hashed request has none: `(name, ttl)`.
+impl LbPolicy {
+    pub fn cookie_to_generate(&self) -> Option<(&str, std::time::Duration)> {
+        match self {
+            LbPolicy::ConsistentHash(HashKey::Cookie { name, ttl }) => Some((name, *ttl)),
+            _ => None,
+        }
+    }
+}
+
+/// The hash consistent hashing uses for a key value.
+pub fn hash_str(v: &str) -> u64 {
+    hash_of(v)
 }
 
 fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
@@ -275,7 +299,12 @@ mod tests {
             *spread.entry(first).or_insert(0) += 1;
         }
         assert_eq!(spread.len(), 5);
-        let cookie = LbPolicy::ConsistentHash(HashKey::Cookie("sess".into()));
+        let cookie = LbPolicy::ConsistentHash(HashKey::Cookie {
+            name: "sess".into(),
+            ttl: std::time::Duration::ZERO,
+        });
+        assert_eq!(cookie.cookie_to_generate().map(|c| c.0), Some("sess"));
+        assert!(policy.cookie_to_generate().is_none());
         assert_eq!(cookie.request_hash(&req("x"), None), Some(hash_of("x")));
         let query = LbPolicy::ConsistentHash(HashKey::Query("u".into()));
         assert_eq!(query.request_hash(&req("x"), None), Some(hash_of("1")));

@@ -92,6 +92,8 @@ struct Exchange {
     grpc_status: String,
     /// The request was addressed to this workload directly (pod IP), not to a service.
     direct: Option<Arc<Endpoint>>,
+    /// A generated affinity cookie to set on the response.
+    set_cookie: Option<String>,
 }
 
 /// The request body, replayable when it was small enough to buffer.
@@ -488,6 +490,11 @@ impl L7Service {
             wd.headers.as_ref().and_then(|h| h.response.as_ref()),
             resp.headers_mut(),
         );
+        if let Some(c) = ex.set_cookie.take() {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
         if let (Some(c), Some(origin)) = (&route.cors, &cors_origin) {
             cors::decorate(c, origin, resp.headers_mut());
         }
@@ -584,10 +591,23 @@ impl L7Service {
             let all = cl.endpoints(snap, &svc, subset_labels);
             (cl, all)
         };
-        let hash = cl
+        let mut hash = cl
             .lb
             .policy
             .request_hash(parts, conn.source.map(|s| s.ip()));
+        if hash.is_none() {
+            // Cookie affinity without the cookie: generate one, as Envoy does.
+            if let Some((name, ttl)) = cl.lb.policy.cookie_to_generate() {
+                let value = format!("{:016x}", rand::random::<u64>());
+                hash = Some(crate::lb::hash_str(&value));
+                let max_age = if ttl.is_zero() {
+                    String::new()
+                } else {
+                    format!("; Max-Age={}", ttl.as_secs().max(1))
+                };
+                ex.set_cookie = Some(format!("{name}={value}{max_age}; HttpOnly"));
+            }
+        }
 
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retry_slot = None;

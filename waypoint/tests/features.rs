@@ -315,3 +315,63 @@ async fn consistent_hash_is_sticky() {
     }
     assert!(seen.len() >= 2, "keys spread over hosts: {seen:?}");
 }
+
+#[tokio::test]
+async fn cookie_affinity_generates_the_cookie() {
+    let backends = [named("a").await, named("b").await, named("c").await];
+    let policy = pb::TrafficPolicy {
+        load_balancer: Some(pb::LoadBalancer {
+            simple: 0,
+            consistent_hash: Some(pb::ConsistentHash {
+                key: Some(pb::consistent_hash::Key::HttpCookie("affinity".into())),
+                cookie_ttl_ms: 60_000,
+            }),
+        }),
+        ..Default::default()
+    };
+    let mut m = Mesh::default();
+    m.service("order-service", "240.240.0.10");
+    for (i, b) in backends.iter().enumerate() {
+        m.workload(
+            &format!("order-{i}"),
+            "order-service",
+            "v1",
+            "order-service",
+            b.addr.port(),
+        );
+    }
+    m.route(pb::RouteConfig {
+        hostname: ORDER_HOST.into(),
+        namespace: NS.into(),
+        http: vec![pb::HttpRoute {
+            route: vec![dest(ORDER_HOST, "", 100)],
+            ..Default::default()
+        }],
+        traffic_policy: Some(policy),
+        ..Default::default()
+    });
+    let p = proxy(m.snapshot(), Some(ORDER_SA)).await;
+    let c = client();
+    for _ in 0..5 {
+        let (_, first, h) = send(&c, p.addr, "GET", "order-service", "/", &[]).await;
+        let set = h["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.starts_with("affinity=") && set.contains("Max-Age=60"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        for _ in 0..4 {
+            let (_, again, h) = send(
+                &c,
+                p.addr,
+                "GET",
+                "order-service",
+                "/",
+                &[("cookie", &cookie)],
+            )
+            .await;
+            assert_eq!(again, first);
+            assert!(h.get("set-cookie").is_none());
+        }
+    }
+}
