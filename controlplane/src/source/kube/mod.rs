@@ -4,6 +4,7 @@
 //! - [`resources`]: the watched kinds and the API version each is watched at;
 //! - [`pseudo`]: every object is a pseudo-file `k8s://<Kind>/<ns>/<name>` holding its JSON;
 //! - [`index`]: watch events (including relists after `410 Gone`) → [`FileEvent`]s;
+//! - [`tokenreview`]: ztunnel node tokens checked with TokenReview, pod → node;
 //! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`].
 //!
 //! [`FileEvent`]: crate::source::dir::FileEvent
@@ -12,9 +13,11 @@ pub mod error;
 pub mod index;
 pub mod pseudo;
 pub mod resources;
+pub mod tokenreview;
 pub mod watch;
 
 pub use error::KubeSourceError;
 pub use index::{KindIndex, SourceIndex};
 pub use resources::{WatchedKind, WATCHED};
+pub use tokenreview::{NodeAuthError, NodeAuthenticator, TokenReviewAuthenticator};
 pub use watch::{discover, watch, KubeSourceOptions, KubeStores, Resolved};
