@@ -1,14 +1,14 @@
 //! [`MeshTarget`] on the namespace mini-cluster with the real binaries: the control plane
 //! in the fabric namespace (10.250.0.254), one ztunnel per node namespace (started with
-//! setns so it sees the host bpffs), BPF redirection loaded per node by the harness, and
-//! `meshwork-testapp` in every pod.
-use std::collections::BTreeMap;
+//! setns so it sees the host bpffs) that loads and drives the node's BPF redirection
+//! itself (`--redirect ebpf`), and `meshwork-testapp` in every pod. Enrollment changes go
+//! through the control plane's YAML, as `kubectl label` would.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use meshwork_redirect::{ensure_bpffs, install_local_routing, Redirect, RedirectOptions};
 
 use crate::cluster::BPF_PIN_ROOT;
 use crate::netns;
@@ -18,6 +18,10 @@ use crate::target::{HttpSummary, MeshTarget, ScenarioError};
 use crate::{Cluster, HarnessError};
 
 const CONTROL_PLANE_IP: &str = "10.250.0.254";
+/// ztunnel admin listener in each node namespace (its default).
+const ZTUNNEL_ADMIN: &str = "127.0.0.1:15000";
+/// How long a ztunnel may take to apply an enrollment change.
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Paths of the binaries a full mesh needs.
 #[derive(Clone, Debug)]
@@ -71,7 +75,8 @@ pub struct NetnsMesh {
     config_dir: PathBuf,
     ztunnels: Mutex<BTreeMap<String, u32>>,
     tokens: BTreeMap<String, String>,
-    redirects: Mutex<BTreeMap<String, Redirect>>,
+    /// Pods labelled `istio.io/dataplane-mode: none` in the control plane's YAML.
+    opted_out: Mutex<BTreeSet<String>>,
     restarts: Mutex<u32>,
 }
 
@@ -97,7 +102,6 @@ impl NetnsMesh {
     /// Builds the fixture cluster and starts everything; ready when `client` reaches
     /// `orders-remote`.
     pub fn start(bins: Binaries) -> Result<Self, ScenarioError> {
-        ensure_bpffs(Path::new("/sys/fs/bpf")).map_err(|e| ScenarioError::Target(e.to_string()))?;
         let mut b = Cluster::builder().nodes(2);
         for (name, _, node, ..) in fixture::PODS {
             b = b.pod(name, *node);
@@ -160,12 +164,14 @@ impl NetnsMesh {
             config_dir,
             ztunnels: Mutex::new(BTreeMap::new()),
             tokens,
-            redirects: Mutex::new(BTreeMap::new()),
+            opted_out: Mutex::new(BTreeSet::new()),
             restarts: Mutex::new(0),
         };
         for n in mesh.cluster.nodes().to_vec() {
             mesh.start_ztunnel(&n.name)?;
-            mesh.load_redirect(&n.name)?;
+        }
+        for n in mesh.cluster.nodes().to_vec() {
+            mesh.wait_ztunnel_ready(&n.name)?;
         }
         for (name, _, _, app, version, _) in fixture::PODS {
             let mut cmd = Command::new(&mesh.bins.testapp);
@@ -214,7 +220,9 @@ impl NetnsMesh {
                 &format!("http://{CONTROL_PLANE_IP}:15010"),
             ])
             .args(["--node-token", &self.tokens[node]])
-            .args(["--drain-timeout", "2s", "--transparent-inbound"]);
+            .args(["--drain-timeout", "2s", "--transparent-inbound"])
+            .args(["--redirect", "ebpf", "--redirect-uplink", &n.uplink])
+            .args(["--redirect-pin-root", BPF_PIN_ROOT]);
         let pid = self
             .cluster
             .spawn_in(node, &format!("ztunnel-{node}-{gen}"), cmd)?;
@@ -225,43 +233,111 @@ impl NetnsMesh {
         Ok(pid)
     }
 
-    fn load_redirect(&self, node: &str) -> Result<(), ScenarioError> {
-        let n = self.cluster.node(node)?.clone();
-        let mut opts = RedirectOptions::new(n.netns.clone());
-        opts.pin_root = BPF_PIN_ROOT.into();
-        let mut ifaces = vec![n.uplink.clone()];
-        ifaces.extend(
-            self.cluster
-                .pods_on(node)
-                .iter()
-                .map(|p| p.host_veth.clone()),
-        );
-        let r = self
+    /// `GET <path>` on the admin endpoint of `node`'s ztunnel (from its namespace).
+    pub fn ztunnel_admin(&self, node: &str, path: &str) -> Result<(u16, String), ScenarioError> {
+        let request = format!("GET {path} HTTP/1.0\r\nHost: ztunnel\r\nConnection: close\r\n\r\n");
+        let reply = self
             .cluster
-            .in_netns(
-                node,
-                move || -> Result<Redirect, meshwork_redirect::RedirectError> {
-                    install_local_routing(&opts)?;
-                    let mut r = Redirect::load(opts)?;
-                    for i in &ifaces {
-                        r.attach(i)?;
-                    }
-                    r.exclude_local_addresses()?;
-                    Ok(r)
-                },
-            )?
-            .map_err(|e| ScenarioError::Target(e.to_string()))?;
-        self.redirects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node.to_string(), r);
-        for (name, ns, ..) in fixture::PODS {
-            let ambient = fixture::NAMESPACES.iter().any(|(n, a)| n == ns && *a);
-            if ambient && self.cluster.pod(name)?.node == node {
-                self.set_enrolled(name, true)?;
+            .in_netns(node, move || -> std::io::Result<String> {
+                let addr = ZTUNNEL_ADMIN.parse().expect("valid address");
+                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                s.write_all(request.as_bytes())?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })?
+            .map_err(|e| ScenarioError::Target(format!("ztunnel admin on {node}: {e}")))?;
+        let status = reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                ScenarioError::Target(format!("ztunnel admin on {node}: bad reply {reply:?}"))
+            })?;
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// The pods `node`'s ztunnel has enrolled (its `/redirect`).
+    pub fn enrolled_on(&self, node: &str) -> Result<BTreeSet<String>, ScenarioError> {
+        let (status, body) = self.ztunnel_admin(node, "/redirect")?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+            ScenarioError::Target(format!(
+                "ztunnel /redirect on {node} ({status}): {e}: {body}"
+            ))
+        })?;
+        let list = v["enrolled"].as_array().ok_or_else(|| {
+            ScenarioError::Target(format!(
+                "ztunnel /redirect on {node}: no enrolled list: {body}"
+            ))
+        })?;
+        Ok(list
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Waits until `node`'s ztunnel is ready (config, certificates, first redirect sync).
+    fn wait_ztunnel_ready(&self, node: &str) -> Result<(), ScenarioError> {
+        let mut last = String::new();
+        let r = wait_for(
+            &format!("ztunnel on {node} ready"),
+            Duration::from_secs(60),
+            || match self.ztunnel_admin(node, "/healthz/ready") {
+                Ok((200, _)) => true,
+                Ok((_, body)) => {
+                    last = body;
+                    false
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
+            },
+        );
+        r.map_err(|e| ScenarioError::Target(format!("{e} (last: {last})")))
+    }
+
+    /// Rewrites the control plane's YAML with the current opt-outs (write + rename, as an
+    /// editor would).
+    fn write_config(&self, opted_out: &BTreeSet<String>) -> Result<(), ScenarioError> {
+        let yaml = crate::manifests::fixture_manifests_with(&self.cluster, opted_out)?;
+        let tmp = self.config_dir.join(".cluster.yaml.tmp");
+        let file = self.config_dir.join("cluster.yaml");
+        std::fs::write(&tmp, yaml).map_err(|source| HarnessError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &file).map_err(|source| HarnessError::Io { path: file, source })?;
+        Ok(())
+    }
+}
+
+impl Drop for NetnsMesh {
+    /// Removes every node's redirection with `ztunnel redirect-teardown` (the cluster's
+    /// own cleanup removes whatever is left).
+    fn drop(&mut self) {
+        for n in self.cluster.nodes().to_vec() {
+            let mut cmd = Command::new(&self.bins.ztunnel);
+            cmd.args(["redirect-teardown", "--node", &n.netns])
+                .args(["--redirect-pin-root", BPF_PIN_ROOT]);
+            let res = netns::enter_before_exec(&mut cmd, &n.netns)
+                .map_err(|e| e.to_string())
+                .and_then(|()| cmd.output().map_err(|e| e.to_string()));
+            match res {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    tracing::warn!(node = %n.name, stderr = %String::from_utf8_lossy(&out.stderr), "ztunnel redirect-teardown failed")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.name, error = %e, "ztunnel redirect-teardown failed")
+                }
             }
         }
-        Ok(())
     }
 }
 
@@ -310,18 +386,36 @@ impl MeshTarget for NetnsMesh {
         Ok(format!("http://{}:{port}{path}", self.cluster.pod(pod)?.ip))
     }
 
+    /// Labels the pod `istio.io/dataplane-mode: none` (or removes the label) in the
+    /// control plane's YAML, then waits until its node's ztunnel has (un)enrolled it.
     fn set_enrolled(&self, pod: &str, enrolled: bool) -> Result<(), ScenarioError> {
-        let p = self.cluster.pod(pod)?;
-        let mut redirects = self.redirects.lock().unwrap_or_else(|e| e.into_inner());
-        let r = redirects
-            .get_mut(&p.node)
-            .ok_or_else(|| ScenarioError::Target(format!("no redirect on {}", p.node)))?;
-        let res = if enrolled {
-            r.enroll(p.ip)
-        } else {
-            r.unenroll(p.ip)
-        };
-        res.map_err(|e| ScenarioError::Target(e.to_string()))
+        let p = self.cluster.pod(pod)?.clone();
+        {
+            let mut out = self.opted_out.lock().unwrap_or_else(|e| e.into_inner());
+            if enrolled {
+                out.remove(pod);
+            } else {
+                out.insert(pod.to_string());
+            }
+            self.write_config(&out)?;
+        }
+        let ip = p.ip.to_string();
+        let mut last = Ok(BTreeSet::new());
+        let deadline = Instant::now() + ENROLL_TIMEOUT;
+        while Instant::now() < deadline {
+            last = self.enrolled_on(&p.node);
+            if let Ok(set) = &last {
+                if set.contains(&ip) == enrolled {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(ScenarioError::Target(format!(
+            "ztunnel on {} did not {} {pod} ({ip}) within {ENROLL_TIMEOUT:?}; enrolled: {last:?}",
+            p.node,
+            if enrolled { "enroll" } else { "unenroll" },
+        )))
     }
 
     fn capture_node_link(

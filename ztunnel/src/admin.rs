@@ -1,5 +1,5 @@
 //! HTTP endpoints: readiness (15021 `/healthz/ready`), metrics (15020 `/metrics`) and
-//! admin (15000 `/config_dump`, `/certs`, `/logging?level=`).
+//! admin (15000 `/config_dump`, `/certs`, `/logging?level=`, `/redirect`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -92,6 +92,10 @@ fn route(proxy: &Proxy, endpoint: Endpoint, req: Request<Incoming>) -> Resp {
         (Endpoint::Admin, "/config_dump") => json_resp(config_dump(proxy)),
         (Endpoint::Admin, "/certs") => json_resp(json!({ "certificates": proxy.certs.dump() })),
         (Endpoint::Admin, "/logging") => logging(proxy, &req),
+        (Endpoint::Admin, "/redirect") => json_resp(match proxy.redirect.get() {
+            Some(r) => r.report(),
+            None => json!({ "mode": "off" }),
+        }),
         (Endpoint::Admin, "/healthz/ready") => match proxy.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::redirect::RedirectMode;
+
 /// A listener address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen(pub Option<SocketAddr>);
@@ -146,6 +148,30 @@ pub struct Config {
     /// CAP_NET_ADMIN).
     #[arg(long, env = "MESHWORK_TRANSPARENT_INBOUND", default_value_t = false)]
     pub transparent_inbound: bool,
+
+    /// Traffic capture: `off` (nothing captured by this process: loopback, SOCKS5) or
+    /// `ebpf` (load or adopt the node's TC programs, attach the uplink, and keep the
+    /// captured pods of this node enrolled; needs root / CAP_NET_ADMIN+CAP_BPF and the
+    /// node network namespace).
+    #[arg(long, env = "MESHWORK_REDIRECT", value_enum, default_value = "off")]
+    pub redirect: RedirectMode,
+    /// Uplink the redirection attaches to (default: the IPv4 default route's device).
+    #[arg(long, env = "MESHWORK_REDIRECT_UPLINK")]
+    pub redirect_uplink: Option<String>,
+    /// Root of the BPF pins (on a bpffs; its parent is mounted as one if needed). The
+    /// node's pins are `<root>/<node>/`.
+    #[arg(
+        long,
+        env = "MESHWORK_REDIRECT_PIN_ROOT",
+        default_value = "/sys/fs/bpf/meshwork"
+    )]
+    pub redirect_pin_root: PathBuf,
+    /// skb mark of captured packets (pick bits your CNI does not use).
+    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x4d57", value_parser = crate::redirect::parse_mark)]
+    pub redirect_mark: u32,
+    /// Routing table of the `local 0.0.0.0/0 dev lo` route for marked packets.
+    #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
+    pub redirect_table: u32,
 
     /// Tokio worker threads (0: one per CPU).
     #[arg(long, env = "MESHWORK_WORKER_THREADS", default_value_t = 0)]

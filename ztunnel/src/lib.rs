@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod proxy;
+pub mod redirect;
 pub mod relay;
 pub mod sockets;
 pub mod socks5;

@@ -9,7 +9,8 @@ use meshwork_identity::TrustBundle;
 use meshwork_model::client::{self, Subscription};
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_ztunnel::{
-    static_config, CaClient, CertSigner, Config, Deps, DirSigner, LogControl, LogFormat, Ztunnel,
+    redirect, static_config, CaClient, CertSigner, Config, Deps, DirSigner, LogControl, LogFormat,
+    Ztunnel,
 };
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -31,8 +32,44 @@ fn init_logging(format: LogFormat) -> LogControl {
     })
 }
 
+/// `ztunnel redirect-teardown`: removes a node's eBPF redirection (pins and local
+/// routing). Run in the node network namespace when the node leaves the mesh; a running
+/// ztunnel's pins survive its exit on purpose.
+#[derive(Debug, Parser)]
+#[command(name = "ztunnel redirect-teardown")]
+struct TeardownArgs {
+    /// Node whose pins (`<pin root>/<node>/`) are removed.
+    #[arg(long, env = "MESHWORK_NODE")]
+    node: String,
+    #[arg(
+        long,
+        env = "MESHWORK_REDIRECT_PIN_ROOT",
+        default_value = "/sys/fs/bpf/meshwork"
+    )]
+    redirect_pin_root: std::path::PathBuf,
+    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x4d57", value_parser = redirect::parse_mark)]
+    redirect_mark: u32,
+    #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
+    redirect_table: u32,
+}
+
+fn redirect_teardown(args: TeardownArgs) -> anyhow::Result<()> {
+    let mut opts = meshwork_redirect::RedirectOptions::new(args.node);
+    opts.pin_root = args.redirect_pin_root;
+    opts.mark = args.redirect_mark;
+    opts.table = args.redirect_table;
+    redirect::teardown_node(&opts)?;
+    eprintln!("removed the redirection of node {}", opts.node);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    let cfg = Config::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "redirect-teardown") {
+        args.remove(1);
+        return redirect_teardown(TeardownArgs::parse_from(args));
+    }
+    let cfg = Config::parse_from(args);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.worker_threads > 0 {
         rt.worker_threads(cfg.worker_threads);

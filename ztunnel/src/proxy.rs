@@ -1,7 +1,7 @@
 //! The state shared by every listener of one ztunnel.
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use meshwork_hbone::{H2Settings, Pool};
 use meshwork_model::client::ConfigHandle;
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::connections::Registry;
 use crate::metrics::Metrics;
 use crate::policy::Authorizer;
+use crate::redirect::Redirector;
 use crate::state::{workload_ref, RoundRobin, State};
 
 /// The config as seen by this node, with compiled policies.
@@ -45,6 +46,8 @@ pub struct Proxy {
     pub force_close: CancellationToken,
     pub xds: ConfigHandle,
     pub log_control: Option<LogControl>,
+    /// The node's eBPF redirection (`--redirect ebpf`), set once at start.
+    pub redirect: OnceLock<Arc<Redirector>>,
     applied: watch::Sender<u64>,
 }
 
@@ -77,6 +80,7 @@ impl Proxy {
             force_close: CancellationToken::new(),
             xds,
             log_control,
+            redirect: OnceLock::new(),
             applied: watch::channel(0).0,
             cfg,
         }
@@ -129,6 +133,9 @@ impl Proxy {
         }
         if !self.certs.ready() {
             return Err("certificates not loaded".into());
+        }
+        if self.redirect.get().is_some_and(|r| !r.synced()) {
+            return Err("redirection not synced".into());
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::certs::{CertManager, CertSigner};
 use crate::config::{Config, Listen};
 use crate::metrics::Metrics;
 use crate::proxy::{LogControl, Proxy};
+use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
 use crate::{inbound, inbound_plain, outbound, sockets, socks5};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Redirect(#[from] RedirectSetupError),
+    #[error("redirect setup task failed: {0}")]
+    RedirectTask(String),
 }
 
 /// Addresses the listeners actually bound (ports resolved when 0 was asked).
@@ -98,6 +103,18 @@ impl Ztunnel {
         let admin_l = bind("admin", cfg.admin_addr, false)?;
         let metrics_l = bind("metrics", cfg.metrics_addr, false)?;
         let ready_l = bind("readiness", cfg.readiness_addr, false)?;
+
+        // Listeners first: a restarted ztunnel's adopted programs find them at once.
+        if cfg.redirect == RedirectMode::Ebpf {
+            let opts = redirect_options(&cfg)?;
+            let uplink = cfg.redirect_uplink.clone();
+            let r = tokio::task::spawn_blocking(move || Redirector::setup(opts, uplink))
+                .await
+                .map_err(|e| StartError::RedirectTask(e.to_string()))??;
+            let r = Arc::new(r);
+            let _ = proxy.redirect.set(r.clone());
+            r.follow(deps.config.clone(), cfg.node.clone(), stop_admin.clone());
+        }
 
         // Follow the config before accepting anything.
         proxy.apply(deps.config.snapshot());
