@@ -5,6 +5,7 @@
 //! through the control plane's YAML, as `kubectl label` would.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -73,11 +74,20 @@ pub struct NetnsMesh {
     pub cluster: Cluster,
     bins: Binaries,
     config_dir: PathBuf,
-    ztunnels: Mutex<BTreeMap<String, u32>>,
+    ztunnels: Mutex<BTreeMap<String, ZtunnelProc>>,
     tokens: BTreeMap<String, String>,
     /// Pods labelled `istio.io/dataplane-mode: none` in the control plane's YAML.
     opted_out: Mutex<BTreeSet<String>>,
     restarts: Mutex<u32>,
+}
+
+/// A running ztunnel of a node.
+#[derive(Clone, Copy, Debug)]
+struct ZtunnelProc {
+    pid: u32,
+    /// Its own readiness listener (one loopback address per generation: during a handover
+    /// the shared admin port may answer from either process).
+    readiness: SocketAddr,
 }
 
 fn wait_for(
@@ -207,12 +217,13 @@ impl NetnsMesh {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
-            .copied()
+            .map(|z| z.pid)
     }
 
     fn start_ztunnel(&self, node: &str) -> Result<u32, ScenarioError> {
         let n = self.cluster.node(node)?.clone();
         let gen = *self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        let readiness = SocketAddr::from((Ipv4Addr::new(127, 0, 1, (gen % 250 + 1) as u8), 15021));
         let mut cmd = Command::new(&self.bins.ztunnel);
         cmd.args(["--node", &n.netns])
             .args([
@@ -222,24 +233,36 @@ impl NetnsMesh {
             .args(["--node-token", &self.tokens[node]])
             .args(["--drain-timeout", "2s", "--transparent-inbound"])
             .args(["--redirect", "ebpf", "--redirect-uplink", &n.uplink])
-            .args(["--redirect-pin-root", BPF_PIN_ROOT]);
+            .args(["--redirect-pin-root", BPF_PIN_ROOT])
+            .arg("--readiness-addr")
+            .arg(readiness.to_string());
         let pid = self
             .cluster
             .spawn_in(node, &format!("ztunnel-{node}-{gen}"), cmd)?;
         self.ztunnels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(node.to_string(), pid);
+            .insert(node.to_string(), ZtunnelProc { pid, readiness });
         Ok(pid)
     }
 
     /// `GET <path>` on the admin endpoint of `node`'s ztunnel (from its namespace).
     pub fn ztunnel_admin(&self, node: &str, path: &str) -> Result<(u16, String), ScenarioError> {
+        let addr = ZTUNNEL_ADMIN.parse().expect("valid address");
+        self.http_in_node(node, addr, path)
+    }
+
+    /// `GET <path>` on `addr` from `node`'s namespace: (status, body).
+    fn http_in_node(
+        &self,
+        node: &str,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(u16, String), ScenarioError> {
         let request = format!("GET {path} HTTP/1.0\r\nHost: ztunnel\r\nConnection: close\r\n\r\n");
         let reply = self
             .cluster
             .in_netns(node, move || -> std::io::Result<String> {
-                let addr = ZTUNNEL_ADMIN.parse().expect("valid address");
                 let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
                 s.set_read_timeout(Some(Duration::from_secs(3)))?;
                 s.write_all(request.as_bytes())?;
@@ -247,13 +270,13 @@ impl NetnsMesh {
                 s.read_to_string(&mut out)?;
                 Ok(out)
             })?
-            .map_err(|e| ScenarioError::Target(format!("ztunnel admin on {node}: {e}")))?;
+            .map_err(|e| ScenarioError::Target(format!("{addr} in {node}: {e}")))?;
         let status = reply
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| {
-                ScenarioError::Target(format!("ztunnel admin on {node}: bad reply {reply:?}"))
+                ScenarioError::Target(format!("{addr} in {node}: bad reply {reply:?}"))
             })?;
         let body = reply
             .split_once("\r\n\r\n")
@@ -281,13 +304,21 @@ impl NetnsMesh {
             .collect())
     }
 
-    /// Waits until `node`'s ztunnel is ready (config, certificates, first redirect sync).
+    /// Waits until `node`'s current ztunnel is ready (config, certificates, first redirect
+    /// sync).
     fn wait_ztunnel_ready(&self, node: &str) -> Result<(), ScenarioError> {
+        let readiness = self
+            .ztunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|z| z.readiness)
+            .ok_or_else(|| ScenarioError::Target(format!("no ztunnel on {node}")))?;
         let mut last = String::new();
         let r = wait_for(
             &format!("ztunnel on {node} ready"),
             Duration::from_secs(60),
-            || match self.ztunnel_admin(node, "/healthz/ready") {
+            || match self.http_in_node(node, readiness, "/healthz/ready") {
                 Ok((200, _)) => true,
                 Ok((_, body)) => {
                     last = body;
@@ -317,26 +348,50 @@ impl NetnsMesh {
     }
 }
 
-impl Drop for NetnsMesh {
-    /// Removes every node's redirection with `ztunnel redirect-teardown` (the cluster's
-    /// own cleanup removes whatever is left).
-    fn drop(&mut self) {
-        for n in self.cluster.nodes().to_vec() {
+impl NetnsMesh {
+    /// Stops every ztunnel (SIGTERM, drained) and removes each node's redirection with
+    /// `ztunnel redirect-teardown` in its namespace (pins and routing). Idempotent.
+    pub fn stop_and_teardown(&self) -> Result<(), ScenarioError> {
+        let running = std::mem::take(&mut *self.ztunnels.lock().unwrap_or_else(|p| p.into_inner()));
+        for z in running.values() {
+            self.cluster.signal(z.pid, libc::SIGTERM)?;
+        }
+        for z in running.values() {
+            self.cluster.wait_exit(z.pid, Duration::from_secs(10))?;
+        }
+        let mut failures = Vec::new();
+        for n in self.cluster.nodes() {
             let mut cmd = Command::new(&self.bins.ztunnel);
             cmd.args(["redirect-teardown", "--node", &n.netns])
                 .args(["--redirect-pin-root", BPF_PIN_ROOT]);
-            let res = netns::enter_before_exec(&mut cmd, &n.netns)
-                .map_err(|e| e.to_string())
-                .and_then(|()| cmd.output().map_err(|e| e.to_string()));
-            match res {
+            netns::enter_before_exec(&mut cmd, &n.netns)?;
+            match cmd.output() {
                 Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    tracing::warn!(node = %n.name, stderr = %String::from_utf8_lossy(&out.stderr), "ztunnel redirect-teardown failed")
-                }
-                Err(e) => {
-                    tracing::warn!(node = %n.name, error = %e, "ztunnel redirect-teardown failed")
-                }
+                Ok(out) => failures.push(format!(
+                    "{}: {}",
+                    n.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => failures.push(format!("{}: {e}", n.name)),
             }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ScenarioError::Target(format!(
+                "ztunnel redirect-teardown failed: {}",
+                failures.join("; ")
+            )))
+        }
+    }
+}
+
+impl Drop for NetnsMesh {
+    /// Stops the ztunnels and tears the redirection down (the cluster's own cleanup
+    /// removes whatever is left).
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_and_teardown() {
+            tracing::warn!(error = %e, "mesh teardown");
         }
     }
 }
@@ -458,18 +513,18 @@ impl MeshTarget for NetnsMesh {
         pcap::parse(&data).map_err(|e| ScenarioError::Target(e.to_string()))
     }
 
+    /// Handover, as a rolling update with surge would do it: the new ztunnel starts while
+    /// the old one still serves (listeners shared with SO_REUSEPORT, pins adopted), and the
+    /// old one is told to drain once the new one is ready.
     fn restart_ztunnel(&self, node: &str) -> Result<(), ScenarioError> {
         let old = self
-            .ztunnels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .copied()
+            .ztunnel_pid(node)
             .ok_or_else(|| ScenarioError::Target(format!("no ztunnel on {node}")))?;
-        self.cluster.signal(old, libc::SIGTERM)?;
-        self.cluster.wait_exit(old, Duration::from_secs(10))?;
         *self.restarts.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         self.start_ztunnel(node)?;
+        self.wait_ztunnel_ready(node)?;
+        self.cluster.signal(old, libc::SIGTERM)?;
+        self.cluster.wait_exit(old, Duration::from_secs(10))?;
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
 //! The scenarios on the namespace mini-cluster with the real control plane, ztunnels and
 //! test app (binaries from the same cargo target directory, or $MESHWORK_BIN_DIR).
-use meshwork_e2e::scenarios;
+use std::collections::BTreeSet;
+
+use meshwork_e2e::scenarios::{self, fixture};
 use meshwork_e2e::target::ScenarioError;
-use meshwork_e2e::{Binaries, NetnsMesh};
+use meshwork_e2e::{Binaries, NetnsMesh, BPF_PIN_ROOT};
 
 type Scenario = fn(&dyn meshwork_e2e::target::MeshTarget) -> Result<(), ScenarioError>;
 
@@ -36,6 +38,19 @@ fn scenarios_on_netns_mesh() {
         ),
     ];
     let mut failures = Vec::new();
+    // Each ztunnel enrolled exactly its node's pods of ambient namespaces.
+    for node in ["n0", "n1"] {
+        let want: BTreeSet<String> = fixture::PODS
+            .iter()
+            .filter(|p| mesh.cluster.pod(p.0).unwrap().node == node)
+            .filter(|p| fixture::NAMESPACES.iter().any(|(ns, a)| *ns == p.1 && *a))
+            .map(|p| mesh.cluster.pod(p.0).unwrap().ip.to_string())
+            .collect();
+        let got = mesh.enrolled_on(node).expect("ztunnel /redirect");
+        if got != want {
+            failures.push(format!("{node}: enrolled {got:?}, want {want:?}"));
+        }
+    }
     for (name, f) in all {
         match f(&mesh) {
             Ok(()) => eprintln!("scenario {name}: ok"),
@@ -43,6 +58,15 @@ fn scenarios_on_netns_mesh() {
                 eprintln!("scenario {name}: FAILED {e}");
                 failures.push(format!("{name}: {e}"));
             }
+        }
+    }
+    // `ztunnel redirect-teardown` leaves no pins behind.
+    mesh.stop_and_teardown().expect("teardown");
+    for node in ["n0", "n1"] {
+        let pins =
+            std::path::Path::new(BPF_PIN_ROOT).join(mesh.cluster.bpf_node_name(node).unwrap());
+        if pins.exists() {
+            failures.push(format!("{node}: {} left after teardown", pins.display()));
         }
     }
     assert!(

@@ -74,8 +74,22 @@ pub fn captured_dst(stream: &TcpStream, listener_addr: SocketAddr) -> Option<Soc
 /// Binds a listener; with `transparent`, sets IP_TRANSPARENT so TPROXY'd connections to
 /// any address are accepted (needs CAP_NET_ADMIN; falls back to a plain listener).
 pub fn listen(addr: SocketAddr, transparent: bool) -> io::Result<TcpListener> {
+    listen_with(addr, transparent, false)
+}
+
+/// As [`listen`]; with `reuse_port`, sets SO_REUSEPORT so a new ztunnel can listen on the
+/// same address while the old one drains (handover). With `net.ipv4.tcp_migrate_req=1`,
+/// connections queued on the old listener when it closes move to the new one.
+pub fn listen_with(
+    addr: SocketAddr,
+    transparent: bool,
+    reuse_port: bool,
+) -> io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.set_nonblocking(true)?;
     if transparent {
         let r = if addr.is_ipv4() {
@@ -137,6 +151,12 @@ mod tests {
         let (s, _) = l.accept().await.unwrap();
         assert_eq!(captured_dst(&s, addr), None);
         drop(c);
+        // Two listeners may share an address only when both ask for it.
+        let a = listen_with("127.0.0.1:0".parse().unwrap(), false, true).unwrap();
+        let shared = a.local_addr().unwrap();
+        let b = listen_with(shared, false, true).unwrap();
+        assert_eq!(b.local_addr().unwrap(), shared);
+        assert!(listen(shared, false).is_err());
         let e = connect("127.0.0.1:1".parse().unwrap(), None, Duration::from_secs(2)).await;
         assert!(e.is_err());
     }

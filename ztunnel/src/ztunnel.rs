@@ -64,10 +64,11 @@ fn bind(
     what: &'static str,
     l: Listen,
     transparent: bool,
+    reuse_port: bool,
 ) -> Result<Option<TcpListener>, StartError> {
     match l.0 {
         None => Ok(None),
-        Some(addr) => sockets::listen(addr, transparent)
+        Some(addr) => sockets::listen_with(addr, transparent, reuse_port)
             .map(Some)
             .map_err(|source| StartError::Bind { what, addr, source }),
     }
@@ -93,16 +94,19 @@ impl Ztunnel {
         let mut addrs = BoundAddrs::default();
         let stop_admin = CancellationToken::new();
 
-        let outbound = bind("outbound", cfg.outbound_addr, true)?;
-        let socks = bind("socks5", cfg.socks5_addr, false)?;
-        let plain = bind("inbound plaintext", cfg.inbound_plain_addr, true)?;
+        // With the redirection, a new ztunnel takes over the node's listeners while the old
+        // one drains (SO_REUSEPORT; see `redirect`): no window without a listener.
+        let share = cfg.redirect == RedirectMode::Ebpf;
+        let outbound = bind("outbound", cfg.outbound_addr, true, share)?;
+        let socks = bind("socks5", cfg.socks5_addr, false, share)?;
+        let plain = bind("inbound plaintext", cfg.inbound_plain_addr, true, share)?;
         let mut hbone = Vec::new();
         for a in &cfg.hbone_addrs {
-            hbone.push(bind("hbone", Listen(Some(*a)), true)?.expect("address given"));
+            hbone.push(bind("hbone", Listen(Some(*a)), true, share)?.expect("address given"));
         }
-        let admin_l = bind("admin", cfg.admin_addr, false)?;
-        let metrics_l = bind("metrics", cfg.metrics_addr, false)?;
-        let ready_l = bind("readiness", cfg.readiness_addr, false)?;
+        let admin_l = bind("admin", cfg.admin_addr, false, share)?;
+        let metrics_l = bind("metrics", cfg.metrics_addr, false, share)?;
+        let ready_l = bind("readiness", cfg.readiness_addr, false, share)?;
 
         // Listeners first: a restarted ztunnel's adopted programs find them at once.
         if cfg.redirect == RedirectMode::Ebpf {

@@ -67,6 +67,7 @@ impl Redirector {
             .to_path_buf();
         ensure_bpffs(&bpffs).map_err(step("mounting bpffs"))?;
         install_local_routing(&opts).map_err(step("installing the local routing"))?;
+        enable_request_migration();
         let uplink = match uplink {
             Some(u) => u,
             None => uplink::detect()?,
@@ -261,6 +262,16 @@ impl Redirector {
                 }
             }
         });
+    }
+}
+
+/// `net.ipv4.tcp_migrate_req=1` in the node namespace: when a draining ztunnel closes its
+/// SO_REUSEPORT listeners, connections still queued on them move to the new ztunnel's
+/// instead of being reset. Best effort (kernels before 5.14 lack it).
+fn enable_request_migration() {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    if let Err(e) = std::fs::write(SYSCTL, b"1") {
+        tracing::warn!(error = %e, "redirect: cannot set {SYSCTL}; a ztunnel handover may reset queued connections");
     }
 }
 
