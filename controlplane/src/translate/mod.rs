@@ -65,6 +65,7 @@ pub mod mesh;
 pub mod route;
 pub mod synthetic;
 pub mod telemetry;
+pub mod vip;
 pub mod workload;
 
 #[cfg(test)]
@@ -124,6 +125,7 @@ pub struct Translator {
     waypoint_users: HashMap<NsName, BTreeSet<WaypointUser>>,
     routes: route::RouteIndex,
     dirty: Dirty,
+    vips: vip::VipAllocator,
 }
 
 impl Default for Translator {
@@ -142,6 +144,7 @@ impl Translator {
             uses_waypoint: HashMap::new(),
             waypoint_users: HashMap::new(),
             routes: route::RouteIndex::default(),
+            vips: vip::VipAllocator::default(),
             dirty: Dirty {
                 mesh: true,
                 ..Default::default()
@@ -470,10 +473,29 @@ impl Translator {
         let mut services: Vec<NsName> = dirty.services.into_iter().collect();
         services.sort();
         for (ns, name) in services {
-            let (s, wp) = match self.idx.services.get(&ns, &name) {
+            let (mut s, wp) = match self.idx.services.get(&ns, &name) {
                 Some(obj) => workload::service(&self.idx, &self.mesh, obj),
                 None => (None, None),
             };
+            match s.as_mut() {
+                Some(svc)
+                    if svc.vips.is_empty()
+                        && self
+                            .idx
+                            .services
+                            .get(&ns, &name)
+                            .is_some_and(wants_cluster_ip) =>
+                {
+                    svc.vips = vec![self.vips.assign(&ns, &name).to_string()];
+                }
+                Some(svc) => {
+                    self.vips.release(&ns, &name);
+                    for v in &svc.vips {
+                        self.vips.reserve(v);
+                    }
+                }
+                None => self.vips.release(&ns, &name),
+            }
             self.track_waypoint(WaypointUser::Service((ns.clone(), name.clone())), wp);
             let key = format!("service/{ns}/{}", workload::service_fqdn(&name, &ns));
             self.set(key, s.map(ResKind::Service), &mut out);
@@ -525,4 +547,15 @@ impl Translator {
         }
         out
     }
+}
+
+/// Whether Kubernetes would allocate a cluster IP for this Service: not headless
+/// (`clusterIP: None`) and not `type: ExternalName`.
+fn wants_cluster_ip(obj: &std::sync::Arc<meshwork_api::Object>) -> bool {
+    workload::service_of(obj)
+        .and_then(|s| s.spec.as_ref())
+        .is_some_and(|spec| {
+            spec.cluster_ip.as_deref() != Some("None")
+                && spec.type_.as_deref() != Some("ExternalName")
+        })
 }

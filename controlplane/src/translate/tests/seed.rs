@@ -67,7 +67,11 @@ fn order_service_and_membership() {
     );
     assert_eq!(s.ports.len(), 1);
     assert_eq!((s.ports[0].port, s.ports[0].target_port), (8080, 8080));
-    assert!(s.vips.is_empty(), "no clusterIP given");
+    // No clusterIP in the manifest: one is allocated from the service CIDR, as the API
+    // server would.
+    assert_eq!(s.vips.len(), 1, "{:?}", s.vips);
+    let cidr: ipnet::Ipv4Net = crate::translate::vip::DEFAULT_SERVICE_CIDR.parse().unwrap();
+    assert!(cidr.contains(&s.vips[0].parse::<std::net::Ipv4Addr>().unwrap()));
     for name in ["order-service-v1-a", "order-service-v2-a"] {
         let w = h.workload("production", name);
         assert!(w.captured);
