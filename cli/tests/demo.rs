@@ -31,30 +31,6 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
-/// The built-in seed manifests, except that order-service gets a cluster IP as a
-/// Kubernetes API server would assign. Services without `spec.clusterIP` (as
-/// 01-order-service.yaml is written) are not routable through the waypoint yet: the
-/// control plane gives them no VIP and the waypoint refuses a hostname CONNECT authority
-/// with 400. Once that is fixed, drop `--seed-dir` here.
-fn seed_dir_with_cluster_ip() -> tempfile::TempDir {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cmd/demo/manifests");
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        if path.ends_with("01-order-service.yaml") {
-            let patched = text.replace(
-                "spec:\n  ports:\n",
-                "spec:\n  clusterIP: 127.255.0.10\n  ports:\n",
-            );
-            assert_ne!(patched, text, "01-order-service.yaml changed shape");
-            text = patched;
-        }
-        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
-    }
-    dir
-}
-
 fn section(report: &Value, pattern: u64) -> &Value {
     report["sections"]
         .as_array()
@@ -67,10 +43,9 @@ fn section(report: &Value, pattern: u64) -> &Value {
 #[test]
 fn loopback_demo_observes_the_five_patterns() {
     let dir = bin_dir();
-    let seeds = seed_dir_with_cluster_ip();
+    // The built-in seed manifests, exactly as the article wrote them.
     let out = Command::new(dir.join("meshwork"))
-        .args(["demo", "--mode", "loopback", "--json", "--seed-dir"])
-        .arg(seeds.path())
+        .args(["demo", "--mode", "loopback", "--json"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -204,11 +179,9 @@ impl Drop for KillOnDrop {
 #[test]
 fn keep_then_ctrl_c_tears_everything_down() {
     let dir = bin_dir();
-    let seeds = seed_dir_with_cluster_ip();
     let mut guard = KillOnDrop(
         Command::new(dir.join("meshwork"))
-            .args(["demo", "--mode", "loopback", "--keep", "--seed-dir"])
-            .arg(seeds.path())
+            .args(["demo", "--mode", "loopback", "--keep"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
