@@ -117,7 +117,12 @@ impl Ztunnel {
                 .map_err(|e| StartError::RedirectTask(e.to_string()))??;
             let r = Arc::new(r);
             let _ = proxy.redirect.set(r.clone());
-            r.follow(deps.config.clone(), cfg.node.clone(), stop_admin.clone());
+            // A draining ztunnel leaves the maps to its successor (handover).
+            r.follow(
+                deps.config.clone(),
+                cfg.node.clone(),
+                proxy.stop_accept.clone(),
+            );
         }
 
         // Follow the config before accepting anything.
