@@ -31,6 +31,7 @@ pub mod service;
 pub mod sniff;
 pub mod static_config;
 pub mod tcp;
+pub mod tracing;
 pub mod tracked;
 
 pub use config::WaypointId;

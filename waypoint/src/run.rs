@@ -105,6 +105,10 @@ pub struct Args {
     pub no_access_log: bool,
     #[arg(long, default_value_t = 60 * 1024)]
     pub max_header_bytes: usize,
+    /// Send trace spans (OTLP/gRPC) here, `host:port` or URL, instead of the Telemetry
+    /// provider's service.
+    #[arg(long, env = "MESHWORK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Args {
@@ -221,6 +225,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 AccessLog::Off
             } else {
                 AccessLog::Stdout
+            },
+            tracing: crate::tracing::TracingOptions {
+                otlp_endpoint: args.otlp_endpoint.clone(),
+                ..Default::default()
             },
             ..Default::default()
         },

@@ -34,6 +34,7 @@ use crate::pool::{PoolError, Proto};
 use crate::retry::{Attempt, RetryPolicy};
 use crate::rewrite;
 use crate::routing::{pick_weighted, MatchInput};
+use crate::tracing::{Active, Attributes, Tracer, TracingOptions};
 use crate::tracked::Tracked;
 
 /// Facts about the downstream connection a request arrived on.
@@ -52,6 +53,7 @@ pub struct Options {
     pub access_log: AccessLog,
     /// Largest request body buffered for retries and mirroring.
     pub max_buffered_body: usize,
+    pub tracing: TracingOptions,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             waypoint: WaypointId::default(),
             access_log: AccessLog::Off,
             max_buffered_body: 1 << 20,
+            tracing: TracingOptions::default(),
         }
     }
 }
@@ -69,6 +72,7 @@ struct Inner {
     clusters: Clusters,
     connector: Arc<dyn Connector>,
     metrics: Metrics,
+    tracer: Tracer,
     opts: Options,
 }
 
@@ -90,10 +94,16 @@ struct Exchange {
     attempts: u32,
     policy: String,
     grpc_status: String,
+    /// `<service hostname>:<port>`, the server span's name prefix.
+    route_host: String,
     /// The request was addressed to this workload directly (pod IP), not to a service.
     direct: Option<Arc<Endpoint>>,
     /// A generated affinity cookie to set on the response.
     set_cookie: Option<String>,
+    /// The request's trace, when a Telemetry resource enables tracing for its service.
+    trace: Option<Active>,
+    /// Attributes of the request's spans.
+    span_attrs: Attributes,
 }
 
 /// The request body, replayable when it was small enough to buffer.
@@ -133,6 +143,11 @@ impl L7Service {
                 clusters: Clusters::new(connector.clone()),
                 connector,
                 metrics: Metrics::new(registry),
+                tracer: Tracer::new(
+                    opts.tracing.clone(),
+                    format!("{}.{}", opts.waypoint.name, opts.waypoint.namespace),
+                    registry,
+                ),
                 opts,
             }),
         }
@@ -149,6 +164,10 @@ impl L7Service {
 
     pub fn options(&self) -> &Options {
         &self.inner.opts
+    }
+
+    pub fn tracer(&self) -> &Tracer {
+        &self.inner.tracer
     }
 
     /// Handles one request. Never fails: errors become local replies with response flags.
@@ -205,6 +224,19 @@ impl L7Service {
                 .to_string();
         }
         let labels = self.labels(&cfg, conn, &ex, status, if grpc { "grpc" } else { "http" });
+        let trace = ex.trace.take().filter(Active::is_reported).map(|t| {
+            let mut attrs = std::mem::take(&mut ex.span_attrs);
+            attrs.response_flags = labels.response_flags.clone();
+            attrs.upstream_cluster = ex.cluster.clone();
+            attrs.source_workload = labels.source_workload.clone();
+            attrs.source_namespace = labels.source_workload_namespace.clone();
+            attrs.source_principal = labels.source_principal.clone();
+            attrs.destination_workload = labels.destination_workload.clone();
+            attrs.destination_namespace = labels.destination_workload_namespace.clone();
+            attrs.destination_principal = labels.destination_principal.clone();
+            attrs.destination_service = labels.destination_service.clone();
+            (t, attrs, format!("{}/*", ex.route_host))
+        });
         let metrics = self.inner.metrics.clone();
         let log = self.inner.opts.access_log.clone();
         let mut entry = Entry {
@@ -240,6 +272,9 @@ impl L7Service {
             entry.bytes_sent = sent;
             entry.duration_ms = elapsed.as_millis() as u64;
             log.write(&entry);
+            if let Some((t, attrs, name)) = &trace {
+                t.end_server(name.clone(), status, attrs);
+            }
         });
         Response::from_parts(parts, b.boxed())
     }
@@ -303,6 +338,34 @@ impl L7Service {
             .or_else(|| (service.ports.len() == 1).then(|| service.ports[0].port as u16))
             .unwrap_or(80);
         ex.service = Some(service.clone());
+        ex.route_host = format!("{}:{port}", service.hostname);
+        ex.trace = self.inner.tracer.start(snap, &service, req.headers());
+        if ex.trace.is_some() {
+            ex.span_attrs = Attributes {
+                method: req.method().to_string(),
+                path: req.uri().path().to_string(),
+                url: format!(
+                    "http://{authority}{}",
+                    req.uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                ),
+                request_id: request_id.to_string(),
+                user_agent: req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+                protocol: format!("{:?}", req.version()),
+                mesh_id: snap
+                    .mesh()
+                    .map(|m| m.trust_domain.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+        }
 
         // Authorization.
         let (mut parts, b) = req.into_parts();
@@ -653,10 +716,25 @@ impl L7Service {
                     "request body unavailable for retry",
                 );
             };
-            let upstream_req = build_upstream(parts, b, cl.proto, &ep);
+            let mut upstream_req = build_upstream(parts, b, cl.proto, &ep);
+            let client_span = ex
+                .trace
+                .as_ref()
+                .map(|t| t.begin_client(upstream_req.headers_mut()));
             let (attempt, resp) = self
                 .attempt(&cl, &ep, upstream_req, retry.per_try_timeout)
                 .await;
+            if let (Some(t), Some(c)) = (&ex.trace, client_span) {
+                let status = match attempt {
+                    Attempt::Response { status, .. } => status,
+                    _ => 0,
+                };
+                let mut attrs = ex.span_attrs.clone();
+                attrs.destination_workload = ep.workload.clone();
+                attrs.destination_namespace = ep.namespace.clone();
+                attrs.destination_principal = ep.identity.clone().unwrap_or_default();
+                t.end_client(c, &ex.cluster, &ep.addr.to_string(), status, &attrs);
+            }
             if let Some(o) = &cl.outlier {
                 let obs = match attempt {
                     Attempt::Response { status, .. } => Some(Observation::Status(status)),
