@@ -19,6 +19,7 @@ use meshwork_model::pb::config::{self as pb, resource};
 use meshwork_model::snapshot::Snapshot;
 use meshwork_waypoint::access_log::AccessLog;
 use meshwork_waypoint::server::{serve_connection, ServerLimits};
+use meshwork_waypoint::tracing::TracingOptions;
 use meshwork_waypoint::{ConnContext, L7Service, Options, TcpConnector, WaypointId};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -86,6 +87,9 @@ pub async fn named(name: &'static str) -> Backend {
 #[derive(Default)]
 pub struct Mesh {
     resources: BTreeMap<String, Arc<pb::Resource>>,
+    providers: Vec<pb::ExtensionProvider>,
+    /// Telemetry keys, least specific first, listed on every workload as the translator does.
+    telemetry: Vec<String>,
 }
 
 impl Mesh {
@@ -170,12 +174,42 @@ impl Mesh {
         self
     }
 
+    /// An `opentelemetry` extension provider.
+    pub fn otel_provider(&mut self, name: &str, service: &str, port: u32) -> &mut Self {
+        self.providers.push(pb::ExtensionProvider {
+            name: name.into(),
+            provider: Some(pb::extension_provider::Provider::Opentelemetry(
+                pb::OpenTelemetryProvider {
+                    service: service.into(),
+                    port,
+                    ..Default::default()
+                },
+            )),
+        });
+        self
+    }
+
+    /// A Telemetry resource (add root-namespace ones before namespace ones).
+    pub fn telemetry(&mut self, t: pb::TelemetryConfig) -> &mut Self {
+        let key = Kind::Telemetry.key(&t.namespace, &t.name);
+        self.telemetry.push(key.clone());
+        self.put(key, resource::Kind::Telemetry(t));
+        self
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut r = self.resources.clone();
+        for res in r.values_mut() {
+            if let Some(resource::Kind::Workload(w)) = &res.kind {
+                let mut w = w.clone();
+                w.telemetry = self.telemetry.clone();
+                *res = Arc::new(make_resource(res.key.clone(), resource::Kind::Workload(w)));
+            }
+        }
         let mesh = pb::MeshSettings {
             trust_domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),
-            extension_providers: vec![],
+            extension_providers: self.providers.clone(),
         };
         r.insert(
             "mesh".into(),
@@ -291,6 +325,15 @@ pub struct Proxy {
 
 /// Starts the waypoint on 127.0.0.1; every connection is attributed to `identity`.
 pub async fn proxy(snapshot: Snapshot, identity: Option<&str>) -> Proxy {
+    proxy_traced(snapshot, identity, TracingOptions::default()).await
+}
+
+/// [`proxy`] with tracing options (e.g. the test's OTLP receiver as `otlp_endpoint`).
+pub async fn proxy_traced(
+    snapshot: Snapshot,
+    identity: Option<&str>,
+    tracing: TracingOptions,
+) -> Proxy {
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::default();
     let svc = L7Service::new(
@@ -302,6 +345,7 @@ pub async fn proxy(snapshot: Snapshot, identity: Option<&str>) -> Proxy {
                 name: "waypoint".into(),
             },
             access_log: AccessLog::Memory(log.clone()),
+            tracing,
             ..Default::default()
         },
         &mut registry,
