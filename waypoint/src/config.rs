@@ -11,6 +11,7 @@ use meshwork_model::snapshot::Snapshot;
 use tracing::warn;
 
 use crate::routing::CompiledRouteConfig;
+use crate::tracing::sampler::{self, Effective};
 
 /// Which waypoint this is (its Gateway).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -22,6 +23,9 @@ pub struct WaypointId {
 /// (waypoint, service namespace, service name).
 type PolicyKey = (WaypointId, String, String);
 
+/// Cached tracing settings of one service (`None`: not traced).
+type TracingEntry = Option<Arc<Effective>>;
+
 /// A snapshot with compiled routes and policies.
 #[derive(Debug)]
 pub struct Compiled {
@@ -31,6 +35,8 @@ pub struct Compiled {
     root_namespace: String,
     /// Applicable policies per (waypoint, service namespace, service name), filled lazily.
     by_service: Mutex<HashMap<PolicyKey, Arc<[Arc<Policy>]>>>,
+    /// Effective tracing settings per (service namespace, hostname), filled lazily.
+    tracing: Mutex<HashMap<(String, String), TracingEntry>>,
 }
 
 impl Compiled {
@@ -65,6 +71,7 @@ impl Compiled {
             policies,
             root_namespace,
             by_service: Mutex::new(HashMap::new()),
+            tracing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,6 +97,20 @@ impl Compiled {
         let p: Arc<[Arc<Policy>]> = self.select(waypoint, service).into();
         cache.insert(key, p.clone());
         p
+    }
+
+    /// The tracing settings for traffic to `service`; `None` when no Telemetry enables
+    /// tracing for it.
+    pub fn tracing(&self, service: &pb::Service) -> Option<Arc<Effective>> {
+        let key = (service.namespace.clone(), service.hostname.clone());
+        let mut cache = self.tracing.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let tels = sampler::applicable(&self.snapshot, service);
+                sampler::effective(&self.snapshot, &tels).map(Arc::new)
+            })
+            .clone()
     }
 
     fn select(&self, waypoint: &WaypointId, service: &pb::Service) -> Vec<Arc<Policy>> {

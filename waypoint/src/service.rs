@@ -339,7 +339,10 @@ impl L7Service {
             .unwrap_or(80);
         ex.service = Some(service.clone());
         ex.route_host = format!("{}:{port}", service.hostname);
-        ex.trace = self.inner.tracer.start(snap, &service, req.headers());
+        // Without a Telemetry enabling tracing, trace headers pass through untouched.
+        ex.trace = cfg
+            .tracing(&service)
+            .map(|eff| self.inner.tracer.start(snap, &eff, req.headers()));
         if ex.trace.is_some() {
             ex.span_attrs = Attributes {
                 method: req.method().to_string(),

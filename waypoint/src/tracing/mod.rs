@@ -37,7 +37,6 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use http::HeaderMap;
-use meshwork_model::pb::config::Service;
 use meshwork_model::snapshot::Snapshot;
 use prometheus_client::registry::Registry;
 use tracing::warn;
@@ -117,14 +116,13 @@ impl Tracer {
             .clone()
     }
 
-    /// Starts the trace of a request for `service`. `None` when no Telemetry enables
-    /// tracing for it: the request's trace headers then pass through untouched.
-    pub fn start(&self, snap: &Snapshot, service: &Service, headers: &HeaderMap) -> Option<Active> {
-        let eff = sampler::effective(snap, &sampler::applicable(snap, service))?;
+    /// Starts the trace of a request under the tracing settings `eff` (see
+    /// [`crate::config::Compiled::tracing`]).
+    pub fn start(&self, snap: &Snapshot, eff: &Effective, headers: &HeaderMap) -> Active {
         let (incoming, parent_sampled, formats) = context::extract(headers);
         let sampled = sampler::decide(parent_sampled, eff.sampling_percent, &mut rand::rng());
         let exporter = (sampled && !eff.disable_span_reporting)
-            .then(|| self.exporter(snap, &eff))
+            .then(|| self.exporter(snap, eff))
             .flatten();
         let tags = eff
             .custom_tags
@@ -132,9 +130,6 @@ impl Tracer {
             .filter_map(|(name, src)| {
                 let v = match src {
                     TagSource::Literal(v) => v.clone(),
-                    TagSource::Environment { name, default } => {
-                        std::env::var(name).unwrap_or_else(|_| default.clone())
-                    }
                     TagSource::Header { name, default } => headers
                         .get(name.as_str())
                         .and_then(|v| v.to_str().ok())
@@ -144,7 +139,7 @@ impl Tracer {
                 (!v.is_empty()).then(|| (name.clone(), v))
             })
             .collect();
-        Some(Active {
+        Active {
             trace_id: incoming
                 .as_ref()
                 .map(|i| i.trace_id)
@@ -157,7 +152,7 @@ impl Tracer {
             tags,
             exporter,
             start: SystemTime::now(),
-        })
+        }
     }
 }
 

@@ -18,11 +18,11 @@ use rand::Rng;
 /// provider is configured without `randomSamplingPercentage`.
 pub const DEFAULT_SAMPLING_PERCENT: f64 = 1.0;
 
-/// Where a custom tag takes its value from.
+/// Where a custom tag takes its value from. Environment tags are read when the config is
+/// compiled and become literals (the process environment does not change).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TagSource {
     Literal(String),
-    Environment { name: String, default: String },
     Header { name: String, default: String },
 }
 
@@ -104,10 +104,9 @@ pub fn effective(snap: &Snapshot, telemetries: &[&TelemetryConfig]) -> Option<Ef
         for tag in &tr.custom_tags {
             let src = match &tag.value {
                 Some(custom_tag::Value::Literal(v)) => TagSource::Literal(v.clone()),
-                Some(custom_tag::Value::Environment(n)) => TagSource::Environment {
-                    name: n.clone(),
-                    default: tag.default_value.clone(),
-                },
+                Some(custom_tag::Value::Environment(n)) => TagSource::Literal(
+                    std::env::var(n).unwrap_or_else(|_| tag.default_value.clone()),
+                ),
                 Some(custom_tag::Value::Header(n)) => TagSource::Header {
                     name: n.to_ascii_lowercase(),
                     default: tag.default_value.clone(),
