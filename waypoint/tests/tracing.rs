@@ -28,9 +28,9 @@ use meshwork_waypoint::tracing::TracingOptions;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Spans received, with the resource's `service.name`.
+/// Spans received, with the resource's `service.name`; answers after `delay`.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Span)>>>);
+struct Received(Arc<Mutex<Vec<(String, Span)>>>, Duration);
 
 #[tonic::async_trait]
 impl TraceService for Received {
@@ -38,6 +38,9 @@ impl TraceService for Received {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
         let mut out = self.0.lock().unwrap();
         for rs in req.into_inner().resource_spans {
             let service = rs
@@ -69,9 +72,13 @@ struct Receiver {
 }
 
 async fn receiver() -> Receiver {
+    slow_receiver(Duration::ZERO).await
+}
+
+async fn slow_receiver(delay: Duration) -> Receiver {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let spans = Received::default();
+    let spans = Received(Default::default(), delay);
     let (stop, stopped) = oneshot::channel::<()>();
     let svc = TraceServiceServer::new(spans.clone());
     let task = tokio::spawn(async move {
@@ -194,6 +201,19 @@ struct Setup {
 }
 
 async fn setup(percent: f64, endpoint: String) -> Setup {
+    setup_with(
+        percent,
+        endpoint,
+        ExportSettings {
+            flush_interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn setup_with(percent: f64, endpoint: String, export: ExportSettings) -> Setup {
     let (b, seen) = recording().await;
     let mut m = Mesh::default();
     m.service("order-service", "10.96.0.10")
@@ -209,11 +229,7 @@ async fn setup(percent: f64, endpoint: String) -> Setup {
         Some(ORDER_SA),
         TracingOptions {
             otlp_endpoint: Some(endpoint),
-            export: ExportSettings {
-                flush_interval: Duration::from_millis(50),
-                timeout: Duration::from_millis(500),
-                ..Default::default()
-            },
+            export,
         },
     )
     .await;
@@ -525,5 +541,53 @@ async fn stopped_receiver_costs_dropped_spans_not_requests() {
     assert_eq!(
         counter(&s.proxy, "meshwork_tracing_spans_exported_total"),
         2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_collector_overflows_the_bounded_queue() {
+    // The collector takes 10 s per export; the waypoint waits at most 300 ms, keeps at
+    // most 8 spans queued, and sends batches of 4.
+    let r = slow_receiver(Duration::from_secs(10)).await;
+    let s = setup_with(
+        100.0,
+        r.addr.to_string(),
+        ExportSettings {
+            queue: 8,
+            max_batch: 4,
+            flush_interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, addr) = (c.clone(), s.proxy.addr);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let (status, body, _) = send(&c, addr, "GET", ORDER_HOST, "/", &[]).await;
+                assert_eq!((status, body.as_str()), (200, "ok"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.seen.lock().unwrap().len(), 200);
+    // Nothing is ever accepted: all 400 spans are dropped, by queue overflow or by export
+    // timeout, except those still queued or in flight (at most the queue plus a batch).
+    let mut dropped = 0;
+    for _ in 0..200 {
+        dropped = counter(&s.proxy, "meshwork_tracing_spans_dropped_total");
+        if dropped >= 400 - 8 - 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(dropped >= 400 - 8 - 4, "dropped {dropped}");
+    assert_eq!(
+        counter(&s.proxy, "meshwork_tracing_spans_exported_total"),
+        0
     );
 }
