@@ -302,7 +302,7 @@ impl Attributes {
             ("istio.destination_workload", &self.destination_workload),
             ("istio.destination_namespace", &self.destination_namespace),
             ("istio.destination_principal", &self.destination_principal),
-            ("istio.canonical_service", &self.destination_service),
+            ("istio.destination_service", &self.destination_service),
             ("istio.namespace", &self.destination_namespace),
         ];
         for (k, v) in pairs {
