@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Checks a directory of manifests offline, as the control plane would apply it.
     Validate(cmd::validate::Args),
+    /// Finds configuration mistakes in a directory of manifests (dangling subsets, L7 policies without a waypoint, ...).
+    Analyze(cmd::analyze::Args),
     /// Shows the validation errors and warnings of a running control plane.
     Errors(cmd::errors::Args),
     /// Brings up the whole mesh locally, drives the seed patterns and reports what it saw.
@@ -36,6 +38,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(a) => cmd::validate::run(a),
+        Command::Analyze(a) => cmd::analyze::run(a),
         Command::Errors(a) => cmd::errors::run(a).await,
         Command::Demo(a) => cmd::demo::run(a).await,
         Command::Version => {

@@ -1,0 +1,64 @@
+//! AuthorizationPolicy with L7 rules (methods, paths, hosts, request.* keys) on workloads
+//! without a waypoint: ztunnel only sees L4, so ALLOW rules with L7 parts never match
+//! (requests are denied) and DENY rules lose their L7 parts (they deny more).
+
+use meshwork_api::security::AuthzAction;
+use meshwork_api::{Kind, Spec};
+
+use super::super::context::Context;
+use super::super::finding::{Finding, Severity};
+
+pub fn check(ctx: &Context) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in ctx.of_kind(Kind::AuthorizationPolicy) {
+        let Spec::AuthorizationPolicy(p) = &s.object.spec else {
+            continue;
+        };
+        if !p.all_target_refs().is_empty() {
+            continue; // targetRef policies are enforced by the waypoint itself.
+        }
+        let ns = &s.object.namespace;
+        let Some(model) = ctx.authorization(ns, &s.object.name) else {
+            continue;
+        };
+        if !model.has_l7 {
+            continue;
+        }
+        let sel = p.selector.as_ref().map(|x| &x.match_labels);
+        let without: Vec<String> = ctx
+            .selected(ns, sel)
+            .into_iter()
+            .filter(|w| !ctx.has_waypoint(w))
+            .map(|w| w.label)
+            .collect();
+        if without.is_empty() {
+            continue;
+        }
+        let (severity, effect) = match p.action {
+            AuthzAction::Allow => (
+                Severity::Error,
+                "ztunnel cannot evaluate methods/paths/hosts/request.* so these ALLOW rules never match and every request to them is denied",
+            ),
+            AuthzAction::Deny => (
+                Severity::Warning,
+                "ztunnel cannot evaluate methods/paths/hosts/request.* so it drops those parts and these DENY rules deny more than written",
+            ),
+            _ => continue,
+        };
+        out.push(Finding::new(
+            severity,
+            "l7-policy-without-waypoint",
+            Context::label(&s.object),
+            Context::file_of(s),
+            format!(
+                "{} policy has L7 rules but {} has no waypoint; {effect}",
+                p.action.as_str(),
+                without.join(", ")
+            ),
+            format!(
+                "deploy a waypoint and label namespace {ns} (or the workloads) istio.io/use-waypoint=<waypoint>, or remove the L7 parts of the rules"
+            ),
+        ));
+    }
+    out
+}

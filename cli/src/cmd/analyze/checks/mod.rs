@@ -1,0 +1,41 @@
+//! One file per check; each is `fn(&Context) -> Vec<Finding>`.
+
+mod allow_all;
+mod ambient_system;
+mod authz_l7;
+mod cross_namespace;
+mod deny_default;
+mod hosts;
+mod peer_conflict;
+mod sampling;
+mod store_errors;
+mod subsets;
+mod unknown_fields;
+mod vs_host;
+
+use super::context::Context;
+use super::finding::Finding;
+
+type Check = fn(&Context) -> Vec<Finding>;
+
+const CHECKS: [Check; 11] = [
+    store_errors::check,
+    unknown_fields::check,
+    subsets::check,
+    cross_namespace::check,
+    vs_host::check,
+    peer_conflict::check,
+    authz_l7::check,
+    allow_all::check,
+    deny_default::check,
+    sampling::check,
+    ambient_system::check,
+];
+
+/// Runs every check; findings sorted by severity, then resource.
+pub fn run_all(ctx: &Context) -> Vec<Finding> {
+    let mut out: Vec<Finding> = CHECKS.iter().flat_map(|c| c(ctx)).collect();
+    out.sort();
+    out.dedup();
+    out
+}

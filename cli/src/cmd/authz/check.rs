@@ -1,0 +1,519 @@
+//! Deciding one request the way the data path does: find the source and destination
+//! workloads, pick the enforcement point (waypoint or destination ztunnel) and evaluate the
+//! policies that proxy would apply.
+
+use std::net::IpAddr;
+
+use meshwork_authz::{
+    applicable, evaluate_pb, l4_view, Decision, HttpAttributes, Outcome, PolicyTarget,
+    RequestContext,
+};
+use meshwork_model::pb::config::{self as pb, Enforcement};
+use meshwork_model::{Kind, Snapshot};
+use serde::Serialize;
+
+const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// Errors in what the user asked about.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CheckError {
+    #[error("--from {0:?}: expected <namespace>/<workload>")]
+    BadWorkloadRef(String),
+    #[error("--from {0}: no such workload in the model")]
+    UnknownSource(String),
+    #[error("--to {0}: no such service host or workload in the model")]
+    UnknownDestination(String),
+    #[error("--to {0}: the service has no member workloads")]
+    NoMembers(String),
+    #[error("--header {0:?}: expected <name>=<value> with a valid header name and value")]
+    BadHeader(String),
+}
+
+/// The request to decide.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// `<ns>/<workload>`.
+    pub from: String,
+    /// A service host (FQDN or alias, resolved from the source's namespace) or `<ns>/<workload>`.
+    pub to: String,
+    pub port: Option<u16>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// `name=value` pairs.
+    pub headers: Vec<String>,
+}
+
+/// The decision at one enforcement point.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// `<ns>/<name>` of the destination workload, or of the Service when a waypoint decides.
+    pub destination: String,
+    /// `waypoint <ns>/<name>` or `ztunnel on node <node>`.
+    pub enforced_by: String,
+    pub allowed: bool,
+    /// `<ns>/<name>` of the deciding policy.
+    pub policy: Option<String>,
+    pub rule: Option<usize>,
+    pub reason: String,
+    /// Policies the enforcement point applies, in evaluation order.
+    pub applicable: Vec<String>,
+}
+
+/// The whole answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub source: String,
+    pub source_identity: String,
+    pub source_ip: Option<String>,
+    pub destination: String,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+    /// Allowed at every enforcement point (all member workloads).
+    pub allowed: bool,
+    pub verdicts: Vec<Verdict>,
+}
+
+enum Dest<'a> {
+    Service(&'a pb::Service),
+    Workload(&'a pb::Workload),
+}
+
+/// Decides `q` over `snap`.
+pub fn check(snap: &Snapshot, q: &Query) -> Result<Report, CheckError> {
+    let mesh = snap.mesh();
+    let root = mesh
+        .map(|m| m.root_namespace.as_str())
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_ROOT_NAMESPACE);
+    let src = find_workload(snap, &q.from)
+        .map_err(|_| CheckError::BadWorkloadRef(q.from.clone()))?
+        .ok_or_else(|| CheckError::UnknownSource(q.from.clone()))?;
+    let td = if src.trust_domain.is_empty() {
+        mesh.map(|m| m.trust_domain.as_str())
+            .filter(|t| !t.is_empty())
+            .unwrap_or(DEFAULT_TRUST_DOMAIN)
+    } else {
+        &src.trust_domain
+    };
+    let identity = format!(
+        "spiffe://{td}/ns/{}/sa/{}",
+        src.namespace, src.service_account
+    );
+    let src_ip: Option<IpAddr> = src.addresses.iter().find_map(|a| a.parse().ok());
+    let dest = match snap.service_by_host(&q.to, &src.namespace) {
+        Some(s) => Dest::Service(s),
+        None => match find_workload(snap, &q.to) {
+            Ok(Some(w)) => Dest::Workload(w),
+            _ => return Err(CheckError::UnknownDestination(q.to.clone())),
+        },
+    };
+    let http = http_attributes(q, &dest)?;
+    let (method, path) = (http.method.clone(), http.path.clone());
+    let base = RequestContext {
+        source_principal: Some(identity.clone()),
+        source_ip: src_ip,
+        ..Default::default()
+    };
+    let (port, verdicts) = match dest {
+        Dest::Service(svc) => {
+            let port = q
+                .port
+                .or_else(|| svc.ports.first().and_then(|p| u16::try_from(p.port).ok()))
+                .unwrap_or(0);
+            let verdicts = match usable(svc.waypoint.as_ref()) {
+                Some(gw) => {
+                    let target = PolicyTarget::Waypoint {
+                        namespace: &gw.namespace,
+                        name: &gw.name,
+                        service: Some((&svc.namespace, &svc.name)),
+                        pods: (!svc.selector.is_empty()).then_some((&svc.namespace, &svc.selector)),
+                    };
+                    let ctx = RequestContext {
+                        destination_ip: svc.vips.iter().find_map(|v| v.parse().ok()),
+                        destination_port: port,
+                        http: Some(http),
+                        ..base.clone()
+                    };
+                    let dst = format!("{}/{}", svc.namespace, svc.name);
+                    vec![at_waypoint(snap, root, gw, &target, &ctx, dst)]
+                }
+                None => {
+                    let members: Vec<_> = snap.service_members(svc).collect();
+                    if members.is_empty() {
+                        return Err(CheckError::NoMembers(q.to.clone()));
+                    }
+                    members
+                        .into_iter()
+                        .map(|(w, sp)| {
+                            let target_port = sp
+                                .ports
+                                .get(&u32::from(port))
+                                .and_then(|p| u16::try_from(*p).ok())
+                                .unwrap_or(port);
+                            to_workload(snap, root, w, &base, target_port, &http)
+                        })
+                        .collect()
+                }
+            };
+            (port, verdicts)
+        }
+        Dest::Workload(w) => {
+            let port = q.port.unwrap_or(0);
+            (port, vec![to_workload(snap, root, w, &base, port, &http)])
+        }
+    };
+    Ok(Report {
+        source: format!("{}/{}", src.namespace, src.name),
+        source_identity: identity,
+        source_ip: src_ip.map(|i| i.to_string()),
+        destination: q.to.clone(),
+        port,
+        method,
+        path,
+        allowed: verdicts.iter().all(|v| v.allowed),
+        verdicts,
+    })
+}
+
+/// `Ok(None)`: well-formed but absent; `Err`: not `<ns>/<name>`.
+fn find_workload<'a>(snap: &'a Snapshot, r: &str) -> Result<Option<&'a pb::Workload>, ()> {
+    let (ns, name) = r.split_once('/').ok_or(())?;
+    if ns.is_empty() || name.is_empty() || name.contains('/') {
+        return Err(());
+    }
+    Ok(snap.workload(&Kind::Workload.key(ns, name)))
+}
+
+fn usable(gw: Option<&pb::GatewayAddress>) -> Option<&pb::GatewayAddress> {
+    gw.filter(|g| !g.address.is_empty())
+}
+
+/// The waypoint that serves a workload, as ztunnel finds it: its own, else its services'.
+fn waypoint_of<'a>(snap: &'a Snapshot, w: &'a pb::Workload) -> Option<&'a pb::GatewayAddress> {
+    usable(w.waypoint.as_ref()).or_else(|| {
+        w.services.iter().find_map(|sp| {
+            let (ns, host) = sp.service.split_once('/')?;
+            usable(
+                snap.service(&Kind::Service.key(ns, host))?
+                    .waypoint
+                    .as_ref(),
+            )
+        })
+    })
+}
+
+fn http_attributes(q: &Query, dest: &Dest<'_>) -> Result<HttpAttributes, CheckError> {
+    let mut headers = http::HeaderMap::new();
+    for h in &q.headers {
+        let bad = || CheckError::BadHeader(h.clone());
+        let (k, v) = h.split_once('=').ok_or_else(bad)?;
+        let name = http::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| bad())?;
+        let value = http::HeaderValue::from_str(v.trim()).map_err(|_| bad())?;
+        headers.append(name, value);
+    }
+    let host = match dest {
+        Dest::Service(s) => s.hostname.clone(),
+        Dest::Workload(_) => q.to.clone(),
+    };
+    Ok(HttpAttributes {
+        host,
+        method: q.method.clone().unwrap_or_else(|| "GET".into()),
+        path: q.path.clone().unwrap_or_else(|| "/".into()),
+        headers,
+        ..Default::default()
+    })
+}
+
+/// Traffic addressed to one workload: its waypoint decides if it has one, else its ztunnel.
+fn to_workload(
+    snap: &Snapshot,
+    root: &str,
+    w: &pb::Workload,
+    base: &RequestContext,
+    port: u16,
+    http: &HttpAttributes,
+) -> Verdict {
+    let ip = w.addresses.iter().find_map(|a| a.parse().ok());
+    let dst = format!("{}/{}", w.namespace, w.name);
+    if let Some(gw) = waypoint_of(snap, w) {
+        let target = PolicyTarget::Waypoint {
+            namespace: &gw.namespace,
+            name: &gw.name,
+            service: None,
+            pods: Some((&w.namespace, &w.labels)),
+        };
+        let ctx = RequestContext {
+            destination_ip: ip,
+            destination_port: port,
+            http: Some(http.clone()),
+            ..base.clone()
+        };
+        return at_waypoint(snap, root, gw, &target, &ctx, dst);
+    }
+    let views: Vec<pb::Authorization> = applicable(
+        snap.authorizations()
+            .filter(|a| a.enforcement() != Enforcement::EnforceWaypoint),
+        &PolicyTarget::workload(w),
+        root,
+    )
+    .into_iter()
+    .map(l4_view)
+    .collect();
+    let ctx = RequestContext {
+        destination_ip: ip,
+        destination_port: port,
+        ..base.clone()
+    };
+    let enforced_by = if w.node.is_empty() {
+        "ztunnel (workload has no node)".to_string()
+    } else {
+        format!("ztunnel on node {}", w.node)
+    };
+    verdict(dst, enforced_by, &views, &ctx)
+}
+
+fn at_waypoint(
+    snap: &Snapshot,
+    root: &str,
+    gw: &pb::GatewayAddress,
+    target: &PolicyTarget<'_>,
+    ctx: &RequestContext,
+    dst: String,
+) -> Verdict {
+    let policies: Vec<pb::Authorization> = applicable(snap.authorizations(), target, root)
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut v = verdict(
+        dst,
+        format!("waypoint {}/{}", gw.namespace, gw.name),
+        &policies,
+        ctx,
+    );
+    v.reason
+        .push_str("; the destination ztunnel admits only the waypoint");
+    v
+}
+
+fn verdict(
+    destination: String,
+    enforced_by: String,
+    policies: &[pb::Authorization],
+    ctx: &RequestContext,
+) -> Verdict {
+    let d: Decision = evaluate_pb(policies, ctx);
+    let reason = match &d.outcome {
+        Outcome::AllowedNoPolicy => "no policy: allowed by default".to_string(),
+        Outcome::Custom { provider } => {
+            format!("CUSTOM provider {provider:?} is not supported: denied")
+        }
+        _ => d.reason.clone(),
+    };
+    Verdict {
+        destination,
+        enforced_by,
+        allowed: d.allowed,
+        policy: d.policy,
+        rule: d.rule,
+        reason,
+        applicable: policies
+            .iter()
+            .map(|a| format!("{}/{}", a.namespace, a.name))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_model::keys::make_resource;
+    use meshwork_model::pb::config::resource::Kind as R;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn workload(ns: &str, name: &str, sa: &str, ip: &str, app: &str) -> pb::Workload {
+        pb::Workload {
+            name: name.into(),
+            namespace: ns.into(),
+            service_account: sa.into(),
+            node: "node-a".into(),
+            addresses: vec![ip.into()],
+            labels: labels(&[("app", app)]),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(items: Vec<(String, R)>) -> Snapshot {
+        let map = items
+            .into_iter()
+            .map(|(k, r)| (k.clone(), Arc::new(make_resource(k, r))))
+            .collect();
+        Snapshot::new(1, map)
+    }
+
+    fn deny_foreign() -> pb::Authorization {
+        pb::Authorization {
+            name: "deny-foreign".into(),
+            namespace: "prod".into(),
+            scope: pb::PolicyScope::Namespace as i32,
+            action: pb::Action::Deny as i32,
+            rules: vec![pb::Rule {
+                from: vec![pb::Source {
+                    not_principals: vec!["cluster.local/ns/prod/sa/*".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn l7_allow() -> pb::Authorization {
+        pb::Authorization {
+            name: "post-only".into(),
+            namespace: "prod".into(),
+            scope: pb::PolicyScope::WorkloadSelector as i32,
+            action: pb::Action::Allow as i32,
+            selector: labels(&[("app", "server")]),
+            has_l7: true,
+            rules: vec![pb::Rule {
+                to: vec![pb::Operation {
+                    methods: vec!["POST".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn mesh(waypoint: bool) -> Snapshot {
+        let mut server = workload("prod", "server-0", "server", "127.0.0.2", "server");
+        server.services = vec![pb::ServicePorts {
+            service: "prod/server.prod.svc.cluster.local".into(),
+            ports: [(80, 8080)].into(),
+        }];
+        let svc = pb::Service {
+            name: "server".into(),
+            namespace: "prod".into(),
+            hostname: "server.prod.svc.cluster.local".into(),
+            aliases: vec!["server".into()],
+            vips: vec!["127.0.1.1".into()],
+            ports: vec![pb::ServicePort {
+                port: 80,
+                target_port: 8080,
+                ..Default::default()
+            }],
+            selector: labels(&[("app", "server")]),
+            waypoint: waypoint.then(|| pb::GatewayAddress {
+                namespace: "prod".into(),
+                name: "wp".into(),
+                address: "127.0.0.9".into(),
+                hbone_port: 15008,
+                identity: "spiffe://cluster.local/ns/prod/sa/wp".into(),
+            }),
+            ..Default::default()
+        };
+        let client = workload("prod", "client-0", "client", "127.0.0.1", "client");
+        let evil = workload("evil", "x-0", "x", "127.0.0.3", "x");
+        snapshot(vec![
+            ("workload/prod/server-0".into(), R::Workload(server)),
+            ("workload/prod/client-0".into(), R::Workload(client)),
+            ("workload/evil/x-0".into(), R::Workload(evil)),
+            (
+                "service/prod/server.prod.svc.cluster.local".into(),
+                R::Service(svc),
+            ),
+            (
+                "authz/prod/deny-foreign".into(),
+                R::Authorization(deny_foreign()),
+            ),
+            ("authz/prod/post-only".into(), R::Authorization(l7_allow())),
+        ])
+    }
+
+    fn q(from: &str, to: &str, method: &str) -> Query {
+        Query {
+            from: from.into(),
+            to: to.into(),
+            method: Some(method.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn waypoint_applies_l7_rules() {
+        let snap = mesh(true);
+        let r = check(&snap, &q("prod/client-0", "server", "POST")).unwrap();
+        assert!(r.allowed);
+        assert_eq!(r.verdicts[0].enforced_by, "waypoint prod/wp");
+        assert_eq!(r.verdicts[0].policy.as_deref(), Some("prod/post-only"));
+        assert_eq!(
+            r.source_identity,
+            "spiffe://cluster.local/ns/prod/sa/client"
+        );
+        let r = check(&snap, &q("prod/client-0", "server", "GET")).unwrap();
+        assert!(!r.allowed);
+        assert!(r.verdicts[0].reason.contains("no ALLOW policy matched"));
+        let r = check(&snap, &q("evil/x-0", "server", "POST")).unwrap();
+        assert!(!r.allowed);
+        assert_eq!(r.verdicts[0].policy.as_deref(), Some("prod/deny-foreign"));
+    }
+
+    #[test]
+    fn without_waypoint_l7_allow_fails_closed_at_ztunnel() {
+        let snap = mesh(false);
+        let r = check(&snap, &q("prod/client-0", "server", "POST")).unwrap();
+        assert!(!r.allowed);
+        assert_eq!(r.verdicts[0].enforced_by, "ztunnel on node node-a");
+        assert_eq!(r.verdicts[0].destination, "prod/server-0");
+        assert_eq!(r.port, 80);
+        // Addressing the workload directly is the same decision.
+        let r = check(&snap, &q("prod/client-0", "prod/server-0", "POST")).unwrap();
+        assert!(!r.allowed);
+    }
+
+    #[test]
+    fn no_policy_allows_by_default() {
+        let snap = mesh(false);
+        let r = check(&snap, &q("evil/x-0", "prod/client-0", "GET")).unwrap();
+        assert!(!r.allowed, "deny-foreign is namespace-wide");
+        let r = check(&snap, &q("prod/client-0", "evil/x-0", "GET")).unwrap();
+        assert!(r.allowed);
+        assert_eq!(r.verdicts[0].reason, "no policy: allowed by default");
+        assert!(r.verdicts[0].applicable.is_empty());
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let snap = mesh(true);
+        assert_eq!(
+            check(&snap, &q("prod/nope", "server", "GET")).unwrap_err(),
+            CheckError::UnknownSource("prod/nope".into())
+        );
+        assert_eq!(
+            check(&snap, &q("nope", "server", "GET")).unwrap_err(),
+            CheckError::BadWorkloadRef("nope".into())
+        );
+        assert_eq!(
+            check(&snap, &q("prod/client-0", "missing", "GET")).unwrap_err(),
+            CheckError::UnknownDestination("missing".into())
+        );
+        let mut bad = q("prod/client-0", "server", "GET");
+        bad.headers = vec!["no-equals".into()];
+        assert_eq!(
+            check(&snap, &bad).unwrap_err(),
+            CheckError::BadHeader("no-equals".into())
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! `meshwork proxy-config <ztunnel|waypoint> --admin URL [SECTION]`: what a running proxy
+//! has, read from its admin endpoint.
+//!
+//! ztunnel serves `/config_dump` and `/certs` as JSON (workloads, services, policies,
+//! certificates). The waypoint's `/config_dump` lists the model resource keys and versions
+//! it holds (workloads, services, policies, routes); it exposes neither certificates nor
+//! endpoint (outlier ejection) state, which the command says instead of printing nothing.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use clap::ValueEnum;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::admin_client::get_json;
+use crate::output::{print_structured, Format};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Proxy {
+    Ztunnel,
+    Waypoint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Section {
+    Workloads,
+    Services,
+    Policies,
+    Certs,
+    Routes,
+    Endpoints,
+    #[default]
+    All,
+}
+
+impl Section {
+    const EACH: [Section; 6] = [
+        Section::Workloads,
+        Section::Services,
+        Section::Policies,
+        Section::Certs,
+        Section::Routes,
+        Section::Endpoints,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Section::Workloads => "workloads",
+            Section::Services => "services",
+            Section::Policies => "policies",
+            Section::Certs => "certs",
+            Section::Routes => "routes",
+            Section::Endpoints => "endpoints",
+            Section::All => "all",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Which kind of proxy the admin address belongs to.
+    #[arg(value_enum)]
+    pub proxy: Proxy,
+    /// What to show.
+    #[arg(value_enum, default_value_t)]
+    pub section: Section,
+    /// The proxy's admin address, e.g. http://127.0.0.1:15000.
+    #[arg(long)]
+    pub admin: String,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// One section: structured data, and the human rendering of it.
+struct Shown {
+    data: Value,
+    human: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let sections: Vec<Section> = match args.section {
+        Section::All => Section::EACH.to_vec(),
+        s => vec![s],
+    };
+    let shown = match args.proxy {
+        Proxy::Ztunnel => ztunnel(&args.admin, &sections).await?,
+        Proxy::Waypoint => {
+            let dump = get_text(&args.admin, "/config_dump").await?;
+            let keys = parse_waypoint_dump(&dump)
+                .with_context(|| format!("{}/config_dump", args.admin.trim_end_matches('/')))?;
+            sections
+                .iter()
+                .map(|s| (*s, waypoint_section(*s, &keys)))
+                .collect()
+        }
+    };
+    match args.output {
+        Format::Human => {
+            for (i, (s, sh)) in shown.iter().enumerate() {
+                if sections.len() > 1 {
+                    if i > 0 {
+                        println!();
+                    }
+                    println!("== {}", s.name());
+                }
+                print!("{}", sh.human);
+            }
+        }
+        f => {
+            let obj: serde_json::Map<String, Value> = shown
+                .into_iter()
+                .map(|(s, sh)| (s.name().to_string(), sh.data))
+                .collect();
+            print_structured(f, &Value::Object(obj))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ztunnel(admin: &str, sections: &[Section]) -> anyhow::Result<Vec<(Section, Shown)>> {
+    let dump = get_json(admin, "/config_dump").await?;
+    let certs = if sections.contains(&Section::Certs) {
+        get_json(admin, "/certs").await?
+    } else {
+        Value::Null
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    Ok(sections
+        .iter()
+        .map(|s| (*s, ztunnel_section(*s, &dump, &certs, now)))
+        .collect())
+}
+
+fn list(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(x) if x.is_empty() => "-".into(),
+        Value::String(x) => x.clone(),
+        Value::Array(a) => {
+            let parts: Vec<String> = a.iter().map(s).collect();
+            if parts.is_empty() {
+                "-".into()
+            } else {
+                parts.join(",")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn ztunnel_section(sec: Section, dump: &Value, certs: &Value, now: u64) -> Shown {
+    match sec {
+        Section::Workloads => {
+            let rows = list(&dump["workloads"])
+                .iter()
+                .map(|w| {
+                    [
+                        "workload",
+                        "node",
+                        "addresses",
+                        "identity",
+                        "waypoint",
+                        "mtls_mode",
+                    ]
+                    .iter()
+                    .map(|k| s(&w[*k]))
+                    .chain([s(&w["healthy"]), s(&w["local"])])
+                    .collect()
+                })
+                .collect();
+            Shown {
+                data: dump["workloads"].clone(),
+                human: table(
+                    &[
+                        "WORKLOAD",
+                        "NODE",
+                        "ADDRESSES",
+                        "IDENTITY",
+                        "WAYPOINT",
+                        "MTLS",
+                        "HEALTHY",
+                        "LOCAL",
+                    ],
+                    rows,
+                ),
+            }
+        }
+        Section::Services => {
+            let rows = list(&dump["services"])
+                .iter()
+                .map(|svc| {
+                    let ports: Vec<String> = list(&svc["ports"])
+                        .iter()
+                        .map(|p| format!("{}->{}", p["port"], p["target_port"]))
+                        .collect();
+                    vec![
+                        s(&svc["hostname"]),
+                        s(&svc["vips"]),
+                        if ports.is_empty() {
+                            "-".into()
+                        } else {
+                            ports.join(",")
+                        },
+                        s(&svc["waypoint"]),
+                    ]
+                })
+                .collect();
+            Shown {
+                data: dump["services"].clone(),
+                human: table(&["SERVICE", "VIPS", "PORTS", "WAYPOINT"], rows),
+            }
+        }
+        Section::Policies => {
+            let rows = list(&dump["authorizations"])
+                .iter()
+                .map(|p| vec![s(p)])
+                .collect();
+            Shown {
+                data: dump["authorizations"].clone(),
+                human: table(&["POLICY"], rows),
+            }
+        }
+        Section::Certs => {
+            let items = list(&certs["certificates"]);
+            let rows = items
+                .iter()
+                .map(|c| {
+                    let not_after = c["not_after"].as_u64().unwrap_or(0);
+                    vec![
+                        s(&c["identity"]),
+                        s(&c["serial"]),
+                        rfc3339(not_after),
+                        expires_in(not_after, now),
+                        rfc3339(c["renew_at"].as_u64().unwrap_or(0)),
+                    ]
+                })
+                .collect();
+            // The PEM chains are long; structured output keeps everything but them.
+            let data = items
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("chain_pem");
+                    }
+                    c
+                })
+                .collect();
+            Shown {
+                data: Value::Array(data),
+                human: table(
+                    &["IDENTITY", "SERIAL", "NOT AFTER", "EXPIRES IN", "RENEW AT"],
+                    rows,
+                ),
+            }
+        }
+        Section::Routes => not_exposed("ztunnel is L4 only: HTTP routes live in the waypoint"),
+        Section::Endpoints => not_exposed(
+            "ztunnel does not expose per-endpoint state; see workloads (HEALTHY) instead",
+        ),
+        Section::All => not_exposed("all is not a single section"),
+    }
+}
+
+fn not_exposed(why: &str) -> Shown {
+    Shown {
+        data: json!({ "available": false, "reason": why }),
+        human: format!("({why})\n"),
+    }
+}
+
+/// `(key, version)` lines after the `version N` header of the waypoint's `/config_dump`.
+fn parse_waypoint_dump(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    if !header.starts_with("version ") {
+        return Err(anyhow!(
+            "expected a `version N` first line (is this a waypoint admin address?), got {header:?}"
+        ));
+    }
+    Ok(lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match l.split_once(' ') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect())
+}
+
+fn waypoint_section(sec: Section, keys: &[(String, String)]) -> Shown {
+    let prefix =
+        match sec {
+            Section::Workloads => "workload/",
+            Section::Services => "service/",
+            Section::Policies => "authz/",
+            Section::Routes => "route/",
+            Section::Certs => {
+                return not_exposed("the waypoint admin endpoint does not expose its certificates")
+            }
+            Section::Endpoints => return not_exposed(
+                "the waypoint admin endpoint does not expose endpoint or outlier-ejection state",
+            ),
+            Section::All => return not_exposed("all is not a single section"),
+        };
+    let picked: Vec<(&str, &str)> = keys
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
+        .collect();
+    Shown {
+        data: Value::Array(
+            picked
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "version": v }))
+                .collect(),
+        ),
+        human: table(
+            &["NAME", "VERSION"],
+            picked
+                .iter()
+                .map(|(k, v)| vec![k.to_string(), v.to_string()])
+                .collect(),
+        ),
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    if rows.is_empty() {
+        return "(none)\n".into();
+    }
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.to_vec());
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days, proleptic Gregorian).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn expires_in(not_after: u64, now: u64) -> String {
+    if not_after <= now {
+        return "EXPIRED".into();
+    }
+    let left = not_after - now;
+    match left {
+        l if l >= 86_400 => format!("{}d{}h", l / 86_400, l % 86_400 / 3600),
+        l if l >= 3600 => format!("{}h{}m", l / 3600, l % 3600 / 60),
+        l => format!("{}m{}s", l / 60, l % 60),
+    }
+}
+
+/// GETs a plain-text admin page (the waypoint's `/config_dump`).
+async fn get_text(base: &str, path: &str) -> anyhow::Result<String> {
+    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("invalid address {url}"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| anyhow!("{url}: no answer within 5s"))?
+        .map_err(|e| anyhow!("cannot reach {url}: {}", root_cause(&e)))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("{url}: reading the answer"))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        return Err(anyhow!("{url}: {status}: {}", text.trim()));
+    }
+    Ok(text)
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_651_199), "2026-11-25T23:59:59Z");
+    }
+
+    #[test]
+    fn expiry_is_relative_to_now() {
+        assert_eq!(expires_in(100, 100), "EXPIRED");
+        assert_eq!(expires_in(100 + 90, 100), "1m30s");
+        assert_eq!(expires_in(100 + 7_260, 100), "2h1m");
+        assert_eq!(expires_in(100 + 90_000, 100), "1d1h");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &["A", "BB"],
+            vec![
+                vec!["long-value".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
+        );
+        assert_eq!(t, "A           BB\nlong-value  x\ny           z\n");
+        assert_eq!(table(&["A"], vec![]), "(none)\n");
+    }
+
+    #[test]
+    fn waypoint_dump_by_section() {
+        let keys = parse_waypoint_dump(
+            "version 7\nworkload/prod/a v1\nroute/prod/a.prod.svc v2\nauthz/prod/p v3\n",
+        )
+        .unwrap();
+        let r = waypoint_section(Section::Routes, &keys);
+        assert_eq!(r.human, "NAME             VERSION\nprod/a.prod.svc  v2\n");
+        assert_eq!(
+            r.data,
+            json!([{"name": "prod/a.prod.svc", "version": "v2"}])
+        );
+        let c = waypoint_section(Section::Certs, &keys);
+        assert_eq!(c.data["available"], false);
+        assert!(parse_waypoint_dump("{\"json\": 1}").is_err());
+    }
+
+    #[test]
+    fn ztunnel_sections_read_the_dump() {
+        let dump = json!({
+            "workloads": [{"workload": "prod/a", "node": "n1", "addresses": ["10.0.0.1"],
+                "identity": "spiffe://cluster.local/ns/prod/sa/a", "waypoint": null,
+                "mtls_mode": "Strict", "healthy": true, "local": true}],
+            "services": [{"hostname": "a.prod.svc.cluster.local", "vips": ["10.96.0.1"],
+                "ports": [{"port": 80, "target_port": 8080}], "waypoint": null}],
+            "authorizations": ["prod/deny"],
+        });
+        let certs = json!({"certificates": [{"identity": "spiffe://cluster.local/ns/prod/sa/a",
+            "serial": "ab", "not_before": 0, "not_after": 3_600, "renew_at": 1_800,
+            "chain_pem": "PEM"}]});
+        let w = ztunnel_section(Section::Workloads, &dump, &certs, 0);
+        assert!(w.human.contains("prod/a    n1    10.0.0.1"), "{}", w.human);
+        let sv = ztunnel_section(Section::Services, &dump, &certs, 0);
+        assert!(sv.human.contains("80->8080"), "{}", sv.human);
+        let c = ztunnel_section(Section::Certs, &dump, &certs, 0);
+        assert!(
+            c.human
+                .contains("1970-01-01T01:00:00Z  1h0m        1970-01-01T00:30:00Z"),
+            "{}",
+            c.human
+        );
+        assert!(c.data[0].get("chain_pem").is_none());
+        let p = ztunnel_section(Section::Policies, &dump, &certs, 0);
+        assert_eq!(p.human, "POLICY\nprod/deny\n");
+    }
+}

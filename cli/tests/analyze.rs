@@ -1,0 +1,352 @@
+//! `meshwork analyze`: each check on a fixture that triggers it and one that does not.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/analyze")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshwork"))
+        .arg("analyze")
+        .args(args)
+        .output()
+        .expect("run meshwork")
+}
+
+/// Runs `analyze --output json` on a fixture: (exit code, report).
+fn analyze(name: &str) -> (i32, Value) {
+    let dir = fixture(name);
+    let out = run(&[
+        dir.to_str().unwrap(),
+        "-n",
+        "production",
+        "--output",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{name}: not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().expect("exit code"), report)
+}
+
+/// The findings of one check: (severity, resource, message, fix).
+fn of_check(report: &Value, check: &str) -> Vec<(String, String, String, String)> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["check"] == check)
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            assert!(!s("fix").is_empty(), "finding without a fix: {f}");
+            assert!(!s("file").is_empty(), "finding without a file: {f}");
+            (s("severity"), s("resource"), s("message"), s("fix"))
+        })
+        .collect()
+}
+
+fn checks(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["check"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A clean fixture: exit 0 and no finding at all.
+fn assert_clean(name: &str) {
+    let (code, report) = analyze(name);
+    assert_eq!(
+        report["findings"],
+        Value::Array(vec![]),
+        "{name}: {report:#}"
+    );
+    assert_eq!(code, 0, "{name}");
+}
+
+#[test]
+fn subset_without_destination_rule_is_an_error() {
+    let (code, report) = analyze("subset_missing_dr");
+    let f = of_check(&report, "subset-undefined");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "error");
+    assert_eq!(f[0].1, "VirtualService shop/reviews");
+    assert!(f[0].2.contains("subset \"v1\""), "{}", f[0].2);
+    assert!(f[0].3.contains("DestinationRule"), "{}", f[0].3);
+    assert_eq!(code, 1);
+    assert_eq!(report["summary"]["errors"], 1);
+}
+
+#[test]
+fn subset_matching_no_pod_is_a_warning() {
+    let (code, report) = analyze("subset_no_pods");
+    let f = of_check(&report, "subset-no-pods");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "DestinationRule shop/reviews");
+    assert!(
+        f[0].2.contains("\"v2\"") && f[0].2.contains("version=v2"),
+        "{}",
+        f[0].2
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn defined_subsets_with_pods_and_a_service_are_clean() {
+    assert_clean("subset_ok");
+}
+
+#[test]
+fn virtual_service_and_destination_rule_in_different_namespaces() {
+    let (_, report) = analyze("cross_ns");
+    let f = of_check(&report, "cross-namespace-rules");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "VirtualService frontend/reviews");
+    assert!(f[0].2.contains("client's namespace"), "{}", f[0].2);
+    assert!(checks(&report).iter().all(|c| c == "cross-namespace-rules"));
+}
+
+#[test]
+fn weights_not_summing_to_100_are_the_stores_error() {
+    let (code, report) = analyze("bad_weights");
+    let f = of_check(&report, "invalid-resource");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "error");
+    assert_eq!(f[0].1, "VirtualService shop/reviews");
+    assert!(f[0].2.contains("110"), "{}", f[0].2);
+    assert!(f[0].3.contains("100"), "{}", f[0].3);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn virtual_service_host_without_service() {
+    let (code, report) = analyze("host_no_service");
+    let f = of_check(&report, "host-no-service");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "VirtualService shop/ratings");
+    assert!(f[0].2.contains("shop/ratings"), "{}", f[0].2);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn two_namespace_wide_peer_authentications_oldest_wins() {
+    let (_, report) = analyze("peer_conflict_ns");
+    let f = of_check(&report, "peer-authentication-conflict");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "PeerAuthentication shop/permissive");
+    assert!(f[0].2.contains("oldest, shop/strict"), "{}", f[0].2);
+}
+
+#[test]
+fn two_peer_authentications_selecting_one_workload() {
+    let (_, report) = analyze("peer_conflict_selector");
+    let f = of_check(&report, "peer-authentication-conflict");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].1, "PeerAuthentication shop/by-version");
+    assert!(f[0].2.contains("Pod shop/reviews-v1"), "{}", f[0].2);
+    assert!(f[0].2.contains("shop/by-app"), "{}", f[0].2);
+}
+
+#[test]
+fn one_namespace_wide_and_one_workload_peer_authentication_are_clean() {
+    assert_clean("peer_ok");
+}
+
+#[test]
+fn l7_allow_policy_without_waypoint_is_an_error() {
+    let (code, report) = analyze("l7_no_waypoint");
+    let f = of_check(&report, "l7-policy-without-waypoint");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "error");
+    assert_eq!(f[0].1, "AuthorizationPolicy shop/payments");
+    assert!(
+        f[0].2.contains("Pod shop/payments-1") && f[0].2.contains("denied"),
+        "{}",
+        f[0].2
+    );
+    assert!(f[0].3.contains("istio.io/use-waypoint"), "{}", f[0].3);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn l7_allow_policy_with_waypoint_is_clean() {
+    assert_clean("l7_waypoint");
+}
+
+#[test]
+fn allow_rules_matching_everyone() {
+    let (code, report) = analyze("allow_all");
+    let f = of_check(&report, "allow-everyone");
+    let resources: Vec<&str> = f.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(
+        resources,
+        [
+            "AuthorizationPolicy shop/allow-any",
+            "AuthorizationPolicy shop/any-peer"
+        ],
+        "{report:#}"
+    );
+    assert!(f.iter().all(|x| x.0 == "warning"));
+    assert!(f[0].2.contains("plaintext included"), "{}", f[0].2);
+    assert!(f[1].2.contains("principals: [\"*\"]"), "{}", f[1].2);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn deny_without_allow_is_info() {
+    let (code, report) = analyze("deny_only");
+    let f = of_check(&report, "deny-without-default");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "info");
+    assert_eq!(f[0].1, "AuthorizationPolicy shop/deny-other-ns");
+    assert!(
+        f[0].2
+            .starts_with("DENY without a default allow/deny posture"),
+        "{}",
+        f[0].2
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn deny_with_an_allow_policy_is_clean() {
+    assert_clean("deny_with_allow");
+}
+
+#[test]
+fn full_trace_sampling_is_a_warning() {
+    let (_, report) = analyze("sampling_100");
+    let f = of_check(&report, "full-trace-sampling");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "Telemetry istio-system/tracing");
+}
+
+#[test]
+fn system_namespace_in_ambient_is_a_warning() {
+    let (_, report) = analyze("ambient_system");
+    let f = of_check(&report, "system-namespace-ambient");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "Namespace kube-system");
+    assert_eq!(checks(&report), ["system-namespace-ambient"]);
+}
+
+#[test]
+fn unknown_fields_are_warnings() {
+    let (code, report) = analyze("unknown_field");
+    let f = of_check(&report, "unknown-field");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "VirtualService shop/reviews");
+    assert!(f[0].2.contains("spec.http[0].timeuot"), "{}", f[0].2);
+    assert_eq!(code, 0);
+}
+
+/// The seed manifests alone: no error; what is missing from them is reported.
+#[test]
+fn seed_manifests_alone() {
+    let (code, report) = analyze("seed_full/seed");
+    assert_eq!(report["summary"]["errors"], 0, "{report:#}");
+    assert_eq!(code, 0);
+    let mut got: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap().into(),
+                f["resource"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want = [
+        (
+            "deny-without-default",
+            "AuthorizationPolicy production/deny-all-default",
+        ),
+        (
+            "host-no-service",
+            "VirtualService production/payment-service-vs",
+        ),
+        (
+            "subset-no-pods",
+            "DestinationRule production/order-service-dr",
+        ),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// The seed manifests with what they assume (ambient namespace with a waypoint, v1 and
+/// v2 pods, payment-service): only the open DENY posture for order-service remains.
+#[test]
+fn seed_manifests_in_their_cluster() {
+    let (code, report) = analyze("seed_full");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(checks(&report), ["deny-without-default"], "{report:#}");
+    let msg = report["findings"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("Pod production/order-service-v1-0"), "{msg}");
+    assert!(!msg.contains("payment-service"), "{msg}");
+    assert!(!msg.contains("waypoint"), "{msg}");
+}
+
+#[test]
+fn human_output_one_line_per_finding_and_a_summary() {
+    let dir = fixture("l7_no_waypoint");
+    let out = run(&[dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("ERROR    AuthorizationPolicy shop/payments  ALLOW policy"),
+        "{stdout}"
+    );
+    assert!(lines[0].contains("(fix: "), "{stdout}");
+    assert_eq!(
+        lines[1],
+        "3 object(s) analyzed: 1 error(s), 0 warning(s), 0 info"
+    );
+}
+
+#[test]
+fn yaml_output() {
+    let dir = fixture("sampling_100");
+    let out = run(&[dir.to_str().unwrap(), "-o", "yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&out.stdout).expect("yaml");
+    assert_eq!(v["summary"]["warnings"], serde_yaml_ng::Value::from(1));
+}
+
+#[test]
+fn missing_directory_is_exit_2_with_one_error_line() {
+    let out = run(&["/nonexistent/meshwork-analyze"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: /nonexistent/meshwork-analyze: not a directory"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
