@@ -591,3 +591,78 @@ async fn slow_collector_overflows_the_bounded_queue() {
         0
     );
 }
+
+#[tokio::test]
+async fn each_upstream_try_gets_its_own_client_span() {
+    let r = receiver().await;
+    let seen = Arc::new(Mutex::new(Vec::<HeaderMap>::new()));
+    let s2 = seen.clone();
+    // The first try fails with 503, the retry succeeds.
+    let b = backend(Arc::new(move |n, parts| {
+        s2.lock().unwrap().push(parts.headers.clone());
+        let status = if n == 0 { 503 } else { 200 };
+        (status, "ok".into(), Duration::ZERO)
+    }))
+    .await;
+    let mut m = Mesh::default();
+    m.service("order-service", "10.96.0.10")
+        .workload("order-v1", "order-service", "v1", ORDER_SA, b.addr.port())
+        .route(pb::RouteConfig {
+            hostname: ORDER_HOST.into(),
+            namespace: NS.into(),
+            http: vec![pb::HttpRoute {
+                route: vec![dest(ORDER_HOST, "", 100)],
+                retries: Some(pb::Retry {
+                    attempts: 2,
+                    retry_on: vec!["5xx".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .otel_provider(
+            "otel",
+            "otel-collector.observability.svc.cluster.local",
+            4317,
+        )
+        .telemetry(seed_telemetry(100.0));
+    let proxy = proxy_traced(
+        m.snapshot(),
+        Some(ORDER_SA),
+        TracingOptions {
+            otlp_endpoint: Some(r.addr.to_string()),
+            export: ExportSettings {
+                flush_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        },
+    )
+    .await;
+    let (status, _, _) = send(&client(), proxy.addr, "GET", ORDER_HOST, "/", &[]).await;
+    assert_eq!(status, 200);
+    let spans: Vec<Span> = r.settle().await.into_iter().map(|(_, s)| s).collect();
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    let mut clients: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .collect();
+    clients.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(clients.len(), 2);
+    assert_eq!(attr(clients[0], "http.status_code").as_deref(), Some("503"));
+    assert_eq!(attr(clients[1], "http.status_code").as_deref(), Some("200"));
+    assert_eq!(attr(server, "http.status_code").as_deref(), Some("200"));
+    // Each try carried its own client span as the parent.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    for (h, c) in seen.iter().zip(&clients) {
+        let (tid, parent, sampled) = parse_traceparent(h["traceparent"].to_str().unwrap()).unwrap();
+        assert_eq!(tid.to_vec(), server.trace_id);
+        assert_eq!(parent.to_vec(), c.span_id);
+        assert_eq!(c.parent_span_id, server.span_id);
+        assert!(sampled);
+    }
+}
