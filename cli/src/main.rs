@@ -29,6 +29,10 @@ enum Command {
     Errors(cmd::errors::Args),
     /// Brings up the whole mesh locally, drives the seed patterns and reports what it saw.
     Demo(cmd::demo::Args),
+    /// Authorization tools: `authz check` decides a request as the data path would.
+    Authz(cmd::authz::Args),
+    /// Shows what a running ztunnel or waypoint holds, read from its admin endpoint.
+    ProxyConfig(cmd::proxy_config::Args),
     /// Prints the version.
     Version,
 }
@@ -41,6 +45,8 @@ async fn main() -> ExitCode {
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Errors(a) => cmd::errors::run(a).await,
         Command::Demo(a) => cmd::demo::run(a).await,
+        Command::Authz(a) => cmd::authz::run(a).await,
+        Command::ProxyConfig(a) => cmd::proxy_config::run(a).await,
         Command::Version => {
             println!("meshwork {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
