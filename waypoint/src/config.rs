@@ -36,7 +36,7 @@ pub struct Compiled {
     /// Applicable policies per (waypoint, service namespace, service name), filled lazily.
     by_service: Mutex<HashMap<PolicyKey, Arc<[Arc<Policy>]>>>,
     /// Effective tracing settings per (service namespace, hostname), filled lazily.
-    tracing: Mutex<HashMap<(String, String), TracingEntry>>,
+    tracing: Mutex<HashMap<(WaypointId, String, String), TracingEntry>>,
 }
 
 impl Compiled {
@@ -99,15 +99,20 @@ impl Compiled {
         p
     }
 
-    /// The tracing settings for traffic to `service`; `None` when no Telemetry enables
-    /// tracing for it.
-    pub fn tracing(&self, service: &pb::Service) -> Option<Arc<Effective>> {
-        let key = (service.namespace.clone(), service.hostname.clone());
+    /// The tracing settings for traffic to `service` through `waypoint`; `None` when no
+    /// Telemetry enables tracing for it.
+    pub fn tracing(&self, waypoint: &WaypointId, service: &pb::Service) -> Option<Arc<Effective>> {
+        let key = (
+            waypoint.clone(),
+            service.namespace.clone(),
+            service.hostname.clone(),
+        );
         let mut cache = self.tracing.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry(key)
             .or_insert_with(|| {
-                let tels = sampler::applicable(&self.snapshot, service);
+                let gw = (waypoint.namespace.as_str(), waypoint.name.as_str());
+                let tels = sampler::applicable(&self.snapshot, gw, service);
                 sampler::effective(&self.snapshot, &tels).map(Arc::new)
             })
             .clone()

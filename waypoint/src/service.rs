@@ -341,7 +341,7 @@ impl L7Service {
         ex.route_host = format!("{}:{port}", service.hostname);
         // Without a Telemetry enabling tracing, trace headers pass through untouched.
         ex.trace = cfg
-            .tracing(&service)
+            .tracing(&self.inner.opts.waypoint, &service)
             .map(|eff| self.inner.tracer.start(snap, &eff, req.headers()));
         if ex.trace.is_some() {
             ex.span_attrs = Attributes {

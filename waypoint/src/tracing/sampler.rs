@@ -44,15 +44,67 @@ fn telemetry<'a>(snap: &'a Snapshot, key: &str) -> Option<&'a TelemetryConfig> {
     }
 }
 
-/// A workload behind `service`, whose `telemetry` list the translator computed.
+/// A workload behind `service` (or the pod itself when it is addressed by IP), whose
+/// `telemetry` list the translator computed.
 fn backing_workload<'a>(snap: &'a Snapshot, service: &Service) -> Option<&'a Workload> {
+    if let Ok(ip) = service.hostname.parse() {
+        if let Some(w) = snap.workload_by_ip(ip) {
+            return Some(w);
+        }
+    }
     let want = format!("{}/{}", service.namespace, service.hostname);
     snap.workloads()
         .find(|w| w.services.iter().any(|s| s.service == want))
 }
 
-/// The Telemetry resources that apply to traffic for `service`, least specific first.
-pub fn applicable<'a>(snap: &'a Snapshot, service: &Service) -> Vec<&'a TelemetryConfig> {
+/// The waypoint Gateway traffic goes through: `(namespace, name)`.
+pub type Gateway<'a> = (&'a str, &'a str);
+
+/// Telemetry resources attached by `targetRefs` to the waypoint Gateway, then to the
+/// Service (the more specific), each group by name.
+fn attached<'a>(
+    snap: &'a Snapshot,
+    waypoint: Gateway<'_>,
+    service: &Service,
+) -> Vec<&'a TelemetryConfig> {
+    let targets = |kind: &str, ns: &str, name: &str| {
+        let mut v: Vec<&TelemetryConfig> = snap
+            .telemetries()
+            .filter(|t| t.scope == PolicyScope::TargetRef as i32)
+            .filter(|t| {
+                t.target_refs.iter().any(|r| {
+                    r.kind == kind
+                        && r.name == name
+                        && (if r.namespace.is_empty() {
+                            &t.namespace
+                        } else {
+                            &r.namespace
+                        }) == ns
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    };
+    let mut out = targets("Gateway", waypoint.0, waypoint.1);
+    out.extend(targets("Service", &service.namespace, &service.name));
+    out
+}
+
+/// The Telemetry resources that apply to traffic for `service` through `waypoint`, least
+/// specific first.
+pub fn applicable<'a>(
+    snap: &'a Snapshot,
+    waypoint: Gateway<'_>,
+    service: &Service,
+) -> Vec<&'a TelemetryConfig> {
+    let mut out = levels(snap, service);
+    out.extend(attached(snap, waypoint, service));
+    out
+}
+
+/// Root namespace, namespace and selector levels.
+fn levels<'a>(snap: &'a Snapshot, service: &Service) -> Vec<&'a TelemetryConfig> {
     if let Some(w) = backing_workload(snap, service) {
         return w
             .telemetry
@@ -222,6 +274,8 @@ mod tests {
         Snapshot::new(1, r)
     }
 
+    const WP: Gateway<'static> = ("shop", "waypoint");
+
     fn svc() -> Service {
         Service {
             name: "order".into(),
@@ -249,7 +303,7 @@ mod tests {
     #[test]
     fn root_namespace_default_applies() {
         let s = snap(vec![root()], None);
-        let e = effective(&s, &applicable(&s, &svc())).unwrap();
+        let e = effective(&s, &applicable(&s, WP, &svc())).unwrap();
         assert_eq!(e.sampling_percent, 10.0);
         assert_eq!(e.provider, "otel");
         assert_eq!(
@@ -283,7 +337,7 @@ mod tests {
             },
         );
         let s = snap(vec![root(), ns], None);
-        let e = effective(&s, &applicable(&s, &svc())).unwrap();
+        let e = effective(&s, &applicable(&s, WP, &svc())).unwrap();
         assert_eq!(e.sampling_percent, 50.0);
         assert_eq!(e.provider, "otel", "inherited from the root level");
         assert_eq!(e.custom_tags.len(), 2);
@@ -295,8 +349,56 @@ mod tests {
             vec![root(), ns2],
             Some(vec!["telemetry/istio-system/default".into()]),
         );
-        let e = effective(&s, &applicable(&s, &svc())).unwrap();
+        let e = effective(&s, &applicable(&s, WP, &svc())).unwrap();
         assert_eq!(e.sampling_percent, 10.0);
+    }
+
+    #[test]
+    fn target_refs_to_the_waypoint_then_the_service_are_most_specific() {
+        let at = |name: &str, kind: &str, target: &str, pct: f64| {
+            let mut t = tel(
+                "shop",
+                name,
+                PolicyScope::TargetRef,
+                Tracing {
+                    random_sampling_percentage: pct,
+                    has_sampling: true,
+                    ..Default::default()
+                },
+            );
+            t.target_refs = vec![pb::TargetRef {
+                group: String::new(),
+                kind: kind.into(),
+                name: target.into(),
+                namespace: "shop".into(),
+            }];
+            t
+        };
+        let s = snap(
+            vec![
+                root(),
+                at("svc", "Service", "order", 30.0),
+                at("gw", "Gateway", "waypoint", 20.0),
+                at("other", "Service", "payment", 90.0),
+            ],
+            Some(vec!["telemetry/istio-system/default".into()]),
+        );
+        let names: Vec<&str> = applicable(&s, WP, &svc())
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["default", "gw", "svc"]);
+        assert_eq!(
+            effective(&s, &applicable(&s, WP, &svc()))
+                .unwrap()
+                .sampling_percent,
+            30.0
+        );
+        let s = snap(vec![root(), at("gw", "Gateway", "waypoint", 20.0)], None);
+        let e = effective(&s, &applicable(&s, WP, &svc())).unwrap();
+        assert_eq!(e.sampling_percent, 20.0);
+        assert_eq!(e.provider, "otel");
+        assert!(applicable(&s, ("shop", "other-waypoint"), &svc()).len() == 1);
     }
 
     #[test]
@@ -305,14 +407,14 @@ mod tests {
         t.tracing[0].has_sampling = false;
         t.tracing[0].random_sampling_percentage = 0.0;
         let s = snap(vec![t.clone()], None);
-        let e = effective(&s, &applicable(&s, &svc())).unwrap();
+        let e = effective(&s, &applicable(&s, WP, &svc())).unwrap();
         assert_eq!(e.sampling_percent, DEFAULT_SAMPLING_PERCENT);
 
         t.tracing[0].providers = vec!["zipkin".into()];
         let s = snap(vec![t], None);
-        assert!(effective(&s, &applicable(&s, &svc())).is_none());
+        assert!(effective(&s, &applicable(&s, WP, &svc())).is_none());
         let s = snap(vec![], None);
-        assert!(effective(&s, &applicable(&s, &svc())).is_none());
+        assert!(effective(&s, &applicable(&s, WP, &svc())).is_none());
     }
 
     #[test]
