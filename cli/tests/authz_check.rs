@@ -6,8 +6,15 @@
 //! denied, and a peer outside `production` is denied — here by deny-all-default, which the
 //! waypoint test does not load. Without a waypoint the L7 ALLOW fails closed at ztunnel.
 
+#[allow(dead_code)] // `tool` is for the other tests sharing `common`.
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{bin_dir, Guard};
 
 const SEED: [(&str, &str); 5] = [
     (
@@ -167,7 +174,7 @@ const CASES: [Case; 4] = [
     },
 ];
 
-fn run_case(dir: &Path, c: &Case) -> serde_json::Value {
+fn case_args(c: &Case) -> Vec<&str> {
     let mut args = vec![
         "--from",
         c.from,
@@ -181,7 +188,11 @@ fn run_case(dir: &Path, c: &Case) -> serde_json::Value {
     for h in c.headers {
         args.extend(["--header", h]);
     }
-    let out = meshwork(dir, &args);
+    args
+}
+
+fn run_case(dir: &Path, c: &Case) -> serde_json::Value {
+    let out = meshwork(dir, &case_args(c));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -273,4 +284,63 @@ fn unknown_workload_is_one_clear_line() {
         "error: --from production/nope: no such workload in the model"
     );
     assert!(out.stdout.is_empty());
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The same table, read from a running control plane's `/debug/model` instead of translated
+/// offline: every decision must be identical.
+#[test]
+fn a_running_control_plane_gives_the_same_decisions() {
+    let dir = manifests(true);
+    let work = tempfile::tempdir().unwrap();
+    let admin = free_addr();
+    let cp = Command::new(bin_dir().join("controlplane"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args(["--default-namespace", "production"])
+        .args(["--grpc-addr", &free_addr().to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .arg("--ca-dir")
+        .arg(work.path().join("ca"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Guard::new(cp);
+    let url = format!("http://{admin}");
+    let online = |c: &Case| {
+        Command::new(env!("CARGO_BIN_EXE_meshwork"))
+            .args(["authz", "check", "--output", "json", "--controlplane", &url])
+            .args(case_args(c))
+            .output()
+            .unwrap()
+    };
+    // Wait (bounded) until the control plane serves the translated model.
+    let mut ready = false;
+    for _ in 0..75 {
+        if online(&CASES[0]).status.code() == Some(0) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ready, "the control plane at {url} never served the model");
+    for c in &CASES {
+        let out = online(c);
+        assert_eq!(
+            out.status.code(),
+            Some(if c.allowed { 0 } else { 1 }),
+            "{}: {}",
+            c.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let from_cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(from_cp, run_case(dir.path(), c), "{}", c.name);
+    }
 }
