@@ -94,6 +94,8 @@ struct Exchange {
     attempts: u32,
     policy: String,
     grpc_status: String,
+    /// When the request arrived (the server span's start).
+    arrived: Option<std::time::SystemTime>,
     /// `<service hostname>:<port>`, the server span's name prefix.
     route_host: String,
     /// The request was addressed to this workload directly (pod IP), not to a service.
@@ -211,7 +213,10 @@ impl L7Service {
             .to_string();
         let grpc = is_grpc(req.headers());
 
-        let mut ex = Exchange::default();
+        let mut ex = Exchange {
+            arrived: Some(wall),
+            ..Default::default()
+        };
         let resp = self.proxy(req, conn, &cfg, &mut ex, &request_id).await;
 
         let status = resp.status().as_u16();
@@ -340,9 +345,10 @@ impl L7Service {
         ex.service = Some(service.clone());
         ex.route_host = format!("{}:{port}", service.hostname);
         // Without a Telemetry enabling tracing, trace headers pass through untouched.
-        ex.trace = cfg
-            .tracing(&self.inner.opts.waypoint, &service)
-            .map(|eff| self.inner.tracer.start(snap, &eff, req.headers()));
+        ex.trace = cfg.tracing(&self.inner.opts.waypoint, &service).map(|eff| {
+            let arrived = ex.arrived.unwrap_or_else(std::time::SystemTime::now);
+            self.inner.tracer.start(snap, &eff, req.headers(), arrived)
+        });
         if ex.trace.is_some() {
             ex.span_attrs = Attributes {
                 method: req.method().to_string(),

@@ -316,6 +316,10 @@ async fn custom_tags_and_span_attributes() {
         .unwrap();
     assert_eq!(client_span.trace_id, server.trace_id);
     assert_eq!(client_span.parent_span_id, server.span_id);
+    // The server span (request arrival to response end) encloses the upstream try.
+    assert!(server.start_time_unix_nano <= client_span.start_time_unix_nano);
+    assert!(server.end_time_unix_nano >= client_span.end_time_unix_nano);
+    assert!(client_span.start_time_unix_nano < client_span.end_time_unix_nano);
     for (k, v) in [
         ("user_id", "user-42"),
         ("team", "payments"),

@@ -117,8 +117,14 @@ impl Tracer {
     }
 
     /// Starts the trace of a request under the tracing settings `eff` (see
-    /// [`crate::config::Compiled::tracing`]).
-    pub fn start(&self, snap: &Snapshot, eff: &Effective, headers: &HeaderMap) -> Active {
+    /// [`crate::config::Compiled::tracing`]); the server span starts at `arrived`.
+    pub fn start(
+        &self,
+        snap: &Snapshot,
+        eff: &Effective,
+        headers: &HeaderMap,
+        arrived: SystemTime,
+    ) -> Active {
         let (incoming, parent_sampled, formats) = context::extract(headers);
         let sampled = sampler::decide(parent_sampled, eff.sampling_percent, &mut rand::rng());
         let exporter = (sampled && !eff.disable_span_reporting)
@@ -151,7 +157,7 @@ impl Tracer {
             formats,
             tags,
             exporter,
-            start: SystemTime::now(),
+            start: arrived,
         }
     }
 }
