@@ -48,7 +48,11 @@ async fn main() -> ExitCode {
         Command::Authz(a) => cmd::authz::run(a).await,
         Command::ProxyConfig(a) => cmd::proxy_config::run(a).await,
         Command::Version => {
-            println!("meshwork {}", env!("CARGO_PKG_VERSION"));
+            // Build with MESHWORK_GIT_COMMIT=$(git rev-parse --short HEAD) to record the commit.
+            match option_env!("MESHWORK_GIT_COMMIT").filter(|c| !c.is_empty()) {
+                Some(commit) => println!("meshwork {} ({commit})", env!("CARGO_PKG_VERSION")),
+                None => println!("meshwork {}", env!("CARGO_PKG_VERSION")),
+            }
             Ok(ExitCode::SUCCESS)
         }
     };
