@@ -670,3 +670,76 @@ async fn each_upstream_try_gets_its_own_client_span() {
         assert!(sampled);
     }
 }
+
+#[tokio::test]
+async fn without_telemetry_trace_headers_pass_untouched() {
+    let r = receiver().await;
+    let (b, seen) = recording().await;
+    let mut m = Mesh::default();
+    m.service("order-service", "10.96.0.10")
+        .workload("order-v1", "order-service", "v1", ORDER_SA, b.addr.port())
+        .otel_provider(
+            "otel",
+            "otel-collector.observability.svc.cluster.local",
+            4317,
+        );
+    let proxy = proxy_traced(
+        m.snapshot(),
+        Some(ORDER_SA),
+        TracingOptions {
+            otlp_endpoint: Some(r.addr.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let tp = format!("00-{TRACE}-{PARENT}-01");
+    let (status, _, _) = send(
+        &client(),
+        proxy.addr,
+        "GET",
+        ORDER_HOST,
+        "/",
+        &[("traceparent", &tp), ("x-b3-sampled", "1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let h = seen.lock().unwrap()[0].clone();
+    assert_eq!(h["traceparent"], tp.as_str());
+    assert_eq!(h["x-b3-sampled"], "1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(r.spans().is_empty());
+}
+
+#[tokio::test]
+async fn disabled_span_reporting_still_propagates_the_decision() {
+    let r = receiver().await;
+    let (b, seen) = recording().await;
+    let mut t = seed_telemetry(100.0);
+    t.tracing[0].disable_span_reporting = true;
+    let mut m = Mesh::default();
+    m.service("order-service", "10.96.0.10")
+        .workload("order-v1", "order-service", "v1", ORDER_SA, b.addr.port())
+        .otel_provider(
+            "otel",
+            "otel-collector.observability.svc.cluster.local",
+            4317,
+        )
+        .telemetry(t);
+    let proxy = proxy_traced(
+        m.snapshot(),
+        Some(ORDER_SA),
+        TracingOptions {
+            otlp_endpoint: Some(r.addr.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, _, _) = send(&client(), proxy.addr, "GET", ORDER_HOST, "/", &[]).await;
+    assert_eq!(status, 200);
+    let h = seen.lock().unwrap()[0].clone();
+    let (_, _, sampled) = parse_traceparent(h["traceparent"].to_str().unwrap()).unwrap();
+    assert!(sampled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(r.spans().is_empty());
+    assert_eq!(counter(&proxy, "meshwork_tracing_spans_exported_total"), 0);
+}

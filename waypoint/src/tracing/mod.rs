@@ -33,6 +33,8 @@ pub mod otlp {
 }
 
 use std::collections::HashMap;
+#[cfg(test)]
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -316,5 +318,43 @@ impl Attributes {
                 s.attr(k, v.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_model::keys::{make_resource, Kind};
+    use meshwork_model::pb::config::{resource, Service};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn collector_address_resolves_mesh_services_to_their_vip() {
+        let svc = Service {
+            name: "otel-collector".into(),
+            namespace: "observability".into(),
+            hostname: "otel-collector.observability.svc.cluster.local".into(),
+            vips: vec!["10.96.7.7".into()],
+            ..Default::default()
+        };
+        let key = Kind::Service.key(&svc.namespace, &svc.hostname);
+        let snap = Snapshot::new(
+            1,
+            BTreeMap::from([(
+                key.clone(),
+                Arc::new(make_resource(key, resource::Kind::Service(svc))),
+            )]),
+        );
+        let host = "otel-collector.observability.svc.cluster.local";
+        assert_eq!(collector_endpoint(&snap, host, 4317), "10.96.7.7:4317");
+        assert_eq!(
+            collector_endpoint(&snap, &format!("observability/{host}"), 4317),
+            "10.96.7.7:4317"
+        );
+        assert_eq!(
+            collector_endpoint(&snap, "collector.example.com", 4317),
+            "collector.example.com:4317"
+        );
     }
 }
