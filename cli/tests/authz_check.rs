@@ -84,6 +84,14 @@ spec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: payment-service\n  ports:\
         "    app: partner-client\n",
         "10.1.0.3",
     );
+    // Not in the mesh: its namespace is not labelled for ambient.
+    y += &pod(
+        "legacy-client",
+        "legacy",
+        "legacy",
+        "    app: legacy-client\n",
+        "10.1.0.4",
+    );
     y += &pod(
         "waypoint-0",
         "production",
@@ -343,4 +351,33 @@ fn a_running_control_plane_gives_the_same_decisions() {
         let from_cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(from_cp, run_case(dir.path(), c), "{}", c.name);
     }
+}
+
+/// Seed 05: plaintext to payment-service is refused (STRICT) before any policy.
+#[test]
+fn plaintext_to_payment_service_is_refused_by_strict_mtls() {
+    let dir = manifests(true);
+    let out = meshwork(
+        dir.path(),
+        &[
+            "--from",
+            "legacy/legacy-client",
+            "--to",
+            "payment-service.production.svc.cluster.local",
+            "--method",
+            "POST",
+            "--path",
+            "/api/payments/x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["sourceIdentity"], serde_json::Value::Null);
+    let v = &r["verdicts"][0];
+    assert_eq!(v["destination"], "production/payment-service-1");
+    assert_eq!(
+        v["reason"],
+        "plaintext refused: STRICT mTLS (PeerAuthentication production/payment-service-mtls); \
+         the source is not in the mesh"
+    );
 }

@@ -8,7 +8,7 @@ use meshwork_authz::{
     applicable, evaluate_pb, l4_view, Decision, HttpAttributes, Outcome, PolicyTarget,
     RequestContext,
 };
-use meshwork_model::pb::config::{self as pb, Enforcement};
+use meshwork_model::pb::config::{self as pb, Enforcement, MtlsMode};
 use meshwork_model::{Kind, Snapshot};
 use serde::Serialize;
 
@@ -66,7 +66,8 @@ pub struct Verdict {
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub source: String,
-    pub source_identity: String,
+    /// `None` when the source is not in the mesh (its traffic is plaintext).
+    pub source_identity: Option<String>,
     pub source_ip: Option<String>,
     pub destination: String,
     pub port: u16,
@@ -99,10 +100,13 @@ pub fn check(snap: &Snapshot, q: &Query) -> Result<Report, CheckError> {
     } else {
         &src.trust_domain
     };
-    let identity = format!(
-        "spiffe://{td}/ns/{}/sa/{}",
-        src.namespace, src.service_account
-    );
+    // A source outside the mesh (not captured) sends plaintext: no identity.
+    let identity = src.captured.then(|| {
+        format!(
+            "spiffe://{td}/ns/{}/sa/{}",
+            src.namespace, src.service_account
+        )
+    });
     let src_ip: Option<IpAddr> = src.addresses.iter().find_map(|a| a.parse().ok());
     let dest = match snap.service_by_host(&q.to, &src.namespace) {
         Some(s) => Dest::Service(s),
@@ -114,7 +118,7 @@ pub fn check(snap: &Snapshot, q: &Query) -> Result<Report, CheckError> {
     let http = http_attributes(q, &dest)?;
     let (method, path) = (http.method.clone(), http.path.clone());
     let base = RequestContext {
-        source_principal: Some(identity.clone()),
+        source_principal: identity.clone(),
         source_ip: src_ip,
         ..Default::default()
     };
@@ -124,7 +128,9 @@ pub fn check(snap: &Snapshot, q: &Query) -> Result<Report, CheckError> {
                 .port
                 .or_else(|| svc.ports.first().and_then(|p| u16::try_from(p.port).ok()))
                 .unwrap_or(0);
-            let verdicts = match usable(svc.waypoint.as_ref()) {
+            // Plaintext reaches the pods directly (the waypoint is only on the mesh's path).
+            let waypoint = usable(svc.waypoint.as_ref()).filter(|_| identity.is_some());
+            let verdicts = match waypoint {
                 Some(gw) => {
                     let target = PolicyTarget::Waypoint {
                         namespace: &gw.namespace,
@@ -239,6 +245,24 @@ fn to_workload(
 ) -> Verdict {
     let ip = w.addresses.iter().find_map(|a| a.parse().ok());
     let dst = format!("{}/{}", w.namespace, w.name);
+    let ztunnel = if w.node.is_empty() {
+        "ztunnel (workload has no node)".to_string()
+    } else {
+        format!("ztunnel on node {}", w.node)
+    };
+    if base.source_principal.is_none() {
+        if let Some(refused) = plaintext_refused(snap, w, port) {
+            return Verdict {
+                destination: dst,
+                enforced_by: ztunnel,
+                allowed: false,
+                policy: None,
+                rule: None,
+                reason: refused,
+                applicable: Vec::new(),
+            };
+        }
+    }
     if let Some(gw) = waypoint_of(snap, w) {
         let target = PolicyTarget::Waypoint {
             namespace: &gw.namespace,
@@ -268,12 +292,33 @@ fn to_workload(
         destination_port: port,
         ..base.clone()
     };
-    let enforced_by = if w.node.is_empty() {
-        "ztunnel (workload has no node)".to_string()
-    } else {
-        format!("ztunnel on node {}", w.node)
-    };
-    verdict(dst, enforced_by, &views, &ctx)
+    verdict(dst, ztunnel, &views, &ctx)
+}
+
+/// Why the destination ztunnel refuses plaintext before any policy, as it does: STRICT
+/// mTLS on the port, or a destination served by a waypoint (only the waypoint is admitted).
+fn plaintext_refused(snap: &Snapshot, w: &pb::Workload, port: u16) -> Option<String> {
+    let raw = w
+        .port_mtls
+        .get(&u32::from(port))
+        .copied()
+        .unwrap_or(w.mtls_mode);
+    if MtlsMode::try_from(raw) == Ok(MtlsMode::Strict) {
+        let by = if w.mtls_source.is_empty() {
+            String::new()
+        } else {
+            format!(" (PeerAuthentication {})", w.mtls_source)
+        };
+        return Some(format!(
+            "plaintext refused: STRICT mTLS{by}; the source is not in the mesh"
+        ));
+    }
+    waypoint_of(snap, w).map(|gw| {
+        format!(
+            "served by waypoint {}/{}: only {} is admitted, got plaintext",
+            gw.namespace, gw.name, gw.identity
+        )
+    })
 }
 
 fn at_waypoint(
@@ -348,6 +393,7 @@ mod tests {
             service_account: sa.into(),
             node: "node-a".into(),
             addresses: vec![ip.into()],
+            captured: true,
             labels: labels(&[("app", app)]),
             ..Default::default()
         }
@@ -459,8 +505,8 @@ mod tests {
         assert_eq!(r.verdicts[0].enforced_by, "waypoint prod/wp");
         assert_eq!(r.verdicts[0].policy.as_deref(), Some("prod/post-only"));
         assert_eq!(
-            r.source_identity,
-            "spiffe://cluster.local/ns/prod/sa/client"
+            r.source_identity.as_deref(),
+            Some("spiffe://cluster.local/ns/prod/sa/client")
         );
         let r = check(&snap, &q("prod/client-0", "server", "GET")).unwrap();
         assert!(!r.allowed);
@@ -492,6 +538,51 @@ mod tests {
         assert!(r.allowed);
         assert_eq!(r.verdicts[0].reason, "no policy: allowed by default");
         assert!(r.verdicts[0].applicable.is_empty());
+    }
+
+    #[test]
+    fn plaintext_sources_meet_the_destination_ztunnel() {
+        let mut snap = mesh(true);
+        let mut legacy = workload("legacy", "old-0", "old", "127.0.0.4", "old");
+        legacy.captured = false;
+        let mut strict = workload("prod", "vault-0", "vault", "127.0.0.5", "vault");
+        strict.mtls_mode = MtlsMode::Strict as i32;
+        strict.mtls_source = "prod/strict".into();
+        strict.port_mtls = [(9090, MtlsMode::Permissive as i32)].into();
+        let open = workload("other", "open-0", "open", "127.0.0.6", "open");
+        snap = snap.apply(
+            2,
+            vec![
+                make_resource("workload/legacy/old-0".into(), R::Workload(legacy)),
+                make_resource("workload/prod/vault-0".into(), R::Workload(strict)),
+                make_resource("workload/other/open-0".into(), R::Workload(open)),
+            ],
+            &[],
+        );
+        let mut to_vault = q("legacy/old-0", "prod/vault-0", "GET");
+        to_vault.port = Some(8080);
+        let r = check(&snap, &to_vault).unwrap();
+        assert_eq!(r.source_identity, None);
+        assert!(!r.allowed);
+        assert_eq!(
+            r.verdicts[0].reason,
+            "plaintext refused: STRICT mTLS (PeerAuthentication prod/strict); the source is not in the mesh"
+        );
+        // The PERMISSIVE port override lets plaintext through to the policies, where the
+        // namespace DENY for non-prod principals matches a peer without one.
+        to_vault.port = Some(9090);
+        let r = check(&snap, &to_vault).unwrap();
+        assert_eq!(r.verdicts[0].policy.as_deref(), Some("prod/deny-foreign"));
+        // The service's waypoint is not on a plaintext client's path: the pod's ztunnel
+        // admits only the waypoint.
+        let r = check(&snap, &q("legacy/old-0", "server", "POST")).unwrap();
+        assert!(!r.allowed);
+        assert_eq!(r.verdicts[0].enforced_by, "ztunnel on node node-a");
+        assert!(r.verdicts[0]
+            .reason
+            .starts_with("served by waypoint prod/wp"));
+        let r = check(&snap, &q("legacy/old-0", "other/open-0", "GET")).unwrap();
+        assert!(r.allowed);
     }
 
     #[test]

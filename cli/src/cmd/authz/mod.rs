@@ -100,7 +100,9 @@ fn human(r: &Report) -> String {
         "{} {} ({}) -> {} port {} {} {}\n",
         if r.allowed { "ALLOW" } else { "DENY" },
         r.source,
-        r.source_identity,
+        r.source_identity
+            .as_deref()
+            .unwrap_or("plaintext: not in the mesh"),
         r.destination,
         r.port,
         r.method,
