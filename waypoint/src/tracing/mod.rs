@@ -33,8 +33,6 @@ pub mod otlp {
 }
 
 use std::collections::HashMap;
-#[cfg(test)]
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
