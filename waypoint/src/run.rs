@@ -377,5 +377,12 @@ mod tests {
             assert!(parse(&["--gateway", bad]).waypoint().is_err(), "{bad}");
         }
         assert!(parse(&[]).waypoint().is_err());
+        assert_eq!(parse(&[]).otlp_endpoint, None);
+        assert_eq!(
+            parse(&["--otlp-endpoint", "127.0.0.1:4317"])
+                .otlp_endpoint
+                .as_deref(),
+            Some("127.0.0.1:4317")
+        );
     }
 }
