@@ -5,13 +5,18 @@
 //! allowed by payment-service-policy, GET is denied, POST with `x-user-role: guest` is
 //! denied, and a peer outside `production` is denied — here by deny-all-default, which the
 //! waypoint test does not load. Without a waypoint the L7 ALLOW fails closed at ztunnel.
+//! `agrees_with_the_data_path_of_the_demo` runs the same cases through real ztunnels and a
+//! real waypoint (`meshwork demo --keep`) and checks `authz check` over its control plane
+//! decides each one as the data path did.
 
 #[allow(dead_code)] // `tool` is for the other tests sharing `common`.
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{bin_dir, Guard};
@@ -380,4 +385,99 @@ fn plaintext_to_payment_service_is_refused_by_strict_mtls() {
         "plaintext refused: STRICT mTLS (PeerAuthentication production/payment-service-mtls); \
          the source is not in the mesh"
     );
+}
+
+/// Reads a child's stream line by line on a thread.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The demo's zero-trust cases went through real ztunnels and a real waypoint; `authz check`
+/// over the same running control plane must reach the same decisions.
+#[test]
+fn agrees_with_the_data_path_of_the_demo() {
+    let mut demo = Command::new(bin_dir().join("meshwork"))
+        .args(["demo", "--mode", "loopback", "--json", "--keep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(demo.stdout.take().unwrap());
+    let stderr = lines(demo.stderr.take().unwrap());
+    let _demo = Guard::new(demo);
+    let report: serde_json::Value = serde_json::from_str(
+        &stdout
+            .recv_timeout(Duration::from_secs(180))
+            .expect("the demo printed no report within 180 s"),
+    )
+    .unwrap();
+    let mut admin = None;
+    for _ in 0..200 {
+        let Ok(line) = stderr.recv_timeout(Duration::from_secs(60)) else {
+            break;
+        };
+        if let Some(rest) = line.split("control plane admin: ").nth(1) {
+            admin = rest.split("/debug/model").next().map(str::to_string);
+            break;
+        }
+    }
+    let admin = admin.expect("the demo's --keep banner names the control plane admin");
+    let cases = report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pattern"] == 5)
+        .unwrap()["data"]["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // The demo's requests (cli/src/cmd/demo/patterns/zero_trust.rs), in its order.
+    let requests: [(&str, &str, &[&str]); 4] = [
+        ("production/order-client", "POST", &[]),
+        ("production/order-client", "GET", &[]),
+        ("production/order-client", "POST", &["x-user-role=guest"]),
+        ("partners/partner-client", "POST", &[]),
+    ];
+    assert_eq!(cases.len(), requests.len());
+    for (case, (from, method, headers)) in cases.iter().zip(requests) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshwork"));
+        cmd.args(["authz", "check", "-o", "json", "--controlplane", &admin])
+            .args(["--from", from, "--to", "payment-service"])
+            .args(["--method", method, "--path", "/api/payments/charge"]);
+        for h in headers {
+            cmd.args(["--header", h]);
+        }
+        let out = cmd.output().unwrap();
+        let observed = case["allowed"].as_bool().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(if observed { 0 } else { 1 }),
+            "{}: the data path {} it; authz check said {}{}",
+            case["case"],
+            if observed { "allowed" } else { "denied" },
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // When the data path named a policy, it is the one authz check names.
+        let seen = case["policy"].as_str().unwrap_or("");
+        if let Some(p) = r["verdicts"][0]["policy"].as_str() {
+            if !seen.is_empty() {
+                assert!(
+                    seen.contains(p),
+                    "{}: data path {seen:?}, check {p}",
+                    case["case"]
+                );
+            }
+        }
+    }
 }
