@@ -297,3 +297,165 @@ async fn refusals_name_their_reason() {
     let err = authenticator(&api).review("x").await.unwrap_err();
     assert!(matches!(err, NodeAuthError::Unavailable(_)), "{err}");
 }
+
+mod status {
+    use super::*;
+    use meshwork_controlplane::source::kube::resources::watched;
+    use meshwork_controlplane::source::kube::status::{condition_for, StatusWriter};
+
+    const VS_STATUS: &str =
+        "/apis/networking.istio.io/v1/namespaces/production/virtualservices/orders/status";
+
+    fn vs(timeout: &str) -> (std::path::PathBuf, String) {
+        (
+            "k8s://VirtualService/production/orders".into(),
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                   "metadata": {"name": "orders", "namespace": "production", "generation": 7},
+                   "spec": {"hosts": ["orders"], "http": [{"timeout": timeout,
+                            "route": [{"destination": {"host": "orders"}}]}]}})
+            .to_string(),
+        )
+    }
+
+    fn writer(api: &MockApi) -> StatusWriter {
+        StatusWriter::new(
+            api.client(),
+            [watched("VirtualService").unwrap().preferred()],
+        )
+    }
+
+    #[tokio::test]
+    async fn accepted_condition_is_a_merge_patch_of_the_status_subresource() {
+        let api = MockApi::default();
+        api.on(
+            Method::PATCH,
+            VS_STATUS,
+            200,
+            json!({"apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService", "metadata": {"name": "orders", "namespace": "production"}}),
+        );
+        let (path, text) = vs("10s");
+        let (obj, cond) = condition_for(&path, &text).unwrap();
+        let now = "2026-05-06T07:08:09Z".parse().unwrap();
+        writer(&api).write(&obj, &cond, now).await.unwrap();
+
+        let reqs = api.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].method, Method::PATCH);
+        assert_eq!(reqs[0].path, VS_STATUS);
+        assert_eq!(
+            reqs[0].content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(
+            reqs[0].body,
+            json!({"status": {"conditions": [{"type": "Accepted", "status": "True",
+                "reason": "Accepted", "message": "accepted by Meshwork",
+                "observedGeneration": 7, "lastTransitionTime": "2026-05-06T07:08:09Z"}]}})
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_object_gets_the_validation_error_and_a_deleted_one_is_skipped() {
+        let api = MockApi::default();
+        api.on(
+            Method::PATCH,
+            VS_STATUS,
+            200,
+            json!({"apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService", "metadata": {"name": "orders", "namespace": "production"}}),
+        );
+        let (path, text) = vs("ten seconds");
+        let (obj, cond) = condition_for(&path, &text).unwrap();
+        writer(&api)
+            .write(&obj, &cond, "2026-05-06T07:08:09Z".parse().unwrap())
+            .await
+            .unwrap();
+        let body = &api.requests()[0].body["status"]["conditions"][0];
+        assert_eq!(body["status"], "False");
+        assert_eq!(body["reason"], "Invalid");
+        let msg = body["message"].as_str().unwrap();
+        assert!(msg.contains("timeout"), "{msg}");
+
+        // 404: the object was deleted before its status was written; not an error.
+        let gone = MockApi::default();
+        writer(&gone)
+            .write(&obj, &cond, "2026-05-06T07:08:09Z".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(gone.requests().len(), 1);
+    }
+}
+
+mod lease {
+    use super::*;
+    use meshwork_controlplane::source::kube::lease::{
+        elect_once, Elector, KubeLease, LeaseApi, LeaseError,
+    };
+    use std::time::Duration;
+
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
+
+    fn lease(holder: &str, rv: &str) -> Value {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": "meshwork-controlplane", "namespace": "istio-system",
+                            "resourceVersion": rv},
+               "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                        "renewTime": "2026-01-01T00:00:00.000000Z", "leaseTransitions": 2}})
+    }
+
+    #[tokio::test]
+    async fn missing_lease_is_created_holding_it() {
+        let api = MockApi::default();
+        api.on(Method::POST, LEASES, 201, lease("cp-0", "1"));
+        let kl = KubeLease::new(api.client(), "istio-system", "meshwork-controlplane");
+        let mut e = Elector::new("cp-0", Duration::from_secs(15));
+        assert!(elect_once(&kl, &mut e).await);
+        let reqs = api.requests();
+        assert_eq!(reqs[0].method, Method::GET);
+        assert_eq!(reqs[0].path, format!("{LEASES}/meshwork-controlplane"));
+        assert_eq!(reqs[1].method, Method::POST);
+        assert_eq!(reqs[1].path, LEASES);
+        let spec = &reqs[1].body["spec"];
+        assert_eq!(spec["holderIdentity"], "cp-0");
+        assert_eq!(spec["leaseDurationSeconds"], 15);
+        assert_eq!(spec["leaseTransitions"], 0);
+        assert!(spec["renewTime"].is_string() && spec["acquireTime"].is_string());
+    }
+
+    #[tokio::test]
+    async fn renewal_replaces_with_the_read_resource_version_and_a_conflict_loses() {
+        let api = MockApi::default();
+        let path = format!("{LEASES}/meshwork-controlplane");
+        api.on(Method::GET, &path, 200, lease("cp-0", "41"));
+        api.on(Method::PUT, &path, 200, lease("cp-0", "42"));
+        let kl = KubeLease::new(api.client(), "istio-system", "meshwork-controlplane");
+        let mut e = Elector::new("cp-0", Duration::from_secs(15));
+        assert!(elect_once(&kl, &mut e).await);
+        let put = &api.requests()[1];
+        assert_eq!(put.method, Method::PUT);
+        assert_eq!(put.body["metadata"]["resourceVersion"], "41");
+        assert_eq!(put.body["spec"]["holderIdentity"], "cp-0");
+        assert_eq!(put.body["spec"]["leaseTransitions"], 2);
+
+        // Another replica wrote in between: 409, not leader.
+        let api = MockApi::default();
+        api.on(Method::GET, &path, 200, lease("", "50"));
+        api.on(
+            Method::PUT,
+            &path,
+            409,
+            json!({"kind": "Status", "apiVersion": "v1",
+            "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"}),
+        );
+        let kl = KubeLease::new(api.client(), "istio-system", "meshwork-controlplane");
+        let mut e = Elector::new("cp-1", Duration::from_secs(15));
+        assert!(!elect_once(&kl, &mut e).await);
+        let (rec, rv) = kl.get().await.unwrap().unwrap();
+        assert_eq!(rv, "50");
+        assert!(matches!(
+            kl.replace(&rec, &rv).await,
+            Err(LeaseError::Conflict(n)) if n == "meshwork-controlplane"
+        ));
+    }
+}

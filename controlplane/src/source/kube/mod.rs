@@ -4,6 +4,8 @@
 //! - [`resources`]: the watched kinds and the API version each is watched at;
 //! - [`pseudo`]: every object is a pseudo-file `k8s://<Kind>/<ns>/<name>` holding its JSON;
 //! - [`index`]: watch events (including relists after `410 Gone`) → [`FileEvent`]s;
+//! - [`status`]: `Accepted` conditions written back on Istio resources (leader only);
+//! - [`lease`]: leader election through a `coordination.k8s.io/v1` Lease;
 //! - [`tokenreview`]: ztunnel node tokens checked with TokenReview, pod → node;
 //! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`].
 //!
@@ -11,8 +13,10 @@
 
 pub mod error;
 pub mod index;
+pub mod lease;
 pub mod pseudo;
 pub mod resources;
+pub mod status;
 pub mod tokenreview;
 pub mod watch;
 

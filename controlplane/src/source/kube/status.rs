@@ -1,0 +1,373 @@
+//! Status conditions written back on Istio resources: `Accepted=True` when Meshwork
+//! accepts the object, `Accepted=False` with reason `Invalid` and the validation errors
+//! otherwise. The verdict is the api crate's own parse + validation of the pseudo-file
+//! (the same the store applies), so status and behavior cannot disagree.
+//!
+//! [`StatusTracker`] keeps the desired condition of every Istio object and what was
+//! last written, so each change is written once; [`StatusWriter`] writes one with
+//! `PATCH …/<plural>/<name>/status` (JSON merge patch). Only the Lease holder writes
+//! (see [`super::lease`]): [`run_status`] waits for leadership and rewrites everything
+//! when it is gained.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::core::{ApiResource, DynamicObject};
+use ::kube::Client;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Value};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::pseudo;
+use super::resources::watched;
+use crate::source::dir::FileEvent;
+
+/// Field manager of the status patches.
+pub const FIELD_MANAGER: &str = "meshwork-controlplane";
+
+/// The object a condition is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The `Accepted` condition of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub accepted: bool,
+    /// `Accepted` or `Invalid`.
+    pub reason: String,
+    pub message: String,
+    pub observed_generation: Option<i64>,
+}
+
+impl Condition {
+    /// The merge-patch body setting this condition at `now`.
+    pub fn patch(&self, now: Timestamp) -> Value {
+        let mut cond = json!({
+            "type": "Accepted",
+            "status": if self.accepted { "True" } else { "False" },
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": now.to_string(),
+        });
+        if let Some(g) = self.observed_generation {
+            cond["observedGeneration"] = json!(g);
+        }
+        json!({"status": {"conditions": [cond]}})
+    }
+}
+
+/// The condition of an Istio object's pseudo-file; `None` for kinds without status.
+pub fn condition_for(path: &Path, text: &str) -> Option<(ObjectRef, Condition)> {
+    let (kind, namespace, name) = pseudo::parse_path(path)?;
+    if !watched(kind)?.writes_status {
+        return None;
+    }
+    let obj = ObjectRef {
+        kind: kind.to_string(),
+        namespace: namespace.unwrap_or_default().to_string(),
+        name: name.to_string(),
+    };
+    let generation = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v["metadata"]["generation"].as_i64());
+    let parsed = meshwork_api::parse_file(path, text, &obj.namespace);
+    let errors: Vec<String> = parsed
+        .errors()
+        .map(|e| {
+            if e.field.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.field, e.message)
+            }
+        })
+        .collect();
+    let cond = if errors.is_empty() && parsed.objects().next().is_some() {
+        Condition {
+            accepted: true,
+            reason: "Accepted".into(),
+            message: "accepted by Meshwork".into(),
+            observed_generation: generation,
+        }
+    } else {
+        Condition {
+            accepted: false,
+            reason: "Invalid".into(),
+            message: if errors.is_empty() {
+                "no object could be read".into()
+            } else {
+                errors.join("; ")
+            },
+            observed_generation: generation,
+        }
+    };
+    Some((obj, cond))
+}
+
+/// Desired vs written conditions.
+#[derive(Debug, Default)]
+pub struct StatusTracker {
+    desired: BTreeMap<PathBuf, (ObjectRef, Condition)>,
+    written: BTreeMap<PathBuf, Condition>,
+}
+
+impl StatusTracker {
+    /// Takes a batch of source events into account.
+    pub fn observe(&mut self, events: &[FileEvent]) {
+        for ev in events {
+            match ev {
+                FileEvent::Changed(path, text) => {
+                    if let Some(c) = condition_for(path, text) {
+                        self.desired.insert(path.clone(), c);
+                    }
+                }
+                FileEvent::Removed(path) => {
+                    self.desired.remove(path);
+                    self.written.remove(path);
+                }
+            }
+        }
+    }
+
+    /// Conditions not written yet (or changed since), in path order.
+    pub fn pending(&self) -> Vec<(PathBuf, ObjectRef, Condition)> {
+        self.desired
+            .iter()
+            .filter(|(p, (_, c))| self.written.get(*p) != Some(c))
+            .map(|(p, (o, c))| (p.clone(), o.clone(), c.clone()))
+            .collect()
+    }
+
+    pub fn mark_written(&mut self, path: PathBuf, cond: Condition) {
+        self.written.insert(path, cond);
+    }
+
+    /// Forget what was written (leadership regained: another replica may have written).
+    pub fn reset_written(&mut self) {
+        self.written.clear();
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StatusError {
+    #[error("no API resource known for kind {0}")]
+    UnknownKind(String),
+    #[error("writing status of {kind} {namespace}/{name}: {source}")]
+    Patch {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: ::kube::Error,
+    },
+}
+
+/// Writes conditions with `patch_status` (merge patch).
+#[derive(Clone)]
+pub struct StatusWriter {
+    client: Client,
+    resources: BTreeMap<String, ApiResource>,
+}
+
+impl StatusWriter {
+    /// `resources`: the API resource (version) each kind is watched at.
+    pub fn new(client: Client, resources: impl IntoIterator<Item = ApiResource>) -> Self {
+        StatusWriter {
+            client,
+            resources: resources.into_iter().map(|r| (r.kind.clone(), r)).collect(),
+        }
+    }
+
+    /// Writes `cond` on `obj`. An object deleted meanwhile (404) is not an error.
+    pub async fn write(
+        &self,
+        obj: &ObjectRef,
+        cond: &Condition,
+        now: Timestamp,
+    ) -> Result<(), StatusError> {
+        let ar = self
+            .resources
+            .get(&obj.kind)
+            .ok_or_else(|| StatusError::UnknownKind(obj.kind.clone()))?;
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &obj.namespace, ar);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api
+            .patch_status(&obj.name, &params, &Patch::Merge(cond.patch(now)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(::kube::Error::Api(s)) if s.code == 404 => {
+                debug!(kind = %obj.kind, namespace = %obj.namespace, name = %obj.name, "object gone before its status was written");
+                Ok(())
+            }
+            Err(source) => Err(StatusError::Patch {
+                kind: obj.kind.clone(),
+                namespace: obj.namespace.clone(),
+                name: obj.name.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// How long a failed write waits before the next attempt.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// Writes the conditions of the batches received on `events` while `leader` is true.
+/// Ends when `events` is closed.
+pub async fn run_status(
+    writer: StatusWriter,
+    mut events: mpsc::Receiver<Vec<FileEvent>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let mut tracker = StatusTracker::default();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let retry = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            batch = events.recv() => match batch {
+                Some(b) => tracker.observe(&b),
+                None => return,
+            },
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *leader.borrow() {
+                    tracker.reset_written();
+                }
+            }
+            _ = retry => retry_at = None,
+        }
+        if !*leader.borrow() {
+            continue;
+        }
+        for (path, obj, cond) in tracker.pending() {
+            match writer.write(&obj, &cond, Timestamp::now()).await {
+                Ok(()) => tracker.mark_written(path, cond),
+                Err(e) => {
+                    warn!(error = %e, "status write failed; retrying");
+                    retry_at = Some(tokio::time::Instant::now() + RETRY);
+                }
+            }
+        }
+    }
+}
+
+/// Splits the source's batches: all go to the engine, and a copy to the status task.
+pub fn tee(
+    mut source: mpsc::Receiver<Vec<FileEvent>>,
+) -> (
+    mpsc::Receiver<Vec<FileEvent>>,
+    mpsc::Receiver<Vec<FileEvent>>,
+) {
+    let (engine_tx, engine_rx) = mpsc::channel(16);
+    let (status_tx, status_rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(batch) = source.recv().await {
+            let istio: Vec<FileEvent> = batch
+                .iter()
+                .filter(|e| {
+                    let p = match e {
+                        FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
+                    };
+                    pseudo::parse_path(p)
+                        .and_then(|(k, _, _)| watched(k))
+                        .is_some_and(|w| w.writes_status)
+                })
+                .cloned()
+                .collect();
+            if !istio.is_empty() {
+                let _ = status_tx.send(istio).await;
+            }
+            if engine_tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    (engine_rx, status_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pa(mode: &str, generation: i64) -> (PathBuf, String) {
+        (
+            PathBuf::from("k8s://PeerAuthentication/production/strict"),
+            json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                   "metadata": {"name": "strict", "namespace": "production", "generation": generation},
+                   "spec": {"mtls": {"mode": mode}}})
+            .to_string(),
+        )
+    }
+
+    #[test]
+    fn valid_object_is_accepted_invalid_one_names_the_field() {
+        let (p, t) = pa("STRICT", 3);
+        let (obj, c) = condition_for(&p, &t).unwrap();
+        assert_eq!(obj.kind, "PeerAuthentication");
+        assert_eq!(obj.namespace, "production");
+        assert!(c.accepted);
+        assert_eq!(c.observed_generation, Some(3));
+        let (p, t) = pa("SOMETIMES", 4);
+        let (_, c) = condition_for(&p, &t).unwrap();
+        assert!(!c.accepted);
+        assert_eq!(c.reason, "Invalid");
+        assert!(c.message.contains("mtls"), "{}", c.message);
+        assert_eq!(
+            condition_for(Path::new("k8s://Pod/ns/p"), "{}"),
+            None,
+            "no status on pods"
+        );
+    }
+
+    #[test]
+    fn tracker_writes_each_change_once_and_forgets_deleted_objects() {
+        let mut t = StatusTracker::default();
+        let (p, text) = pa("STRICT", 1);
+        t.observe(&[FileEvent::Changed(p.clone(), text)]);
+        let pending = t.pending();
+        assert_eq!(pending.len(), 1);
+        t.mark_written(p.clone(), pending[0].2.clone());
+        assert!(t.pending().is_empty());
+        let (_, bad) = pa("SOMETIMES", 2);
+        t.observe(&[FileEvent::Changed(p.clone(), bad)]);
+        assert!(!t.pending()[0].2.accepted);
+        t.observe(&[FileEvent::Removed(p)]);
+        assert!(t.pending().is_empty());
+    }
+
+    #[test]
+    fn patch_body_is_an_accepted_condition() {
+        let c = Condition {
+            accepted: false,
+            reason: "Invalid".into(),
+            message: "spec.mtls.mode: bad".into(),
+            observed_generation: Some(2),
+        };
+        let now: Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        assert_eq!(
+            c.patch(now),
+            json!({"status": {"conditions": [{
+                "type": "Accepted", "status": "False", "reason": "Invalid",
+                "message": "spec.mtls.mode: bad", "observedGeneration": 2,
+                "lastTransitionTime": "2026-01-02T03:04:05Z"}]}})
+        );
+    }
+}
