@@ -46,6 +46,9 @@ use export::{ExportMetrics, ExportSettings, Exporter};
 use sampler::{Effective, TagSource};
 use span::{Kind, Span};
 
+/// The tags `maxTagLength` bounds (Istio: "currently only the path tag").
+const PATH_TAGS: &[&str] = &["http.url", "url.path"];
+
 /// Tracing options of the waypoint process.
 #[derive(Debug, Clone, Default)]
 pub struct TracingOptions {
@@ -157,6 +160,7 @@ impl Tracer {
             formats,
             tags,
             exporter,
+            max_tag_length: eff.max_tag_length,
             start: arrived,
         }
     }
@@ -175,6 +179,7 @@ pub struct Active {
     tags: Vec<(String, String)>,
     /// Set when the span is sampled and reported.
     exporter: Option<Exporter>,
+    max_tag_length: usize,
     start: SystemTime,
 }
 
@@ -246,6 +251,7 @@ impl Active {
         for (k, v) in &self.tags {
             s.attr(k, v.clone());
         }
+        s.limit_values(PATH_TAGS, self.max_tag_length);
         e.submit(s.to_otlp());
     }
 
@@ -261,6 +267,7 @@ impl Active {
         for (k, v) in &self.tags {
             s.attr(k, v.clone());
         }
+        s.limit_values(PATH_TAGS, self.max_tag_length);
         e.submit(s.to_otlp());
     }
 

@@ -18,6 +18,9 @@ use rand::Rng;
 /// provider is configured without `randomSamplingPercentage`.
 pub const DEFAULT_SAMPLING_PERCENT: f64 = 1.0;
 
+/// Istio's default `maxTagLength` for the OpenTelemetry provider.
+pub const DEFAULT_MAX_TAG_LENGTH: usize = 256;
+
 /// Where a custom tag takes its value from. Environment tags are read when the config is
 /// compiled and become literals (the process environment does not change).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,8 @@ pub struct Effective {
     pub sampling_percent: f64,
     pub custom_tags: BTreeMap<String, TagSource>,
     pub disable_span_reporting: bool,
+    /// Longest path tag reported (the provider's `maxTagLength`).
+    pub max_tag_length: usize,
 }
 
 fn telemetry<'a>(snap: &'a Snapshot, key: &str) -> Option<&'a TelemetryConfig> {
@@ -189,6 +194,10 @@ pub fn effective(snap: &Snapshot, telemetries: &[&TelemetryConfig]) -> Option<Ef
             .clamp(0.0, 100.0),
         custom_tags: tags,
         disable_span_reporting: disable,
+        max_tag_length: match otel.max_tag_length {
+            0 => DEFAULT_MAX_TAG_LENGTH,
+            n => n as usize,
+        },
     })
 }
 
@@ -306,6 +315,7 @@ mod tests {
         let e = effective(&s, &applicable(&s, WP, &svc())).unwrap();
         assert_eq!(e.sampling_percent, 10.0);
         assert_eq!(e.provider, "otel");
+        assert_eq!(e.max_tag_length, DEFAULT_MAX_TAG_LENGTH);
         assert_eq!(
             e.collector,
             ("collector.obs.svc.cluster.local".to_string(), 4317)

@@ -33,6 +33,20 @@ impl Span {
         self.attributes.push((k.to_string(), v.into()));
     }
 
+    /// Cuts the values of the attributes named `keys` to at most `max` bytes (on a
+    /// character boundary).
+    pub fn limit_values(&mut self, keys: &[&str], max: usize) {
+        for (k, v) in &mut self.attributes {
+            if keys.contains(&k.as_str()) && v.len() > max {
+                let mut end = max;
+                while !v.is_char_boundary(end) {
+                    end -= 1;
+                }
+                v.truncate(end);
+            }
+        }
+    }
+
     pub fn to_otlp(&self) -> OtlpSpan {
         let nanos = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
@@ -120,6 +134,12 @@ mod tests {
             .and_then(|a| a.value.clone())
             .and_then(|v| v.value);
         assert_eq!(code, Some(any_value::Value::IntValue(503)));
+        s.attr("url.path", "é".repeat(10));
+        s.limit_values(&["url.path", "component"], 5);
+        assert_eq!(s.attributes.last().unwrap().1, "éé");
+        assert_eq!(s.attributes[0].1, "proxy");
+        s.limit_values(&["other"], 1);
+        assert_eq!(s.attributes.last().unwrap().1, "éé");
         s.status = 200;
         s.parent = None;
         let o = s.to_otlp();
