@@ -250,20 +250,35 @@ fn to_workload(
     } else {
         format!("ztunnel on node {}", w.node)
     };
-    if base.source_principal.is_none() {
-        if let Some(refused) = plaintext_refused(snap, w, port) {
-            return Verdict {
-                destination: dst,
-                enforced_by: ztunnel,
-                allowed: false,
-                policy: None,
-                rule: None,
-                reason: refused,
-                applicable: Vec::new(),
-            };
+    let refused = |reason: String| Verdict {
+        destination: dst.clone(),
+        enforced_by: ztunnel.clone(),
+        allowed: false,
+        policy: None,
+        rule: None,
+        reason,
+        applicable: Vec::new(),
+    };
+    match &base.source_principal {
+        None => {
+            if let Some(why) = plaintext_refused(snap, w, port) {
+                return refused(why);
+            }
         }
+        // The source ztunnel sends traffic for a pod to the pod's own waypoint only; the
+        // destination ztunnel admits only the waypoint of the pod or of its services.
+        Some(id) if usable(w.waypoint.as_ref()).is_none() => {
+            if let Some(gw) = waypoint_of(snap, w) {
+                return refused(format!(
+                    "served by waypoint {}/{}: only {} is admitted, got {id} \
+                     (address the service to go through its waypoint)",
+                    gw.namespace, gw.name, gw.identity
+                ));
+            }
+        }
+        Some(_) => {}
     }
-    if let Some(gw) = waypoint_of(snap, w) {
+    if let Some(gw) = usable(w.waypoint.as_ref()) {
         let target = PolicyTarget::Waypoint {
             namespace: &gw.namespace,
             name: &gw.name,
@@ -527,6 +542,21 @@ mod tests {
         // Addressing the workload directly is the same decision.
         let r = check(&snap, &q("prod/client-0", "prod/server-0", "POST")).unwrap();
         assert!(!r.allowed);
+    }
+
+    #[test]
+    fn a_pod_behind_its_services_waypoint_admits_only_the_waypoint() {
+        let snap = mesh(true);
+        let r = check(&snap, &q("prod/client-0", "prod/server-0", "POST")).unwrap();
+        assert!(!r.allowed);
+        assert_eq!(r.verdicts[0].enforced_by, "ztunnel on node node-a");
+        assert!(
+            r.verdicts[0].reason.starts_with(
+                "served by waypoint prod/wp: only spiffe://cluster.local/ns/prod/sa/wp is admitted"
+            ),
+            "{}",
+            r.verdicts[0].reason
+        );
     }
 
     #[test]
