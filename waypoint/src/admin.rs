@@ -31,7 +31,14 @@ impl Admin {
             r
         };
         match path {
-            "/metrics" | "/stats/prometheus" => text(StatusCode::OK, render(&self.registry)),
+            "/metrics" | "/stats/prometheus" => {
+                let mut r = text(StatusCode::OK, render(&self.registry));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(meshwork_metrics::CONTENT_TYPE),
+                );
+                r
+            }
             "/healthz/ready" => {
                 let synced = self.config.status().synced;
                 let ready = self.ready.load(std::sync::atomic::Ordering::Acquire);

@@ -99,12 +99,14 @@ impl Metrics {
 }
 
 /// Renders the registry in the Prometheus text format.
+/// The Prometheus text exposition (format 0.0.4, served with
+/// [`meshwork_metrics::CONTENT_TYPE`]).
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         out.clear();
     }
-    out
+    meshwork_metrics::from_openmetrics(&out)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub mod certs;
 pub mod config;
 pub mod connections;
 mod copy;
-pub mod exposition;
+pub use meshwork_metrics::exposition;
 pub mod inbound;
 pub mod inbound_plain;
 pub mod metrics;

@@ -1,0 +1,6 @@
+//! Metrics exposition shared by ztunnel and the waypoint, so both serve the same
+//! Prometheus text format and pass `promtool check metrics`.
+
+pub mod exposition;
+
+pub use exposition::{from_openmetrics, CONTENT_TYPE};
