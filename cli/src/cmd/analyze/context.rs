@@ -263,3 +263,89 @@ pub fn age_order(a: &Object, b: &Object) -> std::cmp::Ordering {
         .then_with(|| a.namespace.cmp(&b.namespace))
         .then_with(|| a.name.cmp(&b.name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(yaml: &str) -> Context {
+        let mut store = Store::new();
+        store.apply_file("t.yaml".as_ref(), yaml, "default");
+        assert!(store.errors().is_empty(), "{:?}", store.errors());
+        Context::new(store)
+    }
+
+    const NS_AND_PODS: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/use-waypoint: wp}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: shop, labels: {app: a}}
+spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: wp-0, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: wp}}
+spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: b, namespace: shop}
+spec:
+  selector: {matchLabels: {app: b}}
+  template:
+    metadata: {labels: {app: b}}
+    spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: a, namespace: shop}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec: {containers: [{name: c, image: i}]}
+";
+
+    #[test]
+    fn service_hosts_resolve_like_kubernetes_names() {
+        let c = ctx(NS_AND_PODS);
+        let sh = |h: &str| c.service_host(h, "default");
+        assert_eq!(sh("r"), Some(("default".into(), "r".into())));
+        assert_eq!(sh("r.shop"), Some(("shop".into(), "r".into())));
+        assert_eq!(sh("r.other.svc"), Some(("other".into(), "r".into())));
+        assert_eq!(sh("r.x.svc.cluster.local"), Some(("x".into(), "r".into())));
+        assert_eq!(sh("example.com"), None, "unknown namespace: external host");
+        assert_eq!(sh("*.shop.svc.cluster.local"), None);
+        assert_eq!(sh("api.example.org"), None);
+    }
+
+    #[test]
+    fn workloads_are_pods_and_unmatched_templates_without_waypoints() {
+        let c = ctx(NS_AND_PODS);
+        let mut got: Vec<String> = c.workloads("shop").into_iter().map(|w| w.label).collect();
+        got.sort();
+        assert_eq!(got, ["Deployment shop/b", "Pod shop/a"]);
+    }
+
+    #[test]
+    fn waypoint_needs_the_label_and_an_existing_waypoint() {
+        let c = ctx(NS_AND_PODS);
+        let w = c.workloads("shop");
+        assert!(w.iter().all(|w| c.has_waypoint(w)));
+        let c = ctx(&NS_AND_PODS.replace("gateway-name: wp}", "gateway-name: other}"));
+        assert!(c.workloads("shop").iter().all(|w| !c.has_waypoint(w)));
+    }
+
+    #[test]
+    fn root_namespace_policies_select_every_namespace() {
+        let c = ctx(NS_AND_PODS);
+        assert_eq!(c.root_namespace(), "istio-system");
+        assert_eq!(c.selected("istio-system", None).len(), 2);
+        assert_eq!(c.selected("other", None).len(), 0);
+        let sel: BTreeMap<String, String> = [("app".into(), "b".into())].into();
+        assert_eq!(c.selected("shop", Some(&sel)).len(), 1);
+    }
+}

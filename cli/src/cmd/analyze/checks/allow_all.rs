@@ -64,3 +64,48 @@ fn any_principal_only(rule: &Rule) -> bool {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_api::security::{Condition, RuleFrom};
+
+    fn from(source: Source) -> Rule {
+        Rule {
+            from: vec![RuleFrom {
+                source: Some(source),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_rule_matches_everything() {
+        assert!(is_empty(&Rule::default()));
+        assert!(is_empty(&from(Source::default())));
+        let with_when = Rule {
+            when: vec![Condition::default()],
+            ..Default::default()
+        };
+        assert!(!is_empty(&with_when));
+    }
+
+    #[test]
+    fn any_principal_only_when_nothing_else_constrains() {
+        let star = Source {
+            principals: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(any_principal_only(&from(star.clone())));
+        let narrowed = Source {
+            namespaces: vec!["shop".into()],
+            ..star
+        };
+        assert!(!any_principal_only(&from(narrowed)));
+        let named = Source {
+            principals: vec!["cluster.local/ns/a/sa/b".into()],
+            ..Default::default()
+        };
+        assert!(!any_principal_only(&from(named)));
+    }
+}
