@@ -20,8 +20,9 @@ use meshwork_model::pb::config::{ProxyKind, Subscribe};
 
 /// The benchmark's subscribers are trusted: it measures distribution, not tokens.
 struct Trusted;
+#[tonic::async_trait]
 impl SubscriptionAuth for Trusted {
-    fn check(&self, _: &Subscribe) -> Result<(), tonic::Status> {
+    async fn check(&self, _: &Subscribe) -> Result<(), tonic::Status> {
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use meshwork_model::pb::config::{resource, ProxyKind, Subscribe};
 use tonic::Status;
 
-use crate::ca::{NodeTokens, WorkloadDirectory};
+use crate::ca::{self, NodeAuthenticator, WorkloadDirectory};
 use crate::distribute::{ModelHub, SubscriptionAuth};
 
 /// The CA's view of the model: a node may have the identities of its own workloads.
@@ -32,27 +32,30 @@ impl WorkloadDirectory for HubDirectory {
     }
 }
 
-/// File mode: a ztunnel (and a waypoint, which runs on a node too) proves its node with
-/// the node's bootstrap token; observers (the CLI) need none.
+/// A ztunnel (and a waypoint, which runs on a node too) proves its node with a token:
+/// the node's bootstrap token in file mode, its projected service-account token in
+/// Kubernetes; observers (the CLI) need none.
 pub struct TokenAuth {
-    tokens: NodeTokens,
+    nodes: Arc<dyn NodeAuthenticator>,
 }
 
 impl TokenAuth {
-    pub fn new(tokens: NodeTokens) -> Self {
-        TokenAuth { tokens }
+    pub fn new(nodes: Arc<dyn NodeAuthenticator>) -> Self {
+        TokenAuth { nodes }
     }
 }
 
+#[tonic::async_trait]
 impl SubscriptionAuth for TokenAuth {
-    fn check(&self, sub: &Subscribe) -> Result<(), Status> {
+    async fn check(&self, sub: &Subscribe) -> Result<(), Status> {
         match ProxyKind::try_from(sub.kind) {
             Ok(ProxyKind::Observer) => Ok(()),
             Ok(ProxyKind::Ztunnel) => {
                 let node = self
-                    .tokens
+                    .nodes
                     .authenticate(&sub.token)
-                    .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                    .await
+                    .map_err(|e| ca::authn_status(&e))?;
                 if node == sub.node {
                     Ok(())
                 } else {
@@ -63,10 +66,11 @@ impl SubscriptionAuth for TokenAuth {
                 }
             }
             Ok(ProxyKind::Waypoint) => self
-                .tokens
+                .nodes
                 .authenticate(&sub.token)
+                .await
                 .map(|_| ())
-                .map_err(|e| Status::unauthenticated(e.to_string())),
+                .map_err(|e| ca::authn_status(&e)),
             _ => Err(Status::invalid_argument("unknown proxy kind")),
         }
     }
@@ -100,10 +104,10 @@ mod tests {
         assert!(!d.has_workload("node-a", "staging", "payment"));
     }
 
-    #[test]
-    fn subscriptions_need_their_nodes_token() {
-        let tokens = NodeTokens::from_secret(b"test secret of enough length for hmac");
-        let auth = TokenAuth::new(tokens.clone());
+    #[tokio::test]
+    async fn subscriptions_need_their_nodes_token() {
+        let tokens = crate::ca::NodeTokens::from_secret(b"test secret of enough length for hmac");
+        let auth = TokenAuth::new(Arc::new(tokens.clone()));
         let sub = |node: &str, token: String| Subscribe {
             kind: ProxyKind::Ztunnel as i32,
             node: node.into(),
@@ -111,15 +115,18 @@ mod tests {
             ..Default::default()
         };
         let tok_a = tokens.token_for("node-a").unwrap();
-        assert!(auth.check(&sub("node-a", tok_a.clone())).is_ok());
-        let err = auth.check(&sub("node-b", tok_a)).unwrap_err();
+        assert!(auth.check(&sub("node-a", tok_a.clone())).await.is_ok());
+        let err = auth.check(&sub("node-b", tok_a)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
-        let err = auth.check(&sub("node-a", "garbage".into())).unwrap_err();
+        let err = auth
+            .check(&sub("node-a", "garbage".into()))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let observer = Subscribe {
             kind: ProxyKind::Observer as i32,
             ..Default::default()
         };
-        assert!(auth.check(&observer).is_ok());
+        assert!(auth.check(&observer).await.is_ok());
     }
 }

@@ -3,7 +3,7 @@
 //! Single-threaded by design: one task owns the store and the translator and applies
 //! batches in order; the hub fans the result out to every proxy stream.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -115,12 +115,4 @@ pub fn load_mesh_file(path: &Path) -> Result<MeshConfig, String> {
         warn!(file = %path.display(), field = %u, "unknown mesh config field");
     }
     Ok(MeshConfig::from_overlays([&overlay]))
-}
-
-/// Where the control plane reads from.
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub config_dir: Option<PathBuf>,
-    pub mesh_config: Option<PathBuf>,
-    pub default_namespace: String,
 }

@@ -5,16 +5,42 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meshwork_controlplane::run::{self, Options};
+use meshwork_controlplane::run::{self, KubeOptions, Options, Source};
 
 #[derive(Parser, Debug)]
 #[command(name = "controlplane", version, about = "Meshwork control plane")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Where resources come from: a watched directory (`--config-dir`) or the Kubernetes
+    /// API (in-cluster config or KUBECONFIG).
+    #[arg(long, default_value = "dir", value_parser = ["dir", "kubernetes"])]
+    source: String,
     /// Directory of Kubernetes/Istio YAML, applied like `kubectl apply -f DIR` and watched.
     #[arg(long, env = "MESHWORK_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
+    /// Mesh trust domain (overrides the mesh config's `trustDomain`).
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Mesh root namespace (overrides the mesh config's `rootNamespace`).
+    #[arg(long)]
+    root_namespace: Option<String>,
+    /// Kubernetes: audience of the ztunnels' projected tokens.
+    #[arg(long, default_value = "istio-ca")]
+    token_audience: String,
+    /// Kubernetes: the ztunnels' service account, `namespace/name`.
+    #[arg(long, default_value = "istio-system/meshwork-ztunnel")]
+    ztunnel_service_account: String,
+    /// Kubernetes: the Lease that elects the replica writing status conditions.
+    #[arg(long, default_value = "meshwork-controlplane")]
+    lease_name: String,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// Kubernetes: this replica's namespace and name (downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    pod_namespace: String,
+    #[arg(long, env = "POD_NAME", default_value = "meshwork-controlplane")]
+    pod_name: String,
     /// Standalone Istio MeshConfig file (trustDomain, rootNamespace, extensionProviders).
     #[arg(long, env = "MESHWORK_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
@@ -63,8 +89,28 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", tokens.token_for(node)?);
         return Ok(());
     }
+    let source = match (cli.source.as_str(), cli.config_dir) {
+        ("kubernetes", _) => {
+            let (ns, sa) = cli
+                .ztunnel_service_account
+                .split_once('/')
+                .context("--ztunnel-service-account must be namespace/name")?;
+            Source::Kubernetes(KubeOptions {
+                token_audience: cli.token_audience,
+                ztunnel_service_account: (ns.to_string(), sa.to_string()),
+                lease_namespace: cli.pod_namespace,
+                lease_name: cli.lease_name,
+                lease_duration: cli.lease_duration,
+                identity: cli.pod_name,
+            })
+        }
+        (_, Some(dir)) => Source::Dir(dir),
+        (_, None) => Source::None,
+    };
     let running = run::start(Options {
-        config_dir: cli.config_dir,
+        source,
+        trust_domain: cli.trust_domain,
+        root_namespace: cli.root_namespace,
         mesh_config: cli.mesh_config,
         default_namespace: cli.default_namespace,
         grpc_addr: cli.grpc_addr,

@@ -9,20 +9,54 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin::{self, AdminState};
-use crate::ca::{self, Ca, CaConfig, NodeTokens};
+use crate::ca::{self, Ca, CaConfig, NodeAuthenticator, NodeTokens};
 use crate::distribute::{MeshConfigService, ModelHub, Registry};
 use crate::engine::{self, Engine};
-use crate::source::dir;
+use crate::source::dir::{self, FileEvent};
+use crate::source::kube::{
+    self as kube_src,
+    lease::{run_election, Elector, KubeLease},
+    status::{run_status, tee, StatusWriter},
+    KubeSourceOptions, TokenReviewAuthenticator,
+};
+
+/// Where the resources come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Nothing but the mesh config (tests, a CA-only control plane).
+    None,
+    /// A watched directory of YAML (the embedded default).
+    Dir(PathBuf),
+    /// A Kubernetes API server (in-cluster config or `KUBECONFIG`).
+    Kubernetes(KubeOptions),
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// Audience of the projected tokens ztunnels present.
+    pub token_audience: String,
+    /// `(namespace, service account)` of the ztunnels, whose tokens prove a node.
+    pub ztunnel_service_account: (String, String),
+    /// Leader election: only the leader writes status conditions.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (the pod name).
+    pub identity: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub config_dir: Option<PathBuf>,
+    pub source: Source,
     pub mesh_config: Option<PathBuf>,
+    /// Overrides of the mesh config (`--trust-domain`, `--root-namespace`).
+    pub trust_domain: Option<String>,
+    pub root_namespace: Option<String>,
     pub default_namespace: String,
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -40,6 +74,8 @@ pub enum RunError {
     MeshConfig(String),
     #[error("mesh CA: {0}")]
     Ca(String),
+    #[error("Kubernetes source: {0}")]
+    Kube(String),
 }
 
 /// A running control plane.
@@ -66,20 +102,23 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     let hub = ModelHub::new();
     let registry = Arc::new(Registry::default());
     let mut engine = Engine::new(hub.clone(), opts.default_namespace.clone());
-    if let Some(path) = &opts.mesh_config {
-        let mesh = engine::load_mesh_file(path).map_err(RunError::MeshConfig)?;
-        engine.set_mesh_config(Some(mesh));
-    } else {
-        engine.set_mesh_config(None);
-    }
+    engine.set_mesh_config(mesh_config(&opts)?);
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let diagnostics = engine.diagnostics();
 
-    // Initial load happens before the listeners answer, so the first subscriber sees
+    // The initial load happens before the listeners answer, so the first subscriber sees
     // the whole config rather than an empty model.
-    if let Some(dir_path) = &opts.config_dir {
-        let mut events = dir::watch(dir_path.clone())?;
+    let events = match &opts.source {
+        Source::None => None,
+        Source::Dir(dir_path) => Some(dir::watch(dir_path.clone())?),
+        Source::Kubernetes(k) => {
+            let (events, kube_tasks) = kube_source(k, &root_namespace_of(&opts)).await?;
+            tasks.extend(kube_tasks);
+            Some(events)
+        }
+    };
+    if let Some(mut events) = events {
         if let Some(initial) = events.recv().await {
             engine.apply_events(initial);
         }
@@ -95,8 +134,16 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     ca_config.default_ttl = opts.cert_ttl;
     let ca = Arc::new(Ca::open(&opts.ca_dir, ca_config).map_err(|e| RunError::Ca(e.to_string()))?);
     let tokens = NodeTokens::open(&opts.ca_dir).map_err(|e| RunError::Ca(e.to_string()))?;
+    let nodes: Arc<dyn NodeAuthenticator> = match &opts.source {
+        Source::Kubernetes(k) => Arc::new(TokenReviewAuthenticator::new(
+            kube_client().await?,
+            k.token_audience.clone(),
+            [k.ztunnel_service_account.clone()],
+        )),
+        _ => Arc::new(tokens.clone()),
+    };
     let directory = Arc::new(crate::auth::HubDirectory::new(hub.clone()));
-    let sub_auth = Arc::new(crate::auth::TokenAuth::new(tokens.clone()));
+    let sub_auth = Arc::new(crate::auth::TokenAuth::new(nodes.clone()));
 
     let grpc = TcpListener::bind(opts.grpc_addr)
         .await
@@ -117,7 +164,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         sub_auth,
         crate::translate::l4_view,
     );
-    let ca_svc = ca::service(ca.clone(), tokens.clone(), directory);
+    let ca_svc = ca::service(ca.clone(), nodes, directory);
     tasks.push(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         let res = tonic::transport::Server::builder()
@@ -169,4 +216,68 @@ fn trust_domain(hub: &ModelHub) -> String {
         Some(Kind::Mesh(m)) if !m.trust_domain.is_empty() => m.trust_domain.clone(),
         _ => "cluster.local".into(),
     }
+}
+
+fn root_namespace_of(opts: &Options) -> String {
+    opts.root_namespace
+        .clone()
+        .unwrap_or_else(|| "istio-system".to_string())
+}
+
+/// The mesh config file, with the command line's overrides on top.
+fn mesh_config(opts: &Options) -> Result<Option<meshwork_api::MeshConfig>, RunError> {
+    let mut mesh = match &opts.mesh_config {
+        Some(path) => Some(engine::load_mesh_file(path).map_err(RunError::MeshConfig)?),
+        None => None,
+    };
+    if opts.trust_domain.is_some() || opts.root_namespace.is_some() {
+        let m = mesh.get_or_insert_with(Default::default);
+        if let Some(td) = &opts.trust_domain {
+            m.trust_domain = td.clone();
+        }
+        if let Some(ns) = &opts.root_namespace {
+            m.root_namespace = ns.clone();
+        }
+    }
+    Ok(mesh)
+}
+
+async fn kube_client() -> Result<::kube::Client, RunError> {
+    ::kube::Client::try_default()
+        .await
+        .map_err(|e| RunError::Kube(format!("no Kubernetes client configuration: {e}")))
+}
+
+/// Starts the watchers, the leader election and the status writer; returns the event
+/// batches for the engine (the first one holds the whole initial list).
+async fn kube_source(
+    k: &KubeOptions,
+    root_namespace: &str,
+) -> Result<(mpsc::Receiver<Vec<FileEvent>>, Vec<JoinHandle<()>>), RunError> {
+    let client = kube_client().await?;
+    let kinds = kube_src::discover(&client)
+        .await
+        .map_err(|e| RunError::Kube(e.to_string()))?;
+    let resources: Vec<_> = kinds.iter().map(|r| r.resource.clone()).collect();
+    let (events, _stores) = kube_src::watch(
+        client.clone(),
+        kinds,
+        &KubeSourceOptions {
+            root_namespace: root_namespace.to_string(),
+        },
+    );
+    let (engine_rx, status_rx) = tee(events);
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let election = run_election(
+        KubeLease::new(client.clone(), &k.lease_namespace, k.lease_name.clone()),
+        Elector::new(k.identity.clone(), k.lease_duration),
+        Duration::from_secs(2),
+        leader_tx,
+    );
+    let status = run_status(StatusWriter::new(client, resources), status_rx, leader_rx);
+    info!(lease = %k.lease_name, identity = %k.identity, "watching the Kubernetes API");
+    Ok((
+        engine_rx,
+        vec![tokio::spawn(election), tokio::spawn(status)],
+    ))
 }

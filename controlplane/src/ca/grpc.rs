@@ -10,23 +10,25 @@ use meshwork_model::pb::istio_ca::istio_certificate_service_server::{
 use meshwork_model::pb::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
 use tonic::{Request, Response, Status};
 
+use super::authn::{self, NodeAuthenticator};
 use super::authority::Ca;
 use super::directory::{authorize_node, WorkloadDirectory};
 use super::error::SignError;
-use super::tokens::NodeTokens;
 
 /// Metadata key under which a node agent names the workload identity it requests for.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
 /// The gRPC service to add to the control plane's tonic router.
+/// `nodes` authenticates the caller's bearer token: the CA's node tokens in file mode,
+/// TokenReview in Kubernetes.
 pub fn service(
     ca: Arc<Ca>,
-    tokens: NodeTokens,
+    nodes: Arc<dyn NodeAuthenticator>,
     directory: Arc<dyn WorkloadDirectory>,
 ) -> IstioCertificateServiceServer<CaService> {
     IstioCertificateServiceServer::new(CaService {
         ca,
-        tokens,
+        nodes,
         directory,
     })
 }
@@ -35,15 +37,13 @@ pub fn service(
 /// running on that node.
 pub struct CaService {
     ca: Arc<Ca>,
-    tokens: NodeTokens,
+    nodes: Arc<dyn NodeAuthenticator>,
     directory: Arc<dyn WorkloadDirectory>,
 }
 
 impl CaService {
-    fn create(&self, request: Request<IstioCertificateRequest>) -> Result<Vec<String>, SignError> {
-        let token = bearer_token(request.metadata())?;
-        let node = self.tokens.authenticate(token)?;
-        let body = request.into_inner();
+    /// Signs for an authenticated node.
+    fn create(&self, node: &str, body: IstioCertificateRequest) -> Result<Vec<String>, SignError> {
         let impersonated = impersonated_identity(&body)?;
         let ttl = (body.validity_duration > 0)
             .then(|| Duration::from_secs(body.validity_duration.unsigned_abs()));
@@ -57,7 +57,7 @@ impl CaService {
                         });
                     }
                 }
-                authorize_node(self.directory.as_ref(), &node, requested)
+                authorize_node(self.directory.as_ref(), node, requested)
             })
             .inspect(|_| tracing::debug!(%node, "certificate request granted"))
             .inspect_err(|e| tracing::warn!(%node, error = %e, "certificate request refused"))
@@ -70,7 +70,12 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        match self.create(request) {
+        let token = bearer_token(request.metadata()).map_err(|e| to_status(&e))?;
+        let node = self.nodes.authenticate(token).await.map_err(|e| {
+            tracing::warn!(error = %e, "certificate request from an unauthenticated node");
+            authn::to_status(&e)
+        })?;
+        match self.create(&node, request.into_inner()) {
             Ok(cert_chain) => Ok(Response::new(IstioCertificateResponse { cert_chain })),
             Err(e) => Err(to_status(&e)),
         }

@@ -24,6 +24,7 @@
 //! let cert = req.into_certificate(&chain, None)?;
 //! ```
 
+mod authn;
 mod authority;
 mod csr;
 mod directory;
@@ -34,6 +35,7 @@ mod signer;
 mod store;
 mod tokens;
 
+pub use authn::{to_status as authn_status, NodeAuthError, NodeAuthenticator};
 pub use authority::Ca;
 pub use directory::{authorize_node, StaticDirectory, WorkloadDirectory};
 pub use error::SignError;

@@ -274,8 +274,11 @@ async fn start_server() -> GrpcFixture {
     directory.insert("node-a", "default", "sleep");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router =
-        tonic::transport::Server::builder().add_service(service(ca, tokens.clone(), directory));
+    let router = tonic::transport::Server::builder().add_service(service(
+        ca,
+        Arc::new(tokens.clone()),
+        directory,
+    ));
     let server = tokio::spawn(async move {
         router
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))

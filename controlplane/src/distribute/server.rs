@@ -21,9 +21,11 @@ use tracing::{debug, info, warn};
 use super::filter::{Filter, L4View, NodeContext};
 use super::hub::{HubState, ModelHub};
 
-/// Decides whether a subscription may be served (node tokens in file mode).
+/// Decides whether a subscription may be served (node tokens in file mode, TokenReview
+/// in Kubernetes).
+#[tonic::async_trait]
 pub trait SubscriptionAuth: Send + Sync {
-    fn check(&self, sub: &Subscribe) -> Result<(), Status>;
+    async fn check(&self, sub: &Subscribe) -> Result<(), Status>;
 }
 
 /// What the admin endpoint shows about a connected proxy.
@@ -136,7 +138,7 @@ impl MeshConfig for MeshConfigService {
             }
             _ => {}
         }
-        self.auth.check(&sub)?;
+        self.auth.check(&sub).await?;
 
         let id = self.registry.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.registry.lock().insert(

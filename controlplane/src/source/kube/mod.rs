@@ -20,8 +20,9 @@ pub mod status;
 pub mod tokenreview;
 pub mod watch;
 
+pub use crate::ca::{NodeAuthError, NodeAuthenticator};
 pub use error::KubeSourceError;
 pub use index::{KindIndex, SourceIndex};
 pub use resources::{WatchedKind, WATCHED};
-pub use tokenreview::{NodeAuthError, NodeAuthenticator, TokenReviewAuthenticator};
+pub use tokenreview::TokenReviewAuthenticator;
 pub use watch::{discover, watch, KubeSourceOptions, KubeStores, Resolved};

@@ -22,46 +22,14 @@ use ::kube::api::{Api, PostParams};
 use ::kube::Client;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
-use thiserror::Error;
 use tracing::debug;
 
-use crate::ca::{NodeName, NodeTokens};
+use crate::ca::{NodeAuthError, NodeAuthenticator, NodeName};
 
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
 const SA_PREFIX: &str = "system:serviceaccount:";
-
-/// Why a node token is refused.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum NodeAuthError {
-    #[error("node token refused: {0}")]
-    Unauthenticated(String),
-    #[error("node token not allowed: {0}")]
-    PermissionDenied(String),
-    #[error("cannot verify the node token now: {0}")]
-    Unavailable(String),
-}
-
-/// Turns a bearer token into the node it proves.
-pub trait NodeAuthenticator: Send + Sync {
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>>;
-}
-
-/// File mode: the HMAC node tokens.
-impl NodeAuthenticator for NodeTokens {
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>> {
-        let r = NodeTokens::authenticate(self, token)
-            .map_err(|e| NodeAuthError::Unauthenticated(e.to_string()));
-        Box::pin(std::future::ready(r))
-    }
-}
 
 /// Kubernetes mode: TokenReview + pod → node.
 #[derive(Clone)]
