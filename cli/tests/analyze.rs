@@ -119,6 +119,25 @@ fn virtual_service_and_destination_rule_in_different_namespaces() {
     assert!(checks(&report).iter().all(|c| c == "cross-namespace-rules"));
 }
 
+/// A DestinationRule in a namespace Istio never looks in: invisible, so the subset
+/// the VirtualService names is undefined too.
+#[test]
+fn destination_rule_in_an_unrelated_namespace_is_not_visible() {
+    let (code, report) = analyze("cross_ns_hidden");
+    let cross = of_check(&report, "cross-namespace-rules");
+    assert_eq!(cross.len(), 1, "{report:#}");
+    assert!(
+        cross[0].2.contains("will not see this one"),
+        "{}",
+        cross[0].2
+    );
+    assert!(cross[0].3.contains("the service's, shop"), "{}", cross[0].3);
+    let undefined = of_check(&report, "subset-undefined");
+    assert_eq!(undefined.len(), 1, "{report:#}");
+    assert_eq!(undefined[0].0, "error");
+    assert_eq!(code, 1);
+}
+
 #[test]
 fn weights_not_summing_to_100_are_the_stores_error() {
     let (code, report) = analyze("bad_weights");
@@ -226,6 +245,11 @@ fn deny_without_allow_is_info() {
 #[test]
 fn deny_with_an_allow_policy_is_clean() {
     assert_clean("deny_with_allow");
+}
+
+#[test]
+fn deny_with_a_mesh_wide_deny_all_is_clean() {
+    assert_clean("deny_with_deny_all");
 }
 
 #[test]

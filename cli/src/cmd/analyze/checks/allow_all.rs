@@ -38,7 +38,7 @@ pub fn check(ctx: &Context) -> Vec<Finding> {
     out
 }
 
-fn is_empty(rule: &Rule) -> bool {
+pub(super) fn is_empty(rule: &Rule) -> bool {
     rule.from
         .iter()
         .all(|f| f.source.as_ref().is_none_or(|s| *s == Source::default()))

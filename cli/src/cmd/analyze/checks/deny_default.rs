@@ -1,11 +1,13 @@
 //! DENY policies with no default posture: no ALLOW policy applies to the workloads they
-//! cover, so anything the DENY rules do not name is allowed.
+//! cover and no namespace-wide deny-all (a DENY rule `{}` without selector, in the
+//! namespace or the root namespace), so anything the DENY rules do not name is allowed.
 
 use meshwork_api::security::{AuthorizationPolicy, AuthzAction};
 use meshwork_api::{Kind, Spec};
 
 use super::super::context::{Context, WorkloadRef};
 use super::super::finding::{Finding, Severity};
+use super::allow_all::is_empty;
 
 pub fn check(ctx: &Context) -> Vec<Finding> {
     let allows: Vec<(&str, &AuthorizationPolicy)> = ctx
@@ -17,15 +19,33 @@ pub fn check(ctx: &Context) -> Vec<Finding> {
             _ => None,
         })
         .collect();
-    let allowed = |w: &WorkloadRef| {
-        allows.iter().any(|(ns, p)| {
-            (*ns == w.namespace || *ns == ctx.root_namespace())
-                && p.selector.as_ref().is_none_or(|sel| {
-                    sel.match_labels
-                        .iter()
-                        .all(|(k, v)| w.labels.get(k) == Some(v))
-                })
+    // Namespaces with a namespace-wide deny-all: every workload has a posture.
+    let deny_all: Vec<&str> = ctx
+        .of_kind(Kind::AuthorizationPolicy)
+        .filter_map(|s| match &s.object.spec {
+            Spec::AuthorizationPolicy(p)
+                if p.action == AuthzAction::Deny
+                    && p.selector.is_none()
+                    && p.all_target_refs().is_empty()
+                    && p.rules.iter().any(is_empty) =>
+            {
+                Some(s.object.namespace.as_str())
+            }
+            _ => None,
         })
+        .collect();
+    let root = ctx.root_namespace();
+    let posture = |ns: &str| deny_all.iter().any(|d| *d == ns || *d == root);
+    let allowed = |w: &WorkloadRef| {
+        posture(&w.namespace)
+            || allows.iter().any(|(ns, p)| {
+                (*ns == w.namespace || *ns == ctx.root_namespace())
+                    && p.selector.as_ref().is_none_or(|sel| {
+                        sel.match_labels
+                            .iter()
+                            .all(|(k, v)| w.labels.get(k) == Some(v))
+                    })
+            })
     };
     let mut out = Vec::new();
     for s in ctx.of_kind(Kind::AuthorizationPolicy) {
