@@ -202,6 +202,18 @@ fn l7_allow_policy_without_waypoint_is_an_error() {
     assert_eq!(code, 1);
 }
 
+/// A DENY with L7 parts and no waypoint: ztunnel drops the L7 parts, so it denies more.
+#[test]
+fn l7_deny_policy_without_waypoint_is_a_warning() {
+    let (code, report) = analyze("l7_deny_no_waypoint");
+    let f = of_check(&report, "l7-policy-without-waypoint");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "AuthorizationPolicy shop/no-delete");
+    assert!(f[0].2.contains("deny more than written"), "{}", f[0].2);
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn l7_allow_policy_with_waypoint_is_clean() {
     assert_clean("l7_waypoint");
