@@ -335,7 +335,7 @@ async fn main() -> Result<()> {
     let config = dir.join("config.pb");
     std::fs::write(
         &config,
-        meshwork_ztunnel::static_config::encode(&ConfigUpdate {
+        meshwork_model::static_config::encode(&ConfigUpdate {
             version: 1,
             resources,
             ..Default::default()

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod keys;
 pub mod snapshot;
+pub mod static_config;
 
 pub mod pb {
     pub mod config {

@@ -29,7 +29,6 @@ pub mod run;
 pub mod server;
 pub mod service;
 pub mod sniff;
-pub mod static_config;
 pub mod tcp;
 pub mod tracing;
 pub mod tracked;

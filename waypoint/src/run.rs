@@ -162,7 +162,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let waypoint = args.waypoint()?;
     let identity = args.identity(&waypoint)?;
     let config: ConfigHandle = match &args.static_config {
-        Some(path) => crate::static_config::load(path)?,
+        Some(path) => ConfigHandle::fixed(meshwork_model::static_config::load(
+            path,
+            crate::config::validate,
+        )?),
         None => client::spawn(
             args.control_plane.clone(),
             Subscription {

@@ -30,7 +30,6 @@ pub mod state;
 mod ztunnel;
 
 pub use certs::{CaClient, CertManager, CertSigner, DirSigner, SignError, SignFuture};
-pub mod static_config;
 pub use config::{Config, Listen, LogFormat};
 pub use proxy::LogControl;
 pub use ztunnel::{BoundAddrs, Deps, StartError, Ztunnel};

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use meshwork_identity::TrustBundle;
-use meshwork_model::client::{self, Subscription};
+use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_ztunnel::{
-    redirect, static_config, CaClient, CertSigner, Config, Deps, DirSigner, LogControl, LogFormat,
-    Ztunnel,
+    redirect, CaClient, CertSigner, Config, Deps, DirSigner, LogControl, LogFormat, Ztunnel,
 };
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -102,7 +101,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     let config = match &cfg.static_config {
-        Some(path) => static_config::load(path)?,
+        Some(path) => ConfigHandle::fixed(meshwork_model::static_config::load(path, |_| Ok(()))?),
         None => client::spawn(
             cfg.control_plane.clone(),
             Subscription {
