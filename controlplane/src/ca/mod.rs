@@ -11,7 +11,7 @@
 //!
 //! Client side (ztunnel), with the generated client and `meshwork_identity::CertRequest`:
 //!
-//! ```ignore
+//! ```text
 //! let req = CertRequest::generate(&identity)?;
 //! let mut request = tonic::Request::new(IstioCertificateRequest {
 //!     csr: req.csr_pem().to_string(),
