@@ -1,8 +1,11 @@
 //! One access-log line per connection (target `access`), rendered by the configured log
-//! format (plain key=value or JSON).
+//! format (plain key=value or JSON). Inbound HBONE lines also carry `trace_id`, `span_id`
+//! and `sampled` when the CONNECT had a valid W3C `traceparent` (see [`crate::tracecontext`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::tracecontext::TraceContext;
 
 /// Everything logged about one connection.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +25,8 @@ pub struct Record {
     /// allow / deny, with reason and policy.
     pub decision: String,
     pub error: Option<String>,
+    /// W3C trace context the peer sent with the HBONE CONNECT (inbound only).
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +59,12 @@ impl AccessLog {
             duration_ms = r.duration.as_millis() as u64,
             decision = %r.decision,
             error = opt(&r.error),
+            // Recorded only when the CONNECT carried a valid `traceparent`.
+            trace_id = r.trace.as_ref().map(|t| t.trace_id.as_str()),
+            span_id = r.trace.as_ref().map(|t| t.span_id.as_str()),
+            sampled = r.trace.as_ref().map(|t| t.sampled),
+            tracestate = r.trace.as_ref().map(|t| t.has_tracestate),
+            baggage = r.trace.as_ref().map(|t| t.has_baggage),
             "connection complete"
         );
     }

@@ -17,6 +17,7 @@ use crate::proxy::Proxy;
 use crate::relay::{relay_h2, Bytes, RelayEnd};
 use crate::sockets;
 use crate::state::workload_ref;
+use crate::tracecontext;
 
 /// Serves one accepted TCP connection on an HBONE listener.
 pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
@@ -85,6 +86,7 @@ impl ConnectHandler for Inbound {
             dst_addr: req.authority.clone(),
             src_identity: Some(peer_id.to_string()),
             via: "hbone",
+            trace: tracecontext::for_access_log(&req.headers, &req.authority),
             ..Default::default()
         };
         let refuse = |rec: &mut Record, status: StatusCode, why: String, responder: Responder| {

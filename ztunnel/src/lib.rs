@@ -27,6 +27,7 @@ pub mod relay;
 pub mod sockets;
 pub mod socks5;
 pub mod state;
+pub mod tracecontext;
 mod ztunnel;
 
 pub use certs::{CaClient, CertManager, CertSigner, DirSigner, SignError, SignFuture};

@@ -94,6 +94,10 @@ fn source_workload(
 }
 
 /// HBONE request headers naming the original client (RFC 7239 `forwarded`).
+///
+/// No trace context (`traceparent`, `baggage`) is sent: the application's connection is
+/// plain TCP and the ztunnel does not parse HTTP, so it has none to propagate (see
+/// [`crate::tracecontext`]).
 fn forwarded(peer: SocketAddr) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Ok(v) = crate::inbound::forwarded_value(peer.ip()).parse() {
