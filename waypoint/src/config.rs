@@ -11,6 +11,7 @@ use meshwork_model::snapshot::Snapshot;
 use tracing::warn;
 
 use crate::routing::CompiledRouteConfig;
+use crate::telemetry_policy::{TelemetryCache, TelemetryPolicy};
 use crate::tracing::sampler::{self, Effective};
 
 /// Which waypoint this is (its Gateway).
@@ -37,6 +38,8 @@ pub struct Compiled {
     by_service: Mutex<HashMap<PolicyKey, Arc<[Arc<Policy>]>>>,
     /// Effective tracing settings per (service namespace, hostname), filled lazily.
     tracing: Mutex<HashMap<(WaypointId, String, String), TracingEntry>>,
+    /// Metrics and access log settings per service, filled lazily.
+    telemetry: TelemetryCache,
 }
 
 impl Compiled {
@@ -72,6 +75,7 @@ impl Compiled {
             root_namespace,
             by_service: Mutex::new(HashMap::new()),
             tracing: Mutex::new(HashMap::new()),
+            telemetry: TelemetryCache::default(),
         }
     }
 
@@ -116,6 +120,12 @@ impl Compiled {
                 sampler::effective(&self.snapshot, &tels).map(Arc::new)
             })
             .clone()
+    }
+
+    /// The Telemetry metrics and access log settings for traffic to `service` through
+    /// `waypoint` (configuration errors are logged once per config version).
+    pub fn telemetry(&self, waypoint: &WaypointId, service: &pb::Service) -> Arc<TelemetryPolicy> {
+        self.telemetry.get(&self.snapshot, waypoint, service)
     }
 
     fn select(&self, waypoint: &WaypointId, service: &pb::Service) -> Vec<Arc<Policy>> {

@@ -30,6 +30,7 @@ pub mod server;
 pub mod service;
 pub mod sniff;
 pub mod tcp;
+pub mod telemetry_policy;
 pub mod tracing;
 pub mod tracked;
 

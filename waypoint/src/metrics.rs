@@ -30,6 +30,103 @@ pub struct RequestLabels {
     pub connection_security_policy: String,
 }
 
+/// The label names of [`RequestLabels`], in order.
+pub const LABEL_NAMES: [&str; 19] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+impl RequestLabels {
+    fn field(&mut self, name: &str) -> Option<&mut String> {
+        Some(match name {
+            "reporter" => &mut self.reporter,
+            "source_workload" => &mut self.source_workload,
+            "source_workload_namespace" => &mut self.source_workload_namespace,
+            "source_principal" => &mut self.source_principal,
+            "source_app" => &mut self.source_app,
+            "source_version" => &mut self.source_version,
+            "destination_workload" => &mut self.destination_workload,
+            "destination_workload_namespace" => &mut self.destination_workload_namespace,
+            "destination_principal" => &mut self.destination_principal,
+            "destination_app" => &mut self.destination_app,
+            "destination_version" => &mut self.destination_version,
+            "destination_service" => &mut self.destination_service,
+            "destination_service_name" => &mut self.destination_service_name,
+            "destination_service_namespace" => &mut self.destination_service_namespace,
+            "request_protocol" => &mut self.request_protocol,
+            "response_code" => &mut self.response_code,
+            "grpc_response_status" => &mut self.grpc_response_status,
+            "response_flags" => &mut self.response_flags,
+            "connection_security_policy" => &mut self.connection_security_policy,
+            _ => return None,
+        })
+    }
+
+    /// Whether `name` is one of the standard labels.
+    pub fn has_label(name: &str) -> bool {
+        LABEL_NAMES.contains(&name)
+    }
+
+    /// Overwrites a standard label; `false` when `name` is not one.
+    pub fn set_label(&mut self, name: &str, value: String) -> bool {
+        match self.field(name) {
+            Some(f) => {
+                *f = value;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The request metrics Telemetry overrides can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    RequestCount = 0,
+    RequestDuration = 1,
+    RequestSize = 2,
+    ResponseSize = 3,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [
+        Metric::RequestCount,
+        Metric::RequestDuration,
+        Metric::RequestSize,
+        Metric::ResponseSize,
+    ];
+
+    /// The metrics an override's `match.metric` selects (`ALL_METRICS`, or the whole
+    /// match left empty, selects all); `None` for metrics the waypoint does not report.
+    pub fn from_istio(name: &str) -> Option<Vec<Metric>> {
+        Some(match name {
+            "" | "ALL_METRICS" => Metric::ALL.to_vec(),
+            "REQUEST_COUNT" => vec![Metric::RequestCount],
+            "REQUEST_DURATION" => vec![Metric::RequestDuration],
+            "REQUEST_SIZE" => vec![Metric::RequestSize],
+            "RESPONSE_SIZE" => vec![Metric::ResponseSize],
+            _ => return None,
+        })
+    }
+}
+
 const DURATION_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
@@ -87,14 +184,41 @@ impl Metrics {
         req_bytes: u64,
         resp_bytes: u64,
     ) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(duration_ms);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(req_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(resp_bytes as f64);
+        let l = Some(labels.clone());
+        self.record_each(
+            &[l.clone(), l.clone(), l.clone(), l],
+            duration_ms,
+            req_bytes,
+            resp_bytes,
+        );
+    }
+
+    /// Records each metric of [`Metric::ALL`] with its own labels; `None` skips it (a
+    /// Telemetry override disabled it).
+    pub fn record_each(
+        &self,
+        labels: &[Option<RequestLabels>; 4],
+        duration_ms: f64,
+        req_bytes: u64,
+        resp_bytes: u64,
+    ) {
+        let get = |m: Metric| labels[m as usize].as_ref();
+        if let Some(l) = get(Metric::RequestCount) {
+            self.requests.get_or_create(l).inc();
+        }
+        if let Some(l) = get(Metric::RequestDuration) {
+            self.duration.get_or_create(l).observe(duration_ms);
+        }
+        if let Some(l) = get(Metric::RequestSize) {
+            self.request_bytes
+                .get_or_create(l)
+                .observe(req_bytes as f64);
+        }
+        if let Some(l) = get(Metric::ResponseSize) {
+            self.response_bytes
+                .get_or_create(l)
+                .observe(resp_bytes as f64);
+        }
     }
 }
 
@@ -130,5 +254,30 @@ mod tests {
         assert!(text.contains("istio_request_duration_milliseconds_bucket"));
         assert!(text.contains("istio_request_bytes_sum"));
         assert!(text.contains("istio_response_bytes_count"));
+    }
+
+    #[test]
+    fn labels_by_name() {
+        let mut l = RequestLabels::default();
+        for name in LABEL_NAMES {
+            assert!(RequestLabels::has_label(name));
+            assert!(l.set_label(name, name.to_string()));
+        }
+        assert_eq!(l.response_code, "response_code");
+        assert_eq!(l.connection_security_policy, "connection_security_policy");
+        assert!(!l.set_label("brand_new", "x".into()));
+    }
+
+    #[test]
+    fn disabled_metrics_are_not_recorded() {
+        let mut reg = Registry::default();
+        let m = Metrics::new(&mut reg);
+        let l = RequestLabels::default();
+        m.record_each(&[None, Some(l.clone()), None, Some(l)], 1.0, 1, 1);
+        let text = render(&reg);
+        assert!(!text.contains("istio_requests_total{"), "{text}");
+        assert!(!text.contains("istio_request_bytes_count{"), "{text}");
+        assert!(text.contains("istio_request_duration_milliseconds_count{"));
+        assert!(text.contains("istio_response_bytes_count{"));
     }
 }

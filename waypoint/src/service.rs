@@ -34,6 +34,7 @@ use crate::pool::{PoolError, Proto};
 use crate::retry::{Attempt, RetryPolicy};
 use crate::rewrite;
 use crate::routing::{pick_weighted, MatchInput};
+use crate::telemetry_policy::{cel, TelemetryPolicy};
 use crate::tracing::{Active, Attributes, Tracer, TracingOptions};
 use crate::tracked::Tracked;
 
@@ -106,6 +107,10 @@ struct Exchange {
     trace: Option<Active>,
     /// Attributes of the request's spans.
     span_attrs: Attributes,
+    /// The Telemetry metrics/access log settings of the request's service.
+    telemetry: Option<Arc<TelemetryPolicy>>,
+    /// What the settings' expressions see, when they have any.
+    cel: Option<cel::Context>,
 }
 
 /// The request body, replayable when it was small enough to buffer.
@@ -243,7 +248,24 @@ impl L7Service {
             (t, attrs, format!("{}/*", ex.route_host))
         });
         let metrics = self.inner.metrics.clone();
-        let log = self.inner.opts.access_log.clone();
+        let mut cel = ex.cel.take();
+        if let Some(c) = cel.as_mut() {
+            c.response_code = status;
+        }
+        let (per_metric, log) = match &ex.telemetry {
+            Some(t) => (
+                t.labels(&labels, cel.as_ref()),
+                if t.should_log(cel.as_ref()) {
+                    self.inner.opts.access_log.clone()
+                } else {
+                    AccessLog::Off
+                },
+            ),
+            None => (
+                std::array::from_fn(|_| Some(labels.clone())),
+                self.inner.opts.access_log.clone(),
+            ),
+        };
         let mut entry = Entry {
             start_time: humantime(wall),
             method,
@@ -272,7 +294,7 @@ impl L7Service {
         let b = Tracked::new(b).on_done(move |sent, _complete| {
             let elapsed = start.elapsed();
             let received = req_bytes.load(Ordering::Relaxed);
-            metrics.record(&labels, elapsed.as_secs_f64() * 1000.0, received, sent);
+            metrics.record_each(&per_metric, elapsed.as_secs_f64() * 1000.0, received, sent);
             entry.bytes_received = received;
             entry.bytes_sent = sent;
             entry.duration_ms = elapsed.as_millis() as u64;
@@ -344,6 +366,20 @@ impl L7Service {
             .unwrap_or(80);
         ex.service = Some(service.clone());
         ex.route_host = format!("{}:{port}", service.hostname);
+        let telemetry = cfg.telemetry(&self.inner.opts.waypoint, &service);
+        if telemetry.needs_context() {
+            ex.cel = Some(cel::Context {
+                headers: req.headers().clone(),
+                method: req.method().to_string(),
+                path: req.uri().path().to_string(),
+                host: host.to_string(),
+                response_code: 0,
+                destination_port: port,
+                source_principal: conn.source_identity.clone().unwrap_or_default(),
+                mtls: conn.source_identity.is_some(),
+            });
+        }
+        ex.telemetry = Some(telemetry);
         // Without a Telemetry enabling tracing, trace headers pass through untouched.
         ex.trace = cfg.tracing(&self.inner.opts.waypoint, &service).map(|eff| {
             let arrived = ex.arrived.unwrap_or_else(std::time::SystemTime::now);
