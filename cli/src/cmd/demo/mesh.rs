@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::collector::Collector;
 use super::http::{self, Request, Via};
 use super::procs::{locate, Procs};
 use super::topology::{
@@ -23,6 +24,8 @@ pub struct Mesh {
     /// node → ztunnel metrics.
     pub ztunnel_metrics: BTreeMap<String, SocketAddr>,
     pub waypoint_admin: SocketAddr,
+    /// The OTLP/gRPC collector the waypoint exports its spans to.
+    pub collector: Collector,
     pub procs: Procs,
     log_dir: PathBuf,
     // Last: removed after the processes are gone.
@@ -87,6 +90,7 @@ impl Mesh {
         let lo = "127.0.0.1".parse().expect("literal");
         let grpc = Net::free_port(lo)?;
         let admin = Net::free_port(lo)?;
+        let collector = Collector::start().await?;
         let mut mesh = Mesh {
             net,
             control_plane_admin: admin,
@@ -94,6 +98,7 @@ impl Mesh {
             socks: BTreeMap::new(),
             ztunnel_metrics: BTreeMap::new(),
             waypoint_admin: Net::free_port(net.pod_ip(pod_named("waypoint-0")))?,
+            collector,
             procs: Procs::default(),
             log_dir: log_dir.clone(),
             dir,
@@ -203,8 +208,9 @@ impl Mesh {
         }
         let wp = pod_named("waypoint-0");
         progress(&format!(
-            "starting the waypoint for {NAMESPACE} on {}",
-            net.pod_ip(wp)
+            "starting the waypoint for {NAMESPACE} on {}, exporting spans to the demo's OTLP collector on {}",
+            net.pod_ip(wp),
+            mesh.collector.addr
         ));
         mesh.procs.spawn(
             "waypoint",
@@ -226,6 +232,8 @@ impl Mesh {
                 arg(mesh.waypoint_admin),
                 arg("--readiness-addr"),
                 arg(Net::free_port(net.pod_ip(wp))?),
+                arg("--otlp-endpoint"),
+                arg(mesh.collector.addr),
             ],
             &log_dir,
         )?;

@@ -5,6 +5,7 @@
 //! ztunnels' SOCKS5 entry (username = source workload), crosses the mesh as HBONE mTLS to
 //! the waypoint and on to the destination pod's ztunnel.
 
+mod collector;
 mod http;
 mod manifests;
 mod mesh;
@@ -123,12 +124,14 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
             patterns::traffic(mesh).await,
             patterns::resilience(mesh).await,
             patterns::zero_trust(mesh).await,
+            patterns::tracing(mesh).await,
         )
     };
-    let (probe, (mut s1, mut s2, s3, s5)) = tokio::join!(patterns::timeout_probe(mesh), sequence);
+    let (probe, (mut s1, mut s2, s3, s5, s4)) =
+        tokio::join!(patterns::timeout_probe(mesh), sequence);
     patterns::add_timeout(&mut s2, mesh, &probe);
     patterns::add_identities(&mut s1, mesh).await;
-    vec![s1, s2, s3, patterns::tracing_section(), s5]
+    vec![s1, s2, s3, s4, s5]
 }
 
 fn keep_banner(mesh: &Mesh) -> String {

@@ -8,7 +8,6 @@ use serde::Serialize;
 pub enum Status {
     Ok,
     Failed,
-    NotAvailable,
 }
 
 /// One of the five patterns: observed facts as lines, plus structured numbers.
@@ -18,7 +17,7 @@ pub struct Section {
     pub title: &'static str,
     pub status: Status,
     pub lines: Vec<String>,
-    /// Why something expected did not happen, or why the pattern could not be driven.
+    /// Why something expected did not happen.
     pub problems: Vec<String>,
     pub data: serde_json::Value,
 }
@@ -44,14 +43,6 @@ impl Section {
         if !ok {
             self.status = Status::Failed;
             self.problems.push(what);
-        }
-    }
-
-    pub fn not_available(pattern: u8, title: &'static str, reason: String) -> Self {
-        Section {
-            status: Status::NotAvailable,
-            problems: vec![reason],
-            ..Section::new(pattern, title)
         }
     }
 }
@@ -84,19 +75,13 @@ impl Report {
             let mark = match s.status {
                 Status::Ok => "ok",
                 Status::Failed => "FAILED",
-                Status::NotAvailable => "n/a",
             };
             out.push_str(&format!("[{}] {} — {mark}\n", s.pattern, s.title));
             for l in &s.lines {
                 out.push_str(&format!("    {l}\n"));
             }
             for p in &s.problems {
-                let prefix = if s.status == Status::NotAvailable {
-                    "not available: "
-                } else {
-                    "problem: "
-                };
-                out.push_str(&format!("    {prefix}{p}\n"));
+                out.push_str(&format!("    problem: {p}\n"));
             }
         }
         out.push_str(&format!(
@@ -117,16 +102,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_section_fails_the_report_and_not_available_does_not() {
+    fn a_failed_section_fails_the_report() {
         let mut a = Section::new(1, "enrolment");
         a.line("x".into());
         a.expect(true, "fine".into());
-        let b = Section::not_available(4, "tracing", "no exporter".into());
+        let b = Section::new(4, "tracing");
         let r = Report::new("loopback".into(), "why".into(), vec![a.clone(), b], 1500);
         assert!(r.ok);
         let text = r.render();
-        assert!(text.contains("[4] tracing — n/a"), "{text}");
-        assert!(text.contains("not available: no exporter"), "{text}");
+        assert!(text.contains("[4] tracing — ok"), "{text}");
+        assert!(text.contains("    x\n"), "{text}");
         a.expect(false, "canary went to v1".into());
         let r = Report::new("loopback".into(), "why".into(), vec![a], 10);
         assert!(!r.ok);

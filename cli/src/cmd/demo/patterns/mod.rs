@@ -3,11 +3,13 @@
 
 mod enrolment;
 mod resilience;
+mod tracing;
 mod traffic;
 mod zero_trust;
 
 pub use enrolment::{add_identities, enrolment};
 pub use resilience::resilience;
+pub use tracing::tracing;
 pub use traffic::{add_timeout, timeout_probe, traffic};
 pub use zero_trust::zero_trust;
 
@@ -179,16 +181,6 @@ fn render_counts(values: &[u32]) -> String {
 
 fn with_id(req: Request, prefix: &str, i: usize) -> Request {
     req.header("x-request-id", &format!("{prefix}-{i}"))
-}
-
-/// (4) tracing: the waypoint exports OTLP spans (tested against a real receiver in
-/// waypoint/tests/tracing.rs), but the demo runs no collector to count them yet.
-pub fn tracing_section() -> Section {
-    Section::not_available(
-        4,
-        "tracing (04-tracing.yaml)",
-        "tracing: not driven by the demo yet: the waypoint samples and exports OTLP spans, but the demo starts no collector to count them".into(),
-    )
 }
 
 #[cfg(test)]

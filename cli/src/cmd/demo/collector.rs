@@ -1,0 +1,178 @@
+//! An in-process OTLP/gRPC trace collector on 127.0.0.1 for the waypoint to export to:
+//! keeps every span it receives so pattern 4 can count them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use meshwork_waypoint::tracing::context::hex;
+use meshwork_waypoint::tracing::otlp::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use meshwork_waypoint::tracing::otlp::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use meshwork_waypoint::tracing::otlp::common::v1::any_value::Value;
+use meshwork_waypoint::tracing::otlp::common::v1::KeyValue;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::DemoError;
+
+/// One received span, flattened: ids in lower-case hex, attributes as strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ReceivedSpan {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Store(Arc<Mutex<Vec<ReceivedSpan>>>);
+
+fn value_text(kv: &KeyValue) -> Option<String> {
+    Some(match kv.value.clone()?.value? {
+        Value::StringValue(s) => s,
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn flatten(req: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
+    req.resource_spans
+        .into_iter()
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .map(|s| ReceivedSpan {
+            trace_id: hex(&s.trace_id),
+            span_id: hex(&s.span_id),
+            attributes: s
+                .attributes
+                .iter()
+                .filter_map(|kv| Some((kv.key.clone(), value_text(kv)?)))
+                .collect(),
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Store {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = flatten(req.into_inner());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// The running collector; dropping it stops the server.
+pub struct Collector {
+    pub addr: SocketAddr,
+    store: Store,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Collector {
+    pub async fn start() -> Result<Collector, DemoError> {
+        let want: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let l = TcpListener::bind(want)
+            .await
+            .map_err(|error| DemoError::Bind { addr: want, error })?;
+        let addr = l
+            .local_addr()
+            .map_err(|error| DemoError::Bind { addr: want, error })?;
+        let store = Store::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let svc = TraceServiceServer::new(store.clone());
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(l),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await;
+            if let Err(e) = served {
+                super::progress(&format!("the demo's OTLP collector stopped: {e}"));
+            }
+        });
+        Ok(Collector {
+            addr,
+            store,
+            _stop: stop,
+        })
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.store
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_waypoint::tracing::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use meshwork_waypoint::tracing::otlp::common::v1::AnyValue;
+    use meshwork_waypoint::tracing::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[tokio::test]
+    async fn keeps_what_an_otlp_client_exports() {
+        let c = Collector::start().await.unwrap();
+        let mut client = TraceServiceClient::connect(format!("http://{}", c.addr))
+            .await
+            .unwrap();
+        let span = Span {
+            trace_id: vec![0xab; 16],
+            span_id: vec![0x01; 8],
+            attributes: vec![KeyValue {
+                key: "user_id".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("42".into())),
+                }),
+            }],
+            ..Default::default()
+        };
+        client
+            .export(ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap();
+        let got = c.spans();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].trace_id, "ab".repeat(16));
+        assert_eq!(got[0].span_id, "01".repeat(8));
+        assert_eq!(got[0].attr("user_id"), Some("42"));
+        assert_eq!(c.len(), 1);
+    }
+}
