@@ -371,7 +371,10 @@ impl L7Service {
             ex.cel = Some(cel::Context {
                 headers: req.headers().clone(),
                 method: req.method().to_string(),
-                path: req.uri().path().to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| req.uri().path().to_string(), |p| p.to_string()),
                 host: host.to_string(),
                 response_code: 0,
                 destination_port: port,

@@ -1,6 +1,6 @@
 //! A small subset of CEL, enough for Telemetry `accessLogging[].filter.expression` and
 //! `tagOverrides[].value`: attributes (`request.headers['x']`, `request.method`,
-//! `request.url_path`/`request.path`, `request.host`, `response.code`,
+//! `request.url_path` (no query), `request.path` (with query), `request.host`, `response.code`,
 //! `destination.port`, `source.principal`, `connection.mtls`), string/integer/boolean
 //! literals, comparisons (`== != < <= > >=`), `!`, `&&`, `||` and parentheses.
 //!
@@ -107,7 +107,10 @@ fn lex(src: &str) -> Result<Vec<Tok>, CelError> {
 pub enum Attr {
     Header(String),
     Method,
+    /// The path with its query.
     Path,
+    /// The path without its query.
+    UrlPath,
     Host,
     ResponseCode,
     DestinationPort,
@@ -164,6 +167,7 @@ impl Value {
 pub struct Context {
     pub headers: HeaderMap,
     pub method: String,
+    /// The request path with its query.
     pub path: String,
     pub host: String,
     pub response_code: u16,
@@ -293,7 +297,8 @@ impl Parser {
                 Attr::Header(h.to_ascii_lowercase())
             }
             "request.method" => Attr::Method,
-            "request.url_path" | "request.path" => Attr::Path,
+            "request.path" => Attr::Path,
+            "request.url_path" => Attr::UrlPath,
             "request.host" => Attr::Host,
             "response.code" => Attr::ResponseCode,
             "destination.port" => Attr::DestinationPort,
@@ -333,6 +338,12 @@ impl Expr {
                     .unwrap_or(Value::Null),
                 Attr::Method => Value::Str(cx.method.clone()),
                 Attr::Path => Value::Str(cx.path.clone()),
+                Attr::UrlPath => Value::Str(
+                    cx.path
+                        .split_once('?')
+                        .map_or(cx.path.as_str(), |(p, _)| p)
+                        .to_string(),
+                ),
                 Attr::Host => Value::Str(cx.host.clone()),
                 Attr::ResponseCode => Value::Int(i64::from(cx.response_code)),
                 Attr::DestinationPort => Value::Int(i64::from(cx.destination_port)),
@@ -381,7 +392,7 @@ mod tests {
         Context {
             headers,
             method: "POST".into(),
-            path: "/orders".into(),
+            path: "/orders?page=2".into(),
             response_code: code,
             destination_port: 80,
             source_principal: "spiffe://cluster.local/ns/a/sa/b".into(),
@@ -437,7 +448,7 @@ mod tests {
         let v = |s: &str| parse(s).unwrap().eval(&c).to_label();
         assert_eq!(v("request.headers['x-foo']"), "bar");
         assert_eq!(v("request.url_path"), "/orders");
-        assert_eq!(v("request.path"), "/orders");
+        assert_eq!(v("request.path"), "/orders?page=2");
         assert_eq!(v("response.code"), "201");
         assert_eq!(v("'abc'"), "abc");
         assert_eq!(v("destination.port"), "80");

@@ -1,5 +1,5 @@
 //! Telemetry `metrics` and `accessLogging` settings for a request, resolved with the same
-//! precedence as tracing ([`crate::tracing::sampler::applicable`]: root namespace,
+//! precedence as tracing ([`resolve::applicable`]: root namespace,
 //! namespace, selector, then `targetRefs` to the waypoint and the Service; a more specific
 //! level applies after a less specific one).
 //!
@@ -17,6 +17,7 @@
 //! (fail open: losing logs is worse than extra lines).
 
 pub mod cel;
+pub mod resolve;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -247,7 +248,7 @@ impl TelemetryCache {
             return p.clone();
         }
         let gw = (waypoint.namespace.as_str(), waypoint.name.as_str());
-        let tels = crate::tracing::sampler::applicable(snap, gw, service);
+        let tels = resolve::applicable(snap, gw, service);
         let p = Arc::new(TelemetryPolicy::compile(&tels));
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         for e in &p.errors {
