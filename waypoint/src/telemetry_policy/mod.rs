@@ -449,4 +449,56 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn cache_reports_each_error_once_per_config_version() {
+        use meshwork_model::keys::{make_resource, Kind};
+        use meshwork_model::pb::config::{resource, MeshSettings, PolicyScope};
+        let mut r = BTreeMap::new();
+        let mesh = MeshSettings {
+            root_namespace: "istio-system".into(),
+            ..Default::default()
+        };
+        r.insert(
+            "mesh".to_string(),
+            Arc::new(make_resource("mesh".into(), resource::Kind::Mesh(mesh))),
+        );
+        let mut mesh_wide = tel(
+            "mesh-default",
+            vec![],
+            Some(AccessLogging {
+                filter: "size(request.headers) > 3".into(),
+                ..Default::default()
+            }),
+        );
+        mesh_wide.namespace = "istio-system".into();
+        mesh_wide.scope = PolicyScope::Global as i32;
+        let k = Kind::Telemetry.key("istio-system", "mesh-default");
+        r.insert(
+            k.clone(),
+            Arc::new(make_resource(k, resource::Kind::Telemetry(mesh_wide))),
+        );
+        let svc = |name: &str| Service {
+            name: name.into(),
+            namespace: "shop".into(),
+            hostname: format!("{name}.shop.svc.cluster.local"),
+            ..Default::default()
+        };
+        let snap = Snapshot::new(1, r);
+        let cache = TelemetryCache::default();
+        let wp = WaypointId {
+            namespace: "shop".into(),
+            name: "waypoint".into(),
+        };
+        let a = cache.get(&snap, &wp, &svc("orders"));
+        let b = cache.get(&snap, &wp, &svc("payments"));
+        assert_eq!(a.errors.len(), 1);
+        assert_eq!(b.errors.len(), 1);
+        assert!(a.errors[0]
+            .to_string()
+            .contains("istio-system/mesh-default"));
+        assert_eq!(cache.logged.lock().unwrap().len(), 1);
+        // Cached: the same policy for the same service.
+        assert!(Arc::ptr_eq(&a, &cache.get(&snap, &wp, &svc("orders"))));
+    }
 }
