@@ -10,8 +10,9 @@
 //! only overwrite one of Istio's standard labels; a new label name is a
 //! [`TelemetryError::UnknownTag`] (logged, the rest of the resource still applies).
 //!
-//! Access logging: the last level with an `accessLogging` entry for the server side
-//! decides; `disabled` turns the waypoint's access log off (or back on), `filter` keeps
+//! Access logging: the last level with an `accessLogging` entry for the server side and
+//! the waypoint's JSON log (no provider, `envoy`, or an `envoyFileAccessLog` provider)
+//! decides; the sink itself is the process's [`crate::access_log::AccessLog`]; `disabled` turns the waypoint's access log off (or back on), `filter` keeps
 //! only the requests it matches. An expression outside the supported CEL subset
 //! ([`cel`]) is logged once per config version and the log then records every request
 //! (fail open: losing logs is worse than extra lines).
@@ -22,7 +23,8 @@ pub mod resolve;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use meshwork_model::pb::config::{Service, TelemetryConfig};
+use meshwork_model::pb::config::extension_provider::Provider;
+use meshwork_model::pb::config::{ExtensionProvider, Service, TelemetryConfig};
 use meshwork_model::snapshot::Snapshot;
 use tracing::warn;
 
@@ -30,8 +32,10 @@ use crate::config::WaypointId;
 use crate::metrics::{Metric, RequestLabels};
 use cel::{CelError, Context, Expr};
 
-/// The provider name Istio's Prometheus metrics are configured under.
+/// Istio's built-in metrics provider.
 pub const PROMETHEUS: &str = "prometheus";
+/// Istio's built-in access log provider (stdout).
+pub const ENVOY: &str = "envoy";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum TelemetryError {
@@ -95,17 +99,42 @@ fn applies_to_server(mode: &str) -> bool {
     !mode.eq_ignore_ascii_case("CLIENT")
 }
 
-fn for_prometheus(providers: &[String]) -> bool {
-    providers.is_empty() || providers.iter().any(|p| p == PROMETHEUS)
+/// Whether an entry naming `names` configures the waypoint's own sink: no provider named,
+/// the built-in provider `builtin`, or a mesh provider of the kind `is_kind` accepts.
+fn selects(
+    names: &[String],
+    builtin: &str,
+    mesh: &[ExtensionProvider],
+    is_kind: fn(&Provider) -> bool,
+) -> bool {
+    names.is_empty()
+        || names.iter().any(|n| {
+            n == builtin
+                || mesh
+                    .iter()
+                    .any(|p| &p.name == n && p.provider.as_ref().is_some_and(is_kind))
+        })
 }
 
 impl TelemetryPolicy {
-    /// Merges `telemetries`, least specific first.
-    pub fn compile(telemetries: &[&TelemetryConfig]) -> TelemetryPolicy {
+    /// Merges `telemetries`, least specific first. Entries naming providers apply when one
+    /// of them is the built-in (`prometheus`, `envoy`) or a mesh provider of the matching
+    /// kind in `mesh` (`prometheus`, `envoyFileAccessLog`); others configure sinks the
+    /// waypoint does not have.
+    pub fn compile(
+        telemetries: &[&TelemetryConfig],
+        mesh: &[ExtensionProvider],
+    ) -> TelemetryPolicy {
+        let prom: fn(&Provider) -> bool = |p| matches!(p, Provider::Prometheus(_));
+        let file: fn(&Provider) -> bool = |p| matches!(p, Provider::FileAccessLog(_));
         let mut p = TelemetryPolicy::default();
         for t in telemetries {
             let resource = format!("{}/{}", t.namespace, t.name);
-            for m in t.metrics.iter().filter(|m| for_prometheus(&m.providers)) {
+            for m in t
+                .metrics
+                .iter()
+                .filter(|m| selects(&m.providers, PROMETHEUS, mesh, prom))
+            {
                 for o in m.overrides.iter().filter(|o| applies_to_server(&o.mode)) {
                     p.apply_override(&resource, o);
                 }
@@ -113,7 +142,7 @@ impl TelemetryPolicy {
             if let Some(a) = t
                 .access_logging
                 .iter()
-                .rfind(|a| applies_to_server(&a.mode))
+                .rfind(|a| applies_to_server(&a.mode) && selects(&a.providers, ENVOY, mesh, file))
             {
                 p.access_log = !(a.has_disabled && a.disabled);
                 p.filter = None;
@@ -249,7 +278,11 @@ impl TelemetryCache {
         }
         let gw = (waypoint.namespace.as_str(), waypoint.name.as_str());
         let tels = resolve::applicable(snap, gw, service);
-        let p = Arc::new(TelemetryPolicy::compile(&tels));
+        let providers = snap
+            .mesh()
+            .map(|m| m.extension_providers.as_slice())
+            .unwrap_or_default();
+        let p = Arc::new(TelemetryPolicy::compile(&tels, providers));
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         for e in &p.errors {
             let msg = e.to_string();
@@ -304,7 +337,7 @@ mod tests {
             }],
             None,
         );
-        let p = TelemetryPolicy::compile(&[&t]);
+        let p = TelemetryPolicy::compile(&[&t], &[]);
         let l = p.labels(&base(), None);
         assert!(l[Metric::RequestCount as usize].is_none());
         assert!(l[Metric::RequestDuration as usize].is_some());
@@ -317,7 +350,7 @@ mod tests {
             }],
             None,
         );
-        let p = TelemetryPolicy::compile(&[&t, &all]);
+        let p = TelemetryPolicy::compile(&[&t, &all], &[]);
         assert!(p.labels(&base(), None).iter().all(Option::is_none));
         // A more specific level re-enables.
         let on = tel(
@@ -329,7 +362,7 @@ mod tests {
             }],
             None,
         );
-        let p = TelemetryPolicy::compile(&[&all, &on]);
+        let p = TelemetryPolicy::compile(&[&all, &on], &[]);
         assert!(p.labels(&base(), None)[Metric::RequestCount as usize].is_some());
         assert!(p.labels(&base(), None)[Metric::RequestSize as usize].is_none());
     }
@@ -355,7 +388,7 @@ mod tests {
             }],
             None,
         );
-        let p = TelemetryPolicy::compile(&[&t]);
+        let p = TelemetryPolicy::compile(&[&t], &[]);
         assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
         assert!(p
             .errors
@@ -388,15 +421,47 @@ mod tests {
             }],
             None,
         );
-        let p = TelemetryPolicy::compile(&[&t]);
+        let p = TelemetryPolicy::compile(&[&t], &[]);
         assert!(p.labels(&base(), None)[0].is_some());
         t.metrics[0].overrides[0].mode = "SERVER".into();
         t.metrics[0].providers = vec!["stackdriver".into()];
-        let p = TelemetryPolicy::compile(&[&t]);
+        let p = TelemetryPolicy::compile(&[&t], &[]);
         assert!(p.labels(&base(), None)[0].is_some());
         t.metrics[0].providers = vec!["prometheus".into()];
-        let p = TelemetryPolicy::compile(&[&t]);
+        let p = TelemetryPolicy::compile(&[&t], &[]);
         assert!(p.labels(&base(), None)[0].is_none());
+    }
+
+    #[test]
+    fn access_log_entries_for_other_providers_do_not_apply() {
+        let off = |providers: Vec<&str>| {
+            let mut t = tel(
+                "off",
+                vec![],
+                Some(AccessLogging {
+                    disabled: true,
+                    has_disabled: true,
+                    ..Default::default()
+                }),
+            );
+            t.access_logging[0].providers = providers.into_iter().map(String::from).collect();
+            t
+        };
+        let mesh = vec![
+            ExtensionProvider {
+                name: "otel".into(),
+                provider: Some(Provider::Opentelemetry(Default::default())),
+            },
+            ExtensionProvider {
+                name: "stdout-json".into(),
+                provider: Some(Provider::FileAccessLog(Default::default())),
+            },
+        ];
+        let logs = |t: &TelemetryConfig| TelemetryPolicy::compile(&[t], &mesh).should_log(None);
+        assert!(logs(&off(vec!["otel"])));
+        assert!(!logs(&off(vec!["stdout-json"])));
+        assert!(!logs(&off(vec!["envoy"])));
+        assert!(!logs(&off(vec![])));
     }
 
     #[test]
@@ -410,7 +475,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        assert!(!TelemetryPolicy::compile(&[&off]).should_log(None));
+        assert!(!TelemetryPolicy::compile(&[&off], &[]).should_log(None));
         let on = tel(
             "on",
             vec![],
@@ -421,7 +486,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let p = TelemetryPolicy::compile(&[&off, &on]);
+        let p = TelemetryPolicy::compile(&[&off, &on], &[]);
         let cx = |code| Context {
             response_code: code,
             ..Default::default()
@@ -441,7 +506,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let p = TelemetryPolicy::compile(&[&t]);
+        let p = TelemetryPolicy::compile(&[&t], &[]);
         assert!(p.should_log(Some(&Context::default())));
         let msg = p.errors[0].to_string();
         assert!(
