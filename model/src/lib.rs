@@ -5,6 +5,7 @@
 //! indexed read-only view of a proxy's configuration ([`snapshot`]), and the subscription
 //! client a proxy uses to follow the control plane ([`client`]).
 
+pub mod ca_client;
 pub mod client;
 pub mod keys;
 pub mod snapshot;

@@ -6,27 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshwork_identity::tls::RotatingCert;
-use meshwork_identity::{CertRequest, SpiffeId, TrustBundle, WorkloadCertificate};
-use meshwork_model::pb::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use meshwork_model::pb::istio_ca::IstioCertificateRequest;
-use prost_types::{value::Kind, Struct, Value};
+use meshwork_identity::{SpiffeId, WorkloadCertificate};
+pub use meshwork_model::ca_client::{CaClient, CaClientError};
 use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("invalid CA address {address:?}: {reason}")]
-    Address { address: String, reason: String },
-    #[error("CSR for {identity}: {reason}")]
-    Csr { identity: String, reason: String },
-    #[error("the token is not a valid header value")]
-    Token,
-    #[error("CA refused to sign {identity}: {status}")]
-    Rpc {
-        identity: String,
-        status: Box<tonic::Status>,
-    },
-    #[error("CA answer for {identity} is unusable: {reason}")]
-    Answer { identity: String, reason: String },
+    #[error(transparent)]
+    Ca(#[from] CaClientError),
     #[error("loading certificate from {dir}: {reason}")]
     Load { dir: PathBuf, reason: String },
 }
@@ -38,77 +25,6 @@ pub enum Source {
     Ca(CaClient),
 }
 
-pub struct CaClient {
-    channel: tonic::transport::Channel,
-    token: String,
-    ttl: Duration,
-    extra_roots: Option<TrustBundle>,
-}
-
-impl CaClient {
-    pub fn new(
-        address: &str,
-        token: &str,
-        ttl: Duration,
-        extra_roots: Option<TrustBundle>,
-    ) -> Result<Self, CaError> {
-        let channel = tonic::transport::Endpoint::from_shared(address.to_string())
-            .map_err(|e| CaError::Address {
-                address: address.to_string(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .connect_lazy();
-        Ok(CaClient {
-            channel,
-            token: token.to_string(),
-            ttl,
-            extra_roots,
-        })
-    }
-
-    pub async fn sign(&self, identity: &SpiffeId) -> Result<WorkloadCertificate, CaError> {
-        let csr = CertRequest::generate(identity).map_err(|e| CaError::Csr {
-            identity: identity.to_string(),
-            reason: e.to_string(),
-        })?;
-        let metadata = Struct {
-            fields: [(
-                "ImpersonatedIdentity".to_string(),
-                Value {
-                    kind: Some(Kind::StringValue(identity.to_string())),
-                },
-            )]
-            .into_iter()
-            .collect(),
-        };
-        let mut req = tonic::Request::new(IstioCertificateRequest {
-            csr: csr.csr_pem().to_string(),
-            validity_duration: self.ttl.as_secs() as i64,
-            metadata: Some(metadata),
-        });
-        if !self.token.is_empty() {
-            let bearer = format!("Bearer {}", self.token)
-                .parse()
-                .map_err(|_| CaError::Token)?;
-            req.metadata_mut().insert("authorization", bearer);
-        }
-        let resp = IstioCertificateServiceClient::new(self.channel.clone())
-            .create_certificate(req)
-            .await
-            .map_err(|status| CaError::Rpc {
-                identity: identity.to_string(),
-                status: Box::new(status),
-            })?;
-        csr.into_certificate(&resp.into_inner().cert_chain, self.extra_roots.as_ref())
-            .map_err(|e| CaError::Answer {
-                identity: identity.to_string(),
-                reason: e.to_string(),
-            })
-    }
-}
-
 impl Source {
     pub async fn fetch(&self, identity: &SpiffeId) -> Result<WorkloadCertificate, CaError> {
         match self {
@@ -116,7 +32,7 @@ impl Source {
                 dir: dir.clone(),
                 reason: e.to_string(),
             }),
-            Source::Ca(ca) => ca.sign(identity).await,
+            Source::Ca(ca) => Ok(ca.sign(identity).await?),
         }
     }
 
@@ -139,7 +55,7 @@ impl Source {
                 }
             }
         }
-        Err(last.unwrap_or(CaError::Token))
+        Err(last.unwrap_or(CaError::Ca(CaClientError::Token)))
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use meshwork_identity::tls::{
     client_config_with_resolver, server_config, CertStore, RotatingCert, TlsConfigError,
 };
-use meshwork_identity::{CertRequest, SpiffeId, TrustBundle, WorkloadCertificate};
+use meshwork_identity::{SpiffeId, TrustBundle, WorkloadCertificate};
+pub use meshwork_model::ca_client::{CaClient, CaClientError};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,28 +23,8 @@ use tokio::task::JoinHandle;
 /// Why a certificate could not be obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    #[error("generating a CSR for {identity}: {source}")]
-    Csr {
-        identity: SpiffeId,
-        source: Box<meshwork_identity::CsrError>,
-    },
-    #[error("CA at {endpoint}: {source}")]
-    Transport {
-        endpoint: String,
-        source: tonic::transport::Error,
-    },
-    #[error("CA refused the CSR for {identity}: {status}")]
-    Rpc {
-        identity: SpiffeId,
-        status: Box<tonic::Status>,
-    },
-    #[error("CA answer for {identity} is unusable: {source}")]
-    Answer {
-        identity: SpiffeId,
-        source: Box<meshwork_identity::CertificateError>,
-    },
-    #[error("invalid node token for the authorization header")]
-    Token,
+    #[error(transparent)]
+    Ca(#[from] CaClientError),
     #[error("{0}")]
     Other(String),
 }
@@ -321,87 +302,10 @@ impl Drop for CertManager {
     }
 }
 
-/// The mesh CA over gRPC (`IstioCertificateService/CreateCertificate`), impersonating the
-/// workload identity with the node token.
-pub struct CaClient {
-    endpoint: String,
-    token: String,
-    ttl: Duration,
-    extra_roots: Option<TrustBundle>,
-    channel: tonic::transport::Channel,
-}
-
-impl CaClient {
-    pub fn new(
-        endpoint: &str,
-        token: &str,
-        ttl: Duration,
-        extra_roots: Option<TrustBundle>,
-    ) -> Result<Self, SignError> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|source| SignError::Transport {
-                endpoint: endpoint.to_string(),
-                source,
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .connect_lazy();
-        Ok(CaClient {
-            endpoint: endpoint.to_string(),
-            token: token.to_string(),
-            ttl,
-            extra_roots,
-            channel,
-        })
-    }
-
-    async fn request(&self, identity: &SpiffeId) -> Result<WorkloadCertificate, SignError> {
-        use meshwork_model::pb::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
-        use meshwork_model::pb::istio_ca::IstioCertificateRequest;
-        use prost_types::{value::Kind, Struct, Value};
-
-        let csr = CertRequest::generate(identity).map_err(|source| SignError::Csr {
-            identity: identity.clone(),
-            source: Box::new(source),
-        })?;
-        let metadata = Struct {
-            fields: [(
-                "ImpersonatedIdentity".to_string(),
-                Value {
-                    kind: Some(Kind::StringValue(identity.to_string())),
-                },
-            )]
-            .into_iter()
-            .collect(),
-        };
-        let mut req = tonic::Request::new(IstioCertificateRequest {
-            csr: csr.csr_pem().to_string(),
-            validity_duration: self.ttl.as_secs() as i64,
-            metadata: Some(metadata),
-        });
-        let bearer = format!("Bearer {}", self.token)
-            .parse()
-            .map_err(|_| SignError::Token)?;
-        req.metadata_mut().insert("authorization", bearer);
-        let resp = IstioCertificateServiceClient::new(self.channel.clone())
-            .create_certificate(req)
-            .await
-            .map_err(|status| SignError::Rpc {
-                identity: identity.clone(),
-                status: Box::new(status),
-            })?;
-        tracing::debug!(endpoint = %self.endpoint, %identity, "CA signed certificate");
-        csr.into_certificate(&resp.into_inner().cert_chain, self.extra_roots.as_ref())
-            .map_err(|source| SignError::Answer {
-                identity: identity.clone(),
-                source: Box::new(source),
-            })
-    }
-}
-
+/// The mesh CA over gRPC (shared client in `meshwork_model::ca_client`).
 impl CertSigner for CaClient {
     fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
-        Box::pin(self.request(identity))
+        Box::pin(async move { Ok(CaClient::sign(self, identity).await?) })
     }
 }
 
