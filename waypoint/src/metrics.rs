@@ -1,5 +1,7 @@
 //! Istio standard metrics, reported by the waypoint.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -184,7 +186,7 @@ impl Metrics {
         req_bytes: u64,
         resp_bytes: u64,
     ) {
-        let l = Some(labels.clone());
+        let l = Some(Arc::new(labels.clone()));
         self.record_each(
             &[l.clone(), l.clone(), l.clone(), l],
             duration_ms,
@@ -197,7 +199,7 @@ impl Metrics {
     /// Telemetry override disabled it).
     pub fn record_each(
         &self,
-        labels: &[Option<RequestLabels>; 4],
+        labels: &[Option<Arc<RequestLabels>>; 4],
         duration_ms: f64,
         req_bytes: u64,
         resp_bytes: u64,
@@ -272,7 +274,7 @@ mod tests {
     fn disabled_metrics_are_not_recorded() {
         let mut reg = Registry::default();
         let m = Metrics::new(&mut reg);
-        let l = RequestLabels::default();
+        let l = Arc::new(RequestLabels::default());
         m.record_each(&[None, Some(l.clone()), None, Some(l)], 1.0, 1, 1);
         let text = render(&reg);
         assert!(!text.contains("istio_requests_total{"), "{text}");

@@ -233,7 +233,9 @@ impl L7Service {
                 .unwrap_or("")
                 .to_string();
         }
-        let labels = self.labels(&cfg, conn, &ex, status, if grpc { "grpc" } else { "http" });
+        // Shared by the four metrics; a Telemetry tag override copies only what it changes.
+        let labels =
+            Arc::new(self.labels(&cfg, conn, &ex, status, if grpc { "grpc" } else { "http" }));
         let trace = ex.trace.take().filter(Active::is_reported).map(|t| {
             let mut attrs = std::mem::take(&mut ex.span_attrs);
             attrs.response_flags = labels.response_flags.clone();

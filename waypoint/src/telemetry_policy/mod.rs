@@ -217,13 +217,20 @@ impl TelemetryPolicy {
     }
 
     /// The labels of each metric for a request (`None`: the metric is disabled).
-    pub fn labels(&self, base: &RequestLabels, cx: Option<&Context>) -> [Option<RequestLabels>; 4] {
+    pub fn labels(
+        &self,
+        base: &Arc<RequestLabels>,
+        cx: Option<&Context>,
+    ) -> [Option<Arc<RequestLabels>>; 4] {
         Metric::ALL.map(|m| {
             let s = self.metric(m);
             if s.disabled {
                 return None;
             }
-            let mut l = base.clone();
+            if s.tags.is_empty() {
+                return Some(base.clone());
+            }
+            let mut l = RequestLabels::clone(base);
             for (tag, op) in &s.tags {
                 let v = match op {
                     TagOp::Remove => String::new(),
@@ -234,7 +241,7 @@ impl TelemetryPolicy {
                 };
                 l.set_label(tag, v);
             }
-            Some(l)
+            Some(Arc::new(l))
         })
     }
 
@@ -338,7 +345,7 @@ mod tests {
             None,
         );
         let p = TelemetryPolicy::compile(&[&t], &[]);
-        let l = p.labels(&base(), None);
+        let l = p.labels(&Arc::new(base()), None);
         assert!(l[Metric::RequestCount as usize].is_none());
         assert!(l[Metric::RequestDuration as usize].is_some());
         let all = tel(
@@ -351,7 +358,10 @@ mod tests {
             None,
         );
         let p = TelemetryPolicy::compile(&[&t, &all], &[]);
-        assert!(p.labels(&base(), None).iter().all(Option::is_none));
+        assert!(p
+            .labels(&Arc::new(base()), None)
+            .iter()
+            .all(Option::is_none));
         // A more specific level re-enables.
         let on = tel(
             "on",
@@ -363,8 +373,8 @@ mod tests {
             None,
         );
         let p = TelemetryPolicy::compile(&[&all, &on], &[]);
-        assert!(p.labels(&base(), None)[Metric::RequestCount as usize].is_some());
-        assert!(p.labels(&base(), None)[Metric::RequestSize as usize].is_none());
+        assert!(p.labels(&Arc::new(base()), None)[Metric::RequestCount as usize].is_some());
+        assert!(p.labels(&Arc::new(base()), None)[Metric::RequestSize as usize].is_none());
     }
 
     #[test]
@@ -399,7 +409,7 @@ mod tests {
             .any(|e| e.to_string().contains("shop/t") && e.to_string().contains("request.size")));
         let mut cx = Context::default();
         cx.headers.insert("x-svc", "v2".parse().unwrap());
-        let l = p.labels(&base(), Some(&cx));
+        let l = p.labels(&Arc::new(base()), Some(&cx));
         let count = l[Metric::RequestCount as usize].as_ref().unwrap();
         assert_eq!(count.request_protocol, "");
         assert_eq!(count.destination_service, "v2");
@@ -422,14 +432,14 @@ mod tests {
             None,
         );
         let p = TelemetryPolicy::compile(&[&t], &[]);
-        assert!(p.labels(&base(), None)[0].is_some());
+        assert!(p.labels(&Arc::new(base()), None)[0].is_some());
         t.metrics[0].overrides[0].mode = "SERVER".into();
         t.metrics[0].providers = vec!["stackdriver".into()];
         let p = TelemetryPolicy::compile(&[&t], &[]);
-        assert!(p.labels(&base(), None)[0].is_some());
+        assert!(p.labels(&Arc::new(base()), None)[0].is_some());
         t.metrics[0].providers = vec!["prometheus".into()];
         let p = TelemetryPolicy::compile(&[&t], &[]);
-        assert!(p.labels(&base(), None)[0].is_none());
+        assert!(p.labels(&Arc::new(base()), None)[0].is_none());
     }
 
     #[test]
