@@ -258,3 +258,60 @@ async fn outlier_ejects_failing_endpoint() {
     );
     assert_eq!(good.hits.load(Ordering::SeqCst), 27);
 }
+
+#[tokio::test]
+async fn seed_pool_limits_admit_50_active_plus_30_pending() {
+    let slow = backend(Arc::new(|_, _| {
+        (200, "slow".into(), Duration::from_millis(1500))
+    }))
+    .await;
+    let policy = pb::TrafficPolicy {
+        connection_pool: Some(pb::ConnectionPool {
+            max_connections: 50,
+            connect_timeout_ms: 5000,
+            http1_max_pending_requests: 30,
+            http2_max_requests: 50,
+            h2_upgrade_policy: "DEFAULT".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let p = payment_proxy(&[&slow], payment_route(Some(retry(0, 0, "5xx")), policy)).await;
+    let c = client();
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..120)
+        .map(|_| {
+            let c = c.clone();
+            let addr = p.addr;
+            tokio::spawn(async move {
+                let (status, _, headers) = send(&c, addr, "GET", "payment-service", "/", &[]).await;
+                (
+                    status,
+                    headers.contains_key("x-envoy-overloaded"),
+                    start.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let overflow: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!((ok, overflow.len()), (80, 40), "{results:?}");
+    assert!(
+        overflow.iter().all(|r| r.1),
+        "503s carry x-envoy-overloaded"
+    );
+    assert!(
+        overflow.iter().all(|r| r.2 < Duration::from_millis(1500)),
+        "overflow answers at once, without waiting for a connection: {overflow:?}"
+    );
+    assert_eq!(slow.hits.load(Ordering::SeqCst), 80);
+    let log = wait_log(&p, 120).await;
+    assert_eq!(
+        log.iter().filter(|e| e["response_flags"] == "UO").count(),
+        40
+    );
+}
