@@ -41,6 +41,10 @@ struct Cli {
     pod_namespace: String,
     #[arg(long, env = "POD_NAME", default_value = "meshwork-controlplane")]
     pod_name: String,
+    /// Kubernetes: ConfigMap in the root namespace holding the waypoint template (key
+    /// `waypoint.yaml`); each `istio-waypoint` Gateway gets its objects. Empty: disabled.
+    #[arg(long, default_value = "meshwork-waypoint-template")]
+    waypoint_template: String,
     /// Standalone Istio MeshConfig file (trustDomain, rootNamespace, extensionProviders).
     #[arg(long, env = "MESHWORK_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
@@ -102,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_name: cli.lease_name,
                 lease_duration: cli.lease_duration,
                 identity: cli.pod_name,
+                waypoint_template: Some(cli.waypoint_template).filter(|t| !t.is_empty()),
             })
         }
         (_, Some(dir)) => Source::Dir(dir),

@@ -22,6 +22,7 @@ use crate::source::kube::{
     self as kube_src,
     lease::{run_election, Elector, KubeLease},
     status::{run_status, tee, StatusWriter},
+    waypoints::{self, run_waypoints, Controller, TemplateSource, WaypointApi},
     KubeSourceOptions, TokenReviewAuthenticator,
 };
 
@@ -48,6 +49,9 @@ pub struct KubeOptions {
     pub lease_duration: Duration,
     /// This replica's identity in the Lease (the pod name).
     pub identity: String,
+    /// The ConfigMap (in the root namespace) holding the waypoint template; `None`: no
+    /// waypoint deployment controller.
+    pub waypoint_template: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +271,7 @@ async fn kube_source(
         },
     );
     let (engine_rx, status_rx) = tee(events);
+    let (engine_rx, waypoint_rx) = waypoints::tee(engine_rx);
     let (leader_tx, leader_rx) = watch::channel(false);
     let election = run_election(
         KubeLease::new(client.clone(), &k.lease_namespace, k.lease_name.clone()),
@@ -274,10 +279,27 @@ async fn kube_source(
         Duration::from_secs(2),
         leader_tx,
     );
+    let mut tasks = Vec::new();
+    match &k.waypoint_template {
+        Some(configmap) => {
+            let source = TemplateSource {
+                configmap: configmap.clone(),
+                ..TemplateSource::chart_default(root_namespace)
+            };
+            info!(template = %source.describe(), "waypoint deployment controller enabled");
+            tasks.push(tokio::spawn(run_waypoints(
+                WaypointApi::new(client.clone()),
+                Controller::new(source),
+                waypoint_rx,
+                leader_rx.clone(),
+            )));
+        }
+        // Nobody reads the waypoint batches: dropping the receiver lets the tee skip them.
+        None => drop(waypoint_rx),
+    }
     let status = run_status(StatusWriter::new(client, resources), status_rx, leader_rx);
     info!(lease = %k.lease_name, identity = %k.identity, "watching the Kubernetes API");
-    Ok((
-        engine_rx,
-        vec![tokio::spawn(election), tokio::spawn(status)],
-    ))
+    tasks.push(tokio::spawn(election));
+    tasks.push(tokio::spawn(status));
+    Ok((engine_rx, tasks))
 }

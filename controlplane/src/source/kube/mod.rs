@@ -7,7 +7,9 @@
 //! - [`status`]: `Accepted` conditions written back on Istio resources (leader only);
 //! - [`lease`]: leader election through a `coordination.k8s.io/v1` Lease;
 //! - [`tokenreview`]: ztunnel node tokens checked with TokenReview, pod → node;
-//! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`].
+//! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`];
+//! - [`waypoints`]: the deployment controller creating each waypoint Gateway's
+//!   ServiceAccount, Deployment and Service (leader only).
 //!
 //! [`FileEvent`]: crate::source::dir::FileEvent
 
@@ -19,6 +21,7 @@ pub mod resources;
 pub mod status;
 pub mod tokenreview;
 pub mod watch;
+pub mod waypoints;
 
 pub use crate::ca::{NodeAuthError, NodeAuthenticator};
 pub use error::KubeSourceError;
