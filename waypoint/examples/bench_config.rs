@@ -1,6 +1,8 @@
 //! Writes the waypoint's benchmark config (protobuf ConfigUpdate): service
-//! `bench.bench.svc.cluster.local` with one endpoint at 127.0.0.1:<port>, a route with a header
-//! match and a default route with retries (the seed's shape).
+//! `bench.bench.svc.cluster.local` with two endpoints, `version: v1` at 127.0.0.1:<port> and
+//! `version: v2` at 127.0.0.2:<port>; routes in the seed's shape: `x-canary: true` → v2, and
+//! a default route splitting 90/10 between the v1 and v2 subsets with a 10 s timeout and
+//! 3 retries.
 //! Usage: bench_config <backend-port> <out-file>
 
 use meshwork_model::keys::{make_resource, Kind};
@@ -27,15 +29,15 @@ fn main() -> anyhow::Result<()> {
         }],
         ..Default::default()
     };
-    let w = pb::Workload {
-        name: "bench-0".into(),
+    let workload = |name: &str, ip: &str, version: &str| pb::Workload {
+        name: name.into(),
         namespace: "bench".into(),
         service_account: "bench".into(),
         trust_domain: "cluster.local".into(),
-        addresses: vec!["127.0.0.1".into()],
+        addresses: vec![ip.into()],
         labels: [
             ("app".to_string(), "bench".to_string()),
-            ("version".to_string(), "v1".to_string()),
+            ("version".to_string(), version.to_string()),
         ]
         .into(),
         healthy: true,
@@ -45,13 +47,13 @@ fn main() -> anyhow::Result<()> {
         }],
         ..Default::default()
     };
-    let dest = |subset: &str| pb::WeightedDestination {
+    let dest = |subset: &str, weight: u32| pb::WeightedDestination {
         destination: Some(pb::Destination {
             host: host.into(),
             subset: subset.into(),
             port: 0,
         }),
-        weight: 100,
+        weight,
         headers: None,
     };
     let route = pb::RouteConfig {
@@ -70,11 +72,11 @@ fn main() -> anyhow::Result<()> {
                     .into(),
                     ..Default::default()
                 }],
-                route: vec![dest("v1")],
+                route: vec![dest("v2", 100)],
                 ..Default::default()
             },
             pb::HttpRoute {
-                route: vec![dest("v1")],
+                route: vec![dest("v1", 90), dest("v2", 10)],
                 timeout_ms: 10_000,
                 has_timeout: true,
                 retries: Some(pb::Retry {
@@ -86,11 +88,14 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             },
         ],
-        subsets: vec![pb::Subset {
-            name: "v1".into(),
-            labels: [("version".to_string(), "v1".to_string())].into(),
-            traffic_policy: None,
-        }],
+        subsets: ["v1", "v2"]
+            .into_iter()
+            .map(|v| pb::Subset {
+                name: v.into(),
+                labels: [("version".to_string(), v.to_string())].into(),
+                traffic_policy: None,
+            })
+            .collect(),
         ..Default::default()
     };
     let update = pb::ConfigUpdate {
@@ -102,8 +107,12 @@ fn main() -> anyhow::Result<()> {
                 resource::Kind::Service(svc),
             ),
             make_resource(
-                Kind::Workload.key("bench", "bench-0"),
-                resource::Kind::Workload(w),
+                Kind::Workload.key("bench", "bench-v1"),
+                resource::Kind::Workload(workload("bench-v1", "127.0.0.1", "v1")),
+            ),
+            make_resource(
+                Kind::Workload.key("bench", "bench-v2"),
+                resource::Kind::Workload(workload("bench-v2", "127.0.0.2", "v2")),
             ),
             make_resource(Kind::Route.key("bench", host), resource::Kind::Route(route)),
         ],

@@ -1,56 +1,128 @@
-//! Closed-loop HTTP/1.1 load generator: N connections, each sending requests back to back
-//! for a fixed duration. Prints one JSON line: requests/s and latency percentiles (µs).
-//! Usage: loadgen <addr> <host-header> <connections> <seconds>
+//! HTTP load generator for the waypoint benchmark. Prints one JSON line: requests,
+//! errors, requests/s and latency percentiles (µs).
+//!
+//! Usage: loadgen <addr> <host-header> <connections> <seconds> [h1|h2] [rate]
+//!
+//! - closed loop (no rate, or rate 0): every connection (h1) or stream slot (h2:
+//!   `connections` concurrent streams over 4 connections) sends back to back;
+//! - open loop (`rate` requests/s in total): requests are scheduled at fixed intervals
+//!   spread over the connections and latency counts from the scheduled time, so a slow
+//!   response delays the next ones' numbers instead of hiding them (no coordinated
+//!   omission).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-async fn worker(addr: String, host: String, until: Instant) -> (Vec<u32>, u64) {
-    let mut lat = Vec::with_capacity(100_000);
-    let mut errors = 0u64;
-    'outer: while Instant::now() < until {
-        let Ok(s) = TcpStream::connect(&addr).await else {
-            errors += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    H1,
+    H2,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    async fn connect(addr: &str, proto: Proto) -> Option<Sender> {
+        let s = TcpStream::connect(addr).await.ok()?;
         let _ = s.set_nodelay(true);
-        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await
-        else {
-            errors += 1;
-            continue;
-        };
-        tokio::spawn(conn);
-        while Instant::now() < until {
-            let req = hyper::Request::builder()
-                .uri("/bench")
-                .header("host", &host)
-                .body(Empty::<Bytes>::new())
-                .expect("static request");
-            let t = Instant::now();
-            match send.send_request(req).await {
-                Ok(resp) => {
-                    let ok = resp.status().is_success();
-                    if resp.into_body().collect().await.is_err() || !ok {
-                        errors += 1;
-                    }
-                    lat.push(t.elapsed().as_micros() as u32);
-                }
-                Err(_) => {
-                    errors += 1;
-                    continue 'outer;
-                }
+        let io = TokioIo::new(s);
+        match proto {
+            Proto::H1 => {
+                let (send, conn) = http1::handshake(io).await.ok()?;
+                tokio::spawn(conn);
+                Some(Sender::H1(send))
+            }
+            Proto::H2 => {
+                let (send, conn) = http2::handshake(TokioExecutor::new(), io).await.ok()?;
+                tokio::spawn(conn);
+                Some(Sender::H2(send))
             }
         }
     }
-    (lat, errors)
+
+    /// One request; `Err` means the connection is unusable.
+    async fn request(&mut self, host: &str) -> Result<bool, ()> {
+        let req = hyper::Request::builder()
+            .uri(format!("http://{host}/bench"))
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .expect("static request");
+        let resp = match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+        .map_err(|_| ())?;
+        let ok = resp.status().is_success();
+        Ok(resp.into_body().collect().await.is_ok() && ok)
+    }
 }
 
-#[tokio::main]
+struct Slot {
+    lat: Vec<u32>,
+    errors: u64,
+}
+
+/// One request slot: closed loop, or every `interval` starting at `first`.
+async fn slot(
+    addr: String,
+    host: String,
+    proto: Proto,
+    mut sender: Option<Sender>,
+    until: Instant,
+    pace: Option<(Instant, Duration)>,
+) -> Slot {
+    let mut out = Slot {
+        lat: Vec::with_capacity(100_000),
+        errors: 0,
+    };
+    let mut next = pace.map(|(first, _)| first);
+    while Instant::now() < until {
+        let start = match (next.as_mut(), pace) {
+            (Some(n), Some((_, every))) => {
+                let at = *n;
+                if at >= until {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                *n += every;
+                at
+            }
+            _ => Instant::now(),
+        };
+        if sender.is_none() {
+            sender = Sender::connect(&addr, proto).await;
+            if sender.is_none() {
+                out.errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        let s = sender.as_mut().expect("connected above");
+        match s.request(&host).await {
+            Ok(ok) => {
+                if !ok {
+                    out.errors += 1;
+                }
+                out.lat.push(start.elapsed().as_micros() as u32);
+            }
+            Err(()) => {
+                out.errors += 1;
+                sender = None;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let addr = a
@@ -60,17 +132,42 @@ async fn main() -> anyhow::Result<()> {
     let host = a.get(1).cloned().unwrap_or_else(|| "bench".into());
     let conns: usize = a.get(2).map(|s| s.parse()).transpose()?.unwrap_or(16);
     let secs: u64 = a.get(3).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let proto = match a.get(4).map(String::as_str) {
+        None | Some("h1") => Proto::H1,
+        Some("h2") => Proto::H2,
+        Some(other) => anyhow::bail!("protocol must be h1 or h2, not {other:?}"),
+    };
+    let rate: u64 = a.get(5).map(|s| s.parse()).transpose()?.unwrap_or(0);
+    let conns = conns.max(1);
+
+    // h2: share 4 connections between the slots (or one per slot if fewer).
+    let mut shared = Vec::new();
+    if proto == Proto::H2 {
+        for _ in 0..conns.min(4) {
+            match Sender::connect(&addr, proto).await {
+                Some(Sender::H2(s)) => shared.push(s),
+                _ => anyhow::bail!("h2 connection to {addr} failed"),
+            }
+        }
+    }
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..conns)
-        .map(|_| tokio::spawn(worker(addr.clone(), host.clone(), until)))
+        .map(|i| {
+            let sender = (!shared.is_empty()).then(|| Sender::H2(shared[i % shared.len()].clone()));
+            let pace = (rate > 0).then(|| {
+                let every = Duration::from_secs_f64(conns as f64 / rate as f64);
+                (start + every.mul_f64(i as f64 / conns as f64), every)
+            });
+            tokio::spawn(slot(addr.clone(), host.clone(), proto, sender, until, pace))
+        })
         .collect();
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
-        let (l, e) = t.await?;
-        all.extend(l);
-        errors += e;
+        let s = t.await?;
+        all.extend(s.lat);
+        errors += s.errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();

@@ -4,16 +4,40 @@ use clap::Parser;
 use meshwork_waypoint::run::{run, Args, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// The proxy's flags plus the process-level ones that must be known before the runtime
+/// starts.
+#[derive(Parser)]
+#[command(name = "waypoint", about = "Meshwork per-namespace L7 proxy")]
+struct Cli {
+    /// Tokio worker threads (0: one per CPU; 1: a single-threaded runtime, no cross-thread
+    /// hand-offs — what Envoy's `--concurrency 1` is to Envoy).
+    #[arg(long, env = "MESHWORK_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
+    #[command(flatten)]
+    args: Args,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match cli.args.log_format {
         LogFormat::Json => fmt.json().init(),
         LogFormat::Plain => fmt.init(),
     }
-    run(args).await
+    let runtime = match cli.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b.enable_all().build()?
+        }
+    };
+    runtime.block_on(run(cli.args))
 }
