@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Deserializing fails with `regex parse error: ...` when the pattern does not compile, so
 /// the error carries the exact field path of the offending pattern.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct RegexString(pub String);
 
@@ -52,8 +53,14 @@ impl<'de> Deserialize<'de> for RegexString {
 }
 
 /// Istio `StringMatch`: exactly one of exact / prefix / regex.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [
+    {"not": {"anyOf": [{"required": ["exact"]}, {"required": ["prefix"]}, {"required": ["regex"]}]}},
+    {"required": ["exact"]},
+    {"required": ["prefix"]},
+    {"required": ["regex"]},
+]))]
 pub struct StringMatch {
     pub exact: Option<String>,
     pub prefix: Option<String>,
@@ -70,14 +77,14 @@ impl StringMatch {
 }
 
 /// Istio `Percent` (`{value: 10.5}`).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Percent {
     pub value: f64,
 }
 
 /// Istio `WorkloadSelector`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct WorkloadSelector {
     pub match_labels: BTreeMap<String, String>,
@@ -99,7 +106,7 @@ pub fn label_selector_matches(
 }
 
 /// Istio `PolicyTargetReference` (also used by Telemetry).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PolicyTargetReference {
     pub group: String,
@@ -109,7 +116,7 @@ pub struct PolicyTargetReference {
 }
 
 /// Istio `PortSelector`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct PortSelector {
     pub number: u32,

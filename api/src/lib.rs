@@ -27,6 +27,7 @@
 //! ```
 
 pub mod common;
+pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod gateway;
@@ -34,6 +35,7 @@ pub mod mesh;
 pub mod networking;
 pub mod object;
 pub mod parse;
+pub mod schema;
 pub mod security;
 pub mod store;
 pub mod telemetry;

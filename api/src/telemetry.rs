@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{PolicyTargetReference, WorkloadSelector};
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Telemetry {
     pub selector: Option<WorkloadSelector>,
@@ -28,13 +29,13 @@ impl Telemetry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ProviderRef {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Tracing {
     #[serde(rename = "match")]
@@ -46,14 +47,15 @@ pub struct Tracing {
     pub use_request_id_for_trace_sampling: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TracingSelector {
     /// `CLIENT_AND_SERVER`, `CLIENT`, `SERVER`.
+    #[schemars(extend("enum" = ["CLIENT_AND_SERVER", "CLIENT", "SERVER"]))]
     pub mode: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CustomTag {
     pub literal: Option<LiteralTag>,
@@ -61,27 +63,27 @@ pub struct CustomTag {
     pub header: Option<HeaderTag>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LiteralTag {
     pub value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EnvironmentTag {
     pub name: String,
     pub default_value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HeaderTag {
     pub name: String,
     pub default_value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Metrics {
     pub providers: Vec<ProviderRef>,
@@ -89,7 +91,7 @@ pub struct Metrics {
     pub reporting_interval: Option<crate::duration::Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MetricsOverride {
     #[serde(rename = "match")]
@@ -98,25 +100,28 @@ pub struct MetricsOverride {
     pub tag_overrides: BTreeMap<String, TagOverride>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MetricSelector {
     /// `ALL_METRICS`, `REQUEST_COUNT`, `REQUEST_DURATION`, ...
+    #[schemars(extend("enum" = ["ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"]))]
     pub metric: Option<String>,
     pub custom_metric: Option<String>,
     /// `CLIENT_AND_SERVER`, `CLIENT`, `SERVER`.
+    #[schemars(extend("enum" = ["CLIENT_AND_SERVER", "CLIENT", "SERVER"]))]
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TagOverride {
     /// `UPSERT` (default) or `REMOVE`.
+    #[schemars(extend("enum" = ["UPSERT", "REMOVE"]))]
     pub operation: Option<String>,
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AccessLogging {
     #[serde(rename = "match")]
@@ -126,7 +131,7 @@ pub struct AccessLogging {
     pub filter: Option<AccessLogFilter>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AccessLogFilter {
     pub expression: String,

@@ -75,6 +75,13 @@ enum Command {
         #[arg(long)]
         node: String,
     },
+    /// Prints the CustomResourceDefinitions of the Istio kinds Meshwork reads (for clusters
+    /// without Istio's CRDs); `--output chart` prints the Helm template
+    /// charts/meshwork/templates/crds.yaml.
+    Crds {
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json", "chart"])]
+        output: String,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -86,6 +93,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Crds { output }) = &cli.command {
+        let format: meshwork_api::crd::Format = output.parse()?;
+        let crds = meshwork_api::crd::istio_crds()?;
+        print!("{}", format.render(&crds)?);
+        return Ok(());
+    }
     meshwork_controlplane::logging::init(&cli.log_format);
     if let Some(Command::Token { node }) = &cli.command {
         let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
