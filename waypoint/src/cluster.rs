@@ -225,4 +225,13 @@ impl Clusters {
         map.insert(map_key, c.clone());
         c
     }
+
+    /// Every cluster created so far, sorted by name then protocol.
+    pub fn list(&self) -> Vec<Arc<Cluster>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<Arc<Cluster>> = map.values().cloned().collect();
+        drop(map);
+        all.sort_by_key(|c| (c.key.name(), c.proto == Proto::Http2));
+        all
+    }
 }

@@ -247,6 +247,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         config: config.clone(),
         ready: ready.clone(),
+        service: Some(svc.clone()),
+        cert: cert.clone(),
     };
     for (flag, addr) in [
         ("--admin-addr", args.admin_addr),

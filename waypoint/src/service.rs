@@ -169,6 +169,11 @@ impl L7Service {
         &self.inner.connector
     }
 
+    /// The upstream clusters created so far (admin state).
+    pub fn clusters(&self) -> &Clusters {
+        &self.inner.clusters
+    }
+
     pub fn options(&self) -> &Options {
         &self.inner.opts
     }
