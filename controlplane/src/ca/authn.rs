@@ -1,6 +1,11 @@
 //! Who is asking: a bearer token proves a node. File mode uses the CA's HMAC node tokens
 //! ([`NodeTokens`]); Kubernetes mode reviews projected service-account tokens
 //! (`source::kube::TokenReviewAuthenticator`). The CA and the config stream take either.
+//!
+//! The CA asks [`NodeAuthenticator::authenticate_caller`], which may also answer with a
+//! single service account ([`Caller::ServiceAccount`]): in Kubernetes, a pod that is not a
+//! ztunnel (a waypoint) proves its own service account with its projected token, and may
+//! obtain that identity only.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,12 +25,30 @@ pub enum NodeAuthError {
     Unavailable(String),
 }
 
+/// Who a token proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A node agent: may obtain the identities of the workloads on its node.
+    Node(NodeName),
+    /// One workload: may obtain `spiffe://<td>/ns/<namespace>/sa/<name>` only.
+    ServiceAccount { namespace: String, name: String },
+}
+
 /// Turns a bearer token into the node it proves.
 pub trait NodeAuthenticator: Send + Sync {
     fn authenticate<'a>(
         &'a self,
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>>;
+
+    /// The caller a token proves, for the CA. By default every caller is a node.
+    fn authenticate_caller<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Caller, NodeAuthError>> + Send + 'a>> {
+        let node = self.authenticate(token);
+        Box::pin(async move { node.await.map(Caller::Node) })
+    }
 }
 
 /// File mode: the HMAC node tokens.

@@ -39,6 +39,12 @@ pub enum SignError {
         node: String,
         identity: Box<SpiffeId>,
     },
+    #[error("service account {namespace}/{name} may obtain only its own identity, not {identity}")]
+    NotOwnIdentity {
+        namespace: String,
+        name: String,
+        identity: Box<SpiffeId>,
+    },
     #[error("missing \"authorization: Bearer <node token>\" metadata")]
     MissingToken,
     #[error("unknown node or bad token")]

@@ -10,7 +10,7 @@ use meshwork_model::pb::istio_ca::istio_certificate_service_server::{
 use meshwork_model::pb::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
 use tonic::{Request, Response, Status};
 
-use super::authn::{self, NodeAuthenticator};
+use super::authn::{self, Caller, NodeAuthenticator};
 use super::authority::Ca;
 use super::directory::{authorize_node, WorkloadDirectory};
 use super::error::SignError;
@@ -42,8 +42,13 @@ pub struct CaService {
 }
 
 impl CaService {
-    /// Signs for an authenticated node.
-    fn create(&self, node: &str, body: IstioCertificateRequest) -> Result<Vec<String>, SignError> {
+    /// Signs for an authenticated caller: a node gets its workloads' identities, a
+    /// service account its own.
+    fn create(
+        &self,
+        caller: &Caller,
+        body: IstioCertificateRequest,
+    ) -> Result<Vec<String>, SignError> {
         let impersonated = impersonated_identity(&body)?;
         let ttl = (body.validity_duration > 0)
             .then(|| Duration::from_secs(body.validity_duration.unsigned_abs()));
@@ -57,10 +62,23 @@ impl CaService {
                         });
                     }
                 }
-                authorize_node(self.directory.as_ref(), node, requested)
+                match caller {
+                    Caller::Node(node) => authorize_node(self.directory.as_ref(), node, requested),
+                    Caller::ServiceAccount { namespace, name }
+                        if requested.namespace() == namespace
+                            && requested.service_account() == name =>
+                    {
+                        Ok(())
+                    }
+                    Caller::ServiceAccount { namespace, name } => Err(SignError::NotOwnIdentity {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        identity: Box::new(requested.clone()),
+                    }),
+                }
             })
-            .inspect(|_| tracing::debug!(%node, "certificate request granted"))
-            .inspect_err(|e| tracing::warn!(%node, error = %e, "certificate request refused"))
+            .inspect(|_| tracing::debug!(?caller, "certificate request granted"))
+            .inspect_err(|e| tracing::warn!(?caller, error = %e, "certificate request refused"))
     }
 }
 
@@ -71,11 +89,11 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let token = bearer_token(request.metadata()).map_err(|e| to_status(&e))?;
-        let node = self.nodes.authenticate(token).await.map_err(|e| {
-            tracing::warn!(error = %e, "certificate request from an unauthenticated node");
+        let caller = self.nodes.authenticate_caller(token).await.map_err(|e| {
+            tracing::warn!(error = %e, "certificate request from an unauthenticated caller");
             authn::to_status(&e)
         })?;
-        match self.create(&node, request.into_inner()) {
+        match self.create(&caller, request.into_inner()) {
             Ok(cert_chain) => Ok(Response::new(IstioCertificateResponse { cert_chain })),
             Err(e) => Err(to_status(&e)),
         }
@@ -89,7 +107,8 @@ pub fn to_status(error: &SignError) -> Status {
         SignError::MissingToken | SignError::InvalidToken => Status::unauthenticated(message),
         SignError::ForeignTrustDomain { .. }
         | SignError::ImpersonationMismatch { .. }
-        | SignError::NotAllowedForNode { .. } => Status::permission_denied(message),
+        | SignError::NotAllowedForNode { .. }
+        | SignError::NotOwnIdentity { .. } => Status::permission_denied(message),
         SignError::MalformedCsr(_)
         | SignError::BadSignature
         | SignError::WeakKey(_)

@@ -35,7 +35,7 @@ mod signer;
 mod store;
 mod tokens;
 
-pub use authn::{to_status as authn_status, NodeAuthError, NodeAuthenticator};
+pub use authn::{to_status as authn_status, Caller, NodeAuthError, NodeAuthenticator};
 pub use authority::Ca;
 pub use directory::{authorize_node, StaticDirectory, WorkloadDirectory};
 pub use error::SignError;

@@ -388,3 +388,84 @@ async fn grpc_create_certificate_grants_and_refuses() {
 
     fixture.server.abort();
 }
+
+/// Tokens of single service accounts: `sa:<ns>/<name>` proves that service account.
+struct ServiceAccountTokens;
+
+impl NodeAuthenticator for ServiceAccountTokens {
+    fn authenticate<'a>(
+        &'a self,
+        _token: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>,
+    > {
+        Box::pin(async { Err(NodeAuthError::PermissionDenied("not a node".into())) })
+    }
+
+    fn authenticate_caller<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Caller, NodeAuthError>> + Send + 'a>,
+    > {
+        let r = token
+            .strip_prefix("sa:")
+            .and_then(|s| s.split_once('/'))
+            .map(|(ns, name)| Caller::ServiceAccount {
+                namespace: ns.into(),
+                name: name.into(),
+            })
+            .ok_or_else(|| NodeAuthError::Unauthenticated("bad token".into()));
+        Box::pin(std::future::ready(r))
+    }
+}
+
+#[tokio::test]
+async fn a_service_account_caller_obtains_its_own_identity_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(new_ca(dir.path()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service(
+                ca,
+                Arc::new(ServiceAccountTokens),
+                Arc::new(StaticDirectory::new()),
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = IstioCertificateServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let waypoint = id("spiffe://cluster.local/ns/shop/sa/waypoint");
+    let req = CertRequest::generate(&waypoint).unwrap();
+    let chain = client
+        .create_certificate(request(
+            req.csr_pem(),
+            Some("sa:shop/waypoint"),
+            Some(&waypoint.to_string()),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cert_chain;
+    assert_eq!(
+        req.into_certificate(&chain, None).unwrap().identity(),
+        &waypoint
+    );
+
+    // Another identity (even in the same namespace) is refused, naming both.
+    let other = id("spiffe://cluster.local/ns/shop/sa/cart");
+    let req = CertRequest::generate(&other).unwrap();
+    let status = client
+        .create_certificate(request(req.csr_pem(), Some("sa:shop/waypoint"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("shop/waypoint") && status.message().contains("sa/cart"),
+        "{status:?}"
+    );
+    server.abort();
+}

@@ -19,6 +19,8 @@ pub mod lease;
 pub mod pseudo;
 pub mod resources;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod test_api;
 pub mod tokenreview;
 pub mod watch;
 pub mod waypoints;

@@ -1,7 +1,8 @@
 //! CA authentication in Kubernetes: a ztunnel proves its node with its projected
-//! service-account token (audience e.g. `istio-ca`).
+//! service-account token (audience e.g. `istio-ca`); any other pod (a waypoint) proves
+//! only its own service account.
 //!
-//! [`TokenReviewAuthenticator::authenticate`]:
+//! [`TokenReviewAuthenticator::review`] (node tokens):
 //! 1. `POST /apis/authentication.k8s.io/v1/tokenreviews` with the token and audience; the
 //!    token must be authenticated, for that audience;
 //! 2. the user must be one of the allowed service accounts (the ztunnel's: any other pod's
@@ -13,6 +14,13 @@
 //!    `authentication.kubernetes.io/node-name` in the extra, it must agree).
 //!
 //! The CA then signs only identities of workloads on that node (`WorkloadDirectory`).
+//!
+//! [`TokenReviewAuthenticator::review_caller`] (what the CA asks) does the same for the
+//! allowed service accounts and, for any other service account, steps 1 and 3 only: the
+//! caller is that service account ([`Caller::ServiceAccount`]) and the CA signs its own
+//! identity only, as istiod does for a pod's projected token. A waypoint pod gets its
+//! certificate this way; no new privilege arises, since whoever can run a pod as a
+//! service account can already obtain that account's tokens.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,7 +32,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use tracing::debug;
 
-use crate::ca::{NodeAuthError, NodeAuthenticator, NodeName};
+use crate::ca::{Caller, NodeAuthError, NodeAuthenticator, NodeName};
 
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
@@ -53,8 +61,22 @@ impl TokenReviewAuthenticator {
         }
     }
 
-    /// See the module documentation.
+    /// A node token: see the module documentation.
     pub async fn review(&self, token: &str) -> Result<NodeName, NodeAuthError> {
+        match self.review_as(token, false).await? {
+            Caller::Node(node) => Ok(node),
+            Caller::ServiceAccount { namespace, name } => Err(NodeAuthError::PermissionDenied(
+                format!("service account {namespace}/{name} may not act for a node"),
+            )),
+        }
+    }
+
+    /// A node token or, for any other service account, that service account.
+    pub async fn review_caller(&self, token: &str) -> Result<Caller, NodeAuthError> {
+        self.review_as(token, true).await
+    }
+
+    async fn review_as(&self, token: &str, workloads: bool) -> Result<Caller, NodeAuthError> {
         if token.is_empty() {
             return Err(NodeAuthError::Unauthenticated("empty token".into()));
         }
@@ -93,7 +115,8 @@ impl TokenReviewAuthenticator {
             .ok_or_else(|| {
                 NodeAuthError::PermissionDenied(format!("{username:?} is not a service account"))
             })?;
-        if !self.allowed.iter().any(|(a, b)| a == ns && b == sa) {
+        let is_node_agent = self.allowed.iter().any(|(a, b)| a == ns && b == sa);
+        if !is_node_agent && !workloads {
             return Err(NodeAuthError::PermissionDenied(format!(
                 "service account {ns}/{sa} may not act for a node"
             )));
@@ -118,6 +141,13 @@ impl TokenReviewAuthenticator {
                 "pod {ns}/{pod_name} was replaced (uid differs from the token's)"
             )));
         }
+        if !is_node_agent {
+            debug!(pod = %format!("{ns}/{pod_name}"), "service account token accepted");
+            return Ok(Caller::ServiceAccount {
+                namespace: ns.to_string(),
+                name: sa.to_string(),
+            });
+        }
         let node = pod
             .spec
             .and_then(|s| s.node_name)
@@ -135,7 +165,7 @@ impl TokenReviewAuthenticator {
             }
         }
         debug!(%node, pod = %format!("{ns}/{pod_name}"), "node token accepted");
-        Ok(node)
+        Ok(Caller::Node(node))
     }
 
     /// Authenticates and requires the token's node to be `claimed` (a ztunnel subscribing
@@ -162,6 +192,13 @@ impl NodeAuthenticator for TokenReviewAuthenticator {
     ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>> {
         Box::pin(self.review(token))
     }
+
+    fn authenticate_caller<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Caller, NodeAuthError>> + Send + 'a>> {
+        Box::pin(self.review_caller(token))
+    }
 }
 
 fn single<'a>(extra: &'a BTreeMap<String, Vec<String>>, key: &str) -> Option<&'a str> {
@@ -170,4 +207,123 @@ fn single<'a>(extra: &'a BTreeMap<String, Vec<String>>, key: &str) -> Option<&'a
         .and_then(|v| v.first())
         .map(String::as_str)
         .filter(|s| !s.is_empty())
+}
+
+/// The proxies' config-stream tokens ([`crate::auth::TokenAuth`] asks `authenticate` for
+/// ztunnels and waypoints alike): a ztunnel token proves its node; any other pod-bound
+/// token (a waypoint's) proves `serviceaccount:<ns>/<name>`, a name no node can have
+/// (Kubernetes node names hold no `:` or `/`), so it can subscribe as a waypoint but
+/// never act for a node.
+#[derive(Clone)]
+pub struct SubscriptionTokens(pub TokenReviewAuthenticator);
+
+/// Prefix of the pseudo node name of a service-account caller.
+pub const SERVICE_ACCOUNT_CALLER: &str = "serviceaccount:";
+
+impl NodeAuthenticator for SubscriptionTokens {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>> {
+        Box::pin(async move {
+            Ok(match self.0.review_caller(token).await? {
+                Caller::Node(node) => node,
+                Caller::ServiceAccount { namespace, name } => {
+                    format!("{SERVICE_ACCOUNT_CALLER}{namespace}/{name}")
+                }
+            })
+        })
+    }
+
+    fn authenticate_caller<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Caller, NodeAuthError>> + Send + 'a>> {
+        Box::pin(self.0.review_caller(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::source::kube::test_api::MockApi;
+
+    const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+    fn answer(username: &str, pod: &str, uid: &str) -> Value {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {},
+               "status": {"authenticated": true, "audiences": ["istio-ca"],
+                          "user": {"username": username, "extra": {
+                              "authentication.kubernetes.io/pod-name": [pod],
+                              "authentication.kubernetes.io/pod-uid": [uid]}}}})
+    }
+
+    fn waypoint_api(uid_now: &str) -> MockApi {
+        let api = MockApi::default();
+        api.on(
+            Method::POST,
+            REVIEWS,
+            201,
+            answer("system:serviceaccount:shop:waypoint", "waypoint-7d9", "u-1"),
+        );
+        api.on(
+            Method::GET,
+            "/api/v1/namespaces/shop/pods/waypoint-7d9",
+            200,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "waypoint-7d9", "namespace": "shop", "uid": uid_now},
+                   "spec": {"nodeName": "node-a", "containers": [{"name": "waypoint"}]}}),
+        );
+        api
+    }
+
+    fn auth(api: &MockApi) -> TokenReviewAuthenticator {
+        TokenReviewAuthenticator::new(
+            api.client(),
+            "istio-ca",
+            [("istio-system".to_string(), "meshwork-ztunnel".to_string())],
+        )
+    }
+
+    #[tokio::test]
+    async fn a_waypoint_token_proves_its_service_account_not_a_node() {
+        let api = waypoint_api("u-1");
+        let a = auth(&api);
+        assert_eq!(
+            a.review_caller("tok").await.unwrap(),
+            Caller::ServiceAccount {
+                namespace: "shop".into(),
+                name: "waypoint".into()
+            }
+        );
+        let reqs = api.requests();
+        assert_eq!(reqs.len(), 2, "review, then the pod lookup");
+        assert_eq!(reqs[0].body["spec"]["audiences"], json!(["istio-ca"]));
+        assert_eq!(reqs[1].path, "/api/v1/namespaces/shop/pods/waypoint-7d9");
+        let e = a.review("tok").await.unwrap_err();
+        assert!(
+            matches!(&e, NodeAuthError::PermissionDenied(m) if m.contains("shop/waypoint")),
+            "{e}"
+        );
+        let sub = SubscriptionTokens(a);
+        assert_eq!(
+            sub.authenticate("tok").await.unwrap(),
+            "serviceaccount:shop/waypoint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaced_waypoint_pod_token_is_refused() {
+        let e = auth(&waypoint_api("u-2"))
+            .review_caller("tok")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, NodeAuthError::Unauthenticated(m) if m.contains("replaced")),
+            "{e}"
+        );
+    }
 }
