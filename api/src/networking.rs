@@ -27,6 +27,7 @@ pub struct VirtualService {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_http_route)]
 pub struct HttpRoute {
     pub name: String,
     #[serde(rename = "match")]
@@ -107,6 +108,7 @@ pub struct HeaderOperations {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_http_retry)]
 pub struct HttpRetry {
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
@@ -143,10 +145,12 @@ pub struct FaultAbort {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_http_redirect)]
 pub struct HttpRedirect {
     pub uri: String,
     pub authority: String,
     pub port: Option<u32>,
+    #[schemars(extend("enum" = ["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"]))]
     pub derive_port: Option<String>,
     pub scheme: String,
     pub redirect_code: Option<u32>,
@@ -208,6 +212,7 @@ pub struct CorsPolicy {
     pub expose_headers: Vec<String>,
     pub max_age: Option<Duration>,
     pub allow_credentials: Option<bool>,
+    #[schemars(extend("enum" = ["UNSPECIFIED", "FORWARD", "IGNORE"]))]
     pub unmatched_preflights: Option<String>,
 }
 
@@ -221,6 +226,7 @@ pub struct TcpRoute {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_l4_match)]
 pub struct L4MatchAttributes {
     pub destination_subnets: Vec<String>,
     pub port: Option<u32>,
@@ -262,6 +268,7 @@ pub struct DestinationRule {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_traffic_policy)]
 pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
@@ -319,6 +326,7 @@ pub struct TcpKeepalive {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_http_settings)]
 pub struct HttpSettings {
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
@@ -339,6 +347,7 @@ pub struct HttpSettings {
     {"required": ["simple"]},
     {"required": ["consistentHash"]},
 ]))]
+#[schemars(transform = crate::schema::istio_only_load_balancer)]
 pub struct LoadBalancerSettings {
     /// `UNSPECIFIED`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`, `ROUND_ROBIN`, `LEAST_REQUEST`.
     #[schemars(extend("enum" = ["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]))]
@@ -365,6 +374,7 @@ pub struct ConsistentHashLb {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_http_cookie)]
 pub struct HttpCookie {
     pub name: String,
     pub path: String,
@@ -373,6 +383,7 @@ pub struct HttpCookie {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_outlier_detection)]
 pub struct OutlierDetection {
     pub split_external_local_origin_errors: Option<bool>,
     pub consecutive_local_origin_failures: Option<u32>,
@@ -389,6 +400,7 @@ pub struct OutlierDetection {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_client_tls)]
 pub struct ClientTlsSettings {
     /// `DISABLE`, `SIMPLE`, `MUTUAL`, `ISTIO_MUTUAL`.
     #[schemars(extend("enum" = ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]))]

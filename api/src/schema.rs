@@ -1,12 +1,14 @@
 //! JSON Schema support for the Istio types (derived with `schemars`): the few types with
 //! hand-written serde impls, and helpers named in `#[schemars(...)]` field attributes.
 //!
-//! The derived schemas describe exactly what the serde types accept; the control plane turns
-//! them into Kubernetes structural schemas for its CRDs (`controlplane crds`).
+//! The derived schemas describe what the serde types accept, plus the `istio_only_*` fields:
+//! parts of Istio's API the types do not model (ignored with a warning when parsing) that a
+//! CRD must still accept. [`crate::crd`] turns them into Kubernetes structural schemas.
 
 use std::borrow::Cow;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde_json::{json, Map, Value};
 
 use crate::duration::Duration;
 
@@ -41,6 +43,110 @@ pub fn raw_object(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Adds to a struct's schema fields of Istio's API that Meshwork does not interpret. The
+/// parser ignores them with a warning; the CRDs must still accept (and store) them, or an
+/// Istio manifest that sets one would not apply unchanged.
+fn istio_only(schema: &mut Schema, fields: &[(&str, Value)]) {
+    let Some(props) = schema
+        .ensure_object()
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+    else {
+        return;
+    };
+    for (name, field) in fields {
+        props
+            .entry(name.to_string())
+            .or_insert_with(|| field.clone());
+    }
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn boolean() -> Value {
+    json!({"type": "boolean"})
+}
+
+fn strings() -> Value {
+    json!({"type": "array", "items": {"type": "string"}})
+}
+
+/// An object Meshwork keeps as written.
+fn object() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// `HTTPRoute.mirror_percent` (Istio's legacy snake_case spelling of `mirrorPercent`).
+pub fn istio_only_http_route(s: &mut Schema) {
+    let uint32 = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
+    istio_only(s, &[("mirror_percent", uint32)]);
+}
+
+pub fn istio_only_http_redirect(s: &mut Schema) {
+    istio_only(s, &[("prefixRewrite", string())]);
+}
+
+pub fn istio_only_http_retry(s: &mut Schema) {
+    istio_only(s, &[("retryIgnorePreviousHosts", boolean())]);
+}
+
+pub fn istio_only_l4_match(s: &mut Schema) {
+    istio_only(s, &[("sourceSubnet", string())]);
+}
+
+pub fn istio_only_traffic_policy(s: &mut Schema) {
+    istio_only(s, &[("retryBudget", object())]);
+}
+
+pub fn istio_only_http_settings(s: &mut Schema) {
+    istio_only(s, &[("http2KeepAlive", object())]);
+}
+
+pub fn istio_only_load_balancer(s: &mut Schema) {
+    istio_only(s, &[("warmup", object()), ("zoneAwareLbSetting", object())]);
+}
+
+pub fn istio_only_http_cookie(s: &mut Schema) {
+    istio_only(
+        s,
+        &[("attributes", json!({"type": "array", "items": object()}))],
+    );
+}
+
+pub fn istio_only_outlier_detection(s: &mut Schema) {
+    let codes =
+        json!({"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}});
+    istio_only(s, &[("outlierDetectionHttpErrorCodes", codes)]);
+}
+
+pub fn istio_only_client_tls(s: &mut Schema) {
+    istio_only(s, &[("caCrl", string())]);
+}
+
+pub fn istio_only_source(s: &mut Schema) {
+    istio_only(
+        s,
+        &[("trustDomains", strings()), ("notTrustDomains", strings())],
+    );
+}
+
+pub fn istio_only_tracing(s: &mut Schema) {
+    istio_only(
+        s,
+        &[
+            ("disableContextPropagation", boolean()),
+            ("enableIstioTags", boolean()),
+        ],
+    );
+}
+
+pub fn istio_only_custom_tag(s: &mut Schema) {
+    istio_only(s, &[("formatter", object())]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +164,16 @@ mod tests {
             assert!(!re.is_match(bad), "{bad}");
             assert!(bad.parse::<Duration>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn istio_only_fields_extend_the_derived_properties() {
+        let schema = schemars::schema_for!(crate::security::Source);
+        let props = schema.get("properties").unwrap();
+        assert!(props.get("principals").is_some());
+        assert_eq!(props["trustDomains"], strings());
+        let tls = schemars::schema_for!(crate::networking::ClientTlsSettings);
+        assert_eq!(tls.get("properties").unwrap()["caCrl"], string());
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub struct RuleTo {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_source)]
 pub struct Source {
     pub principals: Vec<String>,
     pub not_principals: Vec<String>,

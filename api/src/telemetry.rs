@@ -37,6 +37,7 @@ pub struct ProviderRef {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_tracing)]
 pub struct Tracing {
     #[serde(rename = "match")]
     pub match_: Option<TracingSelector>,
@@ -57,6 +58,7 @@ pub struct TracingSelector {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(transform = crate::schema::istio_only_custom_tag)]
 pub struct CustomTag {
     pub literal: Option<LiteralTag>,
     pub environment: Option<EnvironmentTag>,

@@ -228,6 +228,24 @@ fn port_keys_and_exclusive_matches_follow_istio() {
 }
 
 #[test]
+fn istio_fields_meshwork_ignores_are_accepted_and_warned_about() {
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+              metadata: {name: d, namespace: production}\nspec:\n  host: a\n  trafficPolicy:\n    \
+              retryBudget: {percent: 20}\n    tls: {mode: SIMPLE, caCrl: /etc/crl.pem}\n";
+    assert_eq!(errors_of(dr), Vec::<String>::new());
+    let parsed = meshwork_api::parse_file(Path::new("dr.yaml"), dr, "default");
+    assert_eq!(parsed.errors().count(), 0);
+    let warned: Vec<&str> = parsed.warnings().map(|w| w.field.as_str()).collect();
+    assert_eq!(
+        warned,
+        [
+            "spec.trafficPolicy.retryBudget",
+            "spec.trafficPolicy.tls.caCrl"
+        ]
+    );
+}
+
+#[test]
 fn chart_crds_match_the_generator() {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

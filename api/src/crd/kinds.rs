@@ -23,8 +23,9 @@ pub struct CrdKind {
     pub short_names: &'static [&'static str],
     /// Category besides `istio-io` (`kubectl get networking-istio-io`).
     pub category: &'static str,
-    /// The version the API server stores; the same as Istio's so that switching between
-    /// Istio's CRDs and these keeps stored objects readable.
+    /// The version the API server stores; the same as Istio's CRDs (istio/api
+    /// `kubernetes/customresourcedefinitions.gen.yaml`), so that switching between Istio's
+    /// CRDs and these keeps stored objects readable.
     pub storage_version: &'static str,
     pub spec_description: &'static str,
     pub columns: &'static [PrinterColumn],
@@ -68,7 +69,7 @@ pub const ISTIO_KINDS: &[CrdKind] = &[
         plural: "virtualservices",
         short_names: &["vs"],
         category: "networking-istio-io",
-        storage_version: "v1alpha3",
+        storage_version: "v1",
         spec_description: "Configuration affecting label/content routing, sni routing, etc. \
                            See more details at: \
                            https://istio.io/docs/reference/config/networking/virtual-service.html",
@@ -95,7 +96,7 @@ pub const ISTIO_KINDS: &[CrdKind] = &[
         plural: "destinationrules",
         short_names: &["dr"],
         category: "networking-istio-io",
-        storage_version: "v1alpha3",
+        storage_version: "v1",
         spec_description: "Configuration affecting load balancing, outlier detection, etc. \
                            See more details at: \
                            https://istio.io/docs/reference/config/networking/destination-rule.html",
@@ -116,7 +117,7 @@ pub const ISTIO_KINDS: &[CrdKind] = &[
         plural: "peerauthentications",
         short_names: &["pa"],
         category: "security-istio-io",
-        storage_version: "v1beta1",
+        storage_version: "v1",
         spec_description: "Peer authentication configuration for workloads. See more details \
                            at: https://istio.io/docs/reference/config/security/peer_authentication.html",
         columns: &[
@@ -136,7 +137,7 @@ pub const ISTIO_KINDS: &[CrdKind] = &[
         plural: "authorizationpolicies",
         short_names: &["ap"],
         category: "security-istio-io",
-        storage_version: "v1beta1",
+        storage_version: "v1",
         spec_description: "Configuration for access control on workloads. See more details \
                            at: https://istio.io/docs/reference/config/security/authorization-policy.html",
         columns: &[
