@@ -220,21 +220,56 @@ async fn bulk(path: Path2, dst: SocketAddr, streams: usize, d: Duration) -> Resu
     Ok((total as f64 * 8.0 / secs / 1e9, total))
 }
 
+/// Blocking echo server for the latency phase: one OS thread per connection, so the
+/// server side of a ping-pong costs one kernel wake-up, like netperf's TCP_RR.
+fn blocking_echo_server(addr: SocketAddr) -> Result<()> {
+    let l = std::net::TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = s.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// 64-byte ping-pong on one connection from a blocking client thread (the SOCKS5
+/// handshake is done by the async path, then the socket is switched to blocking mode).
 async fn latency(path: Path2, dst: SocketAddr, d: Duration) -> Result<(f64, f64, usize)> {
-    let mut s = connect(path, dst).await?;
+    let s = connect(path, dst).await?.into_std()?;
+    s.set_nonblocking(false)?;
+    tokio::task::spawn_blocking(move || ping_pong(s, d)).await?
+}
+
+fn ping_pong(mut s: std::net::TcpStream, d: Duration) -> Result<(f64, f64, usize)> {
+    use std::io::{Read, Write};
     let msg = [0x42u8; 64];
     let mut buf = [0u8; 64];
     // Warm up.
     for _ in 0..200 {
-        s.write_all(&msg).await?;
-        s.read_exact(&mut buf).await?;
+        s.write_all(&msg)?;
+        s.read_exact(&mut buf)?;
     }
     let mut samples = Vec::with_capacity(200_000);
     let t0 = Instant::now();
     while t0.elapsed() < d && samples.len() < 1_000_000 {
         let t = Instant::now();
-        s.write_all(&msg).await?;
-        s.read_exact(&mut buf).await?;
+        s.write_all(&msg)?;
+        s.read_exact(&mut buf)?;
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
     samples.sort_by(|a, b| a.total_cmp(b));
@@ -266,6 +301,14 @@ async fn conn_rate(path: Path2, dst: SocketAddr, d: Duration, workers: usize) ->
     Ok(total as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// Destination-pod servers: async echo (connection rate), blocking echo (latency), sink.
+#[derive(Clone, Copy)]
+struct Servers {
+    echo: SocketAddr,
+    pingpong: SocketAddr,
+    sink: SocketAddr,
+}
+
 struct Results {
     gbps1: f64,
     gbps8: f64,
@@ -275,10 +318,15 @@ struct Results {
     bytes: u64,
 }
 
-async fn run_all(path: Path2, echo: SocketAddr, sink: SocketAddr, d: Duration) -> Result<Results> {
+async fn run_all(path: Path2, servers: Servers, d: Duration) -> Result<Results> {
+    let Servers {
+        echo,
+        pingpong,
+        sink,
+    } = servers;
     let (gbps1, b1) = bulk(path, sink, 1, d).await?;
     let (gbps8, b8) = bulk(path, sink, 8, d).await?;
-    let (p50, p99, _) = latency(path, echo, d).await?;
+    let (p50, p99, _) = latency(path, pingpong, d).await?;
     let conns = conn_rate(path, echo, d, 4).await?;
     Ok(Results {
         gbps1,
@@ -344,8 +392,15 @@ async fn main() -> Result<()> {
 
     let echo = SocketAddr::new(ip(3), free_port(ip(3))?);
     let sink = SocketAddr::new(ip(3), free_port(ip(3))?);
+    let pingpong = SocketAddr::new(ip(3), free_port(ip(3))?);
     echo_server(echo).await?;
+    blocking_echo_server(pingpong)?;
     sink_server(sink).await?;
+    let servers = Servers {
+        echo,
+        pingpong,
+        sink,
+    };
 
     let socks = SocketAddr::new(ip(1), free_port(ip(1))?);
     let ready_a = SocketAddr::new(ip(1), free_port(ip(1))?);
@@ -399,14 +454,14 @@ async fn main() -> Result<()> {
     let idle_rss = (proc_status_kb(pa, "VmRSS:"), proc_status_kb(pb, "VmRSS:"));
 
     eprintln!("measuring direct TCP ({}s per phase)...", d.as_secs());
-    let direct = run_all(Path2::Direct, echo, sink, d).await?;
+    let direct = run_all(Path2::Direct, servers, d).await?;
     eprintln!("measuring through two ztunnels...");
     let cpu0 = cpu_secs(pa) + cpu_secs(pb);
     let mesh_path = Path2::Mesh { socks };
     let (gbps1, b1) = bulk(mesh_path, sink, 1, d).await?;
     let (gbps8, b8) = bulk(mesh_path, sink, 8, d).await?;
     let cpu1 = cpu_secs(pa) + cpu_secs(pb);
-    let (p50, p99, _) = latency(mesh_path, echo, d).await?;
+    let (p50, p99, _) = latency(mesh_path, pingpong, d).await?;
     let conns = conn_rate(mesh_path, echo, d, 4).await?;
     let mesh = Results {
         gbps1,
