@@ -1,4 +1,5 @@
-//! Gateway API HTTPRoute / GRPCRoute rules (GAMMA: Service parents).
+//! Gateway API HTTPRoute / GRPCRoute rules (GAMMA: Service parents; waypoint Gateway
+//! parents, restricted to the route's `hostnames`).
 
 use std::collections::BTreeMap;
 
@@ -265,6 +266,44 @@ pub(super) fn gw_grpc_rule(
         ..Default::default()
     };
     apply_filters(&mut r, &rule.filters, ns);
+    r
+}
+
+/// Restricts a rule to the route's `hostnames` (Gateway API: matched against the Host
+/// header, ignoring any port, case-insensitively; `*.example.com` matches one or more labels
+/// in front of `.example.com`). Every match is combined with each hostname; no hostnames
+/// leaves the rule as it is.
+pub(super) fn with_hostnames(mut r: HttpRoute, hostnames: &[String]) -> HttpRoute {
+    if hostnames.is_empty() {
+        return r;
+    }
+    let authorities: Vec<StringMatch> = hostnames
+        .iter()
+        .map(|h| {
+            let host = match h.strip_prefix("*.") {
+                Some(suffix) => format!("[^:]+\\.{}", regex_escape(suffix)),
+                None => regex_escape(h),
+            };
+            StringMatch {
+                r#match: Some(Match::Regex(format!("(?i:{host})(?::[0-9]+)?"))),
+                present: false,
+            }
+        })
+        .collect();
+    let base = if r.matches.is_empty() {
+        vec![RouteMatch::default()]
+    } else {
+        std::mem::take(&mut r.matches)
+    };
+    r.matches = base
+        .iter()
+        .flat_map(|m| {
+            authorities.iter().map(move |a| RouteMatch {
+                authority: Some(a.clone()),
+                ..m.clone()
+            })
+        })
+        .collect();
     r
 }
 

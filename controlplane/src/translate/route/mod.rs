@@ -16,6 +16,16 @@
 //!   relative (default 1), VirtualService weights total 100.
 //! - The oldest DestinationRule for the host gives the host traffic policy and subsets;
 //!   each subset's policy is merged over the host policy field by field.
+//! - HTTPRoute / GRPCRoute whose parentRefs name a Gateway (kind `Gateway`, the default) are
+//!   routes bound to that Gateway as a waypoint (Istio: "attach to the entire waypoint").
+//!   They go to one `RouteConfig` per Gateway under the reserved host
+//!   [`gateway_host`]`(name)` = `gateway~<name>` (`~` cannot occur in a DNS name), key
+//!   `route/<gateway ns>/gateway~<name>`, oldest route first. The route's `hostnames` become
+//!   `authority` matches on every rule match (Host header, case-insensitive, any port,
+//!   `*.example.com` = one or more labels before `.example.com`); no hostnames: every host.
+//!   The waypoint named by the Gateway applies them to traffic for the services it serves,
+//!   after the service's own routes (see the waypoint's routing). The parent's port and
+//!   sectionName are ignored (a waypoint has one HBONE listener).
 //! - Durations are milliseconds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,7 +42,7 @@ pub use destination_rule::{merge_policy, traffic_policy};
 
 use super::index::{age_order, Indexes};
 use super::workload::CLUSTER_DOMAIN;
-use gateway_api::{gw_grpc_rule, gw_http_rule, parent_port};
+use gateway_api::{gw_grpc_rule, gw_http_rule, parent_port, with_hostnames};
 use virtual_service::{merge_matches, vs_http_route, vs_tcp_route};
 
 /// Identity of one `RouteConfig`.
@@ -75,12 +85,39 @@ fn route_id(fqdn: String, origin_ns: &str) -> RouteId {
     }
 }
 
-fn gw_service_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
+/// The reserved host of the routes bound to a waypoint Gateway (see the module doc).
+pub fn gateway_host(gateway: &str) -> String {
+    format!("{GATEWAY_HOST_PREFIX}{gateway}")
+}
+
+/// Prefix of [`gateway_host`]; the waypoint looks its routes up under the same name.
+pub const GATEWAY_HOST_PREFIX: &str = "gateway~";
+
+/// Whether a parentRef names a Gateway (`kind` defaults to Gateway, in the Gateway API group).
+fn is_gateway(p: &gw::ParentReference) -> bool {
+    matches!(p.kind.as_deref(), None | Some("Gateway"))
+        && matches!(p.group.as_deref(), None | Some("gateway.networking.k8s.io"))
+}
+
+/// The routes a Gateway API route contributes to: its Service parents' hosts (GAMMA) and its
+/// Gateway parents' waypoint route configs.
+fn gw_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
     refs.iter()
-        .filter(|p| p.is_service())
-        .map(|p| {
+        .filter_map(|p| {
             let pns = p.namespace.as_deref().unwrap_or(ns);
-            route_id(format!("{}.{pns}.svc.{CLUSTER_DOMAIN}", p.name), pns)
+            if p.is_service() {
+                Some(route_id(
+                    format!("{}.{pns}.svc.{CLUSTER_DOMAIN}", p.name),
+                    pns,
+                ))
+            } else if is_gateway(p) {
+                Some(RouteId {
+                    namespace: pns.to_string(),
+                    host: gateway_host(&p.name),
+                })
+            } else {
+                None
+            }
         })
         .collect()
 }
@@ -101,8 +138,8 @@ fn targets(obj: &Object) -> Vec<RouteId> {
             .map(|h| route_id(resolve_host(h, ns), ns))
             .collect(),
         Spec::DestinationRule(dr) => vec![route_id(resolve_host(&dr.host, ns), ns)],
-        Spec::HttpRoute(r) => gw_service_parents(&r.parent_refs, ns),
-        Spec::GrpcRoute(r) => gw_service_parents(&r.parent_refs, ns),
+        Spec::HttpRoute(r) => gw_parents(&r.parent_refs, ns),
+        Spec::GrpcRoute(r) => gw_parents(&r.parent_refs, ns),
         _ => Vec::new(),
     };
     out.sort();
@@ -274,21 +311,21 @@ impl RouteIndex {
                 Spec::DestinationRule(_) => continue, // a newer DR for the same host is ignored
                 Spec::HttpRoute(r) => {
                     let port = parent_port(&r.parent_refs, id);
-                    rc.http.extend(
-                        r.rules
-                            .iter()
-                            .enumerate()
-                            .map(|(i, rule)| gw_http_rule(rule, ns, &origin, i, port)),
-                    );
+                    let rules = r
+                        .rules
+                        .iter()
+                        .enumerate()
+                        .map(|(i, rule)| gw_http_rule(rule, ns, &origin, i, port));
+                    rc.http.extend(for_gateway(id, &r.hostnames, rules));
                 }
                 Spec::GrpcRoute(r) => {
                     let port = parent_port(&r.parent_refs, id);
-                    rc.http.extend(
-                        r.rules
-                            .iter()
-                            .enumerate()
-                            .map(|(i, rule)| gw_grpc_rule(rule, ns, &origin, i, port)),
-                    );
+                    let rules = r
+                        .rules
+                        .iter()
+                        .enumerate()
+                        .map(|(i, rule)| gw_grpc_rule(rule, ns, &origin, i, port));
+                    rc.http.extend(for_gateway(id, &r.hostnames, rules));
                 }
                 _ => continue,
             }
@@ -296,6 +333,23 @@ impl RouteIndex {
         }
         Some(rc)
     }
+}
+
+/// Rules as they apply to `id`: on a waypoint Gateway's route config, restricted to the
+/// route's `hostnames`; on a Service's, as they are (GAMMA ignores `hostnames`).
+fn for_gateway<'a>(
+    id: &RouteId,
+    hostnames: &'a [String],
+    rules: impl Iterator<Item = meshwork_model::pb::config::HttpRoute> + 'a,
+) -> impl Iterator<Item = meshwork_model::pb::config::HttpRoute> + 'a {
+    let gateway = id.host.starts_with(GATEWAY_HOST_PREFIX);
+    rules.map(move |r| {
+        if gateway {
+            with_hostnames(r, hostnames)
+        } else {
+            r
+        }
+    })
 }
 
 fn kind_rank(k: Kind) -> u8 {

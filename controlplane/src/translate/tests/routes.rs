@@ -168,3 +168,93 @@ fn delegate_virtual_service_is_inlined_and_tracked() {
     );
     assert_eq!(h.route("production", WEB).http.len(), 1);
 }
+
+const WAYPOINT_ROUTES: &str = "gateway~waypoint";
+
+#[test]
+fn http_route_bound_to_the_waypoint_gateway() {
+    let mut h = Harness::new();
+    // No kind/group: a Gateway. Two hostnames (one wildcard), one match: two matches.
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: to-v2\nspec:\n  parentRefs:\n  - name: waypoint\n  hostnames: [web.production.svc.cluster.local, \"*.example.com\"]\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /beta\n    backendRefs:\n    - name: web-v2\n      port: 80\n";
+    assert_eq!(
+        keys(&h.apply("r.yaml", route)),
+        [format!("route/production/{WAYPOINT_ROUTES}")]
+    );
+    let r = h.route("production", WAYPOINT_ROUTES);
+    assert_eq!(r.hostname, WAYPOINT_ROUTES);
+    assert_eq!(r.origins, ["HTTPRoute/production/to-v2"]);
+    let m = &r.http[0].matches;
+    assert_eq!(m.len(), 2);
+    assert!(m
+        .iter()
+        .all(|m| m.uri.as_ref().unwrap().r#match == Some(Match::Prefix("/beta".into()))));
+    assert_eq!(
+        m[0].authority.as_ref().unwrap().r#match,
+        Some(Match::Regex(
+            "(?i:web\\.production\\.svc\\.cluster\\.local)(?::[0-9]+)?".into()
+        ))
+    );
+    assert_eq!(
+        m[1].authority.as_ref().unwrap().r#match,
+        Some(Match::Regex(
+            "(?i:[^:]+\\.example\\.com)(?::[0-9]+)?".into()
+        ))
+    );
+    assert_eq!(
+        m[0].port, 0,
+        "the Gateway parent's port is not a service port"
+    );
+    assert_eq!(
+        r.http[0].route[0].destination.as_ref().unwrap().host,
+        "web-v2.production.svc.cluster.local"
+    );
+    assert_eq!(
+        keys(&h.apply("r.yaml", "")),
+        [format!("-route/production/{WAYPOINT_ROUTES}")]
+    );
+}
+
+#[test]
+fn gateway_parent_in_another_namespace_and_both_parent_kinds() {
+    let mut h = Harness::new();
+    // Bound to a Service (GAMMA: hostnames ignored) and to a waypoint Gateway in `mesh`.
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: both\nspec:\n  parentRefs:\n  - kind: Service\n    group: \"\"\n    name: web\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    name: waypoint\n    namespace: mesh\n    sectionName: mesh\n  hostnames: [web]\n  rules:\n  - backendRefs:\n    - name: web\n      port: 80\n";
+    let mut changed = keys(&h.apply("r.yaml", route));
+    changed.sort();
+    assert_eq!(
+        changed,
+        [
+            format!("route/mesh/{WAYPOINT_ROUTES}"),
+            format!("route/production/{WEB}"),
+        ]
+    );
+    let on_service = h.route("production", WEB);
+    assert!(
+        on_service.http[0].matches.is_empty(),
+        "GAMMA ignores hostnames"
+    );
+    let on_gateway = h.route("mesh", WAYPOINT_ROUTES);
+    assert_eq!(on_gateway.http[0].matches.len(), 1);
+    assert_eq!(
+        on_gateway.http[0].matches[0]
+            .authority
+            .as_ref()
+            .unwrap()
+            .r#match,
+        Some(Match::Regex("(?i:web)(?::[0-9]+)?".into()))
+    );
+    // No hostnames: the rules apply to every host through the waypoint. Other parent kinds
+    // contribute nothing.
+    let grpc = "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata:\n  name: g\nspec:\n  parentRefs:\n  - name: waypoint\n  - kind: ServiceEntry\n    group: networking.istio.io\n    name: ext\n  rules:\n  - matches:\n    - method:\n        service: shop.Cart\n    backendRefs:\n    - name: cart\n      port: 9000\n";
+    assert_eq!(
+        keys(&h.apply("g.yaml", grpc)),
+        [format!("route/production/{WAYPOINT_ROUTES}")]
+    );
+    let g = h.route("production", WAYPOINT_ROUTES);
+    assert_eq!(g.http[0].matches.len(), 1);
+    assert!(g.http[0].matches[0].authority.is_none());
+    assert_eq!(
+        g.http[0].matches[0].uri.as_ref().unwrap().r#match,
+        Some(Match::Prefix("/shop.Cart/".into()))
+    );
+}
