@@ -6,6 +6,8 @@
 //!   document, line, kind, namespace/name and field path. Unknown fields are warnings.
 //! - [`Store`] keeps the objects in force (last good versions, duplicates rejected) and
 //!   reports [`Change`]s; see [`store`] for the exact semantics.
+//! - [`crd`] generates the CustomResourceDefinitions of the Istio kinds from these types
+//!   (JSON Schema via `schemars`, see [`schema`]), printed by `controlplane crds`.
 //! - [`MeshConfig`] is Istio's MeshConfig (standalone file or `mesh` key of ConfigMaps in
 //!   the root namespace); see [`mesh`] for the merge rules.
 //!

@@ -166,6 +166,13 @@ fn a_valid_document_has_no_errors() {
 }
 
 #[test]
+fn a_policy_without_spec_is_valid_as_in_istio() {
+    let ap = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+              metadata: {name: allow-nothing}\n";
+    assert_eq!(errors_of(ap), Vec::<String>::new());
+}
+
+#[test]
 fn unknown_field_is_rejected_with_its_name() {
     let errors = errors_of(&GOOD_VS.replace("timeout: 10s", "timeoutt: 10s"));
     assert_eq!(errors.len(), 1, "{errors:?}");

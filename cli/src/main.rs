@@ -33,6 +33,8 @@ enum Command {
     Authz(cmd::authz::Args),
     /// Shows what a running ztunnel or waypoint holds, read from its admin endpoint.
     ProxyConfig(cmd::proxy_config::Args),
+    /// Waypoints: `apply -n NS` creates one (a Gateway the control plane deploys), `list`, `delete`.
+    Waypoint(cmd::waypoint::Args),
     /// Prints the version.
     Version,
 }
@@ -47,6 +49,7 @@ async fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a).await,
         Command::Authz(a) => cmd::authz::run(a).await,
         Command::ProxyConfig(a) => cmd::proxy_config::run(a).await,
+        Command::Waypoint(a) => cmd::waypoint::run(a).await,
         Command::Version => {
             // Build with MESHWORK_GIT_COMMIT=$(git rev-parse --short HEAD) to record the commit.
             match option_env!("MESHWORK_GIT_COMMIT").filter(|c| !c.is_empty()) {

@@ -21,8 +21,9 @@ pub fn spec_schema(kind: &CrdKind) -> Result<Value, CrdError> {
     Ok(schema)
 }
 
-/// The `openAPIV3Schema` of a `kind` object: `spec` typed, `status` free-form (Meshwork
-/// writes Istio-style conditions there).
+/// The `openAPIV3Schema` of a `kind` object: `spec` typed (optional, as in Istio: an
+/// AuthorizationPolicy without one allows nothing), `status` free-form (Meshwork writes
+/// Istio-style conditions there).
 pub fn object_schema(kind: &CrdKind) -> Result<Value, CrdError> {
     Ok(json!({
         "type": "object",
@@ -33,7 +34,6 @@ pub fn object_schema(kind: &CrdKind) -> Result<Value, CrdError> {
             "spec": spec_schema(kind)?,
             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
         },
-        "required": ["spec"],
     }))
 }
 

@@ -6,3 +6,7 @@ pub mod demo;
 pub mod errors;
 pub mod proxy_config;
 pub mod validate;
+pub mod waypoint;
+pub mod waypoint_dir;
+pub mod waypoint_kube;
+pub mod waypoint_manifest;
