@@ -9,7 +9,7 @@ CLUSTER="${MESHWORK_KIND_CLUSTER:-meshwork}"
 CONTEXT="kind-$CLUSTER"
 IMAGE_REGISTRY="${MESHWORK_IMAGE_REGISTRY:-meshwork}"
 IMAGE_TAG="${MESHWORK_IMAGE_TAG:-e2e}"
-IMAGES=(controlplane ztunnel waypoint testapp)
+IMAGES=(controlplane ztunnel waypoint testapp meshwork)
 CILIUM_VERSION="${CILIUM_VERSION:-1.18.2}"
 ISTIO_VERSION="${ISTIO_VERSION:-1.27.1}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.3.0}"
@@ -32,4 +32,18 @@ require() {
   if ((${#missing[@]})); then
     die "missing tools: ${missing[*]} (see e2e/kind/README.md)"
   fi
+}
+
+# The meshwork CLI (the image built from the Dockerfile's `meshwork` target) against the
+# cluster: host network, so it reaches kind's API server on 127.0.0.1.
+mw() {
+  local kubeconfig
+  kubeconfig="$(mktemp)"
+  kind get kubeconfig --name "$CLUSTER" >"$kubeconfig"
+  chmod 644 "$kubeconfig"
+  local status=0
+  docker run --rm --network host -v "$kubeconfig:/kubeconfig:ro" -e KUBECONFIG=/kubeconfig \
+    "$IMAGE_REGISTRY/meshwork:$IMAGE_TAG" "$@" || status=$?
+  rm -f "$kubeconfig"
+  return "$status"
 }

@@ -3,7 +3,7 @@
 # install-mesh.sh): the netns harness's scenarios, with kubectl.
 # shellcheck source=e2e/kind/lib.sh
 source "$(dirname "$0")/lib.sh"
-require kubectl
+require kubectl kind docker
 
 passed=0
 failed=0
@@ -121,6 +121,35 @@ wire_check "re-enrolled production traffic is HBONE again" hbone
 log "status written back on Istio resources"
 reason="$(k -n production get peerauthentication payment-service-mtls -o jsonpath='{.status.conditions[?(@.type=="Accepted")].status}')"
 if [[ "$reason" == "True" ]]; then pass "PeerAuthentication Accepted=True"; else fail "PeerAuthentication status: '$reason'"; fi
+
+log "waypoint deployed by the control plane (meshwork waypoint apply)"
+if mw waypoint apply -n production --name waypoint --for service; then
+  pass "meshwork waypoint apply -n production"
+else
+  fail "meshwork waypoint apply -n production"
+fi
+if k -n production rollout status deployment/waypoint --timeout "$TIMEOUT"; then
+  pass "waypoint Deployment created and ready"
+else
+  fail "waypoint Deployment not ready"
+fi
+owner="$(k -n production get deployment waypoint -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}' || true)"
+if [[ "$owner" == "Gateway/waypoint" ]]; then pass "waypoint Deployment owned by its Gateway"; else fail "waypoint owner: '$owner'"; fi
+programmed=""
+for _ in $(seq 30); do
+  programmed="$(k -n production get gateway waypoint -o jsonpath='{.status.conditions[?(@.type=="Programmed")].status} {.status.addresses[0].value}' || true)"
+  [[ "$programmed" == True\ ?* ]] && break
+  sleep 2
+done
+if [[ "$programmed" == True\ ?* ]]; then pass "Gateway Programmed=True with address ${programmed#True }"; else fail "Gateway status: '$programmed'"; fi
+listed="$(mw waypoint list -n production || true)"
+if grep -q '^production  *waypoint ' <<<"$listed"; then pass "meshwork waypoint list shows it"; else fail "waypoint list: $listed"; fi
+mw waypoint delete -n production waypoint >/dev/null || true
+if k -n production wait --for=delete deployment/waypoint --timeout=120s; then
+  pass "meshwork waypoint delete: garbage collection removes the Deployment"
+else
+  fail "waypoint Deployment still present after the Gateway was deleted"
+fi
 
 echo "e2e-kind: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
