@@ -27,6 +27,13 @@ type PolicyKey = (WaypointId, String, String);
 /// Cached tracing settings of one service (`None`: not traced).
 type TracingEntry = Option<Arc<Effective>>;
 
+/// The host under which the control plane publishes the routes bound to waypoint Gateway
+/// `name`: `gateway~<name>` (`~` cannot occur in a DNS name; the control plane's
+/// `translate::route::gateway_host` produces the same).
+pub fn gateway_route_host(name: &str) -> String {
+    format!("gateway~{name}")
+}
+
 /// A snapshot with compiled routes and policies.
 #[derive(Debug)]
 pub struct Compiled {
@@ -83,6 +90,16 @@ impl Compiled {
     pub fn route(&self, service: &pb::Service) -> Option<&Arc<CompiledRouteConfig>> {
         self.routes
             .get(&(service.namespace.clone(), service.hostname.clone()))
+    }
+
+    /// Routes bound to the waypoint's own Gateway (HTTPRoute/GRPCRoute `parentRefs` naming
+    /// it), which the control plane publishes under the reserved host
+    /// [`gateway_route_host`]`(name)` in the Gateway's namespace.
+    pub fn gateway_routes(&self, waypoint: &WaypointId) -> Option<&Arc<CompiledRouteConfig>> {
+        self.routes.get(&(
+            waypoint.namespace.clone(),
+            gateway_route_host(&waypoint.name),
+        ))
     }
 
     /// Compiled policies that apply to traffic for `service` through this waypoint: its

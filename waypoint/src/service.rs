@@ -354,8 +354,11 @@ impl L7Service {
                 ..Default::default()
             })
         });
-        // Otherwise the Host header names the service.
-        let service = service.or_else(|| snap.service_by_host(host, source_ns).cloned());
+        // Otherwise the Host header names the service (host names are case-insensitive).
+        let service = service.or_else(|| {
+            snap.service_by_host(&host.to_ascii_lowercase(), source_ns)
+                .cloned()
+        });
         let Some(service) = service else {
             ex.flags.add(flags::NO_ROUTE);
             ex.details = "route_not_found".into();
@@ -445,8 +448,14 @@ impl L7Service {
             }
         }
 
-        // Routing.
-        let route_cfg = cfg.route(&service).cloned();
+        // Routing: the service's own routes (VirtualService, Service-attached routes), then
+        // the routes bound to this waypoint's Gateway. The implicit default route to the
+        // service exists only when the service has no HTTP routes of its own.
+        let route_cfg = cfg
+            .route(&service)
+            .filter(|rc| !rc.routes.is_empty())
+            .cloned();
+        let gateway_cfg = cfg.gateway_routes(&self.inner.opts.waypoint).cloned();
         let source_wl = conn.source.and_then(|s| snap.workload_by_ip(s.ip()));
         let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
         let input = MatchInput {
@@ -460,15 +469,17 @@ impl L7Service {
             source_namespace: source_wl.map(|w| w.namespace.as_str()).or(Some(source_ns)),
         };
         let default_route;
-        let (route, matched_prefix) = match &route_cfg {
-            Some(rc) => match rc.find(&input) {
-                Some(r) => (&r.route, r.matched_prefix(&input)),
-                None => {
-                    ex.flags.add(flags::NO_ROUTE);
-                    ex.details = "route_not_found".into();
-                    return authz::reply(StatusCode::NOT_FOUND, "");
-                }
-            },
+        let found = route_cfg
+            .as_ref()
+            .and_then(|rc| rc.find(&input))
+            .or_else(|| gateway_cfg.as_ref().and_then(|g| g.find(&input)));
+        let (route, matched_prefix) = match found {
+            Some(r) => (&r.route, r.matched_prefix(&input)),
+            None if route_cfg.is_some() => {
+                ex.flags.add(flags::NO_ROUTE);
+                ex.details = "route_not_found".into();
+                return authz::reply(StatusCode::NOT_FOUND, "");
+            }
             None => {
                 default_route = pb::HttpRoute {
                     name: "default".into(),
