@@ -2,9 +2,10 @@
 //! and the loop that does it while this replica leads.
 //!
 //! A Gateway is reconciled when its text or the template changed since its last
-//! successful reconcile. A failed apply or status write is retried every [`RETRY`]; the
-//! objects are never deleted here: their owner reference lets Kubernetes' garbage
-//! collector delete them with the Gateway.
+//! successful reconcile, and every Gateway again every [`RESYNC`] (an apply is idempotent;
+//! this restores a waypoint Deployment or Service someone deleted or edited). A failed
+//! apply or status write is retried every [`RETRY`]; the objects are never deleted here:
+//! their owner reference lets Kubernetes' garbage collector delete them with the Gateway.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::source::kube::pseudo;
 
 /// How long a failed reconcile waits before the next attempt.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// How often every waypoint is applied again.
+pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// The template as last seen: absent, unusable (with why), or ready.
 #[derive(Debug, Clone)]
@@ -225,6 +228,8 @@ pub async fn run_waypoints(
     mut leader: watch::Receiver<bool>,
 ) {
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let retry = async {
             match retry_at {
@@ -246,6 +251,7 @@ pub async fn run_waypoints(
                 }
             }
             _ = retry => retry_at = None,
+            _ = resync.tick() => controller.reset(),
         }
         if !*leader.borrow() {
             continue;

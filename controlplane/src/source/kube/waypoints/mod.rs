@@ -24,7 +24,7 @@ pub mod template;
 mod tests;
 
 pub use api::{WaypointApi, FIELD_MANAGER};
-pub use controller::{run_waypoints, Controller, RETRY};
+pub use controller::{run_waypoints, Controller, RESYNC, RETRY};
 pub use error::WaypointError;
 pub use template::{Template, TemplateSource};
 
