@@ -99,8 +99,8 @@ pub fn istio_crds() -> Result<Vec<Value>, CrdError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::crd::check::violations;
     use crate::crd::kinds::crd_kind;
-    use crate::crd::structural::violations;
     use crate::Kind;
 
     use super::*;

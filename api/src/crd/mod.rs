@@ -3,6 +3,7 @@
 //!
 //! - [`kinds`]: per kind, names, served and storage versions, printer columns and spec type;
 //! - [`structural`]: rewriting a `schemars` schema into a Kubernetes structural schema;
+//! - [`check`]: the structural-schema rules, checked on the result;
 //! - [`definition`]: assembling the CRD objects;
 //! - [`render`]: YAML / JSON output and the Helm chart template.
 //!
@@ -10,6 +11,7 @@
 //! `cargo run -q -p meshwork-controlplane --bin controlplane -- crds --output chart > charts/meshwork/templates/crds.yaml`.
 //! Gateway API CRDs are not generated: users install them from upstream.
 
+pub mod check;
 pub mod definition;
 pub mod kinds;
 pub mod render;
