@@ -165,13 +165,18 @@ async fn leader_applies_owned_objects_and_reports_the_service_address() {
         json!([{"type": "IPAddress", "value": "10.96.4.2"}])
     );
 
-    // Nothing changed: nothing is written again.
+    // Nothing changed: nothing is written again, until the periodic resync re-applies
+    // (restoring objects someone deleted).
     h.events
         .send(vec![gateway_event("HBONE", 1)])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(api.requests().len(), 4);
+    tokio::time::sleep(RESYNC).await;
+    let reqs = wait_for(&api, 8).await;
+    assert_eq!(reqs.len(), 8);
+    assert_eq!(reqs[5].path, DEPLOY);
     drop(h.events);
     h.task.await.unwrap();
 }
