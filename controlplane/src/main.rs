@@ -96,8 +96,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Crds { output }) = &cli.command {
         let format: meshwork_api::crd::Format = output.parse()?;
         let crds = meshwork_api::crd::istio_crds()?;
-        print!("{}", format.render(&crds)?);
-        return Ok(());
+        let text = format.render(&crds)?;
+        // `controlplane crds | head` is not an error.
+        return match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(e).context("writing the CRDs to stdout")
+            }
+            _ => Ok(()),
+        };
     }
     meshwork_controlplane::logging::init(&cli.log_format);
     if let Some(Command::Token { node }) = &cli.command {
