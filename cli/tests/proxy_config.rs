@@ -144,8 +144,266 @@ fn ztunnel_workloads_services_and_certificates() {
     assert_eq!(w["local"], true);
 }
 
+/// A backend on loopback answering every HTTP/1.1 request with 503 (bounded: 100
+/// connections); returns its address.
+fn failing_backend() -> SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(100) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                for _ in 0..1000 {
+                    // Read one request head (no bodies are sent here).
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let resp = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown";
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One GET through the waypoint's plaintext listener; returns the status line.
+fn get_through(waypoint: SocketAddr, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(waypoint).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /pay HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_string()
+}
+
+/// The mesh for the waypoint test: `pay` served by waypoint prod/waypoint, one endpoint
+/// (the failing backend), a route with outlier detection, and the waypoint's certificate.
+fn write_waypoint_config(dir: &Path, backend: SocketAddr) {
+    use meshwork_model::pb::config::{
+        string_match, ConnectionPool, Destination, GatewayAddress, HttpRoute, OutlierDetection,
+        RouteConfig, RouteMatch, ServicePort, ServicePorts, StringMatch, TrafficPolicy,
+        WeightedDestination,
+    };
+    let ca = TestCa::new("cluster.local");
+    let id = "spiffe://cluster.local/ns/prod/sa/waypoint"
+        .parse()
+        .unwrap();
+    ca.issue(&id, Duration::from_secs(7200))
+        .save(&dir.join("waypoint-cert"))
+        .unwrap();
+    let host = "pay.prod.svc.cluster.local";
+    let svc = Service {
+        name: "pay".into(),
+        namespace: "prod".into(),
+        hostname: host.into(),
+        aliases: vec!["pay".into(), "pay.prod".into(), "pay.prod.svc".into()],
+        vips: vec!["127.0.10.2".into()],
+        ports: vec![ServicePort {
+            port: 80,
+            target_port: u32::from(backend.port()),
+            name: "http".into(),
+            protocol: "HTTP".into(),
+            ..Default::default()
+        }],
+        waypoint: Some(GatewayAddress {
+            namespace: "prod".into(),
+            name: "waypoint".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let w = Workload {
+        uid: "prod/pay-0".into(),
+        name: "pay-0".into(),
+        namespace: "prod".into(),
+        service_account: "pay".into(),
+        addresses: vec!["127.0.0.1".into()],
+        captured: true,
+        healthy: true,
+        services: vec![ServicePorts {
+            service: format!("prod/{host}"),
+            ports: [(80, u32::from(backend.port()))].into(),
+        }],
+        ..Default::default()
+    };
+    let route = RouteConfig {
+        hostname: host.into(),
+        namespace: "prod".into(),
+        http: vec![HttpRoute {
+            name: "payments".into(),
+            matches: vec![RouteMatch {
+                uri: Some(StringMatch {
+                    r#match: Some(string_match::Match::Prefix("/pay".into())),
+                    present: false,
+                }),
+                ..Default::default()
+            }],
+            route: vec![WeightedDestination {
+                destination: Some(Destination {
+                    host: host.into(),
+                    ..Default::default()
+                }),
+                weight: 100,
+                headers: None,
+            }],
+            origin: "VirtualService/prod/pay".into(),
+            ..Default::default()
+        }],
+        traffic_policy: Some(TrafficPolicy {
+            connection_pool: Some(ConnectionPool {
+                max_connections: 50,
+                http1_max_pending_requests: 30,
+                ..Default::default()
+            }),
+            outlier_detection: Some(OutlierDetection {
+                consecutive_5xx_errors: 3,
+                interval_ms: 30_000,
+                base_ejection_time_ms: 60_000,
+                max_ejection_percent: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        origins: vec!["VirtualService/prod/pay".into()],
+        ..Default::default()
+    };
+    let update = ConfigUpdate {
+        version: 1,
+        resources: vec![
+            make_resource(
+                "mesh".into(),
+                resource::Kind::Mesh(MeshSettings {
+                    trust_domain: "cluster.local".into(),
+                    root_namespace: "istio-system".into(),
+                    ..Default::default()
+                }),
+            ),
+            make_resource(
+                Kind::Workload.key("prod", "pay-0"),
+                resource::Kind::Workload(w),
+            ),
+            make_resource(
+                Kind::Service.key("prod", host),
+                resource::Kind::Service(svc),
+            ),
+            make_resource(Kind::Route.key("prod", host), resource::Kind::Route(route)),
+        ],
+        ..Default::default()
+    };
+    std::fs::write(dir.join("config.pb"), update.encode_to_vec()).unwrap();
+}
+
 #[test]
-fn waypoint_lists_what_it_holds_and_says_what_it_does_not_expose() {
+fn waypoint_routes_endpoints_with_ejection_and_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = failing_backend();
+    write_waypoint_config(dir.path(), backend);
+    let admin = free_addr();
+    let http = free_addr();
+    let waypoint = Command::new(bin_dir().join("waypoint"))
+        .args(["--gateway", "prod/waypoint", "--upstream", "plain"])
+        .arg("--no-access-log")
+        .arg("--static-config")
+        .arg(dir.path().join("config.pb"))
+        .arg("--cert-dir")
+        .arg(dir.path().join("waypoint-cert"))
+        .args(["--http-addr", &http.to_string()])
+        .args(["--hbone-addr", &free_addr().to_string()])
+        .args(["--readiness-addr", &free_addr().to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Guard::new(waypoint);
+    let url = format!("http://{admin}");
+
+    let endpoints = poll(&["waypoint", "--admin", &url, "endpoints"], |o| {
+        o.contains("HEALTHY")
+    });
+    assert!(endpoints.starts_with("CLUSTER"), "{endpoints}");
+    assert!(
+        endpoints.contains("outbound|80||pay.prod.svc.cluster.local"),
+        "{endpoints}"
+    );
+    assert!(endpoints.contains(&backend.to_string()), "{endpoints}");
+
+    // Three 503s in a row eject the only endpoint; the next request finds no healthy host.
+    for _ in 0..3 {
+        assert!(get_through(http, "pay.prod.svc.cluster.local").contains(" 503 "));
+    }
+    let ejected = poll(&["waypoint", "--admin", &url, "endpoints"], |o| {
+        o.contains("EJECTED")
+    });
+    let row = ejected.lines().nth(1).unwrap_or("");
+    assert!(
+        row.contains("prod/pay-0") && row.contains("EJECTED"),
+        "{ejected}"
+    );
+    // Ejected for baseEjectionTime (60 s) and returned on the first 30 s interval tick
+    // after that: 60 to 90 s from now.
+    assert!(
+        (60..=90).any(|n| row.contains(&format!("  {n}s  "))),
+        "{ejected}"
+    );
+
+    let routes = poll(&["waypoint", "--admin", &url, "routes"], |o| {
+        o.contains("payments")
+    });
+    assert!(routes.starts_with("HOST"), "{routes}");
+    assert!(
+        routes.contains("uri:prefix=/pay") && routes.contains("VirtualService/prod/pay"),
+        "{routes}"
+    );
+
+    let certs = poll(&["waypoint", "--admin", &url, "certs"], |o| {
+        o.contains("spiffe://cluster.local/ns/prod/sa/waypoint")
+    });
+    assert!(
+        certs.contains("  1h59m") || certs.contains("  2h0m"),
+        "{certs}"
+    );
+
+    for format in ["json", "yaml"] {
+        let out = proxy_config(&["waypoint", "--admin", &url, "-o", format]);
+        assert!(out.status.success(), "{format}");
+        let v: serde_json::Value = if format == "json" {
+            serde_json::from_slice(&out.stdout).unwrap()
+        } else {
+            serde_yaml_ng::from_slice(&out.stdout).unwrap()
+        };
+        assert_eq!(v["workloads"][0]["name"], "prod/pay-0", "{format}");
+        assert_eq!(v["routes"][0]["http"][0]["name"], "payments", "{format}");
+        let e = &v["endpoints"][0]["endpoints"][0];
+        assert_eq!(e["health"], "EJECTED", "{format}");
+        assert_eq!(e["outlier"]["ejections"], 1, "{format}");
+        assert_eq!(
+            v["certs"][0]["identity"], "spiffe://cluster.local/ns/prod/sa/waypoint",
+            "{format}"
+        );
+        assert!(v["certs"][0].get("chain_pem").is_none());
+    }
+}
+
+#[test]
+fn insecure_waypoint_has_no_certificate_to_show() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
     let admin = free_addr();
@@ -178,8 +436,10 @@ fn waypoint_lists_what_it_holds_and_says_what_it_does_not_expose() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workloads"][0]["name"], "prod/server-0");
-    assert_eq!(v["certs"]["available"], false);
-    assert_eq!(v["endpoints"]["available"], false);
+    assert_eq!(v["certs"], serde_json::json!([]));
+    assert_eq!(v["routes"], serde_json::json!([]));
+    // The service has no waypoint: no cluster to show.
+    assert_eq!(v["endpoints"], serde_json::json!([]));
 }
 
 #[test]

@@ -2,9 +2,12 @@
 //! has, read from its admin endpoint.
 //!
 //! ztunnel serves `/config_dump` and `/certs` as JSON (workloads, services, policies,
-//! certificates). The waypoint's `/config_dump` lists the model resource keys and versions
-//! it holds (workloads, services, policies, routes); it exposes neither certificates nor
-//! endpoint (outlier ejection) state, which the command says instead of printing nothing.
+//! certificates). The waypoint serves `/config_dump?format=json` (the model resource keys
+//! and versions it holds, and its route configs in full), `/clusters` (upstream clusters with
+//! pool occupancy and limits, and their endpoints with health and outlier-ejection state) and
+//! `/certs` (the certificate it presents). A waypoint too old for the JSON views answers
+//! `/config_dump` as text (`version N`, then `key version` lines): the command then lists the
+//! keys and says what that waypoint does not expose.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,15 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let shown = match args.proxy {
         Proxy::Ztunnel => ztunnel(&args.admin, &sections).await?,
-        Proxy::Waypoint => {
-            let dump = get_text(&args.admin, "/config_dump").await?;
-            let keys = parse_waypoint_dump(&dump)
-                .with_context(|| format!("{}/config_dump", args.admin.trim_end_matches('/')))?;
-            sections
-                .iter()
-                .map(|s| (*s, waypoint_section(*s, &keys)))
-                .collect()
-        }
+        Proxy::Waypoint => waypoint(&args.admin, &sections).await?,
     };
     match args.output {
         Format::Human => {
@@ -232,45 +227,48 @@ fn ztunnel_section(sec: Section, dump: &Value, certs: &Value, now: u64) -> Shown
                 human: table(&["POLICY"], rows),
             }
         }
-        Section::Certs => {
-            let items = list(&certs["certificates"]);
-            let rows = items
-                .iter()
-                .map(|c| {
-                    let not_after = c["not_after"].as_u64().unwrap_or(0);
-                    vec![
-                        s(&c["identity"]),
-                        s(&c["serial"]),
-                        rfc3339(not_after),
-                        expires_in(not_after, now),
-                        rfc3339(c["renew_at"].as_u64().unwrap_or(0)),
-                    ]
-                })
-                .collect();
-            // The PEM chains are long; structured output keeps everything but them.
-            let data = items
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    if let Some(o) = c.as_object_mut() {
-                        o.remove("chain_pem");
-                    }
-                    c
-                })
-                .collect();
-            Shown {
-                data: Value::Array(data),
-                human: table(
-                    &["IDENTITY", "SERIAL", "NOT AFTER", "EXPIRES IN", "RENEW AT"],
-                    rows,
-                ),
-            }
-        }
+        Section::Certs => certs_section(certs, now),
         Section::Routes => not_exposed("ztunnel is L4 only: HTTP routes live in the waypoint"),
         Section::Endpoints => not_exposed(
             "ztunnel does not expose per-endpoint state; see workloads (HEALTHY) instead",
         ),
         Section::All => not_exposed("all is not a single section"),
+    }
+}
+
+/// `/certs` of either proxy: identity, serial and expiry; the PEM chains are left out.
+fn certs_section(certs: &Value, now: u64) -> Shown {
+    let items = list(&certs["certificates"]);
+    let rows = items
+        .iter()
+        .map(|c| {
+            let not_after = c["not_after"].as_u64().unwrap_or(0);
+            vec![
+                s(&c["identity"]),
+                s(&c["serial"]),
+                rfc3339(not_after),
+                expires_in(not_after, now),
+                rfc3339(c["renew_at"].as_u64().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    // The PEM chains are long; structured output keeps everything but them.
+    let data = items
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if let Some(o) = c.as_object_mut() {
+                o.remove("chain_pem");
+            }
+            c
+        })
+        .collect();
+    Shown {
+        data: Value::Array(data),
+        human: table(
+            &["IDENTITY", "SERIAL", "NOT AFTER", "EXPIRES IN", "RENEW AT"],
+            rows,
+        ),
     }
 }
 
@@ -299,21 +297,93 @@ fn parse_waypoint_dump(text: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
-fn waypoint_section(sec: Section, keys: &[(String, String)]) -> Shown {
-    let prefix =
-        match sec {
-            Section::Workloads => "workload/",
-            Section::Services => "service/",
-            Section::Policies => "authz/",
-            Section::Routes => "route/",
-            Section::Certs => {
-                return not_exposed("the waypoint admin endpoint does not expose its certificates")
+/// What the waypoint's admin endpoint answered.
+enum WaypointDump {
+    /// The JSON views: `/config_dump?format=json`, `/clusters` and `/certs` (the last two
+    /// fetched only when a section needs them).
+    Json {
+        dump: Value,
+        clusters: Value,
+        certs: Value,
+    },
+    /// An older waypoint: `/config_dump` as text, keys only.
+    Text(Vec<(String, String)>),
+}
+
+async fn waypoint(admin: &str, sections: &[Section]) -> anyhow::Result<Vec<(Section, Shown)>> {
+    let text = get_text(admin, "/config_dump?format=json").await?;
+    let source = match serde_json::from_str::<Value>(&text) {
+        Ok(dump) => {
+            let clusters = if sections.contains(&Section::Endpoints) {
+                get_json(admin, "/clusters").await?
+            } else {
+                Value::Null
+            };
+            let certs = if sections.contains(&Section::Certs) {
+                get_json(admin, "/certs").await?
+            } else {
+                Value::Null
+            };
+            WaypointDump::Json {
+                dump,
+                clusters,
+                certs,
             }
-            Section::Endpoints => return not_exposed(
-                "the waypoint admin endpoint does not expose endpoint or outlier-ejection state",
-            ),
-            Section::All => return not_exposed("all is not a single section"),
-        };
+        }
+        Err(_) => WaypointDump::Text(
+            parse_waypoint_dump(&text)
+                .with_context(|| format!("{}/config_dump", admin.trim_end_matches('/')))?,
+        ),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    Ok(sections
+        .iter()
+        .map(|s| (*s, waypoint_section(*s, &source, now)))
+        .collect())
+}
+
+fn waypoint_section(sec: Section, source: &WaypointDump, now: u64) -> Shown {
+    let keys: Vec<(String, String)> = match source {
+        WaypointDump::Text(keys) => keys.clone(),
+        WaypointDump::Json { dump, .. } => list(&dump["resources"])
+            .iter()
+            .map(|r| (s(&r["key"]), s(&r["version"])))
+            .collect(),
+    };
+    let prefix = match sec {
+        Section::Workloads => "workload/",
+        Section::Services => "service/",
+        Section::Policies => "authz/",
+        Section::All => return not_exposed("all is not a single section"),
+        Section::Routes | Section::Certs | Section::Endpoints => {
+            let WaypointDump::Json {
+                dump,
+                clusters,
+                certs,
+            } = source
+            else {
+                if sec == Section::Routes {
+                    return key_table(&keys, "route/");
+                }
+                return not_exposed(
+                    "this waypoint's admin endpoint predates /clusters and /certs (no JSON config dump)",
+                );
+            };
+            return match sec {
+                Section::Routes => routes_section(&dump["routes"]),
+                Section::Endpoints => endpoints_section(&clusters["clusters"]),
+                _ => certs_section(certs, now),
+            };
+        }
+    };
+    key_table(&keys, prefix)
+}
+
+/// The resource keys under `prefix`, with their versions.
+fn key_table(keys: &[(String, String)], prefix: &str) -> Shown {
     let picked: Vec<(&str, &str)> = keys
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
@@ -331,6 +401,157 @@ fn waypoint_section(sec: Section, keys: &[(String, String)]) -> Shown {
                 .iter()
                 .map(|(k, v)| vec![k.to_string(), v.to_string()])
                 .collect(),
+        ),
+    }
+}
+
+/// `kind=value` of a model `StringMatch` (`{"match": {"prefix": "/x"}}`), or `present`.
+fn string_match(v: &Value) -> String {
+    if let Some((k, val)) = v["match"].as_object().and_then(|m| m.iter().next()) {
+        return format!(
+            "{k}={}",
+            val.as_str().map_or_else(|| val.to_string(), str::to_string)
+        );
+    }
+    if v["present"] == true {
+        return "present".into();
+    }
+    "*".into()
+}
+
+/// One line per route match: `uri=prefix=/a method=exact=GET header[x]=exact=1 port=80`.
+fn match_summary(matches: &[Value]) -> String {
+    if matches.is_empty() {
+        return "*".into();
+    }
+    let one = |m: &Value| {
+        let mut parts = Vec::new();
+        for f in ["uri", "method", "authority", "scheme"] {
+            if m[f].is_object() {
+                parts.push(format!("{f}:{}", string_match(&m[f])));
+            }
+        }
+        for f in ["headers", "queryParams", "withoutHeaders"] {
+            if let Some(h) = m[f].as_object() {
+                for (name, sm) in h {
+                    parts.push(format!("{f}[{name}]:{}", string_match(sm)));
+                }
+            }
+        }
+        if m["port"].as_u64().unwrap_or(0) != 0 {
+            parts.push(format!("port:{}", m["port"]));
+        }
+        if parts.is_empty() {
+            "*".to_string()
+        } else {
+            parts.join(" ")
+        }
+    };
+    matches.iter().map(one).collect::<Vec<_>>().join(" | ")
+}
+
+/// `host:port/subset weight` per destination, or what the route does instead of forwarding.
+fn destinations(r: &Value) -> String {
+    if r["redirect"].is_object() {
+        return "redirect".into();
+    }
+    if r["directResponse"].is_object() {
+        return format!("direct {}", s(&r["directResponse"]["status"]));
+    }
+    let dests: Vec<String> = list(&r["route"])
+        .iter()
+        .map(|wd| {
+            let d = &wd["destination"];
+            let mut out = s(&d["host"]);
+            if d["port"].as_u64().unwrap_or(0) != 0 {
+                out.push_str(&format!(":{}", d["port"]));
+            }
+            if d["subset"].as_str().is_some_and(|x| !x.is_empty()) {
+                out.push_str(&format!("/{}", s(&d["subset"])));
+            }
+            format!("{out} {}", wd["weight"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    if dests.is_empty() {
+        "-".into()
+    } else {
+        dests.join(", ")
+    }
+}
+
+fn routes_section(routes: &Value) -> Shown {
+    let mut rows = Vec::new();
+    for rc in list(routes) {
+        let host = format!("{}/{}", s(&rc["namespace"]), s(&rc["hostname"]));
+        let http = list(&rc["http"]);
+        if http.is_empty() {
+            // A DestinationRule alone: traffic policy and subsets, default routing.
+            rows.push(vec![
+                host.clone(),
+                "(default)".into(),
+                "*".into(),
+                "-".into(),
+                s(&rc["origins"]),
+            ]);
+        }
+        for r in http {
+            rows.push(vec![
+                host.clone(),
+                s(&r["name"]),
+                match_summary(list(&r["matches"])),
+                destinations(r),
+                s(&r["origin"]),
+            ]);
+        }
+    }
+    Shown {
+        data: routes.clone(),
+        human: table(&["HOST", "ROUTE", "MATCH", "DESTINATIONS", "ORIGIN"], rows),
+    }
+}
+
+fn endpoints_section(clusters: &Value) -> Shown {
+    let mut rows = Vec::new();
+    for c in list(clusters) {
+        let pool = &c["pool"];
+        let occupancy = format!(
+            "{}c {}p {}a",
+            pool["connections"].as_u64().unwrap_or(0),
+            pool["pending_requests"].as_u64().unwrap_or(0),
+            pool["active_requests"].as_u64().unwrap_or(0),
+        );
+        for e in list(&c["endpoints"]) {
+            let o = &e["outlier"];
+            let returns = o["ejected_for_ms"]
+                .as_u64()
+                .map(|ms| format!("{}s", ms.div_ceil(1000)))
+                .unwrap_or_else(|| "-".into());
+            rows.push(vec![
+                s(&c["name"]),
+                s(&e["address"]),
+                s(&e["workload"]),
+                s(&e["health"]),
+                o["ejections"].as_u64().unwrap_or(0).to_string(),
+                returns,
+                s(&e["active_requests"]),
+                occupancy.clone(),
+            ]);
+        }
+    }
+    Shown {
+        data: clusters.clone(),
+        human: table(
+            &[
+                "CLUSTER",
+                "ENDPOINT",
+                "WORKLOAD",
+                "HEALTH",
+                "EJECTIONS",
+                "RETURNS IN",
+                "ACTIVE",
+                "POOL",
+            ],
+            rows,
         ),
     }
 }
@@ -464,20 +685,121 @@ mod tests {
     }
 
     #[test]
-    fn waypoint_dump_by_section() {
+    fn waypoint_text_dump_by_section() {
         let keys = parse_waypoint_dump(
             "version 7\nworkload/prod/a v1\nroute/prod/a.prod.svc v2\nauthz/prod/p v3\n",
         )
         .unwrap();
-        let r = waypoint_section(Section::Routes, &keys);
+        let src = WaypointDump::Text(keys);
+        let r = waypoint_section(Section::Routes, &src, 0);
         assert_eq!(r.human, "NAME             VERSION\nprod/a.prod.svc  v2\n");
         assert_eq!(
             r.data,
             json!([{"name": "prod/a.prod.svc", "version": "v2"}])
         );
-        let c = waypoint_section(Section::Certs, &keys);
+        let c = waypoint_section(Section::Certs, &src, 0);
         assert_eq!(c.data["available"], false);
+        let e = waypoint_section(Section::Endpoints, &src, 0);
+        assert_eq!(e.data["available"], false);
         assert!(parse_waypoint_dump("{\"json\": 1}").is_err());
+    }
+
+    fn json_source() -> WaypointDump {
+        WaypointDump::Json {
+            dump: json!({
+                "version": 4,
+                "resources": [{"key": "service/prod/pay.prod.svc.cluster.local", "version": "v9"}],
+                "routes": [{
+                    "hostname": "pay.prod.svc.cluster.local", "namespace": "prod",
+                    "origins": ["VirtualService/prod/pay"],
+                    "http": [{
+                        "name": "canary",
+                        "matches": [{"headers": {"x-canary": {"match": {"exact": "true"}, "present": false}}}],
+                        "route": [{"destination": {"host": "pay.prod.svc.cluster.local", "subset": "v2", "port": 0}, "weight": 100}],
+                        "origin": "VirtualService/prod/pay"
+                    }, {
+                        "name": "rule-1",
+                        "matches": [{"uri": {"match": {"prefix": "/api"}, "present": false}, "port": 80}],
+                        "route": [
+                            {"destination": {"host": "pay.prod.svc.cluster.local", "subset": "v1", "port": 80}, "weight": 90},
+                            {"destination": {"host": "pay.prod.svc.cluster.local", "subset": "v2", "port": 80}, "weight": 10}
+                        ],
+                        "origin": "VirtualService/prod/pay"
+                    }]
+                }, {
+                    "hostname": "db.prod.svc.cluster.local", "namespace": "prod",
+                    "origins": ["DestinationRule/prod/db"], "http": []
+                }]
+            }),
+            clusters: json!({"clusters": [{
+                "name": "outbound|80||pay.prod.svc.cluster.local",
+                "pool": {"connections": 2, "pending_requests": 1, "active_requests": 3},
+                "endpoints": [
+                    {"address": "10.0.0.1:8080", "workload": "prod/pay-0", "health": "EJECTED",
+                     "active_requests": 0,
+                     "outlier": {"ejected": true, "ejected_for_ms": 54_500, "ejections": 2}},
+                    {"address": "10.0.0.2:8080", "workload": "prod/pay-1", "health": "HEALTHY",
+                     "active_requests": 3,
+                     "outlier": {"ejected": false, "ejections": 0}}
+                ]
+            }]}),
+            certs: json!({"certificates": [{"identity": "spiffe://cluster.local/ns/prod/sa/waypoint",
+                "serial": "0a", "not_before": 0, "not_after": 7_200, "renew_at": 3_600,
+                "chain_pem": "PEM"}]}),
+        }
+    }
+
+    #[test]
+    fn waypoint_json_routes_endpoints_and_certs() {
+        let src = json_source();
+        let r = waypoint_section(Section::Routes, &src, 0);
+        let lines: Vec<&str> = r.human.lines().collect();
+        assert!(lines[0].starts_with("HOST"), "{}", r.human);
+        assert!(
+            lines[1].contains("canary")
+                && lines[1].contains("headers[x-canary]:exact=true")
+                && lines[1].contains("pay.prod.svc.cluster.local/v2 100"),
+            "{}",
+            r.human
+        );
+        assert!(
+            lines[2].contains("uri:prefix=/api port:80")
+                && lines[2].contains(
+                    "pay.prod.svc.cluster.local:80/v1 90, pay.prod.svc.cluster.local:80/v2 10"
+                ),
+            "{}",
+            r.human
+        );
+        assert!(lines[3].contains("(default)") && lines[3].contains("DestinationRule/prod/db"));
+        assert_eq!(r.data[0]["http"][0]["name"], "canary");
+
+        let e = waypoint_section(Section::Endpoints, &src, 0);
+        let lines: Vec<&str> = e.human.lines().collect();
+        assert!(lines[0].starts_with("CLUSTER"), "{}", e.human);
+        assert!(
+            lines[1].contains("10.0.0.1:8080")
+                && lines[1].contains("EJECTED")
+                && lines[1].contains("  2  ")
+                && lines[1].contains("55s")
+                && lines[1].ends_with("2c 1p 3a"),
+            "{}",
+            e.human
+        );
+        assert!(lines[2].contains("HEALTHY"), "{}", e.human);
+        assert_eq!(e.data[0]["endpoints"][0]["health"], "EJECTED");
+
+        let c = waypoint_section(Section::Certs, &src, 0);
+        assert!(c
+            .human
+            .contains("spiffe://cluster.local/ns/prod/sa/waypoint"));
+        assert!(c.human.contains("2h0m"), "{}", c.human);
+        assert!(c.data[0].get("chain_pem").is_none());
+
+        let sv = waypoint_section(Section::Services, &src, 0);
+        assert_eq!(
+            sv.human,
+            "NAME                             VERSION\nprod/pay.prod.svc.cluster.local  v9\n"
+        );
     }
 
     #[test]
