@@ -124,6 +124,8 @@ fn cluster_view(key: &ClusterKey, live: Option<&Cluster>, snap: &Snapshot) -> Va
             "base_ejection_time_ms": o.base_ejection.as_millis() as u64,
             "max_ejection_percent": o.max_ejection_percent,
             "min_health_percent": o.min_health_percent,
+            "split_external_local_origin_errors": o.split_local_origin,
+            "consecutive_local_origin_failures": o.consecutive_local_origin,
         })),
         "endpoints": eps,
     })

@@ -3,7 +3,9 @@
 //!
 //! - **Ejection happens on the event**: the response that brings a host to
 //!   `consecutive5xxErrors` 5xx (or `consecutiveGatewayErrors` 502/503/504; connect
-//!   failures, resets and timeouts count as both) ejects it at once, unless that would take
+//!   failures, resets and timeouts count as both, unless `splitExternalLocalOriginErrors`
+//!   counts them apart against `consecutiveLocalOriginFailures`, default 5, where any
+//!   response resets that count) ejects it at once, unless that would take
 //!   the ejected share of the cluster above `maxEjectionPercent`
 //!   (`(ejected + 1) / hosts > max%`: then the host stays in and its count restarts).
 //! - **Un-ejection happens on `interval` ticks** (counted from the detector's creation): at
@@ -40,6 +42,10 @@ pub struct OutlierConfig {
     pub base_ejection: Duration,
     pub max_ejection_percent: u32,
     pub min_health_percent: u32,
+    /// `splitExternalLocalOriginErrors`: local failures count only against
+    /// `consecutive_local_origin`.
+    pub split_local_origin: bool,
+    pub consecutive_local_origin: u32,
 }
 
 impl OutlierConfig {
@@ -47,7 +53,8 @@ impl OutlierConfig {
     /// Istio's defaults (interval 10 s, base ejection 30 s, max ejection 10%).
     pub fn from_pb(o: Option<&pb::OutlierDetection>) -> Option<Self> {
         let o = o?;
-        if o.consecutive_5xx_errors == 0 && o.consecutive_gateway_errors == 0 {
+        let split = o.split_external_local_origin_errors;
+        if o.consecutive_5xx_errors == 0 && o.consecutive_gateway_errors == 0 && !split {
             return None;
         }
         let ms = |v: u64, d: u64| Duration::from_millis(if v == 0 { d } else { v });
@@ -62,6 +69,12 @@ impl OutlierConfig {
                 o.max_ejection_percent.min(100)
             },
             min_health_percent: o.min_health_percent.min(100),
+            split_local_origin: split,
+            consecutive_local_origin: if o.consecutive_local_origin_failures == 0 {
+                5
+            } else {
+                o.consecutive_local_origin_failures
+            },
         })
     }
 
@@ -90,6 +103,7 @@ pub enum Observation {
 struct Host {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
+    consecutive_local: u32,
     /// When the current ejection started.
     ejected_at: Option<Instant>,
     /// Envoy's ejection time backoff.
@@ -109,6 +123,7 @@ pub struct HostState {
     pub multiplier: u32,
     pub consecutive_5xx: u32,
     pub consecutive_gateway_errors: u32,
+    pub consecutive_local_origin_failures: u32,
 }
 
 #[derive(Debug)]
@@ -203,24 +218,35 @@ impl Outlier {
         if h.ejected_at.is_some() {
             return; // a late answer from a host already ejected
         }
-        if is_5xx {
-            h.consecutive_5xx += 1;
+        let local = result == Observation::LocalFailure;
+        if self.cfg.split_local_origin && local {
+            h.consecutive_local += 1;
         } else {
-            h.consecutive_5xx = 0;
-        }
-        if is_gw {
-            h.consecutive_gateway += 1;
-        } else {
-            h.consecutive_gateway = 0;
+            if self.cfg.split_local_origin {
+                h.consecutive_local = 0; // the upstream answered
+            }
+            if is_5xx {
+                h.consecutive_5xx += 1;
+            } else {
+                h.consecutive_5xx = 0;
+            }
+            if is_gw {
+                h.consecutive_gateway += 1;
+            } else {
+                h.consecutive_gateway = 0;
+            }
         }
         let trip = (self.cfg.consecutive_5xx > 0 && h.consecutive_5xx >= self.cfg.consecutive_5xx)
             || (self.cfg.consecutive_gateway > 0
-                && h.consecutive_gateway >= self.cfg.consecutive_gateway);
+                && h.consecutive_gateway >= self.cfg.consecutive_gateway)
+            || (self.cfg.split_local_origin
+                && h.consecutive_local >= self.cfg.consecutive_local_origin);
         if !trip {
             return;
         }
         h.consecutive_5xx = 0;
         h.consecutive_gateway = 0;
+        h.consecutive_local = 0;
         let total = total_hosts.max(1);
         if (ejected_now + 1) * 100 > total * self.cfg.max_ejection_percent as usize {
             info!(%addr, ejected_now, total, "outlier: not ejecting, maxEjectionPercent reached");
@@ -262,6 +288,7 @@ impl Outlier {
             multiplier: h.multiplier,
             consecutive_5xx: h.consecutive_5xx,
             consecutive_gateway_errors: h.consecutive_gateway,
+            consecutive_local_origin_failures: h.consecutive_local,
         }
     }
 
@@ -450,6 +477,42 @@ mod tests {
         o.record(addr(1), Observation::LocalFailure, 2);
         o.record(addr(1), Observation::Status(502), 2);
         assert!(o.ejected(&addr(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn split_local_origin_errors_count_apart() {
+        let c = OutlierConfig::from_pb(Some(&pb::OutlierDetection {
+            consecutive_5xx_errors: 3,
+            max_ejection_percent: 100,
+            split_external_local_origin_errors: true,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(c.consecutive_local_origin, 5, "Istio's default");
+        let o = Outlier::new(c);
+        // Two 503s and local failures in between: the 5xx run is not broken nor extended.
+        o.record(addr(1), Observation::Status(503), 2);
+        for _ in 0..4 {
+            o.record(addr(1), Observation::LocalFailure, 2);
+        }
+        o.record(addr(1), Observation::Status(503), 2);
+        let s = o.state(&addr(1));
+        assert!(!s.ejected);
+        assert_eq!(
+            (s.consecutive_5xx, s.consecutive_local_origin_failures),
+            (2, 0)
+        );
+        // A response resets the local count; five local failures in a row eject.
+        for _ in 0..5 {
+            o.record(addr(2), Observation::LocalFailure, 2);
+        }
+        assert!(o.ejected(&addr(2)));
+        // Without the split, local failures are 5xx.
+        let o = Outlier::new(cfg());
+        for _ in 0..3 {
+            o.record(addr(3), Observation::LocalFailure, 4);
+        }
+        assert!(o.ejected(&addr(3)));
     }
 
     #[tokio::test(start_paused = true)]
