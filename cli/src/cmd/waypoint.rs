@@ -51,8 +51,20 @@ pub struct ApplyArgs {
     /// Print what would be applied; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Kubernetes: wait until the control plane reports the Gateway Programmed.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 90s, 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Format,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<meshwork_api::Duration>()
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args, Debug)]
@@ -126,6 +138,7 @@ fn print_objects(format: Format, objs: &[Value]) -> anyhow::Result<()> {
 async fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     check_name("name", &a.name)?;
     let ns;
+    let mut programmed: Option<Vec<String>> = None;
     if let Some(d) = &a.dir {
         ns = namespace_for_dir(a.namespace.clone())?;
         let changes = dir::plan_apply(d, &ns, &a.name, a.for_, a.enroll_namespace)?;
@@ -150,6 +163,9 @@ async fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let applied = kube_mode::apply(&client, &ns, &objs).await?;
+        if a.wait {
+            programmed = Some(kube_mode::wait_programmed(&client, &ns, &a.name, a.timeout).await?);
+        }
         if !matches!(a.output, Format::Human) {
             print_objects(a.output, &applied)?;
             return Ok(ExitCode::SUCCESS);
@@ -159,6 +175,13 @@ async fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
         println!("waypoint {ns}/{} applied", a.name);
         if a.enroll_namespace {
             println!("namespace {ns} labelled {LABEL_USE_WAYPOINT}={}", a.name);
+        }
+        if let Some(addresses) = programmed {
+            println!(
+                "waypoint {ns}/{} programmed, address {}",
+                a.name,
+                addresses.join(",")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -21,6 +21,13 @@ pub enum KubeModeError {
     NoNamespace(String),
     #[error("no waypoint Gateway {namespace}/{name}")]
     NotFound { namespace: String, name: String },
+    #[error("waypoint {namespace}/{name} not programmed after {waited:?}: {last}")]
+    NotProgrammed {
+        namespace: String,
+        name: String,
+        waited: std::time::Duration,
+        last: String,
+    },
     /// The message carries the cause (on one line), so it is not a `#[source]`.
     #[error("{what}: {}", api_message(.error))]
     Api {
@@ -168,6 +175,61 @@ pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<Listed
     Ok(out)
 }
 
+/// The Gateway's `Programmed` condition: (status, "reason: message").
+fn programmed(v: &Value) -> Option<(String, String)> {
+    let c = v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Programmed")?;
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((s("status"), format!("{}: {}", s("reason"), s("message"))))
+}
+
+/// Polls the Gateway (every second, up to `timeout`) until the control plane reports it
+/// `Programmed=True`; returns its addresses.
+pub async fn wait_programmed(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<String>, KubeModeError> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &gateways());
+    let start = tokio::time::Instant::now();
+    let mut last = "no status written yet (is the control plane running?)".to_string();
+    loop {
+        if let Some(gw) = api
+            .get_opt(name)
+            .await
+            .map_err(api_err(format!("reading Gateway {namespace}/{name}")))?
+        {
+            let v = serde_json::to_value(gw).unwrap_or(Value::Null);
+            match programmed(&v) {
+                Some((status, _)) if status == "True" => {
+                    return Ok(v["status"]["addresses"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|a| a["value"].as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default())
+                }
+                Some((status, why)) => last = format!("Programmed={status} {why}"),
+                None => {}
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(KubeModeError::NotProgrammed {
+                namespace: namespace.into(),
+                name: name.into(),
+                waited: timeout,
+                last,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Deletes the waypoint Gateway (garbage collection deletes its Deployment and Service).
 pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<(), KubeModeError> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &gateways());
@@ -198,6 +260,8 @@ mod tests {
     use http_body_util::BodyExt;
     use kube::client::Body;
     use serde_json::json;
+
+    use std::time::Duration;
 
     use super::*;
     use crate::cmd::waypoint_manifest::{gateway, namespace_enrollment, WaypointFor};
@@ -337,6 +401,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(e, "applying Gateway shop/waypoint: gateways is forbidden: User \"dev\" cannot patch (403)");
+    }
+
+    #[tokio::test]
+    async fn wait_returns_the_address_once_programmed_or_the_last_reason() {
+        let gw = |status: &str, reason: &str| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                   "metadata": {"name": "waypoint", "namespace": "shop"},
+                   "spec": {"gatewayClassName": "istio-waypoint"},
+                   "status": {"conditions": [{"type": "Programmed", "status": status,
+                                              "reason": reason, "message": "m"}],
+                              "addresses": [{"type": "IPAddress", "value": "10.96.0.9"}]}})
+        };
+        let m = Mock::default();
+        m.on(Method::GET, GW, 200, gw("True", "Programmed"));
+        let a = wait_programmed(&m.client(), "shop", "waypoint", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(a, ["10.96.0.9"]);
+
+        let m = Mock::default();
+        m.on(Method::GET, GW, 200, gw("False", "NoResources"));
+        // Real time (the cli's tokio has no test-util): a 2 s wait polls about 3 times.
+        let e = wait_programmed(&m.client(), "shop", "waypoint", Duration::from_secs(2))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "waypoint shop/waypoint not programmed after 2s: Programmed=False NoResources: m"
+        );
+        let polls = m.seen.lock().unwrap().len();
+        assert!((2..=4).contains(&polls), "polled every second: {polls}");
     }
 
     #[tokio::test]
