@@ -262,7 +262,7 @@ async fn outlier_ejects_failing_endpoint() {
 #[tokio::test]
 async fn seed_pool_limits_admit_50_active_plus_30_pending() {
     let slow = backend(Arc::new(|_, _| {
-        (200, "slow".into(), Duration::from_millis(1500))
+        (200, "slow".into(), Duration::from_millis(2000))
     }))
     .await;
     let policy = pb::TrafficPolicy {
@@ -305,7 +305,7 @@ async fn seed_pool_limits_admit_50_active_plus_30_pending() {
         "503s carry x-envoy-overloaded"
     );
     assert!(
-        overflow.iter().all(|r| r.2 < Duration::from_millis(1500)),
+        overflow.iter().all(|r| r.2 < Duration::from_millis(2000)),
         "overflow answers at once, without waiting for a connection: {overflow:?}"
     );
     assert_eq!(slow.hits.load(Ordering::SeqCst), 80);
