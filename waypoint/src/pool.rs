@@ -25,7 +25,7 @@
 //!
 //! Each limit is per cluster (service port + subset), as Envoy's are.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,6 +132,8 @@ struct State {
     idle: HashMap<SocketAddr, Vec<H1Conn>>,
     h2: HashMap<SocketAddr, H2Conn>,
     active_by_host: HashMap<SocketAddr, usize>,
+    /// Hosts with an idle reaper running (at most one per host, not one per request).
+    reaping: HashSet<SocketAddr>,
 }
 
 /// Holds one of `maxConnections`; releasing it wakes pending requests.
@@ -304,40 +306,78 @@ impl Lease {
     }
 }
 
-/// Closes the idle connections to `host` that stay idle for `idleTimeout` from now.
+/// Makes sure one task closes `host`'s connections once they have been idle for
+/// `idleTimeout`. The task sleeps until the earliest idle deadline, sweeps, and ends when
+/// no idle connection to `host` is left; the next connection to go idle starts a new one.
 fn spawn_idle_reaper(shared: &Arc<Shared>, host: SocketAddr) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return; // shutting down: nothing left to reap for
     };
+    if !shared.state().reaping.insert(host) {
+        return; // the running reaper will see this connection
+    }
     let timeout = shared.limits.idle_timeout;
     let weak: Weak<Shared> = Arc::downgrade(shared);
     rt.spawn(async move {
-        tokio::time::sleep(timeout).await;
-        let Some(shared) = weak.upgrade() else {
-            return;
-        };
-        let now = Instant::now();
-        let mut st = shared.state();
-        if let Some(list) = st.idle.get_mut(&host) {
-            let before = list.len();
-            list.retain(|c| now.duration_since(c.since) < timeout);
-            if list.len() != before {
-                debug!(%host, closed = before - list.len(), "pool: idle timeout");
+        let mut wait = timeout;
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let next = reap_idle(&mut shared.state(), host, timeout, Instant::now());
+            match next {
+                Some(next) => wait = next,
+                None => return,
             }
-            if list.is_empty() {
-                st.idle.remove(&host);
-            }
-        }
-        let h2_idle = st.h2.get(&host).is_some_and(|c| {
-            c.streams.load(Ordering::Acquire) == 0
-                && now.duration_since(*c.idle_since.lock().unwrap_or_else(|e| e.into_inner()))
-                    >= timeout
-        });
-        if h2_idle {
-            debug!(%host, "pool: HTTP/2 idle timeout");
-            st.h2.remove(&host);
         }
     });
+}
+
+/// Closes `host`'s connections idle for `timeout` at `now`; returns how long until the
+/// next one would be, or `None` (and stops reaping `host`) when none is idle.
+fn reap_idle(
+    st: &mut State,
+    host: SocketAddr,
+    timeout: Duration,
+    now: Instant,
+) -> Option<Duration> {
+    let mut next: Option<Instant> = None;
+    let mut soonest = |since: Instant| {
+        let at = since + timeout;
+        next = Some(next.map_or(at, |n| n.min(at)));
+    };
+    if let Some(list) = st.idle.get_mut(&host) {
+        let before = list.len();
+        list.retain(|c| now.duration_since(c.since) < timeout);
+        if list.len() != before {
+            debug!(%host, closed = before - list.len(), "pool: idle timeout");
+        }
+        list.iter().for_each(|c| soonest(c.since));
+        if list.is_empty() {
+            st.idle.remove(&host);
+        }
+    }
+    let h2_idle_since = st
+        .h2
+        .get(&host)
+        .filter(|c| c.streams.load(Ordering::Acquire) == 0)
+        .map(|c| *c.idle_since.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some(since) = h2_idle_since {
+        if now.duration_since(since) >= timeout {
+            debug!(%host, "pool: HTTP/2 idle timeout");
+            st.h2.remove(&host);
+        } else {
+            soonest(since);
+        }
+    }
+    match next {
+        Some(at) => Some(at.saturating_duration_since(now)),
+        None => {
+            st.reaping.remove(&host);
+            None
+        }
+    }
 }
 
 /// Occupancy of a pool, for the admin endpoint.
@@ -807,6 +847,33 @@ mod tests {
             assert_eq!(pool.connections(), 1, "{proto:?}: still within idleTimeout");
             tokio::time::sleep(Duration::from_secs(2)).await;
             assert_eq!(pool.connections(), 0, "{proto:?}: closed after idleTimeout");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_idle_reaper_per_host_however_many_requests() {
+        // A reaper per released request would keep one sleeping task (for the whole
+        // idleTimeout, 1 h by default) per request: memory growing with traffic.
+        for proto in [Proto::Http1, Proto::Http2] {
+            let pool = ClusterPool::new(PoolLimits::default(), Arc::new(Slow::new(Duration::ZERO)));
+            let tasks_before = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            for _ in 0..200 {
+                request(pool.clone(), 1, proto).await.unwrap();
+            }
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            assert!(
+                tasks <= tasks_before + 5,
+                "{proto:?}: {tasks} tasks alive after 200 requests (before: {tasks_before})"
+            );
+            assert_eq!(pool.shared.state().reaping.len(), 1, "{proto:?}");
+            // Still reaped on time.
+            tokio::time::sleep(Duration::from_secs(3601)).await;
+            assert_eq!(pool.connections(), 0, "{proto:?}");
+            assert!(pool.shared.state().reaping.is_empty(), "{proto:?}");
         }
     }
 
