@@ -31,6 +31,10 @@ struct Cli {
     /// Kubernetes: the ztunnels' service account, `namespace/name`.
     #[arg(long, default_value = "istio-system/meshwork-ztunnel")]
     ztunnel_service_account: String,
+    /// Kubernetes: elect one replica (through a Lease) to write status conditions and
+    /// apply waypoints; `--leader-election=false` makes this replica do it (one replica only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
     /// Kubernetes: the Lease that elects the replica writing status conditions.
     #[arg(long, default_value = "meshwork-controlplane")]
     lease_name: String,
@@ -121,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
             Source::Kubernetes(KubeOptions {
                 token_audience: cli.token_audience,
                 ztunnel_service_account: (ns.to_string(), sa.to_string()),
+                leader_election: cli.leader_election,
                 lease_namespace: cli.pod_namespace,
                 lease_name: cli.lease_name,
                 lease_duration: cli.lease_duration,

@@ -44,7 +44,9 @@ pub struct KubeOptions {
     pub token_audience: String,
     /// `(namespace, service account)` of the ztunnels, whose tokens prove a node.
     pub ztunnel_service_account: (String, String),
-    /// Leader election: only the leader writes status conditions.
+    /// Leader election: only the leader writes status conditions and applies waypoints.
+    /// `false`: this replica always acts (run a single replica then).
+    pub leader_election: bool,
     pub lease_namespace: String,
     pub lease_name: String,
     pub lease_duration: Duration,
@@ -275,14 +277,26 @@ async fn kube_source(
     );
     let (engine_rx, status_rx) = tee(events);
     let (engine_rx, waypoint_rx) = waypoints::tee(engine_rx);
-    let (leader_tx, leader_rx) = watch::channel(false);
-    let election = run_election(
-        KubeLease::new(client.clone(), &k.lease_namespace, k.lease_name.clone()),
-        Elector::new(k.identity.clone(), k.lease_duration),
-        Duration::from_secs(2),
-        leader_tx,
-    );
     let mut tasks = Vec::new();
+    let leader_rx = if k.leader_election {
+        let (leader_tx, leader_rx) = watch::channel(false);
+        tasks.push(tokio::spawn(run_election(
+            KubeLease::new(client.clone(), &k.lease_namespace, k.lease_name.clone()),
+            Elector::new(k.identity.clone(), k.lease_duration),
+            Duration::from_secs(2),
+            leader_tx,
+        )));
+        leader_rx
+    } else {
+        info!("leader election disabled: this replica writes status and applies waypoints");
+        let (leader_tx, leader_rx) = watch::channel(true);
+        // Held for the life of the source: the writers stop when the sender is gone.
+        tasks.push(tokio::spawn(async move {
+            let _leader = leader_tx;
+            std::future::pending::<()>().await
+        }));
+        leader_rx
+    };
     match &k.waypoint_template {
         Some(configmap) => {
             let source = TemplateSource {
@@ -302,7 +316,6 @@ async fn kube_source(
     }
     let status = run_status(StatusWriter::new(client, resources), status_rx, leader_rx);
     info!(lease = %k.lease_name, identity = %k.identity, "watching the Kubernetes API");
-    tasks.push(tokio::spawn(election));
     tasks.push(tokio::spawn(status));
     Ok((engine_rx, tasks))
 }
