@@ -374,6 +374,23 @@ impl Cluster {
         })
     }
 
+    /// The first spawned process (not yet waited for) that has exited: its label and exit
+    /// status. The process stays known, so later calls report it again.
+    pub fn first_exited(&self) -> Option<(String, std::process::ExitStatus)> {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children
+            .values_mut()
+            .find_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some((p.label.clone(), status)),
+                _ => None,
+            })
+    }
+
+    /// Path of a spawned process's log.
+    pub fn log_path(&self, label: &str) -> PathBuf {
+        self.log_dir.join(format!("{label}.log"))
+    }
+
     /// Contents of a spawned process's log.
     pub fn log_of(&self, label: &str) -> String {
         std::fs::read_to_string(self.log_dir.join(format!("{label}.log"))).unwrap_or_default()

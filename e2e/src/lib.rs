@@ -2,6 +2,7 @@
 //! bridge, nodes, pods behind veths), helpers to run processes inside it, and the
 //! scenarios written against [`MeshTarget`] so a Kubernetes target can reuse them.
 pub mod bench;
+pub mod capability;
 mod cluster;
 mod error;
 mod manifests;
@@ -14,7 +15,11 @@ pub mod topology;
 pub use cluster::{cleanup_stale, Cluster, ClusterBuilder, BPF_PIN_ROOT};
 pub use error::HarnessError;
 pub use manifests::fixture_manifests;
-pub use mesh::{Binaries, NetnsMesh};
+pub use mesh::{
+    Binaries, MeshConfig, NetnsMesh, WaypointSpec, CONTROL_PLANE_ADMIN_PORT,
+    CONTROL_PLANE_GRPC_PORT, CONTROL_PLANE_IP, WAYPOINT_ADMIN_PORT, WAYPOINT_READINESS_PORT,
+    ZTUNNEL_METRICS_PORT,
+};
 pub use topology::{Node, Pod, Service};
 pub mod pcap;
 pub mod scenarios;

@@ -18,7 +18,15 @@ use crate::scenarios::fixture;
 use crate::target::{HttpSummary, MeshTarget, ScenarioError};
 use crate::{Cluster, HarnessError};
 
-const CONTROL_PLANE_IP: &str = "10.250.0.254";
+/// Address of the control plane in the fabric namespace.
+pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 254);
+pub const CONTROL_PLANE_GRPC_PORT: u16 = 15010;
+pub const CONTROL_PLANE_ADMIN_PORT: u16 = 15014;
+/// ztunnel metrics listener in each node namespace (its default, `0.0.0.0:15020`).
+pub const ZTUNNEL_METRICS_PORT: u16 = 15020;
+/// Waypoint admin + metrics and readiness listeners in its pod namespace.
+pub const WAYPOINT_ADMIN_PORT: u16 = 15020;
+pub const WAYPOINT_READINESS_PORT: u16 = 15021;
 /// ztunnel admin listener in each node namespace (its default).
 const ZTUNNEL_ADMIN: &str = "127.0.0.1:15000";
 /// How long an enrollment change may take from the YAML edit to the ztunnel's map (the
@@ -31,6 +39,30 @@ pub struct Binaries {
     pub controlplane: PathBuf,
     pub ztunnel: PathBuf,
     pub testapp: PathBuf,
+    pub waypoint: PathBuf,
+}
+
+/// What [`NetnsMesh::boot`] runs besides the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct MeshConfig {
+    /// `(file name, YAML)` of the control plane's directory source.
+    pub files: Vec<(String, String)>,
+    /// Extra flags of the control plane (e.g. `--default-namespace`).
+    pub controlplane_args: Vec<String>,
+    /// Extra flags of every ztunnel (e.g. `--log-format json`).
+    pub ztunnel_args: Vec<String>,
+}
+
+/// A waypoint to run in its own (uncaptured) pod.
+#[derive(Clone, Debug)]
+pub struct WaypointSpec {
+    pub pod: String,
+    /// Namespace and name of the Gateway it implements.
+    pub namespace: String,
+    pub gateway: String,
+    pub service_account: String,
+    /// Extra flags (e.g. `--otlp-endpoint`).
+    pub extra_args: Vec<String>,
 }
 
 impl Binaries {
@@ -67,6 +99,7 @@ impl Binaries {
             controlplane: find("controlplane")?,
             ztunnel: find("ztunnel")?,
             testapp: find("meshwork-testapp")?,
+            waypoint: find("waypoint")?,
         })
     }
 }
@@ -75,6 +108,7 @@ pub struct NetnsMesh {
     pub cluster: Cluster,
     bins: Binaries,
     config_dir: PathBuf,
+    ztunnel_args: Vec<String>,
     ztunnels: Mutex<BTreeMap<String, ZtunnelProc>>,
     tokens: BTreeMap<String, String>,
     /// Pods labelled `istio.io/dataplane-mode: none` in the control plane's YAML.
@@ -118,8 +152,48 @@ impl NetnsMesh {
             b = b.pod(name, *node);
         }
         let cluster = b.build()?;
+        let yaml = crate::manifests::fixture_manifests(&cluster)?;
+        let config = MeshConfig {
+            files: vec![("cluster.yaml".into(), yaml)],
+            ..MeshConfig::default()
+        };
+        let mesh = Self::boot(bins, cluster, config)?;
+        for (name, _, _, app, version, _) in fixture::PODS {
+            mesh.start_app(name, app, version)?;
+        }
+        let url = mesh.service_url("orders-remote", "/health")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = mesh.http_get("client", &url, &[], 1)?;
+            if s.count(200) == 1 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(ScenarioError::Target(format!(
+                    "mesh not ready after 60 s (last {s:?}); ztunnel n0 log:\n{}",
+                    mesh.cluster.log_of("ztunnel-n0-0")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(mesh)
+    }
+
+    /// Starts the mesh on `cluster`: the control plane (in the fabric namespace, at
+    /// [`CONTROL_PLANE_IP`], over `config.files` written to its YAML directory) and one
+    /// ztunnel per node with the eBPF redirection; returns once every ztunnel is ready.
+    /// The fabric gets routes to the pod CIDRs, so uncaptured pods (waypoints) reach the
+    /// control plane and anything else listening in the fabric namespace. Every process
+    /// gets SIGKILL when the thread that spawned it exits (`PR_SET_PDEATHSIG` is per
+    /// thread): call this and the `start_*` methods from a thread that outlives the mesh.
+    pub fn boot(
+        bins: Binaries,
+        cluster: Cluster,
+        config: MeshConfig,
+    ) -> Result<Self, ScenarioError> {
+        let fabric = cluster.fabric_netns().to_string();
         netns::ip_in(
-            cluster.fabric_netns(),
+            &fabric,
             &[
                 "addr",
                 "add",
@@ -128,14 +202,20 @@ impl NetnsMesh {
                 "br0",
             ],
         )?;
+        for n in cluster.nodes() {
+            let via = n.ip.to_string();
+            netns::ip_in(&fabric, &["route", "add", &n.pod_cidr(), "via", &via])?;
+        }
         let config_dir = cluster.log_dir().join("config");
         std::fs::create_dir_all(&config_dir).map_err(|source| HarnessError::Io {
             path: config_dir.clone(),
             source,
         })?;
-        let yaml = crate::manifests::fixture_manifests(&cluster)?;
-        let file = config_dir.join("cluster.yaml");
-        std::fs::write(&file, yaml).map_err(|source| HarnessError::Io { path: file, source })?;
+        for (name, text) in &config.files {
+            let file = config_dir.join(name);
+            std::fs::write(&file, text)
+                .map_err(|source| HarnessError::Io { path: file, source })?;
+        }
         let ca_dir = cluster.log_dir().join("ca");
 
         let mut cp = Command::new(&bins.controlplane);
@@ -144,9 +224,10 @@ impl NetnsMesh {
             .arg("--ca-dir")
             .arg(&ca_dir)
             .arg("--grpc-addr")
-            .arg(format!("{CONTROL_PLANE_IP}:15010"))
+            .arg(format!("{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"))
             .arg("--admin-addr")
-            .arg(format!("{CONTROL_PLANE_IP}:15014"));
+            .arg(format!("{CONTROL_PLANE_IP}:{CONTROL_PLANE_ADMIN_PORT}"))
+            .args(&config.controlplane_args);
         cluster.spawn_in("fabric", "controlplane", cp)?;
         wait_for("control plane ready", Duration::from_secs(60), || {
             cluster
@@ -173,6 +254,7 @@ impl NetnsMesh {
             cluster,
             bins,
             config_dir,
+            ztunnel_args: config.ztunnel_args,
             ztunnels: Mutex::new(BTreeMap::new()),
             tokens,
             opted_out: Mutex::new(BTreeSet::new()),
@@ -184,28 +266,82 @@ impl NetnsMesh {
         for n in mesh.cluster.nodes().to_vec() {
             mesh.wait_ztunnel_ready(&n.name)?;
         }
-        for (name, _, _, app, version, _) in fixture::PODS {
-            let mut cmd = Command::new(&mesh.bins.testapp);
-            cmd.args(["serve", "--port", &fixture::APP_PORT.to_string()])
-                .args(["--app", app, "--version", version, "--pod", name]);
-            mesh.cluster.spawn_in(name, &format!("app-{name}"), cmd)?;
-        }
-        let url = mesh.service_url("orders-remote", "/health")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = mesh.http_get("client", &url, &[], 1)?;
-            if s.count(200) == 1 {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(ScenarioError::Target(format!(
-                    "mesh not ready after 60 s (last {s:?}); ztunnel n0 log:\n{}",
-                    mesh.cluster.log_of("ztunnel-n0-0")
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
         Ok(mesh)
+    }
+
+    /// Starts `meshwork-testapp serve` on port [`fixture::APP_PORT`] in `pod` (log label
+    /// `app-<pod>`); returns its pid.
+    pub fn start_app(&self, pod: &str, app: &str, version: &str) -> Result<u32, ScenarioError> {
+        let mut cmd = Command::new(&self.bins.testapp);
+        cmd.args(["serve", "--port", &fixture::APP_PORT.to_string()])
+            .args(["--app", app, "--version", version, "--pod", pod]);
+        Ok(self.cluster.spawn_in(pod, &format!("app-{pod}"), cmd)?)
+    }
+
+    /// Starts the `waypoint` binary in its own pod namespace (log label `waypoint-<pod>`):
+    /// it follows the control plane and gets its certificate from the control plane CA with
+    /// the token of the pod's node, serves HBONE on `0.0.0.0:15008`, admin and metrics on
+    /// [`WAYPOINT_ADMIN_PORT`], readiness on [`WAYPOINT_READINESS_PORT`]. The pod must be
+    /// labelled `gateway.networking.k8s.io/gateway-name` in the YAML (never captured).
+    /// Returns its pid; [`NetnsMesh::wait_waypoint_ready`] waits for it.
+    pub fn start_waypoint(&self, w: &WaypointSpec) -> Result<u32, ScenarioError> {
+        let pod = self.cluster.pod(&w.pod)?.clone();
+        let token = self.tokens.get(&pod.node).ok_or_else(|| {
+            ScenarioError::Target(format!(
+                "waypoint pod {}: no token for node {}",
+                w.pod, pod.node
+            ))
+        })?;
+        let mut cmd = Command::new(&self.bins.waypoint);
+        cmd.args([
+            "--control-plane",
+            &format!("http://{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"),
+        ])
+        .args(["--namespace", &w.namespace, "--name", &w.gateway])
+        .args(["--service-account", &w.service_account])
+        .args(["--token", token])
+        .args(["--hbone-addr", &format!("0.0.0.0:{}", fixture::HBONE_PORT)])
+        .args(["--admin-addr", &format!("0.0.0.0:{WAYPOINT_ADMIN_PORT}")])
+        .args([
+            "--readiness-addr",
+            &format!("0.0.0.0:{WAYPOINT_READINESS_PORT}"),
+        ])
+        .args(&w.extra_args);
+        Ok(self
+            .cluster
+            .spawn_in(&w.pod, &format!("waypoint-{}", w.pod), cmd)?)
+    }
+
+    /// Waits (bounded) until the waypoint in `pod` answers its readiness probe.
+    pub fn wait_waypoint_ready(&self, pod: &str, timeout: Duration) -> Result<(), ScenarioError> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, WAYPOINT_READINESS_PORT));
+        let mut last = String::new();
+        wait_for(
+            &format!("waypoint in {pod} ready"),
+            timeout,
+            || match self.http_in(pod, addr, "/healthz/ready") {
+                Ok((200, _)) => true,
+                Ok((status, body)) => {
+                    last = format!("{status} {body}");
+                    false
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
+            },
+        )
+        .map_err(|e| {
+            ScenarioError::Target(format!(
+                "{e} (last: {last}); log: {}",
+                self.cluster.log_of(&format!("waypoint-{pod}"))
+            ))
+        })
+    }
+
+    /// The token proving node `node` (`n<i>`) to the control plane and its CA.
+    pub fn node_token(&self, node: &str) -> Option<&str> {
+        self.tokens.get(node).map(String::as_str)
     }
 
     pub fn config_dir(&self) -> &Path {
@@ -229,14 +365,15 @@ impl NetnsMesh {
         cmd.args(["--node", &n.netns])
             .args([
                 "--control-plane",
-                &format!("http://{CONTROL_PLANE_IP}:15010"),
+                &format!("http://{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"),
             ])
             .args(["--node-token", &self.tokens[node]])
             .args(["--drain-timeout", "2s", "--transparent-inbound"])
             .args(["--redirect", "ebpf", "--redirect-uplink", &n.uplink])
             .args(["--redirect-pin-root", BPF_PIN_ROOT])
             .arg("--readiness-addr")
-            .arg(readiness.to_string());
+            .arg(readiness.to_string())
+            .args(&self.ztunnel_args);
         let pid = self
             .cluster
             .spawn_in(node, &format!("ztunnel-{node}-{gen}"), cmd)?;
@@ -250,11 +387,12 @@ impl NetnsMesh {
     /// `GET <path>` on the admin endpoint of `node`'s ztunnel (from its namespace).
     pub fn ztunnel_admin(&self, node: &str, path: &str) -> Result<(u16, String), ScenarioError> {
         let addr = ZTUNNEL_ADMIN.parse().expect("valid address");
-        self.http_in_node(node, addr, path)
+        self.http_in(node, addr, path)
     }
 
-    /// `GET <path>` on `addr` from `node`'s namespace: (status, body).
-    fn http_in_node(
+    /// `GET <path>` on `addr` from the namespace of `node` (a node, pod or "fabric"):
+    /// (status, body).
+    pub fn http_in(
         &self,
         node: &str,
         addr: SocketAddr,
@@ -319,7 +457,7 @@ impl NetnsMesh {
         let r = wait_for(
             &format!("ztunnel on {node} ready"),
             Duration::from_secs(60),
-            || match self.http_in_node(node, readiness, "/healthz/ready") {
+            || match self.http_in(node, readiness, "/healthz/ready") {
                 Ok((200, _)) => true,
                 Ok((_, body)) => {
                     last = body;

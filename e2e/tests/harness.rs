@@ -92,7 +92,19 @@ fn spawned_process_runs_in_the_pod_namespace() {
     let mut cmd = Command::new("ip");
     cmd.args(["-4", "-o", "addr", "show", "dev", "eth0"]);
     let pid = c.spawn_in("box", "ip", cmd).unwrap();
+    let mut exited = None;
+    for _ in 0..250 {
+        exited = c.first_exited();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (label, status) = exited.expect("ip exits");
+    assert_eq!((label.as_str(), status.code()), ("ip", Some(0)));
+    assert!(c.log_path("ip").starts_with(c.log_dir()));
     assert_eq!(c.wait_exit(pid, Duration::from_secs(5)).unwrap(), Some(0));
+    assert!(c.first_exited().is_none());
     assert!(c
         .log_of("ip")
         .contains(&c.pod("box").unwrap().ip.to_string()));
