@@ -1,5 +1,6 @@
-//! An in-process OTLP/gRPC trace collector on 127.0.0.1 for the waypoint to export to:
-//! keeps every span it receives so pattern 4 can count them.
+//! An in-process OTLP/gRPC trace collector for the waypoint to export to (on 127.0.0.1, or
+//! on a listener made in the demo cluster's fabric namespace): keeps every span it
+//! receives so pattern 4 can count them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,11 +87,27 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// On an OS-chosen port of 127.0.0.1.
     pub async fn start() -> Result<Collector, DemoError> {
         let want: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let l = TcpListener::bind(want)
             .await
             .map_err(|error| DemoError::Bind { addr: want, error })?;
+        Collector::serve(l, want)
+    }
+
+    /// On a listener bound elsewhere (e.g. inside a network namespace: it stays there).
+    pub fn start_on(l: std::net::TcpListener) -> Result<Collector, DemoError> {
+        let want = l
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        l.set_nonblocking(true)
+            .map_err(|error| DemoError::Bind { addr: want, error })?;
+        let l = TcpListener::from_std(l).map_err(|error| DemoError::Bind { addr: want, error })?;
+        Collector::serve(l, want)
+    }
+
+    fn serve(l: TcpListener, want: SocketAddr) -> Result<Collector, DemoError> {
         let addr = l
             .local_addr()
             .map_err(|error| DemoError::Bind { addr: want, error })?;
@@ -141,7 +158,8 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_what_an_otlp_client_exports() {
-        let c = Collector::start().await.unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Collector::start_on(l).unwrap();
         let mut client = TraceServiceClient::connect(format!("http://{}", c.addr))
             .await
             .unwrap();

@@ -1,5 +1,6 @@
-//! HTTP/1.1 requests through a ztunnel's SOCKS5 entry (username = source workload) or
-//! straight to an address.
+//! HTTP/1.1 requests through a ztunnel's SOCKS5 entry (username = source workload), or on
+//! the application's own plain TCP connection (from a pod's network namespace, where the
+//! eBPF redirection captures it, or straight to an address).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,14 +11,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::connect::{Dial, DialError};
+
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("connecting to {addr}: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Dial(#[from] DialError),
     #[error("SOCKS5 proxy {proxy}: {detail}")]
     Socks { proxy: SocketAddr, detail: String },
     /// The proxy refused the CONNECT (e.g. an L4 policy denied it).
@@ -83,7 +83,7 @@ impl Response {
     }
 }
 
-/// Where requests go: via SOCKS5 as a workload, or direct.
+/// Where requests go: via SOCKS5 as a workload, or on a plain connection.
 #[derive(Debug, Clone)]
 pub enum Via {
     Socks {
@@ -93,14 +93,23 @@ pub enum Via {
         host: String,
         port: u16,
     },
-    Direct(SocketAddr),
+    /// The application's own TCP connection to `dial`, with `Host: <host>`.
+    Plain { dial: Dial, host: String },
 }
 
 impl Via {
+    /// Straight to `addr` from this process.
+    pub fn direct(addr: SocketAddr) -> Via {
+        Via::Plain {
+            dial: Dial::Here(addr),
+            host: addr.to_string(),
+        }
+    }
+
     fn target(&self) -> String {
         match self {
             Via::Socks { host, port, .. } => format!("{host}:{port}"),
-            Via::Direct(a) => a.to_string(),
+            Via::Plain { dial, .. } => dial.to_string(),
         }
     }
 }
@@ -112,12 +121,7 @@ async fn socks_connect(
     port: u16,
 ) -> Result<TcpStream, HttpError> {
     let err = |detail: String| HttpError::Socks { proxy, detail };
-    let mut s = TcpStream::connect(proxy)
-        .await
-        .map_err(|source| HttpError::Connect {
-            addr: proxy,
-            source,
-        })?;
+    let mut s = Dial::Here(proxy).connect().await?;
     let io = |e: std::io::Error| err(e.to_string());
     s.write_all(&[5, 1, 2]).await.map_err(io)?;
     let mut m = [0u8; 2];
@@ -157,15 +161,7 @@ async fn exchange(via: &Via, req: &Request) -> Result<Response, HttpError> {
             socks_connect(*proxy, workload, host, *port).await?,
             format!("{host}:{port}"),
         ),
-        Via::Direct(addr) => (
-            TcpStream::connect(addr)
-                .await
-                .map_err(|source| HttpError::Connect {
-                    addr: *addr,
-                    source,
-                })?,
-            addr.to_string(),
-        ),
+        Via::Plain { dial, host } => (dial.connect().await?, host.clone()),
     };
     let http = |source| HttpError::Http {
         target: target.clone(),
@@ -246,7 +242,7 @@ mod tests {
             .unwrap();
         });
         let r = send(
-            &Via::Direct(addr),
+            &Via::direct(addr),
             &Request::get("/x").header("x-canary", "true"),
             Duration::from_secs(5),
         )

@@ -1,31 +1,29 @@
-//! Brings the loopback mesh up: control plane over the manifests, one ztunnel per node,
-//! the `production` waypoint, and a testapp per application pod.
+//! Loopback mode: control plane over the manifests, one ztunnel per node, the `production`
+//! waypoint and a testapp per application pod, each on its own `127.a.b.x`; traffic enters
+//! through the ztunnels' SOCKS5 entry.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::collector::Collector;
+use super::connect::Dial;
 use super::http::{self, Request, Via};
+use super::mesh::{wait_until, Backend, Mesh};
 use super::procs::{locate, Procs};
 use super::topology::{
-    pod_named, Net, Role, APP_PORT, HBONE_PORT, NAMESPACE, NODES, PODS, WAYPOINT,
+    pod_named, Net, Placement, Pod, Role, APP_PORT, HBONE_PORT, NAMESPACE, NODES, PODS, WAYPOINT,
 };
 use super::{progress, DemoError};
 
-/// A running demo mesh. Dropping it stops every process and removes the run directory.
-pub struct Mesh {
+/// The loopback part of a running demo mesh: its addresses, SOCKS5 entries, processes and
+/// run directory.
+pub struct Loopback {
     pub net: Net,
-    pub control_plane_admin: SocketAddr,
     pub control_plane_grpc: SocketAddr,
     /// node → SOCKS5 entry of its ztunnel.
     pub socks: BTreeMap<String, SocketAddr>,
-    /// node → ztunnel metrics.
-    pub ztunnel_metrics: BTreeMap<String, SocketAddr>,
-    pub waypoint_admin: SocketAddr,
-    /// The OTLP/gRPC collector the waypoint exports its spans to.
-    pub collector: Collector,
     pub procs: Procs,
     log_dir: PathBuf,
     // Last: removed after the processes are gone.
@@ -36,7 +34,11 @@ fn arg(s: impl ToString) -> String {
     s.to_string()
 }
 
-impl Mesh {
+fn here(addr: SocketAddr) -> Dial {
+    Dial::Here(addr)
+}
+
+impl Loopback {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -45,9 +47,8 @@ impl Mesh {
         self.log_dir.join(format!("{name}.{stream}"))
     }
 
-    /// Source `pod` entering the mesh at its node's ztunnel, towards `host:8080`.
-    pub fn via(&self, pod: &str, host: &str) -> Via {
-        let p = pod_named(pod);
+    /// Source `p` entering the mesh at its node's ztunnel, towards `host:8080`.
+    pub fn via(&self, p: &Pod, host: &str) -> Via {
         Via::Socks {
             proxy: self.socks[p.node],
             workload: format!("{}/{}", p.namespace, p.name),
@@ -56,11 +57,27 @@ impl Mesh {
         }
     }
 
-    /// The app of `pod`, bypassing the mesh (its own port, for the operator's fault switch).
-    pub fn direct(&self, pod: &str) -> Via {
-        Via::Direct(SocketAddr::new(self.net.pod_ip(pod_named(pod)), APP_PORT))
+    pub fn keep_banner(&self, mesh: &Mesh) -> String {
+        let socks = self.socks["node-a"];
+        format!(
+            "the mesh keeps running (Ctrl-C stops it and removes {}):\n\
+             \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x http://order-service:8080/api/orders\n\
+             \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x -H 'x-canary: true' http://order-service:8080/api/orders\n\
+             \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x -X POST http://payment-service:8080/api/payments/charge\n\
+             \x20 control plane admin: http://{}/debug/model   waypoint admin: http://{}/metrics\n\
+             \x20 ztunnel metrics: {}\n",
+            self.dir().display(),
+            mesh.control_plane_admin,
+            mesh.waypoint_admin,
+            mesh.ztunnel_metrics
+                .iter()
+                .map(|(n, a)| format!("{n} http://{a}/metrics"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     }
 
+    /// Brings the loopback mesh up.
     pub async fn start(
         seed: u64,
         seed_files: Option<&[(String, String)]>,
@@ -70,6 +87,7 @@ impl Mesh {
             .map(|b| locate(b).map(|p| (*b, p)))
             .collect::<Result<_, _>>()?;
         let net = Net::pick(seed)?;
+        let placement = Placement::loopback(&net);
         let dir = tempfile::Builder::new()
             .prefix("meshwork-demo-")
             .tempdir()
@@ -86,28 +104,44 @@ impl Mesh {
                 error: source,
             })?;
         }
-        super::manifests::write_all(&config_dir, &net, seed_files)?;
+        super::manifests::write_all(&config_dir, &placement, seed_files)?;
         let lo = "127.0.0.1".parse().expect("literal");
-        let grpc = Net::free_port(lo)?;
         let admin = Net::free_port(lo)?;
+        let waypoint_admin = Net::free_port(net.pod_ip(pod_named("waypoint-0")))?;
         let collector = Collector::start().await?;
-        let mut mesh = Mesh {
+        let mut lb = Loopback {
             net,
-            control_plane_admin: admin,
-            control_plane_grpc: grpc,
+            control_plane_grpc: Net::free_port(lo)?,
             socks: BTreeMap::new(),
-            ztunnel_metrics: BTreeMap::new(),
-            waypoint_admin: Net::free_port(net.pod_ip(pod_named("waypoint-0")))?,
-            collector,
             procs: Procs::default(),
             log_dir: log_dir.clone(),
             dir,
         };
-        match mesh.bring_up(&bins, &config_dir, &ca_dir).await {
-            Ok(()) => Ok(mesh),
+        let up = lb
+            .bring_up(
+                &bins,
+                &config_dir,
+                &ca_dir,
+                admin,
+                waypoint_admin,
+                collector.addr,
+            )
+            .await;
+        match up {
+            Ok(ztunnel_metrics) => Ok(Mesh {
+                placement,
+                control_plane_admin: here(admin),
+                ztunnel_metrics: ztunnel_metrics
+                    .into_iter()
+                    .map(|(n, a)| (n, here(a)))
+                    .collect(),
+                waypoint_admin: here(waypoint_admin),
+                collector,
+                backend: Backend::Loopback(lb),
+            }),
             Err(e) => {
                 // Keep the logs for the user to read; stop everything else.
-                let Mesh { mut procs, dir, .. } = mesh;
+                let Loopback { mut procs, dir, .. } = lb;
                 procs.shutdown();
                 let kept = dir.keep();
                 Err(DemoError::StartFailed {
@@ -118,16 +152,22 @@ impl Mesh {
         }
     }
 
+    /// Starts every process and waits until the mesh path works; returns each node's
+    /// ztunnel metrics address.
     async fn bring_up(
         &mut self,
         bins: &BTreeMap<&str, PathBuf>,
         config_dir: &Path,
         ca_dir: &Path,
-    ) -> Result<(), DemoError> {
+        admin: SocketAddr,
+        waypoint_admin: SocketAddr,
+        collector: SocketAddr,
+    ) -> Result<BTreeMap<String, SocketAddr>, DemoError> {
         let mesh = self;
         let net = mesh.net;
         let log_dir = mesh.log_dir.clone();
-        let (grpc, admin) = (mesh.control_plane_grpc, mesh.control_plane_admin);
+        let grpc = mesh.control_plane_grpc;
+        let mut ztunnel_metrics = BTreeMap::new();
         progress(&format!(
             "starting the control plane over {} (seed manifests + the demo cluster)",
             config_dir.display(),
@@ -149,10 +189,16 @@ impl Mesh {
             ],
             &log_dir,
         )?;
-        mesh.wait_for("control plane", Duration::from_secs(20), |m| {
-            let out = std::fs::read_to_string(m.log("controlplane", "out")).unwrap_or_default();
-            async move { out.contains("controlplane ready") }
-        })
+        let cp_log = mesh.log("controlplane", "out");
+        wait_until(
+            "control plane",
+            Duration::from_secs(20),
+            || mesh.procs.first_exited(),
+            || {
+                let out = std::fs::read_to_string(&cp_log).unwrap_or_default();
+                async move { out.contains("controlplane ready") }
+            },
+        )
         .await?;
         let control_plane = format!("http://{grpc}");
         let mut tokens = BTreeMap::new();
@@ -204,13 +250,13 @@ impl Mesh {
                 &log_dir,
             )?;
             mesh.socks.insert(node.to_string(), socks);
-            mesh.ztunnel_metrics.insert(node.to_string(), metrics);
+            ztunnel_metrics.insert(node.to_string(), metrics);
         }
         let wp = pod_named("waypoint-0");
         progress(&format!(
             "starting the waypoint for {NAMESPACE} on {}, exporting spans to the demo's OTLP collector on {}",
             net.pod_ip(wp),
-            mesh.collector.addr
+            collector
         ));
         mesh.procs.spawn(
             "waypoint",
@@ -229,11 +275,11 @@ impl Mesh {
                 arg("--hbone-addr"),
                 arg(SocketAddr::new(net.pod_ip(wp), HBONE_PORT)),
                 arg("--admin-addr"),
-                arg(mesh.waypoint_admin),
+                arg(waypoint_admin),
                 arg("--readiness-addr"),
                 arg(Net::free_port(net.pod_ip(wp))?),
                 arg("--otlp-endpoint"),
-                arg(mesh.collector.addr),
+                arg(collector),
             ],
             &log_dir,
         )?;
@@ -259,72 +305,49 @@ impl Mesh {
         }
         progress("waiting for the apps, the ztunnels' certificates and the waypoint");
         for p in PODS.iter().filter(|p| p.role == Role::App) {
-            let via = mesh.direct(p.name);
-            mesh.wait_for(p.name, Duration::from_secs(20), move |_| {
-                let via = via.clone();
-                async move { get_ok(&via, "/health").await }
-            })
+            let via = Via::direct(SocketAddr::new(net.pod_ip(p), APP_PORT));
+            wait_until(
+                p.name,
+                Duration::from_secs(20),
+                || mesh.procs.first_exited(),
+                || get_ok(&via, "/health"),
+            )
             .await?;
         }
-        let ready = Via::Direct(mesh.waypoint_admin);
-        mesh.wait_for("waypoint", Duration::from_secs(30), move |_| {
-            let ready = ready.clone();
-            async move { get_ok(&ready, "/healthz/ready").await }
-        })
+        let ready = Via::direct(waypoint_admin);
+        wait_until(
+            "waypoint",
+            Duration::from_secs(30),
+            || mesh.procs.first_exited(),
+            || get_ok(&ready, "/healthz/ready"),
+        )
         .await?;
         // The mesh path is ready once the waypoint answers for payment-service (the
         // demo cluster's own Service); the patterns report on everything else.
-        let via = mesh.via("order-client", "payment-service");
-        mesh.wait_for(
+        let via = mesh.via(pod_named("order-client"), "payment-service");
+        wait_until(
             "payment-service through the mesh",
             Duration::from_secs(30),
-            move |_| {
-                let via = via.clone();
-                async move {
-                    http::send(&via, &Request::get("/health"), Duration::from_secs(3))
-                        .await
-                        .is_ok()
-                }
-            },
+            || mesh.procs.first_exited(),
+            || answers(&via, "/health"),
         )
         .await?;
-        Ok(())
-    }
-
-    /// Polls `check` until true (bounded by `timeout`), failing early if a child died.
-    async fn wait_for<F, Fut>(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        mut check: F,
-    ) -> Result<(), DemoError>
-    where
-        F: FnMut(&Mesh) -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(died) = self.procs.first_exited() {
-                return Err(DemoError::ChildDied(died));
-            }
-            if check(self).await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(DemoError::NotReady {
-                    what: what.to_string(),
-                    timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Ok(ztunnel_metrics)
     }
 }
 
-async fn get_ok(via: &Via, path: &str) -> bool {
+/// Whether `GET path` answers 200.
+pub async fn get_ok(via: &Via, path: &str) -> bool {
     http::send(via, &Request::get(path), Duration::from_secs(2))
         .await
         .is_ok_and(|r| r.status == 200)
+}
+
+/// Whether `GET path` gets any HTTP answer.
+pub async fn answers(via: &Via, path: &str) -> bool {
+    http::send(via, &Request::get(path), Duration::from_secs(3))
+        .await
+        .is_ok()
 }
 
 fn node_token(bin: &Path, ca_dir: &Path, node: &str) -> Result<String, DemoError> {

@@ -4,9 +4,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::topology::{
-    Net, Role, APP_PORT, FOREIGN_NAMESPACE, NAMESPACE, PAYMENT_VIP_HOST, PODS, WAYPOINT,
-};
+use super::topology::{Placement, Role, APP_PORT, FOREIGN_NAMESPACE, NAMESPACE, PODS, WAYPOINT};
 use super::DemoError;
 
 /// `(file name, content)` of the seed manifests, unchanged.
@@ -31,7 +29,7 @@ pub const SEED: [(&str, &str); 5] = [
 ];
 
 /// Namespaces, the waypoint Gateway, pods and the services the seed manifests leave out.
-pub fn topology_yaml(net: &Net) -> String {
+pub fn topology_yaml(at: &Placement) -> String {
     let mut y = String::new();
     let _ = write!(
         y,
@@ -41,7 +39,7 @@ apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {WAY
 spec:\n  gatewayClassName: istio-waypoint\n  listeners:\n    - name: mesh\n      port: 15008\n      protocol: HBONE\n---\n\
 apiVersion: v1\nkind: Service\nmetadata:\n  name: payment-service\n  namespace: {NAMESPACE}\n  labels:\n    app: payment-service\n\
 spec:\n  clusterIP: {vip}\n  selector:\n    app: payment-service\n  ports:\n    - name: http\n      port: {APP_PORT}\n      targetPort: {APP_PORT}\n---\n",
-        vip = net.ip(PAYMENT_VIP_HOST),
+        vip = at.payment_vip,
     );
     for p in &PODS {
         let labels = match p.role {
@@ -55,9 +53,9 @@ spec:\n  nodeName: {node}\n  serviceAccountName: {sa}\n  containers:\n    - name
 status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n  conditions:\n    - type: Ready\n      status: \"True\"\n---\n",
             name = p.name,
             ns = p.namespace,
-            node = p.node,
+            node = at.node_name(p),
             sa = p.service_account,
-            ip = net.pod_ip(p),
+            ip = at.pod_ip(p),
         );
     }
     y
@@ -91,32 +89,29 @@ pub fn read_seed_dir(dir: &Path) -> Result<Vec<(String, String)>, DemoError> {
     Ok(files)
 }
 
-/// Writes the seed manifests (the embedded ones unless `seed` is given) and the demo
-/// cluster into `dir`.
+/// `(file name, YAML)` of the demo cluster and the seed manifests (the embedded ones unless
+/// `seed` is given).
+pub fn files(at: &Placement, seed: Option<&[(String, String)]>) -> Vec<(String, String)> {
+    let mut out = vec![("00-demo-cluster.yaml".to_string(), topology_yaml(at))];
+    match seed {
+        Some(files) => out.extend(files.iter().cloned()),
+        None => out.extend(SEED.iter().map(|(n, t)| (n.to_string(), t.to_string()))),
+    }
+    out
+}
+
+/// Writes [`files`] into `dir`.
 pub fn write_all(
     dir: &Path,
-    net: &Net,
+    at: &Placement,
     seed: Option<&[(String, String)]>,
 ) -> Result<(), DemoError> {
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
+    for (name, text) in files(at, seed) {
+        let path = dir.join(&name);
         std::fs::write(&path, text).map_err(|source| DemoError::Io {
             path,
             error: source,
-        })
-    };
-    write("00-demo-cluster.yaml", &topology_yaml(net))?;
-    match seed {
-        Some(files) => {
-            for (name, text) in files {
-                write(name, text)?;
-            }
-        }
-        None => {
-            for (name, text) in SEED {
-                write(name, text)?;
-            }
-        }
+        })?;
     }
     Ok(())
 }
@@ -170,12 +165,19 @@ mod tests {
 
     #[test]
     fn topology_has_every_pod_with_its_address() {
-        let net = Net { a: 150, b: 3 };
-        let y = topology_yaml(&net);
+        let net = super::super::topology::Net { a: 150, b: 3 };
+        let mut at = Placement::loopback(&net);
+        at.pod_nodes.insert("waypoint-0", "mw1r0-n2".into());
+        let y = topology_yaml(&at);
         for p in &PODS {
             assert!(y.contains(&format!("name: {}\n", p.name)), "{}", p.name);
-            assert!(y.contains(&format!("podIP: {}\n", net.pod_ip(p))));
+            assert!(y.contains(&format!("podIP: {}\n", at.pod_ip(p))));
         }
+        assert!(y.contains("nodeName: mw1r0-n2\n"), "{y}");
+        assert!(y.contains("nodeName: node-a\n"), "{y}");
+        let names: Vec<String> = files(&at, None).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 1 + SEED.len());
+        assert_eq!(names[0], "00-demo-cluster.yaml");
         assert!(y.contains("gatewayClassName: istio-waypoint"));
         assert!(y.contains("istio.io/use-waypoint: waypoint"));
         let parsed = meshwork_api::parse_file(Path::new("00-demo-cluster.yaml"), &y, NAMESPACE);

@@ -1,14 +1,27 @@
 //! `meshwork demo`: the whole mesh on one machine, the five seed patterns driven with
 //! real traffic, and a report of what the running mesh did.
 //!
-//! Loopback mode: every pod is its own `127.a.b.x` address, traffic enters through the
-//! ztunnels' SOCKS5 entry (username = source workload), crosses the mesh as HBONE mTLS to
-//! the waypoint and on to the destination pod's ztunnel.
+//! Two modes, the same patterns and report (the mode and why it was chosen are printed):
+//!
+//! * netns: the e2e mini-cluster (`meshwork-e2e`): every pod is a network namespace behind
+//!   a veth on its node's namespace, each node's ztunnel captures its pods with the eBPF
+//!   redirection, the waypoint runs uncaptured in its own pod, and client traffic is the
+//!   client pod's own plain TCP to the service VIP. Needs root and a kernel that loads the
+//!   redirection (probed in a throw-away namespace, not guessed). Everything (namespaces,
+//!   veths, BPF pins, processes) is removed at the end, on Ctrl-C and on SIGTERM.
+//! * loopback: every pod is its own `127.a.b.x` address, traffic enters through the
+//!   ztunnels' SOCKS5 entry (username = source workload). Any user.
+//!
+//! Either way traffic crosses the mesh as HBONE mTLS to the waypoint and on to the
+//! destination pod's ztunnel. `--mode auto` (the default) picks netns when it can.
 
 mod collector;
+mod connect;
 mod http;
+mod loopback;
 mod manifests;
 mod mesh;
+mod netns;
 mod observe;
 mod patterns;
 mod procs;
@@ -23,7 +36,9 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use loopback::Loopback;
 use mesh::Mesh;
+use netns::Netns;
 use report::Report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -87,8 +102,10 @@ pub enum DemoError {
     StartFailed { cause: Box<DemoError>, logs: String },
     #[error("{0}: no YAML files (*.yaml, *.yml) in the --seed-dir directory")]
     EmptySeedDir(PathBuf),
-    #[error("--mode netns is not available yet: meshwork demo runs in loopback mode only (netns + eBPF is a later step)")]
-    NetnsUnavailable,
+    #[error("--mode netns is not possible here: {0} (--mode loopback works for any user)")]
+    NetnsUnavailable(String),
+    #[error("netns mesh: {0}")]
+    Netns(String),
     #[error("interrupted")]
     Interrupted,
 }
@@ -98,15 +115,65 @@ pub fn progress(line: &str) {
     eprintln!("demo: {line}");
 }
 
-fn choose_mode(mode: Mode) -> Result<(String, String), DemoError> {
-    match mode {
-        Mode::Netns => Err(DemoError::NetnsUnavailable),
-        Mode::Loopback => Ok(("loopback".into(), "requested with --mode loopback".into())),
-        Mode::Auto => Ok((
-            "loopback".into(),
-            "netns + eBPF mode is not implemented in `meshwork demo` yet; loopback works for any user".into(),
-        )),
+/// The two ways a demo can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    Netns,
+    Loopback,
+}
+
+impl Chosen {
+    fn name(self) -> &'static str {
+        match self {
+            Chosen::Netns => "netns",
+            Chosen::Loopback => "loopback",
+        }
     }
+}
+
+/// The mode to run in and why; `probe` says whether netns + eBPF can run here.
+fn decide(
+    mode: Mode,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> Result<(Chosen, String), DemoError> {
+    match mode {
+        Mode::Loopback => Ok((Chosen::Loopback, "requested with --mode loopback".into())),
+        Mode::Netns => match probe() {
+            Ok(()) => Ok((
+                Chosen::Netns,
+                "requested with --mode netns; the eBPF redirection loads here".into(),
+            )),
+            Err(why) => Err(DemoError::NetnsUnavailable(why)),
+        },
+        Mode::Auto => Ok(match probe() {
+            Ok(()) => (
+                Chosen::Netns,
+                "running as root and the eBPF redirection loads (probed in a throw-away namespace)"
+                    .into(),
+            ),
+            Err(why) => (
+                Chosen::Loopback,
+                format!("netns + eBPF is not possible here: {why}; loopback works for any user"),
+            ),
+        }),
+    }
+}
+
+/// Loads the eBPF redirection into a throw-away namespace (blocking work, off the runtime).
+async fn probe_netns() -> Result<(), String> {
+    tokio::task::spawn_blocking(|| {
+        meshwork_e2e::capability::probe_redirect().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn choose_mode(mode: Mode) -> Result<(Chosen, String), DemoError> {
+    let probed = match mode {
+        Mode::Loopback => Ok(()),
+        Mode::Netns | Mode::Auto => probe_netns().await,
+    };
+    decide(mode, || probed)
 }
 
 fn seed() -> u64 {
@@ -132,26 +199,6 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
     patterns::add_timeout(&mut s2, mesh, &probe);
     patterns::add_identities(&mut s1, mesh).await;
     vec![s1, s2, s3, s4, s5]
-}
-
-fn keep_banner(mesh: &Mesh) -> String {
-    let socks = mesh.socks["node-a"];
-    format!(
-        "the mesh keeps running (Ctrl-C stops it and removes {}):\n\
-         \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x http://order-service:8080/api/orders\n\
-         \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x -H 'x-canary: true' http://order-service:8080/api/orders\n\
-         \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x -X POST http://payment-service:8080/api/payments/charge\n\
-         \x20 control plane admin: http://{}/debug/model   waypoint admin: http://{}/metrics\n\
-         \x20 ztunnel metrics: {}\n",
-        mesh.dir().display(),
-        mesh.control_plane_admin,
-        mesh.waypoint_admin,
-        mesh.ztunnel_metrics
-            .iter()
-            .map(|(n, a)| format!("{n} http://{a}/metrics"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened to from the start so a signal arriving between
@@ -180,21 +227,30 @@ impl StopSignals {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut stop = StopSignals::new()?;
-    let (mode, reason) = choose_mode(args.mode)?;
-    progress(&format!("mode: {mode} ({reason})"));
     let seed_files = match &args.seed_dir {
         Some(d) => Some(manifests::read_seed_dir(d)?),
         None => None,
     };
+    let (chosen, reason) = tokio::select! {
+        c = choose_mode(args.mode) => c?,
+        _ = stop.wait() => return Err(DemoError::Interrupted.into()),
+    };
+    let mode = chosen.name().to_string();
+    progress(&format!("mode: {mode} ({reason})"));
+    let start = async {
+        match chosen {
+            Chosen::Netns => Netns::start(seed_files.as_deref()).await,
+            Chosen::Loopback => Loopback::start(seed(), seed_files.as_deref()).await,
+        }
+    };
     let mesh = tokio::select! {
-        m = Mesh::start(seed(), seed_files.as_deref()) => m?,
+        m = start => m?,
         _ = stop.wait() => return Err(DemoError::Interrupted.into()),
     };
     progress(&format!(
-        "mesh up in {:.1}s on 127.{}.{}.0/24",
+        "mesh up in {:.1}s {}",
         started.elapsed().as_secs_f64(),
-        mesh.net.a,
-        mesh.net.b
+        mesh.location()
     ));
     let sections = tokio::select! {
         s = drive(&mesh) => s,
@@ -213,9 +269,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", report.render());
     }
     if args.keep {
-        eprint!("{}", keep_banner(&mesh));
+        eprint!("{}", mesh.keep_banner());
         stop.wait().await;
         progress("stopping");
+    }
+    if chosen == Chosen::Netns {
+        progress("removing the network namespaces, veths, BPF pins and processes");
     }
     drop(mesh);
     Ok(if report.ok {
@@ -230,13 +289,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mode_choice_says_why() {
-        let (m, why) = choose_mode(Mode::Auto).unwrap();
-        assert_eq!(m, "loopback");
-        assert!(why.contains("netns"));
-        assert!(matches!(
-            choose_mode(Mode::Netns),
-            Err(DemoError::NetnsUnavailable)
-        ));
+    fn mode_choice_probes_and_says_why() {
+        let (m, why) = decide(Mode::Auto, || Err("not running as root".into())).unwrap();
+        assert_eq!(m, Chosen::Loopback);
+        assert!(why.contains("not running as root"), "{why}");
+        let (m, why) = decide(Mode::Auto, || Ok(())).unwrap();
+        assert_eq!(m, Chosen::Netns);
+        assert!(why.contains("probed"), "{why}");
+        let (m, _) = decide(Mode::Netns, || Ok(())).unwrap();
+        assert_eq!(m.name(), "netns");
+        let e = decide(Mode::Netns, || {
+            Err("cannot load the eBPF redirection: x".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--mode netns") && e.contains("cannot load"),
+            "{e}"
+        );
+        let mut probed = false;
+        let (m, _) = decide(Mode::Loopback, || {
+            probed = true;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((m, probed), (Chosen::Loopback, false));
     }
 }

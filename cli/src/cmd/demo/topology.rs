@@ -1,6 +1,9 @@
-//! The demo cluster on loopback: two nodes and their pods on a random `127.a.b.0/24`
-//! (every pod address is its own loopback IP, so HBONE can use port 15008 on each).
+//! The demo cluster: two nodes and their pods. On loopback they live on a random
+//! `127.a.b.0/24` (every pod address is its own loopback IP, so HBONE can use port 15008 on
+//! each); in netns mode every pod is a network namespace of the e2e mini-cluster, and a
+//! [`Placement`] says where each one ended up.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 
 use super::DemoError;
@@ -124,6 +127,39 @@ pub fn pod_named(name: &str) -> &'static Pod {
         .unwrap_or_else(|| panic!("demo pod {name} is not in the topology"))
 }
 
+/// Where one demo instance's pods are: their addresses, the node each runs on as the mesh
+/// names it (ztunnel `--node`, pods' `spec.nodeName`), payment-service's cluster IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub pods: BTreeMap<&'static str, IpAddr>,
+    pub pod_nodes: BTreeMap<&'static str, String>,
+    pub payment_vip: IpAddr,
+}
+
+impl Placement {
+    /// Loopback mode: every pod on its `127.a.b.x` and its node of [`PODS`].
+    pub fn loopback(net: &Net) -> Placement {
+        Placement {
+            pods: PODS.iter().map(|p| (p.name, net.pod_ip(p))).collect(),
+            pod_nodes: PODS.iter().map(|p| (p.name, p.node.to_string())).collect(),
+            payment_vip: net.ip(PAYMENT_VIP_HOST),
+        }
+    }
+
+    pub fn pod_ip(&self, p: &Pod) -> IpAddr {
+        self.pods[p.name]
+    }
+
+    pub fn node_name(&self, p: &Pod) -> &str {
+        &self.pod_nodes[p.name]
+    }
+
+    /// The demo pod at `ip`.
+    pub fn pod_at(&self, ip: &str) -> Option<&'static Pod> {
+        PODS.iter().find(|p| self.pod_ip(p).to_string() == ip)
+    }
+}
+
 /// Addresses of one demo instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Net {
@@ -205,6 +241,18 @@ mod tests {
         ips.dedup();
         assert_eq!(ips.len(), n);
         assert_eq!(net.ip(11).to_string(), "127.120.7.11");
+    }
+
+    #[test]
+    fn loopback_placement_follows_the_net() {
+        let net = Net { a: 120, b: 7 };
+        let p = Placement::loopback(&net);
+        let v2 = pod_named("order-service-v2");
+        assert_eq!(p.pod_ip(v2), net.pod_ip(v2));
+        assert_eq!(p.node_name(v2), "node-b");
+        assert_eq!(p.pod_at("127.120.7.12").map(|p| p.name), Some(v2.name));
+        assert_eq!(p.pod_at("127.120.7.99"), None);
+        assert_eq!(p.payment_vip, net.ip(PAYMENT_VIP_HOST));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::*;
 pub async fn enrolment(mesh: &Mesh) -> Section {
     progress("pattern 1: enrolment, /health through the mesh, mTLS identities");
     let mut s = Section::new(1, "workloads join the mesh (01-order-service.yaml)");
-    let model = get_text(mesh.control_plane_admin, "/debug/model?prefix=workload/").await;
+    let model = get_text(&mesh.control_plane_admin, "/debug/model?prefix=workload/").await;
     let workloads: Vec<String> = serde_json::from_str::<serde_json::Value>(&model)
         .ok()
         .and_then(|v| {
@@ -18,7 +18,7 @@ pub async fn enrolment(mesh: &Mesh) -> Section {
             })
         })
         .unwrap_or_default();
-    let errors = get_text(mesh.control_plane_admin, "/debug/errors").await;
+    let errors = get_text(&mesh.control_plane_admin, "/debug/errors").await;
     let error_count = serde_json::from_str::<serde_json::Value>(&errors)
         .ok()
         .and_then(|v| v["errors"].as_array().map(Vec::len))
@@ -73,7 +73,7 @@ pub async fn enrolment(mesh: &Mesh) -> Section {
 pub async fn add_identities(s: &mut Section, mesh: &Mesh) {
     let mut principals = BTreeSet::new();
     for addr in mesh.ztunnel_metrics.values() {
-        let text = get_text(*addr, "/metrics").await;
+        let text = get_text(addr, "/metrics").await;
         principals.extend(observe::mtls_label_values(&text, "source_principal"));
         principals.extend(observe::mtls_label_values(&text, "destination_principal"));
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::connect::Dial;
 use super::http::{self, HttpError, Request, Response, Via};
 use super::mesh::Mesh;
 use super::observe;
@@ -144,14 +145,13 @@ fn ztunnel_failure(mesh: &Mesh) -> String {
         .unwrap_or_default()
 }
 
-async fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
-    match http::send(
-        &Via::Direct(addr),
-        &Request::get(path),
-        Duration::from_secs(5),
-    )
-    .await
-    {
+/// The body of `GET path` on an admin or metrics endpoint ("" when it does not answer).
+async fn get_text(dial: &Dial, path: &str) -> String {
+    let via = Via::Plain {
+        dial: dial.clone(),
+        host: dial.addr().to_string(),
+    };
+    match http::send(&via, &Request::get(path), Duration::from_secs(5)).await {
         Ok(r) => String::from_utf8_lossy(&r.body).into_owned(),
         Err(_) => String::new(),
     }
@@ -160,8 +160,8 @@ async fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
 /// The demo pod listening at `addr` (`ip:port`), else `addr` itself.
 fn pod_at(mesh: &Mesh, addr: &str) -> String {
     let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
-    PODS.iter()
-        .find(|p| mesh.net.pod_ip(p).to_string() == ip)
+    mesh.placement
+        .pod_at(ip)
         .map(|p| p.name.to_string())
         .unwrap_or_else(|| addr.to_string())
 }
