@@ -482,7 +482,12 @@ fn destinations(r: &Value) -> String {
 fn routes_section(routes: &Value) -> Shown {
     let mut rows = Vec::new();
     for rc in list(routes) {
-        let host = format!("{}/{}", s(&rc["namespace"]), s(&rc["hostname"]));
+        let hostname = s(&rc["hostname"]);
+        let host = match hostname.strip_prefix("gateway~") {
+            // Routes bound to a waypoint Gateway (`route/<ns>/gateway~<name>`).
+            Some(gw) => format!("Gateway {}/{gw}", s(&rc["namespace"])),
+            None => format!("{}/{hostname}", s(&rc["namespace"])),
+        };
         let http = list(&rc["http"]);
         if http.is_empty() {
             // A DestinationRule alone: traffic policy and subsets, default routing.
@@ -729,6 +734,12 @@ mod tests {
                 }, {
                     "hostname": "db.prod.svc.cluster.local", "namespace": "prod",
                     "origins": ["DestinationRule/prod/db"], "http": []
+                }, {
+                    "hostname": "gateway~waypoint", "namespace": "prod",
+                    "origins": ["HTTPRoute/prod/beta"],
+                    "http": [{"name": "rule-0", "matches": [{"authority": {"match": {"regex": "(?i:pay)(?::[0-9]+)?"}, "present": false}}],
+                        "route": [{"destination": {"host": "pay-beta.prod.svc.cluster.local", "subset": "", "port": 80}, "weight": 1}],
+                        "origin": "HTTPRoute/prod/beta"}]
                 }]
             }),
             clusters: json!({"clusters": [{
@@ -771,6 +782,13 @@ mod tests {
             r.human
         );
         assert!(lines[3].contains("(default)") && lines[3].contains("DestinationRule/prod/db"));
+        assert!(
+            lines[4].starts_with("Gateway prod/waypoint")
+                && lines[4].contains("authority:regex=(?i:pay)(?::[0-9]+)?")
+                && lines[4].contains("pay-beta.prod.svc.cluster.local:80 1"),
+            "{}",
+            r.human
+        );
         assert_eq!(r.data[0]["http"][0]["name"], "canary");
 
         let e = waypoint_section(Section::Endpoints, &src, 0);
