@@ -42,17 +42,26 @@ fn api_message(e: &kube::Error) -> String {
         kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
         other => {
             let mut msg = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
             }
-            format!(
-                "cannot reach the Kubernetes API server: {}",
-                msg.replace('\n', " ")
-            )
+            format!("cannot reach the Kubernetes API server: {}", tidy(&msg))
         }
     }
+}
+
+/// One line, without kube's `ServiceError` prefix and hyper's repeated segments.
+fn tidy(msg: &str) -> String {
+    let flat = msg.replace('\n', " ");
+    let mut parts: Vec<&str> = Vec::new();
+    for p in flat.split(": ") {
+        if p != "ServiceError" && parts.last() != Some(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(": ")
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeModeError {
@@ -337,6 +346,14 @@ mod tests {
 
     const NS: &str = "/api/v1/namespaces/shop";
     const GW: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint";
+
+    #[test]
+    fn transport_errors_are_tidied() {
+        assert_eq!(
+            tidy("ServiceError: client error (Connect): client error (Connect): tcp connect error: Connection refused (os error 111)"),
+            "client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+    }
 
     #[tokio::test]
     async fn apply_checks_the_namespace_then_server_side_applies() {
