@@ -123,8 +123,8 @@ reason="$(k -n production get peerauthentication payment-service-mtls -o jsonpat
 if [[ "$reason" == "True" ]]; then pass "PeerAuthentication Accepted=True"; else fail "PeerAuthentication status: '$reason'"; fi
 
 log "waypoint deployed by the control plane (meshwork waypoint apply)"
-if mw waypoint apply -n production --name waypoint --for service; then
-  pass "meshwork waypoint apply -n production"
+if mw waypoint apply -n production --name waypoint --for service --wait --timeout 3m; then
+  pass "meshwork waypoint apply -n production --wait (Gateway Programmed)"
 else
   fail "meshwork waypoint apply -n production"
 fi
