@@ -72,6 +72,7 @@ fn loopback_demo_observes_the_five_patterns() {
     );
     assert_eq!(report["mode"], "loopback");
     assert_five_patterns(&report);
+    assert!(section(&report, 5)["data"]["plaintext"].is_null());
     assert!(out.status.success(), "{:?}", out.status);
     assert!(report["duration_ms"].as_u64().unwrap() < 30_000);
 }
@@ -390,6 +391,17 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
     );
     assert_eq!(report["mode"], "netns");
     assert_five_patterns(&report);
+    // Plaintext from outside the mesh: only netns mode has capture to drive it.
+    let plain = section(&report, 5)["data"]["plaintext"].as_array().unwrap();
+    assert_eq!(plain.len(), 2, "{plain:?}");
+    assert!(plain.iter().all(|p| p["refused"] == true), "{plain:?}");
+    assert!(
+        plain[0]["ztunnel_decision"]
+            .as_str()
+            .unwrap()
+            .contains("STRICT"),
+        "{plain:?}"
+    );
     assert!(report["duration_ms"].as_u64().unwrap() < 60_000, "{report}");
 
     // The run's namespaces exist while it is kept, and the printed command works.
@@ -503,5 +515,81 @@ fn curl_lines_parse() {
     assert_eq!(
         curl_target("curl --socks5-hostname 127.0.0.1:1 http://x"),
         None
+    );
+}
+
+/// Ctrl-C in the middle of the netns demo's traffic: the run stops and removes its
+/// namespaces, pins and processes.
+#[test]
+fn netns_demo_interrupted_mid_run_leaves_nothing_behind() {
+    let dir = bin_dir();
+    if !netns_capable() {
+        return;
+    }
+    let _one = heavy();
+    let mut guard = KillOnDrop(
+        Command::new(dir.join("meshwork"))
+            .args(["demo", "--mode", "netns"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    // Read stderr to its end on a thread (closing the pipe early would make the demo's
+    // own progress lines fail).
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut run = None;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no pattern 2 line: {seen:#?}"));
+        if let Some(r) = line
+            .split("network namespaces ")
+            .nth(1)
+            .and_then(|r| r.split("-*").next())
+        {
+            run = Some(r.to_string());
+        }
+        if line.contains("pattern 2:") {
+            break;
+        }
+        seen.push(line);
+    }
+    let run = run.expect("the mesh-up line names the run");
+    let prefix = format!("{run}-");
+    assert!(!netns_named(&prefix).is_empty());
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "meshwork demo ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(2), "interrupted is an error exit");
+    assert!(
+        netns_named(&prefix).is_empty(),
+        "{:?}",
+        netns_named(&prefix)
+    );
+    assert!(pins_named(&prefix).is_empty(), "{:?}", pins_named(&prefix));
+    assert!(
+        processes_mentioning(&run).is_empty(),
+        "{:?}",
+        processes_mentioning(&run)
     );
 }

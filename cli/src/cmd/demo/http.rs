@@ -254,6 +254,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn plain_connection_names_the_service_in_host() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            let code = if head.contains("\r\nhost: order-service\r\n") {
+                "200 OK"
+            } else {
+                "400 Bad Request"
+            };
+            s.write_all(format!("HTTP/1.1 {code}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+        });
+        let via = Via::Plain {
+            dial: Dial::Here(addr),
+            host: "order-service".into(),
+        };
+        let r = send(&via, &Request::get("/api/orders"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+
+    #[tokio::test]
     async fn socks_refusal_is_reported_with_its_code() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = l.local_addr().unwrap();

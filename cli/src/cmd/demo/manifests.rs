@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::topology::{Placement, Role, APP_PORT, FOREIGN_NAMESPACE, NAMESPACE, PODS, WAYPOINT};
+use super::topology::{
+    Placement, Role, APP_PORT, FOREIGN_NAMESPACE, LEGACY_NAMESPACE, NAMESPACE, PODS, WAYPOINT,
+};
 use super::DemoError;
 
 /// `(file name, content)` of the seed manifests, unchanged.
@@ -35,6 +37,7 @@ pub fn topology_yaml(at: &Placement) -> String {
         y,
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    istio.io/dataplane-mode: ambient\n    istio.io/use-waypoint: {WAYPOINT}\n---\n\
 apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {FOREIGN_NAMESPACE}\n  labels:\n    istio.io/dataplane-mode: ambient\n---\n\
+apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {LEGACY_NAMESPACE}\n---\n\
 apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {WAYPOINT}\n  namespace: {NAMESPACE}\n  labels:\n    istio.io/waypoint-for: service\n\
 spec:\n  gatewayClassName: istio-waypoint\n  listeners:\n    - name: mesh\n      port: 15008\n      protocol: HBONE\n---\n\
 apiVersion: v1\nkind: Service\nmetadata:\n  name: payment-service\n  namespace: {NAMESPACE}\n  labels:\n    app: payment-service\n\
@@ -183,6 +186,6 @@ mod tests {
         let parsed = meshwork_api::parse_file(Path::new("00-demo-cluster.yaml"), &y, NAMESPACE);
         let errors: Vec<String> = parsed.errors().map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(parsed.objects().count(), 4 + PODS.len());
+        assert_eq!(parsed.objects().count(), 5 + PODS.len());
     }
 }

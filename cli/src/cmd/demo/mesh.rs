@@ -64,6 +64,18 @@ impl Mesh {
         }
     }
 
+    /// Plaintext from `from` (a pod outside the mesh) straight to `to`'s app port, as the
+    /// destination node's capture sees it; only netns mode has capture (None on loopback).
+    pub fn plaintext(&self, from: &str, to: &str) -> Option<Via> {
+        match &self.backend {
+            Backend::Loopback(_) => None,
+            Backend::Netns(n) => Some(n.plaintext(
+                pod_named(from),
+                SocketAddr::new(self.placement.pod_ip(pod_named(to)), APP_PORT),
+            )),
+        }
+    }
+
     /// Where the mesh runs, for the progress line.
     pub fn location(&self) -> String {
         match &self.backend {

@@ -105,6 +105,17 @@ impl Netns {
         }
     }
 
+    /// `p`'s own connection to `addr` from its namespace.
+    pub fn plaintext(&self, p: &Pod, addr: SocketAddr) -> Via {
+        Via::Plain {
+            dial: Dial::Netns {
+                netns: self.netns_of(p.name),
+                addr,
+            },
+            host: addr.to_string(),
+        }
+    }
+
     /// `p`'s app on 127.0.0.1 inside its own namespace (never captured).
     pub fn direct(&self, p: &Pod) -> Via {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, APP_PORT));

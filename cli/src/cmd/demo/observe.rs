@@ -34,6 +34,8 @@ pub fn waypoint_entries(stdout: &Path) -> Vec<WaypointEntry> {
 /// One ztunnel access log line (JSON tracing output, target `access`).
 #[derive(Debug, Clone, Default)]
 pub struct ZtunnelEntry {
+    pub src_workload: String,
+    pub dst_workload: String,
     pub src_identity: String,
     pub dst_identity: String,
     pub decision: String,
@@ -53,6 +55,8 @@ pub fn ztunnel_entries(stdout: &Path) -> Vec<ZtunnelEntry> {
                 other => other.to_string(),
             };
             ZtunnelEntry {
+                src_workload: s("src.workload"),
+                dst_workload: s("dst.workload"),
                 src_identity: s("src.identity"),
                 dst_identity: s("dst.identity"),
                 decision: s("decision"),
@@ -140,13 +144,15 @@ mod tests {
         let zt = dir.path().join("zt.out");
         std::fs::write(
             &zt,
-            "{\"target\":\"meshwork\",\"fields\":{}}\n{\"target\":\"access\",\"fields\":{\"direction\":\"inbound\",\"src.identity\":\"spiffe://a\",\"decision\":\"deny\",\"bytes_sent\":3}}\n",
+            "{\"target\":\"meshwork\",\"fields\":{}}\n{\"target\":\"access\",\"fields\":{\"direction\":\"inbound\",\"src.identity\":\"spiffe://a\",\"dst.workload\":\"production/p-1\",\"decision\":\"deny\",\"bytes_sent\":3}}\n",
         )
         .unwrap();
         let z = ztunnel_entries(&zt);
         assert_eq!(z.len(), 1);
         assert_eq!(z[0].src_identity, "spiffe://a");
+        assert_eq!(z[0].src_workload, "");
         assert_eq!(z[0].decision, "deny");
+        assert_eq!(z[0].dst_workload, "production/p-1");
         std::fs::write(
             &zt,
             "{\"fields\":{\"message\":\"outbound connection failed\",\"error\":\"first\"}}\n{\"fields\":{\"message\":\"outbound connection failed\",\"error\":\"400 Bad Request\"}}\n",

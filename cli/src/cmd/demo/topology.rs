@@ -46,8 +46,10 @@ pub const NODES: [(&str, u8); 2] = [("node-a", 1), ("node-b", 2)];
 pub const WAYPOINT: &str = "waypoint";
 pub const NAMESPACE: &str = "production";
 pub const FOREIGN_NAMESPACE: &str = "partners";
+/// A namespace outside the mesh (not ambient): its pods speak plaintext.
+pub const LEGACY_NAMESPACE: &str = "legacy";
 
-pub const PODS: [Pod; 7] = [
+pub const PODS: [Pod; 8] = [
     Pod {
         name: "order-service-v1",
         namespace: NAMESPACE,
@@ -106,6 +108,16 @@ pub const PODS: [Pod; 7] = [
         service_account: "default",
         node: "node-a",
         host: 21,
+        role: Role::Client,
+    },
+    Pod {
+        name: "legacy-client",
+        namespace: LEGACY_NAMESPACE,
+        app: "legacy-client",
+        version: "v1",
+        service_account: "default",
+        node: "node-a",
+        host: 22,
         role: Role::Client,
     },
     Pod {
