@@ -136,7 +136,7 @@ fn ztunnel(endpoint: &str, node: &str, token: String) -> ConfigHandle {
             kind: ProxyKind::Ztunnel,
             node: node.into(),
             proxy_id: format!("test-ztunnel-{node}"),
-            token,
+            token: token.into(),
             ..Default::default()
         },
         None,

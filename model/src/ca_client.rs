@@ -1,7 +1,8 @@
 //! The client side of the mesh CA (`istio.v1.auth.IstioCertificateService`), shared by
 //! the proxies: generate a key and CSR for a workload identity, ask the CA with the node's
 //! bearer token (impersonating the workload, as Istio's ztunnel does), and check that the
-//! answer is a chain for that identity.
+//! answer is a chain for that identity. The token is taken from its [`TokenSource`] for
+//! every request, so a rotated token file is picked up at the next CSR.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use prost_types::{value::Kind, Struct, Value};
 
 use crate::pb::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::pb::istio_ca::IstioCertificateRequest;
+use crate::token::{TokenError, TokenSource};
 
 /// Metadata key naming the identity a node agent requests on a workload's behalf.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
@@ -22,6 +24,11 @@ pub enum CaClientError {
     Csr { identity: String, reason: String },
     #[error("the node token is not a valid header value")]
     Token,
+    #[error("no token for the CA request for {identity}: {source}")]
+    TokenUnavailable {
+        identity: String,
+        source: TokenError,
+    },
     #[error("CA refused to sign {identity}: {status}")]
     Rpc {
         identity: String,
@@ -34,17 +41,18 @@ pub enum CaClientError {
 pub struct CaClient {
     endpoint: String,
     channel: tonic::transport::Channel,
-    token: String,
+    token: TokenSource,
     ttl: Duration,
     extra_roots: Option<TrustBundle>,
 }
 
 impl CaClient {
     /// `endpoint` like `http://127.0.0.1:15010`; connects lazily. `extra_roots` are
-    /// trusted besides the root the CA returns (root migration).
+    /// trusted besides the root the CA returns (root migration). `token` is read anew for
+    /// each request.
     pub fn new(
         endpoint: &str,
-        token: &str,
+        token: impl Into<TokenSource>,
         ttl: Duration,
         extra_roots: Option<TrustBundle>,
     ) -> Result<Self, CaClientError> {
@@ -59,7 +67,7 @@ impl CaClient {
         Ok(CaClient {
             endpoint: endpoint.to_string(),
             channel,
-            token: token.to_string(),
+            token: token.into(),
             ttl,
             extra_roots,
         })
@@ -67,6 +75,13 @@ impl CaClient {
 
     /// A fresh certificate for `identity`.
     pub async fn sign(&self, identity: &SpiffeId) -> Result<WorkloadCertificate, CaClientError> {
+        let token = self
+            .token
+            .current()
+            .map_err(|source| CaClientError::TokenUnavailable {
+                identity: identity.to_string(),
+                source,
+            })?;
         let csr = CertRequest::generate(identity).map_err(|e| CaClientError::Csr {
             identity: identity.to_string(),
             reason: e.to_string(),
@@ -86,8 +101,8 @@ impl CaClient {
             validity_duration: self.ttl.as_secs() as i64,
             metadata: Some(metadata),
         });
-        if !self.token.is_empty() {
-            let bearer = format!("Bearer {}", self.token)
+        if !token.is_empty() {
+            let bearer = format!("Bearer {token}")
                 .parse()
                 .map_err(|_| CaClientError::Token)?;
             req.metadata_mut().insert("authorization", bearer);
@@ -107,3 +122,6 @@ impl CaClient {
             })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,8 @@
 //! the result is usable, then publishes it and ACKs — or keeps the last good snapshot and
 //! NACKs with the validator's reason. When the stream breaks it reconnects with
 //! exponential backoff and resumes from what it holds; meanwhile the proxy keeps serving
-//! from the last snapshot.
+//! from the last snapshot. The token is taken from its [`TokenSource`] on every
+//! (re)connect, so a rotated token file is presented at the next subscription.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::pb::config::{
     ProxyMessage, Subscribe,
 };
 use crate::snapshot::Snapshot;
+use crate::token::{TokenError, TokenSource};
 
 /// Who a proxy is, as told to the control plane.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +33,8 @@ pub struct Subscription {
     pub namespace: String,
     pub name: String,
     pub proxy_id: String,
-    pub token: String,
+    /// Read on every (re)connect.
+    pub token: TokenSource,
 }
 
 /// Decides whether a candidate snapshot may replace the current one.
@@ -49,6 +52,8 @@ pub enum ClientError {
     Stream(String),
     #[error("timed out after {0:?} waiting for the first config update")]
     Timeout(Duration),
+    #[error("no token to subscribe with: {0}")]
+    Token(#[from] TokenError),
 }
 
 /// Connection state, for readiness and the admin view.
@@ -183,6 +188,7 @@ async fn run_stream(
     status_tx: &watch::Sender<Status>,
     validator: &Option<Validator>,
 ) -> Result<(), ClientError> {
+    let token = sub.token.current()?;
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .map_err(|e| ClientError::Endpoint(endpoint.into(), e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
@@ -205,7 +211,7 @@ async fn run_stream(
             name: sub.name.clone(),
             proxy_id: sub.proxy_id.clone(),
             known,
-            token: sub.token.clone(),
+            token,
         })),
     };
     // The channel has room: this cannot block.
@@ -290,3 +296,6 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests;

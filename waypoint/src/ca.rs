@@ -59,8 +59,15 @@ impl Source {
     }
 }
 
-/// Renews `cert` half-way through its lifetime, for the life of the process.
+/// First and last delay between failed renewals.
+const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Renews `cert` half-way through its lifetime, for the life of the process. A failed
+/// renewal (CA down, token file unreadable) keeps the current certificate and is retried
+/// with exponential backoff.
 pub async fn keep_renewed(source: Arc<Source>, identity: SpiffeId, cert: Arc<RotatingCert>) {
+    let mut backoff = RENEW_RETRY_MIN;
     loop {
         let renew_at = cert.current().renew_at();
         let wait = renew_at
@@ -72,8 +79,53 @@ pub async fn keep_renewed(source: Arc<Source>, identity: SpiffeId, cert: Arc<Rot
             Ok(c) => {
                 info!(serial = c.serial(), "waypoint certificate renewed");
                 cert.set(c);
+                backoff = RENEW_RETRY_MIN;
             }
-            Err(e) => warn!("renewing the waypoint certificate: {e}"),
+            Err(e) => {
+                warn!(retry_in = ?backoff, "renewing the waypoint certificate: {e}; keeping the current one");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RENEW_RETRY_MAX);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_identity::testing::TestCa;
+    use meshwork_model::token::TokenSource;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_token_file_keeps_the_current_certificate() {
+        let ca = TestCa::new("cluster.local");
+        let identity = SpiffeId::new("cluster.local", "shop", "waypoint").unwrap();
+        // Already due for renewal: every attempt fails on the token, before any request.
+        let now = SystemTime::now();
+        let first = ca.issue_with_validity(
+            &identity,
+            now - Duration::from_secs(3000),
+            now + Duration::from_secs(600),
+        );
+        let serial = first.serial().to_string();
+        let cert = RotatingCert::new(first);
+        let client = CaClient::new(
+            "http://127.0.0.1:9",
+            TokenSource::File("/nonexistent/meshwork/token".into()),
+            Duration::from_secs(3600),
+            None,
+        )
+        .unwrap();
+        let source = Arc::new(Source::Ca(client));
+        let err = source.fetch(&identity).await.unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/meshwork/token"),
+            "{err}"
+        );
+        let task = tokio::spawn(keep_renewed(source, identity, cert.clone()));
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!task.is_finished(), "renewal keeps retrying");
+        assert_eq!(cert.current().serial(), serial);
+        task.abort();
     }
 }

@@ -12,6 +12,7 @@ use meshwork_identity::tls::{server_config, RotatingCert};
 use meshwork_identity::{SpiffeId, TrustBundle};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
+use meshwork_model::token::TokenSource;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -112,14 +113,15 @@ pub struct Args {
 }
 
 impl Args {
-    fn token(&self) -> anyhow::Result<String> {
-        match &self.token_file {
-            Some(p) => Ok(std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("reading --token-file {}: {e}", p.display()))?
-                .trim()
-                .to_string()),
-            None => Ok(self.token.clone()),
-        }
+    /// Where the token comes from: --token-file (re-read for every CSR and config-stream
+    /// connect, as the kubelet rotates it) when given, else --token. The file must be
+    /// readable at startup.
+    fn token(&self) -> anyhow::Result<TokenSource> {
+        let source = TokenSource::from_flags(&self.token, self.token_file.as_deref());
+        source
+            .current()
+            .map_err(|e| anyhow::anyhow!("--token-file: {e}"))?;
+        Ok(source)
     }
 
     /// The Gateway this waypoint implements: `--gateway ns/name`, else `--namespace`/`--name`.
@@ -196,7 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(d) => Source::Dir(d.clone()),
             None => Source::Ca(CaClient::new(
                 args.ca_address.as_deref().unwrap_or(&args.control_plane),
-                &token,
+                token,
                 Duration::from_secs(args.cert_ttl_secs),
                 extra_roots,
             )?),

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use meshwork_model::token::{TokenError, TokenSource};
 
 use crate::redirect::RedirectMode;
 
@@ -22,11 +23,8 @@ pub enum ConfigError {
     Listen { value: String },
     #[error("invalid duration {value:?}: expected e.g. 500ms, 10s, 5m, 24h")]
     Duration { value: String },
-    #[error("reading --node-token-file {path}: {source}")]
-    TokenFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("--node-token-file: {0}")]
+    TokenFile(TokenError),
 }
 
 impl FromStr for Listen {
@@ -218,23 +216,43 @@ impl Config {
         }
     }
 
-    /// The node token, from --node-token-file when given.
-    pub fn token(&self) -> Result<String, ConfigError> {
-        match &self.node_token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_string())
-                .map_err(|source| ConfigError::TokenFile {
-                    path: path.clone(),
-                    source,
-                }),
-            None => Ok(self.node_token.clone()),
-        }
+    /// Where the node token comes from: --node-token-file (re-read on every use, as the
+    /// kubelet rotates it) when given, else --node-token. The file must be readable now,
+    /// so a wrong path fails at startup rather than at the first renewal.
+    pub fn token(&self) -> Result<TokenSource, ConfigError> {
+        let source = TokenSource::from_flags(&self.node_token, self.node_token_file.as_deref());
+        source.current().map_err(ConfigError::TokenFile)?;
+        Ok(source)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_token_file_is_checked_at_startup_and_reread_later() {
+        let dir = std::env::temp_dir().join(format!("ztunnel-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let mut cfg = Config::for_node("node-a");
+        cfg.node_token = "literal".into();
+        assert_eq!(cfg.token().unwrap().current().unwrap(), "literal");
+        cfg.node_token_file = Some(path.clone());
+        let e = cfg.token().unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "--node-token-file: reading the token file {}: ",
+                path.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&path, "one\n").unwrap();
+        let source = cfg.token().unwrap();
+        std::fs::write(&path, "two\n").unwrap();
+        assert_eq!(source.current().unwrap(), "two");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn durations() {

@@ -97,7 +97,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 .ca_address
                 .clone()
                 .unwrap_or_else(|| cfg.control_plane.clone());
-            Arc::new(CaClient::new(&ca, &token, cfg.cert_ttl, extra_roots)?)
+            Arc::new(CaClient::new(
+                &ca,
+                token.clone(),
+                cfg.cert_ttl,
+                extra_roots,
+            )?)
         }
     };
     let config = match &cfg.static_config {
