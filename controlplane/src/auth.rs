@@ -1,12 +1,12 @@
-//! Who may do what, answered from the model: which service accounts run on a node (for
-//! the CA) and whether a proxy may subscribe as the node it names.
+//! Who may do what: which service accounts run on a node (for the CA, answered from the
+//! model), and whether a proxy may subscribe as the node or waypoint it names.
 
 use std::sync::Arc;
 
 use meshwork_model::pb::config::{resource, ProxyKind, Subscribe};
 use tonic::Status;
 
-use crate::ca::{self, NodeAuthenticator, WorkloadDirectory};
+use crate::ca::{self, Caller, NodeAuthenticator, WorkloadDirectory};
 use crate::distribute::{ModelHub, SubscriptionAuth};
 
 /// The CA's view of the model: a node may have the identities of its own workloads.
@@ -32,9 +32,15 @@ impl WorkloadDirectory for HubDirectory {
     }
 }
 
-/// A ztunnel (and a waypoint, which runs on a node too) proves its node with a token:
-/// the node's bootstrap token in file mode, its projected service-account token in
-/// Kubernetes; observers (the CLI) need none.
+/// Who may subscribe as what. The token names a caller
+/// ([`NodeAuthenticator::authenticate_caller`]): the node's bootstrap token in file mode,
+/// a projected service-account token in Kubernetes (a ztunnel's proves its node; any
+/// other pod's proves its own service account). Observers (the CLI) need none.
+///
+/// - a ztunnel must hold a token for the node it names;
+/// - a waypoint may subscribe with a node token (file mode, where waypoints run beside a
+///   node's ztunnel), or with a service-account token of the waypoint's own namespace:
+///   a pod of namespace A can not read namespace B's waypoint configuration.
 pub struct TokenAuth {
     nodes: Arc<dyn NodeAuthenticator>,
 }
@@ -43,6 +49,13 @@ impl TokenAuth {
     pub fn new(nodes: Arc<dyn NodeAuthenticator>) -> Self {
         TokenAuth { nodes }
     }
+
+    async fn caller(&self, token: &str) -> Result<Caller, Status> {
+        self.nodes
+            .authenticate_caller(token)
+            .await
+            .map_err(|e| ca::authn_status(&e))
+    }
 }
 
 #[tonic::async_trait]
@@ -50,35 +63,46 @@ impl SubscriptionAuth for TokenAuth {
     async fn check(&self, sub: &Subscribe) -> Result<(), Status> {
         match ProxyKind::try_from(sub.kind) {
             Ok(ProxyKind::Observer) => Ok(()),
-            Ok(ProxyKind::Ztunnel) => {
-                let node = self
-                    .nodes
-                    .authenticate(&sub.token)
-                    .await
-                    .map_err(|e| ca::authn_status(&e))?;
-                if node == sub.node {
-                    Ok(())
-                } else {
+            Ok(ProxyKind::Ztunnel) => match self.caller(&sub.token).await? {
+                Caller::Node(node) if node == sub.node => Ok(()),
+                Caller::Node(node) => Err(Status::permission_denied(format!(
+                    "token is for node {node:?}, not {:?}",
+                    sub.node
+                ))),
+                Caller::ServiceAccount { namespace, name } => {
                     Err(Status::permission_denied(format!(
-                        "token is for node {node:?}, not {:?}",
+                        "service account {namespace}/{name} may not subscribe as the ztunnel \
+                         of node {:?}",
                         sub.node
                     )))
                 }
-            }
-            Ok(ProxyKind::Waypoint) => self
-                .nodes
-                .authenticate(&sub.token)
-                .await
-                .map(|_| ())
-                .map_err(|e| ca::authn_status(&e)),
-            _ => Err(Status::invalid_argument("unknown proxy kind")),
+            },
+            Ok(ProxyKind::Waypoint) => match self.caller(&sub.token).await? {
+                Caller::Node(_) => Ok(()),
+                Caller::ServiceAccount { namespace, .. } if namespace == sub.namespace => Ok(()),
+                Caller::ServiceAccount { namespace, name } => {
+                    Err(Status::permission_denied(format!(
+                        "service account {namespace}/{name} may subscribe only as a waypoint \
+                         of namespace {namespace:?}, not as waypoint {}/{} of namespace {:?}",
+                        sub.namespace, sub.name, sub.namespace
+                    )))
+                }
+            },
+            _ => Err(Status::invalid_argument(format!(
+                "unknown proxy kind {} in the subscription of {:?}",
+                sub.kind, sub.proxy_id
+            ))),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
     use super::*;
+    use crate::ca::{NodeAuthError, NodeName};
     use meshwork_model::keys::make_resource;
     use meshwork_model::pb::config::Workload;
 
@@ -128,5 +152,84 @@ mod tests {
             ..Default::default()
         };
         assert!(auth.check(&observer).await.is_ok());
+    }
+
+    /// `sa:<ns>/<name>` proves that service account; anything else is a node token.
+    struct MixedTokens(crate::ca::NodeTokens);
+
+    impl NodeAuthenticator for MixedTokens {
+        fn authenticate<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>> {
+            NodeAuthenticator::authenticate(&self.0, token)
+        }
+
+        fn authenticate_caller<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<Caller, NodeAuthError>> + Send + 'a>> {
+            match token.strip_prefix("sa:").and_then(|s| s.split_once('/')) {
+                Some((ns, name)) => Box::pin(std::future::ready(Ok(Caller::ServiceAccount {
+                    namespace: ns.into(),
+                    name: name.into(),
+                }))),
+                None => NodeAuthenticator::authenticate_caller(&self.0, token),
+            }
+        }
+    }
+
+    fn waypoint(namespace: &str, token: &str) -> Subscribe {
+        Subscribe {
+            kind: ProxyKind::Waypoint as i32,
+            namespace: namespace.into(),
+            name: "waypoint".into(),
+            token: token.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_account_subscribes_only_as_a_waypoint_of_its_namespace() {
+        let tokens = crate::ca::NodeTokens::from_secret(b"test secret of enough length for hmac");
+        let auth = TokenAuth::new(Arc::new(MixedTokens(tokens.clone())));
+        assert!(auth
+            .check(&waypoint("shop", "sa:shop/waypoint"))
+            .await
+            .is_ok());
+
+        let err = auth
+            .check(&waypoint("billing", "sa:shop/waypoint"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            err.message(),
+            "service account shop/waypoint may subscribe only as a waypoint of namespace \
+             \"shop\", not as waypoint billing/waypoint of namespace \"billing\""
+        );
+
+        let as_ztunnel = Subscribe {
+            kind: ProxyKind::Ztunnel as i32,
+            node: "node-a".into(),
+            token: "sa:shop/waypoint".into(),
+            ..Default::default()
+        };
+        let err = auth.check(&as_ztunnel).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(err.message().contains("shop/waypoint"), "{}", err.message());
+
+        // A node token may serve any waypoint (file mode), and still its own node only.
+        let tok_a = tokens.token_for("node-a").unwrap();
+        assert!(auth.check(&waypoint("billing", &tok_a)).await.is_ok());
+        let ztunnel_a = Subscribe {
+            kind: ProxyKind::Ztunnel as i32,
+            node: "node-a".into(),
+            token: tok_a,
+            ..Default::default()
+        };
+        assert!(auth.check(&ztunnel_a).await.is_ok());
+        let err = auth.check(&waypoint("shop", "garbage")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
     }
 }

@@ -18,7 +18,6 @@ use crate::ca::{self, Ca, CaConfig, NodeAuthenticator, NodeTokens};
 use crate::distribute::{MeshConfigService, ModelHub, Registry};
 use crate::engine::{self, Engine};
 use crate::source::dir::{self, FileEvent};
-use crate::source::kube::tokenreview::SubscriptionTokens;
 use crate::source::kube::{
     self as kube_src,
     lease::{run_election, Elector, KubeLease},
@@ -142,13 +141,14 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     let ca = Arc::new(Ca::open(&opts.ca_dir, ca_config).map_err(|e| RunError::Ca(e.to_string()))?);
     let tokens = NodeTokens::open(&opts.ca_dir).map_err(|e| RunError::Ca(e.to_string()))?;
     // Kubernetes: ztunnel tokens prove their node; a waypoint's token its own service
-    // account (the CA signs that identity only; the config stream accepts it as a waypoint).
+    // account (the CA signs that identity only; the config stream accepts it as a waypoint
+    // of that namespace only).
     let nodes: Arc<dyn NodeAuthenticator> = match &opts.source {
-        Source::Kubernetes(k) => Arc::new(SubscriptionTokens(TokenReviewAuthenticator::new(
+        Source::Kubernetes(k) => Arc::new(TokenReviewAuthenticator::new(
             kube_client().await?,
             k.token_audience.clone(),
             [k.ztunnel_service_account.clone()],
-        ))),
+        )),
         _ => Arc::new(tokens.clone()),
     };
     let directory = Arc::new(crate::auth::HubDirectory::new(hub.clone()));

@@ -20,7 +20,9 @@
 //! caller is that service account ([`Caller::ServiceAccount`]) and the CA signs its own
 //! identity only, as istiod does for a pod's projected token. A waypoint pod gets its
 //! certificate this way; no new privilege arises, since whoever can run a pod as a
-//! service account can already obtain that account's tokens.
+//! service account can already obtain that account's tokens. The config stream asks the
+//! same question ([`crate::auth::TokenAuth`]): such a caller may subscribe only as a
+//! waypoint of its own namespace.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -209,46 +211,16 @@ fn single<'a>(extra: &'a BTreeMap<String, Vec<String>>, key: &str) -> Option<&'a
         .filter(|s| !s.is_empty())
 }
 
-/// The proxies' config-stream tokens ([`crate::auth::TokenAuth`] asks `authenticate` for
-/// ztunnels and waypoints alike): a ztunnel token proves its node; any other pod-bound
-/// token (a waypoint's) proves `serviceaccount:<ns>/<name>`, a name no node can have
-/// (Kubernetes node names hold no `:` or `/`), so it can subscribe as a waypoint but
-/// never act for a node.
-#[derive(Clone)]
-pub struct SubscriptionTokens(pub TokenReviewAuthenticator);
-
-/// Prefix of the pseudo node name of a service-account caller.
-pub const SERVICE_ACCOUNT_CALLER: &str = "serviceaccount:";
-
-impl NodeAuthenticator for SubscriptionTokens {
-    fn authenticate<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<NodeName, NodeAuthError>> + Send + 'a>> {
-        Box::pin(async move {
-            Ok(match self.0.review_caller(token).await? {
-                Caller::Node(node) => node,
-                Caller::ServiceAccount { namespace, name } => {
-                    format!("{SERVICE_ACCOUNT_CALLER}{namespace}/{name}")
-                }
-            })
-        })
-    }
-
-    fn authenticate_caller<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Caller, NodeAuthError>> + Send + 'a>> {
-        Box::pin(self.0.review_caller(token))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http::Method;
     use serde_json::{json, Value};
 
+    use meshwork_model::pb::config::{ProxyKind, Subscribe};
+
     use super::*;
+    use crate::auth::TokenAuth;
+    use crate::distribute::SubscriptionAuth;
     use crate::source::kube::test_api::MockApi;
 
     const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -308,11 +280,39 @@ mod tests {
             matches!(&e, NodeAuthError::PermissionDenied(m) if m.contains("shop/waypoint")),
             "{e}"
         );
-        let sub = SubscriptionTokens(a);
-        assert_eq!(
-            sub.authenticate("tok").await.unwrap(),
-            "serviceaccount:shop/waypoint"
+    }
+
+    fn waypoint_sub(namespace: &str) -> Subscribe {
+        Subscribe {
+            kind: ProxyKind::Waypoint as i32,
+            namespace: namespace.into(),
+            name: "waypoint".into(),
+            token: "tok".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waypoint_token_subscribes_only_as_a_waypoint_of_its_own_namespace() {
+        let api = waypoint_api("u-1");
+        let subs = TokenAuth::new(std::sync::Arc::new(auth(&api)));
+        subs.check(&waypoint_sub("shop")).await.unwrap();
+        let e = subs.check(&waypoint_sub("billing")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("\"shop\"") && e.message().contains("\"billing\""),
+            "{}",
+            e.message()
         );
+        let ztunnel = Subscribe {
+            kind: ProxyKind::Ztunnel as i32,
+            node: "node-a".into(),
+            token: "tok".into(),
+            ..Default::default()
+        };
+        let e = subs.check(&ztunnel).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+        assert_eq!(api.requests().len(), 6, "each check reviews the token anew");
     }
 
     #[tokio::test]
