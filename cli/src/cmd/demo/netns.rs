@@ -9,6 +9,11 @@
 //! attached to the uncaptured pod's veth, so the connection's packets after the SYN are
 //! neither marked nor hairpinned; TCP early demux finds the transparent socket and
 //! `ip_forward` drops them).
+//!
+//! Teardown: dropping the mesh stops the ztunnels, removes each node's redirection, kills
+//! the other processes and deletes the namespaces (with their veths) and BPF pins. If
+//! `meshwork` itself is SIGKILLed, its children die with it (`PR_SET_PDEATHSIG`) and the
+//! next run removes the namespaces and pins left behind (their run id names a dead pid).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
