@@ -329,8 +329,33 @@ fn get_orders_from(netns: &str, addr: std::net::SocketAddr) -> String {
     .unwrap_or_else(|e| panic!("GET /api/orders from {netns} to {addr}: {e}"))
 }
 
-/// The netns demo end to end: every pattern ok on the eBPF-captured cluster, the `--keep`
-/// commands work, SIGTERM removes the namespaces, BPF pins, logs and processes.
+/// The run id in a progress or banner line (`… network namespaces <run>-* …`).
+fn run_id_in(line: &str) -> Option<String> {
+    let rest = line.split("network namespaces ").nth(1)?;
+    Some(rest.split("-*").next()?.to_string())
+}
+
+/// Nothing of run `run` is left: namespaces (and with them their veths), BPF pins, the
+/// log directory, processes.
+fn assert_nothing_left(run: &str) {
+    let prefix = format!("{run}-");
+    assert!(
+        netns_named(&prefix).is_empty(),
+        "{:?}",
+        netns_named(&prefix)
+    );
+    assert!(pins_named(&prefix).is_empty(), "{:?}", pins_named(&prefix));
+    let logs = std::env::temp_dir().join("meshwork-e2e").join(run);
+    assert!(!logs.exists(), "{} left behind", logs.display());
+    assert!(
+        processes_mentioning(run).is_empty(),
+        "{:?}",
+        processes_mentioning(run)
+    );
+}
+
+/// The netns demo end to end: every pattern ok on the eBPF-captured cluster, and its
+/// normal end removes the namespaces, BPF pins, logs and processes.
 #[test]
 fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
     let dir = bin_dir();
@@ -339,58 +364,21 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
     }
     let _one = heavy();
     let started = Instant::now();
-    let mut guard = KillOnDrop(
-        Command::new(dir.join("meshwork"))
-            .args(["demo", "--mode", "netns", "--json", "--keep"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let child = &mut guard.0;
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let tx_out = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(("err", line)).is_err() {
-                return;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx_out.send(("out", line)).is_err() {
-                return;
-            }
-        }
-    });
-    // Bounded: the report, then the --keep banner and its lines.
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let (mut report, mut banner, mut seen) = (None::<Value>, Vec::new(), Vec::new());
-    while report.is_none() || !banner.iter().any(|l: &String| l.contains("logs:")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (stream, line) = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no report and --keep banner: {seen:#?}"));
-        match stream {
-            "out" => {
-                report = Some(serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("stdout is not one JSON document ({e}): {line}\n{seen:#?}")
-                }))
-            }
-            _ if line.contains("keeps running") || !banner.is_empty() => banner.push(line),
-            _ => seen.push(line),
-        }
-    }
-    let report = report.unwrap();
+    let out = Command::new(dir.join("meshwork"))
+        .args(["demo", "--mode", "netns", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}\n{stderr}"));
     assert!(
-        seen.first().is_some_and(|l| l.contains("mode: netns")),
-        "{seen:#?}"
+        stderr.lines().next().unwrap_or("").contains("mode: netns"),
+        "{stderr}"
     );
     assert_eq!(report["mode"], "netns");
     assert_five_patterns(&report);
+    assert!(out.status.success(), "{:?}\n{stderr}", out.status);
     // Plaintext from outside the mesh: only netns mode has capture to drive it.
     let plain = section(&report, 5)["data"]["plaintext"].as_array().unwrap();
     assert_eq!(plain.len(), 2, "{plain:?}");
@@ -403,17 +391,64 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
         "{plain:?}"
     );
     assert!(report["duration_ms"].as_u64().unwrap() < 60_000, "{report}");
+    let run = stderr
+        .lines()
+        .find_map(run_id_in)
+        .unwrap_or_else(|| panic!("no run id in {stderr}"));
+    assert_nothing_left(&run);
+    // Well under the ~2 minutes the brief allows on a 2-core machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+}
 
-    // The run's namespaces exist while it is kept, and the printed command works.
-    let run = banner[0]
-        .split("network namespaces ")
-        .nth(1)
-        .and_then(|r| r.split("-*").next())
-        .unwrap_or_else(|| panic!("no run id in {banner:#?}"))
-        .to_string();
+/// `--keep` in netns mode: the printed commands work against the running mesh, and
+/// SIGTERM removes everything.
+#[test]
+fn netns_keep_prints_working_commands_then_sigterm_cleans_up() {
+    let dir = bin_dir();
+    if !netns_capable() {
+        return;
+    }
+    let _one = heavy();
+    let mut guard = KillOnDrop(
+        Command::new(dir.join("meshwork"))
+            .args(["demo", "--mode", "netns", "--keep"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Bounded: the --keep banner and its lines.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (mut banner, mut seen) = (Vec::new(), Vec::new());
+    while !banner.iter().any(|l: &String| l.contains("logs:")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no --keep banner: {seen:#?}"));
+        if line.contains("keeps running") || !banner.is_empty() {
+            banner.push(line);
+        } else {
+            seen.push(line);
+        }
+    }
+    let run = run_id_in(&banner[0]).unwrap_or_else(|| panic!("no run id in {banner:#?}"));
     let prefix = format!("{run}-");
     assert!(
-        netns_named(&prefix).len() >= 1 + 3 + 7,
+        netns_named(&prefix).len() >= 1 + 3 + 8,
         "{:?}",
         netns_named(&prefix)
     );
@@ -426,12 +461,6 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
     let answer = get_orders_from(&client_ns, vip);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("order-service"), "{answer}");
-    let logs = banner
-        .iter()
-        .find_map(|l| l.split("logs: ").nth(1))
-        .unwrap()
-        .trim()
-        .to_string();
     assert!(!processes_mentioning(&run).is_empty());
 
     // SIGTERM (as a service manager would stop it) removes everything.
@@ -448,24 +477,7 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
-    assert!(
-        netns_named(&prefix).is_empty(),
-        "{:?}",
-        netns_named(&prefix)
-    );
-    assert!(pins_named(&prefix).is_empty(), "{:?}", pins_named(&prefix));
-    assert!(!Path::new(&logs).exists(), "{logs} left behind");
-    assert!(
-        processes_mentioning(&run).is_empty(),
-        "{:?}",
-        processes_mentioning(&run)
-    );
-    // Well under the ~2 minutes the brief allows on a 2-core machine.
-    assert!(
-        started.elapsed() < Duration::from_secs(120),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_nothing_left(&run);
 }
 
 /// `--mode netns` without root: one clear error line and a non-zero exit, nothing started.
@@ -553,12 +565,8 @@ fn netns_demo_interrupted_mid_run_leaves_nothing_behind() {
         let line = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no pattern 2 line: {seen:#?}"));
-        if let Some(r) = line
-            .split("network namespaces ")
-            .nth(1)
-            .and_then(|r| r.split("-*").next())
-        {
-            run = Some(r.to_string());
+        if let Some(r) = run_id_in(&line) {
+            run = Some(r);
         }
         if line.contains("pattern 2:") {
             break;
@@ -581,15 +589,5 @@ fn netns_demo_interrupted_mid_run_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(2), "interrupted is an error exit");
-    assert!(
-        netns_named(&prefix).is_empty(),
-        "{:?}",
-        netns_named(&prefix)
-    );
-    assert!(pins_named(&prefix).is_empty(), "{:?}", pins_named(&prefix));
-    assert!(
-        processes_mentioning(&run).is_empty(),
-        "{:?}",
-        processes_mentioning(&run)
-    );
+    assert_nothing_left(&run);
 }
