@@ -21,6 +21,7 @@ use crate::source::dir::{self, FileEvent};
 use crate::source::kube::{
     self as kube_src,
     lease::{run_election, Elector, KubeLease},
+    route_status::{self, run_route_status, RouteStatusWriter},
     status::{run_status, tee, StatusWriter},
     waypoints::{self, run_waypoints, Controller, TemplateSource, WaypointApi},
     KubeSourceOptions, TokenReviewAuthenticator,
@@ -277,6 +278,7 @@ async fn kube_source(
     );
     let (engine_rx, status_rx) = tee(events);
     let (engine_rx, waypoint_rx) = waypoints::tee(engine_rx);
+    let (engine_rx, route_status_rx) = route_status::tee(engine_rx);
     let mut tasks = Vec::new();
     let leader_rx = if k.leader_election {
         let (leader_tx, leader_rx) = watch::channel(false);
@@ -314,6 +316,11 @@ async fn kube_source(
         // Nobody reads the waypoint batches: dropping the receiver lets the tee skip them.
         None => drop(waypoint_rx),
     }
+    tasks.push(tokio::spawn(run_route_status(
+        RouteStatusWriter::new(client.clone(), resources.clone()),
+        route_status_rx,
+        leader_rx.clone(),
+    )));
     let status = run_status(StatusWriter::new(client, resources), status_rx, leader_rx);
     info!(lease = %k.lease_name, identity = %k.identity, "watching the Kubernetes API");
     tasks.push(tokio::spawn(status));

@@ -5,6 +5,8 @@
 //! - [`pseudo`]: every object is a pseudo-file `k8s://<Kind>/<ns>/<name>` holding its JSON;
 //! - [`index`]: watch events (including relists after `410 Gone`) → [`FileEvent`]s;
 //! - [`status`]: `Accepted` conditions written back on Istio resources (leader only);
+//! - [`route_status`]: `status.parents[]` of routes attached to waypoint Gateways (leader
+//!   only);
 //! - [`lease`]: leader election through a `coordination.k8s.io/v1` Lease;
 //! - [`tokenreview`]: ztunnel node tokens checked with TokenReview, pod → node;
 //! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`];
@@ -18,6 +20,7 @@ pub mod index;
 pub mod lease;
 pub mod pseudo;
 pub mod resources;
+pub mod route_status;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod test_api;
