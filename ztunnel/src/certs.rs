@@ -402,6 +402,30 @@ mod tests {
         assert!(m.current(&id).is_none());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_token_file_keeps_the_installed_certificate() {
+        let ca = TestCa::new("cluster.local");
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let client = CaClient::new(
+            "http://127.0.0.1:9",
+            meshwork_model::token::TokenSource::File("/nonexistent/meshwork/token".into()),
+            Duration::from_secs(3600),
+            None,
+        )
+        .unwrap();
+        let e = CertSigner::sign(&client, &id).await.unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/meshwork/token"), "{e}");
+        let m = CertManager::new(Arc::new(client));
+        let cert = ca.issue(&id, Duration::from_secs(3600));
+        let serial = cert.serial().to_string();
+        m.install(cert);
+        m.set_identities([id.clone()].into());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(m.ready());
+        assert_eq!(m.current(&id).unwrap().serial(), serial);
+        m.server_config(&id).unwrap();
+    }
+
     #[tokio::test]
     async fn dir_signer_loads_saved_certificates() {
         let ca = TestCa::new("cluster.local");
