@@ -110,9 +110,11 @@ pub enum DemoError {
     Interrupted,
 }
 
-/// A progress line on stderr.
+/// A progress line on stderr. A closed stderr (`meshwork demo 2>&1 | head`) is ignored
+/// rather than a panic, so the teardown still runs normally.
 pub fn progress(line: &str) {
-    eprintln!("demo: {line}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "demo: {line}");
 }
 
 /// The two ways a demo can run.
@@ -269,7 +271,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", report.render());
     }
     if args.keep {
-        eprint!("{}", mesh.keep_banner());
+        use std::io::Write;
+        let _ = write!(std::io::stderr(), "{}", mesh.keep_banner());
         stop.wait().await;
         progress("stopping");
     }
