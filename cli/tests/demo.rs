@@ -493,9 +493,17 @@ fn netns_mode_without_root_is_one_clear_error() {
         assert_netns_refused(&out);
         return;
     }
+    // As nobody, from a copy in a directory nobody can reach (the target directory may be
+    // under a home directory it cannot enter).
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let out = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("meshwork");
+    std::fs::copy(env!("CARGO_BIN_EXE_meshwork"), &bin).unwrap();
+    let out = Command::new(&bin)
         .args(["demo", "--mode", "netns"])
+        .current_dir(dir.path())
         .uid(65534)
         .gid(65534)
         .output()
