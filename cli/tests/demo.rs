@@ -73,6 +73,7 @@ fn loopback_demo_observes_the_five_patterns() {
     assert_eq!(report["mode"], "loopback");
     assert_five_patterns(&report);
     assert!(section(&report, 5)["data"]["plaintext"].is_null());
+    assert!(section(&report, 1)["data"]["capture"].is_null());
     assert!(out.status.success(), "{:?}", out.status);
     assert!(report["duration_ms"].as_u64().unwrap() < 30_000);
 }
@@ -389,6 +390,17 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
             .unwrap()
             .contains("STRICT"),
         "{plain:?}"
+    );
+    // The apps' own connections were captured by eBPF on both nodes.
+    let capture = &section(&report, 1)["data"]["capture"];
+    let outbound: u64 = ["node-a", "node-b"]
+        .iter()
+        .map(|n| capture[n]["outbound_syn"].as_u64().unwrap())
+        .sum();
+    assert!(outbound >= 2000, "{capture}");
+    assert!(
+        capture["node-a"]["enrolled"].as_u64().unwrap() >= 3,
+        "{capture}"
     );
     assert!(report["duration_ms"].as_u64().unwrap() < 60_000, "{report}");
     let run = stderr

@@ -76,6 +76,15 @@ impl Mesh {
         }
     }
 
+    /// Demo node → its ztunnel's admin endpoint serving `/redirect` (the eBPF capture's
+    /// enrolled pods and counters); empty on loopback, where nothing is captured.
+    pub fn redirect_endpoints(&self) -> Vec<(String, Dial)> {
+        match &self.backend {
+            Backend::Loopback(_) => Vec::new(),
+            Backend::Netns(n) => n.redirect_endpoints(),
+        }
+    }
+
     /// Where the mesh runs, for the progress line.
     pub fn location(&self) -> String {
         match &self.backend {

@@ -200,6 +200,7 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
         tokio::join!(patterns::timeout_probe(mesh), sequence);
     patterns::add_timeout(&mut s2, mesh, &probe);
     patterns::add_identities(&mut s1, mesh).await;
+    patterns::add_capture(&mut s1, mesh).await;
     vec![s1, s2, s3, s4, s5]
 }
 

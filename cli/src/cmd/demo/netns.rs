@@ -41,6 +41,8 @@ use super::{progress, DemoError};
 /// the control plane's allocator in the same service CIDR).
 const PAYMENT_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 100, 1);
 const WAYPOINT_POD: &str = "waypoint-0";
+/// ztunnel admin listener in each node namespace (its default, `127.0.0.1:15000`).
+const ZTUNNEL_ADMIN_PORT: u16 = 15000;
 
 /// The netns part of a running demo mesh.
 pub struct Netns {
@@ -131,6 +133,20 @@ impl Netns {
             },
             host: addr.to_string(),
         }
+    }
+
+    /// Demo node → its ztunnel's admin endpoint (127.0.0.1:15000 in the node namespace).
+    pub fn redirect_endpoints(&self) -> Vec<(String, Dial)> {
+        self.nodes
+            .iter()
+            .map(|(demo, node)| {
+                let dial = Dial::Netns {
+                    netns: self.netns_of(node),
+                    addr: SocketAddr::from((Ipv4Addr::LOCALHOST, ZTUNNEL_ADMIN_PORT)),
+                };
+                (demo.to_string(), dial)
+            })
+            .collect()
     }
 
     pub fn location(&self) -> String {

@@ -133,3 +133,77 @@ pub(super) fn short_id(id: &str) -> String {
         .map(|(_, rest)| format!("ns/{rest}"))
         .unwrap_or_else(|| id.to_string())
 }
+
+/// eBPF capture counters of one node's ztunnel (`/redirect`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Capture {
+    pub enrolled: usize,
+    pub outbound_syn: u64,
+    pub inbound_hbone_syn: u64,
+    pub inbound_plain_syn: u64,
+}
+
+impl Capture {
+    pub(super) fn of(report: &serde_json::Value) -> Option<Capture> {
+        let stats = &report["stats"];
+        Some(Capture {
+            enrolled: report["enrolled"].as_array()?.len(),
+            outbound_syn: stats["outbound_syn"].as_u64()?,
+            inbound_hbone_syn: stats["inbound_hbone_syn"].as_u64()?,
+            inbound_plain_syn: stats["inbound_plain_syn"].as_u64()?,
+        })
+    }
+}
+
+/// In netns mode, adds what the eBPF redirection captured on each node (the ztunnels'
+/// `/redirect` counters): the apps' own connections went through the mesh because the
+/// kernel handed them to the ztunnel.
+pub async fn add_capture(s: &mut Section, mesh: &Mesh) {
+    let endpoints = mesh.redirect_endpoints();
+    if endpoints.is_empty() {
+        return;
+    }
+    let mut total = Capture::default();
+    let mut rows = serde_json::Map::new();
+    for (node, dial) in endpoints {
+        let text = get_text(&dial, "/redirect").await;
+        let Some(c) = serde_json::from_str(&text)
+            .ok()
+            .as_ref()
+            .and_then(Capture::of)
+        else {
+            s.expect(
+                false,
+                format!("ztunnel {node}: no eBPF capture report on /redirect: {text:?}"),
+            );
+            continue;
+        };
+        s.line(format!(
+            "eBPF capture on {node}: {} pod(s) enrolled, SYNs captured: {} outbound, {} inbound HBONE, {} inbound plaintext",
+            c.enrolled, c.outbound_syn, c.inbound_hbone_syn, c.inbound_plain_syn
+        ));
+        total.outbound_syn += c.outbound_syn;
+        total.inbound_hbone_syn += c.inbound_hbone_syn;
+        rows.insert(
+            node,
+            serde_json::json!({
+                "enrolled": c.enrolled, "outbound_syn": c.outbound_syn,
+                "inbound_hbone_syn": c.inbound_hbone_syn, "inbound_plain_syn": c.inbound_plain_syn,
+            }),
+        );
+    }
+    s.expect(
+        total.outbound_syn >= HEALTH_REQUESTS as u64,
+        format!(
+            "the redirection captured only {} outbound connection(s); the {HEALTH_REQUESTS} /health requests alone open that many",
+            total.outbound_syn
+        ),
+    );
+    s.expect(
+        total.inbound_hbone_syn >= 1,
+        "the redirection handed no HBONE connection to a ztunnel".into(),
+    );
+    if let Some(data) = s.data.as_object_mut() {
+        data.insert("capture".into(), serde_json::Value::Object(rows));
+    }
+}

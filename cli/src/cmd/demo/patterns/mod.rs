@@ -7,7 +7,7 @@ mod tracing;
 mod traffic;
 mod zero_trust;
 
-pub use enrolment::{add_identities, enrolment};
+pub use enrolment::{add_capture, add_identities, enrolment};
 pub use resilience::resilience;
 pub use tracing::tracing;
 pub use traffic::{add_timeout, timeout_probe, traffic};
@@ -205,6 +205,28 @@ mod tests {
         assert_eq!(enrolment::short_id("odd"), "odd");
         assert_eq!(render_counts(&[4, 4, 3]), "3/4");
         assert_eq!(render_counts(&[]), "?");
+    }
+
+    #[test]
+    fn capture_counters_from_the_redirect_report() {
+        let report = serde_json::json!({
+            "enrolled": ["10.244.0.10", "10.244.0.11"],
+            "stats": {"outbound_syn": 30, "inbound_hbone_syn": 4, "inbound_plain_syn": 1, "hairpin": 0},
+        });
+        let c = enrolment::Capture::of(&report).unwrap();
+        assert_eq!(
+            (
+                c.enrolled,
+                c.outbound_syn,
+                c.inbound_hbone_syn,
+                c.inbound_plain_syn
+            ),
+            (2, 30, 4, 1)
+        );
+        assert_eq!(
+            enrolment::Capture::of(&serde_json::json!({"enrolled": []})),
+            None
+        );
     }
 
     #[test]
