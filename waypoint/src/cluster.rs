@@ -35,6 +35,8 @@ type CachedEndpoints = (Arc<Snapshot>, Arc<Vec<Arc<Endpoint>>>);
 #[derive(Debug)]
 pub struct Cluster {
     pub key: ClusterKey,
+    /// `outbound|<port>|<subset>|<hostname>` ([`ClusterKey::name`]).
+    pub name: String,
     pub pool: ClusterPool,
     pub outlier: Option<Outlier>,
     pub lb: Balancer,
@@ -201,7 +203,7 @@ impl Clusters {
         proto: Proto,
     ) -> Arc<Cluster> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let map_key = (key.clone(), proto);
+        let map_key = (key, proto);
         if let Some(c) = map.get(&map_key) {
             if c.policy.as_ref() == policy {
                 return c.clone();
@@ -220,7 +222,8 @@ impl Clusters {
             proto,
             policy: policy.cloned(),
             endpoints: Mutex::new(None),
-            key: key.clone(),
+            name: map_key.0.name(),
+            key: map_key.0.clone(),
         });
         map.insert(map_key, c.clone());
         c

@@ -21,43 +21,99 @@ pub struct WaypointId {
     pub name: String,
 }
 
-/// (waypoint, service namespace, service name).
-type PolicyKey = (WaypointId, String, String);
-
 /// Cached tracing settings of one service (`None`: not traced).
 type TracingEntry = Option<Arc<Effective>>;
+
+/// Values per (waypoint, namespace, name), filled lazily; a hit allocates nothing.
+#[derive(Debug)]
+pub struct ServiceCache<V>(Mutex<HashMap<WaypointId, Nested<V>>>);
+
+/// namespace → name → value.
+type Nested<V> = HashMap<String, HashMap<String, V>>;
+
+impl<V> Default for ServiceCache<V> {
+    fn default() -> Self {
+        ServiceCache(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<V: Clone> ServiceCache<V> {
+    /// The cached value, or `make()`'s, which is then cached.
+    pub fn get_or_insert_with(
+        &self,
+        waypoint: &WaypointId,
+        namespace: &str,
+        name: &str,
+        make: impl FnOnce() -> V,
+    ) -> V {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = map
+            .get(waypoint)
+            .and_then(|m| m.get(namespace))
+            .and_then(|m| m.get(name))
+        {
+            return v.clone();
+        }
+        let v = make();
+        map.entry(waypoint.clone())
+            .or_default()
+            .entry(namespace.to_string())
+            .or_default()
+            .insert(name.to_string(), v.clone());
+        v
+    }
+}
 
 /// The host under which the control plane publishes the routes bound to waypoint Gateway
 /// `name`: `gateway~<name>` (`~` cannot occur in a DNS name; the control plane's
 /// `translate::route::gateway_host` produces the same).
 pub fn gateway_route_host(name: &str) -> String {
-    format!("gateway~{name}")
+    format!("{GATEWAY_HOST_PREFIX}{name}")
 }
+
+const GATEWAY_HOST_PREFIX: &str = "gateway~";
 
 /// A snapshot with compiled routes and policies.
 #[derive(Debug)]
 pub struct Compiled {
     pub snapshot: Arc<Snapshot>,
-    routes: HashMap<(String, String), Arc<CompiledRouteConfig>>,
+    /// namespace → hostname → routes.
+    routes: Nested<Arc<CompiledRouteConfig>>,
+    /// namespace → Gateway name → the routes bound to it (also in `routes`).
+    gateway_routes: Nested<Arc<CompiledRouteConfig>>,
     policies: HashMap<String, Arc<Policy>>,
     root_namespace: String,
     /// Applicable policies per (waypoint, service namespace, service name), filled lazily.
-    by_service: Mutex<HashMap<PolicyKey, Arc<[Arc<Policy>]>>>,
-    /// Effective tracing settings per (service namespace, hostname), filled lazily.
-    tracing: Mutex<HashMap<(WaypointId, String, String), TracingEntry>>,
+    by_service: ServiceCache<Arc<[Arc<Policy>]>>,
+    /// Effective tracing settings per (waypoint, service namespace, hostname), filled lazily.
+    tracing: ServiceCache<TracingEntry>,
     /// Metrics and access log settings per service, filled lazily.
     telemetry: TelemetryCache,
 }
 
 impl Compiled {
     pub fn build(snapshot: Arc<Snapshot>) -> Compiled {
-        let mut routes = HashMap::new();
+        let mut routes: Nested<Arc<CompiledRouteConfig>> = HashMap::new();
         for r in snapshot.routes() {
             match CompiledRouteConfig::compile(r) {
                 Ok(c) => {
-                    routes.insert((r.namespace.clone(), r.hostname.clone()), Arc::new(c));
+                    routes
+                        .entry(r.namespace.clone())
+                        .or_default()
+                        .insert(r.hostname.clone(), Arc::new(c));
                 }
                 Err(e) => warn!("skipping route config: {e}"),
+            }
+        }
+        let mut gateway_routes: Nested<Arc<CompiledRouteConfig>> = HashMap::new();
+        for (ns, hosts) in &routes {
+            for (host, c) in hosts {
+                if let Some(name) = host.strip_prefix(GATEWAY_HOST_PREFIX) {
+                    gateway_routes
+                        .entry(ns.clone())
+                        .or_default()
+                        .insert(name.to_string(), c.clone());
+                }
             }
         }
         let policies = snapshot
@@ -78,65 +134,61 @@ impl Compiled {
         Compiled {
             snapshot,
             routes,
+            gateway_routes,
             policies,
             root_namespace,
-            by_service: Mutex::new(HashMap::new()),
-            tracing: Mutex::new(HashMap::new()),
+            by_service: ServiceCache::default(),
+            tracing: ServiceCache::default(),
             telemetry: TelemetryCache::default(),
         }
     }
 
     /// Routes for a service's hostname.
     pub fn route(&self, service: &pb::Service) -> Option<&Arc<CompiledRouteConfig>> {
-        self.routes
-            .get(&(service.namespace.clone(), service.hostname.clone()))
+        self.routes_of(&service.namespace, &service.hostname)
+    }
+
+    fn routes_of(&self, namespace: &str, hostname: &str) -> Option<&Arc<CompiledRouteConfig>> {
+        self.routes.get(namespace)?.get(hostname)
+    }
+
+    /// The snapshot's route config for (namespace, hostname), as [`Snapshot::route`].
+    pub fn route_config(&self, namespace: &str, hostname: &str) -> Option<&pb::RouteConfig> {
+        match self.routes_of(namespace, hostname) {
+            Some(c) => Some(&c.config),
+            // Not compiled (invalid): the snapshot still has it.
+            None => self.snapshot.route(namespace, hostname),
+        }
     }
 
     /// Routes bound to the waypoint's own Gateway (HTTPRoute/GRPCRoute `parentRefs` naming
     /// it), which the control plane publishes under the reserved host
     /// [`gateway_route_host`]`(name)` in the Gateway's namespace.
     pub fn gateway_routes(&self, waypoint: &WaypointId) -> Option<&Arc<CompiledRouteConfig>> {
-        self.routes.get(&(
-            waypoint.namespace.clone(),
-            gateway_route_host(&waypoint.name),
-        ))
+        self.gateway_routes
+            .get(&waypoint.namespace)?
+            .get(&waypoint.name)
     }
 
     /// Compiled policies that apply to traffic for `service` through this waypoint: its
     /// TARGET_REF policies, and the policies selecting the service's pods (so selector-bound
     /// L7 policies are enforced here as sidecars would).
     pub fn policies(&self, waypoint: &WaypointId, service: &pb::Service) -> Arc<[Arc<Policy>]> {
-        let key = (
-            waypoint.clone(),
-            service.namespace.clone(),
-            service.name.clone(),
-        );
-        let mut cache = self.by_service.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(&key) {
-            return p.clone();
-        }
-        let p: Arc<[Arc<Policy>]> = self.select(waypoint, service).into();
-        cache.insert(key, p.clone());
-        p
+        self.by_service
+            .get_or_insert_with(waypoint, &service.namespace, &service.name, || {
+                self.select(waypoint, service).into()
+            })
     }
 
     /// The tracing settings for traffic to `service` through `waypoint`; `None` when no
     /// Telemetry enables tracing for it.
     pub fn tracing(&self, waypoint: &WaypointId, service: &pb::Service) -> Option<Arc<Effective>> {
-        let key = (
-            waypoint.clone(),
-            service.namespace.clone(),
-            service.hostname.clone(),
-        );
-        let mut cache = self.tracing.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry(key)
-            .or_insert_with(|| {
+        self.tracing
+            .get_or_insert_with(waypoint, &service.namespace, &service.hostname, || {
                 let gw = (waypoint.namespace.as_str(), waypoint.name.as_str());
                 let tels = sampler::applicable(&self.snapshot, gw, service);
                 sampler::effective(&self.snapshot, &tels).map(Arc::new)
             })
-            .clone()
     }
 
     /// The Telemetry metrics and access log settings for traffic to `service` through

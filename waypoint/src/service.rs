@@ -1,6 +1,7 @@
 //! The L7 request path: service resolution, authorization, routing, faults, retries with
 //! timeouts over pooled upstream connections, response decoration, metrics and access log.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,21 +85,24 @@ pub struct L7Service {
 }
 
 /// What is known about a request while it is handled, for metrics and the access log.
+/// Borrows the service from the compiled config the request is handled with.
 #[derive(Debug, Default)]
-struct Exchange {
+struct Exchange<'a> {
     flags: Flags,
     details: String,
+    /// The route's name, filled only when an access log may be written.
     route: String,
-    cluster: String,
+    cluster: Option<Arc<Cluster>>,
     upstream: Option<Arc<Endpoint>>,
-    service: Option<pb::Service>,
+    service: Option<Cow<'a, pb::Service>>,
     attempts: u32,
     policy: String,
     grpc_status: String,
     /// When the request arrived (the server span's start).
     arrived: Option<std::time::SystemTime>,
-    /// `<service hostname>:<port>`, the server span's name prefix.
-    route_host: String,
+    /// The service port the request was routed on (the server span's name is
+    /// `<service hostname>:<port>/*`).
+    port: u16,
     /// The request was addressed to this workload directly (pod IP), not to a service.
     direct: Option<Arc<Endpoint>>,
     /// A generated affinity cookie to set on the response.
@@ -111,6 +115,40 @@ struct Exchange {
     telemetry: Option<Arc<TelemetryPolicy>>,
     /// What the settings' expressions see, when they have any.
     cel: Option<cel::Context>,
+}
+
+/// The request fields the access log records, read before the request is consumed.
+struct LoggedRequest {
+    method: String,
+    path: String,
+    authority: String,
+    protocol: &'static str,
+    user_agent: String,
+}
+
+impl LoggedRequest {
+    fn of<B>(req: &Request<B>) -> Self {
+        LoggedRequest {
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            authority: authority_of(req),
+            protocol: match req.version() {
+                Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+        }
+    }
 }
 
 /// The request body, replayable when it was small enough to buffer.
@@ -197,30 +235,19 @@ impl L7Service {
             parts,
             Tracked::new(body::boxed(b)).counting(req_bytes.clone()),
         );
-        let method = req.method().to_string();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        let authority = authority_of(&req);
-        let protocol = match req.version() {
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        };
+        // The access log's request fields, read only when a log line may be written.
+        let logged = self
+            .inner
+            .opts
+            .access_log
+            .enabled()
+            .then(|| LoggedRequest::of(&req));
         let request_id = req
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(String::from)
             .unwrap_or_else(new_request_id);
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
         let grpc = is_grpc(req.headers());
 
         let mut ex = Exchange {
@@ -244,7 +271,11 @@ impl L7Service {
         let trace = ex.trace.take().filter(Active::is_reported).map(|t| {
             let mut attrs = std::mem::take(&mut ex.span_attrs);
             attrs.response_flags = labels.response_flags.clone();
-            attrs.upstream_cluster = ex.cluster.clone();
+            attrs.upstream_cluster = ex
+                .cluster
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             attrs.source_workload = labels.source_workload.clone();
             attrs.source_namespace = labels.source_workload_namespace.clone();
             attrs.source_principal = labels.source_principal.clone();
@@ -252,7 +283,8 @@ impl L7Service {
             attrs.destination_namespace = labels.destination_workload_namespace.clone();
             attrs.destination_principal = labels.destination_principal.clone();
             attrs.destination_service = labels.destination_service.clone();
-            (t, attrs, format!("{}/*", ex.route_host))
+            let host = ex.service.as_ref().map_or("", |s| s.hostname.as_str());
+            (t, attrs, format!("{host}:{}/*", ex.port))
         });
         let metrics = self.inner.metrics.clone();
         let mut cel = ex.cel.take();
@@ -273,39 +305,48 @@ impl L7Service {
                 self.inner.opts.access_log.clone(),
             ),
         };
-        let mut entry = Entry {
-            start_time: humantime(wall),
-            method,
-            path,
-            protocol: protocol.to_string(),
-            response_code: status,
-            response_flags: ex.flags.render(),
-            response_code_details: ex.details.clone(),
-            upstream_host: ex
-                .upstream
-                .as_ref()
-                .map(|u| u.addr.to_string())
-                .unwrap_or_default(),
-            upstream_cluster: ex.cluster.clone(),
-            route_name: ex.route.clone(),
-            authority,
-            downstream_remote_address: conn.source.map(|s| s.to_string()).unwrap_or_default(),
-            source_principal: conn.source_identity.clone().unwrap_or_default(),
-            request_id,
-            user_agent,
-            attempts: ex.attempts,
-            authz_policy: ex.policy.clone(),
-            ..Default::default()
+        let mut entry = match (logged, log.enabled()) {
+            (Some(r), true) => Some(Entry {
+                start_time: humantime(wall),
+                method: r.method,
+                path: r.path,
+                protocol: r.protocol.to_string(),
+                response_code: status,
+                response_flags: ex.flags.render(),
+                response_code_details: ex.details.clone(),
+                upstream_host: ex
+                    .upstream
+                    .as_ref()
+                    .map(|u| u.addr.to_string())
+                    .unwrap_or_default(),
+                upstream_cluster: ex
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                route_name: std::mem::take(&mut ex.route),
+                authority: r.authority,
+                downstream_remote_address: conn.source.map(|s| s.to_string()).unwrap_or_default(),
+                source_principal: conn.source_identity.clone().unwrap_or_default(),
+                request_id,
+                user_agent: r.user_agent,
+                attempts: ex.attempts,
+                authz_policy: ex.policy.clone(),
+                ..Default::default()
+            }),
+            _ => None,
         };
         let (parts, b) = resp.into_parts();
         let b = Tracked::new(b).on_done(move |sent, _complete| {
             let elapsed = start.elapsed();
             let received = req_bytes.load(Ordering::Relaxed);
             metrics.record_each(&per_metric, elapsed.as_secs_f64() * 1000.0, received, sent);
-            entry.bytes_received = received;
-            entry.bytes_sent = sent;
-            entry.duration_ms = elapsed.as_millis() as u64;
-            log.write(&entry);
+            if let Some(entry) = entry.as_mut() {
+                entry.bytes_received = received;
+                entry.bytes_sent = sent;
+                entry.duration_ms = elapsed.as_millis() as u64;
+                log.write(entry);
+            }
             if let Some((t, attrs, name)) = &trace {
                 t.end_server(name.clone(), status, attrs);
             }
@@ -313,12 +354,12 @@ impl L7Service {
         Response::from_parts(parts, b.boxed())
     }
 
-    async fn proxy(
+    async fn proxy<'a>(
         &self,
         req: Request<Tracked>,
         conn: &ConnContext,
-        cfg: &Compiled,
-        ex: &mut Exchange,
+        cfg: &'a Compiled,
+        ex: &mut Exchange<'a>,
         request_id: &str,
     ) -> Response<Body> {
         let snap = &cfg.snapshot;
@@ -333,7 +374,7 @@ impl L7Service {
         let service = conn
             .destination
             .and_then(|d| snap.service_by_vip(d.ip()))
-            .cloned();
+            .map(Cow::Borrowed);
         // Addressed to a pod IP (HBONE CONNECT to a workload using this waypoint): a
         // synthetic service standing for that one workload, with its pods' policies.
         let service = service.or_else(|| {
@@ -341,7 +382,7 @@ impl L7Service {
             let w = snap.workload_by_ip(d.ip())?;
             let ep = cluster::workload_endpoint(w, d)?;
             ex.direct = Some(Arc::new(ep));
-            Some(pb::Service {
+            Some(Cow::Owned(pb::Service {
                 name: format!("pod:{}", w.name),
                 namespace: w.namespace.clone(),
                 hostname: d.ip().to_string(),
@@ -352,12 +393,12 @@ impl L7Service {
                     ..Default::default()
                 }],
                 ..Default::default()
-            })
+            }))
         });
         // Otherwise the Host header names the service (host names are case-insensitive).
         let service = service.or_else(|| {
             snap.service_by_host(&host.to_ascii_lowercase(), source_ns)
-                .cloned()
+                .map(Cow::Borrowed)
         });
         let Some(service) = service else {
             ex.flags.add(flags::NO_ROUTE);
@@ -375,7 +416,7 @@ impl L7Service {
             .or_else(|| (service.ports.len() == 1).then(|| service.ports[0].port as u16))
             .unwrap_or(80);
         ex.service = Some(service.clone());
-        ex.route_host = format!("{}:{port}", service.hostname);
+        ex.port = port;
         let telemetry = cfg.telemetry(&self.inner.opts.waypoint, &service);
         if telemetry.needs_context() {
             ex.cel = Some(cel::Context {
@@ -451,11 +492,8 @@ impl L7Service {
         // Routing: the service's own routes (VirtualService, Service-attached routes), then
         // the routes bound to this waypoint's Gateway. The implicit default route to the
         // service exists only when the service has no HTTP routes of its own.
-        let route_cfg = cfg
-            .route(&service)
-            .filter(|rc| !rc.routes.is_empty())
-            .cloned();
-        let gateway_cfg = cfg.gateway_routes(&self.inner.opts.waypoint).cloned();
+        let route_cfg = cfg.route(&service).filter(|rc| !rc.routes.is_empty());
+        let gateway_cfg = cfg.gateway_routes(&self.inner.opts.waypoint);
         let source_wl = conn.source.and_then(|s| snap.workload_by_ip(s.ip()));
         let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
         let input = MatchInput {
@@ -472,7 +510,7 @@ impl L7Service {
         let found = route_cfg
             .as_ref()
             .and_then(|rc| rc.find(&input))
-            .or_else(|| gateway_cfg.as_ref().and_then(|g| g.find(&input)));
+            .or_else(|| gateway_cfg.and_then(|g| g.find(&input)));
         let (route, matched_prefix) = match found {
             Some(r) => (&r.route, r.matched_prefix(&input)),
             None if route_cfg.is_some() => {
@@ -497,11 +535,16 @@ impl L7Service {
                 (&default_route, None)
             }
         };
-        ex.route = if route.name.is_empty() {
-            format!("{}.{}", service.hostname, port)
-        } else {
-            route.name.clone()
+        let route_name = || {
+            if route.name.is_empty() {
+                format!("{}.{}", service.hostname, port)
+            } else {
+                route.name.clone()
+            }
         };
+        if self.inner.opts.access_log.enabled() {
+            ex.route = route_name();
+        }
 
         // CORS, redirects, direct responses.
         let cors_origin = route
@@ -555,7 +598,7 @@ impl L7Service {
         let mut req = Request::from_parts(parts, ());
         if let Some(rw) = &route.rewrite {
             if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_deref()) {
-                warn!("route {}: {e}", ex.route);
+                warn!("route {}: {e}", route_name());
             }
         }
         let (p, ()) = req.into_parts();
@@ -570,7 +613,7 @@ impl L7Service {
             }
         }
 
-        let Some(wd) = pick_weighted(&route.route, &mut rand::rng()).cloned() else {
+        let Some(wd) = pick_weighted(&route.route, &mut rand::rng()) else {
             ex.flags.add(flags::NO_ROUTE);
             ex.details = "no_route_destination".into();
             return authz::reply(StatusCode::SERVICE_UNAVAILABLE, "no destination\n");
@@ -579,7 +622,8 @@ impl L7Service {
             wd.headers.as_ref().and_then(|h| h.request.as_ref()),
             &mut parts.headers,
         );
-        let dest = wd.destination.clone().unwrap_or_default();
+        let no_dest = pb::Destination::default();
+        let dest = wd.destination.as_ref().unwrap_or(&no_dest);
 
         // Body: buffer when small so retries and mirroring can replay it.
         let mut reqbody = self.buffer(b).await;
@@ -593,7 +637,7 @@ impl L7Service {
 
         let overall = (route.has_timeout && route.timeout_ms > 0)
             .then(|| Duration::from_millis(route.timeout_ms));
-        let work = self.forward(cfg, &dest, port, &parts, &mut reqbody, &retry, conn, ex);
+        let work = self.forward(cfg, dest, port, &parts, &mut reqbody, &retry, conn, ex);
         let started = Instant::now();
         let result = match overall {
             Some(t) => match tokio::time::timeout(t, work).await {
@@ -649,16 +693,16 @@ impl L7Service {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn forward(
+    async fn forward<'a>(
         &self,
-        cfg: &Compiled,
+        cfg: &'a Compiled,
         dest: &pb::Destination,
         port: u16,
         parts: &http::request::Parts,
         reqbody: &mut ReqBody,
         retry: &RetryPolicy,
         conn: &ConnContext,
-        ex: &mut Exchange,
+        ex: &mut Exchange<'a>,
     ) -> Upstream {
         let snap = &cfg.snapshot;
         let (cl, all) = if let Some(ep) = ex.direct.clone() {
@@ -669,23 +713,25 @@ impl L7Service {
                 port: ep.addr.port(),
                 subset: String::new(),
             };
-            ex.cluster = key.name();
             let proto = if is_grpc(&parts.headers) {
                 Proto::Http2
             } else {
                 Proto::Http1
             };
-            (
-                self.inner.clusters.get(key, None, proto),
-                Arc::new(vec![ep]),
-            )
+            let cl = self.inner.clusters.get(key, None, proto);
+            ex.cluster = Some(cl.clone());
+            (cl, Arc::new(vec![ep]))
         } else {
-            let ns = ex
-                .service
-                .as_ref()
-                .map(|s| s.namespace.clone())
-                .unwrap_or_default();
-            let Some(svc) = snap.service_by_host(&dest.host, &ns).cloned() else {
+            // The routed service's namespace (a synthetic pod service is handled above).
+            let ns: Cow<'a, str> = match &ex.service {
+                Some(Cow::Borrowed(s)) => {
+                    let s: &'a pb::Service = s;
+                    Cow::Borrowed(s.namespace.as_str())
+                }
+                Some(Cow::Owned(s)) => Cow::Owned(s.namespace.clone()),
+                None => Cow::Borrowed(""),
+            };
+            let Some(svc) = snap.service_by_host(&dest.host, &ns) else {
                 ex.flags.add(flags::NO_ROUTE);
                 ex.details = "cluster_not_found".into();
                 return local(
@@ -698,7 +744,7 @@ impl L7Service {
             } else {
                 port
             };
-            let route_cfg = snap.route(&svc.namespace, &svc.hostname);
+            let route_cfg = cfg.route_config(&svc.namespace, &svc.hostname);
             let (policy, subset_labels) = cluster::traffic_policy(route_cfg, &dest.subset);
             if !dest.subset.is_empty() && subset_labels.is_none() {
                 ex.flags.add(flags::NO_ROUTE);
@@ -714,10 +760,10 @@ impl L7Service {
                 port: dport,
                 subset: dest.subset.clone(),
             };
-            ex.cluster = key.name();
-            let proto = cluster::upstream_proto(&svc, dport, policy, is_grpc(&parts.headers));
+            let proto = cluster::upstream_proto(svc, dport, policy, is_grpc(&parts.headers));
             let cl = self.inner.clusters.get(key, policy, proto);
-            let all = cl.endpoints(snap, &svc, subset_labels);
+            ex.cluster = Some(cl.clone());
+            let all = cl.endpoints(snap, svc, subset_labels);
             (cl, all)
         };
         let mut hash = cl
@@ -747,9 +793,9 @@ impl L7Service {
         };
         let mut n = 0u32;
         loop {
-            let healthy = match &cl.outlier {
-                Some(o) => o.filter(all.to_vec(), |e| e.addr),
-                None => all.to_vec(),
+            let healthy: Cow<'_, [Arc<Endpoint>]> = match &cl.outlier {
+                Some(o) => Cow::Owned(o.filter(all.to_vec(), |e| e.addr)),
+                None => Cow::Borrowed(&all[..]),
             };
             if healthy.is_empty() {
                 ex.flags.add(flags::NO_HEALTHY_UPSTREAM);
@@ -757,12 +803,20 @@ impl L7Service {
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
             }
             // Prefer hosts not tried yet (Istio's previous-hosts retry predicate).
-            let fresh: Vec<_> = healthy
-                .iter()
-                .filter(|e| !tried.contains(&e.addr))
-                .cloned()
-                .collect();
-            let candidates = if fresh.is_empty() { healthy } else { fresh };
+            let fresh: Vec<_> = if tried.is_empty() {
+                Vec::new()
+            } else {
+                healthy
+                    .iter()
+                    .filter(|e| !tried.contains(&e.addr))
+                    .cloned()
+                    .collect()
+            };
+            let candidates = if fresh.is_empty() {
+                healthy
+            } else {
+                Cow::Owned(fresh)
+            };
             let Some(ep) = cl.lb.pick(
                 &candidates,
                 hash,
@@ -799,7 +853,8 @@ impl L7Service {
                 attrs.destination_workload = ep.workload.clone();
                 attrs.destination_namespace = ep.namespace.clone();
                 attrs.destination_principal = ep.identity.clone().unwrap_or_default();
-                t.end_client(c, &ex.cluster, &ep.addr.to_string(), status, &attrs);
+                let cluster = ex.cluster.as_ref().map_or("", |c| c.name.as_str());
+                t.end_client(c, cluster, &ep.addr.to_string(), status, &attrs);
             }
             if let Some(o) = &cl.outlier {
                 let obs = match attempt {
@@ -986,7 +1041,7 @@ impl L7Service {
                 .unwrap_or_else(unknown)
         };
         let dst = ex.upstream.as_ref();
-        let svc = ex.service.as_ref();
+        let svc = ex.service.as_deref();
         RequestLabels {
             reporter: "waypoint".into(),
             source_workload: src.map(canonical).unwrap_or_else(unknown),
@@ -1171,18 +1226,26 @@ fn split_host(authority: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// A random (version 4) UUID in its 36-character text form.
 fn new_request_id() -> String {
     let mut rng = rand::rng();
     let a: u64 = rng.random();
     let b: u64 = rng.random();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        (a >> 32) as u32,
-        (a >> 16) as u16,
-        a as u16 & 0x0fff,
-        ((b >> 48) as u16 & 0x3fff) | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes());
+    bytes[6] = 0x40 | (bytes[6] & 0x0f);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    out
 }
 
 fn humantime(t: std::time::SystemTime) -> String {
@@ -1207,5 +1270,15 @@ mod tests {
         let id = new_request_id();
         assert_eq!(id.len(), 36, "{id}");
         assert_eq!(id.as_bytes()[14], b'4');
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+            "{id}"
+        );
+        assert!(id
+            .bytes()
+            .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert_ne!(id, new_request_id());
     }
 }

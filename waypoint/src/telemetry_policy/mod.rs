@@ -20,7 +20,7 @@
 pub mod cel;
 pub mod resolve;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use meshwork_model::pb::config::extension_provider::Provider;
@@ -28,7 +28,7 @@ use meshwork_model::pb::config::{ExtensionProvider, Service, TelemetryConfig};
 use meshwork_model::snapshot::Snapshot;
 use tracing::warn;
 
-use crate::config::WaypointId;
+use crate::config::{ServiceCache, WaypointId};
 use crate::metrics::{Metric, RequestLabels};
 use cel::{CelError, Context, Expr};
 
@@ -257,13 +257,11 @@ impl TelemetryPolicy {
     }
 }
 
-type Key = (WaypointId, String, String);
-
 /// The policies of one config version, per (waypoint, service), with each configuration
 /// error logged once.
 #[derive(Debug, Default)]
 pub struct TelemetryCache {
-    by_service: Mutex<HashMap<Key, Arc<TelemetryPolicy>>>,
+    by_service: ServiceCache<Arc<TelemetryPolicy>>,
     logged: Mutex<HashSet<String>>,
 }
 
@@ -274,31 +272,24 @@ impl TelemetryCache {
         waypoint: &WaypointId,
         service: &Service,
     ) -> Arc<TelemetryPolicy> {
-        let key = (
-            waypoint.clone(),
-            service.namespace.clone(),
-            service.hostname.clone(),
-        );
-        let mut cache = self.by_service.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(&key) {
-            return p.clone();
-        }
-        let gw = (waypoint.namespace.as_str(), waypoint.name.as_str());
-        let tels = resolve::applicable(snap, gw, service);
-        let providers = snap
-            .mesh()
-            .map(|m| m.extension_providers.as_slice())
-            .unwrap_or_default();
-        let p = Arc::new(TelemetryPolicy::compile(&tels, providers));
-        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &p.errors {
-            let msg = e.to_string();
-            if logged.insert(msg.clone()) {
-                warn!("{msg}");
-            }
-        }
-        cache.insert(key, p.clone());
-        p
+        self.by_service
+            .get_or_insert_with(waypoint, &service.namespace, &service.hostname, || {
+                let gw = (waypoint.namespace.as_str(), waypoint.name.as_str());
+                let tels = resolve::applicable(snap, gw, service);
+                let providers = snap
+                    .mesh()
+                    .map(|m| m.extension_providers.as_slice())
+                    .unwrap_or_default();
+                let p = Arc::new(TelemetryPolicy::compile(&tels, providers));
+                let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+                for e in &p.errors {
+                    let msg = e.to_string();
+                    if logged.insert(msg.clone()) {
+                        warn!("{msg}");
+                    }
+                }
+                p
+            })
     }
 }
 
