@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::collector::Collector;
 use super::connect::Dial;
-use super::http::{self, Request, Via};
-use super::mesh::{wait_until, Backend, Mesh};
+use super::http::Via;
+use super::mesh::{answers, get_ok, wait_until, Backend, Mesh};
 use super::procs::{locate, Procs};
 use super::topology::{
     pod_named, Net, Placement, Pod, Role, APP_PORT, HBONE_PORT, NAMESPACE, NODES, PODS, WAYPOINT,
@@ -334,20 +334,6 @@ impl Loopback {
         .await?;
         Ok(ztunnel_metrics)
     }
-}
-
-/// Whether `GET path` answers 200.
-pub async fn get_ok(via: &Via, path: &str) -> bool {
-    http::send(via, &Request::get(path), Duration::from_secs(2))
-        .await
-        .is_ok_and(|r| r.status == 200)
-}
-
-/// Whether `GET path` gets any HTTP answer.
-pub async fn answers(via: &Via, path: &str) -> bool {
-    http::send(via, &Request::get(path), Duration::from_secs(3))
-        .await
-        .is_ok()
 }
 
 fn node_token(bin: &Path, ca_dir: &Path, node: &str) -> Result<String, DemoError> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::collector::Collector;
 use super::connect::Dial;
-use super::http::Via;
+use super::http::{self, Request, Via};
 use super::loopback::Loopback;
 use super::netns::Netns;
 use super::topology::{pod_named, Placement, APP_PORT};
@@ -100,6 +100,20 @@ impl Mesh {
             Backend::Netns(n) => n.keep_banner(self),
         }
     }
+}
+
+/// Whether `GET path` answers 200.
+pub async fn get_ok(via: &Via, path: &str) -> bool {
+    http::send(via, &Request::get(path), Duration::from_secs(2))
+        .await
+        .is_ok_and(|r| r.status == 200)
+}
+
+/// Whether `GET path` gets any HTTP answer.
+pub async fn answers(via: &Via, path: &str) -> bool {
+    http::send(via, &Request::get(path), Duration::from_secs(3))
+        .await
+        .is_ok()
 }
 
 /// Polls `check` until true (bounded by `timeout`), failing early when `died` names a

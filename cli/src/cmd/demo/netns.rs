@@ -8,7 +8,9 @@
 //! an uncaptured pod to a captured pod of the same node is not delivered (the program is not
 //! attached to the uncaptured pod's veth, so the connection's packets after the SYN are
 //! neither marked nor hairpinned; TCP early demux finds the transparent socket and
-//! `ip_forward` drops them).
+//! `ip_forward` drops them). For the same reason the pod outside the mesh
+//! (`legacy/legacy-client`) sends its plaintext to pods of the other node: from its own node
+//! the destination's reply would be captured as the pod's outbound traffic and reset.
 //!
 //! Teardown: dropping the mesh stops the ztunnels, removes each node's redirection, kills
 //! the other processes and deletes the namespaces (with their veths) and BPF pins. If
@@ -29,8 +31,7 @@ use meshwork_e2e::{
 use super::collector::Collector;
 use super::connect::Dial;
 use super::http::{self, Request, Via};
-use super::loopback::{answers, get_ok};
-use super::mesh::{wait_until, Backend, Mesh};
+use super::mesh::{answers, get_ok, wait_until, Backend, Mesh};
 use super::procs::locate;
 use super::topology::{
     pod_named, Placement, Pod, Role, APP_PORT, NAMESPACE, NODES, PODS, WAYPOINT,
