@@ -443,6 +443,21 @@ impl NetnsMesh {
             .collect())
     }
 
+    /// One counter of `node`'s redirection (`/redirect` → `stats`), e.g. `inbound_plain_syn`.
+    pub fn redirect_stat(&self, node: &str, name: &str) -> Result<u64, ScenarioError> {
+        let (status, body) = self.ztunnel_admin(node, "/redirect")?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+            ScenarioError::Target(format!(
+                "ztunnel /redirect on {node} ({status}): {e}: {body}"
+            ))
+        })?;
+        v["stats"][name].as_u64().ok_or_else(|| {
+            ScenarioError::Target(format!(
+                "ztunnel /redirect on {node}: no stats.{name}: {body}"
+            ))
+        })
+    }
+
     /// Waits until `node`'s current ztunnel is ready (config, certificates, first redirect
     /// sync).
     fn wait_ztunnel_ready(&self, node: &str) -> Result<(), ScenarioError> {

@@ -60,6 +60,15 @@ fn scenarios_on_netns_mesh() {
             }
         }
     }
+    // Same node: plaintext from a non-mesh pod to a captured pod meets ztunnel's inbound
+    // listener (and deny-all-default refuses it at once) instead of reaching the pod
+    // around it, as it does from another node.
+    if let Err(e) = same_node_plaintext_is_captured(&mesh) {
+        eprintln!("scenario same_node_plaintext_is_captured: FAILED {e}");
+        failures.push(format!("same_node_plaintext_is_captured: {e}"));
+    } else {
+        eprintln!("scenario same_node_plaintext_is_captured: ok");
+    }
     // `ztunnel redirect-teardown` leaves no pins behind.
     mesh.stop_and_teardown().expect("teardown");
     for node in ["n0", "n1"] {
@@ -74,4 +83,34 @@ fn scenarios_on_netns_mesh() {
         "failed scenarios:\n{}",
         failures.join("\n")
     );
+}
+
+fn same_node_plaintext_is_captured(mesh: &NetnsMesh) -> Result<(), String> {
+    use meshwork_e2e::target::MeshTarget;
+    let before = mesh
+        .redirect_stat("n0", "inbound_plain_syn")
+        .map_err(|e| e.to_string())?;
+    let url = mesh
+        .pod_url("orders-v2", fixture::APP_PORT, "/api/orders")
+        .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let s = mesh
+        .http_get("outsider", &url, &[], 3)
+        .map_err(|e| e.to_string())?;
+    let took = started.elapsed();
+    let after = mesh
+        .redirect_stat("n0", "inbound_plain_syn")
+        .map_err(|e| e.to_string())?;
+    if s.count(200) != 0 {
+        return Err(format!("plaintext reached the pod: {s:?}"));
+    }
+    if after < before + 3 {
+        return Err(format!(
+            "inbound_plain_syn on n0 went {before} → {after}: the SYNs were not captured"
+        ));
+    }
+    if took > std::time::Duration::from_secs(5) {
+        return Err(format!("refusal took {took:?}: connections hung"));
+    }
+    Ok(())
 }

@@ -107,9 +107,9 @@ impl Redirector {
         self.status.read().unwrap_or_else(|e| e.into_inner()).synced
     }
 
-    /// Makes the captured pods exactly `pods`: attaches each pod's host interface (found
-    /// by route), enrolls every pod, unenrolls the others and detaches interfaces no pod
-    /// uses. A pod whose interface cannot be attached is logged and retried; it does not
+    /// Makes the captured pods exactly `pods`: attaches each local pod's host interface
+    /// (found by route; uncaptured pods' too), enrolls the captured pods, unenrolls the
+    /// others and detaches interfaces no local pod uses. A pod whose interface cannot be attached is logged and retried; it does not
     /// stop the others. Returns whether everything succeeded. Blocking.
     pub fn sync(&self, pods: &CapturedPods) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,6 +144,22 @@ impl Redirector {
             .filter(|i| **i != self.uplink)
             .cloned()
             .collect();
+        // The node's uncaptured pods: their connections to captured pods on this node must
+        // meet the program on their own interface (cross-node ones meet it on the uplink),
+        // or plaintext would reach a captured pod around ztunnel's inbound (and its replies
+        // would be captured as that pod's outbound and reset). Best effort: a failure here
+        // (e.g. a host-network pod) is logged once per sync, not retried.
+        for &ip in pods.uncaptured.difference(&pods.ips) {
+            match attach_pod(&mut inner.redirect, ip) {
+                Ok(iface) if iface != self.uplink => {
+                    used.insert(iface);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(pod = %ip, error = %e, "redirect: not attaching to an uncaptured pod's interface");
+                }
+            }
+        }
         for ip in failed.keys() {
             if let Some(i) = previous.get(ip) {
                 used.insert(i.clone());

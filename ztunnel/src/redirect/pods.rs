@@ -10,16 +10,32 @@ use meshwork_model::Snapshot;
 pub struct CapturedPods {
     /// IPv4 addresses of workloads on the node with `captured == true`.
     pub ips: BTreeSet<Ipv4Addr>,
+    /// IPv4 addresses of the node's other workloads (not captured). The program is attached
+    /// to their interfaces too, so their connections *to* captured pods on the same node are
+    /// captured at inbound as they would be from another node.
+    pub uncaptured: BTreeSet<Ipv4Addr>,
     /// Addresses of captured local workloads that cannot be captured (IPv6, unparsable),
     /// as `"<ns>/<name> <address>: <why>"`.
     pub skipped: Vec<String>,
 }
 
-/// Workloads of `snapshot` on `node` with `captured == true`: their IPv4 addresses.
+/// Workloads of `snapshot` on `node`: the IPv4 addresses of those with `captured == true`,
+/// and of the others.
 pub fn captured_local_pods(snapshot: &Snapshot, node: &str) -> CapturedPods {
     let mut out = CapturedPods::default();
     for w in snapshot.workloads() {
-        if w.node != node || !w.captured {
+        if w.node != node {
+            continue;
+        }
+        if !w.captured {
+            let v4 = w
+                .addresses
+                .iter()
+                .filter_map(|a| match a.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(ip)) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+                    _ => None,
+                });
+            out.uncaptured.extend(v4);
             continue;
         }
         for a in &w.addresses {
@@ -97,6 +113,12 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         assert_eq!(got.ips, want);
+        let b: Ipv4Addr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            got.uncaptured,
+            BTreeSet::from([b]),
+            "b is local, not captured"
+        );
         assert_eq!(got.skipped.len(), 3, "{:?}", got.skipped);
         assert!(got
             .skipped
