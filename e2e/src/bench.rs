@@ -80,8 +80,9 @@ async fn request(
     }
 }
 
-/// `conns` connections; with `rate` Some(rps) each sends on a fixed schedule (latency
-/// counted from the scheduled time, so queueing shows), else back-to-back.
+/// `conns` connections; with `rate` Some(rps) each sends on a fixed schedule (a request
+/// sent late because the previous one was slow counts from its scheduled time, so
+/// queueing shows; one sent on time counts from when the timer fired), else back-to-back.
 pub async fn http_load(
     addr: SocketAddr,
     path: &str,
@@ -98,19 +99,31 @@ pub async fn http_load(
             let mut tx = None;
             let mut lat = Vec::new();
             let mut errors = 0u64;
-            let mut ticker = rate.map(|r| {
-                let period = Duration::from_secs_f64(f64::from(conns.max(1)) / f64::from(r.max(1)));
-                tokio::time::interval(period)
-            });
+            let period = rate
+                .map(|r| Duration::from_secs_f64(f64::from(conns.max(1)) / f64::from(r.max(1))));
+            let mut next = tokio::time::Instant::now();
             // Bounded by the deadline.
             while tokio::time::Instant::now() < deadline {
-                let scheduled = match ticker.as_mut() {
-                    Some(t) => t.tick().await,
+                let scheduled = match period {
+                    Some(p) => {
+                        let at = next;
+                        next += p;
+                        if at >= deadline {
+                            break;
+                        }
+                        if at > tokio::time::Instant::now() {
+                            // On time: count from when the timer let us go (tokio's timer
+                            // has millisecond granularity; its lag is not the mesh's).
+                            tokio::time::sleep_until(at).await;
+                            tokio::time::Instant::now()
+                        } else {
+                            // Behind schedule (a slow response held this connection):
+                            // count from the scheduled time, so queueing shows.
+                            at
+                        }
+                    }
                     None => tokio::time::Instant::now(),
                 };
-                if scheduled >= deadline {
-                    break;
-                }
                 let res =
                     tokio::time::timeout(Duration::from_secs(5), request(&mut tx, addr, &path))
                         .await;
