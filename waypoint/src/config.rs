@@ -10,6 +10,7 @@ use meshwork_model::pb::config as pb;
 use meshwork_model::snapshot::Snapshot;
 use tracing::warn;
 
+use crate::label_cache::LabelCache;
 use crate::routing::CompiledRouteConfig;
 use crate::telemetry_policy::{TelemetryCache, TelemetryPolicy};
 use crate::tracing::sampler::{self, Effective};
@@ -89,6 +90,8 @@ pub struct Compiled {
     tracing: ServiceCache<TracingEntry>,
     /// Metrics and access log settings per service, filled lazily.
     telemetry: TelemetryCache,
+    /// Request metric label sets seen with this config.
+    pub labels: LabelCache,
 }
 
 impl Compiled {
@@ -140,6 +143,7 @@ impl Compiled {
             by_service: ServiceCache::default(),
             tracing: ServiceCache::default(),
             telemetry: TelemetryCache::default(),
+            labels: LabelCache::default(),
         }
     }
 

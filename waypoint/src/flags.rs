@@ -26,7 +26,7 @@ pub const UNAUTHORIZED_EXTERNAL: &str = "UAEX";
 pub const DOWNSTREAM_PROTOCOL_ERROR: &str = "DPE";
 
 /// Several flags joined with `,` like Envoy prints them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Flags(Vec<&'static str>);
 
 impl Flags {

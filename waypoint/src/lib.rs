@@ -19,6 +19,7 @@ pub mod fault;
 pub mod flags;
 pub mod hbone;
 pub mod headers;
+pub mod label_cache;
 pub mod lb;
 pub mod metrics;
 pub mod outlier;

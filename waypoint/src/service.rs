@@ -29,7 +29,8 @@ use crate::endpoint::Endpoint;
 use crate::fault;
 use crate::flags::{self, Flags};
 use crate::headers;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::label_cache::LabelQuery;
+use crate::metrics::{Metrics, RequestLabels, Series};
 use crate::outlier::Observation;
 use crate::pool::{PoolError, Proto};
 use crate::retry::{Attempt, RetryPolicy};
@@ -115,6 +116,14 @@ struct Exchange<'a> {
     telemetry: Option<Arc<TelemetryPolicy>>,
     /// What the settings' expressions see, when they have any.
     cel: Option<cel::Context>,
+}
+
+/// How a request's metrics are recorded.
+enum Record {
+    /// The standard labels' cached series.
+    Series(Series),
+    /// Each metric with its own labels (`None`: disabled).
+    PerMetric(Metrics, [Option<Arc<RequestLabels>>; 4]),
 }
 
 /// The request fields the access log records, read before the request is consumed.
@@ -266,8 +275,34 @@ impl L7Service {
                 .to_string();
         }
         // Shared by the four metrics; a Telemetry tag override copies only what it changes.
-        let labels =
-            Arc::new(self.labels(&cfg, conn, &ex, status, if grpc { "grpc" } else { "http" }));
+        let protocol = if grpc { "grpc" } else { "http" };
+        let make_labels = || self.labels(&cfg, conn, &ex, status, protocol);
+        // Label sets repeat: cached with their series when every metric is reported with
+        // them, unless the service was made up for this one request.
+        let standard = ex.telemetry.as_ref().is_none_or(|t| t.standard_metrics());
+        let query = match &ex.service {
+            Some(Cow::Owned(_)) => None,
+            _ if !standard => None,
+            s => Some(LabelQuery {
+                source: conn.source.map(|s| s.ip()),
+                source_identity: conn.source_identity.as_deref(),
+                upstream: ex.upstream.as_ref(),
+                service: s.as_deref(),
+                protocol,
+                status,
+                grpc_status: &ex.grpc_status,
+                flags: &ex.flags,
+            }),
+        };
+        let (labels, series) = match query {
+            Some(q) => {
+                let l = cfg
+                    .labels
+                    .get_or_insert_with(q, make_labels, |l| self.inner.metrics.series(l));
+                (l.labels, Some(l.series))
+            }
+            None => (Arc::new(make_labels()), None),
+        };
         let trace = ex.trace.take().filter(Active::is_reported).map(|t| {
             let mut attrs = std::mem::take(&mut ex.span_attrs);
             attrs.response_flags = labels.response_flags.clone();
@@ -286,23 +321,22 @@ impl L7Service {
             let host = ex.service.as_ref().map_or("", |s| s.hostname.as_str());
             (t, attrs, format!("{host}:{}/*", ex.port))
         });
-        let metrics = self.inner.metrics.clone();
         let mut cel = ex.cel.take();
         if let Some(c) = cel.as_mut() {
             c.response_code = status;
         }
-        let (per_metric, log) = match &ex.telemetry {
-            Some(t) => (
-                t.labels(&labels, cel.as_ref()),
-                if t.should_log(cel.as_ref()) {
-                    self.inner.opts.access_log.clone()
-                } else {
-                    AccessLog::Off
-                },
-            ),
-            None => (
+        let log = match &ex.telemetry {
+            Some(t) if !t.should_log(cel.as_ref()) => AccessLog::Off,
+            _ => self.inner.opts.access_log.clone(),
+        };
+        let record = match (&ex.telemetry, series) {
+            (Some(t), _) if !t.standard_metrics() => {
+                Record::PerMetric(self.inner.metrics.clone(), t.labels(&labels, cel.as_ref()))
+            }
+            (_, Some(s)) => Record::Series(s),
+            (_, None) => Record::PerMetric(
+                self.inner.metrics.clone(),
                 std::array::from_fn(|_| Some(labels.clone())),
-                self.inner.opts.access_log.clone(),
             ),
         };
         let mut entry = match (logged, log.enabled()) {
@@ -340,7 +374,11 @@ impl L7Service {
         let b = Tracked::new(b).on_done(move |sent, _complete| {
             let elapsed = start.elapsed();
             let received = req_bytes.load(Ordering::Relaxed);
-            metrics.record_each(&per_metric, elapsed.as_secs_f64() * 1000.0, received, sent);
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            match &record {
+                Record::Series(s) => s.record(ms, received, sent),
+                Record::PerMetric(m, labels) => m.record_each(labels, ms, received, sent),
+            }
             if let Some(entry) = entry.as_mut() {
                 entry.bytes_received = received;
                 entry.bytes_sent = sent;

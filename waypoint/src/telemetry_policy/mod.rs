@@ -211,6 +211,13 @@ impl TelemetryPolicy {
         &self.metrics[m as usize]
     }
 
+    /// Whether every metric is reported with the standard labels (no override applies).
+    pub fn standard_metrics(&self) -> bool {
+        self.metrics
+            .iter()
+            .all(|m| !m.disabled && m.tags.is_empty())
+    }
+
     /// Whether requests need a [`Context`] (some expression or override to evaluate).
     pub fn needs_context(&self) -> bool {
         self.filter.is_some() || self.metrics.iter().any(|m| !m.tags.is_empty())
