@@ -44,7 +44,9 @@ where
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let svc = svc.clone();
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(svc.handle(req, &ctx).await) }
+        // Boxed: HTTP/2 spawns a task per stream holding this future, and moving the
+        // whole request state machine into it costs more than one allocation.
+        Box::pin(async move { Ok::<_, Infallible>(svc.handle(req, &ctx).await) })
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
