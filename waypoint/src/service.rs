@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use meshwork_model::client::ConfigHandle;
@@ -253,7 +253,7 @@ impl L7Service {
             .then(|| LoggedRequest::of(&req));
         let request_id = req
             .headers()
-            .get("x-request-id")
+            .get(&X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(String::from)
             .unwrap_or_else(new_request_id);
@@ -269,7 +269,7 @@ impl L7Service {
         if grpc {
             ex.grpc_status = resp
                 .headers()
-                .get("grpc-status")
+                .get(&GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
@@ -626,7 +626,7 @@ impl L7Service {
                     HeaderValue::from_static("application/grpc"),
                 );
                 if let Ok(v) = HeaderValue::from_str(&g.to_string()) {
-                    r.headers_mut().insert("grpc-status", v);
+                    r.headers_mut().insert(GRPC_STATUS, v);
                 }
                 return r;
             }
@@ -645,9 +645,9 @@ impl L7Service {
             route.headers.as_ref().and_then(|h| h.request.as_ref()),
             &mut parts.headers,
         );
-        if !parts.headers.contains_key("x-request-id") {
+        if !parts.headers.contains_key(&X_REQUEST_ID) {
             if let Ok(v) = HeaderValue::from_str(request_id) {
-                parts.headers.insert("x-request-id", v);
+                parts.headers.insert(X_REQUEST_ID, v);
             }
         }
 
@@ -960,7 +960,7 @@ impl L7Service {
                     let status = resp.status().as_u16();
                     let grpc_status = resp
                         .headers()
-                        .get("grpc-status")
+                        .get(&GRPC_STATUS)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok());
                     let (parts, b) = resp.into_parts();
@@ -1171,15 +1171,19 @@ mod h2_reason {
     pub const REFUSED_STREAM: h2::Reason = h2::Reason::REFUSED_STREAM;
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// Parsed once: removing by `&str` parses the name on every call.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// The request sent upstream: origin-form + Host for HTTP/1.1, absolute URI for HTTP/2.
@@ -1193,13 +1197,19 @@ fn build_upstream(
     for h in HOP_BY_HOP {
         headers.remove(h);
     }
-    let authority = parts
+    // The Host header when it is text, else the URI's authority, else the endpoint.
+    let host = parts
         .headers
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(String::from)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| ep.addr.to_string());
+        .filter(|h| h.to_str().is_ok());
+    let authority = || match host.and_then(|h| h.to_str().ok()) {
+        Some(h) => h.to_string(),
+        None => parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| ep.addr.to_string()),
+    };
     let pq = parts
         .uri
         .path_and_query()
@@ -1209,15 +1219,20 @@ fn build_upstream(
     *req.method_mut() = parts.method.clone();
     match proto {
         Proto::Http1 => {
-            *req.uri_mut() = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
-            if let Ok(v) = HeaderValue::from_str(&authority) {
+            *req.uri_mut() = origin_form(&parts.uri)
+                .unwrap_or_else(|| pq.parse().unwrap_or_else(|_| Uri::from_static("/")));
+            let v = match host {
+                Some(h) => Some(h.clone()),
+                None => HeaderValue::from_str(&authority()).ok(),
+            };
+            if let Some(v) = v {
                 headers.insert(header::HOST, v);
             }
             *req.version_mut() = Version::HTTP_11;
         }
         Proto::Http2 => {
             headers.remove(header::HOST);
-            let uri = format!("http://{authority}{pq}");
+            let uri = format!("http://{}{pq}", authority());
             *req.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
             if is_grpc(&parts.headers) {
                 headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -1227,6 +1242,13 @@ fn build_upstream(
     }
     *req.headers_mut() = headers;
     req
+}
+
+/// `uri`'s path and query alone (no parsing: the parts are shared).
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(uri.path_and_query()?.clone());
+    Uri::from_parts(parts).ok()
 }
 
 fn is_grpc(h: &HeaderMap) -> bool {
@@ -1294,6 +1316,21 @@ fn humantime(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_form_keeps_path_and_query_only() {
+        for (uri, want) in [
+            ("http://a.example:8080/x/y?q=1&r", "/x/y?q=1&r"),
+            ("/only/path", "/only/path"),
+            ("http://a.example", "/"),
+        ] {
+            let u: Uri = uri.parse().unwrap();
+            let o = origin_form(&u).unwrap();
+            assert_eq!(o.to_string(), want, "{uri}");
+            assert_eq!(o, want.parse::<Uri>().unwrap(), "{uri}");
+            assert!(o.authority().is_none() && o.scheme().is_none());
+        }
+    }
 
     #[test]
     fn host_splitting() {
