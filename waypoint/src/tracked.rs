@@ -22,7 +22,26 @@ pub struct Tracked {
     counter: Option<Arc<AtomicU64>>,
     lease: Option<Lease>,
     on_done: Option<Done>,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<Deadline>,
+}
+
+/// The route timeout of a body: a timer is made only once the body has to wait (most
+/// bodies complete without ever waiting).
+enum Deadline {
+    At(tokio::time::Instant),
+    Armed(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Deadline {
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Deadline::At(at) = *self {
+            *self = Deadline::Armed(Box::pin(tokio::time::sleep_until(at)));
+        }
+        match self {
+            Deadline::Armed(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            Deadline::At(_) => false,
+        }
+    }
 }
 
 /// The body did not complete before the route timeout.
@@ -44,7 +63,7 @@ impl Tracked {
 
     /// Fails the body (resetting the stream) if it has not completed by `at`.
     pub fn with_deadline(mut self, at: tokio::time::Instant) -> Self {
-        self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+        self.deadline = Some(Deadline::At(at));
         self
     }
 
@@ -115,7 +134,7 @@ impl HttpBody for Tracked {
             }
             Poll::Pending => {
                 if let Some(d) = this.deadline.as_mut() {
-                    if d.as_mut().poll(cx).is_ready() {
+                    if d.poll_expired(cx) {
                         this.finish(false);
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                     }
@@ -173,6 +192,26 @@ mod tests {
             .unwrap();
         let start = tokio::time::Instant::now();
         let err = t.collect().await.unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_counts_from_when_it_was_set_not_from_the_first_wait() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let stream = http_body_util::StreamBody::new(frames);
+        let start = tokio::time::Instant::now();
+        let mut t = Tracked::new(crate::body::boxed(stream))
+            .with_deadline(start + std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let first = t.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().map(|d| &d[..]), Some(&b"a"[..]));
+        let err = t.frame().await.unwrap().unwrap_err();
         assert!(err.to_string().contains("timeout"), "{err}");
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
         drop(tx);
