@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod index;
+pub mod leader_writes;
 pub mod lease;
 pub mod pseudo;
 pub mod resources;

@@ -10,8 +10,9 @@
 //! when it is gained.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::pin::Pin;
 
 use ::kube::api::{Api, Patch, PatchParams};
 use ::kube::core::{ApiResource, DynamicObject};
@@ -22,6 +23,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use super::leader_writes::{self, PendingWrites};
 use super::pseudo;
 use super::resources::watched;
 use crate::source::dir::FileEvent;
@@ -220,87 +222,71 @@ impl StatusWriter {
     }
 }
 
-/// How long a failed write waits before the next attempt.
-pub const RETRY: Duration = Duration::from_secs(5);
+pub use super::leader_writes::RETRY;
 
 /// Writes the conditions of the batches received on `events` while `leader` is true.
 /// Ends when `events` is closed.
 pub async fn run_status(
     writer: StatusWriter,
-    mut events: mpsc::Receiver<Vec<FileEvent>>,
-    mut leader: watch::Receiver<bool>,
+    events: mpsc::Receiver<Vec<FileEvent>>,
+    leader: watch::Receiver<bool>,
 ) {
-    let mut tracker = StatusTracker::default();
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    loop {
-        let retry = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            batch = events.recv() => match batch {
-                Some(b) => tracker.observe(&b),
-                None => return,
-            },
-            changed = leader.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                if *leader.borrow() {
-                    tracker.reset_written();
-                }
-            }
-            _ = retry => retry_at = None,
-        }
-        if !*leader.borrow() {
-            continue;
-        }
-        for (path, obj, cond) in tracker.pending() {
-            match writer.write(&obj, &cond, Timestamp::now()).await {
-                Ok(()) => tracker.mark_written(path, cond),
-                Err(e) => {
-                    warn!(error = %e, "status write failed; retrying");
-                    retry_at = Some(tokio::time::Instant::now() + RETRY);
+    let writes = StatusWrites {
+        writer,
+        tracker: StatusTracker::default(),
+    };
+    leader_writes::run(writes, events, leader).await
+}
+
+struct StatusWrites {
+    writer: StatusWriter,
+    tracker: StatusTracker,
+}
+
+impl PendingWrites for StatusWrites {
+    fn observe(&mut self, batch: &[FileEvent]) {
+        self.tracker.observe(batch);
+    }
+
+    fn reset_written(&mut self) {
+        self.tracker.reset_written();
+    }
+
+    fn write_pending(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let mut ok = true;
+            for (path, obj, cond) in self.tracker.pending() {
+                match self.writer.write(&obj, &cond, Timestamp::now()).await {
+                    Ok(()) => self.tracker.mark_written(path, cond),
+                    Err(e) => {
+                        warn!(error = %e, "status write failed; retrying");
+                        ok = false;
+                    }
                 }
             }
-        }
+            ok
+        })
     }
 }
 
-/// Splits the source's batches: all go to the engine, and a copy to the status task.
+/// Splits the source's batches: all go to the engine, and the Istio resources' events to
+/// the status task.
 pub fn tee(
-    mut source: mpsc::Receiver<Vec<FileEvent>>,
+    source: mpsc::Receiver<Vec<FileEvent>>,
 ) -> (
     mpsc::Receiver<Vec<FileEvent>>,
     mpsc::Receiver<Vec<FileEvent>>,
 ) {
-    let (engine_tx, engine_rx) = mpsc::channel(16);
-    let (status_tx, status_rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        while let Some(batch) = source.recv().await {
-            let istio: Vec<FileEvent> = batch
-                .iter()
-                .filter(|e| {
-                    let p = match e {
-                        FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
-                    };
-                    pseudo::parse_path(p)
-                        .and_then(|(k, _, _)| watched(k))
-                        .is_some_and(|w| w.writes_status)
-                })
-                .cloned()
-                .collect();
-            if !istio.is_empty() {
-                let _ = status_tx.send(istio).await;
-            }
-            if engine_tx.send(batch).await.is_err() {
-                return;
-            }
-        }
-    });
-    (engine_rx, status_rx)
+    leader_writes::tee(source, writes_status)
+}
+
+fn writes_status(e: &FileEvent) -> bool {
+    let p = match e {
+        FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
+    };
+    pseudo::parse_path(p)
+        .and_then(|(k, _, _)| watched(k))
+        .is_some_and(|w| w.writes_status)
 }
 
 #[cfg(test)]
