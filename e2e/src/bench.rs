@@ -16,6 +16,7 @@ pub struct LoadResult {
     pub errors: u64,
     pub elapsed: Duration,
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
 }
 
@@ -93,15 +94,20 @@ pub async fn http_load(
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
-    for _ in 0..conns.max(1) {
+    let conns = conns.max(1);
+    for i in 0..conns {
         let path = path.to_string();
         tasks.push(tokio::spawn(async move {
             let mut tx = None;
             let mut lat = Vec::new();
             let mut errors = 0u64;
-            let period = rate
-                .map(|r| Duration::from_secs_f64(f64::from(conns.max(1)) / f64::from(r.max(1))));
-            let mut next = tokio::time::Instant::now();
+            let period =
+                rate.map(|r| Duration::from_secs_f64(f64::from(conns) / f64::from(r.max(1))));
+            // Connection i starts i/conns of a period late, so the requests of all
+            // connections are evenly spaced (one every 1/rate) instead of arriving as a
+            // burst of `conns` at the same instant every period.
+            let mut next =
+                tokio::time::Instant::now() + period.map_or(Duration::ZERO, |p| p * i / conns);
             // Bounded by the deadline.
             while tokio::time::Instant::now() < deadline {
                 let scheduled = match period {
@@ -152,6 +158,7 @@ pub async fn http_load(
         errors,
         elapsed,
         p50_ms: percentile_ms(&mut all, 50.0),
+        p90_ms: percentile_ms(&mut all, 90.0),
         p99_ms: percentile_ms(&mut all, 99.0),
     }
 }
@@ -187,10 +194,39 @@ pub fn bulk_source(addr: SocketAddr, duration: Duration) -> std::io::Result<u64>
     Ok(sent)
 }
 
-/// CPU time (user + system) a process has used, from /proc/<pid>/stat.
+/// CPU time (user + system) a process has used: the scheduler's exact run time summed
+/// over its threads (`/proc/<pid>/task/*/schedstat`), or, where the kernel keeps no
+/// schedstat, the tick-sampled utime + stime of `/proc/<pid>/stat`.
 pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
+    if let Some(ns) = threads_runtime_ns(pid) {
+        return Ok(Duration::from_nanos(ns));
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_cpu(&stat).ok_or_else(|| std::io::Error::other(format!("unparsable /proc/{pid}/stat")))
+}
+
+fn threads_runtime_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread that exited between listing and reading ran for no more than it had.
+        if let Some(ns) = thread_runtime_ns(&t.path().join("schedstat").to_string_lossy()) {
+            total += ns;
+        }
+    }
+    Some(total)
+}
+
+/// First field of a `schedstat` file: nanoseconds the task has run on a CPU.
+pub fn thread_runtime_ns(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn parse_cpu(stat: &str) -> Option<Duration> {
@@ -224,6 +260,17 @@ mod tests {
         assert_eq!(parse_cpu("garbage"), None);
         let own = process_cpu(std::process::id()).unwrap();
         assert!(own < Duration::from_secs(3600));
+        // Burn a little CPU on this thread: its exact run time must grow.
+        let before = thread_runtime_ns("/proc/thread-self/schedstat").unwrap();
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(20) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        let after = thread_runtime_ns("/proc/thread-self/schedstat").unwrap();
+        assert!(after - before >= 5_000_000, "{before} -> {after}");
+        assert_eq!(thread_runtime_ns("/proc/none/schedstat"), None);
     }
 
     #[tokio::test]
@@ -253,5 +300,49 @@ mod tests {
         assert!((80..=110).contains(&r.ok), "{r:?}");
         let r = http_load(addr, "/", 2, None, Duration::from_millis(200)).await;
         assert!(r.ok > 10 && r.errors == 0, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn fixed_rate_spreads_connections_over_the_period() {
+        // 4 connections at 200 rps: each sends every 20 ms, and together they should
+        // send every 5 ms, not 4 at once every 20 ms.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = arrivals.clone();
+        tokio::spawn(async move {
+            // Bounded by the test's lifetime: the runtime drops this task.
+            while let Ok((s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        seen.lock().unwrap().push(Instant::now());
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let r = http_load(addr, "/", 4, Some(200), Duration::from_millis(400)).await;
+        assert_eq!(r.errors, 0);
+        let mut t = arrivals.lock().unwrap().clone();
+        t.sort();
+        let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        let bunched = gaps
+            .iter()
+            .filter(|g| **g < Duration::from_millis(1))
+            .count();
+        // In bursts, three gaps in four would be ~0; evenly spread, (almost) none are.
+        assert!(
+            gaps.len() >= 40 && bunched * 4 <= gaps.len(),
+            "{bunched} of {} gaps under 1 ms",
+            gaps.len()
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod capability;
 mod cluster;
 mod error;
+pub mod floor;
 mod manifests;
 mod mesh;
 pub mod names;

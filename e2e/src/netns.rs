@@ -94,6 +94,33 @@ where
     }
 }
 
+/// Like [`in_netns`] but does not wait: `f` runs on a thread of its own inside `netns`
+/// (threads it spawns inherit the namespace). Entering is checked before this returns.
+pub fn spawn_in<F>(netns: &str, f: F) -> Result<std::thread::JoinHandle<()>, HarnessError>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let fd = open_netns(netns)?;
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            let _ = entered_tx.send(Err(std::io::Error::last_os_error()));
+            return;
+        }
+        let _ = entered_tx.send(Ok(()));
+        f();
+    });
+    let entered = entered_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread died")));
+    entered.map_err(|source| HarnessError::Setns {
+        netns: netns.to_string(),
+        source,
+    })?;
+    Ok(handle)
+}
+
 /// Prepares `cmd` to run inside `netns` (setns in the child before exec; the mount
 /// namespace is the caller's) and to die with its parent.
 pub fn enter_before_exec(cmd: &mut Command, netns: &str) -> Result<(), HarnessError> {

@@ -1,23 +1,45 @@
-//! Data-plane benchmark on the namespace mini-cluster: pod → pod across nodes through the
-//! mesh (BPF capture + ztunnel HBONE) and without it (plaintext, pods not enrolled), in the
-//! same run. Prints a markdown table for docs/benchmarks.md.
+//! Data-plane benchmark on the namespace mini-cluster, pod → pod across nodes, three paths
+//! measured in the same run and interleaved round by round:
+//! - mesh: BPF capture + source ztunnel → HBONE/mTLS → destination ztunnel → pod;
+//! - floor: two bare userspace relays on the same nodes (see `meshwork_e2e::floor`), the
+//!   hop count of the mesh without any of its work;
+//! - no mesh: plaintext pod → pod.
 //!
-//! `cargo build --release --workspace && target/release/ebpf-bench [--secs N]`
+//! Prints a markdown table for docs/benchmarks.md.
+//!
+//! `cargo build --release --workspace && target/release/ebpf-bench [--secs N] [--rounds N]`
 //! (root; binaries from the same directory or $MESHWORK_BIN_DIR).
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use meshwork_e2e::bench::{self, LoadResult};
+use meshwork_e2e::floor::Relay;
 use meshwork_e2e::{Binaries, NetnsMesh};
 
+const HTTP_PORT: u16 = 8080;
 const BULK_PORT: u16 = 9000;
+/// Floor relays: source node listens on FLOOR_PORT (+1 for bulk), destination node on
+/// FLOOR_PORT + 2 (+3 for bulk).
+const FLOOR_PORT: u16 = 17000;
 
 struct PathResult {
     fixed: LoadResult,
-    max: LoadResult,
-    bulk_gbps: f64,
-    ztunnel_cpu_per_krps: Option<f64>,
+    /// None with `--fixed-only`.
+    max: Option<LoadResult>,
+    bulk_gbps: Option<f64>,
+    /// CPU of one proxy (the mean of the two nodes') per 1,000 rps in the fixed phase.
+    proxy_cpu_per_krps: Option<f64>,
+}
+
+/// Where a path starts, where it connects to and whose CPU counts as the proxies'.
+struct Path<'a> {
+    from: &'a str,
+    http: SocketAddr,
+    bulk: SocketAddr,
+    /// Sink pod of the bulk stream.
+    bulk_pod: &'a str,
+    cpu: Box<dyn Fn() -> Option<Duration> + 'a>,
 }
 
 fn load(
@@ -43,21 +65,20 @@ fn load(
     Ok(r)
 }
 
-fn bulk(mesh: &NetnsMesh, from: &str, to: &str, secs: u64) -> anyhow::Result<f64> {
-    let to_ip = mesh.cluster.pod(to)?.ip;
-    let listener = mesh.cluster.in_netns(to, || {
+fn bulk(mesh: &NetnsMesh, p: &Path, secs: u64) -> anyhow::Result<f64> {
+    let listener = mesh.cluster.in_netns(p.bulk_pod, || {
         TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, BULK_PORT))
     })??;
     let sink = std::thread::spawn(move || bench::bulk_sink(listener));
-    let dst = SocketAddr::new(to_ip.into(), BULK_PORT);
-    mesh.cluster.in_netns(from, move || {
+    let dst = p.bulk;
+    mesh.cluster.in_netns(p.from, move || {
         bench::bulk_source(dst, Duration::from_secs(secs))
     })??;
     let (bytes, elapsed) = sink.join().map_err(|_| anyhow!("bulk sink panicked"))??;
     Ok(bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9)
 }
 
-fn cpu(mesh: &NetnsMesh) -> Option<Duration> {
+fn ztunnels_cpu(mesh: &NetnsMesh) -> Option<Duration> {
     let mut total = Duration::ZERO;
     for n in ["n0", "n1"] {
         total += bench::process_cpu(mesh.ztunnel_pid(n)?).ok()?;
@@ -65,83 +86,210 @@ fn cpu(mesh: &NetnsMesh) -> Option<Duration> {
     Some(total)
 }
 
-fn run_path(
-    mesh: &NetnsMesh,
-    from: &str,
-    to: &str,
-    secs: u64,
-    measure_cpu: bool,
-) -> anyhow::Result<PathResult> {
-    let dst = SocketAddr::new(mesh.cluster.pod(to)?.ip.into(), 8080);
+fn run_path(mesh: &NetnsMesh, p: &Path, args: &Args) -> anyhow::Result<PathResult> {
+    let secs = args.secs;
     // Warm-up: connections, certificates, pools.
-    load(mesh, from, dst, 4, None, 1)?;
-    let before = cpu(mesh);
-    let fixed = load(mesh, from, dst, 10, Some(1000), secs)?;
-    let after = cpu(mesh);
-    let ztunnel_cpu_per_krps = match (measure_cpu, before, after) {
-        (true, Some(b), Some(a)) if fixed.rps() > 0.0 => {
-            Some((a - b).as_secs_f64() / fixed.elapsed.as_secs_f64() / (fixed.rps() / 1000.0))
+    load(mesh, p.from, p.http, 4, None, 1)?;
+    let before = (p.cpu)();
+    let fixed = load(mesh, p.from, p.http, 10, Some(1000), secs)?;
+    let after = (p.cpu)();
+    let proxy_cpu_per_krps = match (before, after) {
+        (Some(b), Some(a)) if fixed.rps() > 0.0 => {
+            Some((a - b).as_secs_f64() / fixed.elapsed.as_secs_f64() / (fixed.rps() / 1000.0) / 2.0)
         }
         _ => None,
     };
-    let max = load(mesh, from, dst, 32, None, secs)?;
-    let bulk_gbps = bulk(mesh, from, to, secs)?;
+    let (max, bulk_gbps) = if args.fixed_only {
+        (None, None)
+    } else {
+        (
+            Some(load(mesh, p.from, p.http, 32, None, secs)?),
+            Some(bulk(mesh, p, secs)?),
+        )
+    };
     Ok(PathResult {
         fixed,
         max,
         bulk_gbps,
-        ztunnel_cpu_per_krps,
+        proxy_cpu_per_krps,
     })
 }
 
-fn row(name: &str, r: &PathResult) -> String {
+fn row(name: &str, r: &PathResult, base: Option<&PathResult>) -> String {
+    let added = |f: fn(&LoadResult) -> f64| {
+        base.map(|b| format!("{:+.2}", f(&r.fixed) - f(&b.fixed)))
+            .unwrap_or_else(|| "-".into())
+    };
+    let max = r.max.as_ref().map_or_else(
+        || "- | - | - | -".to_string(),
+        |m| {
+            format!(
+                "{:.0} | {:.2} | {:.2} | {}",
+                m.rps(),
+                m.p50_ms,
+                m.p99_ms,
+                m.errors
+            )
+        },
+    );
+    let bulk = r
+        .bulk_gbps
+        .map_or_else(|| "-".to_string(), |g| format!("{g:.2}"));
     format!(
-        "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {} |",
+        "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {max} | {bulk} | {} |",
         r.fixed.rps(),
         r.fixed.p50_ms,
+        r.fixed.p90_ms,
         r.fixed.p99_ms,
+        added(|l| l.p50_ms),
+        added(|l| l.p99_ms),
         r.fixed.errors,
-        r.max.rps(),
-        r.max.p50_ms,
-        r.max.p99_ms,
-        r.max.errors,
-        r.bulk_gbps,
-        r.ztunnel_cpu_per_krps
-            .map(|c| format!("{:.1}%", c * 100.0))
+        r.proxy_cpu_per_krps
+            .map(|c| format!("{c:.3}"))
             .unwrap_or_else(|| "-".into()),
     )
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut secs = 5u64;
+/// What the guest does with an idle vCPU: it sets the price of every wake-up.
+fn idle_policy() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let driver =
+        read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|| "?".into());
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) => format!("cpuidle driver {driver}, guest_halt_poll_ns={ns}"),
+        None => format!("cpuidle driver {driver}"),
+    }
+}
+
+struct Args {
+    secs: u64,
+    rounds: u32,
+    /// Only the fixed-rate phase (latency and CPU), for quick comparisons.
+    fixed_only: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        secs: 5,
+        rounds: 2,
+        fixed_only: false,
+    };
     let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--secs" => {
-                secs = args
-                    .next()
-                    .context("--secs needs a value")?
-                    .parse()
-                    .context("--secs: not a number")?;
-                if !(1..=120).contains(&secs) {
-                    return Err(anyhow!("--secs: must be 1..=120"));
-                }
+    while let Some(flag) = args.next() {
+        let mut value = |range: std::ops::RangeInclusive<u64>| -> anyhow::Result<u64> {
+            let v: u64 = args
+                .next()
+                .with_context(|| format!("{flag} needs a value"))?
+                .parse()
+                .with_context(|| format!("{flag}: not a number"))?;
+            if !range.contains(&v) {
+                return Err(anyhow!(
+                    "{flag}: must be {}..={}",
+                    range.start(),
+                    range.end()
+                ));
             }
-            other => return Err(anyhow!("unknown argument {other:?} (expected --secs N)")),
+            Ok(v)
+        };
+        match flag.as_str() {
+            "--secs" => a.secs = value(1..=120)?,
+            "--rounds" => a.rounds = value(1..=10)? as u32,
+            "--fixed-only" => a.fixed_only = true,
+            other => {
+                return Err(anyhow!(
+                    "unknown argument {other:?} (expected --secs N, --rounds N, --fixed-only)"
+                ))
+            }
         }
     }
+    Ok(a)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
     let mesh = NetnsMesh::start(Binaries::locate()?).map_err(|e| anyhow!("{e}"))?;
-    // The policy fixture denies plaintext into production; the baseline pair lives in the
-    // non-mesh "legacy" namespace, the mesh pair in production: both cross nodes n0 → n1.
-    let mesh_r = run_path(&mesh, "client", "orders-v1", secs, true)?;
-    let base_r = run_path(&mesh, "outsider", "plain-server", secs, false)?;
+    let c = &mesh.cluster;
+    let (n0, n1) = (c.node("n0")?, c.node("n1")?);
+    // The policy fixture denies plaintext into production; the plaintext and floor pairs
+    // live in the non-mesh "legacy" namespace, the mesh pair in production: all cross
+    // nodes n0 → n1.
+    let server = |pod: &str, port| -> anyhow::Result<SocketAddr> {
+        Ok(SocketAddr::new(c.pod(pod)?.ip.into(), port))
+    };
+    let at = |ip: Ipv4Addr, port| SocketAddr::new(ip.into(), port);
+    let mut relays = Vec::new();
+    for (offset, port) in [(0, HTTP_PORT), (1, BULK_PORT)] {
+        let far = at(n1.ip, FLOOR_PORT + 2 + offset);
+        relays.push(Relay::start(&n1.netns, far, server("plain-server", port)?)?);
+        relays.push(Relay::start(
+            &n0.netns,
+            at(n0.ip, FLOOR_PORT + offset),
+            far,
+        )?);
+    }
+    let paths = [
+        Path {
+            from: "client",
+            http: server("orders-v1", HTTP_PORT)?,
+            bulk: server("orders-v1", BULK_PORT)?,
+            bulk_pod: "orders-v1",
+            cpu: Box::new(|| ztunnels_cpu(&mesh)),
+        },
+        Path {
+            from: "outsider",
+            http: at(n0.ip, FLOOR_PORT),
+            bulk: at(n0.ip, FLOOR_PORT + 1),
+            bulk_pod: "plain-server",
+            cpu: Box::new(|| Some(relays.iter().map(Relay::cpu).sum())),
+        },
+        Path {
+            from: "outsider",
+            http: server("plain-server", HTTP_PORT)?,
+            bulk: server("plain-server", BULK_PORT)?,
+            bulk_pod: "plain-server",
+            cpu: Box::new(|| None),
+        },
+    ];
     println!(
-        "{}s per phase; 1 KB HTTP/1.1 responses; pods on different nodes\n",
-        secs
+        "{}s per phase, {} round(s); 1 KB HTTP/1.1 responses; pods on different nodes; {}\n",
+        args.secs,
+        args.rounds,
+        idle_policy()
     );
-    println!("| path | 1k rps: achieved | p50 ms | p99 ms | errors | max rps (32 conns) | p50 ms | p99 ms | errors | bulk Gbit/s | ztunnel CPU per 1k rps (both nodes) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    println!("{}", row("mesh (BPF + ztunnel HBONE)", &mesh_r));
-    println!("{}", row("no mesh (plaintext)", &base_r));
+    println!("| path | 1k rps: achieved | p50 ms | p90 ms | p99 ms | added p50 | added p99 | errors | max rps (32 conns) | p50 ms | p99 ms | errors | bulk Gbit/s | CPU per 1k rps, per proxy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for round in 1..=args.rounds {
+        let mut results = Vec::new();
+        for p in &paths {
+            results.push(run_path(&mesh, p, &args)?);
+        }
+        let base = &results[2];
+        println!(
+            "{}",
+            row(
+                &format!("mesh (BPF + ztunnel HBONE), round {round}"),
+                &results[0],
+                Some(base)
+            )
+        );
+        println!(
+            "{}",
+            row(
+                &format!("floor (two bare relays), round {round}"),
+                &results[1],
+                Some(base)
+            )
+        );
+        println!(
+            "{}",
+            row(&format!("no mesh (plaintext), round {round}"), base, None)
+        );
+    }
+    drop(paths);
+    drop(relays);
     Ok(())
 }
