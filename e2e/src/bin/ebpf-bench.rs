@@ -150,6 +150,51 @@ fn row(name: &str, r: &PathResult, base: Option<&PathResult>) -> String {
     )
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Per path, the median over rounds of the fixed-rate figures (each round's "added" is
+/// against the plaintext path of the same round).
+fn medians(rounds: &[Vec<PathResult>]) -> String {
+    let mut out = format!(
+        "Median of {} rounds at 1,000 rps:\n\n| path | p50 ms | p90 ms | p99 ms | added p50 | added p99 | CPU per 1k rps, per proxy |\n|---|---|---|---|---|---|---|\n",
+        rounds.len()
+    );
+    for (i, name) in ["mesh", "floor", "no mesh"].iter().enumerate() {
+        let of = |f: &dyn Fn(&Vec<PathResult>) -> f64| median(rounds.iter().map(f).collect());
+        let added = |g: fn(&LoadResult) -> f64| {
+            if i == 2 {
+                "-".to_string()
+            } else {
+                format!("{:+.3}", of(&|r| g(&r[i].fixed) - g(&r[2].fixed)))
+            }
+        };
+        let cpu = if i == 2 {
+            "-".to_string()
+        } else {
+            format!(
+                "{:.3}",
+                of(&|r| r[i].proxy_cpu_per_krps.unwrap_or(f64::NAN))
+            )
+        };
+        out += &format!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {} | {} | {cpu} |\n",
+            of(&|r| r[i].fixed.p50_ms),
+            of(&|r| r[i].fixed.p90_ms),
+            of(&|r| r[i].fixed.p99_ms),
+            added(|l| l.p50_ms),
+            added(|l| l.p99_ms),
+        );
+    }
+    out
+}
+
 /// What the guest does with an idle vCPU: it sets the price of every wake-up.
 fn idle_policy() -> String {
     let read = |p: &str| {
@@ -262,6 +307,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| path | 1k rps: achieved | p50 ms | p90 ms | p99 ms | added p50 | added p99 | errors | max rps (32 conns) | p50 ms | p99 ms | errors | bulk Gbit/s | CPU per 1k rps, per proxy |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut rounds = Vec::new();
     for round in 1..=args.rounds {
         let mut results = Vec::new();
         for p in &paths {
@@ -288,6 +334,10 @@ fn main() -> anyhow::Result<()> {
             "{}",
             row(&format!("no mesh (plaintext), round {round}"), base, None)
         );
+        rounds.push(results);
+    }
+    if rounds.len() > 1 {
+        println!("\n{}", medians(&rounds));
     }
     drop(paths);
     drop(relays);
