@@ -35,6 +35,14 @@ expect_refused() {
   if [[ -z "$(ok_count "$out")" ]]; then pass "$what"; else fail "$what (expected no 200): $out"; fi
 }
 
+# client_address WHAT: the echo server sees client-a's pod IP (source kept through HBONE).
+client_address() {
+  local ip out
+  ip="$(k -n production get pod -l app=client-a -o jsonpath='{.items[0].status.podIP}')"
+  out="$(get production client-a http://echo.production/ 5)"
+  if grep -q "\"clients\":{\"$ip\":5}" <<<"$out"; then pass "$1"; else fail "$1 (client-a is $ip): $out"; fi
+}
+
 # capture NODE SECONDS: starts tcpdump in the node's network namespace on eth0 for HBONE
 # (15008) and plaintext app (8080) traffic; prints the pod name.
 capture() {
@@ -102,6 +110,7 @@ sleep 5
 expect_ok "cross-node pod -> service (production, mTLS)" production client-a http://echo.production/
 expect_ok "same-node pod -> service (production, mTLS)" production client-b http://echo.production/
 wire_check "cross-node traffic is HBONE on the wire, no plaintext HTTP" hbone
+client_address "the server sees the client pod's own IP through the mesh"
 expect_ok "non-enrolled namespace bypasses the mesh (legacy -> legacy)" legacy client-a http://echo.legacy/
 expect_refused "STRICT refuses plaintext (legacy -> production/payment-service)" legacy client-a http://payment-service.production/health
 expect_refused "deny-all-default refuses a non-production identity (other -> production/echo)" other client-a http://echo.production/

@@ -591,6 +591,10 @@ impl MeshTarget for NetnsMesh {
         Ok(format!("http://{vip}:{}{path}", fixture::SERVICE_PORT))
     }
 
+    fn pod_ip(&self, pod: &str) -> Result<std::net::IpAddr, ScenarioError> {
+        Ok(self.cluster.pod(pod)?.ip.into())
+    }
+
     fn pod_url(&self, pod: &str, port: u16, path: &str) -> Result<String, ScenarioError> {
         Ok(format!("http://{}:{port}{path}", self.cluster.pod(pod)?.ip))
     }

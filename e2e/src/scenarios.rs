@@ -122,18 +122,41 @@ fn expect_all_ok(
     Ok(())
 }
 
+/// Every answer says the server saw the client pod's own address, as without the mesh
+/// (Istio ambient keeps the source IP; the tunnel's source is the node).
+fn expect_client_address(
+    scenario: &'static str,
+    t: &dyn MeshTarget,
+    s: &HttpSummary,
+    client: &str,
+) -> Result<(), ScenarioError> {
+    let ip = t.pod_ip(client)?.to_string();
+    if s.clients.get(&ip) != Some(&s.total) {
+        return Err(fail(
+            scenario,
+            format!(
+                "expected the server to see {client} as {ip}: {:?}",
+                s.clients
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A request from `client` (n0) to a service whose only backend is on n1.
 pub fn cross_node_pod_to_service(t: &dyn MeshTarget) -> Result<(), ScenarioError> {
     let url = t.service_url("orders-remote", "/api/orders")?;
     let s = t.http_get("client", &url, &[], 10)?;
-    expect_all_ok("cross_node_pod_to_service", &s, "v1")
+    expect_all_ok("cross_node_pod_to_service", &s, "v1")?;
+    expect_client_address("cross_node_pod_to_service", t, &s, "client")
 }
 
 /// A request from `client` to a service whose only backend is on the same node.
 pub fn same_node_pod_to_service(t: &dyn MeshTarget) -> Result<(), ScenarioError> {
     let url = t.service_url("orders-local", "/api/orders")?;
     let s = t.http_get("client", &url, &[], 10)?;
-    expect_all_ok("same_node_pod_to_service", &s, "v2")
+    expect_all_ok("same_node_pod_to_service", &s, "v2")?;
+    expect_client_address("same_node_pod_to_service", t, &s, "client")
 }
 
 fn pod_segments_only_hbone(

@@ -34,6 +34,9 @@ pub struct HttpSummary {
     pub versions: BTreeMap<String, u64>,
     #[serde(default)]
     pub pods: BTreeMap<String, u64>,
+    /// Source address the server saw → count.
+    #[serde(default)]
+    pub clients: BTreeMap<String, u64>,
     #[serde(default)]
     pub errors: u64,
 }
@@ -59,6 +62,8 @@ pub trait MeshTarget: Sync {
     fn service_url(&self, service: &str, path: &str) -> Result<String, ScenarioError>;
     /// `http://<pod ip>:<port><path>`.
     fn pod_url(&self, pod: &str, port: u16, path: &str) -> Result<String, ScenarioError>;
+    /// The pod's own address.
+    fn pod_ip(&self, pod: &str) -> Result<std::net::IpAddr, ScenarioError>;
     /// Enrolls or unenrolls a pod, live.
     fn set_enrolled(&self, pod: &str, enrolled: bool) -> Result<(), ScenarioError>;
     /// Captures what crosses `node`'s link to the other nodes while `during` runs.

@@ -28,6 +28,8 @@ pub struct Summary {
     pub versions: BTreeMap<String, u64>,
     /// `pod` field of JSON answers → count.
     pub pods: BTreeMap<String, u64>,
+    /// `client` field of JSON answers (the source address the server saw) → count.
+    pub clients: BTreeMap<String, u64>,
     /// Requests that got no HTTP answer (connect refused, reset, timeout).
     pub errors: u64,
     pub p50_ms: f64,
@@ -129,6 +131,9 @@ pub async fn run(
                     }
                     if let Some(pod) = v.get("pod").and_then(|x| x.as_str()) {
                         *summary.pods.entry(pod.to_string()).or_default() += 1;
+                    }
+                    if let Some(c) = v.get("client").and_then(|x| x.as_str()) {
+                        *summary.clients.entry(c.to_string()).or_default() += 1;
                     }
                 }
             }

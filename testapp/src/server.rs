@@ -43,6 +43,8 @@ struct Echo<'a> {
     pod: &'a str,
     path: &'a str,
     method: &'a str,
+    /// The address the connection came from, as this pod sees it.
+    client: String,
     headers: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     padding: String,
@@ -83,7 +85,11 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Answers one request.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
     let id = &state.identity;
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -155,6 +161,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<
             pod: &id.pod,
             path: &path,
             method: method.as_str(),
+            client: peer.ip().to_string(),
             headers,
             padding: "x".repeat(padding),
         },
@@ -177,7 +184,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) -> std::io::Result<
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
+                async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

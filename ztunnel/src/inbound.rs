@@ -134,12 +134,13 @@ impl ConnectHandler for Inbound {
         // The source pod for labels and logs: by the connection's source address (preserved
         // in production) or the `forwarded` client address, kept only when that workload
         // runs as the authenticated identity.
-        let src_w = [Some(req.conn.peer_addr.ip()), forwarded_for(&req.headers)]
+        let (src_ip, src_w) = [Some(req.conn.peer_addr.ip()), forwarded_for(&req.headers)]
             .into_iter()
             .flatten()
-            .filter_map(|ip| cur.state.workload_by_ip(ip))
-            .find(|w| cur.state.identity(w).ok().as_ref() == Some(&peer_id))
-            .cloned();
+            .filter_map(|ip| cur.state.workload_by_ip(ip).map(|w| (ip, w)))
+            .find(|(_, w)| cur.state.identity(w).ok().as_ref() == Some(&peer_id))
+            .map(|(ip, w)| (Some(ip), Some(w.clone())))
+            .unwrap_or_default();
         rec.src_workload = src_w.as_ref().map(workload_ref);
         let peers = Peers {
             source: src_w.as_ref(),
@@ -176,10 +177,14 @@ impl ConnectHandler for Inbound {
             return;
         }
         rec.decision = format!("allow: {}", verdict.reason);
+        // Transparent: the pod sees the client pod's own address when the connection's
+        // identity vouches for it (the source node's ztunnel dials from the node), else
+        // the tunnel's source address. Replies from the pod (an enrolled source) are
+        // captured back to this socket by the redirection.
         let source_ip = proxy
             .cfg
             .transparent_inbound
-            .then(|| req.conn.peer_addr.ip());
+            .then(|| src_ip.unwrap_or_else(|| req.conn.peer_addr.ip()));
         let upstream = match sockets::connect(dst, source_ip, proxy.cfg.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
