@@ -150,9 +150,15 @@ impl ConnectHandler for Inbound {
             service: None,
             mtls: true,
         };
+        // Policy sees the client pod's address (`source.ipBlocks` names pods, as in Istio),
+        // the tunnel's source only when no workload behind it is vouched for.
+        let client_addr = SocketAddr::new(
+            src_ip.unwrap_or_else(|| req.conn.peer_addr.ip()),
+            req.conn.peer_addr.port(),
+        );
         let attrs = ConnAttrs {
             src_identity: Some(peer_id.clone()),
-            src_addr: req.conn.peer_addr,
+            src_addr: client_addr,
             // The original client named by `forwarded` is trusted only from this pod's waypoint.
             remote_ip: cur
                 .state
@@ -181,10 +187,7 @@ impl ConnectHandler for Inbound {
         // identity vouches for it (the source node's ztunnel dials from the node), else
         // the tunnel's source address. Replies from the pod (an enrolled source) are
         // captured back to this socket by the redirection.
-        let source_ip = proxy
-            .cfg
-            .transparent_inbound
-            .then(|| src_ip.unwrap_or_else(|| req.conn.peer_addr.ip()));
+        let source_ip = proxy.cfg.transparent_inbound.then(|| client_addr.ip());
         let upstream = match sockets::connect(dst, source_ip, proxy.cfg.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {

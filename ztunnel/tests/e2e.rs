@@ -414,3 +414,53 @@ async fn captured_outbound_identifies_the_source_by_ip() {
     assert!(text.contains("source_workload=\"client2\""), "{text}");
     assert!(text.contains("source_principal=\"spiffe://cluster.local/ns/prod/sa/client2\""));
 }
+
+#[tokio::test]
+async fn ip_blocks_match_the_client_pod_not_the_tunnel_source() {
+    // `source.ipBlocks` names pod addresses, as in Istio: through HBONE the client is the
+    // pod behind the tunnel (vouched for by its identity), not the source ztunnel's address.
+    let (mut s, echo) = setup(23).await;
+    let net = s.net;
+    for w in [&mut s.a_world, &mut s.b_world] {
+        w.workloads
+            .push(workload("prod", "client2", "node-a", ip(net, 6)));
+    }
+    s.b_world.policies.push(Authorization {
+        name: "deny-client2-by-ip".into(),
+        namespace: "prod".into(),
+        scope: PolicyScope::Namespace as i32,
+        action: Action::Deny as i32,
+        rules: vec![Rule {
+            from: vec![Source {
+                ip_blocks: vec![format!("{}/32", ip(net, 6))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let p = s.start(echo).await;
+    let connect_as = |host: u8| async move {
+        let l = TcpListener::bind(SocketAddr::new(ip(net, 5), 0))
+            .await
+            .unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(ip(net, host), 0)).unwrap();
+        let c = sock.connect(l.local_addr().unwrap()).await.unwrap();
+        let (captured, _) = l.accept().await.unwrap();
+        (c, captured)
+    };
+    // client2 (10.x.6) is denied by its address...
+    let (mut c, captured) = connect_as(6).await;
+    p.a.outbound_conn(captured, echo);
+    assert!(roundtrip(&mut c, b"denied").await.is_err());
+    assert_eq!(
+        p.b.metrics()
+            .total("opened", |l| l.response_flags == "DENY"),
+        1
+    );
+    // ...and client (10.x.2), through the same tunnel, is not.
+    let (mut c, captured) = connect_as(2).await;
+    p.a.outbound_conn(captured, echo);
+    assert_eq!(roundtrip(&mut c, b"allowed").await.unwrap(), b"allowed");
+}
