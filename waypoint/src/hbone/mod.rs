@@ -45,6 +45,32 @@ fn forwarded_for(headers: &http::HeaderMap) -> Option<IpAddr> {
         })
 }
 
+/// The client address to act on: the `forwarded` one only when the workload at that
+/// address runs as the identity the tunnel authenticated (the source ztunnel presents the
+/// client pod's own identity), so a mesh peer cannot borrow another pod's address to pass
+/// `source.ipBlocks` or to take its labels; else the tunnel's source address.
+fn vouched_source(
+    snap: &meshwork_model::Snapshot,
+    forwarded: Option<IpAddr>,
+    peer: &meshwork_identity::SpiffeId,
+    peer_addr: IpAddr,
+) -> IpAddr {
+    forwarded
+        .filter(|ip| {
+            snap.workload_by_ip(*ip).is_some_and(|w| {
+                let sa = if w.service_account.is_empty() {
+                    "default"
+                } else {
+                    &w.service_account
+                };
+                w.namespace == peer.namespace()
+                    && sa == peer.service_account()
+                    && (w.trust_domain.is_empty() || w.trust_domain == peer.trust_domain())
+            })
+        })
+        .unwrap_or(peer_addr)
+}
+
 impl ConnectHandler for WaypointHandler {
     async fn handle(&self, req: ConnectRequest, responder: Responder) {
         let Ok(destination) = req.authority.parse::<SocketAddr>() else {
@@ -52,7 +78,12 @@ impl ConnectHandler for WaypointHandler {
             responder.refuse(StatusCode::BAD_REQUEST);
             return;
         };
-        let source_ip = forwarded_for(&req.headers).unwrap_or(req.conn.peer_addr.ip());
+        let source_ip = vouched_source(
+            &self.service.config().snapshot,
+            forwarded_for(&req.headers),
+            &req.conn.peer_identity,
+            req.conn.peer_addr.ip(),
+        );
         let ctx = ConnContext {
             source_identity: Some(req.conn.peer_identity.to_string()),
             source: Some(SocketAddr::new(source_ip, 0)),
@@ -81,6 +112,55 @@ impl ConnectHandler for WaypointHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_address_needs_the_matching_identity() {
+        use meshwork_model::keys::make_resource;
+        use meshwork_model::pb::config::{resource, Workload};
+        use meshwork_model::Kind;
+        let mut res = std::collections::BTreeMap::new();
+        for (name, ip, sa) in [("client", "10.0.0.5", "client"), ("other", "10.0.0.6", "")] {
+            let key = Kind::Workload.key("prod", name);
+            let w = Workload {
+                name: name.into(),
+                namespace: "prod".into(),
+                addresses: vec![ip.into()],
+                service_account: sa.into(),
+                ..Default::default()
+            };
+            let r = make_resource(key.clone(), resource::Kind::Workload(w));
+            res.insert(key, Arc::new(r));
+        }
+        let snap = meshwork_model::Snapshot::new(1, res);
+        let id = |ns, sa| meshwork_identity::SpiffeId::new("cluster.local", ns, sa).unwrap();
+        let tunnel: IpAddr = "10.9.9.9".parse().unwrap();
+        let at = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let client = id("prod", "client");
+        assert_eq!(
+            vouched_source(&snap, at("10.0.0.5"), &client, tunnel),
+            at("10.0.0.5").unwrap()
+        );
+        // Another pod's address, an unknown address, or no header: the tunnel's source.
+        assert_eq!(
+            vouched_source(&snap, at("10.0.0.6"), &client, tunnel),
+            tunnel
+        );
+        assert_eq!(
+            vouched_source(&snap, at("10.1.1.1"), &client, tunnel),
+            tunnel
+        );
+        assert_eq!(vouched_source(&snap, None, &client, tunnel), tunnel);
+        // An empty service account is "default".
+        let dflt = id("prod", "default");
+        assert_eq!(
+            vouched_source(&snap, at("10.0.0.6"), &dflt, tunnel),
+            at("10.0.0.6").unwrap()
+        );
+        assert_eq!(
+            vouched_source(&snap, at("10.0.0.5"), &id("dev", "client"), tunnel),
+            tunnel
+        );
+    }
 
     #[test]
     fn forwarded_header() {
