@@ -10,11 +10,16 @@ use std::sync::Arc;
 
 use imbl::{HashMap, OrdMap, OrdSet};
 
+use meshwork_identity::{SpiffeId, SpiffeIdError};
+
 use crate::keys::Kind;
 use crate::pb::config::{
     resource, Authorization, MeshSettings, Resource, RouteConfig, Service, ServicePorts,
     TelemetryConfig, Workload,
 };
+
+/// Trust domain of the mesh when its settings name none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// Persistent maps: cloning a snapshot is O(1) and applying a delta costs O(changes ·
 /// log n), so a proxy holding 10,000 workloads does not copy them on every update.
@@ -170,6 +175,30 @@ impl Snapshot {
             Some(resource::Kind::Mesh(m)) => Some(m),
             _ => None,
         }
+    }
+
+    /// The mesh's trust domain ([`DEFAULT_TRUST_DOMAIN`] unless its settings name one).
+    pub fn trust_domain(&self) -> &str {
+        self.mesh()
+            .map(|m| m.trust_domain.as_str())
+            .filter(|t| !t.is_empty())
+            .unwrap_or(DEFAULT_TRUST_DOMAIN)
+    }
+
+    /// The SPIFFE identity a workload runs as: its own trust domain or the mesh's, its
+    /// namespace, and its service account (`default` when none is named, as in Kubernetes).
+    pub fn workload_identity(&self, w: &Workload) -> Result<SpiffeId, SpiffeIdError> {
+        let td = if w.trust_domain.is_empty() {
+            self.trust_domain()
+        } else {
+            &w.trust_domain
+        };
+        let sa = if w.service_account.is_empty() {
+            "default"
+        } else {
+            &w.service_account
+        };
+        SpiffeId::new(td, &w.namespace, sa)
     }
 
     pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
@@ -336,6 +365,45 @@ mod tests {
             m.insert(r.key.clone(), Arc::new(r));
         }
         Snapshot::new(1, m)
+    }
+
+    #[test]
+    fn workload_identity_uses_the_mesh_trust_domain_and_default_account() {
+        let w = Workload {
+            name: "a".into(),
+            namespace: "prod".into(),
+            ..Default::default()
+        };
+        let plain = Snapshot::default();
+        assert_eq!(
+            plain.workload_identity(&w).unwrap().to_string(),
+            "spiffe://cluster.local/ns/prod/sa/default"
+        );
+        let key = Kind::Mesh.prefix().to_string();
+        let mesh = make_resource(
+            key.clone(),
+            resource::Kind::Mesh(MeshSettings {
+                trust_domain: "example.org".into(),
+                ..Default::default()
+            }),
+        );
+        let snap = Snapshot::new(1, BTreeMap::from([(key, Arc::new(mesh))]));
+        let own = Workload {
+            service_account: "orders".into(),
+            ..w.clone()
+        };
+        assert_eq!(
+            snap.workload_identity(&own).unwrap().to_string(),
+            "spiffe://example.org/ns/prod/sa/orders"
+        );
+        let elsewhere = Workload {
+            trust_domain: "other.org".into(),
+            ..own
+        };
+        assert_eq!(
+            snap.workload_identity(&elsewhere).unwrap().trust_domain(),
+            "other.org"
+        );
     }
 
     #[test]

@@ -117,27 +117,20 @@ pub fn upstream_proto(
     }
 }
 
-/// The SPIFFE identity of a workload.
-fn workload_identity(w: &pb::Workload) -> Option<String> {
-    (!w.service_account.is_empty()).then(|| {
-        format!(
-            "spiffe://{}/ns/{}/sa/{}",
-            if w.trust_domain.is_empty() {
-                "cluster.local"
-            } else {
-                &w.trust_domain
-            },
-            w.namespace,
-            w.service_account
-        )
-    })
+/// The SPIFFE identity the workload's ztunnel presents for it.
+fn workload_identity(snapshot: &Snapshot, w: &pb::Workload) -> Option<String> {
+    snapshot.workload_identity(w).ok().map(|id| id.to_string())
 }
 
 /// One workload addressed directly at `addr` (its IP and a port).
-pub fn workload_endpoint(w: &pb::Workload, addr: SocketAddr) -> Option<Endpoint> {
+pub fn workload_endpoint(
+    snapshot: &Snapshot,
+    w: &pb::Workload,
+    addr: SocketAddr,
+) -> Option<Endpoint> {
     w.healthy.then(|| Endpoint {
         addr,
-        identity: workload_identity(w),
+        identity: workload_identity(snapshot, w),
         workload: w.name.clone(),
         namespace: w.namespace.clone(),
         labels: w.labels.clone(),
@@ -169,7 +162,7 @@ pub fn endpoints(
         let Some(ip) = w.addresses.iter().find_map(|a| a.parse::<IpAddr>().ok()) else {
             continue;
         };
-        let identity = workload_identity(w);
+        let identity = workload_identity(snapshot, w);
         out.push(Arc::new(Endpoint {
             addr: SocketAddr::new(ip, target),
             identity,

@@ -418,7 +418,7 @@ impl L7Service {
         let service = service.or_else(|| {
             let d = conn.destination?;
             let w = snap.workload_by_ip(d.ip())?;
-            let ep = cluster::workload_endpoint(w, d)?;
+            let ep = cluster::workload_endpoint(snap, w, d)?;
             ex.direct = Some(Arc::new(ep));
             Some(Cow::Owned(pb::Service {
                 name: format!("pod:{}", w.name),

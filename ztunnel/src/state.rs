@@ -9,9 +9,6 @@ use meshwork_identity::{SpiffeId, SpiffeIdError};
 use meshwork_model::pb::config::{GatewayAddress, MtlsMode, Service, Workload};
 use meshwork_model::{Kind, Snapshot};
 
-/// Trust domain when neither the workload nor the mesh names one.
-pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("workload {namespace}/{name}: invalid identity: {source}")]
@@ -114,29 +111,17 @@ impl State {
     }
 
     pub fn trust_domain(&self) -> &str {
-        self.snapshot
-            .mesh()
-            .map(|m| m.trust_domain.as_str())
-            .filter(|t| !t.is_empty())
-            .unwrap_or(DEFAULT_TRUST_DOMAIN)
+        self.snapshot.trust_domain()
     }
 
     pub fn identity(&self, w: &Workload) -> Result<SpiffeId, StateError> {
-        let td = if w.trust_domain.is_empty() {
-            self.trust_domain()
-        } else {
-            &w.trust_domain
-        };
-        let sa = if w.service_account.is_empty() {
-            "default"
-        } else {
-            &w.service_account
-        };
-        SpiffeId::new(td, &w.namespace, sa).map_err(|source| StateError::Identity {
-            namespace: w.namespace.clone(),
-            name: w.name.clone(),
-            source: Box::new(source),
-        })
+        self.snapshot
+            .workload_identity(w)
+            .map_err(|source| StateError::Identity {
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                source: Box::new(source),
+            })
     }
 
     pub fn is_local(&self, w: &Workload) -> bool {

@@ -57,16 +57,8 @@ fn vouched_source(
 ) -> IpAddr {
     forwarded
         .filter(|ip| {
-            snap.workload_by_ip(*ip).is_some_and(|w| {
-                let sa = if w.service_account.is_empty() {
-                    "default"
-                } else {
-                    &w.service_account
-                };
-                w.namespace == peer.namespace()
-                    && sa == peer.service_account()
-                    && (w.trust_domain.is_empty() || w.trust_domain == peer.trust_domain())
-            })
+            snap.workload_by_ip(*ip)
+                .is_some_and(|w| snap.workload_identity(w).ok().as_ref() == Some(peer))
         })
         .unwrap_or(peer_addr)
 }

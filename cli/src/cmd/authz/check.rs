@@ -13,7 +13,6 @@ use meshwork_model::{Kind, Snapshot};
 use serde::Serialize;
 
 const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
-const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// Errors in what the user asked about.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,20 +92,11 @@ pub fn check(snap: &Snapshot, q: &Query) -> Result<Report, CheckError> {
     let src = find_workload(snap, &q.from)
         .map_err(|_| CheckError::BadWorkloadRef(q.from.clone()))?
         .ok_or_else(|| CheckError::UnknownSource(q.from.clone()))?;
-    let td = if src.trust_domain.is_empty() {
-        mesh.map(|m| m.trust_domain.as_str())
-            .filter(|t| !t.is_empty())
-            .unwrap_or(DEFAULT_TRUST_DOMAIN)
-    } else {
-        &src.trust_domain
-    };
     // A source outside the mesh (not captured) sends plaintext: no identity.
-    let identity = src.captured.then(|| {
-        format!(
-            "spiffe://{td}/ns/{}/sa/{}",
-            src.namespace, src.service_account
-        )
-    });
+    let identity = src
+        .captured
+        .then(|| snap.workload_identity(src).ok().map(|id| id.to_string()))
+        .flatten();
     let src_ip: Option<IpAddr> = src.addresses.iter().find_map(|a| a.parse().ok());
     let dest = match snap.service_by_host(&q.to, &src.namespace) {
         Some(s) => Dest::Service(s),
