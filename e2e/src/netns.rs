@@ -76,22 +76,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let fd = open_netns(netns)?;
-    let name = netns.to_string();
-    let handle = std::thread::spawn(move || -> Result<T, HarnessError> {
-        // SAFETY: setns on this thread only, with a valid namespace fd.
-        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(HarnessError::Setns {
-                netns: name,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(f())
-    });
-    match handle.join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = spawn_in(netns, move || {
+        let _ = tx.send(f());
+    })?;
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
     }
+    Ok(rx
+        .recv()
+        .expect("the namespace thread sends its result before ending"))
 }
 
 /// Like [`in_netns`] but does not wait: `f` runs on a thread of its own inside `netns`
