@@ -171,7 +171,8 @@ pub struct Config {
     #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
     pub redirect_table: u32,
 
-    /// Tokio worker threads (0: one per CPU).
+    /// Tokio worker threads (0: one per CPU; 1: a single-threaded runtime, no cross-thread
+    /// hand-offs).
     #[arg(long, env = "MESHWORK_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
     /// Log and access-log format.

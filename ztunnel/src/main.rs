@@ -69,11 +69,19 @@ fn main() -> anyhow::Result<()> {
         return redirect_teardown(TeardownArgs::parse_from(args));
     }
     let cfg = Config::parse_from(args);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if cfg.worker_threads > 0 {
-        rt.worker_threads(cfg.worker_threads);
-    }
-    rt.enable_all().build()?.block_on(run(cfg))
+    let runtime = match cfg.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b.enable_all().build()?
+        }
+    };
+    runtime.block_on(run(cfg))
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
