@@ -185,6 +185,21 @@ impl Snapshot {
             .unwrap_or(DEFAULT_TRUST_DOMAIN)
     }
 
+    /// The first of `candidates` (addresses a connection may stand for: its source, an
+    /// address named in a `forwarded` header) whose workload runs as `identity`, with that
+    /// workload. A proxy acts on an address only when the authenticated peer vouches for
+    /// it, so no mesh identity can borrow another pod's address.
+    pub fn vouched_workload(
+        &self,
+        candidates: impl IntoIterator<Item = IpAddr>,
+        identity: &SpiffeId,
+    ) -> Option<(IpAddr, &Workload)> {
+        candidates.into_iter().find_map(|ip| {
+            let w = self.workload_by_ip(ip)?;
+            (self.workload_identity(w).ok().as_ref() == Some(identity)).then_some((ip, w))
+        })
+    }
+
     /// The SPIFFE identity a workload runs as: its own trust domain or the mesh's, its
     /// namespace, and its service account (`default` when none is named, as in Kubernetes).
     pub fn workload_identity(&self, w: &Workload) -> Result<SpiffeId, SpiffeIdError> {

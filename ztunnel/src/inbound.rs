@@ -134,11 +134,11 @@ impl ConnectHandler for Inbound {
         // The source pod for labels and logs: by the connection's source address (preserved
         // in production) or the `forwarded` client address, kept only when that workload
         // runs as the authenticated identity.
-        let (src_ip, src_w) = [Some(req.conn.peer_addr.ip()), forwarded_for(&req.headers)]
-            .into_iter()
-            .flatten()
-            .filter_map(|ip| cur.state.workload_by_ip(ip).map(|w| (ip, w)))
-            .find(|(_, w)| cur.state.identity(w).ok().as_ref() == Some(&peer_id))
+        let candidates = [Some(req.conn.peer_addr.ip()), forwarded_for(&req.headers)];
+        let (src_ip, src_w) = cur
+            .state
+            .snapshot
+            .vouched_workload(candidates.into_iter().flatten(), &peer_id)
             .map(|(ip, w)| (Some(ip), Some(w.clone())))
             .unwrap_or_default();
         rec.src_workload = src_w.as_ref().map(workload_ref);

@@ -55,12 +55,8 @@ fn vouched_source(
     peer: &meshwork_identity::SpiffeId,
     peer_addr: IpAddr,
 ) -> IpAddr {
-    forwarded
-        .filter(|ip| {
-            snap.workload_by_ip(*ip)
-                .is_some_and(|w| snap.workload_identity(w).ok().as_ref() == Some(peer))
-        })
-        .unwrap_or(peer_addr)
+    snap.vouched_workload(forwarded, peer)
+        .map_or(peer_addr, |(ip, _)| ip)
 }
 
 impl ConnectHandler for WaypointHandler {
