@@ -10,6 +10,7 @@
 //! TLS configuration (certificates, SPIFFE verification, ALPN `h2`) is the caller's:
 //! `meshwork-identity` builds it.
 
+pub mod forwarded;
 mod pool;
 mod server;
 mod settings;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
-use meshwork_hbone::{ConnectHandler, ConnectRequest, Responder, Server};
+use meshwork_hbone::{forwarded, ConnectHandler, ConnectRequest, Responder, Server};
 use meshwork_identity::SpiffeId;
 use tokio::net::TcpStream;
 
@@ -134,7 +134,8 @@ impl ConnectHandler for Inbound {
         // The source pod for labels and logs: by the connection's source address (preserved
         // in production) or the `forwarded` client address, kept only when that workload
         // runs as the authenticated identity.
-        let candidates = [Some(req.conn.peer_addr.ip()), forwarded_for(&req.headers)];
+        let forwarded = forwarded::client(&req.headers);
+        let candidates = [Some(req.conn.peer_addr.ip()), forwarded.map(|f| f.ip)];
         let (src_ip, src_w) = cur
             .state
             .snapshot
@@ -150,12 +151,14 @@ impl ConnectHandler for Inbound {
             service: None,
             mtls: true,
         };
-        // Policy sees the client pod's address (`source.ipBlocks` names pods, as in Istio),
-        // the tunnel's source only when no workload behind it is vouched for.
-        let client_addr = SocketAddr::new(
-            src_ip.unwrap_or_else(|| req.conn.peer_addr.ip()),
-            req.conn.peer_addr.port(),
-        );
+        // Policy and the access log see the client pod's address (`source.ipBlocks` names
+        // pods, as in Istio), the tunnel's source only when no workload behind it is
+        // vouched for.
+        let client_addr = match forwarded.filter(|f| Some(f.ip) == src_ip) {
+            Some(f) => f.addr_or(req.conn.peer_addr.port()),
+            None => req.conn.peer_addr,
+        };
+        rec.src_addr = Some(client_addr);
         let attrs = ConnAttrs {
             src_identity: Some(peer_id.clone()),
             src_addr: client_addr,
@@ -165,7 +168,7 @@ impl ConnectHandler for Inbound {
                 .waypoint_of(&w)
                 .and_then(|gw| cur.state.waypoint_identity(&gw).ok())
                 .filter(|wp| wp == &peer_id)
-                .and_then(|_| forwarded_for(&req.headers)),
+                .and(forwarded.map(|f| f.ip)),
             dst,
             dst_workload: workload_ref(&w),
         };
@@ -227,34 +230,6 @@ impl ConnectHandler for Inbound {
     }
 }
 
-/// The first `for=` address of an RFC 7239 `forwarded` header.
-pub fn forwarded_for(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
-    let v = headers.get("forwarded")?.to_str().ok()?;
-    let first = v.split(',').next()?;
-    first.split(';').find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        if !k.eq_ignore_ascii_case("for") {
-            return None;
-        }
-        let v = v.trim_matches('"');
-        let v = v
-            .strip_prefix('[')
-            .map(|r| r.split(']').next().unwrap_or(r))
-            .unwrap_or(v);
-        v.parse()
-            .ok()
-            .or_else(|| v.parse::<SocketAddr>().ok().map(|a| a.ip()))
-    })
-}
-
-/// The `forwarded` header value naming `ip` as the client (RFC 7239).
-pub fn forwarded_value(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => format!("for={v4}"),
-        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-    }
-}
-
 pub(crate) fn finish(rec: &mut Record, totals: &Bytes, end: RelayEnd, start: Instant) {
     use std::sync::atomic::Ordering;
     rec.sent = totals.sent.load(Ordering::Relaxed);
@@ -264,31 +239,5 @@ pub(crate) fn finish(rec: &mut Record, totals: &Bytes, end: RelayEnd, start: Ins
         RelayEnd::Done => {}
         RelayEnd::Error(e) => rec.error = Some(e.to_string()),
         RelayEnd::Cancelled => rec.error = Some("closed by proxy (policy change or drain)".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_round_trip() {
-        for ip in ["10.1.2.3", "::1", "fd00::5"] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            let mut h = http::HeaderMap::new();
-            h.insert("forwarded", forwarded_value(ip).parse().unwrap());
-            assert_eq!(forwarded_for(&h), Some(ip));
-        }
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            "forwarded",
-            "proto=https;For=\"10.0.0.9:4711\", for=1.1.1.1"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(forwarded_for(&h), Some("10.0.0.9".parse().unwrap()));
-        h.insert("forwarded", "for=unknown".parse().unwrap());
-        assert_eq!(forwarded_for(&h), None);
-        assert_eq!(forwarded_for(&http::HeaderMap::new()), None);
     }
 }

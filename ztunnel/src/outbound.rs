@@ -100,8 +100,8 @@ fn source_workload(
 /// [`crate::tracecontext`]).
 fn forwarded(peer: SocketAddr) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if let Ok(v) = crate::inbound::forwarded_value(peer.ip()).parse() {
-        headers.insert("forwarded", v);
+    if let Ok(v) = meshwork_hbone::forwarded::header_value(peer).parse() {
+        headers.insert(meshwork_hbone::forwarded::HEADER, v);
     }
     headers
 }

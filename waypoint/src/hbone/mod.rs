@@ -8,10 +8,11 @@ mod outbound;
 
 pub use outbound::HboneConnector;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
+use meshwork_hbone::forwarded::{self, ForwardedFor};
 use meshwork_hbone::{ConnectHandler, ConnectRequest, Responder};
 use tracing::debug;
 
@@ -30,33 +31,19 @@ pub struct WaypointHandler {
     pub limits: Arc<ServerLimits>,
 }
 
-/// The original client address from a `Forwarded: for=<ip>` header, as Istio's HBONE sends.
-fn forwarded_for(headers: &http::HeaderMap) -> Option<IpAddr> {
-    let v = headers.get("forwarded")?.to_str().ok()?;
-    v.split([';', ','])
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| k.eq_ignore_ascii_case("for"))
-        .and_then(|(_, ip)| {
-            ip.trim_matches('"')
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .ok()
-        })
-}
-
-/// The client address to act on: the `forwarded` one only when the workload at that
+/// The client to act on: the one named by `forwarded` only when the workload at that
 /// address runs as the identity the tunnel authenticated (the source ztunnel presents the
 /// client pod's own identity), so a mesh peer cannot borrow another pod's address to pass
 /// `source.ipBlocks` or to take its labels; else the tunnel's source address.
 fn vouched_source(
     snap: &meshwork_model::Snapshot,
-    forwarded: Option<IpAddr>,
+    forwarded: Option<ForwardedFor>,
     peer: &meshwork_identity::SpiffeId,
-    peer_addr: IpAddr,
-) -> IpAddr {
-    snap.vouched_workload(forwarded, peer)
-        .map_or(peer_addr, |(ip, _)| ip)
+    peer_addr: SocketAddr,
+) -> SocketAddr {
+    forwarded
+        .filter(|f| snap.vouched_workload([f.ip], peer).is_some())
+        .map_or(peer_addr, |f| f.addr_or(peer_addr.port()))
 }
 
 impl ConnectHandler for WaypointHandler {
@@ -66,15 +53,15 @@ impl ConnectHandler for WaypointHandler {
             responder.refuse(StatusCode::BAD_REQUEST);
             return;
         };
-        let source_ip = vouched_source(
+        let source = vouched_source(
             &self.service.config().snapshot,
-            forwarded_for(&req.headers),
+            forwarded::client(&req.headers),
             &req.conn.peer_identity,
-            req.conn.peer_addr.ip(),
+            req.conn.peer_addr,
         );
         let ctx = ConnContext {
             source_identity: Some(req.conn.peer_identity.to_string()),
-            source: Some(SocketAddr::new(source_ip, 0)),
+            source: Some(source),
             destination: Some(destination),
         };
         let stream = match responder.accept() {
@@ -121,42 +108,35 @@ mod tests {
         }
         let snap = meshwork_model::Snapshot::new(1, res);
         let id = |ns, sa| meshwork_identity::SpiffeId::new("cluster.local", ns, sa).unwrap();
-        let tunnel: IpAddr = "10.9.9.9".parse().unwrap();
-        let at = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let tunnel: SocketAddr = "10.9.9.9:40000".parse().unwrap();
+        let named = |s: &str, port| {
+            Some(ForwardedFor {
+                ip: s.parse().unwrap(),
+                port,
+            })
+        };
         let client = id("prod", "client");
         assert_eq!(
-            vouched_source(&snap, at("10.0.0.5"), &client, tunnel),
-            at("10.0.0.5").unwrap()
+            vouched_source(&snap, named("10.0.0.5", Some(45678)), &client, tunnel),
+            "10.0.0.5:45678".parse().unwrap()
+        );
+        assert_eq!(
+            vouched_source(&snap, named("10.0.0.5", None), &client, tunnel),
+            "10.0.0.5:40000".parse().unwrap()
         );
         // Another pod's address, an unknown address, or no header: the tunnel's source.
-        assert_eq!(
-            vouched_source(&snap, at("10.0.0.6"), &client, tunnel),
-            tunnel
-        );
-        assert_eq!(
-            vouched_source(&snap, at("10.1.1.1"), &client, tunnel),
-            tunnel
-        );
-        assert_eq!(vouched_source(&snap, None, &client, tunnel), tunnel);
+        for other in [named("10.0.0.6", Some(1)), named("10.1.1.1", None), None] {
+            assert_eq!(vouched_source(&snap, other, &client, tunnel), tunnel);
+        }
         // An empty service account is "default".
         let dflt = id("prod", "default");
         assert_eq!(
-            vouched_source(&snap, at("10.0.0.6"), &dflt, tunnel),
-            at("10.0.0.6").unwrap()
+            vouched_source(&snap, named("10.0.0.6", Some(7)), &dflt, tunnel),
+            "10.0.0.6:7".parse().unwrap()
         );
         assert_eq!(
-            vouched_source(&snap, at("10.0.0.5"), &id("dev", "client"), tunnel),
+            vouched_source(&snap, named("10.0.0.5", None), &id("dev", "client"), tunnel),
             tunnel
         );
-    }
-
-    #[test]
-    fn forwarded_header() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(forwarded_for(&h), None);
-        h.insert("forwarded", "for=10.1.2.3".parse().unwrap());
-        assert_eq!(forwarded_for(&h), Some("10.1.2.3".parse().unwrap()));
-        h.insert("forwarded", "proto=http;for=\"[fd00::1]\"".parse().unwrap());
-        assert_eq!(forwarded_for(&h), Some("fd00::1".parse().unwrap()));
     }
 }
