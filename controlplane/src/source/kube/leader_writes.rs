@@ -22,6 +22,11 @@ pub trait PendingWrites: Send {
     fn reset_written(&mut self);
     /// Writes everything pending (logging failures); `false` when a write failed.
     fn write_pending(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// Write everything again this often even without changes (to restore objects someone
+    /// edited or deleted); None: only on changes and leadership gains.
+    fn resync_every(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Drives `writes` with the batches received on `events` while `leader` is true. Ends when
@@ -32,10 +37,21 @@ pub async fn run<W: PendingWrites>(
     mut leader: watch::Receiver<bool>,
 ) {
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut resync = writes.resync_every().map(|every| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     loop {
         let retry = async {
             match retry_at {
                 Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let resync_tick = async {
+            match resync.as_mut() {
+                Some(i) => i.tick().await,
                 None => std::future::pending().await,
             }
         };
@@ -53,6 +69,7 @@ pub async fn run<W: PendingWrites>(
                 }
             }
             _ = retry => retry_at = None,
+            _ = resync_tick => writes.reset_written(),
         }
         if !*leader.borrow() {
             continue;

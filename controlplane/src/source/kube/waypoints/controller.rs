@@ -8,6 +8,8 @@
 //! their owner reference lets Kubernetes' garbage collector delete them with the Gateway.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -21,10 +23,11 @@ use super::gateway::{observe, GatewayKey, Observed};
 use super::status::{service_addresses, Cond, GatewayStatus};
 use super::template::{Template, TemplateSource};
 use crate::source::dir::FileEvent;
+use crate::source::kube::leader_writes::{self, PendingWrites};
 use crate::source::kube::pseudo;
 
 /// How long a failed reconcile waits before the next attempt.
-pub const RETRY: Duration = Duration::from_secs(5);
+pub use crate::source::kube::leader_writes::RETRY;
 /// How often every waypoint is applied again.
 pub const RESYNC: Duration = Duration::from_secs(300);
 
@@ -219,48 +222,51 @@ async fn apply_all(
     Ok(addresses)
 }
 
+/// The controller and its API as a leader-only writer: applied again on changes, on
+/// leadership gains and every [`RESYNC`].
+struct WaypointWrites {
+    api: WaypointApi,
+    controller: Controller,
+}
+
+impl PendingWrites for WaypointWrites {
+    fn observe(&mut self, batch: &[FileEvent]) {
+        self.controller.observe(batch);
+    }
+
+    fn reset_written(&mut self) {
+        self.controller.reset();
+    }
+
+    fn write_pending(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let mut ok = true;
+            for key in self.controller.pending() {
+                let r = self
+                    .controller
+                    .reconcile(&self.api, &key, Timestamp::now())
+                    .await;
+                if let Err(e) = r {
+                    warn!(error = %e, "waypoint reconcile failed; retrying");
+                    ok = false;
+                }
+            }
+            ok
+        })
+    }
+
+    fn resync_every(&self) -> Option<Duration> {
+        Some(RESYNC)
+    }
+}
+
 /// Reconciles the waypoint Gateways of the batches received on `events` while `leader`
 /// is true. Ends when `events` is closed.
 pub async fn run_waypoints(
     api: WaypointApi,
-    mut controller: Controller,
-    mut events: mpsc::Receiver<Vec<FileEvent>>,
-    mut leader: watch::Receiver<bool>,
+    controller: Controller,
+    events: mpsc::Receiver<Vec<FileEvent>>,
+    leader: watch::Receiver<bool>,
 ) {
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let retry = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            batch = events.recv() => match batch {
-                Some(b) => controller.observe(&b),
-                None => return,
-            },
-            changed = leader.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                if *leader.borrow() {
-                    controller.reset();
-                }
-            }
-            _ = retry => retry_at = None,
-            _ = resync.tick() => controller.reset(),
-        }
-        if !*leader.borrow() {
-            continue;
-        }
-        for key in controller.pending() {
-            if let Err(e) = controller.reconcile(&api, &key, Timestamp::now()).await {
-                warn!(error = %e, "waypoint reconcile failed; retrying");
-                retry_at = Some(tokio::time::Instant::now() + RETRY);
-            }
-        }
-    }
+    leader_writes::run(WaypointWrites { api, controller }, events, leader).await
 }

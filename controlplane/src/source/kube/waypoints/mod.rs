@@ -30,31 +30,18 @@ pub use template::{Template, TemplateSource};
 
 use tokio::sync::mpsc;
 
-use super::pseudo;
+use super::{leader_writes, pseudo};
 use crate::source::dir::FileEvent;
 
 /// Splits the source's batches: all go on, and the Gateway and ConfigMap events to the
 /// waypoint controller.
 pub fn tee(
-    mut source: mpsc::Receiver<Vec<FileEvent>>,
+    source: mpsc::Receiver<Vec<FileEvent>>,
 ) -> (
     mpsc::Receiver<Vec<FileEvent>>,
     mpsc::Receiver<Vec<FileEvent>>,
 ) {
-    let (main_tx, main_rx) = mpsc::channel(16);
-    let (wp_tx, wp_rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        while let Some(batch) = source.recv().await {
-            let mine: Vec<FileEvent> = batch.iter().filter(|e| relevant(e)).cloned().collect();
-            if !mine.is_empty() {
-                let _ = wp_tx.send(mine).await;
-            }
-            if main_tx.send(batch).await.is_err() {
-                return;
-            }
-        }
-    });
-    (main_rx, wp_rx)
+    leader_writes::tee(source, relevant)
 }
 
 fn relevant(e: &FileEvent) -> bool {
