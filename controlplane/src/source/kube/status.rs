@@ -167,23 +167,86 @@ pub enum StatusError {
         namespace: String,
         name: String,
         #[source]
-        source: ::kube::Error,
+        source: Box<::kube::Error>,
     },
+}
+
+/// The `status` subresources of the watched kinds: the API of an object, and a merge
+/// patch that tolerates the object being gone. Shared by the condition and route writers.
+#[derive(Clone)]
+pub struct StatusApis {
+    client: Client,
+    resources: BTreeMap<String, ApiResource>,
+}
+
+impl StatusApis {
+    /// `resources`: the API resource (version) each kind is watched at.
+    pub fn new(client: Client, resources: impl IntoIterator<Item = ApiResource>) -> Self {
+        StatusApis {
+            client,
+            resources: resources.into_iter().map(|r| (r.kind.clone(), r)).collect(),
+        }
+    }
+
+    /// The API `obj` lives at.
+    pub fn api(&self, obj: &ObjectRef) -> Result<Api<DynamicObject>, StatusError> {
+        let ar = self
+            .resources
+            .get(&obj.kind)
+            .ok_or_else(|| StatusError::UnknownKind(obj.kind.clone()))?;
+        Ok(Api::namespaced_with(
+            self.client.clone(),
+            &obj.namespace,
+            ar,
+        ))
+    }
+
+    /// The error of a failed call about `obj`.
+    pub fn failed(obj: &ObjectRef, source: ::kube::Error) -> StatusError {
+        StatusError::Patch {
+            kind: obj.kind.clone(),
+            namespace: obj.namespace.clone(),
+            name: obj.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Merge-patches the status of `obj`. An object deleted meanwhile (404) is not an error.
+    pub async fn patch_status(
+        &self,
+        api: &Api<DynamicObject>,
+        obj: &ObjectRef,
+        patch: &Value,
+    ) -> Result<(), StatusError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api
+            .patch_status(&obj.name, &params, &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(::kube::Error::Api(s)) if s.code == 404 => {
+                debug!(kind = %obj.kind, namespace = %obj.namespace, name = %obj.name, "object gone before its status was written");
+                Ok(())
+            }
+            Err(source) => Err(Self::failed(obj, source)),
+        }
+    }
 }
 
 /// Writes conditions with `patch_status` (merge patch).
 #[derive(Clone)]
 pub struct StatusWriter {
-    client: Client,
-    resources: BTreeMap<String, ApiResource>,
+    apis: StatusApis,
 }
 
 impl StatusWriter {
     /// `resources`: the API resource (version) each kind is watched at.
     pub fn new(client: Client, resources: impl IntoIterator<Item = ApiResource>) -> Self {
         StatusWriter {
-            client,
-            resources: resources.into_iter().map(|r| (r.kind.clone(), r)).collect(),
+            apis: StatusApis::new(client, resources),
         }
     }
 
@@ -194,31 +257,8 @@ impl StatusWriter {
         cond: &Condition,
         now: Timestamp,
     ) -> Result<(), StatusError> {
-        let ar = self
-            .resources
-            .get(&obj.kind)
-            .ok_or_else(|| StatusError::UnknownKind(obj.kind.clone()))?;
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &obj.namespace, ar);
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api
-            .patch_status(&obj.name, &params, &Patch::Merge(cond.patch(now)))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(::kube::Error::Api(s)) if s.code == 404 => {
-                debug!(kind = %obj.kind, namespace = %obj.namespace, name = %obj.name, "object gone before its status was written");
-                Ok(())
-            }
-            Err(source) => Err(StatusError::Patch {
-                kind: obj.kind.clone(),
-                namespace: obj.namespace.clone(),
-                name: obj.name.clone(),
-                source,
-            }),
-        }
+        let api = self.apis.api(obj)?;
+        self.apis.patch_status(&api, obj, &cond.patch(now)).await
     }
 }
 
