@@ -182,7 +182,7 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
         .map(|a| format!("{}/{}", a.namespace, a.name))
         .collect();
     let status = proxy.xds.status();
-    let pool = proxy.pool.stats();
+    let pool = proxy.pool_stats();
     json!({
         "node": st.node,
         "config_version": st.snapshot.version,

@@ -171,8 +171,9 @@ pub struct Config {
     #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
     pub redirect_table: u32,
 
-    /// Tokio worker threads (0: one per CPU; 1: a single-threaded runtime, no cross-thread
-    /// hand-offs).
+    /// Data-path threads, each a single-threaded runtime with its own listeners (shared
+    /// with SO_REUSEPORT) and HBONE pool, so a connection never changes thread. 0: one per
+    /// CPU (the binary); a library caller passing 0 serves on its own runtime.
     #[arg(long, env = "MESHWORK_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
     /// Log and access-log format.

@@ -68,19 +68,15 @@ fn main() -> anyhow::Result<()> {
         args.remove(1);
         return redirect_teardown(TeardownArgs::parse_from(args));
     }
-    let cfg = Config::parse_from(args);
-    let runtime = match cfg.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                b.worker_threads(n);
-            }
-            b.enable_all().build()?
-        }
-    };
+    let mut cfg = Config::parse_from(args);
+    if cfg.worker_threads == 0 {
+        cfg.worker_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    // Connections are served on their own data-path threads (see `shards`); this runtime
+    // only follows the config, renews certificates and serves the admin endpoints.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cfg))
 }
 

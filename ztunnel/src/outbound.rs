@@ -177,7 +177,7 @@ pub async fn open(
                 dst_identity: identity.to_string(),
             };
             match proxy
-                .pool
+                .pool()
                 .connect(&key, || tls, &authority, forwarded(peer))
                 .await
             {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use meshwork_hbone::{H2Settings, Pool};
+use meshwork_hbone::{H2Settings, Pool, PoolStats};
 use meshwork_model::client::ConfigHandle;
 use meshwork_model::Snapshot;
 use tokio::sync::watch;
@@ -32,7 +32,9 @@ pub struct Proxy {
     pub cfg: Config,
     current: RwLock<Arc<Current>>,
     pub certs: Arc<CertManager>,
-    pub pool: Pool,
+    /// One HBONE pool per shard (`crate::shards`): a pooled connection is driven by the
+    /// thread whose connections use it.
+    pools: Vec<Pool>,
     pub h2: H2Settings,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
@@ -56,7 +58,7 @@ impl Proxy {
         cfg: Config,
         xds: ConfigHandle,
         certs: Arc<CertManager>,
-        pool: Pool,
+        pools: Vec<Pool>,
         log_control: Option<LogControl>,
     ) -> Self {
         let snap = xds.snapshot();
@@ -70,7 +72,7 @@ impl Proxy {
             },
             current: RwLock::new(current),
             certs,
-            pool,
+            pools,
             h2: H2Settings::default(),
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
@@ -84,6 +86,28 @@ impl Proxy {
             applied: watch::channel(0).0,
             cfg,
         }
+    }
+
+    /// The HBONE pool of the calling shard (the first one off the data-path threads).
+    pub fn pool(&self) -> &Pool {
+        let i = crate::shards::current().unwrap_or(0);
+        &self.pools[i % self.pools.len()]
+    }
+
+    /// Every shard's pool counters, summed.
+    pub fn pool_stats(&self) -> PoolStats {
+        let mut total = PoolStats {
+            connections_opened: 0,
+            connections_open: 0,
+            streams_opened: 0,
+        };
+        for p in &self.pools {
+            let s = p.stats();
+            total.connections_opened += s.connections_opened;
+            total.connections_open += s.connections_open;
+            total.streams_opened += s.streams_opened;
+        }
+        total
     }
 
     pub fn current(&self) -> Arc<Current> {

@@ -85,6 +85,15 @@ pub fn listen_with(
     transparent: bool,
     reuse_port: bool,
 ) -> io::Result<TcpListener> {
+    TcpListener::from_std(listen_std(addr, transparent, reuse_port)?)
+}
+
+/// As [`listen_with`], not yet registered with a runtime (the caller picks which one).
+pub fn listen_std(
+    addr: SocketAddr,
+    transparent: bool,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     if reuse_port {
@@ -103,7 +112,7 @@ pub fn listen_with(
     }
     sock.bind(&SockAddr::from(addr))?;
     sock.listen(1024)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
 /// Connects to `dst` within `timeout`; with `source`, binds to that address first using

@@ -16,6 +16,7 @@ use crate::config::{Config, Listen};
 use crate::metrics::Metrics;
 use crate::proxy::{LogControl, Proxy};
 use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
+use crate::shards::Shards;
 use crate::{inbound, inbound_plain, outbound, sockets, socks5};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Redirect(#[from] RedirectSetupError),
+    #[error("starting the data-path threads: {0}")]
+    Threads(std::io::Error),
     #[error("redirect setup task failed: {0}")]
     RedirectTask(String),
 }
@@ -58,6 +61,8 @@ pub struct Ztunnel {
     pub addrs: BoundAddrs,
     proxy: Arc<Proxy>,
     stop_admin: CancellationToken,
+    /// Declared last: dropped (data-path threads stopped) after everything else.
+    _shards: Shards,
 }
 
 fn bind(
@@ -76,19 +81,26 @@ fn bind(
 
 impl Ztunnel {
     /// Binds every configured listener and starts serving. Must run inside a tokio runtime.
+    /// Connections are served on `cfg.worker_threads` data-path threads (`crate::shards`),
+    /// or on the caller's runtime when it is 0.
     pub async fn start(cfg: Config, deps: Deps) -> Result<Ztunnel, StartError> {
-        let pool = Pool::new(PoolSettings {
+        let shards = match cfg.worker_threads {
+            0 => Shards::inline(),
+            n => Shards::start(n).map_err(StartError::Threads)?,
+        };
+        let pool = PoolSettings {
             max_streams_per_conn: cfg.max_streams_per_conn,
             idle_timeout: cfg.pool_idle_timeout,
             connect_timeout: cfg.connect_timeout,
             ..Default::default()
-        });
+        };
+        let pools = (0..shards.len()).map(|_| Pool::new(pool.clone())).collect();
         let certs = CertManager::new(deps.signer);
         let proxy = Arc::new(Proxy::new(
             cfg.clone(),
             deps.config.clone(),
             certs,
-            pool,
+            pools,
             deps.log_control,
         ));
         let mut addrs = BoundAddrs::default();
@@ -97,12 +109,24 @@ impl Ztunnel {
         // With the redirection, a new ztunnel takes over the node's listeners while the old
         // one drains (SO_REUSEPORT; see `redirect`): no window without a listener.
         let share = cfg.redirect == RedirectMode::Ebpf;
-        let outbound = bind("outbound", cfg.outbound_addr, true, share)?;
-        let socks = bind("socks5", cfg.socks5_addr, false, share)?;
-        let plain = bind("inbound plaintext", cfg.inbound_plain_addr, true, share)?;
+        let outbound = bind_shards("outbound", cfg.outbound_addr, true, share, &shards)?;
+        let socks = bind_shards("socks5", cfg.socks5_addr, false, share, &shards)?;
+        let plain = bind_shards(
+            "inbound plaintext",
+            cfg.inbound_plain_addr,
+            true,
+            share,
+            &shards,
+        )?;
         let mut hbone = Vec::new();
         for a in &cfg.hbone_addrs {
-            hbone.push(bind("hbone", Listen(Some(*a)), true, share)?.expect("address given"));
+            hbone.extend(bind_shards(
+                "hbone",
+                Listen(Some(*a)),
+                true,
+                share,
+                &shards,
+            )?);
         }
         let admin_l = bind("admin", cfg.admin_addr, false, share)?;
         let metrics_l = bind("metrics", cfg.metrics_addr, false, share)?;
@@ -141,12 +165,11 @@ impl Ztunnel {
             }
         });
 
-        if let Some(l) = outbound {
-            let addr = l.local_addr().ok();
-            addrs.outbound = addr;
-            spawn_accept(&proxy, l, move |p, sock, peer| async move {
-                let listen = addr.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
-                match sockets::captured_dst(&sock, listen) {
+        if let Some(ls) = outbound {
+            let addr = ls.addr;
+            addrs.outbound = Some(addr);
+            spawn_accept(&proxy, &shards, ls, move |p, sock, peer| async move {
+                match sockets::captured_dst(&sock, addr) {
                     Some(dst) => outbound::handle_captured(p, sock, peer, dst).await,
                     None => {
                         tracing::warn!(%peer, "outbound: connection without an original destination (not captured)")
@@ -154,16 +177,15 @@ impl Ztunnel {
                 }
             });
         }
-        if let Some(l) = socks {
-            addrs.socks5 = l.local_addr().ok();
-            spawn_accept(&proxy, l, socks5::handle);
+        if let Some(ls) = socks {
+            addrs.socks5 = Some(ls.addr);
+            spawn_accept(&proxy, &shards, ls, socks5::handle);
         }
-        if let Some(l) = plain {
-            let addr = l.local_addr().ok();
-            addrs.inbound_plain = addr;
-            spawn_accept(&proxy, l, move |p, sock, peer| async move {
-                let listen = addr.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
-                match sockets::captured_dst(&sock, listen) {
+        if let Some(ls) = plain {
+            let addr = ls.addr;
+            addrs.inbound_plain = Some(addr);
+            spawn_accept(&proxy, &shards, ls, move |p, sock, peer| async move {
+                match sockets::captured_dst(&sock, addr) {
                     Some(dst) => inbound_plain::handle(p, sock, peer, dst).await,
                     None => {
                         tracing::warn!(%peer, "plaintext inbound: connection without an original destination (not captured)")
@@ -171,11 +193,9 @@ impl Ztunnel {
                 }
             });
         }
-        for l in hbone {
-            if let Ok(a) = l.local_addr() {
-                addrs.hbone.push(a);
-            }
-            spawn_accept(&proxy, l, inbound::serve);
+        for ls in hbone {
+            addrs.hbone.push(ls.addr);
+            spawn_accept(&proxy, &shards, ls, inbound::serve);
         }
         for (l, ep, slot) in [
             (admin_l, Endpoint::Admin, &mut addrs.admin),
@@ -187,16 +207,17 @@ impl Ztunnel {
                 tokio::spawn(admin::serve(proxy.clone(), l, ep, stop_admin.clone()));
             }
         }
-        tracing::info!(node = %cfg.node, ?addrs, "ztunnel started");
+        tracing::info!(node = %cfg.node, ?addrs, data_threads = cfg.worker_threads, "ztunnel started");
         Ok(Ztunnel {
             addrs,
             proxy,
             stop_admin,
+            _shards: shards,
         })
     }
 
     pub fn pool_stats(&self) -> PoolStats {
-        self.proxy.pool.stats()
+        self.proxy.pool_stats()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -286,26 +307,66 @@ impl Ztunnel {
     }
 }
 
-fn spawn_accept<F, Fut>(proxy: &Arc<Proxy>, listener: TcpListener, handle: F)
+/// One address's listeners, one per shard (in shard order), sharing the bound address.
+struct ShardListeners {
+    addr: SocketAddr,
+    listeners: Vec<TcpListener>,
+}
+
+/// Binds `l` once per shard: the first bind resolves a port 0, the others join it with
+/// SO_REUSEPORT; each listener is registered with its shard's runtime.
+fn bind_shards(
+    what: &'static str,
+    l: Listen,
+    transparent: bool,
+    reuse_port: bool,
+    shards: &Shards,
+) -> Result<Option<ShardListeners>, StartError> {
+    let Some(addr) = l.0 else { return Ok(None) };
+    let err = |source| StartError::Bind { what, addr, source };
+    let reuse_port = reuse_port || shards.len() > 1;
+    let first = sockets::listen_std(addr, transparent, reuse_port).map_err(err)?;
+    let bound = first.local_addr().map_err(err)?;
+    let mut std_listeners = vec![first];
+    for _ in 1..shards.len() {
+        std_listeners.push(sockets::listen_std(bound, transparent, true).map_err(err)?);
+    }
+    let mut listeners = Vec::with_capacity(shards.len());
+    for (l, h) in std_listeners.into_iter().zip(shards.handles()) {
+        let _in_shard = h.enter();
+        listeners.push(TcpListener::from_std(l).map_err(err)?);
+    }
+    Ok(Some(ShardListeners {
+        addr: bound,
+        listeners,
+    }))
+}
+
+/// Accepts on every shard's listener; connections are served on the shard that accepted
+/// them.
+fn spawn_accept<F, Fut>(proxy: &Arc<Proxy>, shards: &Shards, ls: ShardListeners, handle: F)
 where
-    F: Fn(Arc<Proxy>, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    F: Fn(Arc<Proxy>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let p = proxy.clone();
-    proxy.tracker.spawn(async move {
-        loop {
-            let (sock, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = p.stop_accept.cancelled() => return,
-            };
-            p.tracker.spawn(handle(p.clone(), sock, peer));
-        }
-    });
+    for (listener, rt) in ls.listeners.into_iter().zip(shards.handles()) {
+        let p = proxy.clone();
+        let handle = handle.clone();
+        rt.spawn(proxy.tracker.track_future(async move {
+            loop {
+                let (sock, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = p.stop_accept.cancelled() => return,
+                };
+                p.tracker.spawn(handle(p.clone(), sock, peer));
+            }
+        }));
+    }
 }

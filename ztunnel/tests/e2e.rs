@@ -243,6 +243,72 @@ async fn fifty_concurrent_connections_share_one_tls_connection() {
     assert_eq!(st.connections_opened, 1);
 }
 
+/// With data-path threads, each thread accepts on its own listener of the shared address
+/// and dials its own HBONE connection: connections spread over both threads (two TLS
+/// connections from A), and a drain still waits for the open streams on every thread.
+#[tokio::test]
+async fn data_path_threads_each_serve_their_share_and_drain() {
+    let (mut s, echo) = setup(24).await;
+    s.threads = 2;
+    let p = Arc::new(s.start(echo).await);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = socks_connect(p.a.addrs.socks5.unwrap(), p.echo, None)
+                .await
+                .unwrap();
+            let msg = format!("conn {i}");
+            assert_eq!(
+                roundtrip(&mut c, msg.as_bytes()).await.unwrap(),
+                msg.as_bytes()
+            );
+            c
+        }));
+    }
+    let mut open = Vec::new();
+    for t in tasks {
+        open.push(t.await.unwrap());
+    }
+    let st = p.a.pool_stats();
+    assert_eq!(st.streams_opened, 40);
+    // One pooled connection per thread: both threads accepted some of the 40 (the kernel
+    // hashes each connection to one listener of the group; all 40 on one is 2^-39).
+    assert_eq!(st.connections_opened, 2);
+    assert_eq!(p.b.inbound_connections(), 40);
+
+    let p = Arc::into_inner(p).expect("tasks done");
+    let hbone = p.b.addrs.hbone[0];
+    let drain = tokio::spawn(async move { p.b.shutdown(Duration::from_secs(30)).await });
+    // Each thread closes its own listener: refused only once every one has.
+    let mut refused_in_a_row = 0;
+    for _ in 0..200 {
+        if TcpStream::connect(hbone).await.is_err() {
+            refused_in_a_row += 1;
+            if refused_in_a_row == 10 {
+                break;
+            }
+        } else {
+            refused_in_a_row = 0;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(refused_in_a_row, 10, "still accepting while draining");
+    for (i, c) in open.iter_mut().enumerate() {
+        let msg = format!("drain {i}");
+        assert_eq!(roundtrip(c, msg.as_bytes()).await.unwrap(), msg.as_bytes());
+    }
+    assert!(!drain.is_finished());
+    for mut c in open {
+        c.shutdown().await.unwrap();
+        assert!(closed_within(&mut c, Duration::from_secs(10)).await);
+    }
+    tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn certificate_rotation_keeps_open_streams() {
     let (mut s, echo) = setup(17).await;

@@ -129,6 +129,8 @@ pub struct Setup {
     /// CA signing node-a's certificates (another root to test refusal).
     pub a_ca: Option<Arc<TestCa>>,
     pub ttl: Duration,
+    /// Data-path threads of both ztunnels (0: the test's runtime).
+    pub threads: usize,
 }
 
 pub struct Pair {
@@ -159,6 +161,7 @@ pub async fn setup(net: u8) -> (Setup, SocketAddr) {
             ca: Arc::new(TestCa::new("cluster.local")),
             a_ca: None,
             ttl: Duration::from_secs(3600),
+            threads: 0,
         },
         echo,
     )
@@ -191,9 +194,11 @@ impl Setup {
         a_cfg.local_workload = Some("prod/client".into());
         a_cfg.hbone_port = HBONE_PORT;
         a_cfg.drain_timeout = Duration::from_secs(5);
+        a_cfg.worker_threads = self.threads;
         let mut b_cfg = Config::loopback("node-b", ip(self.net, 4));
         b_cfg.hbone_addrs = vec![SocketAddr::new(ip(self.net, 3), HBONE_PORT)];
         b_cfg.hbone_port = HBONE_PORT;
+        b_cfg.worker_threads = self.threads;
         let a_ca = self.a_ca.clone().unwrap_or(self.ca.clone());
         let (a, a_tx) = start(a_cfg, &self.a_world, a_ca, self.ttl).await;
         let (b, b_tx) = start(b_cfg, &self.b_world, self.ca.clone(), self.ttl).await;
