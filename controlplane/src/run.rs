@@ -312,6 +312,10 @@ async fn kube_source(
                 waypoint_rx,
                 leader_rx.clone(),
             )));
+            tasks.push(tokio::spawn(waypoints::run_class(
+                client.clone(),
+                leader_rx.clone(),
+            )));
         }
         // Nobody reads the waypoint batches: dropping the receiver lets the tee skip them.
         None => drop(waypoint_rx),

@@ -151,6 +151,8 @@ for _ in $(seq 30); do
   sleep 2
 done
 if [[ "$programmed" == True\ ?* ]]; then pass "Gateway Programmed=True with address ${programmed#True }"; else fail "Gateway status: '$programmed'"; fi
+class="$(k get gatewayclass istio-waypoint -o jsonpath='{.spec.controllerName} {.status.conditions[?(@.type=="Accepted")].status}' || true)"
+if [[ "$class" == "istio.io/mesh-controller True" ]]; then pass "GatewayClass istio-waypoint provided and Accepted"; else fail "GatewayClass istio-waypoint: '$class'"; fi
 listed="$(mw waypoint list -n production || true)"
 if grep -q '^production  *waypoint ' <<<"$listed"; then pass "meshwork waypoint list shows it"; else fail "waypoint list: $listed"; fi
 mw waypoint delete -n production waypoint >/dev/null || true

@@ -8,12 +8,14 @@
 //! - [`template`]: the `${NAME}`/`${NAMESPACE}` template from the chart's ConfigMap;
 //! - [`api`]: server-side apply and the status patch;
 //! - [`status`]: the status body;
-//! - [`controller`]: what to reconcile, and the leader-only loop [`run_waypoints`].
+//! - [`controller`]: what to reconcile, and the leader-only loop [`run_waypoints`];
+//! - [`class`]: the `istio-waypoint` GatewayClass (created when missing, `Accepted`).
 //!
 //! The controller reads the same watch batches as the engine ([`tee`]): Gateways, and the
 //! template ConfigMap (watched in the root namespace like every ConfigMap).
 
 pub mod api;
+pub mod class;
 pub mod controller;
 pub mod error;
 pub mod gateway;
@@ -24,6 +26,7 @@ pub mod template;
 mod tests;
 
 pub use api::{WaypointApi, FIELD_MANAGER};
+pub use class::run_class;
 pub use controller::{run_waypoints, Controller, RESYNC, RETRY};
 pub use error::WaypointError;
 pub use template::{Template, TemplateSource};
