@@ -192,6 +192,20 @@ fn medians(rounds: &[Vec<PathResult>]) -> String {
             added(|l| l.p99_ms),
         );
     }
+    // Host drift moves both proxies' CPU together; their ratio within a round does not.
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| Some(r[0].proxy_cpu_per_krps? / r[1].proxy_cpu_per_krps?))
+        .collect();
+    if let (Some(lo), Some(hi)) = (
+        ratios.iter().copied().reduce(f64::min),
+        ratios.iter().copied().reduce(f64::max),
+    ) {
+        out += &format!(
+            "\nCPU per request, mesh / floor within each round: median {:.2} ({lo:.2}–{hi:.2})\n",
+            median(ratios.clone())
+        );
+    }
     out
 }
 
