@@ -205,6 +205,20 @@ pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
     parse_cpu(&stat).ok_or_else(|| std::io::Error::other(format!("unparsable /proc/{pid}/stat")))
 }
 
+/// A `/proc/<pid>/status` memory field (`VmRSS:`, `VmHWM:`), in kB.
+pub fn process_memory_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kb(&status, field)
+}
+
+fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 fn threads_runtime_ns(pid: u32) -> Option<u64> {
     let mut total = 0;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -249,6 +263,15 @@ mod tests {
         assert_eq!(percentile_ms(&mut v, 50.0), 50.0);
         assert_eq!(percentile_ms(&mut v, 99.0), 99.0);
         assert_eq!(percentile_ms(&mut [], 99.0), 0.0);
+    }
+
+    #[test]
+    fn memory_fields_from_proc_status() {
+        let status = "Name:\tztunnel\nVmHWM:\t   20604 kB\nVmRSS:\t    9312 kB\n";
+        assert_eq!(parse_status_kb(status, "VmRSS:"), Some(9312));
+        assert_eq!(parse_status_kb(status, "VmHWM:"), Some(20604));
+        assert_eq!(parse_status_kb(status, "VmSwap:"), None);
+        assert!(process_memory_kb(std::process::id(), "VmRSS:").is_some_and(|kb| kb > 0));
     }
 
     #[test]

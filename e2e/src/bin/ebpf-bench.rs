@@ -30,6 +30,8 @@ struct PathResult {
     bulk_gbps: Option<f64>,
     /// CPU of one proxy (the mean of the two nodes') per 1,000 rps in the fixed phase.
     proxy_cpu_per_krps: Option<f64>,
+    /// Resident set of one proxy (the mean of the two) right after the fixed phase, MB.
+    proxy_rss_mb: Option<f64>,
 }
 
 /// Where a path starts, where it connects to and whose CPU counts as the proxies'.
@@ -40,6 +42,8 @@ struct Path<'a> {
     /// Sink pod of the bulk stream.
     bulk_pod: &'a str,
     cpu: Box<dyn Fn() -> Option<Duration> + 'a>,
+    /// Mean resident set of the two proxies, MB (None: not separate processes).
+    rss: Box<dyn Fn() -> Option<f64> + 'a>,
 }
 
 fn load(
@@ -86,6 +90,14 @@ fn ztunnels_cpu(mesh: &NetnsMesh) -> Option<Duration> {
     Some(total)
 }
 
+fn ztunnels_rss_mb(mesh: &NetnsMesh) -> Option<f64> {
+    let mut total = 0.0;
+    for n in ["n0", "n1"] {
+        total += bench::process_memory_kb(mesh.ztunnel_pid(n)?, "VmRSS:")? as f64 / 1024.0;
+    }
+    Some(total / 2.0)
+}
+
 fn run_path(mesh: &NetnsMesh, p: &Path, args: &Args) -> anyhow::Result<PathResult> {
     let secs = args.secs;
     // Warm-up: connections, certificates, pools.
@@ -93,6 +105,7 @@ fn run_path(mesh: &NetnsMesh, p: &Path, args: &Args) -> anyhow::Result<PathResul
     let before = (p.cpu)();
     let fixed = load(mesh, p.from, p.http, 10, Some(1000), secs)?;
     let after = (p.cpu)();
+    let proxy_rss_mb = (p.rss)();
     let proxy_cpu_per_krps = match (before, after) {
         (Some(b), Some(a)) if fixed.rps() > 0.0 => {
             Some((a - b).as_secs_f64() / fixed.elapsed.as_secs_f64() / (fixed.rps() / 1000.0) / 2.0)
@@ -112,6 +125,7 @@ fn run_path(mesh: &NetnsMesh, p: &Path, args: &Args) -> anyhow::Result<PathResul
         max,
         bulk_gbps,
         proxy_cpu_per_krps,
+        proxy_rss_mb,
     })
 }
 
@@ -206,6 +220,17 @@ fn medians(rounds: &[Vec<PathResult>]) -> String {
             median(ratios.clone())
         );
     }
+    // Istio states ztunnel memory per 1,000 rps: the resident set at that rate.
+    let rss: Vec<f64> = rounds.iter().filter_map(|r| r[0].proxy_rss_mb).collect();
+    if let (Some(lo), Some(hi)) = (
+        rss.iter().copied().reduce(f64::min),
+        rss.iter().copied().reduce(f64::max),
+    ) {
+        out += &format!(
+            "ztunnel resident set after each 1,000 rps phase: median {:.1} MB ({lo:.1}–{hi:.1})\n",
+            median(rss.clone())
+        );
+    }
     out
 }
 
@@ -297,6 +322,7 @@ fn main() -> anyhow::Result<()> {
             bulk: server("orders-v1", BULK_PORT)?,
             bulk_pod: "orders-v1",
             cpu: Box::new(|| ztunnels_cpu(&mesh)),
+            rss: Box::new(|| ztunnels_rss_mb(&mesh)),
         },
         Path {
             from: "outsider",
@@ -304,6 +330,7 @@ fn main() -> anyhow::Result<()> {
             bulk: at(n0.ip, FLOOR_PORT + 1),
             bulk_pod: "plain-server",
             cpu: Box::new(|| Some(relays.iter().map(Relay::cpu).sum())),
+            rss: Box::new(|| None),
         },
         Path {
             from: "outsider",
@@ -311,6 +338,7 @@ fn main() -> anyhow::Result<()> {
             bulk: server("plain-server", BULK_PORT)?,
             bulk_pod: "plain-server",
             cpu: Box::new(|| None),
+            rss: Box::new(|| None),
         },
     ];
     println!(
