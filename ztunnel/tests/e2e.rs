@@ -219,25 +219,7 @@ async fn strict_refuses_plaintext_and_permissive_accepts() {
 async fn fifty_concurrent_connections_share_one_tls_connection() {
     let (s, echo) = setup(16).await;
     let p = Arc::new(s.start(echo).await);
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = socks_connect(p.a.addrs.socks5.unwrap(), p.echo, None)
-                .await
-                .unwrap();
-            let msg = format!("conn {i}");
-            assert_eq!(
-                roundtrip(&mut c, msg.as_bytes()).await.unwrap(),
-                msg.as_bytes()
-            );
-            c
-        }));
-    }
-    let mut open = Vec::new();
-    for t in tasks {
-        open.push(t.await.unwrap());
-    }
+    let _open = open_checked(&p, 50).await;
     let st = p.a.pool_stats();
     assert_eq!(st.streams_opened, 50);
     assert_eq!(st.connections_opened, 1);
@@ -251,25 +233,7 @@ async fn data_path_threads_each_serve_their_share_and_drain() {
     let (mut s, echo) = setup(24).await;
     s.threads = 2;
     let p = Arc::new(s.start(echo).await);
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = socks_connect(p.a.addrs.socks5.unwrap(), p.echo, None)
-                .await
-                .unwrap();
-            let msg = format!("conn {i}");
-            assert_eq!(
-                roundtrip(&mut c, msg.as_bytes()).await.unwrap(),
-                msg.as_bytes()
-            );
-            c
-        }));
-    }
-    let mut open = Vec::new();
-    for t in tasks {
-        open.push(t.await.unwrap());
-    }
+    let mut open = open_checked(&p, 40).await;
     let st = p.a.pool_stats();
     assert_eq!(st.streams_opened, 40);
     // One pooled connection per thread: both threads accepted some of the 40 (the kernel

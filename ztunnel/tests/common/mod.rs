@@ -262,6 +262,31 @@ pub async fn socks_connect(
     }
 }
 
+/// Opens `n` SOCKS5 connections through A to the echo pod at once, each checked with one
+/// round trip, and returns them open.
+pub async fn open_checked(p: &Arc<Pair>, n: usize) -> Vec<TcpStream> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = socks_connect(p.a.addrs.socks5.unwrap(), p.echo, None)
+                .await
+                .unwrap();
+            let msg = format!("conn {i}");
+            assert_eq!(
+                roundtrip(&mut c, msg.as_bytes()).await.unwrap(),
+                msg.as_bytes()
+            );
+            c
+        }));
+    }
+    let mut open = Vec::new();
+    for t in tasks {
+        open.push(t.await.unwrap());
+    }
+    open
+}
+
 pub async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
     s.write_all(msg).await?;
     let mut got = vec![0; msg.len()];

@@ -237,6 +237,11 @@ mod tests {
                "spec": {"controllerName": controller}, "status": status})
     }
 
+    fn server_error() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "InternalError", "code": 500, "message": "etcd unavailable"})
+    }
+
     fn calls(api: &MockApi) -> Vec<(Method, String)> {
         api.requests()
             .into_iter()
@@ -376,13 +381,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_is_an_error_naming_the_class() {
         let api = MockApi::default();
-        api.on(
-            Method::GET,
-            CLASS,
-            500,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                   "reason": "InternalError", "code": 500, "message": "etcd unavailable"}),
-        );
+        api.on(Method::GET, CLASS, 500, server_error());
         let e = ensure(&api.client(), now()).await.unwrap_err();
         assert!(matches!(e, ClassError::Get(_)));
         assert!(
@@ -428,13 +427,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_the_leader_writes_at_once_on_gaining_it_and_again_after_a_failure() {
         let api = MockApi::default();
-        api.on(
-            Method::GET,
-            CLASS,
-            500,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                   "reason": "InternalError", "code": 500, "message": "etcd unavailable"}),
-        );
+        api.on(Method::GET, CLASS, 500, server_error());
         let (leader_tx, leader_rx) = watch::channel(false);
         let task = tokio::spawn(run_class(api.client(), leader_rx));
         tokio::time::sleep(Duration::from_secs(1)).await;
