@@ -237,6 +237,24 @@ mod tests {
                "spec": {"controllerName": controller}, "status": status})
     }
 
+    /// No class yet: the create and the status patch succeed.
+    fn api_without_the_class() -> MockApi {
+        let api = MockApi::default();
+        api.on(
+            Method::POST,
+            CLASSES,
+            201,
+            stored(MESH_CONTROLLER, 1, json!({})),
+        );
+        api.on(
+            Method::PATCH,
+            STATUS,
+            200,
+            stored(MESH_CONTROLLER, 1, json!({})),
+        );
+        api
+    }
+
     fn server_error() -> Value {
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                "reason": "InternalError", "code": 500, "message": "etcd unavailable"})
@@ -255,19 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_class_is_created_for_the_mesh_controller_and_accepted() {
-        let api = MockApi::default();
-        api.on(
-            Method::POST,
-            CLASSES,
-            201,
-            stored(MESH_CONTROLLER, 1, json!({})),
-        );
-        api.on(
-            Method::PATCH,
-            STATUS,
-            200,
-            stored(MESH_CONTROLLER, 1, json!({})),
-        );
+        let api = api_without_the_class();
         let out = ensure(&api.client(), now()).await.unwrap();
         assert_eq!(
             out,
@@ -404,19 +410,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_replica_leading_from_the_start_writes_at_once() {
-        let api = MockApi::default();
-        api.on(
-            Method::POST,
-            CLASSES,
-            201,
-            stored(MESH_CONTROLLER, 1, json!({})),
-        );
-        api.on(
-            Method::PATCH,
-            STATUS,
-            200,
-            stored(MESH_CONTROLLER, 1, json!({})),
-        );
+        let api = api_without_the_class();
         let (leader_tx, leader_rx) = watch::channel(true);
         let task = tokio::spawn(run_class(api.client(), leader_rx));
         assert_eq!(wait_for(&api, 3).await, 3);
