@@ -296,50 +296,19 @@ mod tests {
         assert_eq!(thread_runtime_ns("/proc/none/schedstat"), None);
     }
 
-    #[tokio::test]
-    async fn load_against_loopback_server() {
+    /// A loopback HTTP/1.1 server answering "ok", calling `on_request` for each request;
+    /// it lives as long as the test's runtime.
+    async fn ok_server(
+        on_request: impl Fn() + Clone + Send + Sync + 'static,
+    ) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            // Bounded by the test's lifetime: the runtime drops this task.
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from_static(b"ok")),
-                        ))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
-        let r = http_load(addr, "/", 2, Some(200), Duration::from_millis(500)).await;
-        assert_eq!(r.errors, 0);
-        assert!((80..=110).contains(&r.ok), "{r:?}");
-        let r = http_load(addr, "/", 2, None, Duration::from_millis(200)).await;
-        assert!(r.ok > 10 && r.errors == 0, "{r:?}");
-    }
-
-    #[tokio::test]
-    async fn fixed_rate_spreads_connections_over_the_period() {
-        // 4 connections at 200 rps: each sends every 20 ms, and together they should
-        // send every 5 ms, not 4 at once every 20 ms.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = arrivals.clone();
-        tokio::spawn(async move {
-            // Bounded by the test's lifetime: the runtime drops this task.
             while let Ok((s, _)) = listener.accept().await {
-                let seen = seen.clone();
+                let on_request = on_request.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |_req| {
-                        seen.lock().unwrap().push(Instant::now());
+                        on_request();
                         async {
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(
                                 http_body_util::Full::new(Bytes::from_static(b"ok")),
@@ -352,6 +321,26 @@ mod tests {
                 });
             }
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn load_against_loopback_server() {
+        let addr = ok_server(|| {}).await;
+        let r = http_load(addr, "/", 2, Some(200), Duration::from_millis(500)).await;
+        assert_eq!(r.errors, 0);
+        assert!((80..=110).contains(&r.ok), "{r:?}");
+        let r = http_load(addr, "/", 2, None, Duration::from_millis(200)).await;
+        assert!(r.ok > 10 && r.errors == 0, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn fixed_rate_spreads_connections_over_the_period() {
+        // 4 connections at 200 rps: each sends every 20 ms, and together they should
+        // send every 5 ms, not 4 at once every 20 ms.
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = arrivals.clone();
+        let addr = ok_server(move || seen.lock().unwrap().push(Instant::now())).await;
         let r = http_load(addr, "/", 4, Some(200), Duration::from_millis(400)).await;
         assert_eq!(r.errors, 0);
         let mut t = arrivals.lock().unwrap().clone();

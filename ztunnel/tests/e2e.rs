@@ -424,10 +424,7 @@ async fn service_vip_and_hostname_reach_a_member_on_its_target_port() {
 async fn captured_outbound_identifies_the_source_by_ip() {
     let (mut s, echo) = setup(22).await;
     let net = s.net;
-    for w in [&mut s.a_world, &mut s.b_world] {
-        w.workloads
-            .push(workload("prod", "client2", "node-a", ip(net, 6)));
-    }
+    s.add_second_client();
     let p = s.start(echo).await;
     // Capture stand-in: the pod (bound to its own address) connects, the socket is handed
     // to ztunnel A with the original destination, as REDIRECT/TPROXY would.
@@ -451,10 +448,7 @@ async fn ip_blocks_match_the_client_pod_not_the_tunnel_source() {
     // pod behind the tunnel (vouched for by its identity), not the source ztunnel's address.
     let (mut s, echo) = setup(23).await;
     let net = s.net;
-    for w in [&mut s.a_world, &mut s.b_world] {
-        w.workloads
-            .push(workload("prod", "client2", "node-a", ip(net, 6)));
-    }
+    s.add_second_client();
     s.b_world.policies.push(Authorization {
         name: "deny-client2-by-ip".into(),
         namespace: "prod".into(),

@@ -173,6 +173,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Median, minimum and maximum; None for no values.
+fn spread(v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    let lo = v.iter().copied().reduce(f64::min)?;
+    let hi = v.iter().copied().reduce(f64::max)?;
+    Some((median(v), lo, hi))
+}
+
 /// Per path, the median over rounds of the fixed-rate figures (each round's "added" is
 /// against the plaintext path of the same round).
 fn medians(rounds: &[Vec<PathResult>]) -> String {
@@ -211,24 +218,16 @@ fn medians(rounds: &[Vec<PathResult>]) -> String {
         .iter()
         .filter_map(|r| Some(r[0].proxy_cpu_per_krps? / r[1].proxy_cpu_per_krps?))
         .collect();
-    if let (Some(lo), Some(hi)) = (
-        ratios.iter().copied().reduce(f64::min),
-        ratios.iter().copied().reduce(f64::max),
-    ) {
+    if let Some((mid, lo, hi)) = spread(ratios) {
         out += &format!(
-            "\nCPU per request, mesh / floor within each round: median {:.2} ({lo:.2}–{hi:.2})\n",
-            median(ratios.clone())
+            "\nCPU per request, mesh / floor within each round: median {mid:.2} ({lo:.2}–{hi:.2})\n"
         );
     }
     // Istio states ztunnel memory per 1,000 rps: the resident set at that rate.
     let rss: Vec<f64> = rounds.iter().filter_map(|r| r[0].proxy_rss_mb).collect();
-    if let (Some(lo), Some(hi)) = (
-        rss.iter().copied().reduce(f64::min),
-        rss.iter().copied().reduce(f64::max),
-    ) {
+    if let Some((mid, lo, hi)) = spread(rss) {
         out += &format!(
-            "ztunnel resident set after each 1,000 rps phase: median {:.1} MB ({lo:.1}–{hi:.1})\n",
-            median(rss.clone())
+            "ztunnel resident set after each 1,000 rps phase: median {mid:.1} MB ({lo:.1}–{hi:.1})\n"
         );
     }
     out

@@ -189,6 +189,14 @@ async fn start(
 }
 
 impl Setup {
+    /// A second client pod, prod/client2 on node-a at .6, known to both ztunnels.
+    pub fn add_second_client(&mut self) {
+        for w in [&mut self.a_world, &mut self.b_world] {
+            w.workloads
+                .push(workload("prod", "client2", "node-a", ip(self.net, 6)));
+        }
+    }
+
     pub async fn start(self, echo: SocketAddr) -> Pair {
         let mut a_cfg = Config::loopback("node-a", ip(self.net, 1));
         a_cfg.local_workload = Some("prod/client".into());
