@@ -2,27 +2,57 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use http::{HeaderMap, StatusCode};
-use meshwork_hbone::{ClientError, Pool, PoolKey, PoolSettings};
+use meshwork_hbone::{ClientError, H2Stream, Pool, PoolKey, PoolSettings};
 use meshwork_identity::testing::TestCa;
+use meshwork_identity::{SpiffeId, WorkloadCertificate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn key(
-    src: &meshwork_identity::SpiffeId,
-    server: &EchoServer,
-    dst: &meshwork_identity::SpiffeId,
-) -> PoolKey {
-    PoolKey {
-        src_identity: src.to_string(),
-        dst: server.addr,
-        dst_identity: dst.to_string(),
+/// One CA, a client identity with its certificate, and an echo server with its own.
+struct Peers {
+    ca: TestCa,
+    client: SpiffeId,
+    server: SpiffeId,
+    client_cert: WorkloadCertificate,
+    srv: EchoServer,
+}
+
+impl Peers {
+    async fn new() -> Self {
+        let ca = TestCa::new(TD);
+        let (client, server) = (id("a", "client"), id("b", "server"));
+        let client_cert = cert(&ca, &client);
+        let srv = echo_server(cert(&ca, &server)).await;
+        Peers {
+            ca,
+            client,
+            server,
+            client_cert,
+            srv,
+        }
+    }
+
+    fn key(&self) -> PoolKey {
+        PoolKey {
+            src_identity: self.client.to_string(),
+            dst: self.srv.addr,
+            dst_identity: self.server.to_string(),
+        }
+    }
+
+    /// A tunnel to `authority` through `pool`, as the client, expecting the server.
+    async fn dial(&self, pool: &Pool, authority: &str) -> Result<H2Stream, ClientError> {
+        let tls = || client_tls(&self.client_cert, &self.server);
+        pool.connect(&self.key(), tls, authority, HeaderMap::new())
+            .await
     }
 }
 
-async fn roundtrip(stream: &mut meshwork_hbone::H2Stream, msg: &[u8]) -> Vec<u8> {
+async fn roundtrip(stream: &mut H2Stream, msg: &[u8]) -> Vec<u8> {
     stream.write_all(msg).await.unwrap();
     let mut got = vec![0; msg.len()];
     stream.read_exact(&mut got).await.unwrap();
@@ -31,24 +61,13 @@ async fn roundtrip(stream: &mut meshwork_hbone::H2Stream, msg: &[u8]) -> Vec<u8>
 
 #[tokio::test]
 async fn echo_with_mutual_identities() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let mut srv = echo_server(cert(&ca, &server)).await;
+    let mut p = Peers::new().await;
     let pool = Pool::new(PoolSettings::default());
-    let mut s = pool
-        .connect(
-            &key(&client, &srv, &server),
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:8080",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:8080").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"hello hbone").await, b"hello hbone");
-    let (authority, peer) = srv.seen.recv().await.unwrap();
+    let (authority, peer) = p.srv.seen.recv().await.unwrap();
     assert_eq!(authority, "10.0.0.5:8080");
-    assert_eq!(peer, client);
+    assert_eq!(peer, p.client);
     // Half-close propagates: the echo side finishes and we read EOF.
     s.shutdown().await.unwrap();
     let mut rest = Vec::new();
@@ -58,20 +77,9 @@ async fn echo_with_mutual_identities() {
 
 #[tokio::test]
 async fn large_transfer_crosses_flow_control_windows() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
     let pool = Pool::new(PoolSettings::default());
-    let s = pool
-        .connect(
-            &key(&client, &srv, &server),
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:8080",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let s = p.dial(&pool, "10.0.0.5:8080").await.unwrap();
     let (mut r, mut w) = tokio::io::split(s);
     let total = 40 * 1024 * 1024;
     let writer = tokio::spawn(async move {
@@ -103,19 +111,16 @@ async fn large_transfer_crosses_flow_control_windows() {
 
 #[tokio::test]
 async fn wrong_server_identity_is_refused() {
-    let ca = TestCa::new(TD);
-    let (client, server, other) = (id("a", "client"), id("b", "server"), id("b", "other"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
+    let other = id("b", "other");
     let pool = Pool::new(PoolSettings::default());
     let err = pool
         .connect(
             &PoolKey {
-                src_identity: client.to_string(),
-                dst: srv.addr,
                 dst_identity: other.to_string(),
+                ..p.key()
             },
-            || client_tls(&client_cert, &other),
+            || client_tls(&p.client_cert, &other),
             "10.0.0.5:8080",
             HeaderMap::new(),
         )
@@ -126,46 +131,29 @@ async fn wrong_server_identity_is_refused() {
 
 #[tokio::test]
 async fn client_from_another_root_is_refused() {
-    let ca = TestCa::new(TD);
+    let mut p = Peers::new().await;
     let rogue = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let rogue_cert = cert(&rogue, &client);
-    let mut srv = echo_server(cert(&ca, &server)).await;
+    let rogue_cert = cert(&rogue, &p.client);
     let pool = Pool::new(PoolSettings::default());
     // The rogue client trusts the real root, so it accepts the server; the server must not
     // accept it.
     let tls =
-        meshwork_identity::tls::client_config(&rogue_cert, &ca.bundle(), [server.clone()]).unwrap();
+        meshwork_identity::tls::client_config(&rogue_cert, &p.ca.bundle(), [p.server.clone()])
+            .unwrap();
     let r = pool
-        .connect(
-            &key(&client, &srv, &server),
-            || tls,
-            "10.0.0.5:8080",
-            HeaderMap::new(),
-        )
+        .connect(&p.key(), || tls, "10.0.0.5:8080", HeaderMap::new())
         .await;
     assert!(r.is_err(), "rogue client got a tunnel");
-    let e = srv.errors.recv().await.unwrap();
+    let e = p.srv.errors.recv().await.unwrap();
     assert!(e.contains("TLS handshake"), "{e}");
-    assert!(srv.seen.try_recv().is_err());
+    assert!(p.srv.seen.try_recv().is_err());
 }
 
 #[tokio::test]
 async fn refused_connect_reports_status() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
     let pool = Pool::new(PoolSettings::default());
-    let err = pool
-        .connect(
-            &key(&client, &srv, &server),
-            || client_tls(&client_cert, &server),
-            REFUSED_AUTHORITY,
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = p.dial(&pool, REFUSED_AUTHORITY).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -180,25 +168,13 @@ async fn refused_connect_reports_status() {
 
 #[tokio::test]
 async fn fifty_concurrent_streams_share_one_connection() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Arc::new(Peers::new().await);
     let pool = Pool::new(PoolSettings::default());
-    let k = key(&client, &srv, &server);
     let mut tasks = Vec::new();
     for i in 0..50 {
-        let (pool, k, cc, server) = (pool.clone(), k.clone(), client_cert.clone(), server.clone());
+        let (pool, p) = (pool.clone(), p.clone());
         tasks.push(tokio::spawn(async move {
-            let mut s = pool
-                .connect(
-                    &k,
-                    || client_tls(&cc, &server),
-                    "10.0.0.5:80",
-                    HeaderMap::new(),
-                )
-                .await
-                .unwrap();
+            let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
             let msg = format!("stream {i}");
             assert_eq!(roundtrip(&mut s, msg.as_bytes()).await, msg.as_bytes());
             s
@@ -216,65 +192,33 @@ async fn fifty_concurrent_streams_share_one_connection() {
 
 #[tokio::test]
 async fn full_connection_opens_another() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
     let pool = Pool::new(PoolSettings {
         max_streams_per_conn: 2,
         ..Default::default()
     });
-    let k = key(&client, &srv, &server);
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut s = pool
-            .connect(
-                &k,
-                || client_tls(&client_cert, &server),
-                "10.0.0.5:80",
-                HeaderMap::new(),
-            )
-            .await
-            .unwrap();
+        let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
         assert_eq!(roundtrip(&mut s, b"x").await, b"x");
         held.push(s);
     }
     assert_eq!(pool.stats().connections_opened, 2);
     // Once streams end, the first connection has room again.
     held.clear();
-    let mut s = pool
-        .connect(
-            &k,
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:80",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"y").await, b"y");
     assert_eq!(pool.stats().connections_opened, 2);
 }
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
     let pool = Pool::new(PoolSettings {
         idle_timeout: Duration::from_millis(100),
         ..Default::default()
     });
-    let k = key(&client, &srv, &server);
-    let mut s = pool
-        .connect(
-            &k,
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:80",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"x").await, b"x");
     drop(s);
     // Bounded wait for the idle reaper (not a timing assertion).
@@ -285,72 +229,33 @@ async fn idle_connections_are_closed() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(pool.stats().connections_open, 0);
-    let mut s = pool
-        .connect(
-            &k,
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:80",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"z").await, b"z");
     assert_eq!(pool.stats().connections_opened, 2);
 }
 
 #[tokio::test]
 async fn drain_lets_open_stream_finish() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
     let pool = Pool::new(PoolSettings::default());
-    let mut s = pool
-        .connect(
-            &key(&client, &srv, &server),
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:80",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"before").await, b"before");
-    srv.drain.cancel();
+    p.srv.drain.cancel();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(roundtrip(&mut s, b"after drain").await, b"after drain");
 }
 
 #[tokio::test]
 async fn connection_closed_by_peer_is_replaced() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let srv = echo_server(cert(&ca, &server)).await;
+    let p = Peers::new().await;
     let pool = Pool::new(PoolSettings::default());
-    let k = key(&client, &srv, &server);
-    let mut s = pool
-        .connect(
-            &k,
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:80",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"one").await, b"one");
     drop(s);
     // The server drains the pooled connection (GOAWAY) but accepts new ones.
-    srv.drain_first.cancel();
+    p.srv.drain_first.cancel();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut s = pool
-        .connect(
-            &k,
-            || client_tls(&client_cert, &server),
-            "10.0.0.5:80",
-            HeaderMap::new(),
-        )
-        .await
-        .unwrap();
+    let mut s = p.dial(&pool, "10.0.0.5:80").await.unwrap();
     assert_eq!(roundtrip(&mut s, b"two").await, b"two");
     assert_eq!(pool.stats().connections_opened, 2);
 }
