@@ -21,6 +21,15 @@ pub enum FileEvent {
     Removed(PathBuf),
 }
 
+impl FileEvent {
+    /// The file the event is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum DirError {
     #[error("config directory {0}: {1}")]

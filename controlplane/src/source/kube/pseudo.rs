@@ -19,6 +19,7 @@ use ::kube::core::{ApiResource, DynamicObject};
 use serde_json::{Map, Value};
 
 use super::error::KubeSourceError;
+use crate::source::dir::FileEvent;
 
 /// Scheme prefix of pseudo-file paths.
 pub const SCHEME: &str = "k8s://";
@@ -41,6 +42,11 @@ pub fn parse_path(p: &Path) -> Option<(&str, Option<&str>, &str)> {
         Some(name) => Some((kind, Some(a), name)),
         None => Some((kind, None, a)),
     }
+}
+
+/// The kind of the object an event is about; `None` when its path is not a pseudo-file.
+pub fn kind_of(e: &FileEvent) -> Option<&str> {
+    parse_path(e.path()).map(|(kind, _, _)| kind)
 }
 
 /// The pseudo-file of `obj` watched as `ar`: its path and normalized JSON text.
@@ -137,6 +143,15 @@ mod tests {
         assert_eq!(n, PathBuf::from("k8s://Namespace/production"));
         assert_eq!(parse_path(&n), Some(("Namespace", None, "production")));
         assert_eq!(parse_path(Path::new("/etc/x.yaml")), None);
+    }
+
+    #[test]
+    fn events_name_their_kind() {
+        let changed = FileEvent::Changed(path("Gateway", Some("prod"), "wp"), "{}".into());
+        assert_eq!(kind_of(&changed), Some("Gateway"));
+        let removed = FileEvent::Removed(path("Namespace", None, "prod"));
+        assert_eq!(kind_of(&removed), Some("Namespace"));
+        assert_eq!(kind_of(&FileEvent::Removed("/etc/x.yaml".into())), None);
     }
 
     #[test]

@@ -321,11 +321,8 @@ pub fn tee(
 }
 
 fn writes_status(e: &FileEvent) -> bool {
-    let p = match e {
-        FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
-    };
-    pseudo::parse_path(p)
-        .and_then(|(k, _, _)| watched(k))
+    pseudo::kind_of(e)
+        .and_then(watched)
         .is_some_and(|w| w.writes_status)
 }
 

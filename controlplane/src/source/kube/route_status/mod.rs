@@ -86,11 +86,8 @@ pub fn tee(
 }
 
 fn relevant(e: &FileEvent) -> bool {
-    let p = match e {
-        FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
-    };
     matches!(
-        pseudo::parse_path(p),
-        Some(("HTTPRoute" | "GRPCRoute" | "Gateway" | "Service", _, _))
+        pseudo::kind_of(e),
+        Some("HTTPRoute" | "GRPCRoute" | "Gateway" | "Service")
     )
 }

@@ -48,8 +48,5 @@ pub fn tee(
 }
 
 fn relevant(e: &FileEvent) -> bool {
-    let p = match e {
-        FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
-    };
-    matches!(pseudo::parse_path(p), Some(("Gateway" | "ConfigMap", _, _)))
+    matches!(pseudo::kind_of(e), Some("Gateway" | "ConfigMap"))
 }
