@@ -1,15 +1,15 @@
-//! Log setup shared by the binaries of this crate: `RUST_LOG` filter, plain or JSON.
+//! Log setup shared by the binaries of this crate: `RUST_LOG` filter, plain or JSON lines
+//! on stderr, written by a background thread (`meshwork_logging`).
 
-use tracing_subscriber::EnvFilter;
+use meshwork_logging::{Format, Logging, Stream};
 
-pub fn init(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
+/// Installs logging; keep the result until the process ends (dropping it writes the
+/// lines still queued).
+pub fn init(format: &str) -> std::io::Result<Logging> {
+    let format = if format == "json" {
+        Format::Json
     } else {
-        builder.try_init()
+        Format::Plain
     };
+    meshwork_logging::init(format, Stream::Stderr, "controlplane-log")
 }

@@ -109,7 +109,9 @@ async fn main() -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
-    meshwork_controlplane::logging::init(&cli.log_format);
+    // Kept to the end: dropping it writes the lines still queued.
+    let _logging =
+        meshwork_controlplane::logging::init(&cli.log_format).context("setting up logging")?;
     if let Some(Command::Token { node }) = &cli.command {
         let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
             .with_context(|| format!("opening the CA directory {}", cli.ca_dir.display()))?;

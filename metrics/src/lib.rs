@@ -2,5 +2,7 @@
 //! Prometheus text format and pass `promtool check metrics`.
 
 pub mod exposition;
+pub mod log_drops;
 
 pub use exposition::{from_openmetrics, CONTENT_TYPE};
+pub use log_drops::register_log_drops;

@@ -1,7 +1,8 @@
 //! One JSON line per request.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
+
+use meshwork_logging::LineSink;
 
 use serde::Serialize;
 
@@ -33,7 +34,9 @@ pub struct Entry {
 #[derive(Clone)]
 pub enum AccessLog {
     Off,
-    Stdout,
+    /// Queued to a writer thread (stdout in the binary): a slow reader never holds up a
+    /// request.
+    Sink(LineSink),
     /// Collected in memory (tests, admin).
     Memory(Arc<Mutex<Vec<String>>>),
 }
@@ -42,7 +45,7 @@ impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             AccessLog::Off => "Off",
-            AccessLog::Stdout => "Stdout",
+            AccessLog::Sink(_) => "Sink",
             AccessLog::Memory(_) => "Memory",
         })
     }
@@ -63,10 +66,7 @@ impl AccessLog {
         };
         match self {
             AccessLog::Off => {}
-            AccessLog::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-            }
+            AccessLog::Sink(s) => s.line(&line),
             AccessLog::Memory(v) => v.lock().unwrap_or_else(|e| e.into_inner()).push(line),
         }
     }

@@ -1,8 +1,9 @@
 //! `waypoint`: Meshwork's per-namespace L7 proxy.
 
+use anyhow::Context;
 use clap::Parser;
+use meshwork_logging::{Format, Stream};
 use meshwork_waypoint::run::{run, Args, LogFormat};
-use tracing_subscriber::EnvFilter;
 
 /// The proxy's flags plus the process-level ones that must be known before the runtime
 /// starts.
@@ -19,14 +20,13 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.args.log_format {
-        LogFormat::Json => fmt.json().init(),
-        LogFormat::Plain => fmt.init(),
-    }
+    let format = match cli.args.log_format {
+        LogFormat::Json => Format::Json,
+        LogFormat::Plain => Format::Plain,
+    };
+    // Kept to the end: dropping it writes the lines still queued.
+    let _logging = meshwork_logging::init(format, Stream::Stderr, "waypoint-log")
+        .context("setting up logging")?;
     let runtime = match cli.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use meshwork_hbone::{H2Settings, Pool, PoolSettings, Server, HBONE_PORT};
 use meshwork_identity::tls::{server_config, RotatingCert};
 use meshwork_identity::{SpiffeId, TrustBundle};
+use meshwork_logging::{LineSink, Stream};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_model::token::TokenSource;
@@ -221,16 +223,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (Upstream::Hbone, None) => anyhow::bail!("--upstream hbone needs a certificate"),
     };
     let mut registry = Registry::default();
+    meshwork_metrics::register_log_drops(&mut registry);
+    // The guard is held until the waypoint stops: dropping it writes the queued lines.
+    let (access_log, _access_guard) = if args.no_access_log {
+        (AccessLog::Off, None)
+    } else {
+        let (sink, guard) =
+            LineSink::new(Stream::Stdout, "waypoint-access").context("opening the access log")?;
+        (AccessLog::Sink(sink), Some(guard))
+    };
     let svc = L7Service::new(
         config.clone(),
         connector,
         Options {
             waypoint,
-            access_log: if args.no_access_log {
-                AccessLog::Off
-            } else {
-                AccessLog::Stdout
-            },
+            access_log,
             tracing: crate::tracing::TracingOptions {
                 otlp_endpoint: args.otlp_endpoint.clone(),
                 ..Default::default()

@@ -133,7 +133,10 @@ fn logging(proxy: &Proxy, req: &Request<Incoming>) -> Resp {
         );
     };
     match ctl(level) {
-        Ok(()) => text(StatusCode::OK, format!("log level set to {level}\n")),
+        Ok(()) => {
+            tracing::info!(level, "log level set through the admin endpoint");
+            text(StatusCode::OK, format!("log level set to {level}\n"))
+        }
         Err(e) => text(
             StatusCode::BAD_REQUEST,
             format!("invalid level {level:?}: {e}\n"),

@@ -6,29 +6,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use meshwork_identity::TrustBundle;
+use meshwork_logging::{Format, Logging, Stream};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_ztunnel::{
-    redirect, CaClient, CertSigner, Config, Deps, DirSigner, LogControl, LogFormat, Ztunnel,
+    redirect, CaClient, CertSigner, Config, Deps, DirSigner, LogFormat, Ztunnel,
 };
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter};
 
-fn init_logging(format: LogFormat) -> LogControl {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json())
-            .init(),
-        LogFormat::Plain => registry.with(tracing_subscriber::fmt::layer()).init(),
-    }
-    Arc::new(move |level: &str| {
-        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(f).map_err(|e| e.to_string())
-    })
+fn init_logging(format: LogFormat) -> anyhow::Result<Logging> {
+    let format = match format {
+        LogFormat::Json => Format::Json,
+        LogFormat::Plain => Format::Plain,
+    };
+    meshwork_logging::init(format, Stream::Stdout, "ztunnel-log").context("setting up logging")
 }
 
 /// `ztunnel redirect-teardown`: removes a node's eBPF redirection (pins and local
@@ -81,7 +71,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let log_control = init_logging(cfg.log_format);
+    // Kept to the end: dropping it writes the lines still queued.
+    let logging = init_logging(cfg.log_format)?;
     let token = cfg.token()?;
     let extra_roots = match &cfg.ca_roots_file {
         Some(p) => {
@@ -129,7 +120,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Deps {
             config,
             signer,
-            log_control: Some(log_control),
+            log_control: Some(logging.level_control()),
         },
     )
     .await?;

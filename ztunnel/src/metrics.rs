@@ -214,6 +214,7 @@ impl Metrics {
             "Total bytes received from the downstream peer of a TCP connection",
             received.clone(),
         );
+        meshwork_metrics::register_log_drops(&mut registry);
         Metrics {
             registry,
             opened,

@@ -26,7 +26,7 @@ pub struct Current {
 }
 
 /// Changes the process log level (`/logging?level=`); provided by the binary.
-pub type LogControl = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type LogControl = meshwork_logging::LevelControl;
 
 pub struct Proxy {
     pub cfg: Config,
