@@ -35,10 +35,10 @@ pub struct AdminState {
 }
 
 /// Serves the admin endpoint on an already bound listener until the task is dropped.
-pub async fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: AdminState) {
     info!(addr = ?listener.local_addr().ok(), "admin endpoint listening");
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = meshwork_runtime::accept::accept(&listener, "admin").await;
         let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {

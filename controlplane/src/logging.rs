@@ -1,7 +1,7 @@
 //! Log setup shared by the binaries of this crate: `RUST_LOG` filter, plain or JSON lines
-//! on stderr, written by a background thread (`meshwork_logging`).
+//! on stderr, written by a background thread (`meshwork_runtime`).
 
-use meshwork_logging::{Format, Logging, Stream};
+use meshwork_runtime::log::{Format, Logging, Stream};
 
 /// Installs logging; keep the result until the process ends (dropping it writes the
 /// lines still queued).
@@ -11,5 +11,5 @@ pub fn init(format: &str) -> std::io::Result<Logging> {
     } else {
         Format::Plain
     };
-    meshwork_logging::init(format, Stream::Stderr, "controlplane-log")
+    meshwork_runtime::log::init(format, Stream::Stderr, "controlplane-log")
 }

@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     // Kept to the end: dropping it writes the lines still queued.
     let _logging =
         meshwork_controlplane::logging::init(&cli.log_format).context("setting up logging")?;
+    meshwork_runtime::limits::raise_open_files_logged();
     if let Some(Command::Token { node }) = &cli.command {
         let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
             .with_context(|| format!("opening the CA directory {}", cli.ca_dir.display()))?;

@@ -198,11 +198,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         }),
         ready: ready_rx,
     };
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve(admin, admin_state).await {
-            tracing::error!(error = %e, "admin endpoint stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(admin::serve(admin, admin_state)));
     info!(%grpc_addr, %admin_addr, "control plane serving");
     Ok(Running {
         grpc_addr,

@@ -4,120 +4,12 @@
 //! (64 KiB) has been logged, then checks that every line arrives once it is read.
 //! Loopback only; no root needed.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::Duration;
+mod common;
 
+use std::process::Command;
+
+use common::{drive, free_port, request, wait_answering, Proxy};
 use meshwork_e2e::Binaries;
-
-/// A proxy process whose stdout is a pipe we hold; killed if the test ends early.
-struct Proxy {
-    child: Child,
-    stdout: Option<std::io::PipeReader>,
-    dir: PathBuf,
-}
-
-impl Proxy {
-    /// Starts `cmd` with stdout to a pipe nobody reads yet, in a scratch directory that
-    /// holds an empty static config (no workloads, nothing to certify).
-    fn start(name: &str, build: impl FnOnce(&Path) -> Command) -> Proxy {
-        let dir = std::env::temp_dir().join(format!("mw-log-pipe-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("certs")).unwrap();
-        std::fs::write(dir.join("config.pb"), b"").unwrap();
-        let (reader, writer) = std::io::pipe().unwrap();
-        let mut cmd = build(&dir);
-        cmd.env("RUST_LOG", "info")
-            .stdout(writer)
-            .stderr(Stdio::null());
-        let child = cmd.spawn().unwrap();
-        drop(cmd); // our copy of the pipe's write end
-        Proxy {
-            child,
-            stdout: Some(reader),
-            dir,
-        }
-    }
-
-    /// Starts reading stdout: the number of lines containing `needle`, once the process
-    /// has exited.
-    fn count_lines(&mut self, needle: &'static str) -> JoinHandle<usize> {
-        let reader = self.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            BufReader::new(reader)
-                .lines()
-                .map_while(Result::ok)
-                .filter(|l| l.contains(needle))
-                .count()
-        })
-    }
-
-    /// SIGTERM, then waits (10 s at most) for the process to drain and exit.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on the child this test spawned.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let exited = (0..200).any(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(exited, "the proxy did not exit on SIGTERM");
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One request on its own connection: the answer's status line, or `None` when the
-/// connection fails or no full answer comes within 10 s (a hang detector, not a timing
-/// assertion).
-fn request(port: u16, method: &str, host: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-fn wait_answering(port: u16, path: &str) {
-    let up = (0..200).any(|_| {
-        let ok = request(port, "GET", "proxy", path).is_some();
-        if !ok {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ok
-    });
-    assert!(up, "nothing answered on port {port}");
-}
-
-/// `n` requests, each of which must be answered with `status`.
-fn drive(port: u16, n: usize, method: &str, host: &str, path: &str, status: &str) {
-    for i in 0..n {
-        let answer = request(port, method, host, path);
-        assert!(
-            answer.as_deref().is_some_and(|a| a.starts_with(status)),
-            "request {i} got {answer:?} while stdout was not being read"
-        );
-    }
-}
 
 #[test]
 fn ztunnel_serves_while_its_log_is_not_read() {
@@ -163,19 +55,10 @@ fn waypoint_serves_while_its_access_log_is_not_read() {
     let bins = Binaries::locate().unwrap();
     let (http, admin) = (free_port(), free_port());
     let mut wp = Proxy::start("waypoint", |dir| {
-        let mut c = Command::new(&bins.waypoint);
-        c.arg("--static-config")
-            .arg(dir.join("config.pb"))
-            .args(["--insecure", "--upstream", "plain"])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(["--namespace", "production", "--name", "waypoint"])
-            .args(["--worker-threads", "1"]);
-        c
+        common::waypoint(&bins.waypoint, dir, http, admin)
     });
     wait_answering(admin, "/metrics");
-    // No routes: every request is answered 404 (NR) and access-logged, about 450 bytes a
-    // line.
+    // Access log lines are about 450 bytes.
     drive(
         http,
         REQUESTS,

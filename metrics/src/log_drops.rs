@@ -1,5 +1,5 @@
 //! `meshwork_log_lines_dropped_total`: log lines the process dropped because its log reader
-//! fell too far behind (see `meshwork_logging`), read at each scrape.
+//! fell too far behind (see `meshwork_runtime::log`), read at each scrape.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -11,7 +11,7 @@ struct LogDrops;
 
 impl Collector for LogDrops {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let c = ConstCounter::new(meshwork_logging::dropped_lines());
+        let c = ConstCounter::new(meshwork_runtime::log::dropped_lines());
         let m = encoder.encode_descriptor(
             "meshwork_log_lines_dropped",
             "Log lines dropped because the reader of stdout/stderr fell behind",

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use meshwork_logging::LineSink;
+use meshwork_runtime::log::LineSink;
 
 use serde::Serialize;
 

@@ -97,12 +97,10 @@ impl Admin {
         }
     }
 
-    /// Serves until the listener fails.
+    /// Serves until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
         loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
+            let (s, _) = meshwork_runtime::accept::accept(&listener, "admin").await;
             let admin = self.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

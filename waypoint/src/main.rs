@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use meshwork_logging::{Format, Stream};
+use meshwork_runtime::log::{Format, Stream};
 use meshwork_waypoint::run::{run, Args, LogFormat};
 
 /// The proxy's flags plus the process-level ones that must be known before the runtime
@@ -25,8 +25,9 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Plain => Format::Plain,
     };
     // Kept to the end: dropping it writes the lines still queued.
-    let _logging = meshwork_logging::init(format, Stream::Stderr, "waypoint-log")
+    let _logging = meshwork_runtime::log::init(format, Stream::Stderr, "waypoint-log")
         .context("setting up logging")?;
+    meshwork_runtime::limits::raise_open_files_logged();
     let runtime = match cli.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()

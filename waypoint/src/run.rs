@@ -11,10 +11,11 @@ use clap::{Parser, ValueEnum};
 use meshwork_hbone::{H2Settings, Pool, PoolSettings, Server, HBONE_PORT};
 use meshwork_identity::tls::{server_config, RotatingCert};
 use meshwork_identity::{SpiffeId, TrustBundle};
-use meshwork_logging::{LineSink, Stream};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_model::token::TokenSource;
+use meshwork_runtime::accept::accept;
+use meshwork_runtime::log::{LineSink, Stream};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -278,9 +279,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let limits = limits.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((s, peer)) = l.accept().await else {
-                    return;
-                };
+                let (s, peer) = accept(&l, "http").await;
                 let _ = s.set_nodelay(true);
                 let svc = svc.clone();
                 let limits = limits.clone();
@@ -311,9 +310,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let server = Server::new(H2Settings::default());
             loop {
-                let Ok((s, peer)) = l.accept().await else {
-                    return;
-                };
+                let (s, peer) = accept(&l, "hbone").await;
                 let local = s.local_addr().unwrap_or(peer);
                 let (server, tls, handler, drain) =
                     (server.clone(), tls.clone(), handler.clone(), drain.clone());

@@ -53,13 +53,7 @@ pub async fn serve(
 ) {
     loop {
         let (sock, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
+            c = meshwork_runtime::accept::accept(&listener, "admin") => c,
             _ = stop.cancelled() => return,
         };
         let proxy = proxy.clone();

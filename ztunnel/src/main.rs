@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use meshwork_identity::TrustBundle;
-use meshwork_logging::{Format, Logging, Stream};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
+use meshwork_runtime::log::{Format, Logging, Stream};
 use meshwork_ztunnel::{
     redirect, CaClient, CertSigner, Config, Deps, DirSigner, LogFormat, Ztunnel,
 };
@@ -18,7 +18,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<Logging> {
         LogFormat::Json => Format::Json,
         LogFormat::Plain => Format::Plain,
     };
-    meshwork_logging::init(format, Stream::Stdout, "ztunnel-log").context("setting up logging")
+    meshwork_runtime::log::init(format, Stream::Stdout, "ztunnel-log").context("setting up logging")
 }
 
 /// `ztunnel redirect-teardown`: removes a node's eBPF redirection (pins and local
@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cfg: Config) -> anyhow::Result<()> {
     // Kept to the end: dropping it writes the lines still queued.
     let logging = init_logging(cfg.log_format)?;
+    meshwork_runtime::limits::raise_open_files_logged();
     let token = cfg.token()?;
     let extra_roots = match &cfg.ca_roots_file {
         Some(p) => {

@@ -26,7 +26,7 @@ pub struct Current {
 }
 
 /// Changes the process log level (`/logging?level=`); provided by the binary.
-pub type LogControl = meshwork_logging::LevelControl;
+pub type LogControl = meshwork_runtime::log::LevelControl;
 
 pub struct Proxy {
     pub cfg: Config,

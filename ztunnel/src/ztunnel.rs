@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use meshwork_hbone::{Pool, PoolSettings, PoolStats};
 use meshwork_model::client::ConfigHandle;
+use meshwork_runtime::accept::accept;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -168,34 +169,46 @@ impl Ztunnel {
         if let Some(ls) = outbound {
             let addr = ls.addr;
             addrs.outbound = Some(addr);
-            spawn_accept(&proxy, &shards, ls, move |p, sock, peer| async move {
-                match sockets::captured_dst(&sock, addr) {
-                    Some(dst) => outbound::handle_captured(p, sock, peer, dst).await,
-                    None => {
-                        tracing::warn!(%peer, "outbound: connection without an original destination (not captured)")
+            spawn_accept(
+                &proxy,
+                &shards,
+                "outbound",
+                ls,
+                move |p, sock, peer| async move {
+                    match sockets::captured_dst(&sock, addr) {
+                        Some(dst) => outbound::handle_captured(p, sock, peer, dst).await,
+                        None => {
+                            tracing::warn!(%peer, "outbound: connection without an original destination (not captured)")
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         if let Some(ls) = socks {
             addrs.socks5 = Some(ls.addr);
-            spawn_accept(&proxy, &shards, ls, socks5::handle);
+            spawn_accept(&proxy, &shards, "socks5", ls, socks5::handle);
         }
         if let Some(ls) = plain {
             let addr = ls.addr;
             addrs.inbound_plain = Some(addr);
-            spawn_accept(&proxy, &shards, ls, move |p, sock, peer| async move {
-                match sockets::captured_dst(&sock, addr) {
-                    Some(dst) => inbound_plain::handle(p, sock, peer, dst).await,
-                    None => {
-                        tracing::warn!(%peer, "plaintext inbound: connection without an original destination (not captured)")
+            spawn_accept(
+                &proxy,
+                &shards,
+                "inbound plaintext",
+                ls,
+                move |p, sock, peer| async move {
+                    match sockets::captured_dst(&sock, addr) {
+                        Some(dst) => inbound_plain::handle(p, sock, peer, dst).await,
+                        None => {
+                            tracing::warn!(%peer, "plaintext inbound: connection without an original destination (not captured)")
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         for ls in hbone {
             addrs.hbone.push(ls.addr);
-            spawn_accept(&proxy, &shards, ls, inbound::serve);
+            spawn_accept(&proxy, &shards, "hbone", ls, inbound::serve);
         }
         for (l, ep, slot) in [
             (admin_l, Endpoint::Admin, &mut addrs.admin),
@@ -344,8 +357,13 @@ fn bind_shards(
 
 /// Accepts on every shard's listener; connections are served on the shard that accepted
 /// them.
-fn spawn_accept<F, Fut>(proxy: &Arc<Proxy>, shards: &Shards, ls: ShardListeners, handle: F)
-where
+fn spawn_accept<F, Fut>(
+    proxy: &Arc<Proxy>,
+    shards: &Shards,
+    what: &'static str,
+    ls: ShardListeners,
+    handle: F,
+) where
     F: Fn(Arc<Proxy>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -355,14 +373,7 @@ where
         rt.spawn(proxy.tracker.track_future(async move {
             loop {
                 let (sock, peer) = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                    c = accept(&listener, what) => c,
                     _ = p.stop_accept.cancelled() => return,
                 };
                 p.tracker.spawn(handle(p.clone(), sock, peer));
