@@ -176,9 +176,8 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     );
     let ca_svc = ca::service(ca.clone(), nodes, directory);
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let incoming = meshwork_runtime::accept::incoming(grpc, "grpc");
         let res = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(config_svc.into_server())
             .add_service(ca_svc)

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{drive, free_port, request, wait_answering, Proxy};
+use common::{drive, free_port, request, wait_answering, Process};
 use meshwork_e2e::Binaries;
 
 #[test]
@@ -16,7 +16,7 @@ fn ztunnel_serves_while_its_log_is_not_read() {
     const CHANGES: usize = 2000;
     let bins = Binaries::locate().unwrap();
     let admin = free_port();
-    let mut zt = Proxy::start("ztunnel", |dir| {
+    let mut zt = Process::start("ztunnel", |dir| {
         let mut c = Command::new(&bins.ztunnel);
         c.args(["--node", "n0", "--static-config"])
             .arg(dir.join("config.pb"))
@@ -54,7 +54,7 @@ fn waypoint_serves_while_its_access_log_is_not_read() {
     const REQUESTS: usize = 1000;
     let bins = Binaries::locate().unwrap();
     let (http, admin) = (free_port(), free_port());
-    let mut wp = Proxy::start("waypoint", |dir| {
+    let mut wp = Process::start("waypoint", |dir| {
         common::waypoint(&bins.waypoint, dir, http, admin)
     });
     wait_answering(admin, "/metrics");

@@ -29,6 +29,20 @@ pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAdd
     retrying(|| listener.accept(), what).await
 }
 
+/// The connections of `listener` as a stream (for `tonic`'s `serve_with_incoming`, whose
+/// own loop retries a failing accept without pause), with `TCP_NODELAY` set. It never
+/// ends and never yields an error.
+pub fn incoming(
+    listener: TcpListener,
+    what: &'static str,
+) -> impl futures::Stream<Item = io::Result<TcpStream>> + Send + 'static {
+    futures::stream::unfold(listener, move |l| async move {
+        let (s, _) = accept(&l, what).await;
+        let _ = s.set_nodelay(true);
+        Some((Ok(s), l))
+    })
+}
+
 /// [`accept`] over any source of connections.
 async fn retrying<T, F, Fut>(mut next: F, what: &str) -> T
 where
@@ -122,6 +136,20 @@ mod tests {
         .await;
         assert_eq!(got, 3);
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn incoming_yields_connections_with_nodelay() {
+        use futures::StreamExt;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut conns = Box::pin(incoming(l, "test"));
+        for _ in 0..3 {
+            let c = TcpStream::connect(addr).await.unwrap();
+            let s = conns.next().await.unwrap().unwrap();
+            assert_eq!(s.peer_addr().unwrap(), c.local_addr().unwrap());
+            assert!(s.nodelay().unwrap());
+        }
     }
 
     #[tokio::test]

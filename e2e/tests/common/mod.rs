@@ -1,4 +1,4 @@
-//! Proxy binaries run as plain processes on loopback: started with a pipe as stdout and
+//! Process binaries run as plain processes on loopback: started with a pipe as stdout and
 //! an empty static config, driven with one-shot HTTP requests, stopped with SIGTERM.
 #![allow(dead_code)]
 
@@ -9,17 +9,17 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A proxy process whose stdout is a pipe we hold; killed if the test ends early.
-pub struct Proxy {
+/// A process whose stdout is a pipe we hold; killed if the test ends early.
+pub struct Process {
     child: Child,
     stdout: Option<std::io::PipeReader>,
     dir: PathBuf,
 }
 
-impl Proxy {
+impl Process {
     /// Starts `cmd` with stdout to a pipe nobody reads yet, in a scratch directory that
     /// holds an empty static config (no workloads, nothing to certify).
-    pub fn start(name: &str, build: impl FnOnce(&Path) -> Command) -> Proxy {
+    pub fn start(name: &str, build: impl FnOnce(&Path) -> Command) -> Process {
         let dir = std::env::temp_dir().join(format!("mw-proxy-{name}-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("certs")).unwrap();
         std::fs::write(dir.join("config.pb"), b"").unwrap();
@@ -30,7 +30,7 @@ impl Proxy {
             .stderr(Stdio::null());
         let child = cmd.spawn().unwrap();
         drop(cmd); // our copy of the pipe's write end
-        Proxy {
+        Process {
             child,
             stdout: Some(reader),
             dir,
@@ -58,11 +58,11 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(50));
             matches!(self.child.try_wait(), Ok(Some(_)))
         });
-        assert!(exited, "the proxy did not exit on SIGTERM");
+        assert!(exited, "the process did not exit on SIGTERM");
     }
 }
 
-impl Drop for Proxy {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
