@@ -3,8 +3,10 @@
 //! - [`log`]: logs and access logs through a writer thread;
 //! - [`accept`]: accept loops that outlive resource errors (`EMFILE`) instead of spinning
 //!   or stopping;
-//! - [`limits`]: the open-files limit raised to what the process may use.
+//! - [`limits`]: the open-files limit raised to what the process may use;
+//! - [`socket`]: `TCP_NODELAY` and keepalive on every proxied socket.
 
 pub mod accept;
 pub mod limits;
 pub mod log;
+pub mod socket;

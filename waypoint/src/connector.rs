@@ -36,7 +36,7 @@ impl Connector for TcpConnector {
         let addr = target.addr;
         Box::pin(async move {
             let s = tokio::net::TcpStream::connect(addr).await?;
-            s.set_nodelay(true)?;
+            meshwork_runtime::socket::tune(&s)?;
             Ok(Box::new(s) as BoxedIo)
         })
     }

@@ -280,7 +280,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 let (s, peer) = accept(&l, "http").await;
-                let _ = s.set_nodelay(true);
+                let _ = meshwork_runtime::socket::tune(&s);
                 let svc = svc.clone();
                 let limits = limits.clone();
                 tokio::spawn(async move {
@@ -311,6 +311,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let server = Server::new(H2Settings::default());
             loop {
                 let (s, peer) = accept(&l, "hbone").await;
+                let _ = meshwork_runtime::socket::tune(&s);
                 let local = s.local_addr().unwrap_or(peer);
                 let (server, tls, handler, drain) =
                     (server.clone(), tls.clone(), handler.clone(), drain.clone());

@@ -22,7 +22,6 @@ use crate::tracecontext;
 /// Serves one accepted TCP connection on an HBONE listener.
 pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
     let Ok(local) = sock.local_addr() else { return };
-    let _ = sock.set_nodelay(true);
     // The certificate to present is the identity of the pod the connection was sent to.
     let identity = {
         let cur = proxy.current();

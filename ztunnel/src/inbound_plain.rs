@@ -20,7 +20,6 @@ use crate::state::{workload_ref, State};
 /// Handles one captured plaintext connection to `dst`.
 pub async fn handle(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, dst: SocketAddr) {
     let start = Instant::now();
-    let _ = sock.set_nodelay(true);
     let mut rec = Record {
         direction: "inbound",
         src_addr: Some(peer),

@@ -293,7 +293,6 @@ pub async fn handle_captured(
     peer: SocketAddr,
     dst: SocketAddr,
 ) {
-    let _ = sock.set_nodelay(true);
     match open(&proxy, peer, None, Target::Addr(dst)).await {
         Ok(opened) => run(&proxy, sock, opened).await,
         Err((e, rec)) => log_failure(&proxy, &e, rec),

@@ -1,5 +1,5 @@
-//! Socket-level helpers: original destination of captured connections, listeners, and
-//! transparent (source-preserving) connects.
+//! Socket-level helpers: original destination of captured connections, listeners,
+//! transparent (source-preserving) connects, and the options of every proxied socket.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+pub use meshwork_runtime::socket::tune;
 
 const SO_ORIGINAL_DST: libc::c_int = 80;
 const IP6T_SO_ORIGINAL_DST: libc::c_int = 80;
@@ -136,7 +138,7 @@ pub async fn connect(
             }
             sock.bind(SocketAddr::new(src, 0))?;
         }
-        sock.set_nodelay(true)?;
+        tune(&sock)?;
         sock.connect(dst).await
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -151,6 +153,17 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_to_pods_get_nodelay_and_keepalive() {
+        let l = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let c = connect(l.local_addr().unwrap(), None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let r = socket2::SockRef::from(&c);
+        assert!(r.tcp_nodelay().unwrap());
+        assert!(r.keepalive().unwrap());
+    }
 
     #[tokio::test]
     async fn direct_connection_has_no_captured_destination() {

@@ -145,7 +145,6 @@ fn reply_code(e: &OutboundError) -> u8 {
 
 /// Serves one SOCKS5 client.
 pub async fn handle(proxy: Arc<Proxy>, mut sock: TcpStream, peer: SocketAddr) {
-    let _ = sock.set_nodelay(true);
     let req = match tokio::time::timeout(proxy.cfg.connect_timeout, handshake(&mut sock)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {

@@ -376,6 +376,9 @@ fn spawn_accept<F, Fut>(
                     c = accept(&listener, what) => c,
                     _ = p.stop_accept.cancelled() => return,
                 };
+                if let Err(e) = sockets::tune(&sock) {
+                    tracing::debug!(%peer, error = %e, "socket options not set");
+                }
                 p.tracker.spawn(handle(p.clone(), sock, peer));
             }
         }));

@@ -488,3 +488,85 @@ async fn ip_blocks_match_the_client_pod_not_the_tunnel_source() {
     p.a.outbound_conn(captured, echo);
     assert_eq!(roundtrip(&mut c, b"allowed").await.unwrap(), b"allowed");
 }
+
+/// One row of `/proc/net/tcp`: the addresses, whether the socket timer is pending
+/// (on an established socket, the keepalive timer), and in how many seconds it fires.
+struct TcpRow {
+    local: SocketAddr,
+    remote: SocketAddr,
+    keepalive_armed: bool,
+    fires_in_secs: u64,
+}
+
+/// The kernel's IPv4 TCP sockets of this network namespace.
+fn tcp_table() -> Vec<TcpRow> {
+    // "0100007F:1F90": the address as a little-endian u32, the port big-endian.
+    let addr = |s: &str| -> Option<SocketAddr> {
+        let (ip, port) = s.split_once(':')?;
+        let ip = std::net::Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes());
+        Some(SocketAddr::new(
+            ip.into(),
+            u16::from_str_radix(port, 16).ok()?,
+        ))
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // "tr:tm->when", `when` in USER_HZ (100 per second).
+            let (tr, when) = f.get(5)?.split_once(':')?;
+            Some(TcpRow {
+                local: addr(f.get(1)?)?,
+                remote: addr(f.get(2)?)?,
+                keepalive_armed: tr == "02",
+                fires_in_secs: u64::from_str_radix(when, 16).ok()? / 100,
+            })
+        })
+        .collect()
+}
+
+/// Every socket the ztunnels proxy gets TCP keepalive: a peer that vanishes without a FIN
+/// or RST does not hold the connection (and its tunnel) open forever.
+#[tokio::test]
+async fn proxied_connections_have_keepalive_armed() {
+    let (s, echo) = setup(31).await;
+    let p = Arc::new(s.start(echo).await);
+    let client = open_checked(&p, 1).await.remove(0);
+    let (client_local, entry_local) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+    // A's side of the client connection (its SOCKS5 entry accepted it), and B's
+    // connection to the pod (the only socket whose far end is the echo server).
+    let proxied =
+        |r: &TcpRow| (r.local == entry_local && r.remote == client_local) || r.remote == echo;
+    // Just after data, the retransmission timer may still wait for a delayed ACK and hide
+    // the keepalive timer: look again until the connections are idle (2 s at most).
+    let mut table = tcp_table();
+    for _ in 0..40 {
+        if table
+            .iter()
+            .filter(|r| proxied(r))
+            .all(|r| r.keepalive_armed)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        table = tcp_table();
+    }
+    let entry: Vec<&TcpRow> = table
+        .iter()
+        .filter(|r| r.local == entry_local && r.remote == client_local)
+        .collect();
+    let upstream: Vec<&TcpRow> = table.iter().filter(|r| r.remote == echo).collect();
+    let idle = meshwork_runtime::socket::KEEPALIVE_IDLE.as_secs();
+    for (what, rows) in [("entry", entry), ("upstream", upstream)] {
+        assert_eq!(rows.len(), 1, "{what}: {} sockets", rows.len());
+        let r = rows[0];
+        assert!(r.keepalive_armed, "{what}: keepalive timer not armed");
+        assert!(
+            r.fires_in_secs <= idle && r.fires_in_secs + 60 > idle,
+            "{what}: fires in {} s",
+            r.fires_in_secs
+        );
+    }
+}
