@@ -11,6 +11,19 @@ use std::process::Command;
 use common::{drive, free_port, request, wait_answering, Process};
 use meshwork_e2e::Binaries;
 
+/// No line was dropped (the proxy's `/metrics` on `admin` says so), and once stdout is
+/// read and the process stopped, exactly `n` lines contain `needle`.
+fn all_lines_arrive(p: &mut Process, admin: u16, needle: &'static str, n: usize) {
+    let metrics = request(admin, "GET", "proxy", "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("\nmeshwork_log_lines_dropped_total 0\n"),
+        "{metrics}"
+    );
+    let lines = p.count_lines(needle);
+    p.stop();
+    assert_eq!(lines.join().unwrap(), n);
+}
+
 #[test]
 fn ztunnel_serves_while_its_log_is_not_read() {
     const CHANGES: usize = 2000;
@@ -39,14 +52,12 @@ fn ztunnel_serves_while_its_log_is_not_read() {
         "/logging?level=info",
         "HTTP/1.1 200",
     );
-    let metrics = request(admin, "GET", "ztunnel", "/metrics").unwrap_or_default();
-    assert!(
-        metrics.contains("\nmeshwork_log_lines_dropped_total 0\n"),
-        "{metrics}"
+    all_lines_arrive(
+        &mut zt,
+        admin,
+        "log level set through the admin endpoint",
+        CHANGES,
     );
-    let lines = zt.count_lines("log level set through the admin endpoint");
-    zt.stop();
-    assert_eq!(lines.join().unwrap(), CHANGES);
 }
 
 #[test]
@@ -67,12 +78,5 @@ fn waypoint_serves_while_its_access_log_is_not_read() {
         "/api/orders",
         "HTTP/1.1 404",
     );
-    let metrics = request(admin, "GET", "waypoint", "/metrics").unwrap_or_default();
-    assert!(
-        metrics.contains("\nmeshwork_log_lines_dropped_total 0\n"),
-        "{metrics}"
-    );
-    let lines = wp.count_lines("\"response_flags\":\"NR\"");
-    wp.stop();
-    assert_eq!(lines.join().unwrap(), REQUESTS);
+    all_lines_arrive(&mut wp, admin, "\"response_flags\":\"NR\"", REQUESTS);
 }
