@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -160,7 +160,7 @@ impl Pool {
             .inner
             .conns
             .lock()
-            .expect("pool lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .map(Vec::len)
             .sum();
@@ -190,7 +190,11 @@ impl Pool {
                 Some(c) => (c, false),
                 None => {
                     let lock = {
-                        let mut d = self.inner.dialing.lock().expect("pool lock");
+                        let mut d = self
+                            .inner
+                            .dialing
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
                         d.entry(key.clone()).or_default().clone()
                     };
                     let _dialing = lock.lock().await;
@@ -278,7 +282,11 @@ impl Pool {
 
     /// A pooled connection for `key` with room for one more stream, reserving the slot.
     fn checkout(&self, key: &PoolKey) -> Option<Arc<PooledConn>> {
-        let conns = self.inner.conns.lock().expect("pool lock");
+        let conns = self
+            .inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let c = conns.get(key)?.iter().find(|c| {
             !c.closed.load(Ordering::Acquire)
                 && c.active.load(Ordering::Acquire) < self.settings.max_streams_per_conn
@@ -349,7 +357,7 @@ impl Pool {
         self.inner
             .conns
             .lock()
-            .expect("pool lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(key.clone())
             .or_default()
             .push(conn.clone());
@@ -385,7 +393,11 @@ impl Pool {
             }
             tokio::time::sleep(self.settings.idle_timeout).await;
             // Retire under the pool lock so no checkout races with closing.
-            let conns = self.inner.conns.lock().expect("pool lock");
+            let conns = self
+                .inner
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if conn.active.load(Ordering::Acquire) == 0 {
                 conn.closed.store(true, Ordering::Release);
                 drop(conns);
@@ -396,7 +408,11 @@ impl Pool {
     }
 
     fn remove(&self, key: &PoolKey, id: u64) {
-        let mut conns = self.inner.conns.lock().expect("pool lock");
+        let mut conns = self
+            .inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(list) = conns.get_mut(key) {
             list.retain(|c| {
                 if c.id == id {
@@ -406,7 +422,11 @@ impl Pool {
             });
             if list.is_empty() {
                 conns.remove(key);
-                self.inner.dialing.lock().expect("pool lock").remove(key);
+                self.inner
+                    .dialing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(key);
             }
         }
     }
