@@ -504,6 +504,7 @@ fn dashboard_covers_the_istio_metrics_and_every_expression_compiles() {
         "istio_tcp_received_bytes_total",
         "istio_tcp_connections_opened_total",
         "istio_tcp_connections_closed_total",
+        "meshwork_log_lines_dropped_total",
     ] {
         assert!(all.contains(needed), "the dashboard never queries {needed}");
     }
