@@ -242,35 +242,13 @@ async fn data_path_threads_each_serve_their_share_and_drain() {
     assert_eq!(p.b.inbound_connections(), 40);
 
     let p = Arc::into_inner(p).expect("tasks done");
-    let hbone = p.b.addrs.hbone[0];
-    let drain = tokio::spawn(async move { p.b.shutdown(Duration::from_secs(30)).await });
-    // Each thread closes its own listener: refused only once every one has.
-    let mut refused_in_a_row = 0;
-    for _ in 0..200 {
-        if TcpStream::connect(hbone).await.is_err() {
-            refused_in_a_row += 1;
-            if refused_in_a_row == 10 {
-                break;
-            }
-        } else {
-            refused_in_a_row = 0;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    assert_eq!(refused_in_a_row, 10, "still accepting while draining");
+    let drain = start_drain(p.b).await;
     for (i, c) in open.iter_mut().enumerate() {
         let msg = format!("drain {i}");
         assert_eq!(roundtrip(c, msg.as_bytes()).await.unwrap(), msg.as_bytes());
     }
     assert!(!drain.is_finished());
-    for mut c in open {
-        c.shutdown().await.unwrap();
-        assert!(closed_within(&mut c, Duration::from_secs(10)).await);
-    }
-    tokio::time::timeout(Duration::from_secs(20), drain)
-        .await
-        .unwrap()
-        .unwrap();
+    finish_drain(open, drain).await;
 }
 
 #[tokio::test]
@@ -319,31 +297,13 @@ async fn drain_lets_an_open_stream_finish() {
         roundtrip(&mut c, b"before drain").await.unwrap(),
         b"before drain"
     );
-    let hbone = p.b.addrs.hbone[0];
-    let b = p.b;
-    let drain = tokio::spawn(async move { b.shutdown(Duration::from_secs(30)).await });
-    // Bounded wait for B to stop accepting.
-    for _ in 0..100 {
-        if TcpStream::connect(hbone).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        TcpStream::connect(hbone).await.is_err(),
-        "still accepting while draining"
-    );
+    let drain = start_drain(p.b).await;
     assert_eq!(
         roundtrip(&mut c, b"during drain").await.unwrap(),
         b"during drain"
     );
     assert!(!drain.is_finished());
-    c.shutdown().await.unwrap();
-    assert!(closed_within(&mut c, Duration::from_secs(10)).await);
-    tokio::time::timeout(Duration::from_secs(20), drain)
-        .await
-        .unwrap()
-        .unwrap();
+    finish_drain(vec![c], drain).await;
 }
 
 #[tokio::test]

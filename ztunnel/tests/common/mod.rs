@@ -337,3 +337,38 @@ pub async fn closed_within(s: &mut TcpStream, d: Duration) -> bool {
         Ok(true)
     )
 }
+
+/// Starts draining `zt` (30 s deadline) and returns once its HBONE listener refuses
+/// connections: ten refusals in a row, since each data-path thread closes its own
+/// listener (4 s at most).
+pub async fn start_drain(zt: Ztunnel) -> tokio::task::JoinHandle<()> {
+    let hbone = zt.addrs.hbone[0];
+    let drain = tokio::spawn(async move { zt.shutdown(Duration::from_secs(30)).await });
+    let mut refused_in_a_row = 0;
+    for _ in 0..200 {
+        if TcpStream::connect(hbone).await.is_err() {
+            refused_in_a_row += 1;
+            if refused_in_a_row == 10 {
+                break;
+            }
+        } else {
+            refused_in_a_row = 0;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(refused_in_a_row, 10, "still accepting while draining");
+    drain
+}
+
+/// Ends the connections still open through a draining ztunnel (each must see the far
+/// side close within 10 s), then waits for the drain to finish (20 s at most).
+pub async fn finish_drain(open: Vec<TcpStream>, drain: tokio::task::JoinHandle<()>) {
+    for mut c in open {
+        c.shutdown().await.unwrap();
+        assert!(closed_within(&mut c, Duration::from_secs(10)).await);
+    }
+    tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .unwrap()
+        .unwrap();
+}
