@@ -83,6 +83,37 @@ fn waypoint_accepts_again_after_running_out_of_descriptors() {
     drive(admin, 5, "GET", "waypoint", "/metrics", "HTTP/1.1 200");
 }
 
+/// Whether a TLS server on `port` takes a connection and answers a bad ClientHello (an
+/// alert, or closing) within 10 s, rather than leaving it in the backlog.
+fn tls_answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"not a ClientHello\r\n\r\n").is_ok()
+        && match s.read(&mut buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+}
+
+#[test]
+fn ztunnel_accepts_again_after_running_out_of_descriptors() {
+    let bins = Binaries::locate().unwrap();
+    let (hbone, admin) = (free_port(), free_port());
+    let _zt = Process::start("ztunnel-fds", |dir| {
+        limited(common::ztunnel(&bins.ztunnel, dir, hbone, admin))
+    });
+    wait_answering(admin, "/healthz/ready");
+    flood(hbone);
+    flood(admin);
+    for _ in 0..5 {
+        assert!(tls_answers(hbone), "the HBONE listener no longer answers");
+    }
+    drive(admin, 5, "GET", "ztunnel", "/healthz/ready", "HTTP/1.1 200");
+}
+
 #[test]
 fn control_plane_accepts_again_after_running_out_of_descriptors() {
     let bins = Binaries::locate().unwrap();

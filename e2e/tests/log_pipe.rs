@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{drive, free_port, request, wait_answering, Process};
 use meshwork_e2e::Binaries;
 
@@ -30,17 +28,7 @@ fn ztunnel_serves_while_its_log_is_not_read() {
     let bins = Binaries::locate().unwrap();
     let admin = free_port();
     let mut zt = Process::start("ztunnel", |dir| {
-        let mut c = Command::new(&bins.ztunnel);
-        c.args(["--node", "n0", "--static-config"])
-            .arg(dir.join("config.pb"))
-            .arg("--cert-dir")
-            .arg(dir.join("certs"))
-            .args(["--outbound-addr", "off", "--socks5-addr", "off"])
-            .args(["--inbound-plain-addr", "off", "--hbone-addr", "127.0.0.1:0"])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(["--metrics-addr", "off", "--readiness-addr", "off"])
-            .args(["--worker-threads", "1", "--drain-timeout", "1s"]);
-        c
+        common::ztunnel(&bins.ztunnel, dir, free_port(), admin)
     });
     wait_answering(admin, "/healthz/ready");
     // Each level change logs one line of 100-200 bytes.

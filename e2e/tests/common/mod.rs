@@ -129,3 +129,20 @@ pub fn waypoint(bin: &Path, dir: &Path, http: u16, admin: u16) -> Command {
         .args(["--worker-threads", "1"]);
     c
 }
+
+/// The ztunnel binary on loopback with the empty static config of `dir` (no workloads):
+/// an HBONE listener on `hbone`, admin on `admin`, nothing else, one data-path thread.
+pub fn ztunnel(bin: &Path, dir: &Path, hbone: u16, admin: u16) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["--node", "n0", "--static-config"])
+        .arg(dir.join("config.pb"))
+        .arg("--cert-dir")
+        .arg(dir.join("certs"))
+        .args(["--outbound-addr", "off", "--socks5-addr", "off"])
+        .args(["--inbound-plain-addr", "off"])
+        .args(["--hbone-addr", &format!("127.0.0.1:{hbone}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--metrics-addr", "off", "--readiness-addr", "off"])
+        .args(["--worker-threads", "1", "--drain-timeout", "1s"]);
+    c
+}
