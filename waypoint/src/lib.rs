@@ -31,6 +31,7 @@ pub mod run;
 pub mod server;
 pub mod service;
 pub mod sniff;
+pub mod target;
 pub mod tcp;
 pub mod telemetry_policy;
 pub mod tracing;

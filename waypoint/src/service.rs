@@ -36,6 +36,7 @@ use crate::pool::{PoolError, Proto};
 use crate::retry::{Attempt, RetryPolicy};
 use crate::rewrite;
 use crate::routing::{pick_weighted, MatchInput};
+use crate::target::{self, Target};
 use crate::telemetry_policy::{cel, TelemetryPolicy};
 use crate::tracing::{Active, Attributes, Tracer, TracingOptions};
 use crate::tracked::Tracked;
@@ -403,42 +404,12 @@ impl L7Service {
         let snap = &cfg.snapshot;
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
-        let source_ns = conn
-            .source_identity
-            .as_deref()
-            .and_then(|id| id.split("/ns/").nth(1))
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or("");
-        let service = conn
-            .destination
-            .and_then(|d| snap.service_by_vip(d.ip()))
-            .map(Cow::Borrowed);
-        // Addressed to a pod IP (HBONE CONNECT to a workload using this waypoint): a
-        // synthetic service standing for that one workload, with its pods' policies.
-        let service = service.or_else(|| {
-            let d = conn.destination?;
-            let w = snap.workload_by_ip(d.ip())?;
-            let ep = cluster::workload_endpoint(snap, w, d)?;
-            ex.direct = Some(Arc::new(ep));
-            Some(Cow::Owned(pb::Service {
-                name: format!("pod:{}", w.name),
-                namespace: w.namespace.clone(),
-                hostname: d.ip().to_string(),
-                selector: w.labels.clone(),
-                ports: vec![pb::ServicePort {
-                    port: u32::from(d.port()),
-                    target_port: u32::from(d.port()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }))
-        });
-        // Otherwise the Host header names the service (host names are case-insensitive).
-        let service = service.or_else(|| {
-            snap.service_by_host(&host.to_ascii_lowercase(), source_ns)
-                .map(Cow::Borrowed)
-        });
-        let Some(service) = service else {
+        let Some(Target {
+            service,
+            port,
+            direct,
+        }) = target::resolve(snap, conn, host, host_port)
+        else {
             ex.flags.add(flags::NO_ROUTE);
             ex.details = "route_not_found".into();
             return authz::reply(
@@ -446,13 +417,7 @@ impl L7Service {
                 format!("no service for host {host:?}\n"),
             );
         };
-        let port = conn
-            .destination
-            .filter(|d| snap.service_by_vip(d.ip()).is_some())
-            .map(|d| d.port())
-            .or(host_port)
-            .or_else(|| (service.ports.len() == 1).then(|| service.ports[0].port as u16))
-            .unwrap_or(80);
+        ex.direct = direct;
         ex.service = Some(service.clone());
         ex.port = port;
         let telemetry = cfg.telemetry(&self.inner.opts.waypoint, &service);
@@ -542,7 +507,9 @@ impl L7Service {
             scheme: &scheme,
             port,
             source_labels: source_wl.map(|w| &w.labels),
-            source_namespace: source_wl.map(|w| w.namespace.as_str()).or(Some(source_ns)),
+            source_namespace: source_wl
+                .map(|w| w.namespace.as_str())
+                .or(Some(target::source_namespace(conn))),
         };
         let default_route;
         let found = route_cfg
@@ -557,19 +524,7 @@ impl L7Service {
                 return authz::reply(StatusCode::NOT_FOUND, "");
             }
             None => {
-                default_route = pb::HttpRoute {
-                    name: "default".into(),
-                    route: vec![pb::WeightedDestination {
-                        destination: Some(pb::Destination {
-                            host: service.hostname.clone(),
-                            subset: String::new(),
-                            port: u32::from(port),
-                        }),
-                        weight: 100,
-                        headers: None,
-                    }],
-                    ..Default::default()
-                };
+                default_route = implicit_route(&service, port);
                 (&default_route, None)
             }
         };
@@ -604,31 +559,9 @@ impl L7Service {
             return rewrite::direct(d);
         }
 
-        // Faults.
         if let Some(f) = &route.fault {
-            let injected = { fault::decide(f, &mut rand::rng()) };
-            if let Some(d) = injected.delay {
-                ex.flags.add(flags::DELAY_INJECTED);
-                tokio::time::sleep(d).await;
-            }
-            if let Some(status) = injected.abort_status {
-                ex.flags.add(flags::FAULT_INJECTED);
-                ex.details = "fault_filter_abort".into();
-                let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                return authz::reply(s, "fault filter abort");
-            }
-            if let Some(g) = injected.abort_grpc {
-                ex.flags.add(flags::FAULT_INJECTED);
-                ex.details = "fault_filter_abort".into();
-                let mut r = Response::new(body::empty());
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&g.to_string()) {
-                    r.headers_mut().insert(GRPC_STATUS, v);
-                }
-                return r;
+            if let Some(resp) = inject_fault(f, ex).await {
+                return resp;
             }
         }
 
@@ -1112,6 +1045,53 @@ impl L7Service {
             },
         }
     }
+}
+
+/// The route to the service itself, for a service without HTTP routes of its own.
+fn implicit_route(service: &pb::Service, port: u16) -> pb::HttpRoute {
+    pb::HttpRoute {
+        name: "default".into(),
+        route: vec![pb::WeightedDestination {
+            destination: Some(pb::Destination {
+                host: service.hostname.clone(),
+                subset: String::new(),
+                port: u32::from(port),
+            }),
+            weight: 100,
+            headers: None,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Applies a route's fault injection: waits out an injected delay, and returns the
+/// response of an injected abort (`None`: the request goes on).
+async fn inject_fault(f: &pb::Fault, ex: &mut Exchange<'_>) -> Option<Response<Body>> {
+    let injected = fault::decide(f, &mut rand::rng());
+    if let Some(d) = injected.delay {
+        ex.flags.add(flags::DELAY_INJECTED);
+        tokio::time::sleep(d).await;
+    }
+    if let Some(status) = injected.abort_status {
+        ex.flags.add(flags::FAULT_INJECTED);
+        ex.details = "fault_filter_abort".into();
+        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Some(authz::reply(s, "fault filter abort"));
+    }
+    if let Some(g) = injected.abort_grpc {
+        ex.flags.add(flags::FAULT_INJECTED);
+        ex.details = "fault_filter_abort".into();
+        let mut r = Response::new(body::empty());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&g.to_string()) {
+            r.headers_mut().insert(GRPC_STATUS, v);
+        }
+        return Some(r);
+    }
+    None
 }
 
 fn canonical(w: &pb::Workload) -> String {
