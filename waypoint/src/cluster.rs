@@ -29,8 +29,11 @@ impl ClusterKey {
     }
 }
 
+/// A cluster's endpoints, shared.
+pub type Endpoints = Arc<Vec<Arc<Endpoint>>>;
+
 /// A cluster's endpoints and the snapshot they were computed from.
-type CachedEndpoints = (Arc<Snapshot>, Arc<Vec<Arc<Endpoint>>>);
+type CachedEndpoints = (Arc<Snapshot>, Endpoints);
 
 #[derive(Debug)]
 pub struct Cluster {
@@ -53,7 +56,7 @@ impl Cluster {
         snapshot: &Arc<Snapshot>,
         service: &pb::Service,
         subset: Option<&BTreeMap<String, String>>,
-    ) -> Arc<Vec<Arc<Endpoint>>> {
+    ) -> Endpoints {
         let mut cached = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((snap, eps)) = cached.as_ref() {
             if Arc::ptr_eq(snap, snapshot) {

@@ -675,85 +675,11 @@ impl L7Service {
         conn: &ConnContext,
         ex: &mut Exchange<'a>,
     ) -> Upstream {
-        let snap = &cfg.snapshot;
-        let (cl, all) = if let Some(ep) = ex.direct.clone() {
-            // Addressed to a pod IP: no service, straight to that workload.
-            let key = ClusterKey {
-                namespace: ep.namespace.clone(),
-                hostname: ep.addr.ip().to_string(),
-                port: ep.addr.port(),
-                subset: String::new(),
-            };
-            let proto = if is_grpc(&parts.headers) {
-                Proto::Http2
-            } else {
-                Proto::Http1
-            };
-            let cl = self.inner.clusters.get(key, None, proto);
-            ex.cluster = Some(cl.clone());
-            (cl, Arc::new(vec![ep]))
-        } else {
-            // The routed service's namespace (a synthetic pod service is handled above).
-            let ns: Cow<'a, str> = match &ex.service {
-                Some(Cow::Borrowed(s)) => {
-                    let s: &'a pb::Service = s;
-                    Cow::Borrowed(s.namespace.as_str())
-                }
-                Some(Cow::Owned(s)) => Cow::Owned(s.namespace.clone()),
-                None => Cow::Borrowed(""),
-            };
-            let Some(svc) = snap.service_by_host(&dest.host, &ns) else {
-                ex.flags.add(flags::NO_ROUTE);
-                ex.details = "cluster_not_found".into();
-                return local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no cluster for destination\n",
-                );
-            };
-            let dport = if dest.port != 0 {
-                dest.port as u16
-            } else {
-                port
-            };
-            let route_cfg = cfg.route_config(&svc.namespace, &svc.hostname);
-            let (policy, subset_labels) = cluster::traffic_policy(route_cfg, &dest.subset);
-            if !dest.subset.is_empty() && subset_labels.is_none() {
-                ex.flags.add(flags::NO_ROUTE);
-                ex.details = format!("subset {:?} not defined for {}", dest.subset, svc.hostname);
-                return local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no cluster for destination subset\n",
-                );
-            }
-            let key = ClusterKey {
-                namespace: svc.namespace.clone(),
-                hostname: svc.hostname.clone(),
-                port: dport,
-                subset: dest.subset.clone(),
-            };
-            let proto = cluster::upstream_proto(svc, dport, policy, is_grpc(&parts.headers));
-            let cl = self.inner.clusters.get(key, policy, proto);
-            ex.cluster = Some(cl.clone());
-            let all = cl.endpoints(snap, svc, subset_labels);
-            (cl, all)
+        let (cl, all) = match self.cluster_for(cfg, dest, port, parts, ex) {
+            Ok(c) => c,
+            Err(why) => return local(StatusCode::SERVICE_UNAVAILABLE, why),
         };
-        let mut hash = cl
-            .lb
-            .policy
-            .request_hash(parts, conn.source.map(|s| s.ip()));
-        if hash.is_none() {
-            // Cookie affinity without the cookie: generate one, as Envoy does.
-            if let Some((name, ttl)) = cl.lb.policy.cookie_to_generate() {
-                let value = format!("{:016x}", rand::random::<u64>());
-                hash = Some(crate::lb::hash_str(&value));
-                let max_age = if ttl.is_zero() {
-                    String::new()
-                } else {
-                    format!("; Max-Age={}", ttl.as_secs().max(1))
-                };
-                ex.set_cookie = Some(format!("{name}={value}{max_age}; HttpOnly"));
-            }
-        }
+        let hash = affinity_hash(&cl, parts, conn, ex);
 
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retry_slot = None;
@@ -870,6 +796,74 @@ impl L7Service {
                 }
             };
         }
+    }
+
+    /// The cluster a request to `dest` goes to, and its endpoints: the workload itself
+    /// for a request addressed to a pod IP, else the destination service's (subset)
+    /// cluster. `Err`: why there is none (a 503's body).
+    fn cluster_for<'a>(
+        &self,
+        cfg: &'a Compiled,
+        dest: &pb::Destination,
+        port: u16,
+        parts: &http::request::Parts,
+        ex: &mut Exchange<'a>,
+    ) -> Result<(Arc<Cluster>, cluster::Endpoints), &'static str> {
+        let snap = &cfg.snapshot;
+        if let Some(ep) = ex.direct.clone() {
+            // Addressed to a pod IP: no service, straight to that workload.
+            let key = ClusterKey {
+                namespace: ep.namespace.clone(),
+                hostname: ep.addr.ip().to_string(),
+                port: ep.addr.port(),
+                subset: String::new(),
+            };
+            let proto = if is_grpc(&parts.headers) {
+                Proto::Http2
+            } else {
+                Proto::Http1
+            };
+            let cl = self.inner.clusters.get(key, None, proto);
+            ex.cluster = Some(cl.clone());
+            return Ok((cl, Arc::new(vec![ep])));
+        }
+        // The routed service's namespace (a synthetic pod service is handled above).
+        let ns: Cow<'a, str> = match &ex.service {
+            Some(Cow::Borrowed(s)) => {
+                let s: &'a pb::Service = s;
+                Cow::Borrowed(s.namespace.as_str())
+            }
+            Some(Cow::Owned(s)) => Cow::Owned(s.namespace.clone()),
+            None => Cow::Borrowed(""),
+        };
+        let Some(svc) = snap.service_by_host(&dest.host, &ns) else {
+            ex.flags.add(flags::NO_ROUTE);
+            ex.details = "cluster_not_found".into();
+            return Err("no cluster for destination\n");
+        };
+        let dport = if dest.port != 0 {
+            dest.port as u16
+        } else {
+            port
+        };
+        let route_cfg = cfg.route_config(&svc.namespace, &svc.hostname);
+        let (policy, subset_labels) = cluster::traffic_policy(route_cfg, &dest.subset);
+        if !dest.subset.is_empty() && subset_labels.is_none() {
+            ex.flags.add(flags::NO_ROUTE);
+            ex.details = format!("subset {:?} not defined for {}", dest.subset, svc.hostname);
+            return Err("no cluster for destination subset\n");
+        }
+        let key = ClusterKey {
+            namespace: svc.namespace.clone(),
+            hostname: svc.hostname.clone(),
+            port: dport,
+            subset: dest.subset.clone(),
+        };
+        let proto = cluster::upstream_proto(svc, dport, policy, is_grpc(&parts.headers));
+        let cl = self.inner.clusters.get(key, policy, proto);
+        ex.cluster = Some(cl.clone());
+        let all = cl.endpoints(snap, svc, subset_labels);
+        Ok((cl, all))
     }
 
     /// One try against one endpoint.
@@ -1045,6 +1039,32 @@ impl L7Service {
             },
         }
     }
+}
+
+/// The consistent-hash key of a request for `cl`'s load balancer, if it hashes. Cookie
+/// affinity without the cookie generates one, as Envoy does, to be set on the response.
+fn affinity_hash(
+    cl: &Cluster,
+    parts: &http::request::Parts,
+    conn: &ConnContext,
+    ex: &mut Exchange<'_>,
+) -> Option<u64> {
+    let hash = cl
+        .lb
+        .policy
+        .request_hash(parts, conn.source.map(|s| s.ip()));
+    if hash.is_some() {
+        return hash;
+    }
+    let (name, ttl) = cl.lb.policy.cookie_to_generate()?;
+    let value = format!("{:016x}", rand::random::<u64>());
+    let max_age = if ttl.is_zero() {
+        String::new()
+    } else {
+        format!("; Max-Age={}", ttl.as_secs().max(1))
+    };
+    ex.set_cookie = Some(format!("{name}={value}{max_age}; HttpOnly"));
+    Some(crate::lb::hash_str(&value))
 }
 
 /// The route to the service itself, for a service without HTTP routes of its own.
