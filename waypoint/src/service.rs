@@ -305,22 +305,8 @@ impl L7Service {
             None => (Arc::new(make_labels()), None),
         };
         let trace = ex.trace.take().filter(Active::is_reported).map(|t| {
-            let mut attrs = std::mem::take(&mut ex.span_attrs);
-            attrs.response_flags = labels.response_flags.clone();
-            attrs.upstream_cluster = ex
-                .cluster
-                .as_ref()
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            attrs.source_workload = labels.source_workload.clone();
-            attrs.source_namespace = labels.source_workload_namespace.clone();
-            attrs.source_principal = labels.source_principal.clone();
-            attrs.destination_workload = labels.destination_workload.clone();
-            attrs.destination_namespace = labels.destination_workload_namespace.clone();
-            attrs.destination_principal = labels.destination_principal.clone();
-            attrs.destination_service = labels.destination_service.clone();
-            let host = ex.service.as_ref().map_or("", |s| s.hostname.as_str());
-            (t, attrs, format!("{host}:{}/*", ex.port))
+            let (attrs, name) = server_span(&mut ex, &labels);
+            (t, attrs, name)
         });
         let mut cel = ex.cel.take();
         if let Some(c) = cel.as_mut() {
@@ -341,34 +327,7 @@ impl L7Service {
             ),
         };
         let mut entry = match (logged, log.enabled()) {
-            (Some(r), true) => Some(Entry {
-                start_time: humantime(wall),
-                method: r.method,
-                path: r.path,
-                protocol: r.protocol.to_string(),
-                response_code: status,
-                response_flags: ex.flags.render(),
-                response_code_details: ex.details.clone(),
-                upstream_host: ex
-                    .upstream
-                    .as_ref()
-                    .map(|u| u.addr.to_string())
-                    .unwrap_or_default(),
-                upstream_cluster: ex
-                    .cluster
-                    .as_ref()
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default(),
-                route_name: std::mem::take(&mut ex.route),
-                authority: r.authority,
-                downstream_remote_address: conn.source.map(|s| s.to_string()).unwrap_or_default(),
-                source_principal: conn.source_identity.clone().unwrap_or_default(),
-                request_id,
-                user_agent: r.user_agent,
-                attempts: ex.attempts,
-                authz_policy: ex.policy.clone(),
-                ..Default::default()
-            }),
+            (Some(r), true) => Some(log_entry(r, &mut ex, conn, status, wall, request_id)),
             _ => None,
         };
         let (parts, b) = resp.into_parts();
@@ -1038,6 +997,67 @@ impl L7Service {
                 "none".into()
             },
         }
+    }
+}
+
+/// The server span's attributes (the request's, completed with the metric labels) and
+/// its name, `<service hostname>:<port>/*`.
+fn server_span(ex: &mut Exchange<'_>, labels: &RequestLabels) -> (Attributes, String) {
+    let mut attrs = std::mem::take(&mut ex.span_attrs);
+    attrs.response_flags = labels.response_flags.clone();
+    attrs.upstream_cluster = ex
+        .cluster
+        .as_ref()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    attrs.source_workload = labels.source_workload.clone();
+    attrs.source_namespace = labels.source_workload_namespace.clone();
+    attrs.source_principal = labels.source_principal.clone();
+    attrs.destination_workload = labels.destination_workload.clone();
+    attrs.destination_namespace = labels.destination_workload_namespace.clone();
+    attrs.destination_principal = labels.destination_principal.clone();
+    attrs.destination_service = labels.destination_service.clone();
+    let host = ex.service.as_ref().map_or("", |s| s.hostname.as_str());
+    (attrs, format!("{host}:{}/*", ex.port))
+}
+
+/// The access log entry of a finished exchange (its byte counts and duration are added
+/// when the response body ends).
+fn log_entry(
+    r: LoggedRequest,
+    ex: &mut Exchange<'_>,
+    conn: &ConnContext,
+    status: u16,
+    wall: std::time::SystemTime,
+    request_id: String,
+) -> Entry {
+    Entry {
+        start_time: humantime(wall),
+        method: r.method,
+        path: r.path,
+        protocol: r.protocol.to_string(),
+        response_code: status,
+        response_flags: ex.flags.render(),
+        response_code_details: ex.details.clone(),
+        upstream_host: ex
+            .upstream
+            .as_ref()
+            .map(|u| u.addr.to_string())
+            .unwrap_or_default(),
+        upstream_cluster: ex
+            .cluster
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+        route_name: std::mem::take(&mut ex.route),
+        authority: r.authority,
+        downstream_remote_address: conn.source.map(|s| s.to_string()).unwrap_or_default(),
+        source_principal: conn.source_identity.clone().unwrap_or_default(),
+        request_id,
+        user_agent: r.user_agent,
+        attempts: ex.attempts,
+        authz_policy: ex.policy.clone(),
+        ..Default::default()
     }
 }
 
