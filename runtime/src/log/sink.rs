@@ -17,8 +17,11 @@ pub fn dropped_lines() -> u64 {
     sinks.iter().map(|c| c.dropped_lines() as u64).sum()
 }
 
-/// How many lines may wait for the writer thread before new ones are dropped.
-pub const BUFFERED_LINES: usize = 64 * 1024;
+/// How many lines may wait for the writer thread before new ones are dropped: seconds of
+/// access logs at thousands of requests per second. The queue's slots are allocated up
+/// front (32 bytes each, 256 KiB here), so a larger one would cost idle memory in every
+/// proxy.
+pub const BUFFERED_LINES: usize = 8 * 1024;
 
 /// The standard stream a sink writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
