@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -22,10 +23,36 @@ pub struct WaypointEntry {
     pub authz_policy: String,
 }
 
+/// How long a log file must stay unchanged before it is read.
+const QUIET: Duration = Duration::from_millis(100);
+/// The longest wait for it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(3);
+
+/// The text of a process's log file once its writer has caught up. The proxies write
+/// log lines from a thread of their own, a moment after the request they describe, so
+/// the file is read only after it has not grown for [`QUIET`] (waiting
+/// [`SETTLE_LIMIT`] at most).
+pub fn read_settled(log: &Path) -> String {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let mut last = len(log);
+    let mut still_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = len(log);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= QUIET {
+            break;
+        }
+    }
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
 /// Every JSON access log line in the waypoint's stdout.
 pub fn waypoint_entries(stdout: &Path) -> Vec<WaypointEntry> {
-    std::fs::read_to_string(stdout)
-        .unwrap_or_default()
+    read_settled(stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
@@ -43,7 +70,7 @@ pub struct ZtunnelEntry {
 }
 
 pub fn ztunnel_entries(stdout: &Path) -> Vec<ZtunnelEntry> {
-    let text = std::fs::read_to_string(stdout).unwrap_or_default();
+    let text = read_settled(stdout);
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "access")
@@ -68,8 +95,7 @@ pub fn ztunnel_entries(stdout: &Path) -> Vec<ZtunnelEntry> {
 
 /// `fields.<field>` of the last JSON log line whose message is `message`.
 pub fn last_field(log: &Path, message: &str, field: &str) -> Option<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
+    read_settled(log)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["fields"]["message"] == message)
@@ -97,7 +123,7 @@ pub fn strip_ansi(text: &str) -> String {
 
 /// The `key=value` value of `key` on each line of `log` containing `needle`.
 pub fn field_on_lines(log: &Path, needle: &str, key: &str) -> Vec<String> {
-    let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+    let text = strip_ansi(&read_settled(log));
     let prefix = format!("{key}=");
     text.lines()
         .filter(|l| l.contains(needle))
