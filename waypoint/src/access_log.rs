@@ -66,7 +66,7 @@ impl AccessLog {
         };
         match self {
             AccessLog::Off => {}
-            AccessLog::Sink(s) => s.line(&line),
+            AccessLog::Sink(s) => s.line(line),
             AccessLog::Memory(v) => v.lock().unwrap_or_else(|e| e.into_inner()).push(line),
         }
     }

@@ -91,12 +91,10 @@ impl LineSink {
 
     /// Queues `line` and a newline. Never blocks: with the queue full the line is dropped
     /// and counted.
-    pub fn line(&self, line: &str) {
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
+    pub fn line(&self, mut line: String) {
+        line.push('\n');
         // One write call is one queued message: the line stays whole.
-        let _ = self.tx.clone().write(&buf);
+        let _ = self.tx.clone().write(line.as_bytes());
     }
 
     /// Lines dropped so far because the writer was too far behind.
@@ -177,7 +175,7 @@ mod tests {
         assert!(
             finishes(move || {
                 for i in 0..500 {
-                    s.line(&format!("line {i}"));
+                    s.line(format!("line {i}"));
                 }
             }),
             "writing to a sink blocked while its reader was stuck"
@@ -200,7 +198,7 @@ mod tests {
         let s = sink.clone();
         assert!(finishes(move || {
             for i in 0..100 {
-                s.line(&format!("line {i}"));
+                s.line(format!("line {i}"));
             }
         }));
         // The thread may hold one line while stuck; the queue holds ten more.
