@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -156,14 +156,7 @@ impl Pool {
     }
 
     pub fn stats(&self) -> PoolStats {
-        let open = self
-            .inner
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(Vec::len)
-            .sum();
+        let open = lock(&self.inner.conns).values().map(Vec::len).sum();
         PoolStats {
             connections_opened: self.inner.connections_opened.load(Ordering::Relaxed),
             connections_open: open,
@@ -190,11 +183,7 @@ impl Pool {
                 Some(c) => (c, false),
                 None => {
                     let lock = {
-                        let mut d = self
-                            .inner
-                            .dialing
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
+                        let mut d = lock(&self.inner.dialing);
                         d.entry(key.clone()).or_default().clone()
                     };
                     let _dialing = lock.lock().await;
@@ -282,11 +271,7 @@ impl Pool {
 
     /// A pooled connection for `key` with room for one more stream, reserving the slot.
     fn checkout(&self, key: &PoolKey) -> Option<Arc<PooledConn>> {
-        let conns = self
-            .inner
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let conns = lock(&self.inner.conns);
         let c = conns.get(key)?.iter().find(|c| {
             !c.closed.load(Ordering::Acquire)
                 && c.active.load(Ordering::Acquire) < self.settings.max_streams_per_conn
@@ -354,10 +339,7 @@ impl Pool {
         self.inner
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner.conns)
             .entry(key.clone())
             .or_default()
             .push(conn.clone());
@@ -393,11 +375,7 @@ impl Pool {
             }
             tokio::time::sleep(self.settings.idle_timeout).await;
             // Retire under the pool lock so no checkout races with closing.
-            let conns = self
-                .inner
-                .conns
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let conns = lock(&self.inner.conns);
             if conn.active.load(Ordering::Acquire) == 0 {
                 conn.closed.store(true, Ordering::Release);
                 drop(conns);
@@ -408,11 +386,7 @@ impl Pool {
     }
 
     fn remove(&self, key: &PoolKey, id: u64) {
-        let mut conns = self
-            .inner
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut conns = lock(&self.inner.conns);
         if let Some(list) = conns.get_mut(key) {
             list.retain(|c| {
                 if c.id == id {
@@ -422,11 +396,7 @@ impl Pool {
             });
             if list.is_empty() {
                 conns.remove(key);
-                self.inner
-                    .dialing
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(key);
+                lock(&self.inner.dialing).remove(key);
             }
         }
     }
@@ -447,4 +417,8 @@ async fn keepalive(pinger: Option<h2::PingPong>, interval: Duration, timeout: Du
             Err(_) => return,
         }
     }
+}
+/// The pool's maps stay usable after a panic elsewhere: a poisoned lock is taken over.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
