@@ -418,6 +418,7 @@ async fn keepalive(pinger: Option<h2::PingPong>, interval: Duration, timeout: Du
         }
     }
 }
+
 /// The pool's maps stay usable after a panic elsewhere: a poisoned lock is taken over.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
