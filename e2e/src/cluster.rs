@@ -7,8 +7,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::kind_ptp::KindPtp;
 use crate::netns::{self, ip_in};
-use crate::topology::{self, Node, Pod, Service, MAX_NODES, MAX_PODS_PER_NODE};
+use crate::topology::{self, Network, Node, Pod, Service, MAX_NODES, MAX_PODS_PER_NODE};
 use crate::{names, HarnessError};
 
 /// Root of BPF pins of Meshwork nodes; a harness node's pins are `<root>/<node netns>`.
@@ -20,9 +21,16 @@ pub struct ClusterBuilder {
     pods_per_node: usize,
     named_pods: Vec<(String, usize)>,
     services: Vec<(String, Ipv4Addr, u16, u16, Vec<String>)>,
+    network: Network,
 }
 
 impl ClusterBuilder {
+    /// How pods are wired (default [`Network::Bridge`]).
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
         self
@@ -133,8 +141,14 @@ impl ClusterBuilder {
             path: log_dir.clone(),
             source,
         })?;
-        let cluster = Cluster {
+        let kind = match self.network {
+            Network::Bridge => None,
+            Network::KindPtp => Some(KindPtp::new(&nodes, cni_data_dir(&run_id))?),
+        };
+        let mut cluster = Cluster {
             fabric: format!("{run_id}-fab"),
+            network: self.network,
+            kind,
             run_id,
             nodes,
             pods,
@@ -160,6 +174,9 @@ struct Process {
 /// namespaces.
 pub struct Cluster {
     run_id: String,
+    network: Network,
+    /// The CNI runtime of [`Network::KindPtp`].
+    kind: Option<KindPtp>,
     fabric: String,
     nodes: Vec<Node>,
     pods: Vec<Pod>,
@@ -176,6 +193,15 @@ impl Cluster {
 
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// The CNI runtime of the nodes ([`Network::KindPtp`] only).
+    pub fn cni(&self) -> Option<&KindPtp> {
+        self.kind.as_ref()
     }
 
     pub fn fabric_netns(&self) -> &str {
@@ -397,16 +423,22 @@ impl Cluster {
     }
 
     fn add_netns(&self, name: &str) -> Result<(), HarnessError> {
+        self.add_bare_netns(name)?;
+        ip_in(name, &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// A namespace as a container runtime creates a sandbox's: `lo` still down.
+    fn add_bare_netns(&self, name: &str) -> Result<(), HarnessError> {
         netns::ip(&["netns", "add", name])?;
         self.created
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(name.to_string());
-        ip_in(name, &["link", "set", "lo", "up"])?;
         Ok(())
     }
 
-    fn create(&self) -> Result<(), HarnessError> {
+    fn create(&mut self) -> Result<(), HarnessError> {
         let fab = self.fabric.as_str();
         self.add_netns(fab)?;
         ip_in(fab, &["link", "add", "br0", "type", "bridge"])?;
@@ -442,6 +474,40 @@ impl Cluster {
                 )?;
             }
         }
+        match self.network {
+            Network::Bridge => self.create_bridge_pods()?,
+            Network::KindPtp => self.create_cni_pods()?,
+        }
+        tracing::info!(run = %self.run_id, network = self.network.name(), nodes = self.nodes.len(), pods = self.pods.len(), "cluster up");
+        Ok(())
+    }
+
+    /// Pods through the nodes' CNI runtime; their addresses and host veths are what the
+    /// plugins report. Then kube-proxy's chains for the services.
+    fn create_cni_pods(&mut self) -> Result<(), HarnessError> {
+        let kind = self
+            .kind
+            .as_ref()
+            .expect("KindPtp cluster has a CNI runtime");
+        // A kind node has a default route (the docker network's gateway), so a VIP is
+        // routable and meets kube-proxy's FORWARD-side chains; here the fabric's .254.
+        for n in &self.nodes {
+            let gw = Ipv4Addr::new(10, 250, 0, 254).to_string();
+            ip_in(
+                &n.netns,
+                &["route", "add", "default", "via", &gw, "dev", &n.uplink],
+            )?;
+        }
+        for i in 0..self.pods.len() {
+            self.add_bare_netns(&self.pods[i].netns)?;
+            let (ip, veth) = kind.add_pod(&self.pods[i])?;
+            self.pods[i].ip = ip;
+            self.pods[i].host_veth = veth;
+        }
+        kind.install_services(&self.nodes, &self.pods, &self.services)
+    }
+
+    fn create_bridge_pods(&self) -> Result<(), HarnessError> {
         for p in &self.pods {
             let node = &self.nodes[p.node_index];
             self.add_netns(&p.netns)?;
@@ -484,7 +550,6 @@ impl Cluster {
                 &["route", "add", "default", "via", &gw, "dev", "eth0"],
             )?;
         }
-        tracing::info!(run = %self.run_id, nodes = self.nodes.len(), pods = self.pods.len(), "cluster up");
         Ok(())
     }
 
@@ -497,6 +562,9 @@ impl Cluster {
         }
         for n in &self.nodes {
             remove_pins(&n.netns);
+        }
+        if let Some(kind) = &self.kind {
+            kind.teardown();
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
         for ns in created.iter().rev() {
@@ -514,6 +582,13 @@ impl Drop for Cluster {
     }
 }
 
+/// host-local's state directory of a run (`<tmp>/meshwork-e2e/<run>-cni`).
+fn cni_data_dir(run_id: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("meshwork-e2e")
+        .join(format!("{run_id}-cni"))
+}
+
 fn remove_pins(node: &str) {
     let dir = PathBuf::from(BPF_PIN_ROOT).join(node);
     if dir.exists() {
@@ -529,6 +604,14 @@ pub fn cleanup_stale() {
         if names::is_stale(&ns) {
             tracing::info!(netns = %ns, "removing stale namespace");
             netns::delete_netns(&ns);
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir().join("meshwork-e2e")) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-cni") && names::is_stale(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
     if let Ok(dir) = std::fs::read_dir(BPF_PIN_ROOT) {

@@ -25,6 +25,8 @@ pub enum HarnessError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cni(#[from] crate::cni::CniError),
     #[error("timed out after {millis} ms waiting for {what}")]
     Timeout { what: String, millis: u64 },
 }

@@ -4,8 +4,11 @@
 pub mod bench;
 pub mod capability;
 mod cluster;
+pub mod cni;
 mod error;
 pub mod floor;
+pub mod kind_ptp;
+pub mod kube_proxy;
 mod manifests;
 mod mesh;
 pub mod names;
@@ -21,7 +24,7 @@ pub use mesh::{
     CONTROL_PLANE_GRPC_PORT, CONTROL_PLANE_IP, WAYPOINT_ADMIN_PORT, WAYPOINT_READINESS_PORT,
     ZTUNNEL_METRICS_PORT,
 };
-pub use topology::{Node, Pod, Service};
+pub use topology::{Network, Node, Pod, Service};
 pub mod pcap;
 pub mod scenarios;
 pub mod target;

@@ -12,6 +12,27 @@ use crate::HarnessError;
 pub const MAX_NODES: usize = 200;
 pub const MAX_PODS_PER_NODE: usize = 200;
 
+/// How pods are wired into their node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The harness's own plan: fixed addresses, a veth per pod with the gateway on it.
+    #[default]
+    Bridge,
+    /// kind's default network from real parts: pods set up by the reference CNI plugins
+    /// (`ptp` + `host-local`, addresses from host-local), services as kube-proxy iptables
+    /// chains in every node (see [`crate::kind_ptp`]).
+    KindPtp,
+}
+
+impl Network {
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Bridge => "bridge",
+            Network::KindPtp => "kind-ptp",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     /// `n<i>`.
@@ -40,13 +61,15 @@ pub struct Pod {
     pub node: String,
     pub node_index: usize,
     pub netns: String,
+    /// Its address (with [`Network::KindPtp`]: the one host-local gave it).
     pub ip: Ipv4Addr,
-    /// Host-side veth in the node namespace.
+    /// Host-side veth in the node namespace (with [`Network::KindPtp`]: ptp's).
     pub host_veth: String,
 }
 
-/// A ClusterIP service: a VIP resolved by the mesh (the harness has no kube-proxy, so a
-/// VIP is only reachable through ztunnel).
+/// A ClusterIP service: a VIP resolved by the mesh (on [`Network::Bridge`] there is no
+/// kube-proxy, so a VIP is only reachable through ztunnel; [`Network::KindPtp`] writes
+/// kube-proxy's chains for it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
