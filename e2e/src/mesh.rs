@@ -16,7 +16,7 @@ use crate::netns;
 use crate::pcap::{self, Capture};
 use crate::scenarios::fixture;
 use crate::target::{HttpSummary, MeshTarget, ScenarioError};
-use crate::{Cluster, HarnessError};
+use crate::{Cluster, HarnessError, Network};
 
 /// Address of the control plane in the fabric namespace.
 pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 254);
@@ -147,9 +147,26 @@ impl NetnsMesh {
     /// Builds the fixture cluster and starts everything; ready when `client` reaches
     /// `orders-remote`.
     pub fn start(bins: Binaries) -> Result<Self, ScenarioError> {
-        let mut b = Cluster::builder().nodes(2);
+        Self::start_on(bins, Network::Bridge)
+    }
+
+    /// As [`NetnsMesh::start`] on a cluster of the given network flavour (with
+    /// [`Network::KindPtp`] the fixture's services also get kube-proxy chains).
+    pub fn start_on(bins: Binaries, network: Network) -> Result<Self, ScenarioError> {
+        let mut b = Cluster::builder().nodes(2).network(network);
         for (name, _, node, ..) in fixture::PODS {
             b = b.pod(name, *node);
+        }
+        if network == Network::KindPtp {
+            for (svc, _, vip, backends) in fixture::SERVICES {
+                b = b.service(
+                    svc,
+                    *vip,
+                    fixture::SERVICE_PORT,
+                    fixture::APP_PORT,
+                    backends,
+                );
+            }
         }
         let cluster = b.build()?;
         let yaml = crate::manifests::fixture_manifests(&cluster)?;
