@@ -69,7 +69,7 @@ pub struct KindPtp {
     data_dir: PathBuf,
     /// Per node index: (loopback, pod network).
     networks: Vec<(CniNetwork, CniNetwork)>,
-    /// Pod name → its attachments, in creation order of the map's keys.
+    /// Pod name → its attachments (the runtime's cache of ADD results).
     sandboxes: Mutex<BTreeMap<String, Sandbox>>,
 }
 

@@ -179,6 +179,15 @@ fn kind_ptp_del_removes_interfaces_and_releases_ipam() {
         "a second DEL of a gone sandbox"
     );
 
+    // CHECK is the plugins' own: a pod whose address was removed fails it, naming ptp.
+    c.exec_in(
+        "n0-p0",
+        Command::new("ip").args(["addr", "flush", "dev", "eth0"]),
+    )
+    .unwrap();
+    let e = kind.check_pod("n0-p0").unwrap_err().to_string();
+    assert!(e.starts_with("CNI plugin ptp CHECK: error "), "{e}");
+
     // A plugin's error result surfaces with its name and code, and the failed ADD is
     // rolled back (host-local's lease released by the DEL that follows).
     let net = kind.pod_network(0).unwrap();
