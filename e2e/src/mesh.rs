@@ -688,6 +688,16 @@ impl MeshTarget for NetnsMesh {
         pcap::parse(&data).map_err(|e| ScenarioError::Target(e.to_string()))
     }
 
+    fn ztunnel_metrics(&self, node: &str) -> Result<String, ScenarioError> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ZTUNNEL_METRICS_PORT));
+        match self.http_in(node, addr, "/metrics")? {
+            (200, body) => Ok(body),
+            (status, body) => Err(ScenarioError::Target(format!(
+                "ztunnel metrics on {node}: {status} {body}"
+            ))),
+        }
+    }
+
     /// Handover, as a rolling update with surge would do it: the new ztunnel starts while
     /// the old one still serves (listeners shared with SO_REUSEPORT, pins adopted), and the
     /// old one is told to drain once the new one is ready.

@@ -343,3 +343,37 @@ pub fn ztunnel_restart_under_load(t: &dyn MeshTarget) -> Result<(), ScenarioErro
     })?;
     pod_segments_only_hbone(scenario, &cap, &marker)
 }
+
+/// Connections opened by `node`'s ztunnel as the client side towards `service` (the sum of
+/// its `istio_tcp_connections_opened_total{reporter="source",destination_service=...}`).
+fn opened_to_service(t: &dyn MeshTarget, node: &str, fqdn: &str) -> Result<u64, ScenarioError> {
+    let text = t.ztunnel_metrics(node)?;
+    let service = format!("destination_service=\"{fqdn}\"");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .filter(|l| l.contains("reporter=\"source\"") && l.contains(&service))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// A request to a service VIP reaches the client's ztunnel *as service traffic*: it sees
+/// the VIP (and so can route by service: waypoints, VirtualServices), not an endpoint that
+/// something before it (kube-proxy's DNAT) already chose.
+pub fn service_vip_seen_by_ztunnel(t: &dyn MeshTarget) -> Result<(), ScenarioError> {
+    let scenario = "service_vip_seen_by_ztunnel";
+    let fqdn = "orders-remote.production.svc.cluster.local";
+    let before = opened_to_service(t, "n0", fqdn)?;
+    let url = t.service_url("orders-remote", "/api/orders")?;
+    let s = t.http_get("client", &url, &[], 3)?;
+    expect_all_ok(scenario, &s, "v1")?;
+    let after = opened_to_service(t, "n0", fqdn)?;
+    // The test app reuses one connection for its requests: at least one is counted.
+    if after <= before {
+        return Err(fail(
+            scenario,
+            format!("n0's ztunnel counted no connection to {fqdn} for requests to its VIP"),
+        ));
+    }
+    Ok(())
+}

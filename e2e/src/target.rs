@@ -74,6 +74,8 @@ pub trait MeshTarget: Sync {
     ) -> Result<Capture, ScenarioError>;
     /// Restarts the ztunnel of `node` (new process; old one drained/stopped).
     fn restart_ztunnel(&self, node: &str) -> Result<(), ScenarioError>;
+    /// The Prometheus text of `node`'s ztunnel metrics (`istio_tcp_*`).
+    fn ztunnel_metrics(&self, node: &str) -> Result<String, ScenarioError>;
     /// How long configuration changes may take to apply.
     fn settle(&self) -> Duration {
         Duration::from_secs(2)

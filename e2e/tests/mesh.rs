@@ -36,6 +36,10 @@ fn scenarios_on_netns_mesh() {
             "ztunnel_restart_under_load",
             scenarios::ztunnel_restart_under_load,
         ),
+        (
+            "service_vip_seen_by_ztunnel",
+            scenarios::service_vip_seen_by_ztunnel,
+        ),
     ];
     let mut failures = Vec::new();
     // Each ztunnel enrolled exactly its node's pods of ambient namespaces.
