@@ -30,6 +30,7 @@ pub mod routing;
 pub mod run;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod sniff;
 pub mod target;
 pub mod tcp;
