@@ -24,6 +24,7 @@ pub mod lb;
 pub mod metrics;
 pub mod outlier;
 pub mod pool;
+pub mod request_end;
 pub mod retry;
 pub mod rewrite;
 pub mod routing;
