@@ -339,6 +339,7 @@ async fn attack_sigterm_serves_all_in_flight_requests_then_exits_early() {
         .await
         .expect("waypoint still running 10 s after SIGTERM with nothing in flight");
     let took = sent.elapsed();
+    eprintln!("in-flight drain: exited {took:?} after SIGTERM (drain period {DRAIN})");
     assert!(status.success(), "exit status {status}");
     // The requests had about 1.5 s left; the drain period is 30 s.
     assert!(
@@ -371,6 +372,10 @@ async fn attack_idle_connections_do_not_hold_a_draining_waypoint() {
     let status = exit_within(&mut w.child, Duration::from_secs(10))
         .await
         .expect("an idle waypoint must not wait out the 30 s drain period");
+    eprintln!(
+        "idle drain: exited {:?} after SIGTERM (drain period {DRAIN})",
+        sent.elapsed()
+    );
     assert!(status.success(), "exit status {status}");
     assert!(
         sent.elapsed() < Duration::from_secs(10),
