@@ -3,10 +3,12 @@
 //! - [`log`]: logs and access logs through a writer thread;
 //! - [`accept`]: accept loops that outlive resource errors (`EMFILE`) instead of spinning
 //!   or stopping;
+//! - [`drain`]: graceful shutdown: stop accepting, let in-flight work finish, bounded;
 //! - [`limits`]: the open-files limit raised to what the process may use;
 //! - [`socket`]: `TCP_NODELAY` and keepalive on every proxied socket.
 
 pub mod accept;
+pub mod drain;
 pub mod limits;
 pub mod log;
 pub mod socket;

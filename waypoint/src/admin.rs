@@ -27,7 +27,7 @@ use crate::service::L7Service;
 pub struct Admin {
     pub registry: Arc<Registry>,
     pub config: ConfigHandle,
-    /// Ready once a certificate is loaded (set by the binary).
+    /// Ready once a certificate is loaded, unready again once draining (set by the binary).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The proxy, for cluster and endpoint state (`/clusters`).
     pub service: Option<L7Service>,
@@ -68,7 +68,7 @@ impl Admin {
                 } else {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("not ready: config synced={synced}, certificate={ready}\n"),
+                        format!("not ready: config synced={synced}, serving={ready} (false: no certificate yet, or draining)\n"),
                     )
                 }
             }

@@ -14,11 +14,10 @@ use meshwork_identity::{SpiffeId, TrustBundle};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_model::token::TokenSource;
-use meshwork_runtime::accept::accept;
+use meshwork_runtime::drain::{accept_until, Drain};
 use meshwork_runtime::log::{LineSink, Stream};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::access_log::AccessLog;
@@ -29,6 +28,7 @@ use crate::connector::{Connector, TcpConnector};
 use crate::hbone::{HboneConnector, WaypointHandler};
 use crate::server::{serve_connection, ServerLimits};
 use crate::service::{ConnContext, L7Service, Options};
+use crate::shutdown;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -109,6 +109,16 @@ pub struct Args {
     pub no_access_log: bool,
     #[arg(long, default_value_t = 60 * 1024)]
     pub max_header_bytes: usize,
+    /// On SIGTERM, how long to keep serving the requests and tunnels in flight (Istio's
+    /// `terminationDrainDuration`). Readiness fails and the listeners close at once; the
+    /// process exits as soon as nothing is in flight, or when this period ends.
+    #[arg(
+        long,
+        env = "MESHWORK_TERMINATION_DRAIN_DURATION",
+        default_value = shutdown::DEFAULT_DRAIN,
+        value_parser = shutdown::parse_duration
+    )]
+    pub termination_drain_duration: Duration,
     /// Send trace spans (OTLP/gRPC) here, `host:port` or URL, instead of the Telemetry
     /// provider's service.
     #[arg(long, env = "MESHWORK_OTLP_ENDPOINT")]
@@ -158,7 +168,7 @@ impl Args {
     }
 }
 
-/// Runs the waypoint until SIGTERM/SIGINT.
+/// Runs the waypoint until SIGTERM/SIGINT, then drains (see [`shutdown`]).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.insecure && (args.upstream != Upstream::Plain || args.http_addr.is_none()) {
         anyhow::bail!("--insecure needs --upstream plain and --http-addr");
@@ -247,11 +257,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         &mut registry,
     );
+    let drain = Drain::new();
     let limits = Arc::new(ServerLimits {
         max_header_bytes: args.max_header_bytes,
+        drain: drain.clone(),
         ..Default::default()
     });
-    let drain = CancellationToken::new();
 
     let admin = Admin {
         registry: Arc::new(registry),
@@ -278,12 +289,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let svc = svc.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            loop {
-                let (s, peer) = accept(&l, "http").await;
+            // Dropping the listener when the drain starts refuses new connections.
+            while let Some((s, peer)) = accept_until(&l, "http", &limits.drain).await {
                 let _ = meshwork_runtime::socket::tune(&s);
                 let svc = svc.clone();
                 let limits = limits.clone();
-                tokio::spawn(async move {
+                limits.drain.clone().spawn(async move {
                     let ctx = ConnContext {
                         source_identity: None,
                         source: Some(peer),
@@ -309,14 +320,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let drain = drain.clone();
         tokio::spawn(async move {
             let server = Server::new(H2Settings::default());
-            loop {
-                let (s, peer) = accept(&l, "hbone").await;
+            while let Some((s, peer)) = accept_until(&l, "hbone", &drain).await {
                 let _ = meshwork_runtime::socket::tune(&s);
                 let local = s.local_addr().unwrap_or(peer);
-                let (server, tls, handler, drain) =
-                    (server.clone(), tls.clone(), handler.clone(), drain.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = server.serve_tls(s, tls, peer, local, handler, drain).await {
+                let (server, tls, handler, goaway) =
+                    (server.clone(), tls.clone(), handler.clone(), drain.token());
+                // The HBONE connection sends GOAWAY when the drain starts and ends once its
+                // tunnels have.
+                drain.spawn(async move {
+                    if let Err(e) = server.serve_tls(s, tls, peer, local, handler, goaway).await {
                         warn!("HBONE connection: {e}");
                     }
                 });
@@ -324,33 +336,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    shutdown_signal().await;
-    info!("draining");
-    drain.cancel();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown::signal().await;
+    shutdown::drain(&drain, &ready, args.termination_drain_duration).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]
@@ -390,6 +378,17 @@ mod tests {
         }
         assert!(parse(&[]).waypoint().is_err());
         assert_eq!(parse(&[]).otlp_endpoint, None);
+        assert_eq!(
+            parse(&[]).termination_drain_duration,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            parse(&["--termination-drain-duration", "1.5s"]).termination_drain_duration,
+            Duration::from_millis(1500)
+        );
+        assert!(
+            Args::try_parse_from(["waypoint", "--termination-drain-duration", "soon"]).is_err()
+        );
         assert_eq!(
             parse(&["--otlp-endpoint", "127.0.0.1:4317"])
                 .otlp_endpoint

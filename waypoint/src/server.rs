@@ -9,18 +9,23 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use meshwork_runtime::drain::Drain;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::service::{ConnContext, L7Service};
 
-/// Downstream protocol limits.
+/// Downstream protocol limits, and the drain that ends downstream connections gracefully.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Largest request header block; larger gets 431 (HTTP/1.1) or a stream error (HTTP/2).
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub max_concurrent_streams: u32,
+    /// Once it starts, each connection finishes what is in flight and closes: HTTP/1.1
+    /// answers with `Connection: close` (an idle connection closes at once), HTTP/2 sends
+    /// GOAWAY. Connections are tracked by it (the caller spawns them on it).
+    pub drain: Drain,
 }
 
 impl Default for ServerLimits {
@@ -30,12 +35,14 @@ impl Default for ServerLimits {
             max_header_bytes: 60 * 1024,
             header_read_timeout: Duration::from_secs(30),
             max_concurrent_streams: 100,
+            drain: Drain::new(),
         }
     }
 }
 
-/// Serves one downstream connection until it closes. Protocol errors end the connection
-/// (after an HTTP/1.1 400/431 reply or an HTTP/2 GOAWAY), never the process.
+/// Serves one downstream connection until it closes, or until `limits.drain` has started
+/// and what was in flight is done. Protocol errors end the connection (after an HTTP/1.1
+/// 400/431 reply or an HTTP/2 GOAWAY), never the process.
 pub async fn serve_connection<IO>(io: IO, svc: L7Service, ctx: ConnContext, limits: &ServerLimits)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -59,7 +66,16 @@ where
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .timer(TokioTimer::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = limits.drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         debug!("downstream connection ended: {e}");
     }
 }

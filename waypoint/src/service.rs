@@ -33,6 +33,7 @@ use crate::label_cache::LabelQuery;
 use crate::metrics::{Metrics, RequestLabels, Series};
 use crate::outlier::Observation;
 use crate::pool::{PoolError, Proto};
+use crate::request_end::{self, RequestEnd};
 use crate::retry::{Attempt, RetryPolicy};
 use crate::rewrite;
 use crate::routing::{pick_weighted, MatchInput};
@@ -556,7 +557,7 @@ impl L7Service {
         let dest = wd.destination.as_ref().unwrap_or(&no_dest);
 
         // Body: buffer when small so retries and mirroring can replay it.
-        let mut reqbody = self.buffer(b).await;
+        let (mut reqbody, end) = self.buffer(b).await;
         let (retry, unknown) = RetryPolicy::from_pb(route.retries.as_ref());
         if !unknown.is_empty() {
             debug!(?unknown, "ignoring unknown retryOn values");
@@ -567,12 +568,24 @@ impl L7Service {
 
         let overall = (route.has_timeout && route.timeout_ms > 0)
             .then(|| Duration::from_millis(route.timeout_ms));
-        let work = self.forward(cfg, dest, port, &parts, &mut reqbody, &retry, conn, ex);
         let started = Instant::now();
+        let work = self.forward(
+            cfg,
+            dest,
+            port,
+            &parts,
+            &mut reqbody,
+            &end,
+            &retry,
+            conn,
+            ex,
+        );
         let result = match overall {
-            Some(t) => match tokio::time::timeout(t, work).await {
-                Ok(r) => r,
-                Err(_) => {
+            // As in Envoy, the route timeout starts once the request has been received in
+            // full: a slow upload is not cut while it is arriving.
+            Some(t) => tokio::select! {
+                r = work => r,
+                () = end.timer(started, t) => {
                     ex.flags.add(flags::UPSTREAM_TIMEOUT);
                     ex.details = "upstream_response_timeout".into();
                     return authz::reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
@@ -582,8 +595,10 @@ impl L7Service {
         };
         let mut resp = result.response;
         if let Some(t) = overall {
-            // The route timeout also bounds the response body, as in Envoy.
-            resp = resp.map(|b| Tracked::new(b).with_deadline(started + t).boxed());
+            // The route timeout also bounds the response body, as in Envoy (counted from the
+            // response headers when they came before the request's end).
+            let from = end.at().unwrap_or_else(Instant::now).max(started);
+            resp = resp.map(|b| Tracked::new(b).with_deadline(from + t).boxed());
         }
         headers::apply(
             route.headers.as_ref().and_then(|h| h.response.as_ref()),
@@ -604,21 +619,26 @@ impl L7Service {
         resp
     }
 
-    async fn buffer(&self, b: Tracked) -> ReqBody {
+    /// The request body, buffered when small, and when it has been received in full (now
+    /// when buffered; a streamed body is watched as it is sent upstream).
+    async fn buffer(&self, b: Tracked) -> (ReqBody, RequestEnd) {
         use hyper::body::Body as _;
         if b.is_end_stream() {
-            return ReqBody::Buffered(Bytes::new());
+            return (ReqBody::Buffered(Bytes::new()), RequestEnd::now());
         }
         let max = self.inner.opts.max_buffered_body as u64;
         match b.size_hint().upper() {
             Some(n) if n <= max => match Limited::new(b, max as usize).collect().await {
-                Ok(c) => ReqBody::Buffered(c.to_bytes()),
+                Ok(c) => (ReqBody::Buffered(c.to_bytes()), RequestEnd::now()),
                 Err(e) => {
                     debug!("request body failed: {e}");
-                    ReqBody::Stream(None)
+                    (ReqBody::Stream(None), RequestEnd::now())
                 }
             },
-            _ => ReqBody::Stream(Some(b.boxed())),
+            _ => {
+                let (b, end) = request_end::watch(b.boxed());
+                (ReqBody::Stream(Some(b)), end)
+            }
         }
     }
 
@@ -630,6 +650,7 @@ impl L7Service {
         port: u16,
         parts: &http::request::Parts,
         reqbody: &mut ReqBody,
+        end: &RequestEnd,
         retry: &RetryPolicy,
         conn: &ConnContext,
         ex: &mut Exchange<'a>,
@@ -698,7 +719,7 @@ impl L7Service {
                 .as_ref()
                 .map(|t| t.begin_client(upstream_req.headers_mut()));
             let (attempt, resp) = self
-                .attempt(&cl, &ep, upstream_req, retry.per_try_timeout)
+                .attempt(&cl, &ep, upstream_req, retry.per_try_timeout, end)
                 .await;
             if let (Some(t), Some(c)) = (&ex.trace, client_span) {
                 let status = match attempt {
@@ -825,14 +846,17 @@ impl L7Service {
         Ok((cl, all))
     }
 
-    /// One try against one endpoint.
+    /// One try against one endpoint. Its `per_try` timeout starts when the try does, or
+    /// when the request has been received in full (`end`) if that is later.
     async fn attempt(
         &self,
         cl: &Cluster,
         ep: &Endpoint,
         req: Request<Body>,
         per_try: Option<Duration>,
+        end: &RequestEnd,
     ) -> (Attempt, Result<Response<Body>, String>) {
+        let started = Instant::now();
         let fut = async {
             let mut lease = match cl.pool.acquire(&ep.target(), cl.proto).await {
                 Ok(l) => l,
@@ -871,9 +895,9 @@ impl L7Service {
             }
         };
         match per_try {
-            Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r,
-                Err(_) => (
+            Some(t) => tokio::select! {
+                r = fut => r,
+                () = end.timer(started, t) => (
                     Attempt::PerTryTimeout,
                     Err("upstream per-try timeout".into()),
                 ),

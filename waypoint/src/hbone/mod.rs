@@ -48,6 +48,8 @@ fn vouched_source(
 
 impl ConnectHandler for WaypointHandler {
     async fn handle(&self, req: ConnectRequest, responder: Responder) {
+        // A tunnel in flight keeps a draining waypoint up until it ends.
+        let _in_flight = self.limits.drain.hold();
         let Ok(destination) = req.authority.parse::<SocketAddr>() else {
             debug!(authority = %req.authority, "HBONE CONNECT target is not ip:port");
             responder.refuse(StatusCode::BAD_REQUEST);
