@@ -26,7 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 /// CONNECTs to this authority get a flood of data the client never reads.
 const FLOOD: &str = "10.0.0.66:9";
-/// What the server tries to send on each flooded stream (more than any window).
+/// CONNECTs to this authority are accepted and never read: the destination application
+/// has stopped reading what the client uploads.
+const SINK: &str = "10.0.0.67:9";
+/// What the server tries to send on each flooded stream, and the client to upload on each
+/// sink stream (more than any window).
 const FLOOD_BYTES: usize = 2 * 1024 * 1024;
 
 /// Floods `FLOOD` tunnels (counting what h2 accepted), echoes the others.
@@ -40,6 +44,12 @@ impl ConnectHandler for FloodOrEcho {
         let Ok(mut stream) = responder.accept() else {
             return;
         };
+        if req.authority == SINK {
+            // Never read; hold the stream (bounded: the test ends long before).
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(stream);
+            return;
+        }
         if req.authority != FLOOD {
             let (mut r, mut w) = tokio::io::split(stream);
             let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -160,4 +170,51 @@ async fn attack_unread_streams_do_not_stall_a_fresh_stream_of_the_same_identity(
     // Every slow stream still holds what it was sent: nothing was read or dropped.
     assert_eq!(slow.len(), 100);
     assert!(pool.stats().connections_open > 1, "{:?}", pool.stats());
+}
+
+#[tokio::test]
+async fn attack_unread_uploads_do_not_stall_a_fresh_stream_of_the_same_identity() {
+    let ca = TestCa::new(TD);
+    let addr = flood_server(&ca, Arc::new(AtomicU64::new(0))).await;
+    let (client, server) = (id("a", "client"), id("b", "server"));
+    let client_cert = cert(&ca, &client);
+    let dial = || client_tls(&client_cert, &server);
+    let key = PoolKey {
+        src_identity: client.to_string(),
+        dst: addr,
+        dst_identity: server.to_string(),
+    };
+    let pool = Pool::new(PoolSettings::default());
+
+    // 50 uploads the destination never reads, each writing until flow control stops it.
+    let uploaded = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..50 {
+        let mut s = pool
+            .connect(&key, dial, SINK, HeaderMap::new())
+            .await
+            .unwrap();
+        let uploaded = uploaded.clone();
+        writers.push(tokio::spawn(async move {
+            let chunk = vec![0xa5; 64 * 1024];
+            for _ in 0..FLOOD_BYTES / chunk.len() {
+                if s.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                uploaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            // Keep the stream until the test ends.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }));
+    }
+    let held = until_windows_are_full(&uploaded).await;
+    assert!(held > 0, "nothing was uploaded");
+    fresh_echo(&pool, &key, &dial).await;
+    eprintln!(
+        "50 unread uploads hold {held} bytes on {} connection(s)",
+        pool.stats().connections_open
+    );
+    for w in writers {
+        w.abort();
+    }
 }
