@@ -16,9 +16,9 @@ mod server;
 mod settings;
 mod stream;
 
-pub use pool::{ClientError, Pool, PoolKey, PoolSettings, PoolStats};
+pub use pool::{ClientError, Pool, PoolKey, PoolSettings, PoolStats, DEFAULT_MAX_STREAMS_PER_CONN};
 pub use server::{ConnInfo, ConnectHandler, ConnectRequest, Responder, Server, ServerError};
-pub use settings::H2Settings;
+pub use settings::{H2Settings, DEFAULT_MAX_HEADER_LIST_SIZE};
 pub use stream::H2Stream;
 
 /// Default HBONE port.

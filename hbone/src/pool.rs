@@ -1,8 +1,12 @@
 //! HBONE client connection pool.
 //!
-//! One TLS + HTTP/2 connection per [`PoolKey`] (source identity, destination address,
-//! destination identity) carries many CONNECT streams. A connection with
-//! `max_streams_per_conn` open streams is considered full and another is opened. Idle
+//! Connections per [`PoolKey`] (source identity, destination address, destination
+//! identity) each carry up to `max_streams_per_conn` CONNECT streams; a full connection
+//! makes the pool open another, so the streams of one key spread over several
+//! connections. Each connection advertises a receive window covering all its streams'
+//! windows ([`H2Settings::connection_window_for`]): a stream whose reader stops holds at
+//! most its own window and never starves the other streams of its connection (no
+//! head-of-line blocking behind a slow reader). Idle
 //! connections (no streams for `idle_timeout`) are closed; live ones are kept alive with
 //! HTTP/2 PINGs, and a connection whose PING goes unanswered is dropped.
 
@@ -34,11 +38,16 @@ pub struct PoolKey {
     pub dst_identity: String,
 }
 
+/// Default streams per pooled connection: as many 1 MiB stream windows as fit the
+/// default 16 MiB connection window.
+pub const DEFAULT_MAX_STREAMS_PER_CONN: usize = 16;
+
 /// Pool behaviour.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub h2: H2Settings,
-    /// Streams per connection before another connection is opened.
+    /// Streams per connection before another connection is opened (at least 1). The
+    /// connection's receive window grows with it (`stream_window` per stream).
     pub max_streams_per_conn: usize,
     /// Close a connection that carried no stream for this long.
     pub idle_timeout: Duration,
@@ -54,7 +63,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             h2: H2Settings::default(),
-            max_streams_per_conn: 100,
+            max_streams_per_conn: DEFAULT_MAX_STREAMS_PER_CONN,
             idle_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
@@ -274,10 +283,14 @@ impl Pool {
         let conns = lock(&self.inner.conns);
         let c = conns.get(key)?.iter().find(|c| {
             !c.closed.load(Ordering::Acquire)
-                && c.active.load(Ordering::Acquire) < self.settings.max_streams_per_conn
+                && c.active.load(Ordering::Acquire) < self.max_streams()
         })?;
         c.active.fetch_add(1, Ordering::AcqRel);
         Some(c.clone())
+    }
+
+    fn max_streams(&self) -> usize {
+        self.settings.max_streams_per_conn.max(1)
     }
 
     fn checkout_conn(&self, c: &Arc<PooledConn>) {
@@ -320,14 +333,15 @@ impl Pool {
             return Err(ClientError::NoH2Alpn { dst });
         }
         let h2err = |source| ClientError::H2 { dst, source };
+        let window = self.settings.h2.connection_window_for(self.max_streams());
         let (send, mut connection) = self
             .settings
             .h2
-            .client_builder()
+            .client_builder(window)
             .handshake::<_, Bytes>(tls_stream)
             .await
             .map_err(h2err)?;
-        connection.set_target_window_size(self.settings.h2.connection_window);
+        connection.set_target_window_size(window);
         let pinger = connection.ping_pong();
         let conn = Arc::new(PooledConn {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),

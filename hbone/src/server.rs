@@ -204,15 +204,13 @@ impl Server {
                 Err(e) => return Err(h2err(e)),
             };
             let (parts, body) = req.into_parts();
-            if parts.method != Method::CONNECT {
-                tracing::warn!(%peer, method = %parts.method, "hbone: refusing non-CONNECT request");
-                let _ = respond.send_response(status(StatusCode::METHOD_NOT_ALLOWED), true);
-                continue;
-            }
-            let Some(authority) = parts.uri.authority().map(|a| a.to_string()) else {
-                tracing::warn!(%peer, "hbone: refusing CONNECT without :authority");
-                let _ = respond.send_response(status(StatusCode::BAD_REQUEST), true);
-                continue;
+            let authority = match check_connect(&parts) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "hbone: refusing request");
+                    let _ = respond.send_response(status(e.status()), true);
+                    continue;
+                }
             };
             let request = ConnectRequest {
                 authority,
@@ -230,9 +228,100 @@ impl Server {
     }
 }
 
+/// Why a request on the HBONE port is not a well-formed CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadConnect {
+    #[error("method {0} is not CONNECT")]
+    Method(Method),
+    #[error("CONNECT without :authority")]
+    NoAuthority,
+    #[error("CONNECT with :scheme or :path (RFC 9113 section 8.5 forbids both)")]
+    SchemeOrPath,
+    #[error("CONNECT :authority {0:?} is not ip:port")]
+    Authority(String),
+    #[error("CONNECT :authority {0:?} has port 0")]
+    PortZero(String),
+}
+
+impl BadConnect {
+    fn status(&self) -> StatusCode {
+        match self {
+            BadConnect::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The CONNECT's target: the method must be CONNECT, without `:scheme` and `:path`, and
+/// `:authority` must be a literal `ip:port` (no name, no userinfo, port not 0) — an HBONE
+/// peer names the destination pod or service address, never a host to resolve.
+pub(crate) fn check_connect(parts: &http::request::Parts) -> Result<String, BadConnect> {
+    if parts.method != Method::CONNECT {
+        return Err(BadConnect::Method(parts.method.clone()));
+    }
+    if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_some() {
+        return Err(BadConnect::SchemeOrPath);
+    }
+    let authority = parts
+        .uri
+        .authority()
+        .ok_or(BadConnect::NoAuthority)?
+        .as_str();
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|_| BadConnect::Authority(authority.to_string()))?;
+    if addr.port() == 0 {
+        return Err(BadConnect::PortZero(authority.to_string()));
+    }
+    Ok(authority.to_string())
+}
+
 fn status(code: StatusCode) -> Response<()> {
     Response::builder()
         .status(code)
         .body(())
         .expect("static response is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, uri: &str) -> http::request::Parts {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn only_connect_to_a_literal_ip_and_port_is_accepted() {
+        for ok in ["10.0.0.5:8080", "[fd00::1]:80"] {
+            assert_eq!(check_connect(&parts(Method::CONNECT, ok)).unwrap(), ok);
+        }
+        let bad = |m, u| check_connect(&parts(m, u)).unwrap_err();
+        assert_eq!(
+            bad(Method::GET, "10.0.0.5:80"),
+            BadConnect::Method(Method::GET)
+        );
+        for name in ["example.com:80", "u@10.0.0.5:80", "10.0.0.5", "10.0.0.5:x"] {
+            assert_eq!(
+                bad(Method::CONNECT, name),
+                BadConnect::Authority(name.into()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            bad(Method::CONNECT, "10.0.0.5:0"),
+            BadConnect::PortZero("10.0.0.5:0".into())
+        );
+        assert_eq!(
+            bad(Method::CONNECT, "https://10.0.0.5:80/x"),
+            BadConnect::SchemeOrPath
+        );
+        assert_eq!(bad(Method::CONNECT, "/x"), BadConnect::SchemeOrPath);
+    }
 }

@@ -1,5 +1,9 @@
 //! HTTP endpoints: readiness (15021 `/healthz/ready`), metrics (15020 `/metrics`) and
 //! admin (15000 `/config_dump`, `/certs`, `/logging?level=`, `/redirect`).
+//!
+//! Reading endpoints answer GET (and HEAD); the one that changes state, `/logging`, only
+//! POST, so a link, a redirect or a cross-site GET cannot change the process. Any other
+//! method gets 405 with an `allow` header.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,8 +73,32 @@ pub async fn serve(
     }
 }
 
+/// Methods an endpoint answers: state changes only on POST.
+fn allowed(endpoint: Endpoint, path: &str) -> &'static [Method] {
+    match (endpoint, path) {
+        (Endpoint::Admin, "/logging") => &[Method::POST],
+        _ => &[Method::GET, Method::HEAD],
+    }
+}
+
+fn method_not_allowed(allow: &[Method]) -> Resp {
+    let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {}\n", list.join(" or ")),
+    );
+    if let Ok(v) = list.join(", ").parse() {
+        r.headers_mut().insert(http::header::ALLOW, v);
+    }
+    r
+}
+
 fn route(proxy: &Proxy, endpoint: Endpoint, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
+    let allow = allowed(endpoint, path);
+    if !allow.contains(req.method()) {
+        return method_not_allowed(allow);
+    }
     match (endpoint, path) {
         (Endpoint::Readiness, "/healthz/ready") => match proxy.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n"),
@@ -101,13 +129,8 @@ fn route(proxy: &Proxy, endpoint: Endpoint, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// `POST /logging?level=<filter>` (the method is checked by `route`).
 fn logging(proxy: &Proxy, req: &Request<Incoming>) -> Resp {
-    if req.method() != Method::POST && req.method() != Method::PUT && req.method() != Method::GET {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /logging?level=<filter>\n",
-        );
-    }
     let level = req
         .uri()
         .query()
@@ -201,4 +224,27 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
             "streams_opened": pool.streams_opened,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_post_changes_the_log_level_and_reads_are_get() {
+        assert_eq!(allowed(Endpoint::Admin, "/logging"), &[Method::POST]);
+        for path in ["/config_dump", "/certs", "/redirect", "/metrics", "/nope"] {
+            assert!(
+                !allowed(Endpoint::Admin, path).contains(&Method::POST),
+                "{path}"
+            );
+            assert!(
+                allowed(Endpoint::Admin, path).contains(&Method::GET),
+                "{path}"
+            );
+        }
+        let r = method_not_allowed(&[Method::POST]);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[http::header::ALLOW], "POST");
+    }
 }

@@ -25,6 +25,11 @@ pub enum ConfigError {
     Duration { value: String },
     #[error("--node-token-file: {0}")]
     TokenFile(TokenError),
+    #[error(
+        "--socks5-addr {addr}: the SOCKS5 entry is for local development and must listen on a \
+         loopback address (e.g. 127.0.0.1:15080)"
+    )]
+    Socks5NotLoopback { addr: SocketAddr },
 }
 
 impl FromStr for Listen {
@@ -107,8 +112,11 @@ pub struct Config {
     /// Captured outbound traffic (REDIRECT / TPROXY).
     #[arg(long, env = "MESHWORK_OUTBOUND_ADDR", default_value = "0.0.0.0:15001")]
     pub outbound_addr: Listen,
-    /// Explicit SOCKS5 entry for local use without traffic capture.
-    #[arg(long, env = "MESHWORK_SOCKS5_ADDR", default_value = "127.0.0.1:15080")]
+    /// SOCKS5 entry for local development (off by default; a loopback address only, e.g.
+    /// 127.0.0.1:15080). It relays to mesh destinations only; a SOCKS5 username naming the
+    /// source workload is honoured only with `--redirect off` and for workloads of this
+    /// node (see `crate::socks5`).
+    #[arg(long, env = "MESHWORK_SOCKS5_ADDR", default_value = "off")]
     pub socks5_addr: Listen,
     /// Captured plaintext inbound traffic.
     #[arg(
@@ -188,8 +196,10 @@ pub struct Config {
     /// TCP connect deadline (pods, HBONE peers, passthrough).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// HBONE streams per pooled connection before another is opened.
-    #[arg(long, default_value_t = 100)]
+    /// HBONE streams per pooled connection before another is opened; each connection's
+    /// receive window covers all its streams, so a stream whose reader stalls never
+    /// stalls the others.
+    #[arg(long, default_value_t = meshwork_hbone::DEFAULT_MAX_STREAMS_PER_CONN)]
     pub max_streams_per_conn: usize,
     /// Close pooled HBONE connections idle this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -202,8 +212,9 @@ impl Config {
         Config::parse_from(["ztunnel", "--node", node])
     }
 
-    /// Loopback-friendly defaults: every listener on `ip` with an OS-chosen port, except
-    /// HBONE which must use `hbone_port` on the local pods' addresses (listed by the caller).
+    /// Loopback-friendly defaults: every listener (SOCKS5 included: `ip` must be a loopback
+    /// address) on `ip` with an OS-chosen port, except HBONE which must use `hbone_port` on
+    /// the local pods' addresses (listed by the caller).
     pub fn loopback(node: &str, ip: std::net::IpAddr) -> Config {
         let any = |ip| Listen(Some(SocketAddr::new(ip, 0)));
         Config {
@@ -216,6 +227,17 @@ impl Config {
             readiness_addr: any(ip),
             ..Config::for_node(node)
         }
+    }
+
+    /// Refuses settings that would expose an entry meant for local use: a SOCKS5 listener
+    /// on a non-loopback address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = self.socks5_addr.0 {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Socks5NotLoopback { addr });
+            }
+        }
+        Ok(())
     }
 
     /// Where the node token comes from: --node-token-file (re-read on every use, as the
@@ -280,10 +302,30 @@ mod tests {
             "json",
         ]);
         assert_eq!(c.socks5_addr, Listen(None));
+        assert_eq!(
+            Config::for_node("n1").socks5_addr,
+            Listen(None),
+            "off by default"
+        );
         assert_eq!(c.hbone_addrs.len(), 2);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.outbound_addr.0.unwrap().port(), 15001);
         let e = "1.2.3".parse::<Listen>().unwrap_err();
         assert!(e.to_string().contains("1.2.3"));
+    }
+
+    #[test]
+    fn socks5_only_on_loopback() {
+        let mut c = Config::for_node("n1");
+        assert!(c.validate().is_ok());
+        for ok in ["127.0.0.1:15080", "127.77.0.1:0", "[::1]:15080"] {
+            c.socks5_addr = ok.parse().unwrap();
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0:15080", "10.1.2.3:15080", "[::]:15080"] {
+            c.socks5_addr = bad.parse().unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.to_string().contains("loopback"), "{bad}: {e}");
+        }
     }
 }

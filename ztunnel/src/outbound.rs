@@ -17,9 +17,10 @@ use crate::certs::CertError;
 use crate::inbound::finish;
 use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::proxy::Proxy;
+use crate::redirect::RedirectMode;
 use crate::relay::{relay, relay_h2, Bytes};
 use crate::sockets;
-use crate::state::{workload_ref, Route, StateError, Target};
+use crate::state::{workload_ref, Route, State, StateError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -29,6 +30,13 @@ pub enum OutboundError {
     SourceNotLocal { workload: String, node: String },
     #[error("workload {workload} named by the SOCKS5 username does not exist")]
     UnknownSource { workload: String },
+    #[error(
+        "SOCKS5 username {workload:?} refused: a username may name the source workload only \
+         when this ztunnel captures no traffic (--redirect off)"
+    )]
+    UsernameWithCapture { workload: String },
+    #[error("SOCKS5 relays to mesh destinations only; {target} is not a service or workload of the mesh")]
+    NotMesh { target: String },
     #[error(transparent)]
     Route(Box<StateError>),
     #[error(transparent)]
@@ -45,6 +53,26 @@ pub enum OutboundError {
         target: String,
         source: std::io::Error,
     },
+}
+
+/// How a connection reached the ztunnel: this decides what may name its source and where
+/// it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// Captured from a pod: the source is the workload owning the client's address.
+    Captured,
+    /// The SOCKS5 entry (local development): the source may be named by the username, and
+    /// only mesh destinations are reachable.
+    Socks5 { username: Option<&'a str> },
+}
+
+impl<'a> Entry<'a> {
+    fn username(self) -> Option<&'a str> {
+        match self {
+            Entry::Socks5 { username } => username.filter(|u| !u.is_empty()),
+            Entry::Captured => None,
+        }
+    }
 }
 
 pub enum Upstream {
@@ -64,15 +92,13 @@ fn source_workload(
     proxy: &Proxy,
     cur: &crate::proxy::Current,
     peer: SocketAddr,
-    hint: Option<&str>,
+    entry: Entry<'_>,
 ) -> Result<Workload, OutboundError> {
     let st = &cur.state;
-    let w = if let Some(h) = hint.filter(|h| !h.is_empty()) {
-        st.workload_by_ref(h)
-            .ok_or_else(|| OutboundError::UnknownSource {
-                workload: h.to_string(),
-            })?
-    } else if let Some(w) = st.workload_by_ip(peer.ip()) {
+    if let Some(name) = entry.username() {
+        return named_source(st, proxy.cfg.redirect, name).cloned();
+    }
+    let w = if let Some(w) = st.workload_by_ip(peer.ip()) {
         w
     } else if let Some(w) = proxy
         .cfg
@@ -84,6 +110,31 @@ fn source_workload(
     } else {
         return Err(OutboundError::NoSource { peer });
     };
+    local(st, w)
+}
+
+/// The source named by a SOCKS5 username. A username is a claim nothing proves: any local
+/// process could make it. It is honoured only where every local process is trusted anyway
+/// (no capture: a developer's machine or a test), and only for this node's workloads.
+fn named_source<'s>(
+    st: &'s State,
+    redirect: RedirectMode,
+    name: &str,
+) -> Result<&'s Workload, OutboundError> {
+    if redirect != RedirectMode::Off {
+        return Err(OutboundError::UsernameWithCapture {
+            workload: name.to_string(),
+        });
+    }
+    let w = st
+        .workload_by_ref(name)
+        .ok_or_else(|| OutboundError::UnknownSource {
+            workload: name.to_string(),
+        })?;
+    local(st, w).map(|_| w)
+}
+
+fn local(st: &State, w: &Workload) -> Result<Workload, OutboundError> {
     if !st.is_local(w) {
         return Err(OutboundError::SourceNotLocal {
             workload: workload_ref(w),
@@ -110,7 +161,7 @@ fn forwarded(peer: SocketAddr) -> HeaderMap {
 pub async fn open(
     proxy: &Arc<Proxy>,
     peer: SocketAddr,
-    hint: Option<&str>,
+    entry: Entry<'_>,
     target: Target,
 ) -> Result<Opened, (OutboundError, Record)> {
     let start = Instant::now();
@@ -122,7 +173,7 @@ pub async fn open(
         ..Default::default()
     };
     let cur = proxy.current();
-    let src = match source_workload(proxy, &cur, peer, hint) {
+    let src = match source_workload(proxy, &cur, peer, entry) {
         Ok(w) => w,
         Err(e) => return Err((e, rec)),
     };
@@ -196,6 +247,14 @@ pub async fn open(
                 }
             }
         }
+        Route::Passthrough { target } if entry != Entry::Captured && !known(&cur, &target) => {
+            Err((
+                OutboundError::NotMesh {
+                    target: target.to_string(),
+                },
+                rec,
+            ))
+        }
         Route::Passthrough { target } => {
             rec.via = "passthrough";
             let labels = TcpLabels::new(
@@ -254,6 +313,15 @@ pub async fn open(
     }
 }
 
+/// Whether a passthrough target is a workload of the mesh's model (one without capture):
+/// addresses and names the model does not know are outside the mesh.
+fn known(cur: &crate::proxy::Current, target: &Target) -> bool {
+    match target {
+        Target::Addr(a) => cur.state.workload_by_ip(a.ip()).is_some(),
+        Target::Host(..) => false,
+    }
+}
+
 /// Relays `down` over an opened upstream until either side finishes.
 pub async fn run<D>(proxy: &Arc<Proxy>, down: D, opened: Opened)
 where
@@ -293,7 +361,7 @@ pub async fn handle_captured(
     peer: SocketAddr,
     dst: SocketAddr,
 ) {
-    match open(&proxy, peer, None, Target::Addr(dst)).await {
+    match open(&proxy, peer, Entry::Captured, Target::Addr(dst)).await {
         Ok(opened) => run(&proxy, sock, opened).await,
         Err((e, rec)) => log_failure(&proxy, &e, rec),
     }
@@ -314,5 +382,39 @@ impl From<CertError> for OutboundError {
 impl From<ClientError> for OutboundError {
     fn from(e: ClientError) -> Self {
         OutboundError::Hbone(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{snapshot, workload};
+
+    #[test]
+    fn a_username_names_only_this_nodes_workloads_and_only_without_capture() {
+        let st = State::new(
+            snapshot(
+                vec![
+                    workload("prod", "client", "n1", "10.0.0.1"),
+                    workload("prod", "server", "n2", "10.0.0.2"),
+                ],
+                vec![],
+            ),
+            "n1",
+            15008,
+        );
+        let w = named_source(&st, RedirectMode::Off, "prod/client").unwrap();
+        assert_eq!(w.name, "client");
+        assert!(matches!(
+            named_source(&st, RedirectMode::Off, "prod/server"),
+            Err(OutboundError::SourceNotLocal { .. })
+        ));
+        assert!(matches!(
+            named_source(&st, RedirectMode::Off, "prod/ghost"),
+            Err(OutboundError::UnknownSource { .. })
+        ));
+        let e = named_source(&st, RedirectMode::Ebpf, "prod/client").unwrap_err();
+        assert!(matches!(e, OutboundError::UsernameWithCapture { .. }));
+        assert!(e.to_string().contains("--redirect off"), "{e}");
     }
 }

@@ -1,5 +1,14 @@
-//! SOCKS5 entry (RFC 1928, CONNECT only; RFC 1929 username = source workload
-//! `<ns>/<name>`, password ignored) for local use without traffic capture.
+//! SOCKS5 entry (RFC 1928, CONNECT only) for local development without traffic capture.
+//!
+//! It is off unless `--socks5-addr` names a loopback address (the ztunnel refuses to start
+//! otherwise), and it relays to mesh destinations only (services and workloads of the
+//! model; anything else is refused with "connection not allowed").
+//!
+//! Identity rule: the source workload is the one owning the client's address, else
+//! `--local-workload`. The RFC 1929 username `<ns>/<name>` (password ignored) may name
+//! another source — a claim nothing proves, so it is honoured only when the ztunnel
+//! captures no traffic (`--redirect off`: a developer's machine, where every local process
+//! is trusted) and only for workloads of this node; otherwise the CONNECT is refused.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -7,7 +16,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::outbound::{self, OutboundError};
+use crate::outbound::{self, Entry, OutboundError};
 use crate::proxy::Proxy;
 use crate::state::Target;
 
@@ -133,7 +142,9 @@ fn reply_code(e: &OutboundError) -> u8 {
     match e {
         OutboundError::NoSource { .. }
         | OutboundError::SourceNotLocal { .. }
-        | OutboundError::UnknownSource { .. } => NOT_ALLOWED,
+        | OutboundError::UnknownSource { .. }
+        | OutboundError::UsernameWithCapture { .. }
+        | OutboundError::NotMesh { .. } => NOT_ALLOWED,
         OutboundError::Hbone(e) if matches!(**e, meshwork_hbone::ClientError::Refused { .. }) => {
             NOT_ALLOWED
         }
@@ -156,7 +167,10 @@ pub async fn handle(proxy: Arc<Proxy>, mut sock: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    match outbound::open(&proxy, peer, req.username.as_deref(), req.target).await {
+    let entry = Entry::Socks5 {
+        username: req.username.as_deref(),
+    };
+    match outbound::open(&proxy, peer, entry, req.target).await {
         Ok(opened) => {
             if reply(&mut sock, SUCCEEDED).await.is_ok() {
                 outbound::run(&proxy, sock, opened).await;

@@ -34,6 +34,8 @@ pub enum StartError {
     Threads(std::io::Error),
     #[error("redirect setup task failed: {0}")]
     RedirectTask(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Addresses the listeners actually bound (ports resolved when 0 was asked).
@@ -85,6 +87,7 @@ impl Ztunnel {
     /// Connections are served on `cfg.worker_threads` data-path threads (`crate::shards`),
     /// or on the caller's runtime when it is 0.
     pub async fn start(cfg: Config, deps: Deps) -> Result<Ztunnel, StartError> {
+        cfg.validate()?;
         let shards = match cfg.worker_threads {
             0 => Shards::inline(),
             n => Shards::start(n).map_err(StartError::Threads)?,

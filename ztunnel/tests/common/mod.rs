@@ -131,6 +131,8 @@ pub struct Setup {
     pub ttl: Duration,
     /// Data-path threads of both ztunnels (0: the test's runtime).
     pub threads: usize,
+    /// A's HBONE streams per pooled connection (`--max-streams-per-conn`).
+    pub max_streams_per_conn: usize,
 }
 
 pub struct Pair {
@@ -162,6 +164,7 @@ pub async fn setup(net: u8) -> (Setup, SocketAddr) {
             a_ca: None,
             ttl: Duration::from_secs(3600),
             threads: 0,
+            max_streams_per_conn: meshwork_hbone::DEFAULT_MAX_STREAMS_PER_CONN,
         },
         echo,
     )
@@ -203,6 +206,7 @@ impl Setup {
         a_cfg.hbone_port = HBONE_PORT;
         a_cfg.drain_timeout = Duration::from_secs(5);
         a_cfg.worker_threads = self.threads;
+        a_cfg.max_streams_per_conn = self.max_streams_per_conn;
         let mut b_cfg = Config::loopback("node-b", ip(self.net, 4));
         b_cfg.hbone_addrs = vec![SocketAddr::new(ip(self.net, 3), HBONE_PORT)];
         b_cfg.hbone_port = HBONE_PORT;
