@@ -31,6 +31,7 @@ use crate::flags::{self, Flags};
 use crate::headers;
 use crate::label_cache::LabelQuery;
 use crate::metrics::{Metrics, RequestLabels, Series};
+use crate::normalize;
 use crate::outlier::Observation;
 use crate::pool::{PoolError, Proto};
 use crate::retry::{Attempt, RetryPolicy};
@@ -361,6 +362,13 @@ impl L7Service {
         request_id: &str,
     ) -> Response<Body> {
         let snap = &cfg.snapshot;
+        // Path normalisation first: authorization, routing, rewrites and the upstream
+        // request all see the one normalised path (Istio `meshConfig.pathNormalization`).
+        let mut req = req;
+        if let Err(e) = normalize::apply(&mut req, normalize::Mode::of(snap.mesh())) {
+            ex.details = "path_normalization_failed".into();
+            return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
         let Some(Target {
