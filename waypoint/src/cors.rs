@@ -10,7 +10,7 @@ fn origin_allowed(c: &pb::CorsPolicy, origin: &str) -> bool {
     use pb::string_match::Match;
     c.allow_origins.iter().any(|m| match &m.r#match {
         Some(Match::Exact(e)) => e == "*" || e == origin,
-        Some(Match::Prefix(p)) => origin.starts_with(p.as_str()),
+        Some(Match::Prefix(p) | Match::PathPrefix(p)) => origin.starts_with(p.as_str()),
         Some(Match::Regex(r)) => {
             Regex::new(&format!("^(?:{r})$")).is_ok_and(|re| re.is_match(origin))
         }

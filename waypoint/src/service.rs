@@ -535,7 +535,7 @@ impl L7Service {
         // Request transformation.
         let mut req = Request::from_parts(parts, ());
         if let Some(rw) = &route.rewrite {
-            if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_deref()) {
+            if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_ref()) {
                 warn!("route {}: {e}", route_name());
             }
         }
