@@ -483,8 +483,8 @@ impl L7Service {
             .as_ref()
             .and_then(|rc| rc.find(&input))
             .or_else(|| gateway_cfg.and_then(|g| g.find(&input)));
-        let (route, matched_prefix) = match found {
-            Some(r) => (&r.route, r.matched_prefix(&input)),
+        let (route, matched_prefix, route_cors) = match found {
+            Some(r) => (&r.route, r.matched_prefix(&input), r.cors.as_ref()),
             None if route_cfg.is_some() => {
                 ex.flags.add(flags::NO_ROUTE);
                 ex.details = "route_not_found".into();
@@ -492,7 +492,7 @@ impl L7Service {
             }
             None => {
                 default_route = implicit_route(&service, port);
-                (&default_route, None)
+                (&default_route, None, None)
             }
         };
         let route_name = || {
@@ -507,11 +507,8 @@ impl L7Service {
         }
 
         // CORS, redirects, direct responses.
-        let cors_origin = route
-            .cors
-            .as_ref()
-            .and_then(|c| cors::allowed_origin(c, &parts.headers));
-        if let Some(c) = &route.cors {
+        let cors_origin = route_cors.and_then(|c| cors::allowed_origin(c, &parts.headers));
+        if let Some(c) = route_cors {
             if let Some(resp) = cors::preflight(c, &parts.method, &parts.headers) {
                 ex.details = "cors_response".into();
                 return resp;
@@ -606,7 +603,7 @@ impl L7Service {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
-        if let (Some(c), Some(origin)) = (&route.cors, &cors_origin) {
+        if let (Some(c), Some(origin)) = (route_cors, &cors_origin) {
             cors::decorate(c, origin, resp.headers_mut());
         }
         resp

@@ -6,14 +6,30 @@ use http::{HeaderMap, Method, Uri};
 use meshwork_model::pb::config as pb;
 use regex::Regex;
 
+use crate::cors::Cors;
+
 /// A route config whose regexes failed to compile.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("route {route}: http[{index}].match: invalid regex {regex:?}: {reason}")]
+#[error("route {route}: http[{index}].{field}: invalid regex {regex:?}: {reason}")]
 pub struct RouteError {
     pub route: String,
     pub index: usize,
+    /// The field inside the route: `match`, `corsPolicy.allowOrigins[i]`.
+    pub field: String,
     pub regex: String,
     pub reason: String,
+}
+
+/// Largest compiled program of a route regex (match, CORS origin): a regex bomb is refused
+/// when the config arrives instead of being built.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// `r` compiled to match whole values only, within [`REGEX_SIZE_LIMIT`].
+pub fn anchored_regex(r: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{r})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// What a request is matched on.
@@ -68,12 +84,7 @@ impl Str {
                 Some(Str::PathPrefix(norm(p).trim_end_matches('/').to_string()))
             }
             Some(Match::Regex(r)) => {
-                let anchored = format!("^(?:{r})$");
-                let re = regex::RegexBuilder::new(&anchored)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| (r.clone(), e.to_string()))?;
-                Some(Str::Regex(re))
+                Some(Str::Regex(anchored_regex(r).map_err(|e| (r.clone(), e))?))
             }
             None if m.present => Some(Str::Present),
             None => None,
@@ -229,11 +240,13 @@ impl Match {
     }
 }
 
-/// One HTTP route with its compiled matches.
+/// One HTTP route with its compiled matches and CORS policy.
 #[derive(Debug, Clone)]
 pub struct CompiledRoute {
     pub index: usize,
     pub route: pb::HttpRoute,
+    /// `route.cors`, compiled.
+    pub cors: Option<Cors>,
     matches: Vec<Match>,
 }
 
@@ -274,12 +287,26 @@ impl CompiledRouteConfig {
                 .map_err(|(regex, reason)| RouteError {
                     route: name.clone(),
                     index,
+                    field: "match".into(),
                     regex,
                     reason,
+                })?;
+            let cors = r
+                .cors
+                .as_ref()
+                .map(Cors::compile)
+                .transpose()
+                .map_err(|e| RouteError {
+                    route: name.clone(),
+                    index,
+                    field: format!("corsPolicy.allowOrigins[{}]", e.index),
+                    regex: e.regex,
+                    reason: e.reason,
                 })?;
             routes.push(CompiledRoute {
                 index,
                 route: r.clone(),
+                cors,
                 matches,
             });
         }
