@@ -1,5 +1,5 @@
 //! Istio MeshConfig: the parts Meshwork uses (trust domain, root namespace, extension
-//! providers, default providers).
+//! providers, default providers, path normalisation).
 //!
 //! Sources, applied in this order over the defaults (`trustDomain: cluster.local`,
 //! `rootNamespace: istio-system`):
@@ -25,6 +25,8 @@ pub struct MeshConfig {
     pub root_namespace: String,
     pub extension_providers: Vec<ExtensionProvider>,
     pub default_providers: DefaultProviders,
+    /// `pathNormalization.normalization` (`BASE` unless set).
+    pub path_normalization: NormalizationType,
 }
 
 impl Default for MeshConfig {
@@ -34,6 +36,7 @@ impl Default for MeshConfig {
             root_namespace: "istio-system".into(),
             extension_providers: Vec::new(),
             default_providers: DefaultProviders::default(),
+            path_normalization: NormalizationType::Base,
         }
     }
 }
@@ -56,6 +59,13 @@ impl MeshConfig {
                 Some(existing) => *existing = p.clone(),
                 None => self.extension_providers.push(p.clone()),
             }
+        }
+        if let Some(n) = overlay
+            .path_normalization
+            .as_ref()
+            .and_then(|p| p.normalization)
+        {
+            self.path_normalization = n;
         }
         if let Some(d) = &overlay.default_providers {
             if let Some(t) = &d.tracing {
@@ -109,6 +119,33 @@ pub struct MeshConfigOverlay {
     pub outbound_traffic_policy: Option<Raw>,
     #[serde(alias = "enable_prometheus_merge")]
     pub enable_prometheus_merge: Option<bool>,
+    #[serde(alias = "path_normalization")]
+    pub path_normalization: Option<PathNormalization>,
+}
+
+/// `pathNormalization`: how proxies normalise request paths before authorization and
+/// routing (and forward them).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PathNormalization {
+    pub normalization: Option<NormalizationType>,
+}
+
+/// Istio's `ProxyPathNormalization.NormalizationType`; an unknown value is an error naming
+/// `pathNormalization.normalization` and the accepted values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NormalizationType {
+    /// RFC 3986 normalisation plus `\` → `/` (Istio's default; `DEFAULT` means this too).
+    #[default]
+    #[serde(alias = "DEFAULT")]
+    Base,
+    /// No normalisation: paths are matched and forwarded as received.
+    None,
+    /// `BASE`, then adjacent slashes merged.
+    MergeSlashes,
+    /// `%2F`/`%5C` decoded first, then `MERGE_SLASHES`.
+    DecodeAndMergeSlashes,
 }
 
 /// Errors reading a mesh config document.
@@ -311,6 +348,43 @@ mod tests {
                 .service,
             "y"
         );
+    }
+
+    #[test]
+    fn path_normalization_values() {
+        assert_eq!(
+            MeshConfig::default().path_normalization,
+            NormalizationType::Base
+        );
+        for (text, want) in [
+            ("NONE", NormalizationType::None),
+            ("BASE", NormalizationType::Base),
+            ("DEFAULT", NormalizationType::Base),
+            ("MERGE_SLASHES", NormalizationType::MergeSlashes),
+            (
+                "DECODE_AND_MERGE_SLASHES",
+                NormalizationType::DecodeAndMergeSlashes,
+            ),
+        ] {
+            let (o, warnings) = MeshConfigOverlay::from_yaml(&format!(
+                "pathNormalization:\n  normalization: {text}\n"
+            ))
+            .unwrap();
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_eq!(MeshConfig::from_overlays([&o]).path_normalization, want);
+        }
+        // A later overlay without the field keeps the earlier value.
+        let (a, _) =
+            MeshConfigOverlay::from_yaml("path_normalization: {normalization: NONE}\n").unwrap();
+        let (b, _) = MeshConfigOverlay::from_yaml("trustDomain: b.local\n").unwrap();
+        assert_eq!(
+            MeshConfig::from_overlays([&a, &b]).path_normalization,
+            NormalizationType::None
+        );
+        let e = MeshConfigOverlay::from_yaml("pathNormalization:\n  normalization: MERGE\n")
+            .unwrap_err();
+        assert_eq!(e.field(), "pathNormalization.normalization");
+        assert!(e.message().contains("DECODE_AND_MERGE_SLASHES"), "{e}");
     }
 
     #[test]

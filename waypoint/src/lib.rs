@@ -22,6 +22,7 @@ pub mod headers;
 pub mod label_cache;
 pub mod lb;
 pub mod metrics;
+pub mod normalize;
 pub mod outlier;
 pub mod pool;
 pub mod request_end;

@@ -5,6 +5,7 @@ use meshwork_model::pb::config as pb;
 use regex::Regex;
 
 use crate::body::{self, Body};
+use crate::routing::MatchedPrefix;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
@@ -15,11 +16,13 @@ pub enum RewriteError {
 }
 
 /// The new path-and-query after a rewrite. `matched_prefix` is the prefix the route matched
-/// on, if it matched by prefix: only that part is replaced.
+/// on, if it matched by prefix: only that part is replaced (for a Gateway API `PathPrefix`,
+/// whole segments, as the spec's `ReplacePrefixMatch` table has it: `/foo` → `/xyz/` turns
+/// `/foo/bar` into `/xyz/bar`, and `/foo` → `/` turns `/foo` into `/`).
 pub fn rewrite_path(
     rw: &pb::Rewrite,
     uri: &Uri,
-    matched_prefix: Option<&str>,
+    matched_prefix: Option<&MatchedPrefix>,
 ) -> Result<Option<String>, RewriteError> {
     let path = uri.path();
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -41,7 +44,17 @@ pub fn rewrite_path(
         return Ok(None);
     }
     let new_path = match matched_prefix {
-        Some(p) if path.starts_with(p) => format!("{}{}", rw.uri, &path[p.len()..]),
+        Some(MatchedPrefix::Chars(p)) if path.starts_with(p.as_str()) => {
+            format!("{}{}", rw.uri, &path[p.len()..])
+        }
+        Some(MatchedPrefix::Segments(p)) if path.starts_with(p.as_str()) => {
+            let joined = format!("{}{}", rw.uri.trim_end_matches('/'), &path[p.len()..]);
+            if joined.is_empty() {
+                "/".to_string()
+            } else {
+                joined
+            }
+        }
         _ => rw.uri.clone(),
     };
     Ok(Some(format!("{new_path}{query}")))
@@ -51,7 +64,7 @@ pub fn rewrite_path(
 pub fn apply<B>(
     rw: &pb::Rewrite,
     req: &mut http::Request<B>,
-    matched_prefix: Option<&str>,
+    matched_prefix: Option<&MatchedPrefix>,
 ) -> Result<(), RewriteError> {
     if let Some(pq) = rewrite_path(rw, req.uri(), matched_prefix)? {
         let mut parts = req.uri().clone().into_parts();
@@ -141,7 +154,9 @@ mod tests {
         };
         let uri: Uri = "/v1/items?x=1".parse().unwrap();
         assert_eq!(
-            rewrite_path(&rw, &uri, Some("/v1/")).unwrap().as_deref(),
+            rewrite_path(&rw, &uri, Some(&MatchedPrefix::Chars("/v1/".into())))
+                .unwrap()
+                .as_deref(),
             Some("/v2/items?x=1")
         );
         assert_eq!(
@@ -152,6 +167,33 @@ mod tests {
             rewrite_path(&pb::Rewrite::default(), &uri, None).unwrap(),
             None
         );
+    }
+
+    /// The Gateway API's `ReplacePrefixMatch` examples (prefix stored without its `/`).
+    #[test]
+    fn segment_prefix_rewrite() {
+        for (prefix, path, replacement, want) in [
+            ("/foo", "/foo/bar", "/xyz", "/xyz/bar"),
+            ("/foo", "/foo/bar", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo", "/foo/", "/xyz", "/xyz/"),
+            ("/foo", "/foo/", "/xyz/", "/xyz/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo", "/foo/bar", "/", "/bar"),
+            ("", "/bar", "/xyz", "/xyz/bar"),
+        ] {
+            let rw = pb::Rewrite {
+                uri: replacement.into(),
+                ..Default::default()
+            };
+            let uri: Uri = path.parse().unwrap();
+            let m = MatchedPrefix::Segments(prefix.into());
+            assert_eq!(
+                rewrite_path(&rw, &uri, Some(&m)).unwrap().as_deref(),
+                Some(want),
+                "{prefix} {path} {replacement}"
+            );
+        }
     }
 
     #[test]
@@ -185,7 +227,7 @@ mod tests {
             authority: "new.example".into(),
             ..Default::default()
         };
-        apply(&rw, &mut req, Some("/a")).unwrap();
+        apply(&rw, &mut req, Some(&MatchedPrefix::Chars("/a".into()))).unwrap();
         assert_eq!(req.uri().path(), "/b");
         assert_eq!(req.headers()["host"], "new.example");
     }

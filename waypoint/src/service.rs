@@ -31,6 +31,7 @@ use crate::flags::{self, Flags};
 use crate::headers;
 use crate::label_cache::LabelQuery;
 use crate::metrics::{Metrics, RequestLabels, Series};
+use crate::normalize;
 use crate::outlier::Observation;
 use crate::pool::{PoolError, Proto};
 use crate::request_end::{self, RequestEnd};
@@ -362,6 +363,13 @@ impl L7Service {
         request_id: &str,
     ) -> Response<Body> {
         let snap = &cfg.snapshot;
+        // Path normalisation first: authorization, routing, rewrites and the upstream
+        // request all see the one normalised path (Istio `meshConfig.pathNormalization`).
+        let mut req = req;
+        if let Err(e) = normalize::apply(&mut req, normalize::Mode::of(snap.mesh())) {
+            ex.details = "path_normalization_failed".into();
+            return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
         let Some(Target {
@@ -476,8 +484,8 @@ impl L7Service {
             .as_ref()
             .and_then(|rc| rc.find(&input))
             .or_else(|| gateway_cfg.and_then(|g| g.find(&input)));
-        let (route, matched_prefix) = match found {
-            Some(r) => (&r.route, r.matched_prefix(&input)),
+        let (route, matched_prefix, route_cors) = match found {
+            Some(r) => (&r.route, r.matched_prefix(&input), r.cors.as_ref()),
             None if route_cfg.is_some() => {
                 ex.flags.add(flags::NO_ROUTE);
                 ex.details = "route_not_found".into();
@@ -485,7 +493,7 @@ impl L7Service {
             }
             None => {
                 default_route = implicit_route(&service, port);
-                (&default_route, None)
+                (&default_route, None, None)
             }
         };
         let route_name = || {
@@ -500,11 +508,8 @@ impl L7Service {
         }
 
         // CORS, redirects, direct responses.
-        let cors_origin = route
-            .cors
-            .as_ref()
-            .and_then(|c| cors::allowed_origin(c, &parts.headers));
-        if let Some(c) = &route.cors {
+        let cors_origin = route_cors.and_then(|c| cors::allowed_origin(c, &parts.headers));
+        if let Some(c) = route_cors {
             if let Some(resp) = cors::preflight(c, &parts.method, &parts.headers) {
                 ex.details = "cors_response".into();
                 return resp;
@@ -528,7 +533,7 @@ impl L7Service {
         // Request transformation.
         let mut req = Request::from_parts(parts, ());
         if let Some(rw) = &route.rewrite {
-            if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_deref()) {
+            if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_ref()) {
                 warn!("route {}: {e}", route_name());
             }
         }
@@ -613,7 +618,7 @@ impl L7Service {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
-        if let (Some(c), Some(origin)) = (&route.cors, &cors_origin) {
+        if let (Some(c), Some(origin)) = (route_cors, &cors_origin) {
             cors::decorate(c, origin, resp.headers_mut());
         }
         resp

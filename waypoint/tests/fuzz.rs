@@ -326,7 +326,7 @@ fn route_matching_rewrites_and_header_ops_never_panic() {
             let prefix = r.matched_prefix(&input);
             let route = r.route.clone();
             if let Some(rw) = &route.rewrite {
-                let _ = rewrite::apply(rw, &mut req, prefix.as_deref());
+                let _ = rewrite::apply(rw, &mut req, prefix.as_ref());
             }
             if let Some(h) = &route.headers {
                 headers::apply(h.request.as_ref(), req.headers_mut());

@@ -1,10 +1,10 @@
 //! Mesh config → `MeshSettings`.
 
-use meshwork_api::mesh::ExtensionProvider as ApiProvider;
+use meshwork_api::mesh::{ExtensionProvider as ApiProvider, NormalizationType};
 use meshwork_api::MeshConfig;
 use meshwork_model::pb::config::{
     extension_provider::Provider, ExtensionProvider, FileAccessLogProvider, MeshSettings,
-    OpenTelemetryProvider, PrometheusProvider,
+    OpenTelemetryProvider, PathNormalization, PrometheusProvider,
 };
 
 fn provider(p: &ApiProvider) -> ExtensionProvider {
@@ -43,5 +43,38 @@ pub fn mesh_settings(m: &MeshConfig) -> MeshSettings {
         trust_domain: m.trust_domain.clone(),
         root_namespace: m.root_namespace.clone(),
         extension_providers: m.extension_providers.iter().map(provider).collect(),
+        path_normalization: path_normalization(m.path_normalization).into(),
+    }
+}
+
+fn path_normalization(n: NormalizationType) -> PathNormalization {
+    match n {
+        NormalizationType::Base => PathNormalization::Base,
+        NormalizationType::None => PathNormalization::None,
+        NormalizationType::MergeSlashes => PathNormalization::MergeSlashes,
+        NormalizationType::DecodeAndMergeSlashes => PathNormalization::DecodeAndMergeSlashes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_api::MeshConfigOverlay;
+
+    #[test]
+    fn path_normalization_reaches_the_model() {
+        assert_eq!(
+            mesh_settings(&MeshConfig::default()).path_normalization(),
+            PathNormalization::Base
+        );
+        let (o, _) = MeshConfigOverlay::from_yaml(
+            "pathNormalization:\n  normalization: DECODE_AND_MERGE_SLASHES\n",
+        )
+        .unwrap();
+        let m = MeshConfig::from_overlays([&o]);
+        assert_eq!(
+            mesh_settings(&m).path_normalization(),
+            PathNormalization::DecodeAndMergeSlashes
+        );
     }
 }

@@ -6,14 +6,30 @@ use http::{HeaderMap, Method, Uri};
 use meshwork_model::pb::config as pb;
 use regex::Regex;
 
+use crate::cors::Cors;
+
 /// A route config whose regexes failed to compile.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("route {route}: http[{index}].match: invalid regex {regex:?}: {reason}")]
+#[error("route {route}: http[{index}].{field}: invalid regex {regex:?}: {reason}")]
 pub struct RouteError {
     pub route: String,
     pub index: usize,
+    /// The field inside the route: `match`, `corsPolicy.allowOrigins[i]`.
+    pub field: String,
     pub regex: String,
     pub reason: String,
+}
+
+/// Largest compiled program of a route regex (match, CORS origin): a regex bomb is refused
+/// when the config arrives instead of being built.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// `r` compiled to match whole values only, within [`REGEX_SIZE_LIMIT`].
+pub fn anchored_regex(r: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{r})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// What a request is matched on.
@@ -34,9 +50,21 @@ pub struct MatchInput<'a> {
 #[derive(Debug, Clone)]
 enum Str {
     Exact(String),
+    /// A character prefix (Istio `prefix`: `/api/cart` matches `/api/cartoon`).
     Prefix(String),
+    /// A path-segment prefix without its trailing `/` (Gateway API `PathPrefix`).
+    PathPrefix(String),
     Regex(Regex),
     Present,
+}
+
+/// The prefix a request's URI matched by, for a prefix rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchedPrefix {
+    /// Istio `prefix`: exactly these characters are replaced.
+    Chars(String),
+    /// Gateway API `PathPrefix` (no trailing `/`): whole segments are replaced.
+    Segments(String),
 }
 
 impl Str {
@@ -52,13 +80,11 @@ impl Str {
         Ok(match &m.r#match {
             Some(Match::Exact(e)) => Some(Str::Exact(norm(e))),
             Some(Match::Prefix(p)) => Some(Str::Prefix(norm(p))),
+            Some(Match::PathPrefix(p)) => {
+                Some(Str::PathPrefix(norm(p).trim_end_matches('/').to_string()))
+            }
             Some(Match::Regex(r)) => {
-                let anchored = format!("^(?:{r})$");
-                let re = regex::RegexBuilder::new(&anchored)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| (r.clone(), e.to_string()))?;
-                Some(Str::Regex(re))
+                Some(Str::Regex(anchored_regex(r).map_err(|e| (r.clone(), e))?))
             }
             None if m.present => Some(Str::Present),
             None => None,
@@ -69,6 +95,9 @@ impl Str {
         match self {
             Str::Exact(e) => v == e,
             Str::Prefix(p) => v.starts_with(p.as_str()),
+            Str::PathPrefix(p) => v
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Str::Regex(r) => r.is_match(v),
             Str::Present => true,
         }
@@ -211,11 +240,13 @@ impl Match {
     }
 }
 
-/// One HTTP route with its compiled matches.
+/// One HTTP route with its compiled matches and CORS policy.
 #[derive(Debug, Clone)]
 pub struct CompiledRoute {
     pub index: usize,
     pub route: pb::HttpRoute,
+    /// `route.cors`, compiled.
+    pub cors: Option<Cors>,
     matches: Vec<Match>,
 }
 
@@ -226,10 +257,11 @@ impl CompiledRoute {
     }
 
     /// The URI prefix of the first matching block, when it matched by prefix (for rewrites).
-    pub fn matched_prefix(&self, input: &MatchInput<'_>) -> Option<String> {
+    pub fn matched_prefix(&self, input: &MatchInput<'_>) -> Option<MatchedPrefix> {
         let m = self.matches.iter().find(|m| m.matches(input))?;
         match &m.uri {
-            Some(Str::Prefix(p)) => Some(p.clone()),
+            Some(Str::Prefix(p)) => Some(MatchedPrefix::Chars(p.clone())),
+            Some(Str::PathPrefix(p)) => Some(MatchedPrefix::Segments(p.clone())),
             _ => None,
         }
     }
@@ -255,12 +287,26 @@ impl CompiledRouteConfig {
                 .map_err(|(regex, reason)| RouteError {
                     route: name.clone(),
                     index,
+                    field: "match".into(),
                     regex,
                     reason,
+                })?;
+            let cors = r
+                .cors
+                .as_ref()
+                .map(Cors::compile)
+                .transpose()
+                .map_err(|e| RouteError {
+                    route: name.clone(),
+                    index,
+                    field: format!("corsPolicy.allowOrigins[{}]", e.index),
+                    regex: e.regex,
+                    reason: e.reason,
                 })?;
             routes.push(CompiledRoute {
                 index,
                 route: r.clone(),
+                cors,
                 matches,
             });
         }
@@ -345,6 +391,48 @@ mod tests {
         assert!(even.find(&input(&get, &uri, &h, None)).is_none());
         h.insert("x-user-id", "a1234x".parse().unwrap());
         assert!(even.find(&input(&get, &uri, &h, None)).is_none());
+    }
+
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        let get = Method::GET;
+        let h = HeaderMap::new();
+        let matches = |prefix: &str, path: &str| {
+            let r = route(vec![pb::RouteMatch {
+                uri: Some(sm(M::PathPrefix(prefix.into()))),
+                ..Default::default()
+            }]);
+            let uri: Uri = path.parse().unwrap();
+            r.find(&input(&get, &uri, &h, None)).is_some()
+        };
+        for (prefix, path, want) in [
+            ("/api/cart", "/api/cart", true),
+            ("/api/cart", "/api/cart/", true),
+            ("/api/cart", "/api/cart/x", true),
+            ("/api/cart", "/api/cart?q=1", true),
+            ("/api/cart", "/api/cartoon", false),
+            ("/api/cart", "/api/car", false),
+            ("/api/cart", "/api", false),
+            ("/api/cart/", "/api/cart", true),
+            ("/api/cart/", "/api/cart/x", true),
+            ("/api/cart/", "/api/cartoon", false),
+            ("/", "/anything", true),
+            ("/", "/", true),
+        ] {
+            assert_eq!(matches(prefix, path), want, "{prefix} vs {path}");
+        }
+        // Istio's `prefix` keeps its character meaning.
+        let r = route(vec![pb::RouteMatch {
+            uri: Some(sm(M::Prefix("/api/cart".into()))),
+            ..Default::default()
+        }]);
+        let uri: Uri = "/api/cartoon".parse().unwrap();
+        let i = input(&get, &uri, &h, None);
+        assert!(r.find(&i).is_some());
+        assert_eq!(
+            r.routes[0].matched_prefix(&i),
+            Some(MatchedPrefix::Chars("/api/cart".into()))
+        );
     }
 
     #[test]

@@ -3,5 +3,5 @@
 pub mod r#match;
 pub mod select;
 
-pub use r#match::{CompiledRoute, CompiledRouteConfig, MatchInput, RouteError};
+pub use r#match::{CompiledRoute, CompiledRouteConfig, MatchInput, MatchedPrefix, RouteError};
 pub use select::{pick_weighted, subset_matches};

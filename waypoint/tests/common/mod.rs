@@ -90,6 +90,7 @@ pub struct Mesh {
     providers: Vec<pb::ExtensionProvider>,
     /// Telemetry keys, least specific first, listed on every workload as the translator does.
     telemetry: Vec<String>,
+    path_normalization: pb::PathNormalization,
 }
 
 impl Mesh {
@@ -189,6 +190,12 @@ impl Mesh {
         self
     }
 
+    /// `meshConfig.pathNormalization.normalization` (default `BASE`).
+    pub fn path_normalization(&mut self, n: pb::PathNormalization) -> &mut Self {
+        self.path_normalization = n;
+        self
+    }
+
     /// A Telemetry resource (add root-namespace ones before namespace ones).
     pub fn telemetry(&mut self, t: pb::TelemetryConfig) -> &mut Self {
         let key = Kind::Telemetry.key(&t.namespace, &t.name);
@@ -210,6 +217,7 @@ impl Mesh {
             trust_domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),
             extension_providers: self.providers.clone(),
+            path_normalization: self.path_normalization.into(),
         };
         r.insert(
             "mesh".into(),

@@ -19,12 +19,17 @@ pub(super) fn parent_port(refs: &[gw::ParentReference], id: &RouteId) -> u32 {
         .unwrap_or(0)
 }
 
-fn gw_match(kind: Option<&str>, value: &str, default_prefix: bool) -> StringMatch {
+/// A header, query or method match (`Exact` unless `RegularExpression`), or a path match
+/// (`PathPrefix` unless `Exact`/`RegularExpression`). `PathPrefix` matches whole path
+/// segments, its trailing `/` ignored: unlike Istio's character `prefix`, `/api/cart` does
+/// not match `/api/cartoon`.
+fn gw_match(kind: Option<&str>, value: &str, is_path: bool) -> StringMatch {
     let m = match kind {
         Some("Exact") => Match::Exact(value.to_string()),
         Some("RegularExpression") => Match::Regex(value.to_string()),
-        Some("PathPrefix") => Match::Prefix(value.to_string()),
-        _ if default_prefix => Match::Prefix(value.to_string()),
+        Some("PathPrefix") | None if is_path => {
+            Match::PathPrefix(value.trim_end_matches('/').to_string())
+        }
         _ => Match::Exact(value.to_string()),
     };
     StringMatch {

@@ -20,7 +20,7 @@ fn http_route_with_service_parent_maps_onto_http_routes() {
     let first = &r.http[0];
     assert_eq!(
         first.matches[0].uri.as_ref().unwrap().r#match,
-        Some(Match::Prefix("/api".into()))
+        Some(Match::PathPrefix("/api".into()))
     );
     assert_eq!(
         first.matches[0].headers["x-canary"].r#match,
@@ -187,7 +187,7 @@ fn http_route_bound_to_the_waypoint_gateway() {
     assert_eq!(m.len(), 2);
     assert!(m
         .iter()
-        .all(|m| m.uri.as_ref().unwrap().r#match == Some(Match::Prefix("/beta".into()))));
+        .all(|m| m.uri.as_ref().unwrap().r#match == Some(Match::PathPrefix("/beta".into()))));
     assert_eq!(
         m[0].authority.as_ref().unwrap().r#match,
         Some(Match::Regex(
