@@ -133,6 +133,22 @@ pub(crate) fn parse_document(
         line,
         default_namespace,
     };
+    if nested_deeper_than(doc_text, MAX_NESTING) {
+        out.push(ParsedDocument {
+            index,
+            item: None,
+            line,
+            key: None,
+            result: Err(vec![ctx.error_at(
+                line,
+                &Header::default(),
+                "",
+                format!("invalid YAML: collections nested deeper than {MAX_NESTING} levels"),
+            )]),
+            warnings: Vec::new(),
+        });
+        return;
+    }
     match serde_yaml_ng::from_str::<Value>(doc_text) {
         Ok(Value::Null) => {}
         Ok(value) => parse_value(&ctx, value, None, out),
@@ -153,6 +169,30 @@ pub(crate) fn parse_document(
             });
         }
     }
+}
+
+/// Deepest flow-collection nesting a document may have. The YAML parser refuses more than
+/// 128 levels anyway, but only after scanning the whole document in time quadratic in the
+/// depth (100 000 nested `[` take most of a minute); this linear pre-scan refuses first.
+const MAX_NESTING: usize = 1000;
+
+/// Whether `[`/`{` ever stand more than `max` deep. Brackets inside scalars count too, so
+/// this over-estimates; no real document has a thousand unclosed brackets.
+fn nested_deeper_than(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 struct DocCtx<'a> {
