@@ -149,6 +149,15 @@ mod tests {
     }
 
     #[test]
+    fn regexes_over_the_waypoint_size_limit_are_refused() {
+        let e = check_regex("a{100000}").unwrap_err();
+        assert!(e.contains("size limit"), "{e}");
+        assert!(check_regex("a{1000}").is_ok());
+        // An unbalanced group is a syntax error even though the anchored form balances it.
+        assert!(check_regex("a)|(b").is_err());
+    }
+
+    #[test]
     fn selector_matching() {
         let sel: BTreeMap<_, _> = [("app".to_string(), "a".to_string())].into();
         let mut labels = sel.clone();

@@ -467,3 +467,17 @@ fn build_object(
         spec,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_prescan_counts_flow_brackets() {
+        assert!(!nested_deeper_than("a: [[{b: c}]]", 3));
+        assert!(nested_deeper_than("a: [[{b: [c]}]]", 3));
+        // Closing brackets bring the depth back down; stray ones do not go below zero.
+        assert!(!nested_deeper_than("]]] [[] ] [[] ]", 2));
+        assert!(nested_deeper_than(&"[".repeat(1001), MAX_NESTING));
+    }
+}
