@@ -174,11 +174,11 @@ pub(crate) fn parse_document(
 /// Deepest flow-collection nesting a document may have. The YAML parser refuses more than
 /// 128 levels anyway, but only after scanning the whole document in time quadratic in the
 /// depth (100 000 nested `[` take most of a minute); this linear pre-scan refuses first.
-const MAX_NESTING: usize = 1000;
+pub(crate) const MAX_NESTING: usize = 1000;
 
 /// Whether `[`/`{` ever stand more than `max` deep. Brackets inside scalars count too, so
 /// this over-estimates; no real document has a thousand unclosed brackets.
-fn nested_deeper_than(text: &str, max: usize) -> bool {
+pub(crate) fn nested_deeper_than(text: &str, max: usize) -> bool {
     let mut depth = 0usize;
     for b in text.bytes() {
         match b {
