@@ -21,18 +21,32 @@ impl RegexString {
     }
 }
 
-/// Compiles `pattern`, turning the multi-line `regex` error into one line.
+/// Largest compiled regex accepted, in bytes: the waypoint's limit for the patterns it
+/// compiles, so the control plane never publishes a pattern every waypoint would refuse
+/// (a refused route makes the waypoint NACK the whole snapshot).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles `pattern` within [`REGEX_SIZE_LIMIT`] (alone, and anchored as the waypoint
+/// matches it), turning the multi-line `regex` error into one line.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
-    regex::Regex::new(pattern).map(|_| ()).map_err(|e| {
-        let text = e.to_string();
-        let detail = text
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with("error:"))
-            .map(|l| l.trim().trim_start_matches("error:").trim().to_string())
-            .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "));
-        format!("regex parse error: \"{pattern}\": {detail}")
-    })
+    let compile = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    compile(pattern)
+        .and_then(|_| compile(&format!("^(?:{pattern})$")))
+        .map(|_| ())
+        .map_err(|e| {
+            let text = e.to_string();
+            let detail = text
+                .lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with("error:"))
+                .map(|l| l.trim().trim_start_matches("error:").trim().to_string())
+                .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "));
+            format!("regex parse error: \"{pattern}\": {detail}")
+        })
 }
 
 impl<'de> Deserialize<'de> for RegexString {
@@ -132,6 +146,15 @@ mod tests {
         assert!(e.starts_with("regex parse error: \"^[0-9\""), "{e}");
         assert!(!e.contains('\n'), "{e}");
         assert!(check_regex("^[0-9]*[02468]$").is_ok());
+    }
+
+    #[test]
+    fn regexes_over_the_waypoint_size_limit_are_refused() {
+        let e = check_regex("a{100000}").unwrap_err();
+        assert!(e.contains("size limit"), "{e}");
+        assert!(check_regex("a{1000}").is_ok());
+        // An unbalanced group is a syntax error even though the anchored form balances it.
+        assert!(check_regex("a)|(b").is_err());
     }
 
     #[test]

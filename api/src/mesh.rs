@@ -176,6 +176,12 @@ impl MeshConfigError {
 impl MeshConfigOverlay {
     /// Parses a mesh config document; unknown fields are returned as warnings (paths).
     pub fn from_yaml(text: &str) -> Result<(Self, Vec<String>), MeshConfigError> {
+        use crate::parse::{nested_deeper_than, MAX_NESTING};
+        if nested_deeper_than(text, MAX_NESTING) {
+            return Err(MeshConfigError::Yaml(format!(
+                "collections nested deeper than {MAX_NESTING} levels"
+            )));
+        }
         let value: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(text).map_err(|e| MeshConfigError::Yaml(e.to_string()))?;
         if value.is_null() {
@@ -399,5 +405,21 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field(), "extensionProviders[0].opentelemetry.service");
+    }
+
+    #[test]
+    fn deeply_nested_mesh_config_is_refused_before_parsing() {
+        let text = format!(
+            "defaultConfig: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let start = std::time::Instant::now();
+        let e = MeshConfigOverlay::from_yaml(&text).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            e.message(),
+            "invalid YAML: collections nested deeper than 1000 levels"
+        );
     }
 }

@@ -133,6 +133,22 @@ pub(crate) fn parse_document(
         line,
         default_namespace,
     };
+    if nested_deeper_than(doc_text, MAX_NESTING) {
+        out.push(ParsedDocument {
+            index,
+            item: None,
+            line,
+            key: None,
+            result: Err(vec![ctx.error_at(
+                line,
+                &Header::default(),
+                "",
+                format!("invalid YAML: collections nested deeper than {MAX_NESTING} levels"),
+            )]),
+            warnings: Vec::new(),
+        });
+        return;
+    }
     match serde_yaml_ng::from_str::<Value>(doc_text) {
         Ok(Value::Null) => {}
         Ok(value) => parse_value(&ctx, value, None, out),
@@ -153,6 +169,30 @@ pub(crate) fn parse_document(
             });
         }
     }
+}
+
+/// Deepest flow-collection nesting a document may have. The YAML parser refuses more than
+/// 128 levels anyway, but only after scanning the whole document in time quadratic in the
+/// depth (100 000 nested `[` take most of a minute); this linear pre-scan refuses first.
+pub(crate) const MAX_NESTING: usize = 1000;
+
+/// Whether `[`/`{` ever stand more than `max` deep. Brackets inside scalars count too, so
+/// this over-estimates; no real document has a thousand unclosed brackets.
+pub(crate) fn nested_deeper_than(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 struct DocCtx<'a> {
@@ -426,4 +466,18 @@ fn build_object(
         uid: meta.uid,
         spec,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_prescan_counts_flow_brackets() {
+        assert!(!nested_deeper_than("a: [[{b: c}]]", 3));
+        assert!(nested_deeper_than("a: [[{b: [c]}]]", 3));
+        // Closing brackets bring the depth back down; stray ones do not go below zero.
+        assert!(!nested_deeper_than("]]] [[] ] [[] ]", 2));
+        assert!(nested_deeper_than(&"[".repeat(1001), MAX_NESTING));
+    }
 }
