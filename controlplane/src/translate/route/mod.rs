@@ -36,9 +36,11 @@ use meshwork_model::pb::config::{RouteConfig, Subset};
 
 mod destination_rule;
 mod gateway_api;
+mod undefined_subsets;
 mod virtual_service;
 
 pub use destination_rule::{merge_policy, traffic_policy};
+pub use undefined_subsets::undefined_subsets;
 
 use super::index::{age_order, Indexes};
 use super::workload::CLUSTER_DOMAIN;
