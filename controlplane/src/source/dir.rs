@@ -245,6 +245,43 @@ mod tests {
     }
 
     #[test]
+    fn link_loops_and_second_links_are_visited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.yaml"), "kind: A").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/q.yaml"), "kind: B").unwrap();
+        for (link, to) in [
+            ("loop-a", "."),
+            ("loop-b", "."),
+            ("sub/up", ".."),
+            ("alias", "sub"),
+        ] {
+            std::os::unix::fs::symlink(to, dir.path().join(link)).unwrap();
+        }
+        std::os::unix::fs::symlink("p.yaml", dir.path().join("same.yaml")).unwrap();
+        let got = list_manifests(dir.path()).unwrap();
+        assert_eq!(
+            got,
+            // `alias` sorts before `sub`: sub/q.yaml is read as alias/q.yaml.
+            vec![dir.path().join("alias/q.yaml"), dir.path().join("p.yaml")],
+            "each real file once, under its first path in name order"
+        );
+    }
+
+    #[test]
+    fn too_deep_a_tree_is_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = dir.path().to_path_buf();
+        for i in 0..=MAX_DEPTH {
+            d.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&d).unwrap();
+        let err = list_manifests(dir.path()).unwrap_err();
+        assert!(matches!(err, DirError::TooDeep(..)), "{err}");
+        assert!(err.to_string().contains("levels deep"), "{err}");
+    }
+
+    #[test]
     fn missing_directory_is_a_named_error() {
         let err = list_manifests(Path::new("/nonexistent/meshwork-config")).unwrap_err();
         assert!(
