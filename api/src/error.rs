@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::validate::printable;
+
 /// One problem found in a resource file (used for both errors and warnings).
 ///
 /// `Display` gives one line:
@@ -24,8 +26,10 @@ pub struct ApiError {
 }
 
 impl fmt::Display for ApiError {
+    /// Every part is passed through [`printable`]: text from a hostile file (names, YAML
+    /// excerpts in messages) cannot put control or bidi characters in a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", printable(&self.file.display().to_string()))?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
@@ -39,21 +43,21 @@ impl fmt::Display for ApiError {
             } else {
                 &self.kind
             };
-            write!(f, " {kind} ")?;
+            write!(f, " {} ", printable(kind))?;
             if !self.namespace.is_empty() {
-                write!(f, "{}/", self.namespace)?;
+                write!(f, "{}/", printable(&self.namespace))?;
             }
             let name = if self.name.is_empty() {
                 "<unnamed>"
             } else {
                 &self.name
             };
-            write!(f, "{name}:")?;
+            write!(f, "{}:", printable(name))?;
         }
         if !self.field.is_empty() {
-            write!(f, " {}:", self.field)?;
+            write!(f, " {}:", printable(&self.field))?;
         }
-        write!(f, " {}", self.message)
+        write!(f, " {}", printable(&self.message))
     }
 }
 

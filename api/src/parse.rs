@@ -15,7 +15,7 @@ use serde_yaml_ng::Value;
 use crate::error::ApiError;
 use crate::networking::Raw;
 use crate::object::{Kind, Object, ObjectKey, Spec};
-use crate::validate;
+use crate::validate::{self, escaped, NameRule};
 
 /// The outcome of parsing one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,11 +238,11 @@ fn str_at<'v>(value: &'v Value, path: &[&str]) -> Option<&'v str> {
 
 fn parse_value(ctx: &DocCtx<'_>, value: Value, item: Option<usize>, out: &mut Vec<ParsedDocument>) {
     let prefix = item.map(|i| format!("items[{i}].")).unwrap_or_default();
+    // Kind and apiVersion end up in messages as written: escaped, so a control or bidi
+    // character in them cannot reach a log line (valid ones are unchanged).
     let mut header = Header {
-        kind: str_at(&value, &["kind"]).unwrap_or_default().to_string(),
-        api_version: str_at(&value, &["apiVersion"])
-            .unwrap_or_default()
-            .to_string(),
+        kind: escaped(str_at(&value, &["kind"]).unwrap_or_default()),
+        api_version: escaped(str_at(&value, &["apiVersion"]).unwrap_or_default()),
         namespace: str_at(&value, &["metadata", "namespace"])
             .unwrap_or(ctx.default_namespace)
             .to_string(),
@@ -324,6 +324,20 @@ fn parse_value(ctx: &DocCtx<'_>, value: Value, item: Option<usize>, out: &mut Ve
         fail(&mut doc, &header, "metadata.name", "required".into());
         out.push(doc);
         return;
+    }
+    if let Err(msg) = NameRule::for_name(kind).check(&header.name) {
+        header.name = escaped(&header.name);
+        fail(&mut doc, &header, "metadata.name", msg);
+        out.push(doc);
+        return;
+    }
+    if !kind.is_cluster_scoped() {
+        if let Err(msg) = NameRule::Dns1123Label.check(&header.namespace) {
+            header.namespace = escaped(&header.namespace);
+            fail(&mut doc, &header, "metadata.namespace", msg);
+            out.push(doc);
+            return;
+        }
     }
     doc.key = Some(ObjectKey::new(
         kind,

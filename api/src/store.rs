@@ -60,6 +60,9 @@ struct DocEntry {
     warnings: Vec<ApiError>,
     /// Text of the YAML document this entry came from (for re-parse avoidance).
     source: Option<Arc<str>>,
+    /// Text of the document that defined the value in force ([`DocEntry::value`]): the
+    /// entry's own source when valid, the last good one's when not.
+    good_source: Option<Arc<str>>,
 }
 
 /// One document for [`Store::install`]: freshly parsed, or reused unchanged.
@@ -185,9 +188,11 @@ impl Store {
     ) -> Vec<Change> {
         let mut old_values: BTreeMap<&ObjectKey, &Arc<Object>> = BTreeMap::new();
         let mut old_by_pos: BTreeMap<(usize, Option<usize>), &ObjectKey> = BTreeMap::new();
+        let mut old_sources: BTreeMap<&ObjectKey, &Option<Arc<str>>> = BTreeMap::new();
         for d in &old.docs {
             if let Some((k, v)) = d.claims() {
                 old_values.entry(k).or_insert(v);
+                old_sources.entry(k).or_insert(&d.good_source);
                 old_by_pos.insert((d.index, d.item), k);
             }
         }
@@ -233,6 +238,13 @@ impl Store {
             } else {
                 None
             };
+            let good_source = if valid.is_some() {
+                source.clone()
+            } else {
+                key.as_ref()
+                    .and_then(|k| old_sources.get(k))
+                    .and_then(|s| (**s).clone())
+            };
             docs.push(DocEntry {
                 index: d.index,
                 item: d.item,
@@ -243,6 +255,7 @@ impl Store {
                 errors,
                 warnings: d.warnings.clone(),
                 source: source.clone(),
+                good_source,
             });
         }
         let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
@@ -372,6 +385,44 @@ impl Store {
     /// Files the store knows, in path order.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.files.keys().map(PathBuf::as_path)
+    }
+
+    /// Per file, the text of the documents whose versions are in force (valid now, or the
+    /// last good version of one that is invalid now), in document order: applied to a new
+    /// store, it restores the same objects. Files defining nothing in force are left out.
+    /// (For persisting the last good config across restarts; `apply_parsed` input has no
+    /// text and is not included.)
+    pub fn last_good_files(&self) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        for (path, f) in &self.files {
+            let mut docs: Vec<&Arc<str>> = Vec::new();
+            for d in &f.docs {
+                let Some(src) = d.good_source.as_ref().filter(|_| d.value().is_some()) else {
+                    continue;
+                };
+                // A List's items share one source document.
+                if docs.last().is_some_and(|last| Arc::ptr_eq(last, src)) {
+                    continue;
+                }
+                docs.push(src);
+            }
+            if !docs.is_empty() {
+                let text: Vec<&str> = docs.iter().map(|s| s.as_ref()).collect();
+                out.insert(path.clone(), text.join("\n---\n"));
+            }
+        }
+        out
+    }
+
+    /// Documents that failed to load and have no last good version: nothing of theirs is in
+    /// force. Each comes with its first error and its text (when it was read from text).
+    pub fn failed_without_last_good(&self) -> Vec<(ApiError, Option<Arc<str>>)> {
+        self.files
+            .values()
+            .flat_map(|f| f.docs.iter())
+            .filter(|d| d.value().is_none())
+            .filter_map(|d| Some((d.errors.first()?.clone(), d.source.clone())))
+            .collect()
     }
 
     /// Current errors: parse/validation errors of every document plus duplicates.

@@ -306,3 +306,71 @@ fn list_kind_is_expanded_and_namespace_defaulted() {
         .is_some());
     assert!(store.errors().is_empty());
 }
+
+#[test]
+fn names_and_namespaces_must_be_dns_1123() {
+    let long = "a".repeat(254);
+    let cases: [(&str, &str, &str); 6] = [
+        ("evil\\0name", NS, "metadata.name"),
+        ("admin\\u202Egnp", NS, "metadata.name"),
+        ("Order-Service", NS, "metadata.name"),
+        (&long, NS, "metadata.name"),
+        ("ok", "prod\\u202Euction", "metadata.namespace"),
+        ("ok", "Production", "metadata.namespace"),
+    ];
+    for (name, ns, field) in cases {
+        let doc = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: \"{name}\"\n  namespace: \"{ns}\"\nspec:\n  hosts: [order-service]\n"
+        );
+        let mut store = Store::new();
+        store.apply_file(Path::new("cfg/names.yaml"), &doc, NS);
+        assert!(store.is_empty(), "{name:?}/{ns:?} must not be stored");
+        let e = only_error(&store);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains("DNS-1123"), "{e}");
+        let line = e.to_string();
+        assert!(
+            !line.contains('\0') && !line.contains('\u{202e}'),
+            "raw control/bidi character: {line:?}"
+        );
+        assert!(line.len() < 1200, "bounded: {line}");
+    }
+    // A Service name is a DNS-1035 label (starts with a letter), a Namespace a label.
+    let mut store = Store::new();
+    store.apply_file(Path::new("cfg/s.yaml"), &svc("1svc"), NS);
+    assert!(only_error(&store).message.contains("DNS-1035"));
+    let mut store = Store::new();
+    let ns_doc = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a.b\n";
+    store.apply_file(Path::new("cfg/n.yaml"), ns_doc, NS);
+    assert!(only_error(&store).message.contains("DNS-1123 label"));
+}
+
+#[test]
+fn last_good_files_restore_the_objects_in_force() {
+    let mut store = Store::new();
+    let path = Path::new("cfg/routes.yaml");
+    let good = format!("{}---\n{}", vs("a", GOOD_ROUTE), svc("b"));
+    store.apply_file(path, &good, NS);
+    // Document 1 becomes invalid YAML: its last good version stays, and is exported.
+    let broken = format!("kind: VirtualService\nspec: [\n---\n{}", svc("b"));
+    store.apply_file(path, &broken, NS);
+    assert_eq!(store.len(), 2);
+    let saved = store.last_good_files();
+    assert_eq!(saved.len(), 1);
+
+    // A new store seeded with the export, then given the broken file, keeps both objects.
+    let mut restarted = Store::new();
+    restarted.apply_file(path, &saved[path], NS);
+    restarted.apply_file(path, &broken, NS);
+    assert!(restarted.get(&key(Kind::VirtualService, "a")).is_some());
+    assert!(restarted.get(&key(Kind::Service, "b")).is_some());
+    assert!(restarted.failed_without_last_good().is_empty());
+    assert!(only_error(&restarted)
+        .message
+        .ends_with("(last valid version stays in force)"));
+
+    // Without the seed, the broken document has nothing in force.
+    let mut cold = Store::new();
+    cold.apply_file(path, &broken, NS);
+    assert_eq!(cold.failed_without_last_good().len(), 1);
+}

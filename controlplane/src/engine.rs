@@ -3,15 +3,18 @@
 //! Single-threaded by design: one task owns the store and the translator and applies
 //! batches in order; the hub fans the result out to every proxy stream.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use meshwork_api::{Change, MeshConfig, Store};
+use meshwork_api::{ApiError, Change, MeshConfig, Object, Store};
 use tracing::{error, info, warn};
 
 use crate::distribute::ModelHub;
+use crate::fail_closed;
 use crate::source::dir::FileEvent;
+use crate::state::{FirstSeen, Saved, StateDir};
 use crate::translate::Translator;
 
 /// Errors and warnings of the sources, as last published by the engine.
@@ -27,6 +30,19 @@ pub struct Engine {
     hub: Arc<ModelHub>,
     default_namespace: String,
     diagnostics: Arc<RwLock<Diagnostics>>,
+    /// Directory source: objects are ordered by when they were first seen, not by a
+    /// `creationTimestamp` written in the file (see [`crate::state`]).
+    first_seen: Option<FirstSeen>,
+    /// Where the last good config is persisted (directory source).
+    state: Option<StateDir>,
+    saved: Saved,
+    /// Files restored from the state directory, not yet matched with the files on disk.
+    seeded: Option<BTreeSet<PathBuf>>,
+    /// Changes of the restore, published with the first batch.
+    seed_changes: Vec<Change>,
+    /// Namespaces currently denied because a policy failed to load (see [`fail_closed`]).
+    denied: BTreeSet<String>,
+    denied_reports: Vec<String>,
 }
 
 impl Engine {
@@ -37,7 +53,42 @@ impl Engine {
             hub,
             default_namespace: default_namespace.into(),
             diagnostics: Arc::default(),
+            first_seen: None,
+            state: None,
+            saved: Saved::default(),
+            seeded: None,
+            seed_changes: Vec::new(),
+            denied: BTreeSet::new(),
+            denied_reports: Vec::new(),
         }
+    }
+
+    /// Directory source: order objects by first sight and, with a state directory, keep
+    /// the last good config across restarts. Call before the first batch: the saved files
+    /// are restored and the first batch (the whole directory) is applied over them; saved
+    /// files missing from it are removed.
+    pub fn with_directory_state(&mut self, state: Option<StateDir>) {
+        let saved = match state.as_ref().map(|s| (s, s.load())) {
+            None => Saved::default(),
+            Some((_, Ok(saved))) => saved,
+            Some((s, Err(e))) => {
+                error!(error = %e, dir = %s.path().display(), "cannot read the saved config; starting without last good versions");
+                Saved::default()
+            }
+        };
+        self.first_seen = Some(FirstSeen::from_saved(&saved.first_seen));
+        let mut seeded = BTreeSet::new();
+        for (path, text) in &saved.files {
+            let changes = self.store.apply_file(path, text, &self.default_namespace);
+            self.seed_changes.extend(changes);
+            seeded.insert(path.clone());
+        }
+        if !seeded.is_empty() {
+            info!(files = seeded.len(), "restored the last good config");
+        }
+        self.seeded = Some(seeded);
+        self.saved = saved;
+        self.state = state;
     }
 
     /// Shared view of the current diagnostics (for the admin endpoint).
@@ -58,8 +109,10 @@ impl Engine {
     /// Applies a batch of file events; returns the hub generation afterwards.
     pub fn apply_events(&mut self, events: Vec<FileEvent>) -> u64 {
         let started = Instant::now();
-        let mut changes: Vec<Change> = Vec::new();
+        let mut changes: Vec<Change> = std::mem::take(&mut self.seed_changes);
+        let mut seeded = self.seeded.take().unwrap_or_default();
         for ev in events {
+            seeded.remove(ev.path());
             match ev {
                 FileEvent::Changed(path, text) => {
                     changes.extend(self.store.apply_file(&path, &text, &self.default_namespace))
@@ -67,10 +120,17 @@ impl Engine {
                 FileEvent::Removed(path) => changes.extend(self.store.remove_file(&path)),
             }
         }
+        // Restored files that are no longer on disk.
+        for path in seeded {
+            changes.extend(self.store.remove_file(&path));
+        }
         let object_changes = changes.len();
+        let mut changes = self.stamp(changes);
+        changes.extend(self.fail_closed());
         let model = self.translator.apply_batch(&changes);
         let generation = self.publish(model);
         self.refresh_diagnostics();
+        self.persist();
         info!(
             object_changes,
             generation,
@@ -80,21 +140,81 @@ impl Engine {
         generation
     }
 
+    /// Directory source: sets each object's creation time to its first-seen time.
+    fn stamp(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        let Some(first_seen) = self.first_seen.as_mut() else {
+            return changes;
+        };
+        changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Upsert(o) => {
+                    let t = first_seen.stamp(&o.key());
+                    Change::Upsert(Arc::new(Object {
+                        creation_timestamp: Some(t),
+                        ..(*o).clone()
+                    }))
+                }
+                Change::Delete(k) => {
+                    first_seen.forget(&k);
+                    Change::Delete(k)
+                }
+            })
+            .collect()
+    }
+
+    /// Adds or removes the synthetic DENY-all of namespaces whose policy failed to load.
+    fn fail_closed(&mut self) -> Vec<Change> {
+        let failed = self.store.failed_without_last_good();
+        let deny = fail_closed::namespaces_to_deny(&failed, &self.default_namespace);
+        let namespaces: BTreeSet<String> = deny.keys().cloned().collect();
+        let changes = fail_closed::diff(&self.denied, &namespaces);
+        self.denied_reports = deny
+            .iter()
+            .map(|(ns, causes)| fail_closed::report(ns, causes))
+            .collect();
+        self.denied = namespaces;
+        changes
+    }
+
+    /// Writes the last good config to the state directory when it changed.
+    fn persist(&mut self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let now = Saved {
+            files: self.store.last_good_files(),
+            first_seen: self
+                .first_seen
+                .as_ref()
+                .map(FirstSeen::saved)
+                .unwrap_or_default(),
+        };
+        if now == self.saved {
+            return;
+        }
+        match state.save(&now) {
+            Ok(()) => self.saved = now,
+            Err(e) => error!(error = %e, "cannot save the last good config"),
+        }
+    }
+
     fn publish(&mut self, changes: Vec<crate::translate::ModelChange>) -> u64 {
         self.hub
             .apply(changes.into_iter().map(|c| (c.key, c.resource)))
     }
 
     fn refresh_diagnostics(&mut self) {
-        let d = Diagnostics {
-            errors: self.store.errors().iter().map(|e| e.to_string()).collect(),
-            warnings: self
-                .store
-                .warnings()
-                .iter()
-                .map(|e| e.to_string())
-                .collect(),
-        };
+        let mut errors: Vec<String> = self.store.errors().iter().map(|e| e.to_string()).collect();
+        errors.extend(self.denied_reports.iter().cloned());
+        let mut warnings: Vec<String> = self
+            .store
+            .warnings()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        warnings.extend(self.undefined_subsets());
+        let d = Diagnostics { errors, warnings };
         for e in &d.errors {
             error!(error = %e, "invalid config");
         }
@@ -102,6 +222,30 @@ impl Engine {
             warn!(warning = %w, "config warning");
         }
         *self.diagnostics.write().unwrap_or_else(|e| e.into_inner()) = d;
+    }
+}
+
+impl Engine {
+    /// Routes to undefined subsets, as warnings naming the file, resource and field.
+    fn undefined_subsets(&self) -> Vec<String> {
+        self.translator
+            .undefined_subsets()
+            .into_iter()
+            .map(|(key, u)| {
+                let file = self.store.get(&key).map(|s| s.file.clone());
+                ApiError {
+                    file: file.unwrap_or_default(),
+                    document: 0,
+                    line: 0,
+                    kind: key.kind.to_string(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    field: u.field.clone(),
+                    message: format!("{}; fix: {}", u.message(), u.fix()),
+                }
+                .to_string()
+            })
+            .collect()
     }
 }
 

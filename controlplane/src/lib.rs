@@ -8,9 +8,12 @@
 pub mod admin;
 pub mod auth;
 pub mod ca;
+pub mod checks;
 pub mod distribute;
 pub mod engine;
+pub mod fail_closed;
 pub mod logging;
 pub mod run;
 pub mod source;
+pub mod state;
 pub mod translate;

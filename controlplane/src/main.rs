@@ -64,6 +64,12 @@ struct Cli {
     /// Where the mesh root CA is kept (created on first start).
     #[arg(long, default_value = "meshwork-ca", env = "MESHWORK_CA_DIR")]
     ca_dir: PathBuf,
+    /// Directory source: where the last good version of every resource (and the order in
+    /// which resources were first seen) is kept, so a restart while a file is invalid does
+    /// not drop its last good version. Default: `<ca-dir>/state`. Not used with
+    /// `--source=kubernetes` (the API server is the persistent store).
+    #[arg(long, env = "MESHWORK_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Workload certificate lifetime, e.g. 24h, 90m.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     cert_ttl: std::time::Duration,
@@ -147,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         default_namespace: cli.default_namespace,
         grpc_addr: cli.grpc_addr,
         admin_addr: cli.admin_addr,
+        state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
         ca_dir: cli.ca_dir,
         cert_ttl: cli.cert_ttl,
     })

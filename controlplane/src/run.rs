@@ -26,6 +26,7 @@ use crate::source::kube::{
     waypoints::{self, run_waypoints, Controller, TemplateSource, WaypointApi},
     KubeSourceOptions, TokenReviewAuthenticator,
 };
+use crate::state::StateDir;
 
 /// Where the resources come from.
 #[derive(Debug, Clone)]
@@ -69,6 +70,9 @@ pub struct Options {
     pub admin_addr: SocketAddr,
     pub ca_dir: PathBuf,
     pub cert_ttl: Duration,
+    /// Directory source: where the last good config and the first-seen order of objects
+    /// are kept across restarts (see [`crate::state`]); `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -118,7 +122,10 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     // the whole config rather than an empty model.
     let events = match &opts.source {
         Source::None => None,
-        Source::Dir(dir_path) => Some(dir::watch(dir_path.clone())?),
+        Source::Dir(dir_path) => {
+            engine.with_directory_state(opts.state_dir.clone().map(StateDir::new));
+            Some(dir::watch(dir_path.clone())?)
+        }
         Source::Kubernetes(k) => {
             let (events, kube_tasks) = kube_source(k, &root_namespace_of(&opts)).await?;
             tasks.extend(kube_tasks);

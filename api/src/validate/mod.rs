@@ -3,9 +3,12 @@
 //! values) are already caught while deserializing.
 
 mod gateway;
+mod names;
 mod networking;
 mod security;
 mod telemetry;
+
+pub use names::{escaped, printable, NameRule};
 
 use crate::mesh::MeshConfigOverlay;
 use crate::object::{Object, Spec};

@@ -5,7 +5,8 @@
 //! trusting individual notify events the watcher treats them as a hint: after a short
 //! quiet period it rescans the directory and reports the files whose content changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub enum DirError {
     Read(PathBuf, std::io::Error),
     #[error("cannot watch config directory {0}: {1}")]
     Watch(PathBuf, notify::Error),
+    #[error("config directory {0} is nested more than {1} levels deep (a link loop?); not loaded")]
+    TooDeep(PathBuf, usize),
+    #[error("config directory {0} holds more than {1} manifests; not loaded")]
+    TooManyFiles(PathBuf, usize),
 }
 
 /// Whether a path is a manifest the directory source reads.
@@ -48,25 +53,60 @@ pub fn is_manifest(path: &Path) -> bool {
         )
 }
 
+/// Deepest directory level the scan descends to (the config directory is level 0).
+pub const MAX_DEPTH: usize = 32;
+/// Most manifests one scan reads; a larger tree is refused rather than half-loaded.
+pub const MAX_FILES: usize = 10_000;
+
 /// Lists manifests below `dir` (recursively, sorted, hidden entries skipped).
+///
+/// Symbolic links are followed, but every real directory and file is visited once
+/// (identified by device and inode): a link loop such as `a -> .` adds nothing, and a
+/// manifest reachable by two paths is read under the first path only (in sorted order).
+/// The walk stops with an error below [`MAX_DEPTH`] levels or past [`MAX_FILES`] manifests.
 pub fn list_manifests(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let root = std::fs::metadata(dir).map_err(|e| DirError::Read(dir.to_path_buf(), e))?;
+    seen.insert((root.dev(), root.ino()));
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
         let entries = std::fs::read_dir(&d).map_err(|e| DirError::Read(d.clone(), e))?;
+        let mut paths = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| DirError::Read(d.clone(), e))?;
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if hidden {
+            if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            if path.is_dir() {
-                stack.push(path);
-            } else if is_manifest(&path) {
+            paths.push(entry.path());
+        }
+        // Sorted, so which of two paths to one file wins does not depend on readdir order;
+        // pushed in reverse, so subdirectories are walked in name order.
+        paths.sort();
+        let mut subdirs = Vec::new();
+        for path in paths {
+            // Follows links; a dangling link is skipped like an unreadable entry.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                debug!(path = %path.display(), "skipping an entry that cannot be followed");
+                continue;
+            };
+            if meta.is_dir() {
+                if !seen.insert((meta.dev(), meta.ino())) {
+                    debug!(path = %path.display(), "directory already scanned (link loop or second link)");
+                    continue;
+                }
+                if depth + 1 > MAX_DEPTH {
+                    return Err(DirError::TooDeep(path, MAX_DEPTH));
+                }
+                subdirs.push(path);
+            } else if is_manifest(&path) && seen.insert((meta.dev(), meta.ino())) {
+                if out.len() == MAX_FILES {
+                    return Err(DirError::TooManyFiles(dir.to_path_buf(), MAX_FILES));
+                }
                 out.push(path);
             }
         }
+        stack.extend(subdirs.into_iter().rev().map(|p| (p, depth + 1)));
     }
     out.sort();
     Ok(out)
@@ -125,11 +165,16 @@ pub fn watch(dir: PathBuf) -> Result<mpsc::Receiver<Vec<FileEvent>>, DirError> {
     let mut state = DirState::default();
     let initial = state.rescan(&dir)?;
     let (hint_tx, mut hint_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = hint_tx.send(());
-        }
-    })
+    // The watcher does not follow links (a loop would make it register watches without
+    // end); changes behind a link to another directory are picked up by the periodic rescan.
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = hint_tx.send(());
+            }
+        },
+        notify::Config::default().with_follow_symlinks(false),
+    )
     .map_err(|e| DirError::Watch(dir.clone(), e))?;
     watcher
         .watch(&dir, RecursiveMode::Recursive)
@@ -197,6 +242,43 @@ mod tests {
                 FileEvent::Removed(b)
             ]
         );
+    }
+
+    #[test]
+    fn link_loops_and_second_links_are_visited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.yaml"), "kind: A").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/q.yaml"), "kind: B").unwrap();
+        for (link, to) in [
+            ("loop-a", "."),
+            ("loop-b", "."),
+            ("sub/up", ".."),
+            ("alias", "sub"),
+        ] {
+            std::os::unix::fs::symlink(to, dir.path().join(link)).unwrap();
+        }
+        std::os::unix::fs::symlink("p.yaml", dir.path().join("same.yaml")).unwrap();
+        let got = list_manifests(dir.path()).unwrap();
+        assert_eq!(
+            got,
+            // `alias` sorts before `sub`: sub/q.yaml is read as alias/q.yaml.
+            vec![dir.path().join("alias/q.yaml"), dir.path().join("p.yaml")],
+            "each real file once, under its first path in name order"
+        );
+    }
+
+    #[test]
+    fn too_deep_a_tree_is_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = dir.path().to_path_buf();
+        for i in 0..=MAX_DEPTH {
+            d.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&d).unwrap();
+        let err = list_manifests(dir.path()).unwrap_err();
+        assert!(matches!(err, DirError::TooDeep(..)), "{err}");
+        assert!(err.to_string().contains("levels deep"), "{err}");
     }
 
     #[test]

@@ -176,6 +176,17 @@ impl Translator {
     }
 
     /// Applies several store changes, recomputing each dependent resource once.
+    /// Routes to subsets that no DestinationRule defines (see
+    /// [`crate::checks::subsets`]), with the VirtualService each is in.
+    pub fn undefined_subsets(
+        &self,
+    ) -> Vec<(
+        meshwork_api::ObjectKey,
+        crate::checks::subsets::UndefinedSubset,
+    )> {
+        route::undefined_subsets(&self.idx)
+    }
+
     pub fn apply_batch(&mut self, changes: &[Change]) -> Vec<ModelChange> {
         for c in changes {
             self.ingest(c);

@@ -11,7 +11,9 @@
 //! - VirtualServices whose `gateways` list is set and lacks `mesh` apply to ingress
 //!   gateways only and contribute nothing here.
 //! - HTTP/TCP routes of every VirtualService for the host are concatenated, oldest
-//!   VirtualService first; then Gateway API routes (HTTPRoute, then GRPCRoute, oldest
+//!   VirtualService first (creationTimestamp, then namespace, then name; with the directory
+//!   source the timestamp is the time the control plane first saw the object, see
+//!   [`crate::state`], so renaming a resource cannot move it ahead); then Gateway API routes (HTTPRoute, then GRPCRoute, oldest
 //!   first) whose parentRefs name the Service (GAMMA). Gateway API backend weights are
 //!   relative (default 1), VirtualService weights total 100.
 //! - The oldest DestinationRule for the host gives the host traffic policy and subsets;
@@ -36,9 +38,11 @@ use meshwork_model::pb::config::{RouteConfig, Subset};
 
 mod destination_rule;
 mod gateway_api;
+mod undefined_subsets;
 mod virtual_service;
 
 pub use destination_rule::{merge_policy, traffic_policy};
+pub use undefined_subsets::undefined_subsets;
 
 use super::index::{age_order, Indexes};
 use super::workload::CLUSTER_DOMAIN;

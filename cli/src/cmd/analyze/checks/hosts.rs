@@ -1,6 +1,6 @@
 //! Host helpers shared by the traffic checks.
 
-use meshwork_api::{networking::Destination, Kind, Spec, StoredObject};
+use meshwork_api::{Kind, Spec, StoredObject};
 
 use super::super::context::{Context, CLUSTER_DOMAIN};
 
@@ -38,25 +38,4 @@ pub fn lookup_destination_rule<'a>(
         .into_iter()
         .flatten()
         .find_map(|ns| drs.iter().find(|s| s.object.namespace == ns).copied())
-}
-
-/// Every destination a VirtualService routes to, with its field path.
-pub fn destinations(vs: &meshwork_api::networking::VirtualService) -> Vec<(String, &Destination)> {
-    let mut out = Vec::new();
-    for (i, r) in vs.http.iter().enumerate() {
-        for (j, d) in r.route.iter().enumerate() {
-            out.push((format!("spec.http[{i}].route[{j}]"), &d.destination));
-        }
-    }
-    for (i, r) in vs.tcp.iter().enumerate() {
-        for (j, d) in r.route.iter().enumerate() {
-            out.push((format!("spec.tcp[{i}].route[{j}]"), &d.destination));
-        }
-    }
-    for (i, r) in vs.tls.iter().enumerate() {
-        for (j, d) in r.route.iter().enumerate() {
-            out.push((format!("spec.tls[{i}].route[{j}]"), &d.destination));
-        }
-    }
-    out
 }

@@ -5,7 +5,9 @@ use meshwork_api::{Kind, Spec};
 
 use super::super::context::Context;
 use super::super::finding::{Finding, Severity};
-use super::hosts::{destinations, host_key, lookup_destination_rule};
+use meshwork_controlplane::checks::subsets::{self as rule, RuleFor};
+
+use super::hosts::{host_key, lookup_destination_rule};
 
 pub fn check(ctx: &Context) -> Vec<Finding> {
     let mut out = undefined_subsets(ctx);
@@ -13,55 +15,32 @@ pub fn check(ctx: &Context) -> Vec<Finding> {
     out
 }
 
+/// The rule lives in the control plane (which reports it while running); here hosts and
+/// DestinationRules resolve as `analyze` sees them (client namespace, then the service's,
+/// then the root namespace).
 fn undefined_subsets(ctx: &Context) -> Vec<Finding> {
+    let rule_for = |host: &str, ns: &str| {
+        let key = host_key(ctx, host, ns);
+        let service_ns = ctx.service_host(host, ns).map(|(sns, _)| sns);
+        let dr = lookup_destination_rule(ctx, &key, ns, service_ns.as_deref())?;
+        let Spec::DestinationRule(spec) = &dr.object.spec else {
+            return None;
+        };
+        Some(RuleFor {
+            name: dr.object.ns_name(),
+            subsets: spec.subsets.iter().map(|s| s.name.clone()).collect(),
+        })
+    };
     let mut out = Vec::new();
     for s in ctx.of_kind(Kind::VirtualService) {
-        let Spec::VirtualService(vs) = &s.object.spec else {
-            continue;
-        };
-        let ns = &s.object.namespace;
-        for (path, d) in destinations(vs) {
-            if d.subset.is_empty() {
-                continue;
-            }
-            let key = host_key(ctx, &d.host, ns);
-            let service_ns = ctx.service_host(&d.host, ns).map(|(sns, _)| sns);
-            let dr = lookup_destination_rule(ctx, &key, ns, service_ns.as_deref());
-            let (message, fix) = match dr {
-                None => (
-                    format!(
-                        "{path} routes to subset \"{}\" of host {}, but no DestinationRule for that host is visible from namespace {ns}; requests on this route fail with 503",
-                        d.subset, d.host
-                    ),
-                    format!(
-                        "add a DestinationRule with host: {} and a subset named \"{}\" (in namespace {ns} or the service's namespace)",
-                        d.host, d.subset
-                    ),
-                ),
-                Some(dr_obj) => {
-                    let Spec::DestinationRule(dr) = &dr_obj.object.spec else { continue };
-                    if dr.subsets.iter().any(|x| x.name == d.subset) {
-                        continue;
-                    }
-                    (
-                        format!(
-                            "{path} routes to subset \"{}\" of host {}, but DestinationRule {} defines no such subset; requests on this route fail with 503",
-                            d.subset, d.host, dr_obj.object.ns_name()
-                        ),
-                        format!(
-                            "add subset \"{}\" to DestinationRule {} or route to one of its subsets",
-                            d.subset, dr_obj.object.ns_name()
-                        ),
-                    )
-                }
-            };
+        for u in rule::undefined_subsets(&s.object, rule_for) {
             out.push(Finding::new(
                 Severity::Error,
                 "subset-undefined",
                 Context::label(&s.object),
                 Context::file_of(s),
-                message,
-                fix,
+                format!("{} {}", u.field, u.message()),
+                u.fix(),
             ));
         }
     }

@@ -1,0 +1,321 @@
+//! Attacks on the control plane's config source, against the real binary: a restart while
+//! a policy file is broken, a first start with a broken policy, a renamed VirtualService
+//! taking over a host, symbolic link loops in the config directory, hostile names.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, wait_for, write, ControlPlane, BASE};
+
+const DENY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-refund
+  namespace: production
+spec:
+  action: DENY
+  rules:
+    - to:
+        - operation:
+            ports: ["9090"]
+"#;
+
+/// The same policy, saved half-edited: invalid YAML.
+const DENY_BROKEN: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-refund
+  namespace: production
+spec:
+  action: DENY
+  rules: [
+    - to:
+"#;
+
+const FAIL_CLOSED: &str = "meshwork~fail-closed";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_restart_with_broken_policy_file_keeps_the_deny() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "policy.yaml", DENY);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "the DENY", |s| {
+        s.authorization("production", "deny-refund").is_some()
+    })
+    .await;
+
+    // Broken while running: the last good version stays (this already held).
+    write(config.path(), "policy.yaml", DENY_BROKEN);
+    eventually("the parse error", || {
+        cp.diagnostics()
+            .0
+            .iter()
+            .any(|e| e.contains("last valid version stays in force"))
+    })
+    .await;
+    cp.kill();
+
+    // Restarted while the file is still broken: the DENY must still be pushed.
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let fresh = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&fresh, "initial snapshot after restart", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    let snap = fresh.snapshot();
+    assert!(
+        snap.authorization("production", "deny-refund").is_some(),
+        "a restart with a broken policy file dropped the DENY: {:?}",
+        snap.authorizations().map(|a| &a.name).collect::<Vec<_>>()
+    );
+    assert!(
+        snap.authorization("production", FAIL_CLOSED).is_none(),
+        "with a last good version there is nothing to fail closed for"
+    );
+    let (errors, _) = cp.diagnostics();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("policy.yaml") && e.contains("last valid version stays in force")),
+        "{errors:?}"
+    );
+
+    // Fixed, then removed: the state follows the files.
+    write(config.path(), "policy.yaml", DENY);
+    std::fs::remove_file(config.path().join("policy.yaml")).unwrap();
+    wait_for(&fresh, "the DENY removed with its file", |s| {
+        s.authorization("production", "deny-refund").is_none()
+    })
+    .await;
+    cp.kill();
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let again = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&again, "snapshot after second restart", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    assert!(
+        again
+            .snapshot()
+            .authorization("production", "deny-refund")
+            .is_none(),
+        "a deleted policy must not come back from the saved state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_first_start_with_invalid_policy_does_not_silently_allow() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "policy.yaml", DENY_BROKEN);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "initial snapshot", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    let snap = z.snapshot();
+    let deny_all = snap.authorization("production", FAIL_CLOSED);
+    assert!(
+        deny_all.is_some(),
+        "no policy in force for production although its AuthorizationPolicy failed to load: {:?}",
+        snap.authorizations().map(|a| &a.name).collect::<Vec<_>>()
+    );
+    let (errors, _) = cp.diagnostics();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("namespace production") && e.contains("fail closed")),
+        "{errors:?}"
+    );
+
+    // Fixed: the real policy replaces the deny-all.
+    write(config.path(), "policy.yaml", DENY);
+    wait_for(&z, "the real policy instead of deny-all", |s| {
+        s.authorization("production", "deny-refund").is_some()
+            && s.authorization("production", FAIL_CLOSED).is_none()
+    })
+    .await;
+    let (errors, _) = cp.diagnostics();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+const ROUTING: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+    - name: v1
+      labels: {version: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+    - route:
+        - destination: {host: reviews, subset: v1}
+"#;
+
+/// Added later, named to sort first, routing everything to a subset nobody defines.
+const SHADOW: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: aaa-reviews
+spec:
+  hosts: [reviews]
+  http:
+    - route:
+        - destination: {host: reviews, subset: v3}
+"#;
+
+/// Origins of the route config for the reviews host, in order.
+fn route_origins(cp: &ControlPlane) -> Vec<String> {
+    let v = cp.admin_json("/debug/model?prefix=route/production/reviews.");
+    let text = v.to_string();
+    let mut found: Vec<(usize, String)> = ["reviews", "aaa-reviews"]
+        .iter()
+        .filter_map(|n| {
+            let needle = format!("\"VirtualService/production/{n}\"");
+            text.find(&needle).map(|i| (i, n.to_string()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, n)| n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_renamed_virtual_service_with_missing_subset_does_not_take_over_the_host() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "routing.yaml", ROUTING);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    eventually("the reviews route", || route_origins(&cp) == ["reviews"]).await;
+
+    // Added later, in a file and under a name that both sort first.
+    write(config.path(), "00-shadow.yaml", SHADOW);
+    eventually("both VirtualServices in the route", || {
+        route_origins(&cp).len() == 2
+    })
+    .await;
+    assert_eq!(
+        route_origins(&cp),
+        ["reviews", "aaa-reviews"],
+        "the newer VirtualService must not be ordered first because of its name"
+    );
+    // The missing subset is reported by the running control plane.
+    let (_, warnings) = cp.diagnostics();
+    assert!(
+        warnings.iter().any(|w| w.contains("aaa-reviews")
+            && w.contains("spec.http[0].route[0]")
+            && w.contains("subset \"v3\"")
+            && w.contains("503")),
+        "{warnings:?}"
+    );
+
+    // The order survives a restart (first-seen order is kept in the state directory).
+    cp.kill();
+    let cp = ControlPlane::start(config.path(), ca.path());
+    eventually("route after restart", || route_origins(&cp).len() == 2).await;
+    assert_eq!(route_origins(&cp), ["reviews", "aaa-reviews"]);
+    // A creationTimestamp written into the file does not buy a place either.
+    let backdated = SHADOW.replace(
+        "  name: aaa-reviews\n",
+        "  name: aaa-reviews\n  creationTimestamp: \"2001-01-01T00:00:00Z\"\n",
+    );
+    write(config.path(), "00-shadow.yaml", &backdated);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(route_origins(&cp), ["reviews", "aaa-reviews"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_symlink_loops_in_config_dir_do_not_hang_the_control_plane() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "policy.yaml", DENY);
+    std::os::unix::fs::symlink(".", config.path().join("loop-a")).unwrap();
+    std::os::unix::fs::symlink(".", config.path().join("loop-b")).unwrap();
+    let started = Instant::now();
+    // Generous bound for a loaded machine; the unfixed scan never finishes.
+    let cp = ControlPlane::start_within(config.path(), ca.path(), Duration::from_secs(60));
+    let took = started.elapsed();
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "the policy", |s| {
+        s.authorization("production", "deny-refund").is_some()
+    })
+    .await;
+    // Loaded once: no duplicate definitions through loop-a/, loop-b/loop-a/, ...
+    let (errors, _) = cp.diagnostics();
+    assert!(errors.is_empty(), "{errors:?}");
+    // A later edit is still picked up.
+    write(config.path(), "policy.yaml", &DENY.replace("9090", "9091"));
+    wait_for(&z, "the edited policy", |s| {
+        s.authorization("production", "deny-refund")
+            .is_some_and(|a| format!("{a:?}").contains("9091"))
+    })
+    .await;
+    eprintln!("start with two symlink loops took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_hostile_names_are_refused_and_never_logged_raw() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    let long = "a".repeat(254);
+    let hostile = [
+        ("evil\\0name", "production"),
+        ("admin\\u202Egnp", "production"),
+        ("Deny-Refund", "production"),
+        (long.as_str(), "production"),
+        ("ok-name", "prod\\u202Euction"),
+        ("ok-name2", "PRODUCTION"),
+    ];
+    let docs: Vec<String> = hostile
+        .iter()
+        .map(|(name, ns)| {
+            DENY.replace("name: deny-refund", &format!("name: \"{name}\""))
+                .replace("namespace: production", &format!("namespace: \"{ns}\""))
+        })
+        .collect();
+    write(config.path(), "hostile.yaml", &docs.join("---\n"));
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let (errors, _) = cp.diagnostics();
+    for field in ["metadata.name", "metadata.namespace"] {
+        assert!(
+            errors.iter().any(|e| e.contains(field)),
+            "{field}: {errors:?}"
+        );
+    }
+    let file = config.path().join("hostile.yaml").display().to_string();
+    let hostile_errors: Vec<_> = errors.iter().filter(|e| e.starts_with(&file)).collect();
+    assert_eq!(hostile_errors.len(), hostile.len(), "{errors:?}");
+    for e in &hostile_errors {
+        assert!(
+            !e.contains('\0') && !e.contains('\u{202e}'),
+            "raw control/bidi character in {e:?}"
+        );
+        assert!(e.contains("DNS-1123"), "{e}");
+    }
+    // Nothing of them is in the model.
+    let model = cp.admin_json("/debug/model?prefix=authz/").to_string();
+    assert!(
+        !model.contains("evil") && !model.contains("Deny-Refund"),
+        "{model}"
+    );
+}
