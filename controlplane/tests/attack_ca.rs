@@ -100,6 +100,7 @@ async fn ca() -> Ca {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         ca_dir: ca_dir.path().to_path_buf(),
         cert_ttl: Duration::from_secs(3600),
+        state_dir: None,
     })
     .await
     .unwrap();
