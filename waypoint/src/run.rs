@@ -305,6 +305,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let handler = WaypointHandler {
             service: svc.clone(),
             limits: limits.clone(),
+            identity: identity.clone(),
         };
         let drain = drain.clone();
         tokio::spawn(async move {

@@ -367,7 +367,7 @@ impl L7Service {
             service,
             port,
             direct,
-        }) = target::resolve(snap, conn, host, host_port)
+        }) = target::resolve(snap, &self.inner.opts.waypoint, conn, host, host_port)
         else {
             ex.flags.add(flags::NO_ROUTE);
             ex.details = "route_not_found".into();
@@ -1328,7 +1328,7 @@ fn new_request_id() -> String {
     out
 }
 
-fn humantime(t: std::time::SystemTime) -> String {
+pub(crate) fn humantime(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
