@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_state;
 pub mod admission;
+pub mod authority;
 pub mod authz;
 pub mod body;
 pub mod ca;

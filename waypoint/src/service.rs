@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::authority;
 use crate::authz;
 use crate::body::{self, Body, BoxError};
 use crate::cluster::{self, Cluster, ClusterKey, Clusters};
@@ -354,12 +355,18 @@ impl L7Service {
 
     async fn proxy<'a>(
         &self,
-        req: Request<Tracked>,
+        mut req: Request<Tracked>,
         conn: &ConnContext,
         cfg: &'a Compiled,
         ex: &mut Exchange<'a>,
         request_id: &str,
     ) -> Response<Body> {
+        // One authority for every stage and the upstream: the target URI's wins over Host.
+        if let Err(e) = authority::canonicalize(&mut req) {
+            ex.flags.add(flags::DOWNSTREAM_PROTOCOL_ERROR);
+            ex.details = "ambiguous_authority".into();
+            return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
         let snap = &cfg.snapshot;
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
