@@ -68,7 +68,7 @@ rss_mb() { awk -v f="$2" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status
 "$BIN/examples/bench_config" 18080 "$WORK/config.pb" 2>/dev/null
 "$BIN/waypoint" --worker-threads "$THREADS" --gateway bench/waypoint --insecure --upstream plain \
   --no-access-log --static-config "$WORK/config.pb" --http-addr 127.0.0.1:18081 \
-  --admin-addr 127.0.0.1:18082 --readiness-addr 127.0.0.1:18085 \
+  --admin-addr 127.0.0.1:18082 --readiness-addr 127.0.0.1:18085 --metrics-addr off \
   2>"$WORK/waypoint.log" & WAYPOINT=$!; PIDS+=("$WAYPOINT")
 "$ENVOY" -c "$ROOT/bench/waypoint/envoy.yaml" --concurrency "$THREADS" --log-level error \
   2>"$WORK/envoy.log" & ENVOY_PID=$!; PIDS+=("$ENVOY_PID")

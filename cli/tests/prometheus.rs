@@ -602,7 +602,10 @@ fn kubernetes_scrape_jobs_match_the_chart_and_pass_promtool() {
     for s in [
         "app.kubernetes.io/component: waypoint",
         "gateway.networking.k8s.io/gateway-name:",
-        "name: hbone",
+        "name: metrics",
+        "containerPort: 15020",
+        "--metrics-addr=0.0.0.0:15020",
+        "--admin-addr=127.0.0.1:15000",
     ] {
         assert!(waypoint.contains(s), "the waypoint Deployment has no `{s}`");
     }

@@ -21,8 +21,8 @@ pub use error::HarnessError;
 pub use manifests::fixture_manifests;
 pub use mesh::{
     Binaries, MeshConfig, NetnsMesh, WaypointSpec, CONTROL_PLANE_ADMIN_PORT,
-    CONTROL_PLANE_GRPC_PORT, CONTROL_PLANE_IP, WAYPOINT_ADMIN_PORT, WAYPOINT_READINESS_PORT,
-    ZTUNNEL_METRICS_PORT,
+    CONTROL_PLANE_GRPC_PORT, CONTROL_PLANE_IP, WAYPOINT_ADMIN_PORT, WAYPOINT_METRICS_PORT,
+    WAYPOINT_READINESS_PORT, ZTUNNEL_METRICS_PORT,
 };
 pub use topology::{Network, Node, Pod, Service};
 pub mod pcap;

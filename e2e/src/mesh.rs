@@ -24,8 +24,10 @@ pub const CONTROL_PLANE_GRPC_PORT: u16 = 15010;
 pub const CONTROL_PLANE_ADMIN_PORT: u16 = 15014;
 /// ztunnel metrics listener in each node namespace (its default, `0.0.0.0:15020`).
 pub const ZTUNNEL_METRICS_PORT: u16 = 15020;
-/// Waypoint admin + metrics and readiness listeners in its pod namespace.
-pub const WAYPOINT_ADMIN_PORT: u16 = 15020;
+/// Waypoint admin (loopback of its pod namespace, as in the chart), metrics and readiness
+/// listeners (pod IP).
+pub const WAYPOINT_ADMIN_PORT: u16 = 15000;
+pub const WAYPOINT_METRICS_PORT: u16 = 15020;
 pub const WAYPOINT_READINESS_PORT: u16 = 15021;
 /// ztunnel admin listener in each node namespace (its default).
 const ZTUNNEL_ADMIN: &str = "127.0.0.1:15000";
@@ -297,8 +299,9 @@ impl NetnsMesh {
 
     /// Starts the `waypoint` binary in its own pod namespace (log label `waypoint-<pod>`):
     /// it follows the control plane and gets its certificate from the control plane CA with
-    /// the token of the pod's node, serves HBONE on `0.0.0.0:15008`, admin and metrics on
-    /// [`WAYPOINT_ADMIN_PORT`], readiness on [`WAYPOINT_READINESS_PORT`]. The pod must be
+    /// the token of the pod's node, serves HBONE on `0.0.0.0:15008`, admin on loopback
+    /// [`WAYPOINT_ADMIN_PORT`], metrics on [`WAYPOINT_METRICS_PORT`], readiness on
+    /// [`WAYPOINT_READINESS_PORT`]. The pod must be
     /// labelled `gateway.networking.k8s.io/gateway-name` in the YAML (never captured).
     /// Returns its pid; [`NetnsMesh::wait_waypoint_ready`] waits for it.
     pub fn start_waypoint(&self, w: &WaypointSpec) -> Result<u32, ScenarioError> {
@@ -318,7 +321,11 @@ impl NetnsMesh {
         .args(["--service-account", &w.service_account])
         .args(["--token", token])
         .args(["--hbone-addr", &format!("0.0.0.0:{}", fixture::HBONE_PORT)])
-        .args(["--admin-addr", &format!("0.0.0.0:{WAYPOINT_ADMIN_PORT}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{WAYPOINT_ADMIN_PORT}")])
+        .args([
+            "--metrics-addr",
+            &format!("0.0.0.0:{WAYPOINT_METRICS_PORT}"),
+        ])
         .args([
             "--readiness-addr",
             &format!("0.0.0.0:{WAYPOINT_READINESS_PORT}"),

@@ -14,8 +14,8 @@ use meshwork_identity::{SpiffeId, SpiffeIdError};
 
 use crate::keys::Kind;
 use crate::pb::config::{
-    resource, Authorization, MeshSettings, Resource, RouteConfig, Service, ServicePorts,
-    TelemetryConfig, Workload,
+    resource, Authorization, GatewayAddress, MeshSettings, Resource, RouteConfig, Service,
+    ServicePorts, TelemetryConfig, Workload,
 };
 
 /// Trust domain of the mesh when its settings name none.
@@ -307,6 +307,25 @@ impl Snapshot {
         Some(pick)
     }
 
+    /// The waypoint a service's traffic goes through (`istio.io/use-waypoint` on the
+    /// Service, else its namespace), when that waypoint is running (has an address).
+    pub fn service_waypoint<'a>(&self, service: &'a Service) -> Option<&'a GatewayAddress> {
+        usable(service.waypoint.as_ref())
+    }
+
+    /// The waypoint serving workload `w`: its own (`istio.io/use-waypoint` on the pod or its
+    /// namespace), else the first of its services' that has one. This is the one binding
+    /// rule: ztunnels send a workload's traffic to it and admit only it as the source, and a
+    /// waypoint serves only the workloads it names.
+    pub fn waypoint_of<'a>(&'a self, w: &'a Workload) -> Option<&'a GatewayAddress> {
+        usable(w.waypoint.as_ref()).or_else(|| {
+            w.services.iter().find_map(|sp| {
+                let (ns, host) = sp.service.split_once('/')?;
+                self.service_waypoint(self.service(&Kind::Service.key(ns, host))?)
+            })
+        })
+    }
+
     /// Member workloads of a service with their port mapping.
     pub fn service_members<'a>(
         &'a self,
@@ -322,6 +341,18 @@ impl Snapshot {
                 let sp = w.services.iter().find(|sp| sp.service == service_ref)?;
                 Some((w, sp))
             })
+    }
+}
+
+/// A waypoint reference that names a running waypoint (an empty address: none yet).
+fn usable(gw: Option<&GatewayAddress>) -> Option<&GatewayAddress> {
+    gw.filter(|g| !g.address.is_empty())
+}
+
+impl GatewayAddress {
+    /// Whether this names the waypoint Gateway `namespace/name`.
+    pub fn is(&self, namespace: &str, name: &str) -> bool {
+        self.namespace == namespace && self.name == name
     }
 }
 
@@ -380,6 +411,45 @@ mod tests {
             m.insert(r.key.clone(), Arc::new(r));
         }
         Snapshot::new(1, m)
+    }
+
+    #[test]
+    fn waypoint_of_is_the_workloads_own_else_its_services() {
+        let gw = |name: &str, address: &str| GatewayAddress {
+            namespace: "production".into(),
+            name: name.into(),
+            address: address.into(),
+            ..Default::default()
+        };
+        let snap = sample();
+        let key = "service/production/order-service.production.svc.cluster.local";
+        let mut svc = snap.service(key).unwrap().clone();
+        let mut w = snap
+            .workload("workload/production/order-v1")
+            .unwrap()
+            .clone();
+        assert!(snap.waypoint_of(&w).is_none());
+        svc.waypoint = Some(gw("svc-wp", "10.0.0.9"));
+        let snap = snap.apply(
+            2,
+            vec![make_resource(
+                key.into(),
+                resource::Kind::Service(svc.clone()),
+            )],
+            &[],
+        );
+        assert!(snap.waypoint_of(&w).unwrap().is("production", "svc-wp"));
+        assert!(snap
+            .service_waypoint(&svc)
+            .unwrap()
+            .is("production", "svc-wp"));
+        w.waypoint = Some(gw("own-wp", "10.0.0.8"));
+        assert!(snap.waypoint_of(&w).unwrap().is("production", "own-wp"));
+        // A waypoint without an address is not running: it serves nothing.
+        w.waypoint = Some(gw("own-wp", ""));
+        assert!(snap.waypoint_of(&w).unwrap().is("production", "svc-wp"));
+        svc.waypoint = Some(gw("svc-wp", ""));
+        assert!(snap.service_waypoint(&svc).is_none());
     }
 
     #[test]

@@ -1,13 +1,21 @@
-//! Admin endpoint: `/metrics` (Prometheus), `/healthz/ready`, `/config_dump` (text: `version
-//! N` then `key version` lines; `?format=json`: the same plus the route configs), `/clusters`
-//! (JSON: clusters, endpoints with health and outlier state, pool occupancy) and `/certs`
-//! (JSON: the certificate the waypoint presents). The JSON views are in
-//! [`crate::admin_state`].
+//! Admin endpoints, on three listeners as in the ztunnel (and Envoy, Istio):
+//! - admin (`--admin-addr`, loopback by default, as Envoy's `127.0.0.1:15000`): everything
+//!   below, including `/config_dump` (text: `version N` then `key version` lines;
+//!   `?format=json`: the same plus the route configs), `/clusters` (JSON: clusters,
+//!   endpoints with health and outlier state, pool occupancy) and `/certs` (JSON: the
+//!   certificate the waypoint presents). The JSON views are in [`crate::admin_state`];
+//! - metrics (`--metrics-addr`, the pod IP): `/metrics` (Prometheus) and `/stats/prometheus`;
+//! - readiness (`--readiness-addr`, the pod IP): `/healthz/ready`.
+//!
+//! Every endpoint only reads: they answer GET and HEAD, and any other method 405. (A
+//! state-changing endpoint, should one be added, must take POST on the admin listener.)
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meshwork_model::client::ConfigHandle;
@@ -21,6 +29,39 @@ use crate::admin_state;
 use crate::body::{self, Body};
 use crate::metrics::render;
 use crate::service::L7Service;
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// All of them (loopback only by default).
+    Admin,
+    /// `/metrics`, `/stats/prometheus`.
+    Metrics,
+    /// `/healthz/ready`.
+    Readiness,
+}
+
+/// A listener address flag: `ip:port`, or `off` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("listener address {value:?}: want ip:port or off")]
+pub struct ListenError {
+    value: String,
+}
+
+impl FromStr for Listen {
+    type Err = ListenError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen(None));
+        }
+        s.parse().map(|a| Listen(Some(a))).map_err(|_| ListenError {
+            value: s.to_string(),
+        })
+    }
+}
 
 /// What the admin endpoint reports on.
 #[derive(Clone)]
@@ -36,12 +77,38 @@ pub struct Admin {
 }
 
 impl Admin {
-    fn answer(&self, path: &str, query: Option<&str>) -> Response<Body> {
+    /// The answer to `method path?query` on a listener of `scope`.
+    fn answer(
+        &self,
+        scope: Scope,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Response<Body> {
         let text = |status: StatusCode, s: String| {
             let mut r = Response::new(body::full(s));
             *r.status_mut() = status;
             r
         };
+        let served = match scope {
+            Scope::Admin => true,
+            Scope::Metrics => matches!(path, "/metrics" | "/stats/prometheus"),
+            Scope::Readiness => path == "/healthz/ready",
+        };
+        if !served {
+            return text(StatusCode::NOT_FOUND, "not found\n".into());
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} only reads: use GET\n"),
+            );
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
+            return r;
+        }
         let json = |v: serde_json::Value| {
             let mut r = Response::new(body::full(format!("{v:#}\n")));
             r.headers_mut().insert(
@@ -97,14 +164,15 @@ impl Admin {
         }
     }
 
-    /// Serves until the task is dropped.
-    pub async fn serve(self, listener: TcpListener) {
+    /// Serves the endpoints of `scope` until the task is dropped.
+    pub async fn serve(self, listener: TcpListener, scope: Scope) {
         loop {
             let (s, _) = meshwork_runtime::accept::accept(&listener, "admin").await;
             let admin = self.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let resp = admin.answer(req.uri().path(), req.uri().query());
+                    let resp =
+                        admin.answer(scope, req.method(), req.uri().path(), req.uri().query());
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -132,15 +200,57 @@ mod tests {
             service: None,
             cert: None,
         };
-        assert_eq!(admin.answer("/metrics", None).status(), 200);
-        assert_eq!(admin.answer("/healthz/ready", None).status(), 503);
+        let get = |path| {
+            admin
+                .answer(Scope::Admin, &Method::GET, path, None)
+                .status()
+        };
+        assert_eq!(get("/metrics"), 200);
+        assert_eq!(get("/healthz/ready"), 503);
         admin
             .ready
             .store(true, std::sync::atomic::Ordering::Release);
-        assert_eq!(admin.answer("/healthz/ready", None).status(), 200);
-        assert_eq!(admin.answer("/config_dump", None).status(), 200);
-        assert_eq!(admin.answer("/nope", None).status(), 404);
-        assert_eq!(admin.answer("/clusters", None).status(), 404, "no proxy");
+        assert_eq!(get("/healthz/ready"), 200);
+        assert_eq!(get("/config_dump"), 200);
+        assert_eq!(get("/nope"), 404);
+        assert_eq!(get("/clusters"), 404, "no proxy");
+    }
+
+    #[test]
+    fn each_listener_serves_its_own_endpoints_and_only_reads() {
+        let admin = Admin {
+            registry: Arc::new(Registry::default()),
+            config: ConfigHandle::fixed(Snapshot::default()),
+            ready: Arc::new(true.into()),
+            service: None,
+            cert: None,
+        };
+        let status = |scope, method: Method, path| {
+            admin.answer(scope, &method, path, None).status().as_u16()
+        };
+        for (scope, path, want) in [
+            (Scope::Metrics, "/metrics", 200),
+            (Scope::Metrics, "/stats/prometheus", 200),
+            (Scope::Metrics, "/healthz/ready", 404),
+            (Scope::Metrics, "/config_dump", 404),
+            (Scope::Metrics, "/certs", 404),
+            (Scope::Readiness, "/healthz/ready", 200),
+            (Scope::Readiness, "/metrics", 404),
+            (Scope::Readiness, "/config_dump", 404),
+            (Scope::Admin, "/certs", 200),
+        ] {
+            assert_eq!(status(scope, Method::GET, path), want, "{scope:?} {path}");
+        }
+        assert_eq!(status(Scope::Admin, Method::HEAD, "/config_dump"), 200);
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert_eq!(status(Scope::Admin, m.clone(), "/config_dump"), 405, "{m}");
+        }
+        assert_eq!("off".parse::<Listen>().unwrap(), Listen(None));
+        assert_eq!(
+            "127.0.0.1:15000".parse::<Listen>().unwrap(),
+            Listen(Some("127.0.0.1:15000".parse().unwrap()))
+        );
+        assert!("localhost:15000".parse::<Listen>().is_err());
     }
 
     async fn body_of(r: Response<Body>) -> (Option<String>, String) {
@@ -171,7 +281,8 @@ mod tests {
             service: Some(svc),
             cert: None,
         };
-        let (ct, text) = body_of(admin.answer("/config_dump", None)).await;
+        let (ct, text) =
+            body_of(admin.answer(Scope::Admin, &Method::GET, "/config_dump", None)).await;
         assert_ne!(ct.as_deref(), Some("application/json"));
         assert!(text.starts_with("version 0\n"), "{text}");
         for (path, query, field) in [
@@ -179,7 +290,7 @@ mod tests {
             ("/clusters", None, "clusters"),
             ("/certs", None, "certificates"),
         ] {
-            let (ct, text) = body_of(admin.answer(path, query)).await;
+            let (ct, text) = body_of(admin.answer(Scope::Admin, &Method::GET, path, query)).await;
             assert_eq!(ct.as_deref(), Some("application/json"), "{path}");
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert!(v[field].is_array(), "{path}: {v}");

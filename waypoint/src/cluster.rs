@@ -150,7 +150,11 @@ pub fn endpoints(
     let service_port = service.ports.iter().find(|p| p.port == u32::from(port));
     let mut out = Vec::new();
     for (w, sp) in snapshot.service_members(service) {
-        if !w.healthy || subset.is_some_and(|s| !crate::routing::subset_matches(s, &w.labels)) {
+        // A waypoint never forwards into a waypoint (a loop), even one a Service selects.
+        if !w.healthy
+            || w.is_waypoint
+            || subset.is_some_and(|s| !crate::routing::subset_matches(s, &w.labels))
+        {
             continue;
         }
         let target = sp

@@ -7,6 +7,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod admin_state;
+pub mod admission;
+pub mod authority;
 pub mod authz;
 pub mod body;
 pub mod ca;

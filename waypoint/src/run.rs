@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::access_log::AccessLog;
-use crate::admin::Admin;
+use crate::admin::{Admin, Listen, Scope};
 use crate::ca::{keep_renewed, CaClient, Source};
 use crate::config::{validate, WaypointId};
 use crate::connector::{Connector, TcpConnector};
@@ -92,12 +92,16 @@ pub struct Args {
     /// Optional plaintext HTTP listener (no peer identity), for local use and benchmarks.
     #[arg(long, env = "MESHWORK_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
-    /// Metrics, readiness and config dump.
-    #[arg(long, env = "MESHWORK_ADMIN_ADDR", default_value = "0.0.0.0:15020")]
-    pub admin_addr: SocketAddr,
-    /// Readiness probe (`/healthz/ready`; same endpoints as the admin address).
+    /// Admin (`/config_dump`, `/clusters`, `/certs`, and the endpoints below): loopback, as
+    /// Envoy's; `off` for none.
+    #[arg(long, env = "MESHWORK_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: Listen,
+    /// Prometheus `/metrics` only; `off` for none.
+    #[arg(long, env = "MESHWORK_METRICS_ADDR", default_value = "0.0.0.0:15020")]
+    pub metrics_addr: Listen,
+    /// Readiness probe `/healthz/ready` only; `off` for none.
     #[arg(long, env = "MESHWORK_READINESS_ADDR", default_value = "0.0.0.0:15021")]
-    pub readiness_addr: SocketAddr,
+    pub readiness_addr: Listen,
     #[arg(long, env = "MESHWORK_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
     #[arg(long, value_enum, default_value = "hbone")]
@@ -271,14 +275,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         service: Some(svc.clone()),
         cert: cert.clone(),
     };
-    for (flag, addr) in [
-        ("--admin-addr", args.admin_addr),
-        ("--readiness-addr", args.readiness_addr),
+    for (flag, Listen(addr), scope) in [
+        ("--admin-addr", args.admin_addr, Scope::Admin),
+        ("--metrics-addr", args.metrics_addr, Scope::Metrics),
+        ("--readiness-addr", args.readiness_addr, Scope::Readiness),
     ] {
+        let Some(addr) = addr else { continue };
         let l = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("binding {flag} {addr}: {e}"))?;
-        tokio::spawn(admin.clone().serve(l));
+        tokio::spawn(admin.clone().serve(l, scope));
     }
 
     if let Some(addr) = args.http_addr {
@@ -316,6 +322,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let handler = WaypointHandler {
             service: svc.clone(),
             limits: limits.clone(),
+            identity: identity.clone(),
         };
         let drain = drain.clone();
         tokio::spawn(async move {
@@ -377,6 +384,21 @@ mod tests {
             assert!(parse(&["--gateway", bad]).waypoint().is_err(), "{bad}");
         }
         assert!(parse(&[]).waypoint().is_err());
+        // Admin on loopback; metrics and readiness on the pod IP, each on its own listener.
+        let d = parse(&[]);
+        assert_eq!(
+            d.admin_addr,
+            Listen(Some("127.0.0.1:15000".parse().unwrap()))
+        );
+        assert_eq!(
+            d.metrics_addr,
+            Listen(Some("0.0.0.0:15020".parse().unwrap()))
+        );
+        assert_eq!(
+            d.readiness_addr,
+            Listen(Some("0.0.0.0:15021".parse().unwrap()))
+        );
+        assert_eq!(parse(&["--metrics-addr", "off"]).metrics_addr, Listen(None));
         assert_eq!(parse(&[]).otlp_endpoint, None);
         assert_eq!(
             parse(&[]).termination_drain_duration,

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::authority;
 use crate::authz;
 use crate::body::{self, Body, BoxError};
 use crate::cluster::{self, Cluster, ClusterKey, Clusters};
@@ -356,12 +357,18 @@ impl L7Service {
 
     async fn proxy<'a>(
         &self,
-        req: Request<Tracked>,
+        mut req: Request<Tracked>,
         conn: &ConnContext,
         cfg: &'a Compiled,
         ex: &mut Exchange<'a>,
         request_id: &str,
     ) -> Response<Body> {
+        // One authority for every stage and the upstream: the target URI's wins over Host.
+        if let Err(e) = authority::canonicalize(&mut req) {
+            ex.flags.add(flags::DOWNSTREAM_PROTOCOL_ERROR);
+            ex.details = "ambiguous_authority".into();
+            return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
         let snap = &cfg.snapshot;
         // Path normalisation first: authorization, routing, rewrites and the upstream
         // request all see the one normalised path (Istio `meshConfig.pathNormalization`).
@@ -376,7 +383,7 @@ impl L7Service {
             service,
             port,
             direct,
-        }) = target::resolve(snap, conn, host, host_port)
+        }) = target::resolve(snap, &self.inner.opts.waypoint, conn, host, host_port)
         else {
             ex.flags.add(flags::NO_ROUTE);
             ex.details = "route_not_found".into();
@@ -1357,7 +1364,7 @@ fn new_request_id() -> String {
     out
 }
 
-fn humantime(t: std::time::SystemTime) -> String {
+pub(crate) fn humantime(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }

@@ -1,11 +1,15 @@
 //! Which service a request is for, and on which port.
 //!
-//! In order:
-//! - the service whose VIP the connection was sent to;
-//! - else the workload whose pod IP it was sent to, as a synthetic service standing for
-//!   that one workload (an HBONE CONNECT to a pod that uses this waypoint);
-//! - else the service the Host header names. Host names are case-insensitive, and the
-//!   client's namespace resolves short names.
+//! A connection sent to an address (an HBONE CONNECT) is for:
+//! - the service whose VIP it was sent to, when that service is bound to this waypoint;
+//! - else the workload whose pod IP it was sent to, when that workload is bound to this
+//!   waypoint, as a synthetic service standing for that one workload;
+//! - else nothing: the Host header never picks another destination (the CONNECT's
+//!   admission refuses these first; this is the second line).
+//!
+//! A connection without an address (the plaintext listener) is for the service the Host
+//! header names. Host names are case-insensitive, and the client's namespace resolves
+//! short names.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use meshwork_model::pb::config as pb;
 use meshwork_model::Snapshot;
 
 use crate::cluster;
+use crate::config::WaypointId;
 use crate::endpoint::Endpoint;
 use crate::service::ConnContext;
 
@@ -35,40 +40,46 @@ pub fn source_namespace(conn: &ConnContext) -> &str {
         .unwrap_or("")
 }
 
-/// The target of a request to `host` (and `host_port`, from the Host header) on `conn`;
-/// `None` when no service matches.
+/// The target of a request to `host` (and `host_port`, from the Host header) on `conn`
+/// at `waypoint`; `None` when no service matches.
 pub fn resolve<'a>(
     snap: &'a Snapshot,
+    waypoint: &WaypointId,
     conn: &ConnContext,
     host: &str,
     host_port: Option<u16>,
 ) -> Option<Target<'a>> {
-    let by_vip = conn
-        .destination
-        .and_then(|d| snap.service_by_vip(d.ip()))
-        .map(Cow::Borrowed);
+    let bound = |gw: Option<&pb::GatewayAddress>| {
+        gw.is_some_and(|g| g.is(&waypoint.namespace, &waypoint.name))
+    };
     let mut direct = None;
-    let service = by_vip.or_else(|| {
-        let d = conn.destination?;
-        let w = snap.workload_by_ip(d.ip())?;
-        direct = Some(Arc::new(cluster::workload_endpoint(snap, w, d)?));
-        Some(Cow::Owned(pb::Service {
-            name: format!("pod:{}", w.name),
-            namespace: w.namespace.clone(),
-            hostname: d.ip().to_string(),
-            selector: w.labels.clone(),
-            ports: vec![pb::ServicePort {
-                port: u32::from(d.port()),
-                target_port: u32::from(d.port()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }))
-    });
-    let service = service.or_else(|| {
-        snap.service_by_host(&host.to_ascii_lowercase(), source_namespace(conn))
-            .map(Cow::Borrowed)
-    })?;
+    let service = match conn.destination {
+        Some(d) => match snap.service_by_vip(d.ip()) {
+            Some(s) if bound(snap.service_waypoint(s)) => Cow::Borrowed(s),
+            Some(_) => return None,
+            None => {
+                let w = snap
+                    .workload_by_ip(d.ip())
+                    .filter(|w| !w.is_waypoint && bound(snap.waypoint_of(w)))?;
+                direct = Some(Arc::new(cluster::workload_endpoint(snap, w, d)?));
+                Cow::Owned(pb::Service {
+                    name: format!("pod:{}", w.name),
+                    namespace: w.namespace.clone(),
+                    hostname: d.ip().to_string(),
+                    selector: w.labels.clone(),
+                    ports: vec![pb::ServicePort {
+                        port: u32::from(d.port()),
+                        target_port: u32::from(d.port()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            }
+        },
+        None => {
+            Cow::Borrowed(snap.service_by_host(&host.to_ascii_lowercase(), source_namespace(conn))?)
+        }
+    };
     // The VIP's port, else the Host header's, else the service's only port, else 80.
     let port = conn
         .destination
@@ -106,6 +117,14 @@ mod tests {
     #[test]
     fn no_service_no_target() {
         let snap = Snapshot::default();
-        assert!(resolve(&snap, &conn(None), "orders.shop.svc.cluster.local", None).is_none());
+        let wp = WaypointId::default();
+        assert!(resolve(
+            &snap,
+            &wp,
+            &conn(None),
+            "orders.shop.svc.cluster.local",
+            None
+        )
+        .is_none());
     }
 }

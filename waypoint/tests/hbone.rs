@@ -93,7 +93,8 @@ async fn fixture() -> Fixture {
             }],
             has_l7: true,
             ..Default::default()
-        });
+        })
+        .bind_all_to_waypoint();
     let mut registry = Registry::default();
     let svc = L7Service::new(
         ConfigHandle::fixed(m.snapshot()),
@@ -111,13 +112,14 @@ async fn fixture() -> Fixture {
     let waypoint_id = id("waypoint", NS);
     let cert = RotatingCert::new(ca.issue(&waypoint_id, Duration::from_secs(3600)));
     let tls = server_config(&ca.bundle(), cert).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind((WAYPOINT_IP, 0)).await.unwrap();
     let waypoint = listener.local_addr().unwrap();
     let drain = CancellationToken::new();
     let d = drain.clone();
     let handler = WaypointHandler {
         service: svc,
         limits: Arc::new(ServerLimits::default()),
+        identity: waypoint_id.clone(),
     };
     tokio::spawn(async move {
         for _ in 0..1000 {

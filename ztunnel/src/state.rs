@@ -175,14 +175,7 @@ impl State {
 
     /// The waypoint serving `w` (its own, else one of its services'), if any.
     pub fn waypoint_of(&self, w: &Workload) -> Option<GatewayAddress> {
-        if let Some(gw) = w.waypoint.as_ref().filter(|g| !g.address.is_empty()) {
-            return Some(gw.clone());
-        }
-        w.services.iter().find_map(|sp| {
-            let (ns, host) = sp.service.split_once('/')?;
-            let svc = self.snapshot.service(&Kind::Service.key(ns, host))?;
-            svc.waypoint.clone().filter(|g| !g.address.is_empty())
-        })
+        self.snapshot.waypoint_of(w).cloned()
     }
 
     fn waypoint_route(

@@ -125,6 +125,7 @@ pub fn waypoint(bin: &Path, dir: &Path, http: u16, admin: u16) -> Command {
         .args(["--insecure", "--upstream", "plain"])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--metrics-addr", "off", "--readiness-addr", "off"])
         .args(["--namespace", "production", "--name", "waypoint"])
         .args(["--worker-threads", "1"]);
     c

@@ -1,8 +1,10 @@
 //! HBONE: inbound CONNECT handling and the outbound connector.
 //!
-//! Each inbound CONNECT names a service `VIP:port`; the tunneled stream carries HTTP/1.1 or
-//! HTTP/2 (detected from the first bytes) served by the [`L7Service`] with the peer's verified
-//! identity, or other TCP, passed through with L4 authorization.
+//! Each inbound CONNECT names a service `VIP:port` or a pod `ip:port` bound to this waypoint
+//! (anything else, and any hop back into a waypoint, is refused before the tunnel opens: see
+//! [`admission`](crate::admission)); the tunneled stream carries HTTP/1.1 or HTTP/2 (detected
+//! from the first bytes) served by the [`L7Service`] with the peer's verified identity, or
+//! other TCP, passed through with L4 authorization.
 
 mod outbound;
 
@@ -14,8 +16,11 @@ use std::sync::Arc;
 use http::StatusCode;
 use meshwork_hbone::forwarded::{self, ForwardedFor};
 use meshwork_hbone::{ConnectHandler, ConnectRequest, Responder};
+use meshwork_identity::SpiffeId;
 use tracing::debug;
 
+use crate::access_log::Entry;
+use crate::admission::{self, Connect, Me, Refusal};
 use crate::server::{serve_connection, ServerLimits};
 use crate::service::{ConnContext, L7Service};
 use crate::sniff::{detect, Detected};
@@ -29,6 +34,8 @@ const DETECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500
 pub struct WaypointHandler {
     pub service: L7Service,
     pub limits: Arc<ServerLimits>,
+    /// The identity this waypoint runs as: tunnels from it are loops.
+    pub identity: SpiffeId,
 }
 
 /// The client to act on: the one named by `forwarded` only when the workload at that
@@ -46,6 +53,28 @@ fn vouched_source(
         .map_or(peer_addr, |f| f.addr_or(peer_addr.port()))
 }
 
+impl WaypointHandler {
+    /// One access log line for a refused CONNECT (no request inside was read).
+    fn log_refusal(&self, req: &ConnectRequest, refusal: &Refusal) {
+        let log = &self.service.options().access_log;
+        if !log.enabled() {
+            return;
+        }
+        log.write(&Entry {
+            start_time: crate::service::humantime(std::time::SystemTime::now()),
+            method: "CONNECT".into(),
+            protocol: "HTTP/2".into(),
+            response_code: refusal.status().as_u16(),
+            response_flags: refusal.flag().into(),
+            response_code_details: refusal.details().into(),
+            authority: req.authority.clone(),
+            downstream_remote_address: req.conn.peer_addr.to_string(),
+            source_principal: req.conn.peer_identity.to_string(),
+            ..Default::default()
+        });
+    }
+}
+
 impl ConnectHandler for WaypointHandler {
     async fn handle(&self, req: ConnectRequest, responder: Responder) {
         // A tunnel in flight keeps a draining waypoint up until it ends.
@@ -55,12 +84,30 @@ impl ConnectHandler for WaypointHandler {
             responder.refuse(StatusCode::BAD_REQUEST);
             return;
         };
+        let cfg = self.service.config();
+        let me = Me {
+            waypoint: &self.service.options().waypoint,
+            identity: &self.identity,
+        };
+        let connect = Connect {
+            destination,
+            local: req.conn.local_addr,
+            peer: &req.conn.peer_identity,
+        };
+        if let Err(refusal) = admission::admit(&cfg.snapshot, me, connect) {
+            debug!("HBONE CONNECT refused: {refusal}");
+            self.log_refusal(&req, &refusal);
+            responder.refuse(refusal.status());
+            return;
+        }
         let source = vouched_source(
-            &self.service.config().snapshot,
+            &cfg.snapshot,
             forwarded::client(&req.headers),
             &req.conn.peer_identity,
             req.conn.peer_addr,
         );
+        // Not held for the tunnel's life: a long tunnel must not pin an old config.
+        drop(cfg);
         let ctx = ConnContext {
             source_identity: Some(req.conn.peer_identity.to_string()),
             source: Some(source),

@@ -62,6 +62,14 @@ impl Connector for HboneConnector {
             })?;
             let expected = SpiffeId::from_str(identity)
                 .map_err(|e| io::Error::other(format!("endpoint identity {identity:?}: {e}")))?;
+            // The hop guard of the dialing side: a tunnel to this waypoint's own identity
+            // would come back in as a loop.
+            if &expected == self.cert.current().identity() {
+                return Err(io::Error::other(format!(
+                    "endpoint {} runs as this waypoint's own identity {expected}: not dialing a loop",
+                    target.addr
+                )));
+            }
             let tls = self.tls(&expected)?;
             let key = PoolKey {
                 src_identity: self.cert.current().identity().to_string(),

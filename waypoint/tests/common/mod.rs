@@ -159,6 +159,48 @@ impl Mesh {
         self
     }
 
+    /// A workload as given (other addresses, waypoint bindings).
+    pub fn raw_workload(&mut self, w: pb::Workload) -> &mut Self {
+        self.put(
+            Kind::Workload.key(&w.namespace, &w.name),
+            resource::Kind::Workload(w),
+        );
+        self
+    }
+
+    /// A service as given.
+    pub fn raw_service(&mut self, s: pb::Service) -> &mut Self {
+        self.put(
+            Kind::Service.key(&s.namespace, &s.hostname),
+            resource::Kind::Service(s),
+        );
+        self
+    }
+
+    /// Binds every service and workload added so far that names no waypoint to the test
+    /// waypoint [`waypoint_address`] (`istio.io/use-waypoint` on the namespace).
+    pub fn bind_all_to_waypoint(&mut self) -> &mut Self {
+        for res in self.resources.values_mut() {
+            let kind = match &res.kind {
+                Some(resource::Kind::Service(s)) if s.waypoint.is_none() => {
+                    resource::Kind::Service(pb::Service {
+                        waypoint: Some(waypoint_address()),
+                        ..s.clone()
+                    })
+                }
+                Some(resource::Kind::Workload(w)) if w.waypoint.is_none() && !w.is_waypoint => {
+                    resource::Kind::Workload(pb::Workload {
+                        waypoint: Some(waypoint_address()),
+                        ..w.clone()
+                    })
+                }
+                _ => continue,
+            };
+            *res = Arc::new(make_resource(res.key.clone(), kind));
+        }
+        self
+    }
+
     pub fn route(&mut self, r: pb::RouteConfig) -> &mut Self {
         self.put(
             Kind::Route.key(&r.namespace, &r.hostname),
@@ -224,6 +266,20 @@ impl Mesh {
             Arc::new(make_resource("mesh".into(), resource::Kind::Mesh(mesh))),
         );
         Snapshot::new(1, r)
+    }
+}
+
+/// The pod IP the HBONE tests' waypoint listens on (loopback, apart from the backends').
+pub const WAYPOINT_IP: &str = "127.0.0.2";
+
+/// The test waypoint `production/waypoint` as the translator references it.
+pub fn waypoint_address() -> pb::GatewayAddress {
+    pb::GatewayAddress {
+        namespace: NS.into(),
+        name: "waypoint".into(),
+        address: WAYPOINT_IP.into(),
+        hbone_port: 15008,
+        identity: "spiffe://cluster.local/ns/production/sa/waypoint".into(),
     }
 }
 

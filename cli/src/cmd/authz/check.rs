@@ -190,16 +190,7 @@ fn usable(gw: Option<&pb::GatewayAddress>) -> Option<&pb::GatewayAddress> {
 
 /// The waypoint that serves a workload, as ztunnel finds it: its own, else its services'.
 fn waypoint_of<'a>(snap: &'a Snapshot, w: &'a pb::Workload) -> Option<&'a pb::GatewayAddress> {
-    usable(w.waypoint.as_ref()).or_else(|| {
-        w.services.iter().find_map(|sp| {
-            let (ns, host) = sp.service.split_once('/')?;
-            usable(
-                snap.service(&Kind::Service.key(ns, host))?
-                    .waypoint
-                    .as_ref(),
-            )
-        })
-    })
+    snap.waypoint_of(w)
 }
 
 fn http_attributes(q: &Query, dest: &Dest<'_>) -> Result<HttpAttributes, CheckError> {

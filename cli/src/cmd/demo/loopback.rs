@@ -276,6 +276,9 @@ impl Loopback {
                 arg(SocketAddr::new(net.pod_ip(wp), HBONE_PORT)),
                 arg("--admin-addr"),
                 arg(waypoint_admin),
+                // Its admin (on the loopback pod IP) serves /metrics too.
+                arg("--metrics-addr"),
+                arg("off"),
                 arg("--readiness-addr"),
                 arg(Net::free_port(net.pod_ip(wp))?),
                 arg("--otlp-endpoint"),
