@@ -71,6 +71,8 @@ async fn start_waypoint(backend: &Backend, test: &str) -> Waypoint {
         "payment-service",
         backend.addr.port(),
     );
+    // Tunnels to the service are served only when it uses this waypoint.
+    m.bind_all_to_waypoint();
     let dir = std::env::temp_dir().join(format!("mw-attack-drain-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let update = ConfigUpdate {
@@ -94,6 +96,7 @@ async fn start_waypoint(backend: &Backend, test: &str) -> Waypoint {
         .arg(format!("--hbone-addr={hbone}"))
         .arg(format!("--admin-addr={admin}"))
         .arg(format!("--readiness-addr={readiness}"))
+        .arg("--metrics-addr=off")
         .arg("--no-access-log")
         .arg("--worker-threads=2")
         .env("MESHWORK_TERMINATION_DRAIN_DURATION", DRAIN)
