@@ -491,8 +491,13 @@ impl L7Service {
             .as_ref()
             .and_then(|rc| rc.find(&input))
             .or_else(|| gateway_cfg.and_then(|g| g.find(&input)));
-        let (route, matched_prefix, route_cors) = match found {
-            Some(r) => (&r.route, r.matched_prefix(&input), r.cors.as_ref()),
+        let (route, matched_prefix, route_cors, route_rewrite) = match found {
+            Some(r) => (
+                &r.route,
+                r.matched_prefix(&input),
+                r.cors.as_ref(),
+                r.rewrite.as_ref(),
+            ),
             None if route_cfg.is_some() => {
                 ex.flags.add(flags::NO_ROUTE);
                 ex.details = "route_not_found".into();
@@ -500,7 +505,7 @@ impl L7Service {
             }
             None => {
                 default_route = implicit_route(&service, port);
-                (&default_route, None, None)
+                (&default_route, None, None, None)
             }
         };
         let route_name = || {
@@ -539,7 +544,7 @@ impl L7Service {
 
         // Request transformation.
         let mut req = Request::from_parts(parts, ());
-        if let Some(rw) = &route.rewrite {
+        if let Some(rw) = route_rewrite {
             if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_ref()) {
                 warn!("route {}: {e}", route_name());
             }

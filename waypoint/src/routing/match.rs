@@ -7,6 +7,7 @@ use meshwork_model::pb::config as pb;
 use regex::Regex;
 
 use crate::cors::Cors;
+use crate::rewrite::{Rewrite, RewriteError};
 
 /// A route config whose regexes failed to compile.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -276,6 +277,8 @@ pub struct CompiledRoute {
     pub route: pb::HttpRoute,
     /// `route.cors`, compiled.
     pub cors: Option<Cors>,
+    /// `route.rewrite`, with its `uriRegex` compiled.
+    pub rewrite: Option<Rewrite>,
     matches: Vec<Match>,
 }
 
@@ -334,10 +337,29 @@ impl CompiledRouteConfig {
                     regex: e.regex,
                     reason: e.reason,
                 })?;
+            let rewrite = r
+                .rewrite
+                .as_ref()
+                .map(Rewrite::compile)
+                .transpose()
+                .map_err(|e| {
+                    let (regex, reason) = match e {
+                        RewriteError::Regex { regex, reason } => (regex, reason),
+                        RewriteError::Uri(u) => (u, "not a URI".into()),
+                    };
+                    RouteError {
+                        route: name.clone(),
+                        index,
+                        field: "rewrite.uriRegex".into(),
+                        regex,
+                        reason,
+                    }
+                })?;
             routes.push(CompiledRoute {
                 index,
                 route: r.clone(),
                 cors,
+                rewrite,
                 matches,
             });
         }
