@@ -120,6 +120,8 @@ struct Exchange<'a> {
     telemetry: Option<Arc<TelemetryPolicy>>,
     /// What the settings' expressions see, when they have any.
     cel: Option<cel::Context>,
+    /// The path and query after normalisation, kept for the access log only.
+    normalized_path: Option<String>,
 }
 
 /// How a request's metrics are recorded.
@@ -376,6 +378,9 @@ impl L7Service {
         if let Err(e) = normalize::apply(&mut req, normalize::Mode::of(snap.mesh())) {
             ex.details = "path_normalization_failed".into();
             return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+        if self.inner.opts.access_log.enabled() {
+            ex.normalized_path = req.uri().path_and_query().map(|p| p.to_string());
         }
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
@@ -1072,10 +1077,16 @@ fn log_entry(
     wall: std::time::SystemTime,
     request_id: String,
 ) -> Entry {
+    // The path that was authorized and routed; the received one beside it when different.
+    let (path, original_path) = match ex.normalized_path.take() {
+        Some(n) if n != r.path => (n, r.path),
+        _ => (r.path, String::new()),
+    };
     Entry {
         start_time: humantime(wall),
         method: r.method,
-        path: r.path,
+        path,
+        original_path,
         protocol: r.protocol.to_string(),
         response_code: status,
         response_flags: ex.flags.render(),
