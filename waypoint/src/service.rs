@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,8 +60,15 @@ pub struct Options {
     pub access_log: AccessLog,
     /// Largest request body buffered for retries and mirroring.
     pub max_buffered_body: usize,
+    /// A request whose body sends nothing for this long is ended with 408 (or reset,
+    /// once the response has started): Envoy's `stream_idle_timeout`, 5 min by default.
+    /// Zero disables it.
+    pub stream_idle_timeout: Duration,
     pub tracing: TracingOptions,
 }
+
+/// Envoy's default `stream_idle_timeout`.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for Options {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for Options {
             waypoint: WaypointId::default(),
             access_log: AccessLog::Off,
             max_buffered_body: 1 << 20,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             tracing: TracingOptions::default(),
         }
     }
@@ -245,10 +253,13 @@ impl L7Service {
         let wall = std::time::SystemTime::now();
         let cfg = self.inner.cache.get();
         let req_bytes = Arc::new(AtomicU64::new(0));
+        let body_idle = Arc::new(AtomicBool::new(false));
         let (parts, b) = req.into_parts();
         let req = Request::from_parts(
             parts,
-            Tracked::new(body::boxed(b)).counting(req_bytes.clone()),
+            Tracked::new(body::boxed(b))
+                .counting(req_bytes.clone())
+                .with_idle_timeout(self.inner.opts.stream_idle_timeout, body_idle.clone()),
         );
         // The access log's request fields, read only when a log line may be written.
         let logged = self
@@ -269,7 +280,14 @@ impl L7Service {
             arrived: Some(wall),
             ..Default::default()
         };
-        let resp = self.proxy(req, conn, &cfg, &mut ex, &request_id).await;
+        let mut resp = self.proxy(req, conn, &cfg, &mut ex, &request_id).await;
+        if body_idle.load(Ordering::Acquire) {
+            // The try failed because the client stopped sending its body: Envoy's answer.
+            ex.flags = Flags::default();
+            ex.flags.add(flags::STREAM_IDLE_TIMEOUT);
+            ex.details = "stream_idle_timeout".into();
+            resp = authz::reply(StatusCode::REQUEST_TIMEOUT, "stream timeout\n");
+        }
 
         let status = resp.status().as_u16();
         if grpc {
