@@ -85,6 +85,19 @@ mod tests {
         assert!(m("*", "/"));
     }
 
+    /// Regex syntax in a template's literal text stays literal: `)|(` cannot close the
+    /// anchored pattern and make the template match unrelated paths.
+    #[test]
+    fn template_text_cannot_break_out_of_the_anchors() {
+        let pat = "/a)|(.+/{*}";
+        assert!(m(pat, "/a)|(.+/x"));
+        for other in ["/a", "/admin/x", "/b/x", "/x", "/a)|(.+/", "/a)|(aa/x"] {
+            assert!(!m(pat, other), "{other}");
+        }
+        assert!(m("/v1.0/{**}", "/v1.0/a/b"));
+        assert!(!m("/v1.0/{**}", "/v1x0/a/b"));
+    }
+
     #[test]
     fn templates() {
         assert!(m("/foo/{*}/bar", "/foo/abc/bar"));

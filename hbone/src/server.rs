@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,8 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use meshwork_identity::tls::peer_identity;
 use meshwork_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -179,14 +182,30 @@ impl Server {
             Ok(r) => r.map_err(h2err)?,
         };
         conn.set_target_window_size(self.settings.connection_window);
+        let streams = Arc::new(OpenStreams::default());
+        // With no stream open, the connection lives until this deadline: the handshake
+        // deadline for the first stream, then `idle_timeout` after the last one ended.
+        // Refused requests do not move it.
+        let mut idle_deadline = Instant::now() + self.settings.handshake_timeout;
         let mut draining = false;
         loop {
+            let idle = streams.count() == 0 && !draining;
             let next = tokio::select! {
                 next = conn.accept() => next,
                 _ = drain.cancelled(), if !draining => {
                     draining = true;
                     conn.graceful_shutdown();
                     continue;
+                }
+                _ = streams.none_left.notified() => {
+                    if streams.count() == 0 {
+                        idle_deadline = Instant::now() + self.settings.idle_timeout;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if idle => {
+                    tracing::debug!(%peer, "hbone connection idle, closing");
+                    return self.close_idle(conn).await;
                 }
             };
             let Some(next) = next else { return Ok(()) };
@@ -217,13 +236,61 @@ impl Server {
                 headers: parts.headers,
                 conn: info.clone(),
             };
+            // The stream counts as open as long as its responder or tunnel lives.
             let responder = Responder {
                 respond,
                 recv: body,
-                guard: None,
+                guard: Some(Box::new(OpenStreams::open(&streams))),
             };
             let handler = handler.clone();
             tokio::spawn(async move { handler.handle(request, responder).await });
+        }
+    }
+
+    /// Ends an idle connection: GOAWAY naming the last stream served, then close, within
+    /// the handshake deadline whatever the peer does.
+    async fn close_idle<IO>(
+        &self,
+        mut conn: h2::server::Connection<IO, Bytes>,
+    ) -> Result<(), ServerError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+        let _ = tokio::time::timeout(self.settings.handshake_timeout, async {
+            while let Some(Ok(_)) = conn.accept().await {}
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// The streams of one connection whose handlers are still running.
+#[derive(Default)]
+struct OpenStreams {
+    count: AtomicUsize,
+    /// Notified when the count drops to zero.
+    none_left: Notify,
+}
+
+impl OpenStreams {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn open(this: &Arc<Self>) -> OpenStream {
+        this.count.fetch_add(1, Ordering::AcqRel);
+        OpenStream(this.clone())
+    }
+}
+
+/// One open stream; dropping it (with its responder or tunnel) closes it.
+struct OpenStream(Arc<OpenStreams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_one();
         }
     }
 }

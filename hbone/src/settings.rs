@@ -34,8 +34,14 @@ pub struct H2Settings {
     /// Largest header list a peer may send (server side); a larger request is refused
     /// (431 and stream reset) before it reaches the handler.
     pub max_header_list_size: u32,
-    /// TLS + HTTP/2 handshake deadline.
+    /// TLS + HTTP/2 handshake deadline; also how long a new connection may go without
+    /// opening its first stream (server side).
     pub handshake_timeout: Duration,
+    /// Server side: a connection whose streams have all ended is closed (GOAWAY) after
+    /// this long without a new one. Longer than any client pool keeps an unused
+    /// connection (Meshwork's 60 s, Istio ztunnel's 5 min), so it only ends connections a
+    /// well-behaved client has forgotten or a hostile one holds.
+    pub idle_timeout: Duration,
 }
 
 impl Default for H2Settings {
@@ -53,6 +59,7 @@ impl Default for H2Settings {
             max_concurrent_streams: 100,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10 * 60),
         }
     }
 }

@@ -10,7 +10,12 @@ use serde::Serialize;
 pub struct Entry {
     pub start_time: String,
     pub method: String,
+    /// The path and query after normalisation: the one authorized, routed and forwarded
+    /// (before a route's rewrite), as Istio's `%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%`.
     pub path: String,
+    /// The path and query as received, only when normalisation changed it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub original_path: String,
     pub protocol: String,
     pub response_code: u16,
     pub response_flags: String,

@@ -24,6 +24,8 @@ pub const FAULT_INJECTED: &str = "FI";
 pub const UNAUTHORIZED_EXTERNAL: &str = "UAEX";
 /// Downstream protocol error.
 pub const DOWNSTREAM_PROTOCOL_ERROR: &str = "DPE";
+/// Stream idle timeout (the downstream sent no request body for the idle timeout).
+pub const STREAM_IDLE_TIMEOUT: &str = "SI";
 
 /// Several flags joined with `,` like Envoy prints them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -1,11 +1,20 @@
 //! Rewrites (path, authority, regex), redirects and direct responses.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::{header, HeaderValue, Response, StatusCode, Uri};
 use meshwork_model::pb::config as pb;
 use regex::Regex;
 
 use crate::body::{self, Body};
-use crate::routing::MatchedPrefix;
+use crate::routing::{MatchedPrefix, REGEX_SIZE_LIMIT};
+
+static REGEX_COMPILATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `rewrite.uriRegex` patterns have been compiled by this process.
+pub fn regex_compilations() -> u64 {
+    REGEX_COMPILATIONS.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
@@ -15,33 +24,83 @@ pub enum RewriteError {
     Uri(String),
 }
 
+/// A route's `rewrite`, with its `uriRegex` compiled once when the route config arrives
+/// (within the size limit of every route regex) and its RE2 substitution translated.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub spec: pb::Rewrite,
+    /// `uriRegex` and the substitution in the `regex` crate's syntax.
+    regex: Option<(Regex, String)>,
+}
+
+impl Rewrite {
+    pub fn compile(spec: &pb::Rewrite) -> Result<Rewrite, RewriteError> {
+        let regex = if spec.uri_regex.is_empty() {
+            None
+        } else {
+            REGEX_COMPILATIONS.fetch_add(1, Ordering::Relaxed);
+            let re = regex::RegexBuilder::new(&spec.uri_regex)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| RewriteError::Regex {
+                    regex: spec.uri_regex.clone(),
+                    reason: e
+                        .to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })?;
+            Some((re, re2_substitution(&spec.uri_regex_rewrite)))
+        };
+        Ok(Rewrite {
+            spec: spec.clone(),
+            regex,
+        })
+    }
+}
+
+/// An RE2 substitution (`\1` a group, `\\` a backslash, anything else literal) in the
+/// `regex` crate's replacement syntax (`${1}`, `$$` for a literal `$`).
+fn re2_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    chars.next();
+                    out.push_str(&format!("${{{d}}}"));
+                }
+                Some('\\') => {
+                    chars.next();
+                    out.push('\\');
+                }
+                _ => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The new path-and-query after a rewrite. `matched_prefix` is the prefix the route matched
 /// on, if it matched by prefix: only that part is replaced (for a Gateway API `PathPrefix`,
 /// whole segments, as the spec's `ReplacePrefixMatch` table has it: `/foo` → `/xyz/` turns
 /// `/foo/bar` into `/xyz/bar`, and `/foo` → `/` turns `/foo` into `/`).
 pub fn rewrite_path(
-    rw: &pb::Rewrite,
+    compiled: &Rewrite,
     uri: &Uri,
     matched_prefix: Option<&MatchedPrefix>,
-) -> Result<Option<String>, RewriteError> {
+) -> Option<String> {
+    let rw = &compiled.spec;
     let path = uri.path();
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    if !rw.uri_regex.is_empty() {
-        let re = Regex::new(&rw.uri_regex).map_err(|e| RewriteError::Regex {
-            regex: rw.uri_regex.clone(),
-            reason: e.to_string(),
-        })?;
-        // RE2 substitutions use \1; the regex crate uses ${1}.
-        let repl = Regex::new(r"\\(\d)")
-            .map(|r| r.replace_all(&rw.uri_regex_rewrite, "$${$1}").into_owned())
-            .unwrap_or_else(|_| rw.uri_regex_rewrite.clone());
-        return Ok(Some(format!(
-            "{}{query}",
-            re.replace_all(path, repl.as_str())
-        )));
+    if let Some((re, repl)) = &compiled.regex {
+        return Some(format!("{}{query}", re.replace_all(path, repl.as_str())));
     }
     if rw.uri.is_empty() {
-        return Ok(None);
+        return None;
     }
     let new_path = match matched_prefix {
         Some(MatchedPrefix::Chars(p)) if path.starts_with(p.as_str()) => {
@@ -57,16 +116,17 @@ pub fn rewrite_path(
         }
         _ => rw.uri.clone(),
     };
-    Ok(Some(format!("{new_path}{query}")))
+    Some(format!("{new_path}{query}"))
 }
 
 /// Applies a rewrite to a request's URI and Host.
 pub fn apply<B>(
-    rw: &pb::Rewrite,
+    compiled: &Rewrite,
     req: &mut http::Request<B>,
     matched_prefix: Option<&MatchedPrefix>,
 ) -> Result<(), RewriteError> {
-    if let Some(pq) = rewrite_path(rw, req.uri(), matched_prefix)? {
+    let rw = &compiled.spec;
+    if let Some(pq) = rewrite_path(compiled, req.uri(), matched_prefix) {
         let mut parts = req.uri().clone().into_parts();
         parts.path_and_query = Some(pq.parse().map_err(|_| RewriteError::Uri(pq.clone()))?);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| RewriteError::Uri(pq))?;
@@ -146,25 +206,24 @@ pub fn direct(d: &pb::DirectResponse) -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn compiled(rw: pb::Rewrite) -> Rewrite {
+        Rewrite::compile(&rw).unwrap()
+    }
+
     #[test]
     fn prefix_and_full_rewrite() {
-        let rw = pb::Rewrite {
+        let rw = compiled(pb::Rewrite {
             uri: "/v2/".into(),
             ..Default::default()
-        };
+        });
         let uri: Uri = "/v1/items?x=1".parse().unwrap();
         assert_eq!(
-            rewrite_path(&rw, &uri, Some(&MatchedPrefix::Chars("/v1/".into())))
-                .unwrap()
-                .as_deref(),
+            rewrite_path(&rw, &uri, Some(&MatchedPrefix::Chars("/v1/".into()))).as_deref(),
             Some("/v2/items?x=1")
         );
+        assert_eq!(rewrite_path(&rw, &uri, None).as_deref(), Some("/v2/?x=1"));
         assert_eq!(
-            rewrite_path(&rw, &uri, None).unwrap().as_deref(),
-            Some("/v2/?x=1")
-        );
-        assert_eq!(
-            rewrite_path(&pb::Rewrite::default(), &uri, None).unwrap(),
+            rewrite_path(&compiled(pb::Rewrite::default()), &uri, None),
             None
         );
     }
@@ -182,14 +241,14 @@ mod tests {
             ("/foo", "/foo/bar", "/", "/bar"),
             ("", "/bar", "/xyz", "/xyz/bar"),
         ] {
-            let rw = pb::Rewrite {
+            let rw = compiled(pb::Rewrite {
                 uri: replacement.into(),
                 ..Default::default()
-            };
+            });
             let uri: Uri = path.parse().unwrap();
             let m = MatchedPrefix::Segments(prefix.into());
             assert_eq!(
-                rewrite_path(&rw, &uri, Some(&m)).unwrap().as_deref(),
+                rewrite_path(&rw, &uri, Some(&m)).as_deref(),
                 Some(want),
                 "{prefix} {path} {replacement}"
             );
@@ -198,21 +257,41 @@ mod tests {
 
     #[test]
     fn regex_rewrite() {
-        let rw = pb::Rewrite {
+        let rw = compiled(pb::Rewrite {
             uri_regex: "^/service/([^/]+)(/.*)$".into(),
             uri_regex_rewrite: "\\2/instance/\\1".into(),
             ..Default::default()
-        };
+        });
         let uri: Uri = "/service/foo/v1/api".parse().unwrap();
         assert_eq!(
-            rewrite_path(&rw, &uri, None).unwrap().as_deref(),
+            rewrite_path(&rw, &uri, None).as_deref(),
             Some("/v1/api/instance/foo")
         );
-        let bad = pb::Rewrite {
-            uri_regex: "(".into(),
+        for bad in ["(", "(?:a{1000}){1000}"] {
+            let bad = pb::Rewrite {
+                uri_regex: bad.into(),
+                ..Default::default()
+            };
+            assert!(Rewrite::compile(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn re2_substitutions() {
+        assert_eq!(re2_substitution("\\2/x/\\1"), "${2}/x/${1}");
+        assert_eq!(re2_substitution("/a$1\\\\b"), "/a$$1\\b");
+        assert_eq!(re2_substitution("\\x"), "\\x");
+        // Followed by letters, the group stays a group (`$1abc` would name group `1abc`).
+        let rw = compiled(pb::Rewrite {
+            uri_regex: "^/(v[0-9])/(.*)$".into(),
+            uri_regex_rewrite: "/\\2abc/$1".into(),
             ..Default::default()
-        };
-        assert!(rewrite_path(&bad, &uri, None).is_err());
+        });
+        let uri: Uri = "/v1/items".parse().unwrap();
+        assert_eq!(
+            rewrite_path(&rw, &uri, None).as_deref(),
+            Some("/itemsabc/$1")
+        );
     }
 
     #[test]
@@ -222,11 +301,11 @@ mod tests {
             .header("host", "old")
             .body(())
             .unwrap();
-        let rw = pb::Rewrite {
+        let rw = compiled(pb::Rewrite {
             uri: "/b".into(),
             authority: "new.example".into(),
             ..Default::default()
-        };
+        });
         apply(&rw, &mut req, Some(&MatchedPrefix::Chars("/a".into()))).unwrap();
         assert_eq!(req.uri().path(), "/b");
         assert_eq!(req.headers()["host"], "new.example");

@@ -123,6 +123,15 @@ pub struct Args {
         value_parser = shutdown::parse_duration
     )]
     pub termination_drain_duration: Duration,
+    /// A request whose body sends nothing for this long is ended with 408 (Envoy's
+    /// `stream_idle_timeout`; 0 disables it).
+    #[arg(
+        long,
+        env = "MESHWORK_STREAM_IDLE_TIMEOUT",
+        default_value = "5m",
+        value_parser = shutdown::parse_duration
+    )]
+    pub stream_idle_timeout: Duration,
     /// Send trace spans (OTLP/gRPC) here, `host:port` or URL, instead of the Telemetry
     /// provider's service.
     #[arg(long, env = "MESHWORK_OTLP_ENDPOINT")]
@@ -253,6 +262,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Options {
             waypoint,
             access_log,
+            stream_idle_timeout: args.stream_idle_timeout,
             tracing: crate::tracing::TracingOptions {
                 otlp_endpoint: args.otlp_endpoint.clone(),
                 ..Default::default()
@@ -410,6 +420,11 @@ mod tests {
         );
         assert!(
             Args::try_parse_from(["waypoint", "--termination-drain-duration", "soon"]).is_err()
+        );
+        assert_eq!(parse(&[]).stream_idle_timeout, Duration::from_secs(300));
+        assert_eq!(
+            parse(&["--stream-idle-timeout", "0s"]).stream_idle_timeout,
+            Duration::ZERO
         );
         assert_eq!(
             parse(&["--otlp-endpoint", "127.0.0.1:4317"])

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,8 +60,15 @@ pub struct Options {
     pub access_log: AccessLog,
     /// Largest request body buffered for retries and mirroring.
     pub max_buffered_body: usize,
+    /// A request whose body sends nothing for this long is ended with 408 (or reset,
+    /// once the response has started): Envoy's `stream_idle_timeout`, 5 min by default.
+    /// Zero disables it.
+    pub stream_idle_timeout: Duration,
     pub tracing: TracingOptions,
 }
+
+/// Envoy's default `stream_idle_timeout`.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for Options {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for Options {
             waypoint: WaypointId::default(),
             access_log: AccessLog::Off,
             max_buffered_body: 1 << 20,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             tracing: TracingOptions::default(),
         }
     }
@@ -120,6 +128,8 @@ struct Exchange<'a> {
     telemetry: Option<Arc<TelemetryPolicy>>,
     /// What the settings' expressions see, when they have any.
     cel: Option<cel::Context>,
+    /// The path and query after normalisation, kept for the access log only.
+    normalized_path: Option<String>,
 }
 
 /// How a request's metrics are recorded.
@@ -243,10 +253,13 @@ impl L7Service {
         let wall = std::time::SystemTime::now();
         let cfg = self.inner.cache.get();
         let req_bytes = Arc::new(AtomicU64::new(0));
+        let body_idle = Arc::new(AtomicBool::new(false));
         let (parts, b) = req.into_parts();
         let req = Request::from_parts(
             parts,
-            Tracked::new(body::boxed(b)).counting(req_bytes.clone()),
+            Tracked::new(body::boxed(b))
+                .counting(req_bytes.clone())
+                .with_idle_timeout(self.inner.opts.stream_idle_timeout, body_idle.clone()),
         );
         // The access log's request fields, read only when a log line may be written.
         let logged = self
@@ -267,7 +280,14 @@ impl L7Service {
             arrived: Some(wall),
             ..Default::default()
         };
-        let resp = self.proxy(req, conn, &cfg, &mut ex, &request_id).await;
+        let mut resp = self.proxy(req, conn, &cfg, &mut ex, &request_id).await;
+        if body_idle.load(Ordering::Acquire) {
+            // The try failed because the client stopped sending its body: Envoy's answer.
+            ex.flags = Flags::default();
+            ex.flags.add(flags::STREAM_IDLE_TIMEOUT);
+            ex.details = "stream_idle_timeout".into();
+            resp = authz::reply(StatusCode::REQUEST_TIMEOUT, "stream timeout\n");
+        }
 
         let status = resp.status().as_u16();
         if grpc {
@@ -376,6 +396,9 @@ impl L7Service {
         if let Err(e) = normalize::apply(&mut req, normalize::Mode::of(snap.mesh())) {
             ex.details = "path_normalization_failed".into();
             return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+        if self.inner.opts.access_log.enabled() {
+            ex.normalized_path = req.uri().path_and_query().map(|p| p.to_string());
         }
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
@@ -491,8 +514,13 @@ impl L7Service {
             .as_ref()
             .and_then(|rc| rc.find(&input))
             .or_else(|| gateway_cfg.and_then(|g| g.find(&input)));
-        let (route, matched_prefix, route_cors) = match found {
-            Some(r) => (&r.route, r.matched_prefix(&input), r.cors.as_ref()),
+        let (route, matched_prefix, route_cors, route_rewrite) = match found {
+            Some(r) => (
+                &r.route,
+                r.matched_prefix(&input),
+                r.cors.as_ref(),
+                r.rewrite.as_ref(),
+            ),
             None if route_cfg.is_some() => {
                 ex.flags.add(flags::NO_ROUTE);
                 ex.details = "route_not_found".into();
@@ -500,7 +528,7 @@ impl L7Service {
             }
             None => {
                 default_route = implicit_route(&service, port);
-                (&default_route, None, None)
+                (&default_route, None, None, None)
             }
         };
         let route_name = || {
@@ -539,7 +567,7 @@ impl L7Service {
 
         // Request transformation.
         let mut req = Request::from_parts(parts, ());
-        if let Some(rw) = &route.rewrite {
+        if let Some(rw) = route_rewrite {
             if let Err(e) = rewrite::apply(rw, &mut req, matched_prefix.as_ref()) {
                 warn!("route {}: {e}", route_name());
             }
@@ -1067,10 +1095,16 @@ fn log_entry(
     wall: std::time::SystemTime,
     request_id: String,
 ) -> Entry {
+    // The path that was authorized and routed; the received one beside it when different.
+    let (path, original_path) = match ex.normalized_path.take() {
+        Some(n) if n != r.path => (n, r.path),
+        _ => (r.path, String::new()),
+    };
     Entry {
         start_time: humantime(wall),
         method: r.method,
-        path: r.path,
+        path,
+        original_path,
         protocol: r.protocol.to_string(),
         response_code: status,
         response_flags: ex.flags.render(),

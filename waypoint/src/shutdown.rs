@@ -18,7 +18,7 @@ use tracing::{info, warn};
 pub const DEFAULT_DRAIN: &str = "5s";
 
 #[derive(Debug, thiserror::Error)]
-#[error("--termination-drain-duration {value:?}: want a duration such as 5s, 1500ms or 1m")]
+#[error("{value:?} is not a duration: want one such as 5s, 1500ms or 1m")]
 pub struct DurationError {
     value: String,
 }
@@ -98,7 +98,7 @@ mod tests {
         }
         for bad in ["", "s", "-1s", "5x", "1..2s", "5 s"] {
             let e = parse_duration(bad).unwrap_err().to_string();
-            assert!(e.contains("--termination-drain-duration"), "{bad}: {e}");
+            assert!(e.contains("is not a duration"), "{bad}: {e}");
         }
     }
 

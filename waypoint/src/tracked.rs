@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -23,6 +24,38 @@ pub struct Tracked {
     lease: Option<Lease>,
     on_done: Option<Done>,
     deadline: Option<Deadline>,
+    idle: Option<Idle>,
+}
+
+/// The stream idle timeout of a body: no frame for `timeout` while it is being read. The
+/// timer is armed (and re-armed after each frame) only when the body has to wait.
+struct Idle {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame passed since the timer was last armed.
+    rearm: bool,
+    /// Set when the timeout fired.
+    expired: Arc<AtomicBool>,
+}
+
+impl Idle {
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let at = tokio::time::Instant::now() + self.timeout;
+        match &mut self.sleep {
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            Some(s) if self.rearm => s.as_mut().reset(at),
+            Some(_) => {}
+        }
+        self.rearm = false;
+        let fired = self
+            .sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+        if fired {
+            self.expired.store(true, Ordering::Release);
+        }
+        fired
+    }
 }
 
 /// The route timeout of a body: a timer is made only once the body has to wait (most
@@ -44,6 +77,11 @@ impl Deadline {
     }
 }
 
+/// No frame of the body arrived within the stream idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("stream idle timeout while receiving the request body")]
+pub struct BodyIdleTimeout;
+
 /// The body did not complete before the route timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream request timeout while streaming the response body")]
@@ -58,7 +96,22 @@ impl Tracked {
             lease: None,
             on_done: None,
             deadline: None,
+            idle: None,
         }
+    }
+
+    /// Fails the body (resetting the stream) when no frame arrives for `timeout` while it
+    /// is read (Envoy's `stream_idle_timeout`); sets `expired` then. Zero disables it.
+    pub fn with_idle_timeout(mut self, timeout: Duration, expired: Arc<AtomicBool>) -> Self {
+        if !timeout.is_zero() {
+            self.idle = Some(Idle {
+                timeout,
+                sleep: None,
+                rearm: false,
+                expired,
+            });
+        }
+        self
     }
 
     /// Fails the body (resetting the stream) if it has not completed by `at`.
@@ -113,6 +166,9 @@ impl HttpBody for Tracked {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.rearm = true;
+                }
                 if let Some(d) = frame.data_ref() {
                     this.bytes += d.len() as u64;
                     if let Some(c) = &this.counter {
@@ -133,6 +189,12 @@ impl HttpBody for Tracked {
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                if let Some(idle) = this.idle.as_mut() {
+                    if idle.poll_expired(cx) {
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout))));
+                    }
+                }
                 if let Some(d) = this.deadline.as_mut() {
                     if d.poll_expired(cx) {
                         this.finish(false);
@@ -178,6 +240,33 @@ mod tests {
                 .on_done(move |n, ok| s.lock().unwrap().push((n, ok))),
         );
         assert_eq!(seen.lock().unwrap()[1], (0, false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_cuts_a_stalled_body_not_a_slow_one() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let stream = http_body_util::StreamBody::new(frames);
+        let expired = Arc::new(AtomicBool::new(false));
+        let t = Tracked::new(crate::body::boxed(stream))
+            .with_idle_timeout(Duration::from_secs(5), expired.clone());
+        let feeder = tokio::spawn(async move {
+            // A frame every 4 s keeps it alive; then silence.
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        let start = tokio::time::Instant::now();
+        let err = t.collect().await.unwrap_err();
+        assert!(err.to_string().contains("idle"), "{err}");
+        assert_eq!(start.elapsed(), Duration::from_secs(25));
+        assert!(expired.load(Ordering::Acquire));
+        feeder.abort();
     }
 
     #[tokio::test(start_paused = true)]

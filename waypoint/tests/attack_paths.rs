@@ -177,6 +177,38 @@ async fn attack_backend_sees_the_normalised_path() {
     }
 }
 
+/// The access log shows the path that was authorized (a denied `/api/payments/refund`,
+/// whatever its spelling), so a log search for the denied path finds every attempt; the
+/// spelling received is beside it as `original_path` when it differs.
+#[tokio::test]
+async fn attack_access_log_records_the_normalised_path() {
+    let (p, _b) = waypoint(deny_refund_and_admin(), pb::PathNormalization::Base).await;
+    let cases = [
+        ("/api/payments/./refund", 403, "/api/payments/refund"),
+        ("/api/%70ayments/%72efund", 403, "/api/payments/refund"),
+        (
+            "/x/../api/payments/list?a=/../b",
+            200,
+            "/api/payments/list?a=/../b",
+        ),
+        ("/api/payments/list", 200, "/api/payments/list"),
+    ];
+    for (sent, status, _) in cases {
+        assert_eq!(get(&p, sent).await.0, status, "{sent}");
+    }
+    let log = wait_log(&p, cases.len()).await;
+    assert_eq!(log.len(), cases.len());
+    for ((sent, status, logged), e) in cases.iter().zip(&log) {
+        assert_eq!(e["response_code"], *status, "{sent}");
+        assert_eq!(e["path"], *logged, "{sent}: {e}");
+        if sent == logged {
+            assert!(e.get("original_path").is_none(), "{sent}: {e}");
+        } else {
+            assert_eq!(e["original_path"], *sent, "{sent}: {e}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn attack_encoded_nul_is_rejected() {
     let (p, b) = waypoint(deny_refund_and_admin(), pb::PathNormalization::Base).await;

@@ -96,3 +96,53 @@ async fn attack_backtracking_regexes_match_in_bounded_time() {
         }
     }
 }
+
+/// A route whose header regex is `pattern` answers 403 directly (a deny in route form);
+/// every other request goes to the service.
+fn deny_route(pattern: &str) -> pb::RouteConfig {
+    let mut r = header_regex_route(pattern);
+    r.http[0].route.clear();
+    r.http[0].direct_response = Some(pb::DirectResponse {
+        status: 403,
+        body: b"denied by route".to_vec(),
+    });
+    r.http[1].route = vec![dest(ORDER_HOST, "", 100)];
+    r.subsets.clear();
+    r
+}
+
+/// Attack: a pattern that closes the anchoring group. Wrapped as `^(?:a)|(b)$` it matches
+/// any value starting with `a` or ending with `b`, so a route written for it would catch
+/// values its author never listed. A config carrying one (from an older control plane or a
+/// static file) is refused with the field named, and the route never matches anything.
+#[tokio::test]
+async fn attack_group_breaking_regex_is_refused_not_unanchored() {
+    let b = named("order").await;
+    for pattern in ["a)|(b", "admin)|(.*"] {
+        let mut m = Mesh::default();
+        m.service("order-service", "240.240.0.10")
+            .workload("order-0", "order-service", "v1", "order", b.addr.port())
+            .route(deny_route(pattern));
+        let e = meshwork_waypoint::config::validate(&m.snapshot()).unwrap_err();
+        assert!(
+            e.contains("http[0].match[0].headers.x-user.regex: invalid regex"),
+            "{pattern}: {e}"
+        );
+        // Served anyway (no validator in front): the broken route config is skipped, so
+        // values the unanchored form would catch are not answered by that route.
+        let p = proxy(m.snapshot(), Some(ORDER_SA)).await;
+        let c = client();
+        for value in ["a-anything", "anything-b", "admin-x", "zzz"] {
+            let (status, body, _) = send(
+                &c,
+                p.addr,
+                "GET",
+                "order-service",
+                "/",
+                &[("x-user", value)],
+            )
+            .await;
+            assert_eq!((status, body.as_str()), (200, "order"), "{pattern} {value}");
+        }
+    }
+}

@@ -325,7 +325,7 @@ fn route_matching_rewrites_and_header_ops_never_panic() {
             };
             let prefix = r.matched_prefix(&input);
             let route = r.route.clone();
-            if let Some(rw) = &route.rewrite {
+            if let Some(rw) = &r.rewrite {
                 let _ = rewrite::apply(rw, &mut req, prefix.as_ref());
             }
             if let Some(h) = &route.headers {

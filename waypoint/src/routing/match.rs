@@ -7,6 +7,7 @@ use meshwork_model::pb::config as pb;
 use regex::Regex;
 
 use crate::cors::Cors;
+use crate::rewrite::{Rewrite, RewriteError};
 
 /// A route config whose regexes failed to compile.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -14,7 +15,7 @@ use crate::cors::Cors;
 pub struct RouteError {
     pub route: String,
     pub index: usize,
-    /// The field inside the route: `match`, `corsPolicy.allowOrigins[i]`.
+    /// The field inside the route: `match[0].headers.x-user.regex`, `corsPolicy.allowOrigins[i]`.
     pub field: String,
     pub regex: String,
     pub reason: String,
@@ -25,11 +26,29 @@ pub struct RouteError {
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// `r` compiled to match whole values only, within [`REGEX_SIZE_LIMIT`].
+///
+/// The pattern must be a regex on its own before it is wrapped: `a)|(b` would otherwise
+/// close the anchoring group and compile as `^(?:a)|(b)$`, which matches any value that
+/// starts with `a` or ends with `b`. The waypoint does not rely on the control plane having
+/// refused such a pattern (an older control plane, a static config file).
 pub fn anchored_regex(r: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{r})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| one_line(&e.to_string()))
+    };
+    build(r)?;
+    build(&format!("^(?:{r})$"))
+}
+
+/// The `regex` crate's multi-line error as one line (the `error:` line when there is one).
+fn one_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("error:"))
+        .map(|l| l.trim().trim_start_matches("error:").trim().to_string())
+        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// What a request is matched on.
@@ -119,17 +138,26 @@ struct Match {
     source_namespace: String,
 }
 
+/// A match regex that does not compile: the field inside the match block, the pattern, why.
+type FieldError = (String, String, String);
+
 impl Match {
-    fn compile(m: &pb::RouteMatch) -> Result<Match, (String, String)> {
-        let opt = |s: &Option<pb::StringMatch>, lower| -> Result<Option<Str>, (String, String)> {
-            match s {
-                Some(s) => Str::compile(s, lower),
-                None => Ok(None),
-            }
+    fn compile(m: &pb::RouteMatch) -> Result<Match, FieldError> {
+        let named = |field: &str| {
+            let field = format!("{field}.regex");
+            move |(regex, reason): (String, String)| (field, regex, reason)
         };
+        let opt =
+            |s: &Option<pb::StringMatch>, lower, field: &str| -> Result<Option<Str>, FieldError> {
+                match s {
+                    Some(s) => Str::compile(s, lower).map_err(named(field)),
+                    None => Ok(None),
+                }
+            };
         let map = |m: &BTreeMap<String, pb::StringMatch>,
-                   lower_key: bool|
-         -> Result<Vec<(String, Str)>, (String, String)> {
+                   lower_key: bool,
+                   field: &str|
+         -> Result<Vec<(String, Str)>, FieldError> {
             let mut out = Vec::new();
             for (k, v) in m {
                 let key = if lower_key {
@@ -138,20 +166,22 @@ impl Match {
                     k.clone()
                 };
                 // A header match with no value matches presence.
-                let s = Str::compile(v, false)?.unwrap_or(Str::Present);
+                let s = Str::compile(v, false)
+                    .map_err(named(&format!("{field}.{k}")))?
+                    .unwrap_or(Str::Present);
                 out.push((key, s));
             }
             Ok(out)
         };
         Ok(Match {
-            uri: opt(&m.uri, m.ignore_uri_case)?,
+            uri: opt(&m.uri, m.ignore_uri_case, "uri")?,
             ignore_uri_case: m.ignore_uri_case,
-            scheme: opt(&m.scheme, false)?,
-            method: opt(&m.method, false)?,
-            authority: opt(&m.authority, false)?,
-            headers: map(&m.headers, true)?,
-            without_headers: map(&m.without_headers, true)?,
-            query: map(&m.query_params, false)?,
+            scheme: opt(&m.scheme, false, "scheme")?,
+            method: opt(&m.method, false, "method")?,
+            authority: opt(&m.authority, false, "authority")?,
+            headers: map(&m.headers, true, "headers")?,
+            without_headers: map(&m.without_headers, true, "withoutHeaders")?,
+            query: map(&m.query_params, false, "queryParams")?,
             port: m.port,
             source_labels: m.source_labels.clone(),
             source_namespace: m.source_namespace.clone(),
@@ -247,6 +277,8 @@ pub struct CompiledRoute {
     pub route: pb::HttpRoute,
     /// `route.cors`, compiled.
     pub cors: Option<Cors>,
+    /// `route.rewrite`, with its `uriRegex` compiled.
+    pub rewrite: Option<Rewrite>,
     matches: Vec<Match>,
 }
 
@@ -282,15 +314,17 @@ impl CompiledRouteConfig {
             let matches = r
                 .matches
                 .iter()
-                .map(Match::compile)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|(regex, reason)| RouteError {
-                    route: name.clone(),
-                    index,
-                    field: "match".into(),
-                    regex,
-                    reason,
-                })?;
+                .enumerate()
+                .map(|(i, m)| {
+                    Match::compile(m).map_err(|(field, regex, reason)| RouteError {
+                        route: name.clone(),
+                        index,
+                        field: format!("match[{i}].{field}"),
+                        regex,
+                        reason,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let cors = r
                 .cors
                 .as_ref()
@@ -303,10 +337,29 @@ impl CompiledRouteConfig {
                     regex: e.regex,
                     reason: e.reason,
                 })?;
+            let rewrite = r
+                .rewrite
+                .as_ref()
+                .map(Rewrite::compile)
+                .transpose()
+                .map_err(|e| {
+                    let (regex, reason) = match e {
+                        RewriteError::Regex { regex, reason } => (regex, reason),
+                        RewriteError::Uri(u) => (u, "not a URI".into()),
+                    };
+                    RouteError {
+                        route: name.clone(),
+                        index,
+                        field: "rewrite.uriRegex".into(),
+                        regex,
+                        reason,
+                    }
+                })?;
             routes.push(CompiledRoute {
                 index,
                 route: r.clone(),
                 cors,
+                rewrite,
                 matches,
             });
         }
@@ -363,6 +416,40 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// A pattern that closes the anchoring group (`a)|(b`) is refused, not compiled unanchored.
+    #[test]
+    fn group_breaking_patterns_are_refused() {
+        for bad in ["a)|(b", "a)|(?:b", ")|(", "x)|.*|(y", "(?x)a#"] {
+            assert!(anchored_regex(bad).is_err(), "{bad:?}");
+        }
+        let re = anchored_regex("a|b").unwrap();
+        assert!(re.is_match("a") && re.is_match("b"));
+        assert!(!re.is_match("ab") && !re.is_match("a-anything"));
+        let e = CompiledRouteConfig::compile(&pb::RouteConfig {
+            hostname: "h".into(),
+            namespace: "n".into(),
+            http: vec![pb::HttpRoute {
+                matches: vec![
+                    pb::RouteMatch::default(),
+                    pb::RouteMatch {
+                        headers: [("X-User".to_string(), sm(M::Regex("a)|(b".into())))].into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "route n/h: http[0].match[1].headers.X-User.regex: invalid regex \"a)|(b\""
+            ),
+            "{e}"
+        );
     }
 
     #[test]
