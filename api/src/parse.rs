@@ -134,19 +134,10 @@ pub(crate) fn parse_document(
         default_namespace,
     };
     if nested_deeper_than(doc_text, MAX_NESTING) {
-        out.push(ParsedDocument {
-            index,
-            item: None,
+        out.push(ctx.invalid_yaml(
             line,
-            key: None,
-            result: Err(vec![ctx.error_at(
-                line,
-                &Header::default(),
-                "",
-                format!("invalid YAML: collections nested deeper than {MAX_NESTING} levels"),
-            )]),
-            warnings: Vec::new(),
-        });
+            format!("collections nested deeper than {MAX_NESTING} levels"),
+        ));
         return;
     }
     match serde_yaml_ng::from_str::<Value>(doc_text) {
@@ -154,19 +145,7 @@ pub(crate) fn parse_document(
         Ok(value) => parse_value(&ctx, value, None, out),
         Err(e) => {
             let err_line = e.location().map(|l| line + l.line() - 1).unwrap_or(line);
-            out.push(ParsedDocument {
-                index,
-                item: None,
-                line,
-                key: None,
-                result: Err(vec![ctx.error_at(
-                    err_line,
-                    &Header::default(),
-                    "",
-                    format!("invalid YAML: {e}"),
-                )]),
-                warnings: Vec::new(),
-            });
+            out.push(ctx.invalid_yaml(err_line, e.to_string()));
         }
     }
 }
@@ -225,6 +204,23 @@ impl DocCtx<'_> {
     }
     fn error(&self, h: &Header, field: &str, message: String) -> ApiError {
         self.error_at(self.line, h, field, message)
+    }
+    /// The whole document refused as invalid YAML (error at file line `line`); nothing of
+    /// it, not even its kind or name, could be read.
+    fn invalid_yaml(&self, line: usize, detail: String) -> ParsedDocument {
+        ParsedDocument {
+            index: self.index,
+            item: None,
+            line: self.line,
+            key: None,
+            result: Err(vec![self.error_at(
+                line,
+                &Header::default(),
+                "",
+                format!("invalid YAML: {detail}"),
+            )]),
+            warnings: Vec::new(),
+        }
     }
 }
 

@@ -5,9 +5,13 @@
 //! Every refusal is checked for its gRPC code and for a message naming the reason; every
 //! certificate that is granted is checked to carry nothing but the authorized identity.
 
+#[macro_use]
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::csr::csr_with_swapped_key;
 use meshwork_controlplane::run::{self, Options, Running, Source};
 use meshwork_identity::{CertRequest, SpiffeId};
 use meshwork_model::pb::config::mesh_config_client::MeshConfigClient;
@@ -23,21 +27,11 @@ use tonic::Code;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: production
-  labels:
-    istio.io/dataplane-mode: ambient
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: staging
-  labels:
-    istio.io/dataplane-mode: ambient
-"#;
+const MESH: &str = concat!(
+    ambient_namespace!("production"),
+    "---",
+    ambient_namespace!("staging")
+);
 
 fn pod(ns: &str, name: &str, sa: &str, node: &str, ip: &str) -> String {
     format!(
@@ -365,7 +359,7 @@ async fn attack_malformed_or_mismatched_csrs_are_invalid() {
     let mut ca = ca().await;
     let token = bearer(&ca.node_a);
 
-    let r = request(&swapped_key_csr(), Some(&token), None, 3600);
+    let r = request(&csr_with_swapped_key(&id(ORDER)), Some(&token), None, 3600);
     refused(&mut ca, r, Code::InvalidArgument, "signature").await;
 
     let cases: Vec<(String, &str)> = vec![
@@ -439,25 +433,6 @@ async fn attack_malformed_or_mismatched_csrs_are_invalid() {
     let r = request(req.csr_pem(), Some(&token), Some("order-service"), 3600);
     refused(&mut ca, r, Code::InvalidArgument, "ImpersonatedIdentity").await;
     ca.running.shutdown();
-}
-
-/// node-a's CSR with its subject public key replaced by another key of the same type.
-fn swapped_key_csr() -> String {
-    let a = CertRequest::generate(&id(ORDER)).unwrap();
-    let b = CertRequest::generate(&id(ORDER)).unwrap();
-    let a_der = ::pem::parse(a.csr_pem()).unwrap().into_contents();
-    let b_der = ::pem::parse(b.csr_pem()).unwrap().into_contents();
-    let key_of = |der: &[u8]| {
-        let (_, csr) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(der).unwrap();
-        csr.certification_request_info.subject_pki.raw.to_vec()
-    };
-    let (ka, kb) = (key_of(&a_der), key_of(&b_der));
-    assert_eq!(ka.len(), kb.len());
-    let pos = a_der.windows(ka.len()).position(|w| w == ka).unwrap();
-    let mut swapped = a_der.clone();
-    swapped[pos..pos + kb.len()].copy_from_slice(&kb);
-    ::pem::encode(&::pem::Pem::new("CERTIFICATE REQUEST", swapped))
 }
 
 /// The subscription's refusal: the call's status, or the first message's.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, wait_for, write, ControlPlane, BASE};
+use common::{config_with_base, eventually, wait_for, write, ControlPlane};
 
 const DENY: &str = r#"
 apiVersion: security.istio.io/v1
@@ -22,27 +22,17 @@ spec:
             ports: ["9090"]
 "#;
 
-/// The same policy, saved half-edited: invalid YAML.
-const DENY_BROKEN: &str = r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: deny-refund
-  namespace: production
-spec:
-  action: DENY
-  rules: [
-    - to:
-"#;
+/// The same policy, saved half-edited: invalid YAML (an unclosed flow sequence).
+fn deny_broken() -> String {
+    let (head, _) = DENY.split_once("  rules:\n").unwrap();
+    format!("{head}  rules: [\n    - to:\n")
+}
 
 const FAIL_CLOSED: &str = "meshwork~fail-closed";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_restart_with_broken_policy_file_keeps_the_deny() {
-    let config = tempfile::tempdir().unwrap();
-    let ca = tempfile::tempdir().unwrap();
-    write(config.path(), "base.yaml", BASE);
-    write(config.path(), "policy.yaml", DENY);
+    let (config, ca) = config_with_base(&[("policy.yaml", DENY)]);
     let cp = ControlPlane::start(config.path(), ca.path());
     let z = cp.ztunnel(ca.path(), "node-a");
     wait_for(&z, "the DENY", |s| {
@@ -51,23 +41,18 @@ async fn attack_restart_with_broken_policy_file_keeps_the_deny() {
     .await;
 
     // Broken while running: the last good version stays (this already held).
-    write(config.path(), "policy.yaml", DENY_BROKEN);
+    write(config.path(), "policy.yaml", &deny_broken());
     eventually("the parse error", || {
-        cp.diagnostics()
-            .0
-            .iter()
-            .any(|e| e.contains("last valid version stays in force"))
+        cp.has_error(&["last valid version stays in force"])
     })
     .await;
     cp.kill();
 
     // Restarted while the file is still broken: the DENY must still be pushed.
     let cp = ControlPlane::start(config.path(), ca.path());
-    let fresh = cp.ztunnel(ca.path(), "node-a");
-    wait_for(&fresh, "initial snapshot after restart", |s| {
-        s.workload("workload/production/reviews-v1").is_some()
-    })
-    .await;
+    let fresh = cp
+        .synced_ztunnel(ca.path(), "node-a", "initial snapshot after restart")
+        .await;
     let snap = fresh.snapshot();
     assert!(
         snap.authorization("production", "deny-refund").is_some(),
@@ -78,13 +63,7 @@ async fn attack_restart_with_broken_policy_file_keeps_the_deny() {
         snap.authorization("production", FAIL_CLOSED).is_none(),
         "with a last good version there is nothing to fail closed for"
     );
-    let (errors, _) = cp.diagnostics();
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("policy.yaml") && e.contains("last valid version stays in force")),
-        "{errors:?}"
-    );
+    cp.assert_error(&["policy.yaml", "last valid version stays in force"]);
 
     // Fixed, then removed: the state follows the files.
     write(config.path(), "policy.yaml", DENY);
@@ -95,11 +74,9 @@ async fn attack_restart_with_broken_policy_file_keeps_the_deny() {
     .await;
     cp.kill();
     let cp = ControlPlane::start(config.path(), ca.path());
-    let again = cp.ztunnel(ca.path(), "node-a");
-    wait_for(&again, "snapshot after second restart", |s| {
-        s.workload("workload/production/reviews-v1").is_some()
-    })
-    .await;
+    let again = cp
+        .synced_ztunnel(ca.path(), "node-a", "snapshot after second restart")
+        .await;
     assert!(
         again
             .snapshot()
@@ -111,16 +88,11 @@ async fn attack_restart_with_broken_policy_file_keeps_the_deny() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_first_start_with_invalid_policy_does_not_silently_allow() {
-    let config = tempfile::tempdir().unwrap();
-    let ca = tempfile::tempdir().unwrap();
-    write(config.path(), "base.yaml", BASE);
-    write(config.path(), "policy.yaml", DENY_BROKEN);
+    let (config, ca) = config_with_base(&[("policy.yaml", &deny_broken())]);
     let cp = ControlPlane::start(config.path(), ca.path());
-    let z = cp.ztunnel(ca.path(), "node-a");
-    wait_for(&z, "initial snapshot", |s| {
-        s.workload("workload/production/reviews-v1").is_some()
-    })
-    .await;
+    let z = cp
+        .synced_ztunnel(ca.path(), "node-a", "initial snapshot")
+        .await;
     let snap = z.snapshot();
     let deny_all = snap.authorization("production", FAIL_CLOSED);
     assert!(
@@ -128,13 +100,7 @@ async fn attack_first_start_with_invalid_policy_does_not_silently_allow() {
         "no policy in force for production although its AuthorizationPolicy failed to load: {:?}",
         snap.authorizations().map(|a| &a.name).collect::<Vec<_>>()
     );
-    let (errors, _) = cp.diagnostics();
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("namespace production") && e.contains("fail closed")),
-        "{errors:?}"
-    );
+    cp.assert_error(&["namespace production", "fail closed"]);
 
     // Fixed: the real policy replaces the deny-all.
     write(config.path(), "policy.yaml", DENY);
@@ -199,10 +165,7 @@ fn route_origins(cp: &ControlPlane) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_renamed_virtual_service_with_missing_subset_does_not_take_over_the_host() {
-    let config = tempfile::tempdir().unwrap();
-    let ca = tempfile::tempdir().unwrap();
-    write(config.path(), "base.yaml", BASE);
-    write(config.path(), "routing.yaml", ROUTING);
+    let (config, ca) = config_with_base(&[("routing.yaml", ROUTING)]);
     let cp = ControlPlane::start(config.path(), ca.path());
     eventually("the reviews route", || route_origins(&cp) == ["reviews"]).await;
 
@@ -218,14 +181,12 @@ async fn attack_renamed_virtual_service_with_missing_subset_does_not_take_over_t
         "the newer VirtualService must not be ordered first because of its name"
     );
     // The missing subset is reported by the running control plane.
-    let (_, warnings) = cp.diagnostics();
-    assert!(
-        warnings.iter().any(|w| w.contains("aaa-reviews")
-            && w.contains("spec.http[0].route[0]")
-            && w.contains("subset \"v3\"")
-            && w.contains("503")),
-        "{warnings:?}"
-    );
+    cp.assert_warning(&[
+        "aaa-reviews",
+        "spec.http[0].route[0]",
+        "subset \"v3\"",
+        "503",
+    ]);
 
     // The order survives a restart (first-seen order is kept in the state directory).
     cp.kill();
@@ -244,10 +205,7 @@ async fn attack_renamed_virtual_service_with_missing_subset_does_not_take_over_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_symlink_loops_in_config_dir_do_not_hang_the_control_plane() {
-    let config = tempfile::tempdir().unwrap();
-    let ca = tempfile::tempdir().unwrap();
-    write(config.path(), "base.yaml", BASE);
-    write(config.path(), "policy.yaml", DENY);
+    let (config, ca) = config_with_base(&[("policy.yaml", DENY)]);
     std::os::unix::fs::symlink(".", config.path().join("loop-a")).unwrap();
     std::os::unix::fs::symlink(".", config.path().join("loop-b")).unwrap();
     let started = Instant::now();
@@ -274,9 +232,7 @@ async fn attack_symlink_loops_in_config_dir_do_not_hang_the_control_plane() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_hostile_names_are_refused_and_never_logged_raw() {
-    let config = tempfile::tempdir().unwrap();
-    let ca = tempfile::tempdir().unwrap();
-    write(config.path(), "base.yaml", BASE);
+    let (config, ca) = config_with_base(&[]);
     let long = "a".repeat(254);
     let hostile = [
         ("evil\\0name", "production"),

@@ -1,13 +1,13 @@
 //! The control plane as users run it: a real process over a temp directory, real gRPC
 //! subscribers, file edits, and a kill + restart that the subscribers ride out.
 
+#[macro_use]
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use meshwork_model::client::{self, ConfigHandle, Subscription};
+use common::{free_port, token, wait_for, write, ztunnel, ControlPlane};
 use meshwork_model::pb::config::{
     mesh_config_client::MeshConfigClient, proxy_message, Ack, ConfigUpdate, ProxyKind,
     ProxyMessage, Subscribe,
@@ -15,14 +15,9 @@ use meshwork_model::pb::config::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-const NAMESPACE: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: production
-  labels:
-    istio.io/dataplane-mode: ambient
----
+const NAMESPACE: &str = concat!(
+    ambient_namespace!("production"),
+    r#"---
 apiVersion: v1
 kind: Service
 metadata:
@@ -48,7 +43,8 @@ spec:
     - from:
         - source:
             namespaces: ["production"]
-"#;
+"#
+);
 
 fn pod(name: &str, node: &str, ip: &str, version: &str) -> String {
     format!(
@@ -73,80 +69,6 @@ status:
   podIP: {ip}
 "#
     )
-}
-
-struct ControlPlane {
-    child: Child,
-}
-
-impl ControlPlane {
-    fn start(config: &Path, ca: &Path, grpc_port: u16) -> ControlPlane {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_controlplane"))
-            .args(["--config-dir", config.to_str().unwrap()])
-            .args(["--ca-dir", ca.to_str().unwrap()])
-            .args(["--default-namespace", "production"])
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
-            .args(["--admin-addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start controlplane");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("controlplane ready"), "{line}");
-        ControlPlane { child }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(ca: &Path, node: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
-        .args(["--ca-dir", ca.to_str().unwrap(), "token", "--node", node])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ztunnel(endpoint: &str, node: &str, token: String) -> ConfigHandle {
-    client::spawn(
-        endpoint.to_string(),
-        Subscription {
-            kind: ProxyKind::Ztunnel,
-            node: node.into(),
-            proxy_id: format!("test-ztunnel-{node}"),
-            token: token.into(),
-            ..Default::default()
-        },
-        None,
-    )
-}
-
-async fn wait_for(h: &ConfigHandle, what: &str, f: impl Fn(&meshwork_model::Snapshot) -> bool) {
-    let mut rx = h.watch();
-    let res = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| f(s))).await;
-    assert!(res.is_ok(), "timed out waiting for {what}");
 }
 
 /// A raw stream, to see exactly what the control plane sends.
@@ -206,14 +128,6 @@ impl RawStream {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, &p).unwrap();
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deltas_reach_subscribers_and_they_survive_a_restart() {
     let config = tempfile::tempdir().unwrap();
@@ -226,7 +140,7 @@ async fn deltas_reach_subscribers_and_they_survive_a_restart() {
     );
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let cp = ControlPlane::start(config.path(), ca.path(), port);
+    let cp = ControlPlane::start_on_port(config.path(), ca.path(), port);
 
     let (tok_a, tok_b) = (token(ca.path(), "node-a"), token(ca.path(), "node-b"));
     let a = ztunnel(&endpoint, "node-a", tok_a.clone());
@@ -300,7 +214,7 @@ async fn deltas_reach_subscribers_and_they_survive_a_restart() {
         "pods.yaml",
         &pod("order-v2", "node-b", "10.244.2.7", "v2"),
     );
-    let _cp = ControlPlane::start(config.path(), ca.path(), port);
+    let _cp = ControlPlane::start_on_port(config.path(), ca.path(), port);
     for h in [&a, &b] {
         wait_for(h, "order-v1 removal after restart", |s| {
             s.workload("workload/production/order-v1").is_none()
@@ -336,7 +250,7 @@ async fn bad_tokens_are_refused() {
     write(config.path(), "base.yaml", NAMESPACE);
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let _cp = ControlPlane::start(config.path(), ca.path(), port);
+    let _cp = ControlPlane::start_on_port(config.path(), ca.path(), port);
     let wrong_node = token(ca.path(), "node-b");
     let h = ztunnel(&endpoint, "node-a", wrong_node);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -124,88 +124,74 @@ pub fn restore_input(cluster_cidr: &str, services: &[ServicePort]) -> String {
     nat + &filter
 }
 
-/// Jumps from the built-in chains into kube-proxy's: (table, chain, rule).
-const JUMPS: &[(&str, &str, &[&str])] = &[
-    (
-        "nat",
-        "PREROUTING",
-        &[
+/// A jump from a built-in chain into one of kube-proxy's: `-m comment --comment <comment>
+/// -j <target>`, for new connections only (`-m conntrack --ctstate NEW` first) where
+/// `new_only`.
+struct Jump {
+    table: &'static str,
+    builtin: &'static str,
+    new_only: bool,
+    comment: &'static str,
+    target: &'static str,
+}
+
+impl Jump {
+    const fn new(
+        table: &'static str,
+        builtin: &'static str,
+        new_only: bool,
+        comment: &'static str,
+        target: &'static str,
+    ) -> Self {
+        Jump {
+            table,
+            builtin,
+            new_only,
+            comment,
+            target,
+        }
+    }
+
+    /// The rule's match and target arguments, as `iptables -C/-I <builtin>` take them.
+    fn rule(&self) -> Vec<&'static str> {
+        let mut rule = Vec::with_capacity(10);
+        if self.new_only {
+            rule.extend(["-m", "conntrack", "--ctstate", "NEW"]);
+        }
+        rule.extend([
             "-m",
             "comment",
             "--comment",
-            "kubernetes service portals",
+            self.comment,
             "-j",
-            "KUBE-SERVICES",
-        ],
-    ),
-    (
-        "nat",
-        "OUTPUT",
-        &[
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes service portals",
-            "-j",
-            "KUBE-SERVICES",
-        ],
-    ),
-    (
+            self.target,
+        ]);
+        rule
+    }
+}
+
+const SERVICE_PORTALS: &str = "kubernetes service portals";
+
+/// Jumps from the built-in chains into kube-proxy's.
+const JUMPS: &[Jump] = &[
+    Jump::new("nat", "PREROUTING", false, SERVICE_PORTALS, "KUBE-SERVICES"),
+    Jump::new("nat", "OUTPUT", false, SERVICE_PORTALS, "KUBE-SERVICES"),
+    Jump::new(
         "nat",
         "POSTROUTING",
-        &[
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes postrouting rules",
-            "-j",
-            "KUBE-POSTROUTING",
-        ],
+        false,
+        "kubernetes postrouting rules",
+        "KUBE-POSTROUTING",
     ),
-    (
+    Jump::new(
         "filter",
         "FORWARD",
-        &[
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes forwarding rules",
-            "-j",
-            "KUBE-FORWARD",
-        ],
+        false,
+        "kubernetes forwarding rules",
+        "KUBE-FORWARD",
     ),
-    (
-        "filter",
-        "FORWARD",
-        &[
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes service portals",
-            "-j",
-            "KUBE-SERVICES",
-        ],
-    ),
-    (
-        "filter",
-        "OUTPUT",
-        &[
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes service portals",
-            "-j",
-            "KUBE-SERVICES",
-        ],
-    ),
+    Jump::new("filter", "FORWARD", true, SERVICE_PORTALS, "KUBE-SERVICES"),
+    Jump::new("filter", "OUTPUT", true, SERVICE_PORTALS, "KUBE-SERVICES"),
 ];
 
 /// Writes the rules into `netns`: chains with `iptables-restore --noflush` (other
@@ -247,19 +233,20 @@ pub fn apply(
             ),
         });
     }
-    for (table, builtin, rule) in JUMPS {
+    for jump in JUMPS {
+        let (table, builtin, rule) = (jump.table, jump.builtin, jump.rule());
         let present = netns::exec_in(
             netns,
             Command::new("iptables")
                 .args(["-w", "-t", table, "-C", builtin])
-                .args(*rule),
+                .args(&rule),
         );
         if present.is_err() {
             netns::exec_in(
                 netns,
                 Command::new("iptables")
                     .args(["-w", "-t", table, "-I", builtin])
-                    .args(*rule),
+                    .args(&rule),
             )?;
         }
     }
@@ -334,6 +321,41 @@ mod tests {
             .rfind(|l| l.starts_with("-A KUBE-SERVICES"))
             .unwrap();
         assert!(last.contains("KUBE-NODEPORTS"), "{last}");
+    }
+
+    #[test]
+    fn jumps_match_kube_proxys_rules() {
+        let new_conn = JUMPS
+            .iter()
+            .find(|j| j.table == "filter" && j.builtin == "OUTPUT")
+            .unwrap();
+        assert_eq!(
+            new_conn.rule(),
+            [
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-m",
+                "comment",
+                "--comment",
+                "kubernetes service portals",
+                "-j",
+                "KUBE-SERVICES"
+            ]
+        );
+        let postrouting = JUMPS.iter().find(|j| j.builtin == "POSTROUTING").unwrap();
+        assert_eq!(
+            postrouting.rule(),
+            [
+                "-m",
+                "comment",
+                "--comment",
+                "kubernetes postrouting rules",
+                "-j",
+                "KUBE-POSTROUTING"
+            ]
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::*;
 
+#[path = "../../tests/common/csr.rs"]
+mod csr;
+
 const TD: &str = "cluster.local";
 
 fn id(text: &str) -> SpiffeId {
@@ -143,7 +146,8 @@ fn refuses_bad_requests_with_their_error() {
     let err = ca.sign(&not_spiffe, None, allow_all).unwrap_err();
     assert!(matches!(err, SignError::InvalidIdentity { .. }), "{err}");
 
-    let err = ca.sign(&tampered_csr(), None, allow_all).unwrap_err();
+    let swapped = csr::csr_with_swapped_key(&id("spiffe://cluster.local/ns/a/sa/a"));
+    let err = ca.sign(&swapped, None, allow_all).unwrap_err();
     assert!(matches!(err, SignError::BadSignature), "{err}");
 
     // The authorization decision is the caller's.
@@ -152,25 +156,6 @@ fn refuses_bad_requests_with_their_error() {
         .sign(ok.csr_pem(), None, |_| Err(SignError::InvalidToken))
         .unwrap_err();
     assert!(matches!(err, SignError::InvalidToken), "{err}");
-}
-
-/// A CSR whose subject public key was swapped after signing.
-fn tampered_csr() -> String {
-    let a = CertRequest::generate(&id("spiffe://cluster.local/ns/a/sa/a")).unwrap();
-    let b = CertRequest::generate(&id("spiffe://cluster.local/ns/a/sa/a")).unwrap();
-    let a_der = ::pem::parse(a.csr_pem()).unwrap().into_contents();
-    let b_der = ::pem::parse(b.csr_pem()).unwrap().into_contents();
-    let key_of = |der: &[u8]| {
-        let (_, csr) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(der).unwrap();
-        csr.certification_request_info.subject_pki.raw.to_vec()
-    };
-    let (ka, kb) = (key_of(&a_der), key_of(&b_der));
-    assert_eq!(ka.len(), kb.len());
-    let pos = a_der.windows(ka.len()).position(|w| w == ka).unwrap();
-    let mut tampered = a_der.clone();
-    tampered[pos..pos + kb.len()].copy_from_slice(&kb);
-    ::pem::encode(&::pem::Pem::new("CERTIFICATE REQUEST", tampered))
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod csr;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,11 +24,30 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts the binary; fails the test if it does not report ready within `limit`.
     pub fn start_within(config: &Path, ca: &Path, limit: Duration) -> ControlPlane {
+        Self::spawn(config, ca, "127.0.0.1:0", limit)
+    }
+
+    pub fn start(config: &Path, ca: &Path) -> ControlPlane {
+        Self::start_within(config, ca, Duration::from_secs(60))
+    }
+
+    /// Starts the binary with its gRPC listener on `127.0.0.1:port` (a restart on the same
+    /// port is what subscribers must ride out).
+    pub fn start_on_port(config: &Path, ca: &Path, port: u16) -> ControlPlane {
+        Self::spawn(
+            config,
+            ca,
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn spawn(config: &Path, ca: &Path, grpc_addr: &str, limit: Duration) -> ControlPlane {
         let mut child = Command::new(env!("CARGO_BIN_EXE_controlplane"))
             .args(["--config-dir", config.to_str().unwrap()])
             .args(["--ca-dir", ca.to_str().unwrap()])
             .args(["--default-namespace", "production"])
-            .args(["--grpc-addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", grpc_addr])
             .args(["--admin-addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -62,10 +83,6 @@ impl ControlPlane {
         }
     }
 
-    pub fn start(config: &Path, ca: &Path) -> ControlPlane {
-        Self::start_within(config, ca, Duration::from_secs(60))
-    }
-
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc)
     }
@@ -99,19 +116,44 @@ impl ControlPlane {
         (list("errors"), list("warnings"))
     }
 
-    /// A ztunnel subscriber for `node`.
+    /// Whether one `/debug/errors` error contains every one of `parts`.
+    pub fn has_error(&self, parts: &[&str]) -> bool {
+        let (errors, _) = self.diagnostics();
+        errors.iter().any(|e| parts.iter().all(|p| e.contains(p)))
+    }
+
+    /// Asserts that one `/debug/errors` error contains every one of `parts`.
+    pub fn assert_error(&self, parts: &[&str]) {
+        let (errors, _) = self.diagnostics();
+        assert!(
+            errors.iter().any(|e| parts.iter().all(|p| e.contains(p))),
+            "no error with all of {parts:?}: {errors:?}"
+        );
+    }
+
+    /// Asserts that one `/debug/errors` warning contains every one of `parts`.
+    pub fn assert_warning(&self, parts: &[&str]) {
+        let (_, warnings) = self.diagnostics();
+        assert!(
+            warnings.iter().any(|w| parts.iter().all(|p| w.contains(p))),
+            "no warning with all of {parts:?}: {warnings:?}"
+        );
+    }
+
+    /// A ztunnel subscriber for `node`, with the node's genuine token.
     pub fn ztunnel(&self, ca: &Path, node: &str) -> ConfigHandle {
-        client::spawn(
-            self.endpoint(),
-            Subscription {
-                kind: ProxyKind::Ztunnel,
-                node: node.into(),
-                proxy_id: format!("attack-ztunnel-{node}"),
-                token: token(ca, node).into(),
-                ..Default::default()
-            },
-            None,
-        )
+        ztunnel(&self.endpoint(), node, token(ca, node))
+    }
+
+    /// A ztunnel subscriber for `node` once its first snapshot arrived: one with the
+    /// [`BASE`] pod `reviews-v1` in it (`what` names the wait in a timeout).
+    pub async fn synced_ztunnel(&self, ca: &Path, node: &str, what: &str) -> ConfigHandle {
+        let z = self.ztunnel(ca, node);
+        wait_for(&z, what, |s| {
+            s.workload("workload/production/reviews-v1").is_some()
+        })
+        .await;
+        z
     }
 
     pub fn kill(mut self) {
@@ -127,6 +169,31 @@ impl Drop for ControlPlane {
     }
 }
 
+/// A ztunnel subscriber for `node` at `endpoint`, presenting `token`.
+pub fn ztunnel(endpoint: &str, node: &str, token: String) -> ConfigHandle {
+    client::spawn(
+        endpoint.to_string(),
+        Subscription {
+            kind: ProxyKind::Ztunnel,
+            node: node.into(),
+            proxy_id: format!("test-ztunnel-{node}"),
+            token: token.into(),
+            ..Default::default()
+        },
+        None,
+    )
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node token minted by the CA in `ca` (`controlplane token --node`).
 pub fn token(ca: &Path, node: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
         .args(["--ca-dir", ca.to_str().unwrap(), "token", "--node", node])
@@ -163,15 +230,34 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// A config directory holding [`BASE`] as `base.yaml` and `files` (name, text), and an
+/// empty CA directory: (config, ca).
+pub fn config_with_base(files: &[(&str, &str)]) -> (tempfile::TempDir, tempfile::TempDir) {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    for (name, text) in files {
+        write(config.path(), name, text);
+    }
+    (config, ca)
+}
+
+/// A Namespace document in ambient mode (`istio.io/dataplane-mode: ambient`) named
+/// `$name`, for `concat!` into fixtures.
+macro_rules! ambient_namespace {
+    ($name:literal) => {
+        concat!(
+            "\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ",
+            $name,
+            "\n  labels:\n    istio.io/dataplane-mode: ambient\n"
+        )
+    };
+}
+
 /// A namespace in ambient mode with one Service and one Pod on `node-a`.
-pub const BASE: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: production
-  labels:
-    istio.io/dataplane-mode: ambient
----
+pub const BASE: &str = concat!(
+    ambient_namespace!("production"),
+    r#"---
 apiVersion: v1
 kind: Service
 metadata:
@@ -200,4 +286,5 @@ spec:
 status:
   phase: Running
   podIP: 10.244.1.9
-"#;
+"#
+);

@@ -2,6 +2,8 @@
 //! an empty static config, driven with one-shot HTTP requests, stopped with SIGTERM.
 #![allow(dead_code)]
 
+pub mod mesh_suite;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,139 @@
+//! The scenario run shared by the mesh tests of every network flavour (tests/mesh.rs,
+//! tests/mesh_kind_ptp.rs): the scenario list, the enrollment check, the same-node capture
+//! check, and the teardown check; failures are collected as `name: reason` lines.
+
+use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use meshwork_e2e::scenarios::{self, fixture};
+use meshwork_e2e::target::{MeshTarget, ScenarioError};
+use meshwork_e2e::{NetnsMesh, BPF_PIN_ROOT};
+
+pub type Scenario = fn(&dyn MeshTarget) -> Result<(), ScenarioError>;
+
+/// The scenarios, in the order they run. e2e/README.md has the scenario × network matrix.
+pub const SCENARIOS: &[(&str, Scenario)] = &[
+    (
+        "cross_node_pod_to_service",
+        scenarios::cross_node_pod_to_service,
+    ),
+    (
+        "same_node_pod_to_service",
+        scenarios::same_node_pod_to_service,
+    ),
+    ("mtls_on_the_wire", scenarios::mtls_on_the_wire),
+    ("non_enrolled_bypasses", scenarios::non_enrolled_bypasses),
+    (
+        "strict_refuses_plaintext",
+        scenarios::strict_refuses_plaintext,
+    ),
+    ("deny_all_default", scenarios::deny_all_default),
+    (
+        "enrollment_toggled_live",
+        scenarios::enrollment_toggled_live,
+    ),
+    (
+        "ztunnel_restart_under_load",
+        scenarios::ztunnel_restart_under_load,
+    ),
+    (
+        "service_vip_seen_by_ztunnel",
+        scenarios::service_vip_seen_by_ztunnel,
+    ),
+];
+
+/// Logs the outcome of check `name` on `flavour` and keeps a failure in `failures`.
+pub fn record(
+    failures: &mut Vec<String>,
+    flavour: &str,
+    name: &str,
+    result: Result<(), impl Display>,
+) {
+    match result {
+        Ok(()) => eprintln!("scenario {name} ({flavour}): ok"),
+        Err(e) => {
+            eprintln!("scenario {name} ({flavour}): FAILED {e}");
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+}
+
+/// Runs every scenario of [`SCENARIOS`] except those named in `skip`.
+pub fn run_scenarios(mesh: &NetnsMesh, flavour: &str, skip: &[&str]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (name, f) in SCENARIOS.iter().filter(|(n, _)| !skip.contains(n)) {
+        record(&mut failures, flavour, name, f(mesh));
+    }
+    failures
+}
+
+/// Each ztunnel enrolled exactly its node's pods of ambient namespaces, at the addresses
+/// the pods really got (the harness plan's, or the CNI's IPAM's).
+pub fn enrollment_failures(mesh: &NetnsMesh) -> Vec<String> {
+    let mut failures = Vec::new();
+    for node in ["n0", "n1"] {
+        let want: BTreeSet<String> = fixture::PODS
+            .iter()
+            .filter(|p| mesh.cluster.pod(p.0).unwrap().node == node)
+            .filter(|p| fixture::NAMESPACES.iter().any(|(ns, a)| *ns == p.1 && *a))
+            .map(|p| mesh.cluster.pod(p.0).unwrap().ip.to_string())
+            .collect();
+        let got = mesh.enrolled_on(node).expect("ztunnel /redirect");
+        if got != want {
+            failures.push(format!("{node}: enrolled {got:?}, want {want:?}"));
+        }
+    }
+    failures
+}
+
+/// Plaintext from a non-mesh pod to a captured pod on the same node meets ztunnel's
+/// inbound listener (and deny-all-default refuses it) instead of reaching the pod around
+/// it, as it does from another node. Ok: how long the three refused requests took.
+pub fn same_node_plaintext_is_captured(mesh: &NetnsMesh) -> Result<Duration, String> {
+    let stat = || {
+        mesh.redirect_stat("n0", "inbound_plain_syn")
+            .map_err(|e| e.to_string())
+    };
+    let before = stat()?;
+    let url = mesh
+        .pod_url("orders-v2", fixture::APP_PORT, "/api/orders")
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let s = mesh
+        .http_get("outsider", &url, &[], 3)
+        .map_err(|e| e.to_string())?;
+    let took = started.elapsed();
+    let after = stat()?;
+    if s.count(200) != 0 {
+        return Err(format!("plaintext reached the pod: {s:?}"));
+    }
+    if after < before + 3 {
+        return Err(format!(
+            "inbound_plain_syn on n0 went {before} → {after}: the SYNs were not captured"
+        ));
+    }
+    Ok(took)
+}
+
+/// Stops the mesh with `ztunnel redirect-teardown`, which must leave no pins behind.
+pub fn teardown_failures(mesh: &NetnsMesh) -> Vec<String> {
+    mesh.stop_and_teardown().expect("teardown");
+    let mut failures = Vec::new();
+    for node in ["n0", "n1"] {
+        let pins =
+            std::path::Path::new(BPF_PIN_ROOT).join(mesh.cluster.bpf_node_name(node).unwrap());
+        if pins.exists() {
+            failures.push(format!("{node}: {} left after teardown", pins.display()));
+        }
+    }
+    failures
+}
+
+pub fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "failed scenarios:\n{}",
+        failures.join("\n")
+    );
+}
