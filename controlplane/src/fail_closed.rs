@@ -4,10 +4,12 @@
 //! edit must never weaken policy). The synthetic policy goes away when the file is fixed.
 //!
 //! A document whose kind and namespace can still be read is attributed exactly. A document
-//! too broken to parse (invalid YAML) is attributed by its text: a top-level
-//! `kind: AuthorizationPolicy` line and an indented `namespace:` line (else the file's
-//! default namespace). A policy in the root namespace thus denies mesh-wide, as the policy
-//! itself would have applied mesh-wide.
+//! too broken to parse (invalid YAML or JSON) is attributed by its text, whatever its
+//! spelling (block or flow style, JSON, quoted keys): it is a policy when any `kind` key has
+//! the value `AuthorizationPolicy`, and every namespace a `namespace` key names is denied
+//! (else the file's default namespace). Denying one namespace too many while the file is
+//! broken is the safe side. A policy in the root namespace thus denies mesh-wide, as the
+//! policy itself would have applied mesh-wide.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,21 +30,28 @@ pub fn namespaces_to_deny(
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (err, text) in failed {
         let text = text.as_deref().unwrap_or("");
-        let is_policy = err.kind == Kind::AuthorizationPolicy.as_str()
-            || (err.kind.is_empty()
-                && sniff_kind(text) == Some(Kind::AuthorizationPolicy.as_str()));
+        let policy = Kind::AuthorizationPolicy.as_str();
+        let is_policy = err.kind == policy
+            || (err.kind.is_empty() && values_of(text, "kind").contains(&policy));
         if !is_policy {
             continue;
         }
-        let ns = if !err.namespace.is_empty() {
-            err.namespace.clone()
+        let mut namespaces = if !err.namespace.is_empty() {
+            vec![err.namespace.as_str()]
         } else {
-            sniff_namespace(text).unwrap_or_else(|| default_namespace.to_string())
+            values_of(text, "namespace")
         };
-        if NameRule::Dns1123Label.check(&ns).is_err() {
-            continue; // no namespace of that name can hold workloads
+        if namespaces.is_empty() {
+            namespaces.push(default_namespace);
         }
-        out.entry(ns).or_default().push(err.to_string());
+        for ns in namespaces {
+            if NameRule::Dns1123Label.check(ns).is_err() {
+                continue; // no namespace of that name can hold workloads
+            }
+            let causes = out.entry(ns.to_string()).or_default();
+            causes.push(err.to_string());
+            causes.dedup();
+        }
     }
     out
 }
@@ -91,25 +100,40 @@ pub fn diff(old: &BTreeSet<String>, new: &BTreeSet<String>) -> Vec<meshwork_api:
     out
 }
 
-fn value_of<'a>(line: &'a str, field: &str) -> Option<&'a str> {
-    let v = line.strip_prefix(field)?.strip_prefix(':')?;
-    let v = v
-        .split('#')
-        .next()?
-        .trim()
-        .trim_matches(|c| c == '"' || c == '\'');
-    (!v.is_empty()).then_some(v)
-}
-
-fn sniff_kind(text: &str) -> Option<&str> {
-    text.lines().find_map(|l| value_of(l, "kind"))
-}
-
-fn sniff_namespace(text: &str) -> Option<String> {
-    text.lines()
-        .filter(|l| l.starts_with([' ', '\t']))
-        .find_map(|l| value_of(l.trim_start(), "namespace"))
-        .map(str::to_string)
+/// The values of `key` wherever `text` writes it as a mapping key, in any spelling a YAML
+/// or JSON document may use: `key: v`, `- key: v`, `{a: b, key: v}`, `"key": "v"`, `'key': v`.
+/// A value is the run of name characters after the colon (and an opening quote).
+fn values_of<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find(key) {
+        let start = from + i;
+        let end = start + key.len();
+        from = end;
+        let standalone = start == 0
+            || matches!(
+                bytes[start - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'{' | b',' | b'-'
+            );
+        if !standalone {
+            continue;
+        }
+        let rest = &text[end..];
+        let rest = rest.strip_prefix(['"', '\'']).unwrap_or(rest);
+        let Some(value) = rest.trim_start_matches([' ', '\t']).strip_prefix(':') else {
+            continue;
+        };
+        let value = value.trim_start_matches([' ', '\t']);
+        let value = value.strip_prefix(['"', '\'']).unwrap_or(value);
+        let len = value
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .unwrap_or(value.len());
+        if len > 0 {
+            out.push(&value[..len]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -149,6 +173,37 @@ mod tests {
         let got = namespaces_to_deny(&failed, "default");
         let keys: Vec<_> = got.keys().map(String::as_str).collect();
         assert_eq!(keys, ["default", "prod", "shop"]);
+    }
+
+    #[test]
+    fn broken_policies_are_attributed_in_any_spelling() {
+        let deny = |text: &str| -> Vec<String> {
+            let failed = vec![(err("", ""), Some(Arc::from(text)))];
+            namespaces_to_deny(&failed, "default").into_keys().collect()
+        };
+        for text in [
+            r#"{"kind": "AuthorizationPolicy", "metadata": {"name": "d", "namespace": "shop"}, "spec": {"#,
+            "kind: AuthorizationPolicy\nmetadata: {name: d, namespace: shop}\nspec: [\n",
+            "\"kind\": 'AuthorizationPolicy'\n\"metadata\":\n  'namespace': \"shop\" # c\nspec: [\n",
+            "metadata:\n  namespace: shop\nkind: AuthorizationPolicy\nspec: [\n",
+        ] {
+            assert_eq!(deny(text), ["shop"], "{text}");
+        }
+        // Every namespace named is denied; none named: the file's default namespace.
+        assert_eq!(
+            deny("kind: AuthorizationPolicy\nmetadata: {namespace: a}\nspec:\n  targetRefs: [{kind: Service, name: s, namespace: b}\n"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            deny("{\"kind\":\"AuthorizationPolicy\",\"spec\":{"),
+            ["default"]
+        );
+        // Look-alike keys are not the kind or the namespace.
+        assert!(deny("kind: VirtualService\nx_kind: AuthorizationPolicy\nspec: [\n").is_empty());
+        assert_eq!(
+            deny("kind: AuthorizationPolicy\nspec:\n  rules: [{from: [{source: {namespaces: [x]}}]}, when: [{key: source.namespace, values: [y]}\n"),
+            ["default"]
+        );
     }
 
     #[test]

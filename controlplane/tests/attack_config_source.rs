@@ -319,3 +319,56 @@ async fn attack_hostile_names_are_refused_and_never_logged_raw() {
         "{model}"
     );
 }
+
+/// The fail-closed attribution of a policy too broken to parse cannot be dodged by its
+/// spelling: JSON (the directory source reads `.json` files), a flow-style `metadata`, quoted
+/// keys. Each first start must deny the policy's own namespace, not let it run unprotected.
+/// (The harness's default namespace is `production`, so these check that the document is
+/// recognised as a policy; the namespace attribution of each spelling is unit-tested in
+/// `fail_closed.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_broken_policy_spelled_as_json_or_flow_style_still_fails_closed() {
+    let spellings = [
+        (
+            "policy.json",
+            r#"{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "deny-refund", "namespace": "production"}, "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"ports": ["9090"]}}]}]"#,
+        ),
+        (
+            "policy.yaml",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-refund, namespace: production}\nspec:\n  action: DENY\n  rules: [\n    - to:\n",
+        ),
+        (
+            "policy.yaml",
+            "\"apiVersion\": security.istio.io/v1\n\"kind\": \"AuthorizationPolicy\"\n\"metadata\":\n  \"name\": deny-refund\n  \"namespace\": production\nspec:\n  action: DENY\n  rules: [\n    - to:\n",
+        ),
+    ];
+    let mut open = Vec::new();
+    for (file, text) in spellings {
+        let config = tempfile::tempdir().unwrap();
+        let ca = tempfile::tempdir().unwrap();
+        write(config.path(), "base.yaml", BASE);
+        write(config.path(), file, text);
+        let cp = ControlPlane::start(config.path(), ca.path());
+        let z = cp.ztunnel(ca.path(), "node-a");
+        wait_for(&z, "initial snapshot", |s| {
+            s.workload("workload/production/reviews-v1").is_some()
+        })
+        .await;
+        let snap = z.snapshot();
+        if snap.authorization("production", FAIL_CLOSED).is_none() {
+            open.push(format!(
+                "{file} {:?}: policies in force {:?}, errors {:?}",
+                text.lines().nth(1).unwrap_or(text),
+                snap.authorizations()
+                    .map(|a| format!("{}/{}", a.namespace, a.name))
+                    .collect::<Vec<_>>(),
+                cp.diagnostics().0
+            ));
+        }
+        cp.kill();
+    }
+    assert!(
+        open.is_empty(),
+        "production ran without its policy: {open:#?}"
+    );
+}
