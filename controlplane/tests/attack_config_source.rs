@@ -128,6 +128,23 @@ async fn attack_first_start_with_invalid_policy_does_not_silently_allow() {
         "no policy in force for production although its AuthorizationPolicy failed to load: {:?}",
         snap.authorizations().map(|a| &a.name).collect::<Vec<_>>()
     );
+    // Exactly what ztunnel/tests/attack_fail_closed.rs shows the ztunnel refusing: a
+    // namespace-wide DENY, one empty rule (matches everything), enforced at the ztunnel.
+    {
+        use meshwork_model::pb::config::{Action, Enforcement, PolicyScope, Rule};
+        let d = deny_all.unwrap();
+        assert_eq!(
+            (d.scope(), d.action(), d.enforcement(), d.has_l7),
+            (
+                PolicyScope::Namespace,
+                Action::Deny,
+                Enforcement::EnforceZtunnel,
+                false
+            )
+        );
+        assert_eq!(d.rules, vec![Rule::default()]);
+        assert!(d.selector.is_empty() && d.target_refs.is_empty());
+    }
     let (errors, _) = cp.diagnostics();
     assert!(
         errors
