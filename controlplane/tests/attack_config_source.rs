@@ -389,3 +389,45 @@ async fn attack_broken_policy_spelled_as_json_or_flow_style_still_fails_closed()
         "production ran without its policy: {open:#?}"
     );
 }
+
+/// The saved last good config can keep a policy in force that the files no longer hold, so
+/// whoever may write the state directory may weaken policy at the next restart. A state
+/// directory others may write (here: mode 0777, as a directory pre-created in a shared
+/// place would be) must not be believed: with a broken DENY on disk, a planted "last good"
+/// ALLOW-all for that file must not replace it, and the namespace fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_state_directory_writable_by_others_is_not_believed() {
+    use std::os::unix::fs::PermissionsExt;
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "policy.yaml", DENY_BROKEN);
+    let state = ca.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-refund\n  namespace: production\nspec:\n  action: ALLOW\n  rules:\n    - {}\n";
+    let saved = serde_json::json!({
+        "files": { config.path().join("policy.yaml").to_str().unwrap(): planted },
+        "firstSeen": {},
+    });
+    std::fs::write(state.join("last-good.json"), saved.to_string()).unwrap();
+
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "initial snapshot", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    let snap = z.snapshot();
+    let planted_in_force = snap
+        .authorization("production", "deny-refund")
+        .map(|a| a.action());
+    assert!(
+        planted_in_force.is_none() && snap.authorization("production", FAIL_CLOSED).is_some(),
+        "the planted last good version replaced the broken DENY ({planted_in_force:?}); policies: {:?}",
+        snap.authorizations()
+            .map(|a| format!("{}/{}", a.namespace, a.name))
+            .collect::<Vec<_>>()
+    );
+    cp.kill();
+}
