@@ -10,7 +10,12 @@ use serde::Serialize;
 pub struct Entry {
     pub start_time: String,
     pub method: String,
+    /// The path (and query) as authorized, routed and forwarded: after normalisation.
     pub path: String,
+    /// The path as the client sent it, when normalisation changed it (Envoy's
+    /// `x-envoy-original-path` plays this part for rewrites).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub original_path: String,
     pub protocol: String,
     pub response_code: u16,
     pub response_flags: String,

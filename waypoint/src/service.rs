@@ -112,6 +112,8 @@ struct Exchange<'a> {
     direct: Option<Arc<Endpoint>>,
     /// A generated affinity cookie to set on the response.
     set_cookie: Option<String>,
+    /// The path and query after normalisation, when it differs from the one received.
+    normalized_path: Option<String>,
     /// The request's trace, when a Telemetry resource enables tracing for its service.
     trace: Option<Active>,
     /// Attributes of the request's spans.
@@ -373,9 +375,14 @@ impl L7Service {
         // Path normalisation first: authorization, routing, rewrites and the upstream
         // request all see the one normalised path (Istio `meshConfig.pathNormalization`).
         let mut req = req;
+        let received = req.uri().path_and_query().cloned();
         if let Err(e) = normalize::apply(&mut req, normalize::Mode::of(snap.mesh())) {
             ex.details = "path_normalization_failed".into();
             return authz::reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+        let normalized = req.uri().path_and_query();
+        if normalized != received.as_ref() {
+            ex.normalized_path = normalized.map(|p| p.as_str().to_string());
         }
         let authority = authority_of(&req);
         let (host, host_port) = split_host(&authority);
@@ -1067,10 +1074,15 @@ fn log_entry(
     wall: std::time::SystemTime,
     request_id: String,
 ) -> Entry {
+    let (path, original_path) = match ex.normalized_path.take() {
+        Some(normal) => (normal, r.path),
+        None => (r.path, String::new()),
+    };
     Entry {
         start_time: humantime(wall),
         method: r.method,
-        path: r.path,
+        path,
+        original_path,
         protocol: r.protocol.to_string(),
         response_code: status,
         response_flags: ex.flags.render(),

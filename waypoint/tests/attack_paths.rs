@@ -410,3 +410,30 @@ async fn attack_h2_path_dot_segments_and_escapes_do_not_bypass_deny() {
     );
     assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// The access log records the path that was authorized and forwarded, so a search for the
+/// denied (or reached) path finds every spelling of it; the spelling sent is kept beside it.
+#[tokio::test]
+async fn attack_access_log_records_the_authorized_path_not_the_spelling() {
+    let (p, _b) = waypoint(deny_refund_and_admin(), pb::PathNormalization::Base).await;
+    assert_eq!(get(&p, "/api/payments/x/../refund").await.0, 403);
+    assert_eq!(get(&p, "/api/%70ayments/list?q=%2e").await.0, 200);
+    assert_eq!(get(&p, "/api/payments/list").await.0, 200);
+    let log = wait_log(&p, 3).await;
+    let paths: Vec<(&str, Option<&str>)> = log
+        .iter()
+        .map(|l| (l["path"].as_str().unwrap(), l["original_path"].as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/api/payments/refund", Some("/api/payments/x/../refund")),
+            (
+                "/api/payments/list?q=%2e",
+                Some("/api/%70ayments/list?q=%2e")
+            ),
+            ("/api/payments/list", None),
+        ],
+        "{log:?}"
+    );
+}
