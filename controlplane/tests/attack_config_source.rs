@@ -431,3 +431,56 @@ async fn attack_state_directory_writable_by_others_is_not_believed() {
     );
     cp.kill();
 }
+
+/// A corrupted state file (truncated JSON, wrong types, a symbolic link) neither stops the
+/// control plane nor weakens policy: it starts, says why it ignored the state, and a policy
+/// that does not load fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_corrupted_state_file_neither_crashes_nor_fails_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let planted = elsewhere.path().join("planted.json");
+    std::fs::write(&planted, r#"{"files": {}, "firstSeen": {}}"#).unwrap();
+    for (what, content) in [
+        (
+            "truncated",
+            Some(r#"{"files": {"/c/p.yaml": "kind: Authoriz"#),
+        ),
+        (
+            "wrong types",
+            Some(r#"{"files": [1, 2], "firstSeen": "x"}"#),
+        ),
+        (
+            "extreme times",
+            Some(
+                r#"{"files": {}, "firstSeen": {"VirtualService/a/b": -9223372036854775808, "VirtualService/a/c": 9223372036854775807}}"#,
+            ),
+        ),
+        ("symlink", None),
+    ] {
+        let config = tempfile::tempdir().unwrap();
+        let ca = tempfile::tempdir().unwrap();
+        write(config.path(), "base.yaml", BASE);
+        write(config.path(), "policy.yaml", DENY_BROKEN);
+        let state = ca.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        match content {
+            Some(c) => std::fs::write(state.join("last-good.json"), c).unwrap(),
+            None => std::os::unix::fs::symlink(&planted, state.join("last-good.json")).unwrap(),
+        }
+        let cp = ControlPlane::start(config.path(), ca.path());
+        let z = cp.ztunnel(ca.path(), "node-a");
+        wait_for(&z, "initial snapshot", |s| {
+            s.workload("workload/production/reviews-v1").is_some()
+        })
+        .await;
+        assert!(
+            z.snapshot()
+                .authorization("production", FAIL_CLOSED)
+                .is_some(),
+            "{what}: production is not failing closed"
+        );
+        cp.kill();
+    }
+}
