@@ -3,6 +3,11 @@
 //! instead of running without the policy the operator meant to have (a restart or a bad
 //! edit must never weaken policy). The synthetic policy goes away when the file is fixed.
 //!
+//! A PeerAuthentication in the same state makes its namespace require mTLS instead: a
+//! synthetic namespace-wide STRICT PeerAuthentication of the same name, older than every
+//! other (no creation time), so plaintext is refused as the broken policy may have meant.
+//! Workload-level PeerAuthentications still decide for their workloads, as they would have.
+//!
 //! A document whose kind and namespace can still be read is attributed exactly. A document
 //! too broken to parse (invalid YAML or JSON) is attributed by its text, whatever its
 //! spelling (block or flow style, JSON, quoted keys): it is a policy when any `kind` key has
@@ -14,7 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use meshwork_api::security::{AuthorizationPolicy, AuthzAction, Rule};
+use meshwork_api::security::{
+    AuthorizationPolicy, AuthzAction, MtlsMode, PeerAuthentication, PeerMtls, Rule,
+};
 use meshwork_api::validate::NameRule;
 use meshwork_api::{ApiError, Kind, Object, ObjectKey, Spec};
 
@@ -27,10 +34,27 @@ pub fn namespaces_to_deny(
     failed: &[(ApiError, Option<Arc<str>>)],
     default_namespace: &str,
 ) -> BTreeMap<String, Vec<String>> {
+    namespaces_failing(failed, Kind::AuthorizationPolicy, default_namespace)
+}
+
+/// Namespaces that must require mTLS because a PeerAuthentication of theirs failed to load,
+/// each with the errors that caused it.
+pub fn namespaces_to_require_mtls(
+    failed: &[(ApiError, Option<Arc<str>>)],
+    default_namespace: &str,
+) -> BTreeMap<String, Vec<String>> {
+    namespaces_failing(failed, Kind::PeerAuthentication, default_namespace)
+}
+
+fn namespaces_failing(
+    failed: &[(ApiError, Option<Arc<str>>)],
+    kind: Kind,
+    default_namespace: &str,
+) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (err, text) in failed {
         let text = text.as_deref().unwrap_or("");
-        let policy = Kind::AuthorizationPolicy.as_str();
+        let policy = kind.as_str();
         let is_policy = err.kind == policy
             || (err.kind.is_empty() && values_of(text, "kind").contains(&policy));
         if !is_policy {
@@ -78,6 +102,51 @@ pub fn deny_all(namespace: &str) -> Object {
 
 pub fn key(namespace: &str) -> ObjectKey {
     ObjectKey::new(Kind::AuthorizationPolicy, namespace, DENY_ALL_NAME)
+}
+
+/// The synthetic namespace-wide STRICT PeerAuthentication for `namespace`.
+pub fn strict_mtls(namespace: &str) -> Object {
+    Object {
+        kind: Kind::PeerAuthentication,
+        api_version: "security.istio.io/v1".into(),
+        namespace: namespace.into(),
+        name: DENY_ALL_NAME.into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        creation_timestamp: None,
+        uid: None,
+        spec: Spec::PeerAuthentication(PeerAuthentication {
+            selector: None,
+            mtls: Some(PeerMtls {
+                mode: MtlsMode::Strict,
+            }),
+            port_level_mtls: Default::default(),
+        }),
+    }
+}
+
+pub fn mtls_key(namespace: &str) -> ObjectKey {
+    ObjectKey::new(Kind::PeerAuthentication, namespace, DENY_ALL_NAME)
+}
+
+/// The `message` line reported for a namespace that requires mTLS because of a failure.
+pub fn mtls_report(namespace: &str, causes: &[String]) -> String {
+    format!(
+        "namespace {namespace}: a PeerAuthentication failed to load and has no last valid version; workloads in {namespace} require mTLS (STRICT) until it is fixed (fail closed) [{}]",
+        causes.join("; ")
+    )
+}
+
+/// Changes that move the synthetic STRICT PeerAuthentications from `old` to `new`.
+pub fn diff_mtls(old: &BTreeSet<String>, new: &BTreeSet<String>) -> Vec<meshwork_api::Change> {
+    let mut out = Vec::new();
+    for ns in old.difference(new) {
+        out.push(meshwork_api::Change::Delete(mtls_key(ns)));
+    }
+    for ns in new.difference(old) {
+        out.push(meshwork_api::Change::Upsert(Arc::new(strict_mtls(ns))));
+    }
+    out
 }
 
 /// The `message` line reported for a denied namespace.
@@ -204,6 +273,34 @@ mod tests {
             deny("kind: AuthorizationPolicy\nspec:\n  rules: [{from: [{source: {namespaces: [x]}}]}, when: [{key: source.namespace, values: [y]}\n"),
             ["default"]
         );
+    }
+
+    #[test]
+    fn broken_peer_authentications_require_mtls_in_their_namespace() {
+        let failed = vec![
+            (err("PeerAuthentication", "prod"), None),
+            (err("AuthorizationPolicy", "other"), None),
+            (
+                err("", ""),
+                Some(Arc::from(
+                    "kind: PeerAuthentication\nmetadata: {namespace: shop}\nspec: {",
+                )),
+            ),
+        ];
+        let got: Vec<String> = namespaces_to_require_mtls(&failed, "default")
+            .into_keys()
+            .collect();
+        assert_eq!(got, ["prod", "shop"]);
+        let changes = diff_mtls(&BTreeSet::new(), &["prod".to_string()].into());
+        let [meshwork_api::Change::Upsert(o)] = changes.as_slice() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(o.key(), mtls_key("prod"));
+        let Spec::PeerAuthentication(pa) = &o.spec else {
+            panic!()
+        };
+        assert!(pa.selector.is_none());
+        assert_eq!(pa.mtls.as_ref().map(|m| m.mode), Some(MtlsMode::Strict));
     }
 
     #[test]

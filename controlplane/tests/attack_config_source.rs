@@ -484,3 +484,49 @@ async fn attack_corrupted_state_file_neither_crashes_nor_fails_open() {
         cp.kill();
     }
 }
+
+/// A STRICT PeerAuthentication that does not load at a first start (no last good version)
+/// must not leave its namespace accepting plaintext: as a broken AuthorizationPolicy
+/// denies, a broken PeerAuthentication requires mTLS until it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_first_start_with_broken_strict_peer_authentication_keeps_mtls_required() {
+    use meshwork_model::pb::config::MtlsMode;
+    const STRICT_BROKEN: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\n  namespace: production\nspec:\n  mtls: {mode: STRICT\n";
+    const STRICT: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\n  namespace: production\nspec:\n  mtls:\n    mode: STRICT\n";
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "mtls.yaml", STRICT_BROKEN);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "initial snapshot", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    let mode = z
+        .snapshot()
+        .workload("workload/production/reviews-v1")
+        .map(|w| w.mtls_mode());
+    assert_eq!(
+        mode,
+        Some(MtlsMode::Strict),
+        "production accepts plaintext although its PeerAuthentication failed to load"
+    );
+    let (errors, _) = cp.diagnostics();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("namespace production") && e.contains("mTLS")),
+        "{errors:?}"
+    );
+    // Fixed: the real policy decides, the synthetic one is gone.
+    write(config.path(), "mtls.yaml", STRICT);
+    wait_for(&z, "the real PeerAuthentication decides", |s| {
+        s.workload("workload/production/reviews-v1")
+            .is_some_and(|w| {
+                w.mtls_mode() == MtlsMode::Strict && w.mtls_source == "production/strict"
+            })
+    })
+    .await;
+    cp.kill();
+}
