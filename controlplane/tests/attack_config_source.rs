@@ -530,3 +530,80 @@ async fn attack_first_start_with_broken_strict_peer_authentication_keeps_mtls_re
     .await;
     cp.kill();
 }
+
+/// Gateway API: a route attaches to a Gateway in another namespace only when that Gateway's
+/// listener allows it (`allowedRoutes.namespaces.from` defaults to `Same`, and a waypoint's
+/// Gateway keeps the default). A tenant's HTTPRoute naming another namespace's waypoint as
+/// its parent must not become that waypoint's routing (it would send the other namespace's
+/// traffic to the tenant's backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_route_in_another_namespace_cannot_attach_to_a_waypoint() {
+    const GATEWAYS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: tenant
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: production
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: hijack
+  namespace: tenant
+spec:
+  parentRefs:
+    - kind: Gateway
+      name: waypoint
+      namespace: production
+  rules:
+    - backendRefs:
+        - name: collector
+          port: 80
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: own
+  namespace: production
+spec:
+  parentRefs:
+    - kind: Gateway
+      name: waypoint
+  rules:
+    - matches:
+        - path: {type: PathPrefix, value: /v2}
+      backendRefs:
+        - name: reviews
+          port: 9080
+"#;
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "gateways.yaml", GATEWAYS);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let model = || {
+        cp.admin_json("/debug/model?prefix=route/production/gateway~waypoint")
+            .to_string()
+    };
+    eventually("the waypoint's own route", || {
+        model().contains("\"HTTPRoute/production/own\"")
+    })
+    .await;
+    let text = model();
+    assert!(
+        !text.contains("HTTPRoute/tenant/hijack") && !text.contains("collector"),
+        "another namespace's route attached to production's waypoint: {text}"
+    );
+    cp.kill();
+}

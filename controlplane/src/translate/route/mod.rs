@@ -105,6 +105,11 @@ fn is_gateway(p: &gw::ParentReference) -> bool {
 
 /// The routes a Gateway API route contributes to: its Service parents' hosts (GAMMA) and its
 /// Gateway parents' waypoint route configs.
+///
+/// A Gateway parent in another namespace is not attached: Gateway API attaches it only when
+/// the Gateway's listener allows that namespace (`allowedRoutes.namespaces.from`, `Same` by
+/// default, which waypoint Gateways keep), and Meshwork does not read `allowedRoutes`, so
+/// it keeps the default. Otherwise any namespace could route another's waypoint traffic.
 fn gw_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
     refs.iter()
         .filter_map(|p| {
@@ -114,7 +119,7 @@ fn gw_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
                     format!("{}.{pns}.svc.{CLUSTER_DOMAIN}", p.name),
                     pns,
                 ))
-            } else if is_gateway(p) {
+            } else if is_gateway(p) && pns == ns {
                 Some(RouteId {
                     namespace: pns.to_string(),
                     host: gateway_host(&p.name),
