@@ -607,3 +607,72 @@ spec:
     );
     cp.kill();
 }
+
+/// GAMMA: an HTTPRoute whose Service parent is in another namespace is a consumer route,
+/// for the route's own namespace's clients only. A tenant's route on production's Service
+/// must not reroute production's other clients (here: a catch-all to the tenant's backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_consumer_route_in_another_namespace_reroutes_only_its_own_clients() {
+    const ROUTE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: tenant
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: consumer
+  namespace: tenant
+spec:
+  parentRefs:
+    - group: ""
+      kind: Service
+      name: reviews
+      namespace: production
+  rules:
+    - backendRefs:
+        - name: collector
+          port: 80
+"#;
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", BASE);
+    write(config.path(), "route.yaml", ROUTE);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let model = || cp.admin_json("/debug/model?prefix=route/production/reviews.");
+    eventually("the consumer route", || {
+        model().to_string().contains("HTTPRoute/tenant/consumer")
+    })
+    .await;
+    let v = model();
+    let rules: Vec<&serde_json::Value> = v["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["kind"]["route"]["http"].as_array().into_iter().flatten())
+        .filter(|r| r["origin"] == "HTTPRoute/tenant/consumer")
+        .collect();
+    assert!(!rules.is_empty(), "{v}");
+    for r in rules {
+        let matches = r["matches"].as_array().unwrap();
+        assert!(
+            !matches.is_empty() && matches.iter().all(|m| m["sourceNamespace"] == "tenant"),
+            "the tenant's route applies to every client of production/reviews: {r}"
+        );
+    }
+    // The Service's other clients keep its default route (not a 404 for lack of a match).
+    let last = v["resources"][0]["kind"]["route"]["http"]
+        .as_array()
+        .and_then(|h| h.last().cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        (&last["matches"], &last["route"][0]["destination"]["host"]),
+        (
+            &serde_json::json!([]),
+            &serde_json::json!("reviews.production.svc.cluster.local")
+        ),
+        "{v}"
+    );
+    cp.kill();
+}
