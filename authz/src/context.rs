@@ -94,6 +94,16 @@ impl HttpAttributes {
     pub fn host_without_port(&self) -> &str {
         strip_port(&self.host)
     }
+
+    /// The host as `hosts` match it, with and without the port: lower case, and without the
+    /// root's trailing dot of a fully qualified name, which names the same host
+    /// (`A.Example.:80` → (`a.example:80`, `a.example`)).
+    pub fn canonical_host(&self) -> (String, String) {
+        let bare = self.host_without_port();
+        let port = &self.host[bare.len()..];
+        let name = bare.strip_suffix('.').unwrap_or(bare).to_ascii_lowercase();
+        (format!("{name}{port}"), name)
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -145,6 +155,23 @@ mod tests {
         assert_eq!(h.host_without_port(), "::1");
         h.host = "plain".into();
         assert_eq!(h.host_without_port(), "plain");
+    }
+
+    #[test]
+    fn canonical_host_drops_case_and_the_root_dot() {
+        let canon = |host: &str| {
+            HttpAttributes {
+                host: host.into(),
+                ..Default::default()
+            }
+            .canonical_host()
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(canon("A.Example.:80"), pair("a.example:80", "a.example"));
+        assert_eq!(canon("a.example."), pair("a.example", "a.example"));
+        assert_eq!(canon("a.example:8080"), pair("a.example:8080", "a.example"));
+        assert_eq!(canon("[::1]:80"), pair("[::1]:80", "[::1]"));
+        assert_eq!(canon("a.."), pair("a.", "a."));
     }
 
     #[test]

@@ -207,8 +207,7 @@ impl Operation {
             return false;
         }
         let Some(h) = &ctx.http else { return true };
-        let host = h.host.to_ascii_lowercase();
-        let bare = h.host_without_port().to_ascii_lowercase();
+        let (host, bare) = h.canonical_host();
         let path = h.url_path();
         let host_ok =
             |f: &Field<StrMatch>| f.holds(|v| any_matches(v, &bare) || any_matches(v, &host));

@@ -43,6 +43,8 @@ pub struct Engine {
     /// Namespaces currently denied because a policy failed to load (see [`fail_closed`]).
     denied: BTreeSet<String>,
     denied_reports: Vec<String>,
+    /// Namespaces currently requiring mTLS because a PeerAuthentication failed to load.
+    strict: BTreeSet<String>,
 }
 
 impl Engine {
@@ -60,6 +62,7 @@ impl Engine {
             seed_changes: Vec::new(),
             denied: BTreeSet::new(),
             denied_reports: Vec::new(),
+            strict: BTreeSet::new(),
         }
     }
 
@@ -163,17 +166,27 @@ impl Engine {
             .collect()
     }
 
-    /// Adds or removes the synthetic DENY-all of namespaces whose policy failed to load.
+    /// Adds or removes the synthetic DENY-all of namespaces whose policy failed to load, and
+    /// the synthetic STRICT PeerAuthentication of those whose PeerAuthentication did.
     fn fail_closed(&mut self) -> Vec<Change> {
         let failed = self.store.failed_without_last_good();
         let deny = fail_closed::namespaces_to_deny(&failed, &self.default_namespace);
         let namespaces: BTreeSet<String> = deny.keys().cloned().collect();
-        let changes = fail_closed::diff(&self.denied, &namespaces);
+        let mut changes = fail_closed::diff(&self.denied, &namespaces);
         self.denied_reports = deny
             .iter()
             .map(|(ns, causes)| fail_closed::report(ns, causes))
             .collect();
         self.denied = namespaces;
+        let strict = fail_closed::namespaces_to_require_mtls(&failed, &self.default_namespace);
+        let namespaces: BTreeSet<String> = strict.keys().cloned().collect();
+        changes.extend(fail_closed::diff_mtls(&self.strict, &namespaces));
+        self.denied_reports.extend(
+            strict
+                .iter()
+                .map(|(ns, causes)| fail_closed::mtls_report(ns, causes)),
+        );
+        self.strict = namespaces;
         changes
     }
 

@@ -66,7 +66,8 @@ struct Cli {
     ca_dir: PathBuf,
     /// Directory source: where the last good version of every resource (and the order in
     /// which resources were first seen) is kept, so a restart while a file is invalid does
-    /// not drop its last good version. Default: `<ca-dir>/state`. Not used with
+    /// not drop its last good version. Default: `<ca-dir>/state`. Ignored, with an error,
+    /// when it is owned by another user or writable by group or others. Not used with
     /// `--source=kubernetes` (the API server is the persistent store).
     #[arg(long, env = "MESHWORK_STATE_DIR")]
     state_dir: Option<PathBuf>,

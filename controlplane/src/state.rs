@@ -13,6 +13,12 @@
 //!
 //! The file is written atomically (temp file + rename) after each applied batch that
 //! changed it.
+//!
+//! A saved version can keep in force a policy the files no longer hold, so the state is
+//! believed only when nobody but the control plane's user can have written it: the
+//! directory and the file must be owned by that user and not writable by group or others,
+//! and the file must not be a symbolic link. Otherwise it is ignored with an error (the
+//! control plane then fails closed for any policy that does not load).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +37,8 @@ pub enum StateError {
     Io(PathBuf, std::io::Error),
     #[error("state file {0} is not valid: {1}")]
     Format(PathBuf, serde_json::Error),
+    #[error("state {0} is not trusted: {1}")]
+    Untrusted(PathBuf, &'static str),
 }
 
 /// The persisted state.
@@ -68,22 +76,69 @@ impl StateDir {
     /// The saved state; empty when none was saved yet.
     pub fn load(&self) -> Result<Saved, StateError> {
         let file = self.file();
-        match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Format(file, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
-            Err(e) => Err(StateError::Io(file, e)),
+        let meta = match std::fs::symlink_metadata(&file) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
+            Err(e) => return Err(StateError::Io(file, e)),
+        };
+        let dir_meta =
+            std::fs::metadata(&self.dir).map_err(|e| StateError::Io(self.dir.clone(), e))?;
+        trusted(&self.dir, &dir_meta, owner())?;
+        if meta.file_type().is_symlink() {
+            return Err(StateError::Untrusted(file, "a symbolic link"));
         }
+        trusted(&file, &meta, owner())?;
+        let bytes = std::fs::read(&file).map_err(|e| StateError::Io(file.clone(), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| StateError::Format(file, e))
     }
 
-    /// Writes `state` atomically (the directory is created, owner-only, if missing).
+    /// Writes `state` atomically (the directory is created, owner-only, if missing). The
+    /// temporary file is created anew, owner-only, never through a link left in its place.
     pub fn save(&self, state: &Saved) -> Result<(), StateError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let io = |e| StateError::Io(self.dir.clone(), e);
         create_private_dir(&self.dir).map_err(io)?;
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
         let bytes = serde_json::to_vec(state).map_err(|e| StateError::Format(tmp.clone(), e))?;
-        std::fs::write(&tmp, bytes).map_err(io)?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        drop(f);
         std::fs::rename(&tmp, self.file()).map_err(io)
     }
+}
+
+/// The user the control plane runs as (the owner of `/proc/self`); `None` off Linux.
+fn owner() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Refuses state that another user may have written.
+fn trusted(path: &Path, meta: &std::fs::Metadata, owner: Option<u32>) -> Result<(), StateError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if owner.is_some_and(|uid| meta.uid() != uid) {
+        return Err(StateError::Untrusted(
+            path.to_path_buf(),
+            "owned by another user",
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(StateError::Untrusted(
+            path.to_path_buf(),
+            "writable by group or others (use mode 0700 for the directory, 0600 for the file)",
+        ));
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -168,6 +223,60 @@ mod tests {
         std::fs::write(sd.path().join(STATE_FILE), "{not json").unwrap();
         let err = sd.load().unwrap_err().to_string();
         assert!(err.contains(STATE_FILE), "{err}");
+    }
+
+    #[test]
+    fn state_others_may_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path().join("state"));
+        sd.save(&Saved::default()).unwrap();
+        let file = sd.path().join(STATE_FILE);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(sd.load().is_ok());
+        for (what, m) in [
+            ("dir", 0o770),
+            ("dir", 0o1777),
+            ("file", 0o620),
+            ("file", 0o666),
+        ] {
+            let p = if what == "dir" {
+                sd.path()
+            } else {
+                file.as_path()
+            };
+            mode(p, m);
+            let err = sd.load().unwrap_err().to_string();
+            assert!(
+                err.contains("writable by group or others"),
+                "{what} {m:o}: {err}"
+            );
+            mode(p, if what == "dir" { 0o700 } else { 0o600 });
+        }
+        // A link in the file's place (to a file the attacker controls) is not followed.
+        let elsewhere = dir.path().join("planted.json");
+        std::fs::write(&elsewhere, "{}").unwrap();
+        mode(&elsewhere, 0o600);
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        let err = sd.load().unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        // Saving replaces the link, and never writes through one left at the temp path.
+        let tmp = sd.path().join(format!(".{STATE_FILE}.tmp"));
+        std::os::unix::fs::symlink(&elsewhere, &tmp).unwrap();
+        sd.save(&Saved::default()).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "{}");
+        assert!(!std::fs::symlink_metadata(&file)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(sd.load().is_ok());
     }
 
     #[test]

@@ -100,6 +100,23 @@ async fn attack_first_start_with_invalid_policy_does_not_silently_allow() {
         "no policy in force for production although its AuthorizationPolicy failed to load: {:?}",
         snap.authorizations().map(|a| &a.name).collect::<Vec<_>>()
     );
+    // Exactly what ztunnel/tests/attack_fail_closed.rs shows the ztunnel refusing: a
+    // namespace-wide DENY, one empty rule (matches everything), enforced at the ztunnel.
+    {
+        use meshwork_model::pb::config::{Action, Enforcement, PolicyScope, Rule};
+        let d = deny_all.unwrap();
+        assert_eq!(
+            (d.scope(), d.action(), d.enforcement(), d.has_l7),
+            (
+                PolicyScope::Namespace,
+                Action::Deny,
+                Enforcement::EnforceZtunnel,
+                false
+            )
+        );
+        assert_eq!(d.rules, vec![Rule::default()]);
+        assert!(d.selector.is_empty() && d.target_refs.is_empty());
+    }
     cp.assert_error(&["namespace production", "fail closed"]);
 
     // Fixed: the real policy replaces the deny-all.
@@ -274,4 +291,326 @@ async fn attack_hostile_names_are_refused_and_never_logged_raw() {
         !model.contains("evil") && !model.contains("Deny-Refund"),
         "{model}"
     );
+}
+
+/// The fail-closed attribution of a policy too broken to parse cannot be dodged by its
+/// spelling: JSON (the directory source reads `.json` files), a flow-style `metadata`, quoted
+/// keys. Each first start must deny the policy's own namespace, not let it run unprotected.
+/// (The harness's default namespace is `production`, so these check that the document is
+/// recognised as a policy; the namespace attribution of each spelling is unit-tested in
+/// `fail_closed.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_broken_policy_spelled_as_json_or_flow_style_still_fails_closed() {
+    let spellings = [
+        (
+            "policy.json",
+            r#"{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "deny-refund", "namespace": "production"}, "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"ports": ["9090"]}}]}]"#,
+        ),
+        (
+            "policy.yaml",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-refund, namespace: production}\nspec:\n  action: DENY\n  rules: [\n    - to:\n",
+        ),
+        (
+            "policy.yaml",
+            "\"apiVersion\": security.istio.io/v1\n\"kind\": \"AuthorizationPolicy\"\n\"metadata\":\n  \"name\": deny-refund\n  \"namespace\": production\nspec:\n  action: DENY\n  rules: [\n    - to:\n",
+        ),
+    ];
+    let mut open = Vec::new();
+    for (file, text) in spellings {
+        let (config, ca) = config_with_base(&[(file, text)]);
+        let cp = ControlPlane::start(config.path(), ca.path());
+        let z = cp.ztunnel(ca.path(), "node-a");
+        wait_for(&z, "initial snapshot", |s| {
+            s.workload("workload/production/reviews-v1").is_some()
+        })
+        .await;
+        let snap = z.snapshot();
+        if snap.authorization("production", FAIL_CLOSED).is_none() {
+            open.push(format!(
+                "{file} {:?}: policies in force {:?}, errors {:?}",
+                text.lines().nth(1).unwrap_or(text),
+                snap.authorizations()
+                    .map(|a| format!("{}/{}", a.namespace, a.name))
+                    .collect::<Vec<_>>(),
+                cp.diagnostics().0
+            ));
+        }
+        cp.kill();
+    }
+    assert!(
+        open.is_empty(),
+        "production ran without its policy: {open:#?}"
+    );
+}
+
+/// The saved last good config can keep a policy in force that the files no longer hold, so
+/// whoever may write the state directory may weaken policy at the next restart. A state
+/// directory others may write (here: mode 0777, as a directory pre-created in a shared
+/// place would be) must not be believed: with a broken DENY on disk, a planted "last good"
+/// ALLOW-all for that file must not replace it, and the namespace fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_state_directory_writable_by_others_is_not_believed() {
+    use std::os::unix::fs::PermissionsExt;
+    let (config, ca) = config_with_base(&[("policy.yaml", &deny_broken())]);
+    let state = ca.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-refund\n  namespace: production\nspec:\n  action: ALLOW\n  rules:\n    - {}\n";
+    let saved = serde_json::json!({
+        "files": { config.path().join("policy.yaml").to_str().unwrap(): planted },
+        "firstSeen": {},
+    });
+    std::fs::write(state.join("last-good.json"), saved.to_string()).unwrap();
+
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "initial snapshot", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    let snap = z.snapshot();
+    let planted_in_force = snap
+        .authorization("production", "deny-refund")
+        .map(|a| a.action());
+    assert!(
+        planted_in_force.is_none() && snap.authorization("production", FAIL_CLOSED).is_some(),
+        "the planted last good version replaced the broken DENY ({planted_in_force:?}); policies: {:?}",
+        snap.authorizations()
+            .map(|a| format!("{}/{}", a.namespace, a.name))
+            .collect::<Vec<_>>()
+    );
+    cp.kill();
+}
+
+/// A corrupted state file (truncated JSON, wrong types, a symbolic link) neither stops the
+/// control plane nor weakens policy: it starts, says why it ignored the state, and a policy
+/// that does not load fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_corrupted_state_file_neither_crashes_nor_fails_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let planted = elsewhere.path().join("planted.json");
+    std::fs::write(&planted, r#"{"files": {}, "firstSeen": {}}"#).unwrap();
+    for (what, content) in [
+        (
+            "truncated",
+            Some(r#"{"files": {"/c/p.yaml": "kind: Authoriz"#),
+        ),
+        (
+            "wrong types",
+            Some(r#"{"files": [1, 2], "firstSeen": "x"}"#),
+        ),
+        (
+            "extreme times",
+            Some(
+                r#"{"files": {}, "firstSeen": {"VirtualService/a/b": -9223372036854775808, "VirtualService/a/c": 9223372036854775807}}"#,
+            ),
+        ),
+        ("symlink", None),
+    ] {
+        let (config, ca) = config_with_base(&[("policy.yaml", &deny_broken())]);
+        let state = ca.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        match content {
+            Some(c) => std::fs::write(state.join("last-good.json"), c).unwrap(),
+            None => std::os::unix::fs::symlink(&planted, state.join("last-good.json")).unwrap(),
+        }
+        let cp = ControlPlane::start(config.path(), ca.path());
+        let z = cp.ztunnel(ca.path(), "node-a");
+        wait_for(&z, "initial snapshot", |s| {
+            s.workload("workload/production/reviews-v1").is_some()
+        })
+        .await;
+        assert!(
+            z.snapshot()
+                .authorization("production", FAIL_CLOSED)
+                .is_some(),
+            "{what}: production is not failing closed"
+        );
+        cp.kill();
+    }
+}
+
+/// A STRICT PeerAuthentication that does not load at a first start (no last good version)
+/// must not leave its namespace accepting plaintext: as a broken AuthorizationPolicy
+/// denies, a broken PeerAuthentication requires mTLS until it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_first_start_with_broken_strict_peer_authentication_keeps_mtls_required() {
+    use meshwork_model::pb::config::MtlsMode;
+    const STRICT_BROKEN: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\n  namespace: production\nspec:\n  mtls: {mode: STRICT\n";
+    const STRICT: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\n  namespace: production\nspec:\n  mtls:\n    mode: STRICT\n";
+    let (config, ca) = config_with_base(&[("mtls.yaml", STRICT_BROKEN)]);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let z = cp.ztunnel(ca.path(), "node-a");
+    wait_for(&z, "initial snapshot", |s| {
+        s.workload("workload/production/reviews-v1").is_some()
+    })
+    .await;
+    let mode = z
+        .snapshot()
+        .workload("workload/production/reviews-v1")
+        .map(|w| w.mtls_mode());
+    assert_eq!(
+        mode,
+        Some(MtlsMode::Strict),
+        "production accepts plaintext although its PeerAuthentication failed to load"
+    );
+    let (errors, _) = cp.diagnostics();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("namespace production") && e.contains("mTLS")),
+        "{errors:?}"
+    );
+    // Fixed: the real policy decides, the synthetic one is gone.
+    write(config.path(), "mtls.yaml", STRICT);
+    wait_for(&z, "the real PeerAuthentication decides", |s| {
+        s.workload("workload/production/reviews-v1")
+            .is_some_and(|w| {
+                w.mtls_mode() == MtlsMode::Strict && w.mtls_source == "production/strict"
+            })
+    })
+    .await;
+    cp.kill();
+}
+
+/// Gateway API: a route attaches to a Gateway in another namespace only when that Gateway's
+/// listener allows it (`allowedRoutes.namespaces.from` defaults to `Same`, and a waypoint's
+/// Gateway keeps the default). A tenant's HTTPRoute naming another namespace's waypoint as
+/// its parent must not become that waypoint's routing (it would send the other namespace's
+/// traffic to the tenant's backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_route_in_another_namespace_cannot_attach_to_a_waypoint() {
+    const GATEWAYS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: tenant
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: production
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: hijack
+  namespace: tenant
+spec:
+  parentRefs:
+    - kind: Gateway
+      name: waypoint
+      namespace: production
+  rules:
+    - backendRefs:
+        - name: collector
+          port: 80
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: own
+  namespace: production
+spec:
+  parentRefs:
+    - kind: Gateway
+      name: waypoint
+  rules:
+    - matches:
+        - path: {type: PathPrefix, value: /v2}
+      backendRefs:
+        - name: reviews
+          port: 9080
+"#;
+    let (config, ca) = config_with_base(&[("gateways.yaml", GATEWAYS)]);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let model = || {
+        cp.admin_json("/debug/model?prefix=route/production/gateway~waypoint")
+            .to_string()
+    };
+    eventually("the waypoint's own route", || {
+        model().contains("\"HTTPRoute/production/own\"")
+    })
+    .await;
+    let text = model();
+    assert!(
+        !text.contains("HTTPRoute/tenant/hijack") && !text.contains("collector"),
+        "another namespace's route attached to production's waypoint: {text}"
+    );
+    cp.kill();
+}
+
+/// GAMMA: an HTTPRoute whose Service parent is in another namespace is a consumer route,
+/// for the route's own namespace's clients only. A tenant's route on production's Service
+/// must not reroute production's other clients (here: a catch-all to the tenant's backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_consumer_route_in_another_namespace_reroutes_only_its_own_clients() {
+    const ROUTE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: tenant
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: consumer
+  namespace: tenant
+spec:
+  parentRefs:
+    - group: ""
+      kind: Service
+      name: reviews
+      namespace: production
+  rules:
+    - backendRefs:
+        - name: collector
+          port: 80
+"#;
+    let (config, ca) = config_with_base(&[("route.yaml", ROUTE)]);
+    let cp = ControlPlane::start(config.path(), ca.path());
+    let model = || cp.admin_json("/debug/model?prefix=route/production/reviews.");
+    eventually("the consumer route", || {
+        model().to_string().contains("HTTPRoute/tenant/consumer")
+    })
+    .await;
+    let v = model();
+    let rules: Vec<&serde_json::Value> = v["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["kind"]["route"]["http"].as_array().into_iter().flatten())
+        .filter(|r| r["origin"] == "HTTPRoute/tenant/consumer")
+        .collect();
+    assert!(!rules.is_empty(), "{v}");
+    for r in rules {
+        let matches = r["matches"].as_array().unwrap();
+        assert!(
+            !matches.is_empty() && matches.iter().all(|m| m["sourceNamespace"] == "tenant"),
+            "the tenant's route applies to every client of production/reviews: {r}"
+        );
+    }
+    // The Service's other clients keep its default route (not a 404 for lack of a match).
+    let last = v["resources"][0]["kind"]["route"]["http"]
+        .as_array()
+        .and_then(|h| h.last().cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        (&last["matches"], &last["route"][0]["destination"]["host"]),
+        (
+            &serde_json::json!([]),
+            &serde_json::json!("reviews.production.svc.cluster.local")
+        ),
+        "{v}"
+    );
+    cp.kill();
 }

@@ -227,3 +227,51 @@ async fn attack_connect_targets_other_than_ip_and_port_are_refused() {
         "the handler saw a malformed CONNECT"
     );
 }
+
+/// Address spellings a resolver or `inet_aton` would read as some other address (octal or
+/// hex parts, one integer, a zone index, no port) are refused; a plain IPv6 target with
+/// brackets still reaches the handler, exactly as sent.
+#[tokio::test]
+async fn attack_ambiguous_address_spellings_are_refused_and_ipv6_still_works() {
+    let ca = TestCa::new(TD);
+    let (client, server) = (id("a", "client"), id("b", "server"));
+    let mut srv = echo_server(cert(&ca, &server)).await;
+    let tls = tls_to(&srv, client_tls(&cert(&ca, &client), &server)).await;
+    let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut connect = async |authority: &str| {
+        // Spellings the `http` crate cannot hold never get past h2's own decoding either.
+        let Ok(uri) = http::Uri::try_from(authority) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .uri(uri)
+            .body(())
+            .unwrap();
+        send = send.clone().ready().await.unwrap();
+        let (resp, _) = send.send_request(req, false).unwrap();
+        resp.await.unwrap().status()
+    };
+    for authority in [
+        "010.0.0.5:80",
+        "0x0a.0.0.5:80",
+        "167772165:80",
+        "10.5:80",
+        "[fe80::1%eth0]:80",
+        "[::1]",
+        "::1:80",
+        "[::1]:99999",
+    ] {
+        assert_eq!(
+            connect(authority).await,
+            StatusCode::BAD_REQUEST,
+            "{authority}"
+        );
+    }
+    let seen = srv.seen.try_recv();
+    assert!(seen.is_err(), "the handler saw {seen:?}");
+    assert_eq!(connect("[::1]:8080").await, StatusCode::OK);
+    let (seen, _) = srv.seen.recv().await.unwrap();
+    assert_eq!(seen, "[::1]:8080");
+}

@@ -13,6 +13,8 @@
 //!    by two hex digits is kept; `\` becomes `/`; `.` and `..` segments are removed (RFC 3986
 //!    §5.2.4, so `%2e%2e` counts as `..`); `..` above the root stays at the root; a path not
 //!    starting with `/` gets one. A NUL (`%00`) rejects the request (Envoy answers 400).
+//!    So does a path whose result is not itself normal, because decoding assembled new
+//!    escapes from a stray `%` (`%2%65` → `%2e`): stricter than Envoy, which forwards it.
 //!    Case is not normalised (`/A` stays `/A`).
 //! 3. `MERGE_SLASHES` and `DECODE_AND_MERGE_SLASHES` (`merge_slashes`): runs of `/` become
 //!    one.
@@ -62,6 +64,8 @@ pub enum PathError {
     Nul(String),
     #[error("normalised request path {0:?} is not a valid URI path")]
     Invalid(String),
+    #[error("request path {0:?} has escapes that decoding assembles into new escapes")]
+    Assembled(String),
 }
 
 /// Normalises a request target's path (`path` or `path?query`); the query is kept verbatim.
@@ -115,7 +119,24 @@ fn is_normal(path: &str, mode: Mode) -> bool {
     !(mode.merges_slashes() && path.contains("//"))
 }
 
+/// Normalises `path`, refusing a path whose normal form is not itself normal.
+///
+/// One decoding pass can assemble a new escape out of a stray `%` and decoded hex digits
+/// (`%2%65` → `%2e`, `%%37%32` → `%72`, `%2%46` → `%2F`). Forwarded as such, the backend's own
+/// single decode would see a `..` segment, a letter or a slash the policy never judged, so
+/// such a path is refused (400) rather than decoded again: no client has a reason to send one.
 fn normalize_path(path: &str, mode: Mode) -> Result<String, PathError> {
+    let out = normalize_once(path, mode)?;
+    if !is_normal(&out, mode) {
+        match normalize_once(&out, mode) {
+            Ok(again) if again == out => {}
+            _ => return Err(PathError::Assembled(path.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+fn normalize_once(path: &str, mode: Mode) -> Result<String, PathError> {
     let decoded_slashes;
     let path = if mode == Mode::DecodeAndMergeSlashes {
         decoded_slashes = decode_escaped_slashes(path);
@@ -414,6 +435,29 @@ mod tests {
         );
         // NONE forwards even a NUL escape unchanged.
         assert_eq!(norm("/a%00", Mode::None).unwrap(), "/a%00");
+    }
+
+    #[test]
+    fn escapes_assembled_by_decoding_are_refused() {
+        for (input, mode) in [
+            ("/x/%2%65%2%65/y", Mode::Base),
+            ("/x/%%32%65/y", Mode::Base),
+            ("/%%37%32", Mode::Base),
+            ("/a%%30%30", Mode::Base),
+            ("/a%2%46b", Mode::DecodeAndMergeSlashes),
+            ("/a%%35%63b", Mode::DecodeAndMergeSlashes),
+        ] {
+            assert_eq!(
+                norm(input, mode),
+                Err(PathError::Assembled(input.into())),
+                "{input} {mode:?}"
+            );
+        }
+        // Assembled escapes that mean nothing new in the mode are forwarded: BASE keeps `%2F`
+        // as written, and `%25` is not decoded.
+        assert_eq!(norm("/a%2%46b", Mode::Base).unwrap(), "/a%2Fb");
+        assert_eq!(norm("/a%2%35", Mode::Base).unwrap(), "/a%25");
+        assert_eq!(norm("/a%zz/%4/%", Mode::Base).unwrap(), "/a%zz/%4/%");
     }
 
     #[test]

@@ -103,3 +103,27 @@ async fn virtual_service_prefix_stays_a_character_prefix() {
     let (p, _, _) = waypoint(vec![vs, rule("rest", "/", ORDER_HOST)]).await;
     assert_eq!(get(&p, "/api/cartoon").await, (200, "cart".into()));
 }
+
+/// PathPrefix judges the normalised path: dot segments and escaped letters cannot move a
+/// request into or out of the prefix's segments, and an escaped slash (kept as written
+/// under the default BASE normalisation, as in Envoy) is not a segment boundary.
+#[tokio::test]
+async fn attack_path_prefix_sees_the_normalised_path() {
+    let (p, _, _) = waypoint(vec![
+        rule("cart", "/api/cart", PAYMENT_HOST),
+        rule("rest", "/", ORDER_HOST),
+    ])
+    .await;
+    for (path, want) in [
+        ("/api/%63art/items", "cart"),
+        ("/api/x/../cart/items", "cart"),
+        ("/api/cart/../cartoon", "order"),
+        ("/api/cart/%2e%2e/cartoon", "order"),
+        ("/api/cart/./", "cart"),
+        ("/api/cart%2Fitems", "order"),
+        ("/api/cart%2fitems", "order"),
+        ("/api\\cart\\items", "cart"),
+    ] {
+        assert_eq!(get(&p, path).await, (200, want.into()), "{path}");
+    }
+}

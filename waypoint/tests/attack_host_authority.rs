@@ -252,3 +252,41 @@ async fn attack_h2_host_header_disagreeing_with_authority_loses_to_authority() {
         403
     );
 }
+
+/// `hosts` names a DNS name: a fully qualified spelling with the root's trailing dot, upper
+/// case and a port are the same host, to the resolver and to the application.
+#[tokio::test]
+async fn attack_trailing_dot_case_and_port_do_not_dodge_a_hosts_deny() {
+    let f = fixture().await;
+    let mut passed = Vec::new();
+    for host in [
+        "internal.example.com",
+        "internal.example.com.",
+        "INTERNAL.Example.COM.",
+        "internal.example.com.:80",
+        "Internal.Example.Com:8080",
+        "internal.example.com.:8080",
+    ] {
+        let (status, seen) = raw(
+            f.addr,
+            &format!("GET /api/payments/1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        if status != 403 {
+            passed.push(format!("{host} -> {status}, the app saw {seen:?}"));
+        }
+        let (status, _) = h2_request(f.addr, host, host).await;
+        if status != 403 {
+            passed.push(format!("{host} (h2 :authority) -> {status}"));
+        }
+    }
+    assert!(passed.is_empty(), "passed the hosts DENY: {passed:#?}");
+    assert_eq!(f.backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Control: another host is served.
+    let (status, _) = raw(
+        f.addr,
+        "GET /api/payments/1 HTTP/1.1\r\nHost: payment-service.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+}

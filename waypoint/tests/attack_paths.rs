@@ -351,3 +351,94 @@ async fn attack_dot_segments_do_not_dodge_routes() {
     .await;
     assert_eq!((status, body.as_str()), (200, "/api/v2/items"));
 }
+
+/// One decoding pass can assemble a new escape from a stray `%` and decoded hex digits:
+/// `%2%65` becomes `%2e`, `%%37%32` becomes `%72`, `%2%46` becomes `%2F`. Authorized and
+/// forwarded as such, the backend's own single decode (nginx, most frameworks) then sees a
+/// `..` segment, a plain letter, or a slash the waypoint never judged. The waypoint must not
+/// forward a path whose normal form is not normal.
+#[tokio::test]
+async fn attack_escapes_assembled_by_decoding_do_not_bypass_deny() {
+    let vectors = [
+        // `..` after the backend decodes once: /api/payments/x/../refund.
+        "/api/payments/x/%2%65%2%65/refund",
+        "/api/payments/x/%%32%65%%32%65/refund",
+        "/api/payments/x/%2%45%2%45/admin/x",
+        // A letter after the backend decodes once: /api/payments/refund.
+        "/api/payments/%%37%32efund",
+        "/api/payments/%%36%31dmin/x",
+    ];
+    let (p, b) = waypoint(deny_refund_and_admin(), pb::PathNormalization::Base).await;
+    let mut bypassed = Vec::new();
+    for v in vectors {
+        let (status, body) = get(&p, v).await;
+        if status != 400 {
+            bypassed.push(format!("{v} -> {status} {body:?}"));
+        }
+    }
+    assert!(bypassed.is_empty(), "not refused: {bypassed:#?}");
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let log = wait_log(&p, vectors.len()).await;
+    assert!(
+        log.iter()
+            .all(|l| l["response_code_details"] == "path_normalization_failed"),
+        "{log:?}"
+    );
+
+    // DECODE_AND_MERGE_SLASHES promises the backend no escaped slash: `%2%46` must not
+    // turn into one after the slashes were decoded.
+    let (p, b) = waypoint(
+        deny_refund_and_admin(),
+        pb::PathNormalization::DecodeAndMergeSlashes,
+    )
+    .await;
+    for v in [
+        "/api%2%46payments%2%46refund",
+        "/api/payments%2%66admin%2%66x",
+        "/api/payments%%35%63refund",
+    ] {
+        let (status, body) = get(&p, v).await;
+        assert_eq!(status, 400, "{v} -> {body:?}");
+    }
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A stray `%` that assembles nothing is still forwarded as written.
+    assert_eq!(
+        get(&p, "/api/payments/%zz/%4").await,
+        (200, "/api/payments/%zz/%4".to_string())
+    );
+}
+
+/// HTTP/2 (h2c prior knowledge): `:path` is normalised exactly as the HTTP/1.1 target is.
+#[tokio::test]
+async fn attack_h2_path_dot_segments_and_escapes_do_not_bypass_deny() {
+    let (p, b) = waypoint(deny_refund_and_admin(), pb::PathNormalization::Base).await;
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut bypassed = Vec::new();
+    for v in BYPASS_VECTORS
+        .iter()
+        .copied()
+        .chain(["/api/payments/x/%2%65%2%65/refund"])
+    {
+        let mut c = client.clone().ready().await.unwrap();
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(format!("http://payment-service{v}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = c.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("response within 10 s")
+            .unwrap();
+        if !matches!(resp.status().as_u16(), 400 | 403) {
+            bypassed.push(format!("{v} -> {}", resp.status()));
+        }
+    }
+    assert!(
+        bypassed.is_empty(),
+        "bypassed the DENY over h2: {bypassed:#?}"
+    );
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

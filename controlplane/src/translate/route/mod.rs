@@ -105,6 +105,11 @@ fn is_gateway(p: &gw::ParentReference) -> bool {
 
 /// The routes a Gateway API route contributes to: its Service parents' hosts (GAMMA) and its
 /// Gateway parents' waypoint route configs.
+///
+/// A Gateway parent in another namespace is not attached: Gateway API attaches it only when
+/// the Gateway's listener allows that namespace (`allowedRoutes.namespaces.from`, `Same` by
+/// default, which waypoint Gateways keep), and Meshwork does not read `allowedRoutes`, so
+/// it keeps the default. Otherwise any namespace could route another's waypoint traffic.
 fn gw_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
     refs.iter()
         .filter_map(|p| {
@@ -114,7 +119,7 @@ fn gw_parents(refs: &[gw::ParentReference], ns: &str) -> Vec<RouteId> {
                     format!("{}.{pns}.svc.{CLUSTER_DOMAIN}", p.name),
                     pns,
                 ))
-            } else if is_gateway(p) {
+            } else if is_gateway(p) && pns == ns {
                 Some(RouteId {
                     namespace: pns.to_string(),
                     host: gateway_host(&p.name),
@@ -253,11 +258,16 @@ impl RouteIndex {
             ..Default::default()
         };
         let mut have_dr = false;
+        // GAMMA: consumer routes (from another namespace) leave the Service's other clients
+        // on its default route unless the Service has routes of its own.
+        let gateway = id.host.starts_with(GATEWAY_HOST_PREFIX);
+        let (mut producer_http, mut consumer_http) = (false, false);
         for o in objs {
             let origin = format!("{}/{}/{}", o.kind, o.namespace, o.name);
             let ns = o.namespace.as_str();
             match &o.spec {
                 Spec::VirtualService(vs) => {
+                    producer_http |= !vs.http.is_empty();
                     let mut delegate_origins = Vec::new();
                     for r in &vs.http {
                         match &r.delegate {
@@ -314,42 +324,87 @@ impl RouteIndex {
                 }
                 Spec::DestinationRule(_) => continue, // a newer DR for the same host is ignored
                 Spec::HttpRoute(r) => {
+                    if !gateway && id.namespace != ns {
+                        consumer_http = true;
+                    } else {
+                        producer_http = true;
+                    }
                     let port = parent_port(&r.parent_refs, id);
                     let rules = r
                         .rules
                         .iter()
                         .enumerate()
                         .map(|(i, rule)| gw_http_rule(rule, ns, &origin, i, port));
-                    rc.http.extend(for_gateway(id, &r.hostnames, rules));
+                    rc.http.extend(for_gateway(id, ns, &r.hostnames, rules));
                 }
                 Spec::GrpcRoute(r) => {
+                    if !gateway && id.namespace != ns {
+                        consumer_http = true;
+                    } else {
+                        producer_http = true;
+                    }
                     let port = parent_port(&r.parent_refs, id);
                     let rules = r
                         .rules
                         .iter()
                         .enumerate()
                         .map(|(i, rule)| gw_grpc_rule(rule, ns, &origin, i, port));
-                    rc.http.extend(for_gateway(id, &r.hostnames, rules));
+                    rc.http.extend(for_gateway(id, ns, &r.hostnames, rules));
                 }
                 _ => continue,
             }
             rc.origins.push(origin);
         }
+        if consumer_http && !producer_http {
+            rc.http.push(default_route(&id.host));
+        }
         Some(rc)
     }
 }
 
+/// The Service's own default route (to itself, on the request's port), after its consumer
+/// routes.
+fn default_route(host: &str) -> meshwork_model::pb::config::HttpRoute {
+    use meshwork_model::pb::config::{Destination, HttpRoute, WeightedDestination};
+    HttpRoute {
+        name: "default".into(),
+        route: vec![WeightedDestination {
+            destination: Some(Destination {
+                host: host.to_string(),
+                subset: String::new(),
+                port: 0,
+            }),
+            weight: 100,
+            headers: None,
+        }],
+        ..Default::default()
+    }
+}
+
 /// Rules as they apply to `id`: on a waypoint Gateway's route config, restricted to the
-/// route's `hostnames`; on a Service's, as they are (GAMMA ignores `hostnames`).
+/// route's `hostnames`; on a Service's, as they are (GAMMA ignores `hostnames`), except that
+/// a route from another namespace than the Service's is a GAMMA *consumer* route: it applies
+/// only to requests from clients of its own namespace (`route_ns`), never to the Service's
+/// other clients.
 fn for_gateway<'a>(
     id: &RouteId,
+    route_ns: &'a str,
     hostnames: &'a [String],
     rules: impl Iterator<Item = meshwork_model::pb::config::HttpRoute> + 'a,
 ) -> impl Iterator<Item = meshwork_model::pb::config::HttpRoute> + 'a {
     let gateway = id.host.starts_with(GATEWAY_HOST_PREFIX);
-    rules.map(move |r| {
+    let consumer = !gateway && id.namespace != route_ns;
+    rules.map(move |mut r| {
         if gateway {
             with_hostnames(r, hostnames)
+        } else if consumer {
+            if r.matches.is_empty() {
+                r.matches.push(Default::default());
+            }
+            for m in &mut r.matches {
+                m.source_namespace = route_ns.to_string();
+            }
+            r
         } else {
             r
         }

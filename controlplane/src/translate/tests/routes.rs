@@ -215,16 +215,16 @@ fn http_route_bound_to_the_waypoint_gateway() {
 }
 
 #[test]
-fn gateway_parent_in_another_namespace_and_both_parent_kinds() {
+fn gateway_and_service_parents_together() {
     let mut h = Harness::new();
-    // Bound to a Service (GAMMA: hostnames ignored) and to a waypoint Gateway in `mesh`.
-    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: both\nspec:\n  parentRefs:\n  - kind: Service\n    group: \"\"\n    name: web\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    name: waypoint\n    namespace: mesh\n    sectionName: mesh\n  hostnames: [web]\n  rules:\n  - backendRefs:\n    - name: web\n      port: 80\n";
+    // Bound to a Service (GAMMA: hostnames ignored) and to the namespace's waypoint Gateway.
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: both\nspec:\n  parentRefs:\n  - kind: Service\n    group: \"\"\n    name: web\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    name: waypoint\n    namespace: production\n    sectionName: mesh\n  hostnames: [web]\n  rules:\n  - backendRefs:\n    - name: web\n      port: 80\n";
     let mut changed = keys(&h.apply("r.yaml", route));
     changed.sort();
     assert_eq!(
         changed,
         [
-            format!("route/mesh/{WAYPOINT_ROUTES}"),
+            format!("route/production/{WAYPOINT_ROUTES}"),
             format!("route/production/{WEB}"),
         ]
     );
@@ -233,7 +233,7 @@ fn gateway_parent_in_another_namespace_and_both_parent_kinds() {
         on_service.http[0].matches.is_empty(),
         "GAMMA ignores hostnames"
     );
-    let on_gateway = h.route("mesh", WAYPOINT_ROUTES);
+    let on_gateway = h.route("production", WAYPOINT_ROUTES);
     assert_eq!(on_gateway.http[0].matches.len(), 1);
     assert_eq!(
         on_gateway.http[0].matches[0]
@@ -250,11 +250,28 @@ fn gateway_parent_in_another_namespace_and_both_parent_kinds() {
         keys(&h.apply("g.yaml", grpc)),
         [format!("route/production/{WAYPOINT_ROUTES}")]
     );
-    let g = h.route("production", WAYPOINT_ROUTES);
-    assert_eq!(g.http[0].matches.len(), 1);
-    assert!(g.http[0].matches[0].authority.is_none());
+    let routes = h.route("production", WAYPOINT_ROUTES);
+    let g = routes
+        .http
+        .iter()
+        .find(|r| r.origin.starts_with("GRPCRoute/"))
+        .unwrap();
+    assert_eq!(g.matches.len(), 1);
+    assert!(g.matches[0].authority.is_none());
     assert_eq!(
-        g.http[0].matches[0].uri.as_ref().unwrap().r#match,
+        g.matches[0].uri.as_ref().unwrap().r#match,
         Some(Match::Prefix("/shop.Cart/".into()))
+    );
+}
+
+#[test]
+fn gateway_parent_in_another_namespace_is_not_attached() {
+    let mut h = Harness::new();
+    // `allowedRoutes` is not read, so its default (`Same`) holds: a route in `production`
+    // does not become the routing of the waypoint of `mesh`.
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: hijack\nspec:\n  parentRefs:\n  - kind: Gateway\n    name: waypoint\n    namespace: mesh\n  - kind: Gateway\n    name: waypoint\n  rules:\n  - backendRefs:\n    - name: web\n      port: 80\n";
+    assert_eq!(
+        keys(&h.apply("r.yaml", route)),
+        [format!("route/production/{WAYPOINT_ROUTES}")]
     );
 }

@@ -5,7 +5,8 @@
 //! [`MESH_CONTROLLER`], the parentRef as written, and two conditions:
 //! - `Accepted`: `True`/`Accepted` when the Gateway exists with class `istio-waypoint`
 //!   and the route is valid; `False`/`NoMatchingParent` when the Gateway does not exist
-//!   or is of another class; `False`/`UnsupportedValue` with the validation errors when
+//!   or is of another class; `False`/`NotAllowedByListeners` when the Gateway is in another
+//!   namespace (routes attach only to their own namespace's Gateways); `False`/`UnsupportedValue` with the validation errors when
 //!   the route itself is invalid;
 //! - `ResolvedRefs`: `True`/`ResolvedRefs` when every `backendRef` is an existing
 //!   Service; `False`/`InvalidKind` for a backend kind other than Service, else
@@ -145,6 +146,14 @@ pub fn route_status(route: &RouteObs, cluster: &Cluster) -> RouteStatus {
                     format!(
                         "Gateway {ns}/{name} has class {class:?}, not {WAYPOINT_CLASS:?}: \
                          only waypoint Gateways take routes in the mesh"
+                    ),
+                ),
+                (Some(_), _) if ns != route.namespace => Cond::failed(
+                    "NotAllowedByListeners",
+                    format!(
+                        "Gateway {ns}/{name} is in another namespace: Meshwork attaches routes \
+                         only to Gateways of their own namespace (allowedRoutes is not read; \
+                         its default is Same)"
                     ),
                 ),
                 (Some(_), Some(errors)) => Cond::failed("UnsupportedValue", errors.clone()),

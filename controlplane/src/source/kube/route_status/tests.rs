@@ -369,3 +369,26 @@ async fn the_tee_passes_everything_on_and_copies_routes_gateways_and_services() 
     assert_eq!(main.recv().await.unwrap().len(), 3);
     assert_eq!(status.recv().await.unwrap().len(), 2);
 }
+
+#[test]
+fn a_waypoint_of_another_namespace_does_not_accept_the_route() {
+    let other = FileEvent::Changed(
+        "k8s://Gateway/billing/waypoint".into(),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "waypoint", "namespace": "billing"},
+               "spec": {"gatewayClassName": "istio-waypoint",
+                        "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})
+        .to_string(),
+    );
+    let s = status_of(&[
+        other,
+        service_event("reviews"),
+        route_event(
+            json!([{"name": "waypoint", "namespace": "billing"}]),
+            backend("reviews"),
+        ),
+    ]);
+    let p = &s.parents[0];
+    assert!(!p.accepted.status);
+    assert_eq!(p.accepted.reason, "NotAllowedByListeners");
+}
