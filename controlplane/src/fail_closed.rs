@@ -139,14 +139,7 @@ pub fn mtls_report(namespace: &str, causes: &[String]) -> String {
 
 /// Changes that move the synthetic STRICT PeerAuthentications from `old` to `new`.
 pub fn diff_mtls(old: &BTreeSet<String>, new: &BTreeSet<String>) -> Vec<meshwork_api::Change> {
-    let mut out = Vec::new();
-    for ns in old.difference(new) {
-        out.push(meshwork_api::Change::Delete(mtls_key(ns)));
-    }
-    for ns in new.difference(old) {
-        out.push(meshwork_api::Change::Upsert(Arc::new(strict_mtls(ns))));
-    }
-    out
+    diff_namespaces(old, new, mtls_key, strict_mtls)
 }
 
 /// The `message` line reported for a denied namespace.
@@ -159,14 +152,24 @@ pub fn report(namespace: &str, causes: &[String]) -> String {
 
 /// Changes that move the synthetic policies from namespaces `old` to `new`.
 pub fn diff(old: &BTreeSet<String>, new: &BTreeSet<String>) -> Vec<meshwork_api::Change> {
-    let mut out = Vec::new();
-    for ns in old.difference(new) {
-        out.push(meshwork_api::Change::Delete(key(ns)));
-    }
-    for ns in new.difference(old) {
-        out.push(meshwork_api::Change::Upsert(Arc::new(deny_all(ns))));
-    }
-    out
+    diff_namespaces(old, new, key, deny_all)
+}
+
+/// Deletes (by `key_of`) the synthetic objects of namespaces only in `old`, then upserts
+/// (built by `object_of`) those of namespaces only in `new`.
+fn diff_namespaces(
+    old: &BTreeSet<String>,
+    new: &BTreeSet<String>,
+    key_of: fn(&str) -> ObjectKey,
+    object_of: fn(&str) -> Object,
+) -> Vec<meshwork_api::Change> {
+    let deletes = old
+        .difference(new)
+        .map(|ns| meshwork_api::Change::Delete(key_of(ns)));
+    let upserts = new
+        .difference(old)
+        .map(|ns| meshwork_api::Change::Upsert(Arc::new(object_of(ns))));
+    deletes.chain(upserts).collect()
 }
 
 /// The values of `key` wherever `text` writes it as a mapping key, in any spelling a YAML
