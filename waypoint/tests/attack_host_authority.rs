@@ -11,15 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use meshwork_model::client::ConfigHandle;
 use meshwork_model::pb::config as pb;
-use meshwork_model::snapshot::Snapshot;
-use meshwork_waypoint::access_log::AccessLog;
-use meshwork_waypoint::server::{serve_connection, ServerLimits};
-use meshwork_waypoint::{ConnContext, L7Service, Options, TcpConnector, WaypointId};
-use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const PAYMENT_VIP: &str = "240.240.0.20";
 const DENIED_HOST: &str = "internal.example.com";
@@ -41,18 +35,11 @@ async fn host_echo() -> Backend {
 
 /// DENY `hosts: [internal.example.com]` on payment-service (targetRef, at the waypoint).
 fn deny_internal_host() -> pb::Authorization {
-    pb::Authorization {
-        name: "no-internal-vhost".into(),
-        namespace: NS.into(),
-        scope: pb::PolicyScope::TargetRef as i32,
-        action: pb::Action::Deny as i32,
-        target_refs: vec![pb::TargetRef {
-            group: "".into(),
-            kind: "Service".into(),
-            name: "payment-service".into(),
-            namespace: NS.into(),
-        }],
-        rules: vec![pb::Rule {
+    service_policy(
+        "no-internal-vhost",
+        pb::Action::Deny,
+        "payment-service",
+        vec![pb::Rule {
             from: vec![],
             to: vec![pb::Operation {
                 hosts: vec![DENIED_HOST.into()],
@@ -60,9 +47,7 @@ fn deny_internal_host() -> pb::Authorization {
             }],
             when: vec![],
         }],
-        has_l7: true,
-        ..Default::default()
-    }
+    )
 }
 
 struct Fixture {
@@ -86,42 +71,21 @@ async fn fixture() -> Fixture {
         )
         .authz(deny_internal_host())
         .bind_all_to_waypoint();
-    let snapshot: Snapshot = m.snapshot();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let mut registry = Registry::default();
-    let svc = L7Service::new(
-        ConfigHandle::fixed(snapshot),
-        Arc::new(TcpConnector),
-        Options {
-            waypoint: WaypointId {
-                namespace: NS.into(),
-                name: "waypoint".into(),
-            },
-            access_log: AccessLog::Memory(log.clone()),
+    let destination: SocketAddr = format!("{PAYMENT_VIP}:80").parse().unwrap();
+    let proxy = proxy_with(
+        m.snapshot(),
+        ProxySetup {
+            identity: Some(ORDER_SA.into()),
+            destination: Some(destination),
             ..Default::default()
         },
-        &mut registry,
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let destination: SocketAddr = format!("{PAYMENT_VIP}:80").parse().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..1000 {
-            let Ok((s, peer)) = listener.accept().await else {
-                return;
-            };
-            let ctx = ConnContext {
-                source_identity: Some(ORDER_SA.into()),
-                source: Some(peer),
-                destination: Some(destination),
-            };
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                serve_connection(s, svc, ctx, &ServerLimits::default()).await;
-            });
-        }
-    });
-    Fixture { addr, backend, log }
+    )
+    .await;
+    Fixture {
+        addr: proxy.addr,
+        backend,
+        log: proxy.log,
+    }
 }
 
 /// Sends raw HTTP/1.1 bytes (`Connection: close`) and returns (status, body).

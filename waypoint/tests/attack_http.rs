@@ -17,11 +17,8 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use meshwork_model::client::ConfigHandle;
 use meshwork_model::pb::config as pb;
-use meshwork_waypoint::server::{serve_connection, ServerLimits};
-use meshwork_waypoint::{ConnContext, L7Service, Options, TcpConnector, WaypointId};
-use prometheus_client::registry::Registry;
+use meshwork_waypoint::server::ServerLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -79,27 +76,18 @@ async fn recording_backend() -> (SocketAddr, Record) {
 /// DENY of every path under `/smuggled`: a smuggled request that the waypoint parses
 /// itself is refused, so the backend seeing `/smuggled` means the waypoint was bypassed.
 fn deny_smuggled() -> pb::Authorization {
-    pb::Authorization {
-        name: "deny-smuggled".into(),
-        namespace: NS.into(),
-        scope: pb::PolicyScope::TargetRef as i32,
-        action: pb::Action::Deny as i32,
-        target_refs: vec![pb::TargetRef {
-            group: "".into(),
-            kind: "Service".into(),
-            name: "order-service".into(),
-            namespace: NS.into(),
-        }],
-        rules: vec![pb::Rule {
+    service_policy(
+        "deny-smuggled",
+        pb::Action::Deny,
+        "order-service",
+        vec![pb::Rule {
             to: vec![pb::Operation {
                 paths: vec!["/smuggled*".into()],
                 ..Default::default()
             }],
             ..Default::default()
         }],
-        has_l7: true,
-        ..Default::default()
-    }
+    )
 }
 
 struct Fixture {
@@ -120,37 +108,19 @@ async fn fixture(limits: ServerLimits) -> Fixture {
             backend.port(),
         )
         .authz(deny_smuggled());
-    let mut registry = Registry::default();
-    let svc = L7Service::new(
-        ConfigHandle::fixed(m.snapshot()),
-        Arc::new(TcpConnector),
-        Options {
-            waypoint: WaypointId {
-                namespace: NS.into(),
-                name: "waypoint".into(),
-            },
+    let proxy = proxy_with(
+        m.snapshot(),
+        ProxySetup {
+            identity: Some(ORDER_SA.into()),
+            limits,
             ..Default::default()
         },
-        &mut registry,
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let waypoint = listener.local_addr().unwrap();
-    let limits = Arc::new(limits);
-    tokio::spawn(async move {
-        for _ in 0..1000 {
-            let Ok((s, peer)) = listener.accept().await else {
-                return;
-            };
-            let ctx = ConnContext {
-                source_identity: Some(ORDER_SA.into()),
-                source: Some(peer),
-                destination: None,
-            };
-            let (svc, limits) = (svc.clone(), limits.clone());
-            tokio::spawn(async move { serve_connection(s, svc, ctx, &limits).await });
-        }
-    });
-    Fixture { waypoint, seen }
+    )
+    .await;
+    Fixture {
+        waypoint: proxy.addr,
+        seen,
+    }
 }
 
 /// Sends `bytes` on a new connection; returns everything answered until the connection

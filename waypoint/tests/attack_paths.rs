@@ -15,10 +15,6 @@ use std::time::Duration;
 use common::*;
 use meshwork_model::pb::config as pb;
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 /// DENY `/api/payments/refund` and `/api/payments/admin/*` on payment-service.
 fn deny_refund_and_admin() -> pb::Authorization {
     pb::Authorization {

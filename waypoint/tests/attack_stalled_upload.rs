@@ -19,12 +19,9 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use meshwork_model::client::ConfigHandle;
 use meshwork_model::pb::config as pb;
-use meshwork_waypoint::access_log::AccessLog;
 use meshwork_waypoint::connector::{BoxedIo, Connector, Target};
-use meshwork_waypoint::{ConnContext, L7Service, Options, WaypointId};
-use prometheus_client::registry::Registry;
+use meshwork_waypoint::{ConnContext, L7Service};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -84,21 +81,7 @@ fn service(up: &Upstream) -> (L7Service, Arc<Mutex<Vec<String>>>) {
             }],
             ..Default::default()
         });
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let svc = L7Service::new(
-        ConfigHandle::fixed(m.snapshot()),
-        Arc::new(up.clone()),
-        Options {
-            waypoint: WaypointId {
-                namespace: NS.into(),
-                name: "waypoint".into(),
-            },
-            access_log: AccessLog::Memory(log.clone()),
-            ..Default::default()
-        },
-        &mut Registry::default(),
-    );
-    (svc, log)
+    logged_service(m.snapshot(), Arc::new(up.clone()))
 }
 
 /// A POST whose body is what is sent on the returned channel (no length: streamed).

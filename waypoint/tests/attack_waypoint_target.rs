@@ -27,13 +27,9 @@ use meshwork_hbone::{
 use meshwork_identity::testing::TestCa;
 use meshwork_identity::tls::{client_config, server_config, RotatingCert};
 use meshwork_identity::SpiffeId;
-use meshwork_model::client::ConfigHandle;
 use meshwork_model::pb::config as pb;
-use meshwork_waypoint::access_log::AccessLog;
 use meshwork_waypoint::hbone::{HboneConnector, WaypointHandler};
 use meshwork_waypoint::server::ServerLimits;
-use meshwork_waypoint::{L7Service, Options, WaypointId};
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -243,23 +239,9 @@ async fn fixture() -> Fixture {
         fakes.push(seen);
     }
 
-    let log = Arc::new(Mutex::new(Vec::new()));
     let cert = RotatingCert::new(ca.issue(&waypoint_id, Duration::from_secs(3600)));
     let connector = HboneConnector::new(Pool::new(PoolSettings::default()), cert, hbone_port);
-    let mut registry = Registry::default();
-    let svc = L7Service::new(
-        ConfigHandle::fixed(mesh().snapshot()),
-        Arc::new(connector),
-        Options {
-            waypoint: WaypointId {
-                namespace: NS.into(),
-                name: "waypoint".into(),
-            },
-            access_log: AccessLog::Memory(log.clone()),
-            ..Default::default()
-        },
-        &mut registry,
-    );
+    let (svc, log) = logged_service(mesh().snapshot(), Arc::new(connector));
     let handled = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));

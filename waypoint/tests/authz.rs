@@ -5,10 +5,6 @@ mod common;
 use common::*;
 use meshwork_model::pb::config as pb;
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 fn payment_policy() -> pb::Authorization {
     pb::Authorization {
         name: "payment-service-policy".into(),

@@ -68,18 +68,11 @@ async fn fixture() -> Fixture {
         )
         .service("echo", "240.240.0.30")
         .workload("echo-0", "echo", "v1", "echo", echo.port())
-        .authz(pb::Authorization {
-            name: "payment-service-policy".into(),
-            namespace: NS.into(),
-            scope: pb::PolicyScope::TargetRef as i32,
-            action: pb::Action::Allow as i32,
-            target_refs: vec![pb::TargetRef {
-                group: "".into(),
-                kind: "Service".into(),
-                name: "payment-service".into(),
-                namespace: NS.into(),
-            }],
-            rules: vec![pb::Rule {
+        .authz(service_policy(
+            "payment-service-policy",
+            pb::Action::Allow,
+            "payment-service",
+            vec![pb::Rule {
                 from: vec![pb::Source {
                     principals: vec!["cluster.local/ns/production/sa/order-service".into()],
                     ..Default::default()
@@ -91,9 +84,7 @@ async fn fixture() -> Fixture {
                 }],
                 when: vec![],
             }],
-            has_l7: true,
-            ..Default::default()
-        })
+        ))
         .bind_all_to_waypoint();
     let mut registry = Registry::default();
     let svc = L7Service::new(

@@ -15,12 +15,9 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use meshwork_model::client::ConfigHandle;
 use meshwork_model::pb::config as pb;
-use meshwork_waypoint::access_log::AccessLog;
 use meshwork_waypoint::connector::{BoxedIo, Connector, Target};
-use meshwork_waypoint::{ConnContext, L7Service, Options, WaypointId};
-use prometheus_client::registry::Registry;
+use meshwork_waypoint::{ConnContext, L7Service};
 use tokio::time::Instant;
 
 type Behave = Arc<dyn Fn(usize) -> (u16, Duration) + Send + Sync>;
@@ -73,21 +70,7 @@ impl Connector for Mem {
 }
 
 fn service(mesh: &Mesh, mem: &Mem) -> (L7Service, Arc<Mutex<Vec<String>>>) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let svc = L7Service::new(
-        ConfigHandle::fixed(mesh.snapshot()),
-        Arc::new(mem.clone()),
-        Options {
-            waypoint: WaypointId {
-                namespace: NS.into(),
-                name: "waypoint".into(),
-            },
-            access_log: AccessLog::Memory(log.clone()),
-            ..Default::default()
-        },
-        &mut Registry::default(),
-    );
-    (svc, log)
+    logged_service(mesh.snapshot(), Arc::new(mem.clone()))
 }
 
 async fn get(svc: &L7Service, host: &str) -> (u16, String) {

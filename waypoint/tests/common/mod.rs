@@ -20,7 +20,7 @@ use meshwork_model::snapshot::Snapshot;
 use meshwork_waypoint::access_log::AccessLog;
 use meshwork_waypoint::server::{serve_connection, ServerLimits};
 use meshwork_waypoint::tracing::TracingOptions;
-use meshwork_waypoint::{ConnContext, L7Service, Options, TcpConnector, WaypointId};
+use meshwork_waypoint::{ConnContext, Connector, L7Service, Options, TcpConnector, WaypointId};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -398,6 +398,30 @@ pub async fn proxy_traced(
     identity: Option<&str>,
     tracing: TracingOptions,
 ) -> Proxy {
+    proxy_with(
+        snapshot,
+        ProxySetup {
+            identity: identity.map(String::from),
+            tracing,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// How [`proxy_with`] serves every connection it accepts.
+#[derive(Default)]
+pub struct ProxySetup {
+    /// The peer identity every connection is attributed to.
+    pub identity: Option<String>,
+    /// The original destination every connection carries (a tunnel to it), if any.
+    pub destination: Option<SocketAddr>,
+    pub limits: ServerLimits,
+    pub tracing: TracingOptions,
+}
+
+/// Starts the waypoint on 127.0.0.1, serving every connection as `setup` says.
+pub async fn proxy_with(snapshot: Snapshot, setup: ProxySetup) -> Proxy {
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::default();
     let svc = L7Service::new(
@@ -409,14 +433,15 @@ pub async fn proxy_traced(
                 name: "waypoint".into(),
             },
             access_log: AccessLog::Memory(log.clone()),
-            tracing,
+            tracing: setup.tracing,
             ..Default::default()
         },
         &mut registry,
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let identity = identity.map(String::from);
+    let (identity, destination) = (setup.identity, setup.destination);
+    let limits = Arc::new(setup.limits);
     tokio::spawn(async move {
         for _ in 0..100_000 {
             let Ok((s, peer)) = listener.accept().await else {
@@ -425,11 +450,11 @@ pub async fn proxy_traced(
             let ctx = ConnContext {
                 source_identity: identity.clone(),
                 source: Some(peer),
-                destination: None,
+                destination,
             };
-            let svc = svc.clone();
+            let (svc, limits) = (svc.clone(), limits.clone());
             tokio::spawn(async move {
-                serve_connection(s, svc, ctx, &ServerLimits::default()).await;
+                serve_connection(s, svc, ctx, &limits).await;
             });
         }
     });
@@ -438,6 +463,63 @@ pub async fn proxy_traced(
         log,
         registry: Arc::new(registry),
     }
+}
+
+/// The waypoint's request handler over `snapshot`, reaching upstreams through `connector`,
+/// with its access log kept in memory (returned beside it).
+pub fn logged_service(
+    snapshot: Snapshot,
+    connector: Arc<dyn Connector>,
+) -> (L7Service, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let svc = L7Service::new(
+        ConfigHandle::fixed(snapshot),
+        connector,
+        Options {
+            waypoint: WaypointId {
+                namespace: NS.into(),
+                name: "waypoint".into(),
+            },
+            access_log: AccessLog::Memory(log.clone()),
+            ..Default::default()
+        },
+        &mut Registry::default(),
+    );
+    (svc, log)
+}
+
+/// The `targetRef` to Service `service` in [`NS`].
+pub fn service_ref(service: &str) -> pb::TargetRef {
+    pb::TargetRef {
+        group: "".into(),
+        kind: "Service".into(),
+        name: service.into(),
+        namespace: NS.into(),
+    }
+}
+
+/// An L7 policy `name` enforced at the waypoint for Service `service` (by `targetRef`).
+pub fn service_policy(
+    name: &str,
+    action: pb::Action,
+    service: &str,
+    rules: Vec<pb::Rule>,
+) -> pb::Authorization {
+    pb::Authorization {
+        name: name.into(),
+        namespace: NS.into(),
+        scope: pb::PolicyScope::TargetRef as i32,
+        action: action as i32,
+        target_refs: vec![service_ref(service)],
+        rules,
+        has_l7: true,
+        ..Default::default()
+    }
+}
+
+/// The strings of `v`, owned.
+pub fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
 }
 
 pub type Client = hyper_util::client::legacy::Client<
