@@ -5,6 +5,8 @@
 //! before it reaches the handler.
 
 mod common;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,17 +18,20 @@ use meshwork_identity::testing::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 async fn tls_to(srv: &EchoServer, config: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(srv.addr).await.unwrap();
-    TlsConnector::from(config)
-        .connect(
-            rustls::pki_types::ServerName::IpAddress(srv.addr.ip().into()),
-            tcp,
-        )
-        .await
-        .unwrap()
+    tls::tls_connect(srv.addr, config).await
+}
+
+/// An echo server, and an HTTP/2 client to it over mTLS (its connection driven by a task).
+async fn h2_to_echo_server() -> (EchoServer, h2::client::SendRequest<bytes::Bytes>) {
+    let ca = TestCa::new(TD);
+    let (client, server) = (id("a", "client"), id("b", "server"));
+    let srv = echo_server(cert(&ca, &server)).await;
+    let tls = tls_to(&srv, client_tls(&cert(&ca, &client), &server)).await;
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    (srv, send)
 }
 
 /// HPACK integer with an `n`-bit prefix whose high bits are `flags` (RFC 7541 §5.1).
@@ -200,12 +205,7 @@ async fn attack_a_200_kb_header_block_is_refused_and_normal_connect_still_works(
 
 #[tokio::test]
 async fn attack_connect_targets_other_than_ip_and_port_are_refused() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let mut srv = echo_server(cert(&ca, &server)).await;
-    let tls = tls_to(&srv, client_tls(&cert(&ca, &client), &server)).await;
-    let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
+    let (mut srv, mut send) = h2_to_echo_server().await;
     for authority in [
         "payments.internal:443",
         "user@10.0.0.5:8080",
@@ -233,12 +233,7 @@ async fn attack_connect_targets_other_than_ip_and_port_are_refused() {
 /// brackets still reaches the handler, exactly as sent.
 #[tokio::test]
 async fn attack_ambiguous_address_spellings_are_refused_and_ipv6_still_works() {
-    let ca = TestCa::new(TD);
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let mut srv = echo_server(cert(&ca, &server)).await;
-    let tls = tls_to(&srv, client_tls(&cert(&ca, &client), &server)).await;
-    let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
+    let (mut srv, mut send) = h2_to_echo_server().await;
     let mut connect = async |authority: &str| {
         // Spellings the `http` crate cannot hold never get past h2's own decoding either.
         let Ok(uri) = http::Uri::try_from(authority) else {

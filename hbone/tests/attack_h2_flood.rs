@@ -7,6 +7,8 @@
 mod common;
 #[path = "support/h2raw.rs"]
 mod h2raw;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::time::Duration;
 
@@ -18,7 +20,6 @@ use meshwork_identity::testing::TestCa;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 type Tls = TlsStream<TcpStream>;
 
@@ -42,28 +43,14 @@ async fn target() -> Target {
 /// A TLS connection with a legitimately issued client certificate.
 async fn attacker(t: &Target) -> (ReadHalf<Tls>, WriteHalf<Tls>) {
     let config = client_tls(&cert(&t.ca, &id("a", "attacker")), &t.server_id);
-    let tcp = TcpStream::connect(t.server.addr).await.unwrap();
-    let tls = TlsConnector::from(config)
-        .connect(
-            rustls::pki_types::ServerName::IpAddress(t.server.addr.ip().into()),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = tls::tls_connect(t.server.addr, config).await;
     tokio::io::split(tls)
 }
 
 /// A well-behaved client on a new connection still gets its tunnel echoed.
 async fn assert_still_serving(t: &Target) {
     let config = client_tls(&cert(&t.ca, &id("a", "client")), &t.server_id);
-    let tcp = TcpStream::connect(t.server.addr).await.unwrap();
-    let tls = TlsConnector::from(config)
-        .connect(
-            rustls::pki_types::ServerName::IpAddress(t.server.addr.ip().into()),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = tls::tls_connect(t.server.addr, config).await;
     let (send, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(conn);
     let req = Request::builder()

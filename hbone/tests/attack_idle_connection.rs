@@ -5,6 +5,8 @@
 //! not extend it; an open tunnel is never cut by it.
 
 mod common;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +15,9 @@ use common::*;
 use meshwork_hbone::{H2Settings, Server, ServerError};
 use meshwork_identity::testing::TestCa;
 use meshwork_identity::tls::{server_config, RotatingCert};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 const FIRST_STREAM: Duration = Duration::from_secs(1);
@@ -58,14 +59,7 @@ async fn connect(
     addr: std::net::SocketAddr,
 ) -> (h2::client::SendRequest<Bytes>, JoinHandle<()>) {
     let config = client_tls(&cert(ca, &id("a", "attacker")), &id("b", "server"));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(config)
-        .connect(
-            rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = tls::tls_connect(addr, config).await;
     let (send, conn) = h2::client::handshake(tls).await.unwrap();
     let driver = tokio::spawn(async move {
         let _ = conn.await;
