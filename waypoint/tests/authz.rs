@@ -46,19 +46,7 @@ async fn payment_mesh(identity: Option<&str>, policy: pb::Authorization) -> Prox
             b.addr.port(),
         )
         .authz(policy);
-    let mut snap = m.snapshot();
-    // The Service selects the payment pods (the waypoint enforces their selector policies).
-    let key = format!("service/{NS}/{PAYMENT_HOST}");
-    let mut svc = snap.service(&key).unwrap().clone();
-    svc.selector = [("app".to_string(), "payment-service".to_string())].into();
-    snap = snap.apply(
-        2,
-        vec![meshwork_model::keys::make_resource(
-            key,
-            pb::resource::Kind::Service(svc),
-        )],
-        &[],
-    );
+    let snap = payment_service_selects_its_pods(m.snapshot());
     proxy(snap, identity).await
 }
 

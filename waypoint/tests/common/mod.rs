@@ -488,6 +488,19 @@ pub fn logged_service(
     (svc, log)
 }
 
+/// `snap` with payment-service selecting the payment pods (`app: payment-service`), so the
+/// waypoint enforces their selector policies.
+pub fn payment_service_selects_its_pods(snap: Snapshot) -> Snapshot {
+    let key = format!("service/{NS}/{PAYMENT_HOST}");
+    let mut svc = snap.service(&key).unwrap().clone();
+    svc.selector = [("app".to_string(), "payment-service".to_string())].into();
+    snap.apply(
+        2,
+        vec![make_resource(key, resource::Kind::Service(svc))],
+        &[],
+    )
+}
+
 /// The `targetRef` to Service `service` in [`NS`].
 pub fn service_ref(service: &str) -> pb::TargetRef {
     pb::TargetRef {
