@@ -132,20 +132,43 @@ async fn fresh_echo(pool: &Pool, key: &PoolKey, dial: &impl Fn() -> Arc<rustls::
     assert_eq!(got, msg);
 }
 
+/// One client identity's pool to the server at an address, and the key its tunnels go by.
+struct ClientSide {
+    cert: meshwork_identity::WorkloadCertificate,
+    server: meshwork_identity::SpiffeId,
+    key: PoolKey,
+    pool: Pool,
+}
+
+impl ClientSide {
+    fn new(ca: &TestCa, addr: SocketAddr) -> Self {
+        let (client, server) = (id("a", "client"), id("b", "server"));
+        let key = PoolKey {
+            src_identity: client.to_string(),
+            dst: addr,
+            dst_identity: server.to_string(),
+        };
+        ClientSide {
+            cert: cert(ca, &client),
+            server,
+            key,
+            pool: Pool::new(PoolSettings::default()),
+        }
+    }
+
+    fn dial(&self) -> Arc<rustls::ClientConfig> {
+        client_tls(&self.cert, &self.server)
+    }
+}
+
 #[tokio::test]
 async fn attack_unread_streams_do_not_stall_a_fresh_stream_of_the_same_identity() {
     let ca = TestCa::new(TD);
     let flooded = Arc::new(AtomicU64::new(0));
     let addr = flood_server(&ca, flooded.clone()).await;
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let dial = || client_tls(&client_cert, &server);
-    let key = PoolKey {
-        src_identity: client.to_string(),
-        dst: addr,
-        dst_identity: server.to_string(),
-    };
-    let pool = Pool::new(PoolSettings::default());
+    let c = ClientSide::new(&ca, addr);
+    let (key, pool) = (&c.key, &c.pool);
+    let dial = || c.dial();
 
     // 100 slow readers: tunnels whose data is never read. A fresh stream opened among them
     // (after 50) and one after all 100 must both echo promptly.
@@ -153,14 +176,14 @@ async fn attack_unread_streams_do_not_stall_a_fresh_stream_of_the_same_identity(
     for round in 0..2 {
         for _ in 0..50 {
             slow.push(
-                pool.connect(&key, dial, FLOOD, HeaderMap::new())
+                pool.connect(key, dial, FLOOD, HeaderMap::new())
                     .await
                     .unwrap(),
             );
         }
         let held = until_windows_are_full(&flooded).await;
         assert!(held > 0, "the server flooded nothing");
-        fresh_echo(&pool, &key, &dial).await;
+        fresh_echo(pool, key, &dial).await;
         eprintln!(
             "round {round}: {} slow streams hold {held} bytes on {} connection(s)",
             slow.len(),
@@ -176,22 +199,16 @@ async fn attack_unread_streams_do_not_stall_a_fresh_stream_of_the_same_identity(
 async fn attack_unread_uploads_do_not_stall_a_fresh_stream_of_the_same_identity() {
     let ca = TestCa::new(TD);
     let addr = flood_server(&ca, Arc::new(AtomicU64::new(0))).await;
-    let (client, server) = (id("a", "client"), id("b", "server"));
-    let client_cert = cert(&ca, &client);
-    let dial = || client_tls(&client_cert, &server);
-    let key = PoolKey {
-        src_identity: client.to_string(),
-        dst: addr,
-        dst_identity: server.to_string(),
-    };
-    let pool = Pool::new(PoolSettings::default());
+    let c = ClientSide::new(&ca, addr);
+    let (key, pool) = (&c.key, &c.pool);
+    let dial = || c.dial();
 
     // 50 uploads the destination never reads, each writing until flow control stops it.
     let uploaded = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for _ in 0..50 {
         let mut s = pool
-            .connect(&key, dial, SINK, HeaderMap::new())
+            .connect(key, dial, SINK, HeaderMap::new())
             .await
             .unwrap();
         let uploaded = uploaded.clone();
@@ -209,7 +226,7 @@ async fn attack_unread_uploads_do_not_stall_a_fresh_stream_of_the_same_identity(
     }
     let held = until_windows_are_full(&uploaded).await;
     assert!(held > 0, "nothing was uploaded");
-    fresh_echo(&pool, &key, &dial).await;
+    fresh_echo(pool, key, &dial).await;
     eprintln!(
         "50 unread uploads hold {held} bytes on {} connection(s)",
         pool.stats().connections_open
