@@ -4,20 +4,14 @@
 //! (i.e. end-of-stream) has been processed and when the upstream response has been completely
 //! processed", and a per-try timeout starts at the same point (for a retry, which re-sends
 //! a buffered body, that is when the try starts). A slow upload therefore never times out
-//! while it is still arriving. [`watch`] wraps a streamed request body and records the
-//! instant its last frame passes; [`RequestEnd::timer`] is a timer that starts then.
+//! while it is still arriving. A streamed request body marks its end through the
+//! [`Tracked`](crate::tracked::Tracked) wrapper it already has (`with_end`); [`RequestEnd::timer`] is a timer that starts then.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-use crate::body::{Body, BoxError};
 
 /// When the request's body ended (shared by the tries of one request).
 #[derive(Debug, Clone)]
@@ -27,6 +21,12 @@ impl RequestEnd {
     /// A request already received in full (no body, or a buffered one).
     pub fn now() -> Self {
         RequestEnd(Arc::new(watch::Sender::new(Some(Instant::now()))))
+    }
+
+    /// A request whose body is still arriving: [`Tracked::with_end`](crate::tracked::Tracked::with_end)
+    /// marks it when the last frame has been read.
+    pub fn pending() -> Self {
+        RequestEnd(Arc::new(watch::Sender::new(None)))
     }
 
     /// When the request ended, if it has.
@@ -57,7 +57,7 @@ impl RequestEnd {
         tokio::time::sleep_until(at + timeout).await;
     }
 
-    fn mark(&self) {
+    pub(crate) fn mark(&self) {
         self.0.send_if_modified(|at| {
             if at.is_none() {
                 *at = Some(Instant::now());
@@ -69,56 +69,21 @@ impl RequestEnd {
     }
 }
 
-/// Wraps a streamed request body; the returned [`RequestEnd`] fires when its last frame
-/// has been read.
-pub fn watch(body: Body) -> (Body, RequestEnd) {
-    let end = RequestEnd(Arc::new(watch::Sender::new(None)));
-    if body.is_end_stream() {
-        end.mark();
-    }
-    let watched = Watched {
-        inner: body,
-        end: end.clone(),
-    };
-    (crate::body::boxed(watched), end)
-}
-
-struct Watched {
-    inner: Body,
-    end: RequestEnd,
-}
-
-impl HttpBody for Watched {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.end.mark(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.end.mark(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::{Body, BoxError};
+    use crate::tracked::Tracked;
+    use bytes::Bytes;
     use futures::StreamExt;
     use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    /// `body` behind the request path's `Tracked` wrapper, marking `end`.
+    fn watch(body: Body) -> (Body, RequestEnd) {
+        let end = RequestEnd::pending();
+        (Tracked::new(body).with_end(end.clone()).boxed(), end)
+    }
 
     /// A body of `chunks` frames, one every `every`.
     fn slow(chunks: usize, every: Duration) -> Body {

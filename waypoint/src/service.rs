@@ -35,7 +35,7 @@ use crate::metrics::{Metrics, RequestLabels, Series};
 use crate::normalize;
 use crate::outlier::Observation;
 use crate::pool::{PoolError, Proto};
-use crate::request_end::{self, RequestEnd};
+use crate::request_end::RequestEnd;
 use crate::retry::{Attempt, RetryPolicy};
 use crate::rewrite;
 use crate::routing::{pick_weighted, MatchInput};
@@ -676,8 +676,8 @@ impl L7Service {
                 }
             },
             _ => {
-                let (b, end) = request_end::watch(b.boxed());
-                (ReqBody::Stream(Some(b)), end)
+                let end = RequestEnd::pending();
+                (ReqBody::Stream(Some(b.with_end(end.clone()).boxed())), end)
             }
         }
     }

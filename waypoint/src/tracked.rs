@@ -13,6 +13,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
 use crate::pool::Lease;
+use crate::request_end::RequestEnd;
 
 type Done = Box<dyn FnOnce(u64, bool) + Send + Sync>;
 
@@ -25,6 +26,8 @@ pub struct Tracked {
     on_done: Option<Done>,
     deadline: Option<Deadline>,
     idle: Option<Idle>,
+    /// Marked when the body has been read in full (a streamed request body).
+    end: Option<RequestEnd>,
 }
 
 /// The stream idle timeout of a body: no frame for `timeout` while it is being read. The
@@ -97,6 +100,7 @@ impl Tracked {
             on_done: None,
             deadline: None,
             idle: None,
+            end: None,
         }
     }
 
@@ -137,7 +141,22 @@ impl Tracked {
         self
     }
 
+    /// Marks `end` when the body has been read in full (at once when it already has).
+    pub fn with_end(mut self, end: RequestEnd) -> Self {
+        if self.inner.is_end_stream() {
+            end.mark();
+        } else {
+            self.end = Some(end);
+        }
+        self
+    }
+
     fn finish(&mut self, complete: bool) {
+        if let Some(end) = self.end.take() {
+            if complete {
+                end.mark();
+            }
+        }
         if let Some(lease) = self.lease.take() {
             if complete {
                 lease.release();
