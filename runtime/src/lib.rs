@@ -5,10 +5,12 @@
 //!   or stopping;
 //! - [`drain`]: graceful shutdown: stop accepting, let in-flight work finish, bounded;
 //! - [`limits`]: the open-files limit raised to what the process may use;
+//! - [`netns`]: network namespace handles; run socket creation inside a pod's namespace;
 //! - [`socket`]: `TCP_NODELAY` and keepalive on every proxied socket.
 
 pub mod accept;
 pub mod drain;
 pub mod limits;
 pub mod log;
+pub mod netns;
 pub mod socket;
