@@ -10,12 +10,14 @@
 //! TLS configuration (certificates, SPIFFE verification, ALPN `h2`) is the caller's:
 //! `meshwork-identity` builds it.
 
+pub mod dial;
 pub mod forwarded;
 mod pool;
 mod server;
 mod settings;
 mod stream;
 
+pub use dial::{DialFrom, SocketFactory};
 pub use pool::{ClientError, Pool, PoolKey, PoolSettings, PoolStats, DEFAULT_MAX_STREAMS_PER_CONN};
 pub use server::{ConnInfo, ConnectHandler, ConnectRequest, Responder, Server, ServerError};
 pub use settings::{H2Settings, DEFAULT_MAX_HEADER_LIST_SIZE};

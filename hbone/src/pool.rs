@@ -20,10 +20,10 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, StatusCode};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 
+use crate::dial::DialFrom;
 use crate::settings::H2Settings;
 use crate::stream::H2Stream;
 
@@ -36,6 +36,8 @@ pub struct PoolKey {
     pub dst: SocketAddr,
     /// SPIFFE identity the destination must present.
     pub dst_identity: String,
+    /// Where the connection is dialed from (the default namespace, or a pod's).
+    pub from: DialFrom,
 }
 
 /// Default streams per pooled connection: as many 1 MiB stream windows as fit the
@@ -303,9 +305,11 @@ impl Pool {
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Arc<PooledConn>, ClientError> {
         let dst = key.dst;
-        let tcp = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(dst))
-            .await
-        {
+        let connect = async {
+            let sock = key.from.socket(dst)?;
+            sock.connect(dst).await
+        };
+        let tcp = match tokio::time::timeout(self.settings.connect_timeout, connect).await {
             Err(_) => return Err(ClientError::ConnectTimeout { dst }),
             Ok(Err(source)) => return Err(ClientError::Connect { dst, source }),
             Ok(Ok(s)) => s,

@@ -187,6 +187,7 @@ async fn attack_a_200_kb_header_block_is_refused_and_normal_connect_still_works(
         src_identity: client.to_string(),
         dst: srv.addr,
         dst_identity: server.to_string(),
+        from: Default::default(),
     };
     let mut s = pool
         .connect(

@@ -147,6 +147,7 @@ impl ClientSide {
             src_identity: client.to_string(),
             dst: addr,
             dst_identity: server.to_string(),
+            from: Default::default(),
         };
         ClientSide {
             cert: cert(ca, &client),

@@ -43,6 +43,7 @@ impl Peers {
             src_identity: self.client.to_string(),
             dst: self.srv.addr,
             dst_identity: self.server.to_string(),
+            from: Default::default(),
         }
     }
 

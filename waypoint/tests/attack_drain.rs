@@ -218,6 +218,7 @@ async fn hbone_stream(w: &Waypoint, pool: &Pool) -> Result<meshwork_hbone::H2Str
         src_identity: client.to_string(),
         dst: w.hbone,
         dst_identity: id(NS, "waypoint").to_string(),
+        from: Default::default(),
     };
     pool.connect(&key, || tls, PAYMENT_VIP, http::HeaderMap::new())
         .await

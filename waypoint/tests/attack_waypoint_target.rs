@@ -286,6 +286,7 @@ async fn connect(f: &Fixture, client: &SpiffeId, target: &str) -> Result<H2Strea
         src_identity: client.to_string(),
         dst: f.waypoint,
         dst_identity: id("waypoint").to_string(),
+        from: Default::default(),
     };
     pool.connect(&key, || tls, target, http::HeaderMap::new())
         .await

@@ -144,6 +144,7 @@ async fn tunnel(f: &Fixture, client: &SpiffeId, target: &str) -> meshwork_hbone:
         src_identity: client.to_string(),
         dst: f.waypoint,
         dst_identity: f.waypoint_id.to_string(),
+        from: Default::default(),
     };
     pool.connect(&key, || tls, target, http::HeaderMap::new())
         .await

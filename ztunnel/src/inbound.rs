@@ -15,12 +15,13 @@ use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::policy::ConnAttrs;
 use crate::proxy::Proxy;
 use crate::relay::{relay_h2, Bytes, RelayEnd};
+use crate::scope::Scope;
 use crate::sockets;
 use crate::state::workload_ref;
 use crate::tracecontext;
 
 /// Serves one accepted TCP connection on an HBONE listener.
-pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
+pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, scope: Scope) {
     let Ok(local) = sock.local_addr() else { return };
     // The certificate to present is the identity of the pod the connection was sent to.
     let identity = {
@@ -33,7 +34,12 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
                 .map(|a| a.ip())
                 .unwrap_or(local.ip())
         };
-        match cur.state.local_workload_by_ip(pod_ip) {
+        // An in-pod listener serves its own pod only.
+        match cur
+            .state
+            .local_workload_by_ip(pod_ip)
+            .filter(|_| scope.owns(pod_ip))
+        {
             Some(w) => match cur.state.identity(w) {
                 Ok(id) => id,
                 Err(e) => {
@@ -57,6 +63,7 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
     let handler = Inbound {
         proxy: proxy.clone(),
         presented: identity,
+        scope,
     };
     let server = Server::new(proxy.h2.clone());
     if let Err(e) = server
@@ -71,6 +78,7 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
 struct Inbound {
     proxy: Arc<Proxy>,
     presented: SpiffeId,
+    scope: Scope,
 }
 
 impl ConnectHandler for Inbound {
@@ -105,7 +113,11 @@ impl ConnectHandler for Inbound {
             return;
         };
         let cur = proxy.current();
-        let Some(w) = cur.state.local_workload_by_ip(dst.ip()) else {
+        let local = cur
+            .state
+            .local_workload_by_ip(dst.ip())
+            .filter(|_| self.scope.owns(dst.ip()));
+        let Some(w) = local else {
             refuse(
                 &mut rec,
                 StatusCode::BAD_REQUEST,
@@ -190,7 +202,7 @@ impl ConnectHandler for Inbound {
         // the tunnel's source address. Replies from the pod (an enrolled source) are
         // captured back to this socket by the redirection.
         let source_ip = proxy.cfg.transparent_inbound.then(|| client_addr.ip());
-        let upstream = match sockets::connect(dst, source_ip, proxy.cfg.connect_timeout).await {
+        let upstream = match sockets::connect(&self.scope, dst, source_ip, proxy.cfg.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
                 proxy

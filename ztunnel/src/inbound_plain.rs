@@ -14,11 +14,18 @@ use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::policy::ConnAttrs;
 use crate::proxy::Proxy;
 use crate::relay::{relay, Bytes};
+use crate::scope::Scope;
 use crate::sockets;
 use crate::state::{workload_ref, State};
 
 /// Handles one captured plaintext connection to `dst`.
-pub async fn handle(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, dst: SocketAddr) {
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    scope: Scope,
+) {
     let start = Instant::now();
     let mut rec = Record {
         direction: "inbound",
@@ -28,7 +35,12 @@ pub async fn handle(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, dst: S
         ..Default::default()
     };
     let cur = proxy.current();
-    let Some(w) = cur.state.local_workload_by_ip(dst.ip()).cloned() else {
+    // An in-pod listener serves its own pod only.
+    let local = cur
+        .state
+        .local_workload_by_ip(dst.ip())
+        .filter(|_| scope.owns(dst.ip()));
+    let Some(w) = local.cloned() else {
         tracing::warn!(%peer, %dst, "plaintext inbound: destination is not a workload on this node");
         rec.decision = "deny: not a local workload".into();
         proxy.access.log(&rec);
@@ -72,7 +84,7 @@ pub async fn handle(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, dst: S
     }
     rec.decision = format!("allow: {}", verdict.reason);
     let source_ip = proxy.cfg.transparent_inbound.then(|| peer.ip());
-    let upstream = match sockets::connect(dst, source_ip, proxy.cfg.connect_timeout).await {
+    let upstream = match sockets::connect(&scope, dst, source_ip, proxy.cfg.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             proxy

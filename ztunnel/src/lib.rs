@@ -24,6 +24,7 @@ pub mod policy;
 pub mod proxy;
 pub mod redirect;
 pub mod relay;
+pub mod scope;
 pub mod shards;
 pub mod sockets;
 pub mod socks5;

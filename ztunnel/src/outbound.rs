@@ -19,6 +19,7 @@ use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::proxy::Proxy;
 use crate::redirect::RedirectMode;
 use crate::relay::{relay, relay_h2, Bytes};
+use crate::scope::Scope;
 use crate::sockets;
 use crate::state::{workload_ref, Route, State, StateError, Target};
 
@@ -163,6 +164,7 @@ pub async fn open(
     peer: SocketAddr,
     entry: Entry<'_>,
     target: Target,
+    scope: &Scope,
 ) -> Result<Opened, (OutboundError, Record)> {
     let start = Instant::now();
     let mut rec = Record {
@@ -226,6 +228,7 @@ pub async fn open(
                 src_identity: src_id.to_string(),
                 dst: hbone_addr,
                 dst_identity: identity.to_string(),
+                from: scope.dial_from(),
             };
             match proxy
                 .pool()
@@ -294,7 +297,7 @@ pub async fn open(
                     }
                 },
             };
-            match sockets::connect(addr, None, proxy.cfg.connect_timeout).await {
+            match sockets::connect(scope, addr, None, proxy.cfg.connect_timeout).await {
                 Ok(s) => Ok(Opened {
                     upstream: Upstream::Tcp(s),
                     rec,
@@ -360,8 +363,14 @@ pub async fn handle_captured(
     sock: TcpStream,
     peer: SocketAddr,
     dst: SocketAddr,
+    scope: Scope,
 ) {
-    match open(&proxy, peer, Entry::Captured, Target::Addr(dst)).await {
+    // An in-pod listener serves its own pod's connections only.
+    if !scope.owns(peer.ip()) {
+        tracing::warn!(%peer, %dst, "outbound: refusing a connection whose source is not this listener's pod");
+        return;
+    }
+    match open(&proxy, peer, Entry::Captured, Target::Addr(dst), &scope).await {
         Ok(opened) => run(&proxy, sock, opened).await,
         Err((e, rec)) => log_failure(&proxy, &e, rec),
     }

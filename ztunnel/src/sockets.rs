@@ -7,7 +7,9 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::scope::Scope;
 
 pub use meshwork_runtime::socket::tune;
 
@@ -97,6 +99,16 @@ pub fn listen_std(
     reuse_port: bool,
 ) -> io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    listen_on(sock, addr, transparent, reuse_port)
+}
+
+/// Makes `sock` (a fresh TCP socket, possibly of another namespace) listen on `addr`.
+pub fn listen_on(
+    sock: Socket,
+    addr: SocketAddr,
+    transparent: bool,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     sock.set_reuse_address(true)?;
     if reuse_port {
         sock.set_reuse_port(true)?;
@@ -117,18 +129,16 @@ pub fn listen_std(
     Ok(sock.into())
 }
 
-/// Connects to `dst` within `timeout`; with `source`, binds to that address first using
-/// IP_TRANSPARENT (so the pod sees the original client IP).
+/// Connects to `dst` within `timeout` from a socket of `scope`; with `source`, binds to
+/// that address first using IP_TRANSPARENT (so the pod sees the original client IP).
 pub async fn connect(
+    scope: &Scope,
     dst: SocketAddr,
     source: Option<IpAddr>,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
     let fut = async {
-        let sock = match dst {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
+        let sock = scope.socket(dst)?;
         if let Some(src) = source.filter(|s| s.is_ipv4() == dst.is_ipv4()) {
             let s2 = socket2::SockRef::from(&sock);
             if src.is_ipv4() {
@@ -157,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn connections_to_pods_get_nodelay_and_keepalive() {
         let l = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let c = connect(l.local_addr().unwrap(), None, Duration::from_secs(2))
+        let c = connect(&Scope::node(), l.local_addr().unwrap(), None, Duration::from_secs(2))
             .await
             .unwrap();
         let r = socket2::SockRef::from(&c);
@@ -179,7 +189,7 @@ mod tests {
         let b = listen_with(shared, false, true).unwrap();
         assert_eq!(b.local_addr().unwrap(), shared);
         assert!(listen(shared, false).is_err());
-        let e = connect("127.0.0.1:1".parse().unwrap(), None, Duration::from_secs(2)).await;
+        let e = connect(&Scope::node(), "127.0.0.1:1".parse().unwrap(), None, Duration::from_secs(2)).await;
         assert!(e.is_err());
     }
 }

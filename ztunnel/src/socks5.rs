@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::scope::Scope;
 use crate::outbound::{self, Entry, OutboundError};
 use crate::proxy::Proxy;
 use crate::state::Target;
@@ -170,7 +171,7 @@ pub async fn handle(proxy: Arc<Proxy>, mut sock: TcpStream, peer: SocketAddr) {
     let entry = Entry::Socks5 {
         username: req.username.as_deref(),
     };
-    match outbound::open(&proxy, peer, entry, req.target).await {
+    match outbound::open(&proxy, peer, entry, req.target, &Scope::node()).await {
         Ok(opened) => {
             if reply(&mut sock, SUCCEEDED).await.is_ok() {
                 outbound::run(&proxy, sock, opened).await;

@@ -16,6 +16,7 @@ use crate::certs::{CertManager, CertSigner};
 use crate::config::{Config, Listen};
 use crate::metrics::Metrics;
 use crate::proxy::{LogControl, Proxy};
+use crate::scope::Scope;
 use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
 use crate::shards::Shards;
 use crate::{inbound, inbound_plain, outbound, sockets, socks5};
@@ -179,7 +180,7 @@ impl Ztunnel {
                 ls,
                 move |p, sock, peer| async move {
                     match sockets::captured_dst(&sock, addr) {
-                        Some(dst) => outbound::handle_captured(p, sock, peer, dst).await,
+                        Some(dst) => outbound::handle_captured(p, sock, peer, dst, Scope::node()).await,
                         None => {
                             tracing::warn!(%peer, "outbound: connection without an original destination (not captured)")
                         }
@@ -201,7 +202,7 @@ impl Ztunnel {
                 ls,
                 move |p, sock, peer| async move {
                     match sockets::captured_dst(&sock, addr) {
-                        Some(dst) => inbound_plain::handle(p, sock, peer, dst).await,
+                        Some(dst) => inbound_plain::handle(p, sock, peer, dst, Scope::node()).await,
                         None => {
                             tracing::warn!(%peer, "plaintext inbound: connection without an original destination (not captured)")
                         }
@@ -211,7 +212,9 @@ impl Ztunnel {
         }
         for ls in hbone {
             addrs.hbone.push(ls.addr);
-            spawn_accept(&proxy, &shards, "hbone", ls, inbound::serve);
+            spawn_accept(&proxy, &shards, "hbone", ls, |p, sock, peer| {
+                inbound::serve(p, sock, peer, Scope::node())
+            });
         }
         for (l, ep, slot) in [
             (admin_l, Endpoint::Admin, &mut addrs.admin),
@@ -292,7 +295,7 @@ impl Ztunnel {
         let p = self.proxy.clone();
         self.proxy
             .tracker
-            .spawn(outbound::handle_captured(p, sock, peer, dst));
+            .spawn(outbound::handle_captured(p, sock, peer, dst, Scope::node()));
     }
 
     /// Handles a captured plaintext inbound connection to `dst`.
@@ -301,7 +304,7 @@ impl Ztunnel {
         let p = self.proxy.clone();
         self.proxy
             .tracker
-            .spawn(inbound_plain::handle(p, sock, peer, dst));
+            .spawn(inbound_plain::handle(p, sock, peer, dst, Scope::node()));
     }
 
     /// Graceful drain: stop accepting (HBONE peers get GOAWAY), let open connections

@@ -46,6 +46,7 @@ async fn garbage_and_foreign_connects_are_refused_and_service_continues() {
         src_identity: client.to_string(),
         dst: hbone,
         dst_identity: server.to_string(),
+        from: Default::default(),
     };
     let tls = || client_config(&cert, cert.roots(), [server.clone()]).unwrap();
     for authority in [

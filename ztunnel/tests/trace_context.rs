@@ -78,6 +78,7 @@ async fn traceparent_on_connect_is_in_the_json_access_log() {
         src_identity: client.to_string(),
         dst: hbone,
         dst_identity: server.to_string(),
+        from: Default::default(),
     };
     let tls = || client_config(&cert, cert.roots(), [server.clone()]).unwrap();
     let echo_once = |headers: HeaderMap, msg: &'static [u8]| {

@@ -290,7 +290,26 @@ fn telemetry_keys(
     out
 }
 
-/// The workload for a pod, or None when the pod has no IP or has terminated.
+/// Whether a pod without an address yet is being set up on its node: scheduled, not
+/// finished, not deleted. Its node's ztunnel must know, before the pod's network exists,
+/// whether to capture it (the in-pod capture is installed while the CNI sets the pod up).
+fn starting(pod: &Pod) -> bool {
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    scheduled && !finished && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// The workload for a pod, or None when the pod has terminated, or has no IP and is not
+/// starting on a node. A starting pod's workload has no address and is not healthy: it
+/// takes no traffic, but its node's ztunnel can enroll it (`captured`).
 /// Also returns the waypoint it refers to (for dependency tracking).
 pub fn workload(
     idx: &Indexes,
@@ -301,7 +320,7 @@ pub fn workload(
         return (None, None);
     };
     let addresses = pod_addresses(pod);
-    if addresses.is_empty() {
+    if addresses.is_empty() && !starting(pod) {
         return (None, None);
     }
     let ns = obj.namespace.as_str();
@@ -354,6 +373,7 @@ pub fn workload(
     // Terminating pods take no new traffic.
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let healthy = !terminating
+        && !addresses.is_empty()
         && match pod.status.as_ref().and_then(|s| s.conditions.as_ref()) {
             None => true,
             Some(conds) => conds

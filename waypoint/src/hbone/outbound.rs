@@ -75,6 +75,7 @@ impl Connector for HboneConnector {
                 src_identity: self.cert.current().identity().to_string(),
                 dst: SocketAddr::new(target.addr.ip(), self.hbone_port),
                 dst_identity: identity.to_string(),
+                from: Default::default(),
             };
             Ok::<_, io::Error>((key, tls))
         })();

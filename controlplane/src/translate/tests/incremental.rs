@@ -31,9 +31,22 @@ fn pod_add_update_delete() {
     let p2 = pod("b", &[("app", "other")], "web", "n1", "10.1.0.2");
     assert_eq!(keys(&h.apply("b.yaml", &p2)), ["workload/production/b"]);
     assert!(h.workload("production", "b").services.is_empty());
-    // A pod that loses its IP is no workload.
+    // A scheduled pod without an IP yet (being set up on its node) is a workload with no
+    // address: its node's ztunnel can enroll it, and it takes no traffic.
     let no_ip = p2.replace("  podIP: 10.1.0.2\n", "");
-    assert_eq!(keys(&h.apply("b.yaml", &no_ip)), ["-workload/production/b"]);
+    assert_eq!(keys(&h.apply("b.yaml", &no_ip)), ["workload/production/b"]);
+    let starting = h.workload("production", "b");
+    assert!(starting.addresses.is_empty());
+    assert!(starting.captured && !starting.healthy);
+    assert_eq!(keys(&h.apply("b.yaml", &p2)), ["workload/production/b"]);
+    assert!(h.workload("production", "b").healthy);
+    // Not scheduled and no IP: no workload.
+    let unscheduled = no_ip.replace("  nodeName: n1\n", "");
+    assert_ne!(unscheduled, no_ip, "fixture names its node");
+    assert_eq!(
+        keys(&h.apply("b.yaml", &unscheduled)),
+        ["-workload/production/b"]
+    );
     assert_eq!(keys(&h.apply("b.yaml", &p2)), ["workload/production/b"]);
     // Delete.
     assert_eq!(keys(&h.apply("b.yaml", "")), ["-workload/production/b"]);

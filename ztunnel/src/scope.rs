@@ -1,0 +1,107 @@
+//! Where a connection's sockets are made: the ztunnel's own network namespace (node-mode
+//! capture, loopback setups, SOCKS5) or an enrolled pod's (in-pod capture, `crate::inpod`).
+//! In a pod's namespace every socket the ztunnel opens for that pod (listeners, HBONE
+//! dials, passthrough, the leg to the app) is that pod's: it leaves from the pod's own
+//! address, and it carries the bypass mark so the pod's capture leaves it alone.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use meshwork_hbone::{DialFrom, SocketFactory};
+use meshwork_runtime::netns::NetNs;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpSocket;
+
+/// An enrolled pod, as the sockets made for it see it.
+#[derive(Debug)]
+pub struct PodScope {
+    pub netns: NetNs,
+    /// The pod's uid (or, when none is known, `namespace/name`).
+    pub key: String,
+    /// `namespace/name`.
+    pub pod: String,
+    /// The pod's own addresses: the only sources its outbound listener serves and the only
+    /// destinations its inbound listeners serve.
+    pub ips: Vec<IpAddr>,
+    /// `SO_MARK` of every socket made for the pod (not captured by the pod's programs).
+    pub bypass_mark: u32,
+}
+
+/// Where the sockets of a connection are made. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Scope(Option<Arc<PodScope>>);
+
+impl PodScope {
+    fn raw_socket(&self, domain: Domain, ty: Type, proto: Protocol) -> io::Result<Socket> {
+        let sock = self
+            .netns
+            .run(|| Socket::new(domain, ty, Some(proto)))
+            .map_err(io::Error::other)??;
+        sock.set_mark(self.bypass_mark)?;
+        Ok(sock)
+    }
+}
+
+impl SocketFactory for PodScope {
+    fn socket(&self, dst: SocketAddr) -> io::Result<TcpSocket> {
+        let s = self.raw_socket(Domain::for_address(dst), Type::STREAM, Protocol::TCP)?;
+        s.set_nonblocking(true)?;
+        Ok(TcpSocket::from_std_stream(s.into()))
+    }
+}
+
+impl Scope {
+    /// The ztunnel's own namespace.
+    pub fn node() -> Scope {
+        Scope(None)
+    }
+
+    pub fn pod(pod: PodScope) -> Scope {
+        Scope(Some(Arc::new(pod)))
+    }
+
+    pub fn pod_scope(&self) -> Option<&PodScope> {
+        self.0.as_deref()
+    }
+
+    /// Whether `ip` is this scope's own: always in the node's namespace (the state decides
+    /// there), else one of the pod's addresses.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        match &self.0 {
+            None => true,
+            Some(p) => p.ips.contains(&ip),
+        }
+    }
+
+    /// Where pooled HBONE connections for this scope are dialed from.
+    pub fn dial_from(&self) -> DialFrom {
+        match &self.0 {
+            None => DialFrom::default(),
+            Some(p) => DialFrom::new(p.netns.inode(), p.clone()),
+        }
+    }
+
+    /// A TCP socket for a connection to `dst`.
+    pub fn socket(&self, dst: SocketAddr) -> io::Result<TcpSocket> {
+        match &self.0 {
+            None if dst.is_ipv4() => TcpSocket::new_v4(),
+            None => TcpSocket::new_v6(),
+            Some(p) => p.socket(dst),
+        }
+    }
+
+    /// An unregistered listening socket on `addr` (see [`crate::sockets::listen_std`]).
+    pub fn listen_std(
+        &self,
+        addr: SocketAddr,
+        transparent: bool,
+        reuse_port: bool,
+    ) -> io::Result<std::net::TcpListener> {
+        let sock = match &self.0 {
+            None => Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?,
+            Some(p) => p.raw_socket(Domain::for_address(addr), Type::STREAM, Protocol::TCP)?,
+        };
+        crate::sockets::listen_on(sock, addr, transparent, reuse_port)
+    }
+}
