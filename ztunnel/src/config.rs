@@ -178,6 +178,18 @@ pub struct Config {
     /// Routing table of the `local 0.0.0.0/0 dev lo` route for marked packets.
     #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
     pub redirect_table: u32,
+    /// `--redirect inpod`: the node-agent socket the CNI plugin hands pods to (a hostPath
+    /// shared with the node; created mode 0600).
+    #[arg(long, env = "MESHWORK_CNI_SOCKET", default_value = "/var/run/meshwork/cni.sock")]
+    pub cni_socket: PathBuf,
+    /// `--redirect inpod`: where each handed-over pod's netns path is recorded, so a
+    /// restarted ztunnel finds the pods again (a hostPath).
+    #[arg(long, env = "MESHWORK_INPOD_STATE_DIR", default_value = "/var/run/meshwork/pods")]
+    pub inpod_state_dir: PathBuf,
+    /// `--redirect inpod`: how long a CNI ADD waits for the pod to appear in the config
+    /// before failing (the runtime then retries).
+    #[arg(long, env = "MESHWORK_INPOD_ENROLL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub inpod_enroll_timeout: Duration,
 
     /// Data-path threads, each a single-threaded runtime with its own listeners (shared
     /// with SO_REUSEPORT) and HBONE pool, so a connection never changes thread. 0: one per

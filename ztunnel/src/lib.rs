@@ -18,6 +18,7 @@ mod copy;
 pub use meshwork_metrics::exposition;
 pub mod inbound;
 pub mod inbound_plain;
+mod listeners;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

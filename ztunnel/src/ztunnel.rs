@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use meshwork_hbone::{Pool, PoolSettings, PoolStats};
 use meshwork_model::client::ConfigHandle;
-use meshwork_runtime::accept::accept;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +18,7 @@ use crate::proxy::{LogControl, Proxy};
 use crate::scope::Scope;
 use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
 use crate::shards::Shards;
+use crate::listeners::{bind_shards, spawn_accept};
 use crate::{inbound, inbound_plain, outbound, sockets, socks5};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,14 +114,16 @@ impl Ztunnel {
         // With the redirection, a new ztunnel takes over the node's listeners while the old
         // one drains (SO_REUSEPORT; see `redirect`): no window without a listener.
         let share = cfg.redirect == RedirectMode::Ebpf;
-        let outbound = bind_shards("outbound", cfg.outbound_addr, true, share, &shards)?;
-        let socks = bind_shards("socks5", cfg.socks5_addr, false, share, &shards)?;
+        let node = Scope::node();
+        let outbound = bind_shards("outbound", cfg.outbound_addr, true, share, shards.handles(), &node)?;
+        let socks = bind_shards("socks5", cfg.socks5_addr, false, share, shards.handles(), &node)?;
         let plain = bind_shards(
             "inbound plaintext",
             cfg.inbound_plain_addr,
             true,
             share,
-            &shards,
+            shards.handles(),
+            &node,
         )?;
         let mut hbone = Vec::new();
         for a in &cfg.hbone_addrs {
@@ -130,7 +132,8 @@ impl Ztunnel {
                 Listen(Some(*a)),
                 true,
                 share,
-                &shards,
+                shards.handles(),
+                &node,
             )?);
         }
         let admin_l = bind("admin", cfg.admin_addr, false, share)?;
@@ -175,9 +178,10 @@ impl Ztunnel {
             addrs.outbound = Some(addr);
             spawn_accept(
                 &proxy,
-                &shards,
+                shards.handles(),
                 "outbound",
                 ls,
+                proxy.stop_accept.clone(),
                 move |p, sock, peer| async move {
                     match sockets::captured_dst(&sock, addr) {
                         Some(dst) => outbound::handle_captured(p, sock, peer, dst, Scope::node()).await,
@@ -190,16 +194,22 @@ impl Ztunnel {
         }
         if let Some(ls) = socks {
             addrs.socks5 = Some(ls.addr);
-            spawn_accept(&proxy, &shards, "socks5", ls, socks5::handle);
+            spawn_accept(
+                &proxy,
+                shards.handles(),
+                "socks5",
+                ls,
+                proxy.stop_accept.clone(), socks5::handle);
         }
         if let Some(ls) = plain {
             let addr = ls.addr;
             addrs.inbound_plain = Some(addr);
             spawn_accept(
                 &proxy,
-                &shards,
+                shards.handles(),
                 "inbound plaintext",
                 ls,
+                proxy.stop_accept.clone(),
                 move |p, sock, peer| async move {
                     match sockets::captured_dst(&sock, addr) {
                         Some(dst) => inbound_plain::handle(p, sock, peer, dst, Scope::node()).await,
@@ -212,7 +222,12 @@ impl Ztunnel {
         }
         for ls in hbone {
             addrs.hbone.push(ls.addr);
-            spawn_accept(&proxy, &shards, "hbone", ls, |p, sock, peer| {
+            spawn_accept(
+                &proxy,
+                shards.handles(),
+                "hbone",
+                ls,
+                proxy.stop_accept.clone(), |p, sock, peer| {
                 inbound::serve(p, sock, peer, Scope::node())
             });
         }
@@ -323,70 +338,5 @@ impl Ztunnel {
         }
         self.stop_admin.cancel();
         tracing::info!("drained");
-    }
-}
-
-/// One address's listeners, one per shard (in shard order), sharing the bound address.
-struct ShardListeners {
-    addr: SocketAddr,
-    listeners: Vec<TcpListener>,
-}
-
-/// Binds `l` once per shard: the first bind resolves a port 0, the others join it with
-/// SO_REUSEPORT; each listener is registered with its shard's runtime.
-fn bind_shards(
-    what: &'static str,
-    l: Listen,
-    transparent: bool,
-    reuse_port: bool,
-    shards: &Shards,
-) -> Result<Option<ShardListeners>, StartError> {
-    let Some(addr) = l.0 else { return Ok(None) };
-    let err = |source| StartError::Bind { what, addr, source };
-    let reuse_port = reuse_port || shards.len() > 1;
-    let first = sockets::listen_std(addr, transparent, reuse_port).map_err(err)?;
-    let bound = first.local_addr().map_err(err)?;
-    let mut std_listeners = vec![first];
-    for _ in 1..shards.len() {
-        std_listeners.push(sockets::listen_std(bound, transparent, true).map_err(err)?);
-    }
-    let mut listeners = Vec::with_capacity(shards.len());
-    for (l, h) in std_listeners.into_iter().zip(shards.handles()) {
-        let _in_shard = h.enter();
-        listeners.push(TcpListener::from_std(l).map_err(err)?);
-    }
-    Ok(Some(ShardListeners {
-        addr: bound,
-        listeners,
-    }))
-}
-
-/// Accepts on every shard's listener; connections are served on the shard that accepted
-/// them.
-fn spawn_accept<F, Fut>(
-    proxy: &Arc<Proxy>,
-    shards: &Shards,
-    what: &'static str,
-    ls: ShardListeners,
-    handle: F,
-) where
-    F: Fn(Arc<Proxy>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    for (listener, rt) in ls.listeners.into_iter().zip(shards.handles()) {
-        let p = proxy.clone();
-        let handle = handle.clone();
-        rt.spawn(proxy.tracker.track_future(async move {
-            loop {
-                let (sock, peer) = tokio::select! {
-                    c = accept(&listener, what) => c,
-                    _ = p.stop_accept.cancelled() => return,
-                };
-                if let Err(e) = sockets::tune(&sock) {
-                    tracing::debug!(%peer, error = %e, "socket options not set");
-                }
-                p.tracker.spawn(handle(p.clone(), sock, peer));
-            }
-        }));
     }
 }

@@ -25,6 +25,10 @@ pub enum RedirectMode {
     Off,
     /// Load and drive the TC programs of `ebpf/` in the node network namespace.
     Ebpf,
+    /// In-pod: listeners, sockets and capture inside each enrolled pod's network
+    /// namespace, handed over by the node's CNI plugin (`crate::inpod`, docs/inpod.md).
+    #[value(name = "inpod")]
+    InPod,
 }
 
 #[derive(Debug, thiserror::Error)]

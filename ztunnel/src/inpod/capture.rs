@@ -1,0 +1,128 @@
+//! The pods' capture programs (`meshwork-redirect`, in-pod mode), driven from async code:
+//! every call runs on the blocking pool (BPF syscalls, netlink and `setns` into the pod's
+//! namespace are blocking and must not hold a data-path thread).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use meshwork_redirect::{ensure_bpffs, Redirect, RedirectError, RedirectOptions};
+use meshwork_runtime::netns::NetNs;
+
+use super::records::PodRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("in-pod capture: {step}: {source}")]
+    Redirect {
+        step: &'static str,
+        source: RedirectError,
+    },
+    #[error("in-pod capture task failed: {0}")]
+    Task(String),
+}
+
+/// The loaded in-pod programs of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Capture {
+    inner: Arc<Mutex<Redirect>>,
+}
+
+fn step(step: &'static str) -> impl FnOnce(RedirectError) -> CaptureError {
+    move |source| CaptureError::Redirect { step, source }
+}
+
+impl Capture {
+    /// Mounts bpffs if needed, loads the programs (adopting the node's pinned maps and
+    /// pod links: capture stays in place across a ztunnel restart), and excludes the
+    /// node's own addresses (`node_ips`: never captured as destinations; as sources —
+    /// kubelet probes — they reach pods directly). Blocking.
+    pub fn load(opts: RedirectOptions, node_ips: &[IpAddr]) -> Result<Capture, CaptureError> {
+        let bpffs = opts
+            .pin_root
+            .parent()
+            .unwrap_or(Path::new("/sys/fs/bpf"))
+            .to_path_buf();
+        ensure_bpffs(&bpffs).map_err(step("mounting bpffs"))?;
+        let mut r = Redirect::load(opts).map_err(step("loading the programs"))?;
+        for ip in node_ips {
+            if let IpAddr::V4(v4) = ip {
+                r.exclude_destination(*v4)
+                    .map_err(step("excluding the node's addresses"))?;
+            }
+        }
+        Ok(Capture {
+            inner: Arc::new(Mutex::new(r)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Redirect) -> Result<T, CaptureError> + Send + 'static,
+    ) -> Result<T, CaptureError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut r = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut r)
+        })
+        .await
+        .map_err(|e| CaptureError::Task(e.to_string()))?
+    }
+
+    /// Attaches the pod's capture in its namespace and enrolls its IPv4 addresses.
+    pub async fn attach(&self, key: &str, netns: NetNs, rec: &PodRecord) -> Result<(), CaptureError> {
+        let key = key.to_string();
+        let ifname = rec.ifname.clone();
+        let ips: Vec<Ipv4Addr> = rec
+            .ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        self.with(move |r| {
+            r.attach_pod(&netns, &key, &ifname, &ips)
+                .map_err(step("attaching to the pod"))
+        })
+        .await
+    }
+
+    /// Removes the pod's capture (its namespace, when still open, is cleaned too).
+    pub async fn detach(&self, key: &str, netns: Option<NetNs>) -> Result<(), CaptureError> {
+        let key = key.to_string();
+        self.with(move |r| {
+            r.detach_pod(&key, netns.as_ref())
+                .map_err(step("detaching from the pod"))
+        })
+        .await
+    }
+
+    /// Removes the pinned capture of every pod not in `keep` (pods gone while no ztunnel
+    /// ran). Failures are logged.
+    pub async fn forget_others(&self, keep: &[String]) {
+        let keep = keep.to_vec();
+        let r = self
+            .with(move |r| {
+                let pinned = r.pinned_pods().map_err(step("listing pinned pods"))?;
+                for key in pinned.into_iter().filter(|k| !keep.contains(k)) {
+                    tracing::info!(%key, "removing the capture of a pod no longer on this node");
+                    if let Err(e) = r.detach_pod(&key, None) {
+                        tracing::warn!(%key, error = %e, "stale pod capture not removed");
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "stale pod captures not checked");
+        }
+    }
+
+    /// Counters of the programs (admin).
+    pub async fn stats(&self) -> Option<meshwork_redirect::RedirectStats> {
+        self.with(|r| r.stats().map_err(step("reading counters")))
+            .await
+            .ok()
+    }
+}
