@@ -61,15 +61,22 @@ impl LineServer {
                 path: what.into(),
                 source,
             })?;
+        Ok(Self::serve_listener(listener, tag))
+    }
+
+    /// Serves an already bound and listening socket (made non-blocking here), e.g. one
+    /// created with extra options (`SO_MARK`) inside a pod's namespace.
+    pub fn serve_listener(listener: TcpListener, tag: &str) -> Self {
+        let _ = listener.set_nonblocking(true);
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (acc, st, tag) = (accepted.clone(), stop.clone(), tag.to_string());
         let thread = std::thread::spawn(move || serve(listener, &tag, &acc, &st));
-        Ok(Self {
+        Self {
             accepted,
             stop,
             thread: Some(thread),
-        })
+        }
     }
 
     pub fn accepted(&self) -> Vec<Accepted> {

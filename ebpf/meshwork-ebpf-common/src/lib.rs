@@ -13,12 +13,28 @@ pub const MAP_CONFIG: &str = "MW_CONFIG";
 pub const MAP_EXCLUDED: &str = "MW_EXCLUDED";
 /// Name of the per-CPU counters array, indexed by the `STAT_*` constants.
 pub const MAP_STATS: &str = "MW_STATS";
+/// Name of the single-entry array holding the [`PodConfig`] of the in-pod programs.
+pub const MAP_POD_CONFIG: &str = "MW_POD_CONFIG";
 
 /// Name of the TC (TCX ingress) program attached to pod host-side veths and the uplink.
 pub const PROG_TC_INGRESS: &str = "mw_tc_ingress";
 /// Name of the TC (TCX egress) program: hairpins the node's own HBONE connections to a
 /// local enrolled pod back into ingress, so the node's ztunnel receives them.
 pub const PROG_TC_EGRESS: &str = "mw_tc_egress";
+
+/// Name of the in-pod TCX egress program (on a pod's `eth0`, inside the pod's network
+/// namespace): hairpins the pod's outbound TCP back into the same device's ingress with
+/// the capture mark.
+pub const PROG_POD_EGRESS: &str = "mw_pod_egress";
+/// Name of the in-pod TCX ingress program: hands hairpinned outbound SYNs to the in-pod
+/// outbound listener and inbound SYNs to the in-pod plaintext inbound listener.
+pub const PROG_POD_INGRESS: &str = "mw_pod_ingress";
+
+/// Default capture mark of the in-pod mode (a bit outside Cilium's `0x0F00` and upper 16
+/// bits, Calico's `0xffff0000` and kube-proxy's `0x4000`/`0x8000`).
+pub const DEFAULT_POD_CAPTURE_MARK: u32 = 0x0010;
+/// Default bypass mark of the in-pod mode (`SO_MARK` of the ztunnel's sockets in a pod).
+pub const DEFAULT_POD_BYPASS_MARK: u32 = 0x0020;
 
 /// Maximum number of enrolled pods per node.
 pub const MAX_ENROLLED: u32 = 16384;
@@ -52,7 +68,8 @@ pub const STAT_COUNT: u32 = 7;
 pub struct PodEntry {
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Reserved, zero.
+    /// Owner tag: 0 in node mode; in in-pod mode a 32-bit hash of the pod key that
+    /// enrolled the address (lets `detach_pod` unenroll a pod's addresses after a restart).
     pub reserved: u32,
 }
 
@@ -76,11 +93,24 @@ pub struct RedirectConfig {
     pub mark: u32,
 }
 
+/// Value of [`MAP_POD_CONFIG`] (index 0). Marks are bit masks: a packet carries a mark
+/// when `skb->mark & m == m`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PodConfig {
+    /// Set (OR-ed) by `mw_pod_egress` on hairpinned packets; the pod namespace's
+    /// `ip rule fwmark m/m` makes them local.
+    pub capture_mark: u32,
+    /// `SO_MARK` of the ztunnel's sockets in the pod: never captured on egress.
+    pub bypass_mark: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are repr(C), Copy, contain only integers and have no padding.
     unsafe impl aya::Pod for super::PodEntry {}
     unsafe impl aya::Pod for super::RedirectConfig {}
+    unsafe impl aya::Pod for super::PodConfig {}
 }
 
 #[cfg(test)]
@@ -91,6 +121,18 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<PodEntry>(), 8);
         assert_eq!(core::mem::size_of::<RedirectConfig>(), 16);
+        assert_eq!(core::mem::size_of::<PodConfig>(), 8);
+    }
+
+    #[test]
+    fn default_pod_marks_avoid_cni_and_kube_proxy_bits() {
+        for m in [DEFAULT_POD_CAPTURE_MARK, DEFAULT_POD_BYPASS_MARK] {
+            assert_eq!(m & 0x0F00, 0, "Cilium magic");
+            assert_eq!(m & 0xffff_0000, 0, "Calico / Cilium identity");
+            assert_eq!(m & 0xC000, 0, "kube-proxy");
+            assert_ne!(m, 0);
+        }
+        assert_eq!(DEFAULT_POD_CAPTURE_MARK & DEFAULT_POD_BYPASS_MARK, 0);
     }
 
     #[test]

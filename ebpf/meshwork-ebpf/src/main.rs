@@ -22,6 +22,17 @@
 //! pod, where nothing listens on 15008; it is turned around (destination MAC := the veth's
 //! own) and redirected into the veth's ingress, where `mw_tc_ingress` hands it to the
 //! HBONE listener like any other inbound HBONE connection.
+//!
+//! In-pod mode (`mw_pod_egress`, `mw_pod_ingress`): TCX on a pod's own `eth0`, inside the
+//! pod's network namespace, where the ztunnel has opened its listeners:
+//! * egress: the enrolled pod's outbound TCP (not carrying the bypass mark of the ztunnel's
+//!   own sockets, not to a node address) gets the capture mark and is redirected into the
+//!   same device's ingress (destination MAC := the device's own);
+//! * ingress: a packet with the capture mark is a hairpinned outbound one: its SYN is
+//!   assigned to the in-pod outbound listener, the rest passes (the pod namespace's
+//!   `fwmark` rule delivers it locally). An unmarked SYN to the enrolled pod (not from a
+//!   node address, not to the HBONE port) is assigned to the in-pod plaintext inbound
+//!   listener. A missing listener drops the SYN (fail closed).
 #![no_std]
 #![no_main]
 
@@ -36,7 +47,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use meshwork_ebpf_common::{
-    PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND, MAX_ENROLLED, MAX_EXCLUDED,
+    PodConfig, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND, MAX_ENROLLED, MAX_EXCLUDED,
     STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN,
     STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
@@ -49,6 +60,9 @@ static MW_EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(MAX_EXCLUDED, 0
 
 #[map]
 static MW_CONFIG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static MW_POD_CONFIG: Array<PodConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 static MW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -149,6 +163,117 @@ fn hairpin(ctx: &TcContext) -> Option<i32> {
     count(STAT_HAIRPIN);
     // SAFETY: plain helper call; returns TC_ACT_REDIRECT (== TCX_REDIRECT) on success.
     Some(unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32)
+}
+
+#[classifier]
+pub fn mw_pod_egress(ctx: TcContext) -> i32 {
+    match pod_egress(&ctx) {
+        Some(verdict) => verdict,
+        None => TCX_NEXT,
+    }
+}
+
+fn has_mark(mark: u32, bits: u32) -> bool {
+    bits != 0 && mark & bits == bits
+}
+
+fn pod_egress(ctx: &TcContext) -> Option<i32> {
+    let cfg = MW_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
+        return None;
+    }
+    let pod_cfg = MW_POD_CONFIG.get(0)?;
+    if pod_cfg.capture_mark == 0 {
+        return None;
+    }
+    // SAFETY: reading fields of the context's __sk_buff.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    // The ztunnel's own sockets in this namespace: no loops.
+    if has_mark(mark, pod_cfg.bypass_mark) {
+        return None;
+    }
+    let flow = parse(ctx)?;
+    let src = unsafe { MW_ENROLLED.get(&flow.saddr) }.copied()?;
+    if src.flags & FLAG_OUTBOUND == 0 {
+        return None;
+    }
+    // The node (kubelet, host-network pods) is reached directly, as in node mode; this
+    // also keeps the app's replies to uncaptured probes on the wire.
+    if unsafe { MW_EXCLUDED.get(&flow.daddr) }.is_some() {
+        return None;
+    }
+    // Addressed to the device itself, so ingress treats it as PACKET_HOST.
+    let src_mac: [u8; 6] = ctx.load(6).ok()?;
+    ctx.store(0, &src_mac, 0).ok()?;
+    ctx.set_mark(mark | pod_cfg.capture_mark);
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    count(STAT_HAIRPIN);
+    // SAFETY: plain helper call; returns TC_ACT_REDIRECT (== TCX_REDIRECT) on success.
+    Some(unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32)
+}
+
+#[classifier]
+pub fn mw_pod_ingress(ctx: TcContext) -> i32 {
+    match pod_ingress(&ctx) {
+        Some(verdict) => verdict,
+        None => TCX_NEXT,
+    }
+}
+
+fn pod_ingress(ctx: &TcContext) -> Option<i32> {
+    let cfg = MW_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
+        return None;
+    }
+    let pod_cfg = MW_POD_CONFIG.get(0)?;
+    if pod_cfg.capture_mark == 0 {
+        return None;
+    }
+    let flow = parse(ctx)?;
+    // SAFETY: reading a field of the context's __sk_buff.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if has_mark(mark, pod_cfg.capture_mark) {
+        // Hairpinned by mw_pod_egress (a mark never arrives from another namespace: the
+        // kernel scrubs it on the veth). The mark stays: the fwmark rule makes it local.
+        if !flow.syn {
+            count(STAT_MARKED);
+            return Some(TCX_PASS);
+        }
+        return Some(
+            match assign_listener(ctx, cfg.listener_addr, cfg.outbound_port) {
+                Ok(()) => {
+                    count(STAT_OUTBOUND_SYN);
+                    TCX_PASS
+                }
+                Err(reason) => {
+                    count(reason);
+                    TCX_DROP
+                }
+            },
+        );
+    }
+    let dst = unsafe { MW_ENROLLED.get(&flow.daddr) }.copied()?;
+    if dst.flags & FLAG_INBOUND == 0 || !flow.syn || flow.dport == cfg.hbone_port {
+        // Non-SYNs find their socket (the ztunnel's accepted one) by the normal lookup;
+        // HBONE goes to the in-pod 15008 listener, which is local.
+        return None;
+    }
+    // Node addresses (kubelet probes) reach the app directly.
+    if unsafe { MW_EXCLUDED.get(&flow.saddr) }.is_some() {
+        return None;
+    }
+    Some(
+        match assign_listener(ctx, cfg.listener_addr, cfg.inbound_port) {
+            Ok(()) => {
+                count(STAT_INBOUND_PLAIN_SYN);
+                TCX_PASS
+            }
+            Err(reason) => {
+                count(reason);
+                TCX_DROP
+            }
+        },
+    )
 }
 
 /// Ethernet + IPv4 + TCP; `None` for anything else (including non-first fragments).

@@ -44,6 +44,18 @@ pub enum RedirectError {
     Routing { args: String, reason: String },
     #[error("listing local addresses: {0}")]
     Addresses(std::io::Error),
+    #[error("pod {key}: {reason}")]
+    Pod { key: String, reason: String },
+    #[error("pod {key}: {source}")]
+    PodNetlink {
+        key: String,
+        source: crate::NetlinkError,
+    },
+    #[error("pod {key}: {source}")]
+    PodNetns {
+        key: String,
+        source: meshwork_runtime::netns::NetNsError,
+    },
     #[error("removing pins in {path}: {source}")]
     Teardown {
         path: PathBuf,

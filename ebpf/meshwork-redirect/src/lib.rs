@@ -6,10 +6,17 @@
 //! [`Redirect::enroll`] / [`Redirect::unenroll`] / [`Redirect::sync`]. Everything is pinned
 //! under `<pin_root>/<node>/`, so a restarted ztunnel adopts the attached programs and the
 //! enrolled set without detaching anything (see `ebpf/README.md`).
+//!
+//! In-pod mode (`docs/inpod.md`): [`Redirect::attach_pod`] attaches `mw_pod_egress` /
+//! `mw_pod_ingress` to a pod's own interface inside its network namespace and enrolls its
+//! addresses; [`Redirect::detach_pod`] undoes it; [`Redirect::pinned_pods`] lists the pods
+//! whose links are pinned (adoption after a restart).
 mod addrs;
 mod bpffs;
 mod error;
+mod netlink;
 mod options;
+mod pod;
 mod redirect;
 mod routing;
 
@@ -17,7 +24,9 @@ pub use addrs::local_ipv4_addresses;
 pub use bpffs::ensure_bpffs;
 pub use error::RedirectError;
 pub use meshwork_ebpf_common::{FLAG_ALL, FLAG_INBOUND, FLAG_OUTBOUND};
+pub use netlink::NetlinkError;
 pub use options::RedirectOptions;
+pub use pod::{install_pod_routing, remove_pod_routing};
 pub use redirect::{teardown, Redirect, RedirectStats};
 pub use routing::{install_local_routing, remove_local_routing, route_interface};
 

@@ -1,7 +1,9 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use meshwork_ebpf_common::RedirectConfig;
+use meshwork_ebpf_common::{
+    PodConfig, RedirectConfig, DEFAULT_POD_BYPASS_MARK, DEFAULT_POD_CAPTURE_MARK,
+};
 
 use crate::RedirectError;
 
@@ -25,8 +27,15 @@ pub struct RedirectOptions {
     pub mark: u32,
     /// Routing table holding `local 0.0.0.0/0 dev lo` (default 19799).
     pub table: u32,
-    /// Priority of the `fwmark` rule (default 100).
+    /// Priority of the `fwmark` rule (default 100); in-pod mode uses the same priority and
+    /// `table` inside each pod's namespace.
     pub rule_priority: u32,
+    /// In-pod mode: mark (bit mask) `mw_pod_egress` ORs into hairpinned packets; the pod
+    /// namespace's rule is `fwmark m/m` (default 0x10).
+    pub pod_capture_mark: u32,
+    /// In-pod mode: mark (bit mask) of the ztunnel's sockets in a pod (`SO_MARK`); packets
+    /// carrying it are never captured (default 0x20).
+    pub pod_bypass_mark: u32,
 }
 
 impl RedirectOptions {
@@ -42,6 +51,8 @@ impl RedirectOptions {
             mark: 0x4d57,
             table: 19799,
             rule_priority: 100,
+            pod_capture_mark: DEFAULT_POD_CAPTURE_MARK,
+            pod_bypass_mark: DEFAULT_POD_BYPASS_MARK,
         }
     }
 
@@ -85,6 +96,15 @@ impl RedirectOptions {
         if self.mark == 0 {
             return bad("mark", "must not be 0");
         }
+        if self.pod_capture_mark == 0 {
+            return bad("pod_capture_mark", "must not be 0");
+        }
+        if self.pod_bypass_mark == 0 {
+            return bad("pod_bypass_mark", "must not be 0");
+        }
+        if self.pod_capture_mark & self.pod_bypass_mark != 0 {
+            return bad("pod_bypass_mark", "must share no bit with pod_capture_mark");
+        }
         if self.table == 0 || (253..=255).contains(&self.table) {
             return bad("table", "must not be 0 or a reserved table (253-255)");
         }
@@ -100,6 +120,16 @@ impl RedirectOptions {
             hbone_port: self.hbone_port,
             enabled: 1,
             mark: self.mark,
+        }
+    }
+}
+
+impl RedirectOptions {
+    /// The in-pod map value the programs read.
+    pub(crate) fn pod_config(&self) -> PodConfig {
+        PodConfig {
+            capture_mark: self.pod_capture_mark,
+            bypass_mark: self.pod_bypass_mark,
         }
     }
 }
@@ -151,6 +181,17 @@ mod tests {
         o = RedirectOptions::new("n");
         o.mark = 0;
         assert!(o.validate().unwrap_err().to_string().contains("mark"));
+        o = RedirectOptions::new("n");
+        o.pod_bypass_mark = o.pod_capture_mark | 0x1;
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("pod_bypass_mark"), "{e}");
+        o = RedirectOptions::new("n");
+        o.pod_capture_mark = 0;
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("pod_capture_mark"));
         o = RedirectOptions::new("n");
         o.table = 254;
         assert!(o.validate().unwrap_err().to_string().contains("table"));

@@ -8,10 +8,10 @@ use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use meshwork_ebpf_common::{
-    PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_EXCLUDED, MAP_STATS,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN,
-    STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED, STAT_NO_LISTENER_DROP,
-    STAT_OUTBOUND_SYN,
+    PodConfig, PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_EXCLUDED,
+    MAP_POD_CONFIG, MAP_STATS, PROG_POD_EGRESS, PROG_POD_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS,
+    STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN,
+    STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
 use crate::options::{ip_key, key_ip};
@@ -41,15 +41,17 @@ pub struct RedirectStats {
 /// The loaded programs and maps of one node. Pins persist after drop: a later
 /// [`Redirect::load`] for the same node adopts them.
 pub struct Redirect {
-    opts: RedirectOptions,
-    ebpf: Ebpf,
-    enrolled: HashMap<MapData, u32, PodEntry>,
+    pub(crate) opts: RedirectOptions,
+    pub(crate) ebpf: Ebpf,
+    pub(crate) enrolled: HashMap<MapData, u32, PodEntry>,
     excluded: HashMap<MapData, u32, u8>,
     stats: PerCpuArray<MapData, u64>,
     /// Interface → pin directory of its links.
     attached: BTreeMap<String, PathBuf>,
     /// Interfaces attached because a pod is routed through them (see `sync_pods`).
     pod_interfaces: BTreeSet<String>,
+    /// In-pod mode: pods attached by this process (key → where and what).
+    pub(crate) pods: BTreeMap<String, crate::pod::PodState>,
 }
 
 impl Redirect {
@@ -75,11 +77,16 @@ impl Redirect {
                 reason: "not on a bpffs (call ensure_bpffs for its mount point)".into(),
             });
         }
-        let paths: Vec<(&'static str, PathBuf)> =
-            [MAP_ENROLLED, MAP_EXCLUDED, MAP_CONFIG, MAP_STATS]
-                .into_iter()
-                .map(|m| (m, dir.join(m)))
-                .collect();
+        let paths: Vec<(&'static str, PathBuf)> = [
+            MAP_ENROLLED,
+            MAP_EXCLUDED,
+            MAP_CONFIG,
+            MAP_POD_CONFIG,
+            MAP_STATS,
+        ]
+        .into_iter()
+        .map(|m| (m, dir.join(m)))
+        .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
@@ -93,11 +100,20 @@ impl Redirect {
         config
             .set(0, opts.config(), 0)
             .map_err(|e| RedirectError::map(MAP_CONFIG, e))?;
+        let mut pod_config: Array<MapData, PodConfig> = take(&mut ebpf, MAP_POD_CONFIG)?;
+        pod_config
+            .set(0, opts.pod_config(), 0)
+            .map_err(|e| RedirectError::map(MAP_POD_CONFIG, e))?;
         let enrolled = take(&mut ebpf, MAP_ENROLLED)?;
         let excluded = take(&mut ebpf, MAP_EXCLUDED)?;
         let stats = take(&mut ebpf, MAP_STATS)?;
 
-        for (_, _, name) in DIRECTIONS {
+        for name in [
+            PROG_TC_INGRESS,
+            PROG_TC_EGRESS,
+            PROG_POD_INGRESS,
+            PROG_POD_EGRESS,
+        ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|e| RedirectError::program(name, e))?;
@@ -111,8 +127,10 @@ impl Redirect {
             stats,
             attached: BTreeMap::new(),
             pod_interfaces: BTreeSet::new(),
+            pods: BTreeMap::new(),
         };
         me.adopt_pinned_links()?;
+        me.adopt_pinned_pods()?;
         Ok(me)
     }
 
@@ -155,7 +173,11 @@ impl Redirect {
         Ok(())
     }
 
-    fn replace_program(&mut self, path: &Path, program: &'static str) -> Result<(), RedirectError> {
+    pub(crate) fn replace_program(
+        &mut self,
+        path: &Path,
+        program: &'static str,
+    ) -> Result<(), RedirectError> {
         let link_err = |reason: String| RedirectError::Link {
             path: path.to_path_buf(),
             reason,
@@ -186,11 +208,8 @@ impl Redirect {
         if interface.is_empty() || interface.contains('/') || interface.starts_with('.') {
             return Err(attach_err("invalid interface name".into()));
         }
-        let sysctl = PathBuf::from("/proc/sys/net/ipv4/conf")
-            .join(interface)
-            .join("accept_local");
-        std::fs::write(&sysctl, b"1")
-            .map_err(|e| attach_err(format!("{}: {e}", sysctl.display())))?;
+        // Through rtnetlink, not /proc/sys (read-only in a non-privileged container).
+        crate::netlink::set_accept_local(interface, true).map_err(|e| attach_err(e.to_string()))?;
         let dir = self.opts.pin_dir();
         for (prefix, attach_type, program) in DIRECTIONS {
             let path = dir.join(format!("{prefix}{interface}"));
@@ -413,7 +432,7 @@ where
     T::try_from(map).map_err(|e| RedirectError::map(name, e))
 }
 
-fn classifier<'a>(
+pub(crate) fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, RedirectError> {

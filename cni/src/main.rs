@@ -1,0 +1,187 @@
+//! `meshwork-cni`: run by the container runtime (CNI_COMMAND set) it is the chained CNI
+//! plugin; run by hand (or by the DaemonSet's init container) it installs or removes
+//! itself on the node.
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use meshwork_cni::{agent, install, plugin};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    name = "meshwork-cni",
+    about = "Meshwork's chained CNI plugin: hands each new pod's network namespace to the node's ztunnel. Without CNI_COMMAND: install or remove it on a node."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Copy this binary into the CNI bin directory and add the plugin at the end of the
+    /// node's primary network configuration list (idempotent).
+    Install {
+        #[arg(long, default_value = "/host/opt/cni/bin")]
+        cni_bin_dir: PathBuf,
+        #[arg(long, default_value = "/host/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
+        /// The ztunnel's node-agent socket as the host sees it.
+        #[arg(long)]
+        agent_socket: Option<String>,
+        /// Namespaces whose pods are never handed to the ztunnel (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        exclude_namespaces: Option<Vec<String>>,
+        #[arg(long)]
+        timeout_seconds: Option<u64>,
+        /// Where the plugin logs its decisions on the host.
+        #[arg(long)]
+        log_file: Option<String>,
+        /// Keep running and re-apply whenever the configuration changes (e.g. a network
+        /// plugin's agent rewrites its list); check every `--interval` seconds.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
+    /// Remove the plugin from every network configuration list of the directory and its
+    /// binary (idempotent).
+    Uninstall {
+        #[arg(long, default_value = "/host/opt/cni/bin")]
+        cni_bin_dir: PathBuf,
+        #[arg(long, default_value = "/host/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
+    },
+}
+
+fn main() {
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(cni_main());
+    }
+    if let Err(e) = tool_main() {
+        eprintln!("meshwork-cni: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The plugin: result or error JSON on stdout, exit 0 or 1.
+fn cni_main() -> i32 {
+    let env = plugin::CniEnv::from_env();
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    let peek: Option<Value> = serde_json::from_slice(&stdin).ok();
+    let log_file = peek
+        .as_ref()
+        .and_then(|v| v.get("logFile")?.as_str().map(PathBuf::from));
+    let version = peek
+        .as_ref()
+        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+        .filter(|v| plugin::SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| "1.0.0".to_string());
+    let mut log = |line: &str| {
+        if let Some(path) = &log_file {
+            append_log(path, line);
+        }
+    };
+    let send: plugin::Sender<'_> = &agent::send;
+    let out = match read {
+        Err(e) => Err(plugin::CniFailure::new(
+            plugin::code::IO_FAILURE,
+            format!("reading the configuration on stdin: {e}"),
+        )),
+        Ok(_) => plugin::run(&env, &stdin, send, &mut log),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match out {
+        Ok(Some(v)) => {
+            let _ = writeln!(stdout, "{v}");
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            log(&format!("{} failed: {e}", env.command));
+            let _ = writeln!(stdout, "{}", e.to_json(&version));
+            1
+        }
+    }
+}
+
+fn append_log(path: &Path, line: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(mut f) = f {
+        let _ = writeln!(
+            f,
+            "{}.{:03} meshwork-cni[{}] {line}",
+            now.as_secs(),
+            now.subsec_millis(),
+            std::process::id()
+        );
+    }
+}
+
+fn tool_main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Install {
+            cni_bin_dir,
+            cni_conf_dir,
+            agent_socket,
+            exclude_namespaces,
+            timeout_seconds,
+            log_file,
+            watch,
+            interval,
+        } => {
+            let settings = install::PluginSettings {
+                agent_socket,
+                exclude_namespaces,
+                timeout_seconds,
+                log_file,
+            };
+            let own = std::env::current_exe().context("locating this binary")?;
+            let apply = || -> anyhow::Result<()> {
+                let r = install::install(&own, &cni_bin_dir, &cni_conf_dir, &settings)?;
+                if r.config_changed {
+                    println!(
+                        "meshwork-cni: installed {} and added to {}",
+                        r.binary.display(),
+                        r.config.as_deref().unwrap_or(Path::new("-")).display()
+                    );
+                }
+                Ok(())
+            };
+            if !watch {
+                apply()?;
+                println!("meshwork-cni: installed");
+                return Ok(());
+            }
+            // Re-apply on every change of the directory (polled: works on any filesystem,
+            // including hostPath mounts where inotify may miss the host's writes).
+            loop {
+                if let Err(e) = apply() {
+                    eprintln!("meshwork-cni: {e:#}");
+                }
+                std::thread::sleep(Duration::from_secs(interval.max(1)));
+            }
+        }
+        Cmd::Uninstall {
+            cni_bin_dir,
+            cni_conf_dir,
+        } => {
+            let r = install::uninstall(&cni_bin_dir, &cni_conf_dir)?;
+            match r.config {
+                Some(c) => println!("meshwork-cni: removed from {}", c.display()),
+                None => println!("meshwork-cni: not in any configuration"),
+            }
+            Ok(())
+        }
+    }
+}
