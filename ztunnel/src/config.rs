@@ -186,10 +186,20 @@ pub struct Config {
     /// restarted ztunnel finds the pods again (a hostPath).
     #[arg(long, env = "MESHWORK_INPOD_STATE_DIR", default_value = "/var/run/meshwork/pods")]
     pub inpod_state_dir: PathBuf,
+    /// `--redirect inpod`: the container runtime's directory of pod network namespaces
+    /// (containerd, CRI-O: `/var/run/netns`), scanned for captured pods that were never
+    /// handed over (pods older than the mesh, lost records). Empty: no scan.
+    #[arg(long, env = "MESHWORK_INPOD_NETNS_DIR", default_value = "/var/run/netns")]
+    pub inpod_netns_dir: PathBuf,
     /// `--redirect inpod`: how long a CNI ADD waits for the pod to appear in the config
     /// before failing (the runtime then retries).
     #[arg(long, env = "MESHWORK_INPOD_ENROLL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub inpod_enroll_timeout: Duration,
+    /// `--redirect inpod`: the node's own addresses (the chart passes `status.hostIPs`):
+    /// never captured as destinations; as sources (kubelet probes) they reach pods
+    /// directly, as in Istio.
+    #[arg(long = "node-ip", env = "MESHWORK_NODE_IPS", value_delimiter = ',')]
+    pub node_ips: Vec<std::net::IpAddr>,
 
     /// Data-path threads, each a single-threaded runtime with its own listeners (shared
     /// with SO_REUSEPORT) and HBONE pool, so a connection never changes thread. 0: one per

@@ -35,11 +35,7 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr, scope: 
                 .unwrap_or(local.ip())
         };
         // An in-pod listener serves its own pod only.
-        match cur
-            .state
-            .local_workload_by_ip(pod_ip)
-            .filter(|_| scope.owns(pod_ip))
-        {
+        match scope.local_workload(&cur.state, pod_ip) {
             Some(w) => match cur.state.identity(w) {
                 Ok(id) => id,
                 Err(e) => {
@@ -113,11 +109,7 @@ impl ConnectHandler for Inbound {
             return;
         };
         let cur = proxy.current();
-        let local = cur
-            .state
-            .local_workload_by_ip(dst.ip())
-            .filter(|_| self.scope.owns(dst.ip()));
-        let Some(w) = local else {
+        let Some(w) = self.scope.local_workload(&cur.state, dst.ip()) else {
             refuse(
                 &mut rec,
                 StatusCode::BAD_REQUEST,

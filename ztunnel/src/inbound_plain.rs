@@ -36,11 +36,7 @@ pub async fn handle(
     };
     let cur = proxy.current();
     // An in-pod listener serves its own pod only.
-    let local = cur
-        .state
-        .local_workload_by_ip(dst.ip())
-        .filter(|_| scope.owns(dst.ip()));
-    let Some(w) = local.cloned() else {
+    let Some(w) = scope.local_workload(&cur.state, dst.ip()).cloned() else {
         tracing::warn!(%peer, %dst, "plaintext inbound: destination is not a workload on this node");
         rec.decision = "deny: not a local workload".into();
         proxy.access.log(&rec);

@@ -18,6 +18,7 @@ mod copy;
 pub use meshwork_metrics::exposition;
 pub mod inbound;
 pub mod inbound_plain;
+pub mod inpod;
 mod listeners;
 pub mod metrics;
 pub mod outbound;

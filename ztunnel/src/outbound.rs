@@ -94,12 +94,18 @@ fn source_workload(
     cur: &crate::proxy::Current,
     peer: SocketAddr,
     entry: Entry<'_>,
+    scope: &Scope,
 ) -> Result<Workload, OutboundError> {
     let st = &cur.state;
     if let Some(name) = entry.username() {
         return named_source(st, proxy.cfg.redirect, name).cloned();
     }
-    let w = if let Some(w) = st.workload_by_ip(peer.ip()) {
+    let w = if scope.pod_scope().is_some() {
+        // In a pod's namespace the source is that pod (checked by the listener).
+        scope
+            .local_workload(st, peer.ip())
+            .ok_or(OutboundError::NoSource { peer })?
+    } else if let Some(w) = st.workload_by_ip(peer.ip()) {
         w
     } else if let Some(w) = proxy
         .cfg
@@ -175,7 +181,7 @@ pub async fn open(
         ..Default::default()
     };
     let cur = proxy.current();
-    let src = match source_workload(proxy, &cur, peer, entry) {
+    let src = match source_workload(proxy, &cur, peer, entry, scope) {
         Ok(w) => w,
         Err(e) => return Err((e, rec)),
     };

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use meshwork_hbone::{DialFrom, SocketFactory};
 use meshwork_runtime::netns::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
+use meshwork_model::pb::config::Workload;
 use tokio::net::TcpSocket;
+
+use crate::state::State;
 
 /// An enrolled pod, as the sockets made for it see it.
 #[derive(Debug)]
@@ -71,6 +74,19 @@ impl Scope {
         match &self.0 {
             None => true,
             Some(p) => p.ips.contains(&ip),
+        }
+    }
+
+    /// The local workload owning `ip` as this scope sees it: in the node's namespace the
+    /// state's workload with that address; in a pod's, the pod itself (found by name: a
+    /// just-started pod's address may not be published yet) when `ip` is the pod's.
+    pub fn local_workload<'s>(&self, st: &'s State, ip: IpAddr) -> Option<&'s Workload> {
+        match &self.0 {
+            None => st.local_workload_by_ip(ip),
+            Some(p) if p.ips.contains(&ip) => {
+                st.workload_by_ref(&p.pod).filter(|w| st.is_local(w))
+            }
+            Some(_) => None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::proxy::{LogControl, Proxy};
 use crate::scope::Scope;
 use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
 use crate::shards::Shards;
+use crate::inpod::{serve_agent, Capture, CaptureError, InPod, InPodError, InPodSettings};
 use crate::listeners::{bind_shards, spawn_accept};
 use crate::{inbound, inbound_plain, outbound, sockets, socks5};
 
@@ -37,6 +38,12 @@ pub enum StartError {
     RedirectTask(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    InPod(#[from] InPodError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("--cni-socket: {0}")]
+    Agent(#[from] meshwork_cni::agent::AgentError),
 }
 
 /// Addresses the listeners actually bound (ports resolved when 0 was asked).
@@ -64,6 +71,7 @@ pub struct Deps {
 pub struct Ztunnel {
     pub addrs: BoundAddrs,
     proxy: Arc<Proxy>,
+    inpod: Option<Arc<InPod>>,
     stop_admin: CancellationToken,
     /// Declared last: dropped (data-path threads stopped) after everything else.
     _shards: Shards,
@@ -113,20 +121,24 @@ impl Ztunnel {
 
         // With the redirection, a new ztunnel takes over the node's listeners while the old
         // one drains (SO_REUSEPORT; see `redirect`): no window without a listener.
-        let share = cfg.redirect == RedirectMode::Ebpf;
+        let share = cfg.redirect != RedirectMode::Off;
         let node = Scope::node();
-        let outbound = bind_shards("outbound", cfg.outbound_addr, true, share, shards.handles(), &node)?;
+        // In-pod mode opens the data listeners in each enrolled pod's namespace
+        // (`crate::inpod`), never in its own.
+        let inpod_mode = cfg.redirect == RedirectMode::InPod;
+        let own = |l: Listen| if inpod_mode { Listen(None) } else { l };
+        let outbound = bind_shards("outbound", own(cfg.outbound_addr), true, share, shards.handles(), &node)?;
         let socks = bind_shards("socks5", cfg.socks5_addr, false, share, shards.handles(), &node)?;
         let plain = bind_shards(
             "inbound plaintext",
-            cfg.inbound_plain_addr,
+            own(cfg.inbound_plain_addr),
             true,
             share,
             shards.handles(),
             &node,
         )?;
         let mut hbone = Vec::new();
-        for a in &cfg.hbone_addrs {
+        for a in cfg.hbone_addrs.iter().filter(|_| !inpod_mode) {
             hbone.extend(bind_shards(
                 "hbone",
                 Listen(Some(*a)),
@@ -172,6 +184,11 @@ impl Ztunnel {
                 p.apply(snap);
             }
         });
+        let inpod = if inpod_mode {
+            Some(start_inpod(&cfg, &proxy, &shards, &stop_admin).await?)
+        } else {
+            None
+        };
 
         if let Some(ls) = outbound {
             let addr = ls.addr;
@@ -245,9 +262,15 @@ impl Ztunnel {
         Ok(Ztunnel {
             addrs,
             proxy,
+            inpod,
             stop_admin,
             _shards: shards,
         })
+    }
+
+    /// The in-pod pods (`--redirect inpod`).
+    pub fn inpod(&self) -> Option<&Arc<InPod>> {
+        self.inpod.as_ref()
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -339,4 +362,34 @@ impl Ztunnel {
         self.stop_admin.cancel();
         tracing::info!("drained");
     }
+}
+
+/// `--redirect inpod`: loads the pods' capture programs, re-opens the recorded pods,
+/// follows the config and serves the node-agent socket.
+async fn start_inpod(
+    cfg: &Config,
+    proxy: &Arc<Proxy>,
+    shards: &Shards,
+    stop: &CancellationToken,
+) -> Result<Arc<InPod>, StartError> {
+    let opts = redirect_options(cfg)?;
+    let any = |port| Listen(Some(SocketAddr::from(([0, 0, 0, 0], port))));
+    let settings = InPodSettings {
+        outbound: any(opts.outbound_port),
+        inbound_plain: any(opts.inbound_port),
+        hbone: any(opts.hbone_port),
+        bypass_mark: opts.pod_bypass_mark,
+        enroll_timeout: cfg.inpod_enroll_timeout,
+        state_dir: cfg.inpod_state_dir.clone(),
+        netns_dir: cfg.inpod_netns_dir.clone(),
+    };
+    let node_ips = cfg.node_ips.clone();
+    let capture = tokio::task::spawn_blocking(move || Capture::load(opts, &node_ips))
+        .await
+        .map_err(|e| StartError::RedirectTask(e.to_string()))??;
+    let inpod = InPod::start(proxy.clone(), shards.handles().to_vec(), settings, capture).await?;
+    inpod.follow(stop.clone());
+    let server = meshwork_cni::agent::AgentServer::bind(&cfg.cni_socket)?;
+    tokio::spawn(serve_agent(server, inpod.clone(), stop.clone()));
+    Ok(inpod)
 }

@@ -20,7 +20,7 @@ mod pod;
 mod redirect;
 mod routing;
 
-pub use addrs::local_ipv4_addresses;
+pub use addrs::{interface_ipv4_addresses, local_ipv4_addresses};
 pub use bpffs::ensure_bpffs;
 pub use error::RedirectError;
 pub use meshwork_ebpf_common::{FLAG_ALL, FLAG_INBOUND, FLAG_OUTBOUND};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use meshwork_cni::agent::{parse_cidr, AddRequest, AgentReply, AgentRequest, AgentServer, Incoming};
 use tokio_util::sync::CancellationToken;
 
+use super::records::key_of;
 use super::{Added, InPod, PodRecord};
 
 /// Serves `server` until `stop`.
@@ -53,6 +54,7 @@ fn record(req: &AddRequest) -> Result<PodRecord, String> {
         namespace: req.pod.namespace.clone(),
         name: req.pod.name.clone(),
         uid: req.pod.uid.clone(),
+        container_id: req.container_id.clone(),
         netns: PathBuf::from(&req.netns),
         ifname: req.ifname.clone(),
         ips,
@@ -75,12 +77,9 @@ async fn handle(inpod: &InPod, mut incoming: Incoming) {
             },
         },
         AgentRequest::Del(req) => {
-            let key = if req.pod.uid.is_empty() {
-                pod.clone()
-            } else {
-                req.pod.uid.clone()
-            };
-            inpod.del(&key).await;
+            inpod
+                .del(&key_of(&req.pod.namespace, &req.pod.name), &req.container_id)
+                .await;
             AgentReply::Removed
         }
     };

@@ -11,6 +11,7 @@
 
 mod agent;
 mod capture;
+mod discover;
 mod records;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,9 @@ pub struct InPodSettings {
     pub enroll_timeout: Duration,
     /// Where pod records are kept (a hostPath).
     pub state_dir: PathBuf,
+    /// The runtime's netns directory, scanned for captured pods never handed over (empty:
+    /// no scan).
+    pub netns_dir: PathBuf,
 }
 
 struct Pod {
@@ -173,9 +177,24 @@ impl InPod {
         Ok(Added::Enrolled)
     }
 
-    /// CNI DEL: capture off, listeners closed, the pod forgotten. Missing pods are fine.
-    pub async fn del(&self, key: &str) {
-        let old = self.pods.lock().await.remove(key);
+    /// CNI DEL of sandbox `container_id`: capture off, listeners closed, the pod
+    /// forgotten. Missing pods are fine; a DEL of another sandbox of the pod than the one
+    /// handed over last changes nothing.
+    pub async fn del(&self, key: &str, container_id: &str) {
+        let old = {
+            let mut pods = self.pods.lock().await;
+            match pods.get(key) {
+                Some(p)
+                    if !p.rec.container_id.is_empty()
+                        && !container_id.is_empty()
+                        && p.rec.container_id != container_id =>
+                {
+                    tracing::info!(pod = %p.rec.pod_ref(), %container_id, "DEL of an older sandbox; kept");
+                    return;
+                }
+                _ => pods.remove(key),
+            }
+        };
         if let Some(p) = old {
             tracing::info!(pod = %p.rec.pod_ref(), "pod removed");
             self.disable(key, p).await;
@@ -190,6 +209,7 @@ impl InPod {
     /// as they are (a DEL is coming, or the pod is not published yet).
     pub async fn reconcile(&self) {
         let mut pods = self.pods.lock().await;
+        self.discover(&mut pods).await;
         for (key, p) in pods.iter_mut() {
             let Some(captured) = self.decision(&p.rec.pod_ref()) else {
                 continue;
@@ -222,6 +242,52 @@ impl InPod {
                 }
             }
         });
+    }
+
+    /// Adds the captured local workloads that no known pod is, found in the runtime's
+    /// netns directory (`discover`).
+    async fn discover(&self, pods: &mut BTreeMap<String, Pod>) {
+        if self.settings.netns_dir.as_os_str().is_empty() {
+            return;
+        }
+        let wanted: Vec<discover::Wanted> = {
+            let cur = self.proxy.current();
+            cur.state
+                .local_workloads()
+                .filter(|w| w.captured && !w.addresses.is_empty())
+                .filter(|w| !pods.contains_key(&records::key_of(&w.namespace, &w.name)))
+                .map(|w| discover::Wanted {
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                    uid: w.uid.clone(),
+                    ips: w.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                })
+                .collect()
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        let dir = self.settings.netns_dir.clone();
+        let found = match tokio::task::spawn_blocking(move || discover::scan(&dir, &wanted)).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "netns scan failed");
+                return;
+            }
+        };
+        for (rec, netns) in found {
+            if let Err(e) = self.records.save(&rec) {
+                tracing::warn!(error = %e, "pod record not saved");
+            }
+            pods.insert(
+                rec.key(),
+                Pod {
+                    rec,
+                    netns,
+                    active: None,
+                },
+            );
+        }
     }
 
     /// Whether the config captures `pod` (`namespace/name`) on this node; `None` when the

@@ -16,19 +16,20 @@ pub struct PodRecord {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The sandbox the CNI plugin named (empty for a pod found by a scan): a DEL of
+    /// another sandbox of the same pod leaves this one alone.
+    #[serde(default)]
+    pub container_id: String,
     pub netns: PathBuf,
     pub ifname: String,
     pub ips: Vec<IpAddr>,
 }
 
 impl PodRecord {
-    /// The pod's key: its uid, else `namespace/name`.
+    /// The pod's key (`<namespace>.<name>`: a namespace has no dot, so it is unique), the
+    /// same whether the pod was handed over or found by a scan.
     pub fn key(&self) -> String {
-        if self.uid.is_empty() {
-            format!("{}/{}", self.namespace, self.name)
-        } else {
-            self.uid.clone()
-        }
+        key_of(&self.namespace, &self.name)
     }
 
     /// `namespace/name`.
@@ -51,7 +52,12 @@ pub struct Records {
     dir: PathBuf,
 }
 
-/// A key as a file name: keys are uids or `namespace/name`; anything but
+/// The key of pod `namespace/name`.
+pub fn key_of(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+/// A key as a file name: anything but
 /// `[A-Za-z0-9-_.]` becomes `_`.
 fn file_name(key: &str) -> String {
     let s: String = key
@@ -130,6 +136,7 @@ mod tests {
             namespace: "shop".into(),
             name: "cart-1".into(),
             uid: uid.into(),
+            container_id: "c1".into(),
             netns: "/var/run/netns/cni-1234".into(),
             ifname: "eth0".into(),
             ips: vec!["10.244.1.5".parse().unwrap()],
@@ -141,18 +148,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mw-records-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let rs = Records::open(&dir).unwrap();
-        rs.save(&rec("uid-1")).unwrap();
         rs.save(&rec("")).unwrap();
+        // The same pod again (a new sandbox): one record, the last.
+        rs.save(&rec("uid-1")).unwrap();
+        let mut other = rec("uid-2");
+        other.name = "../../etc/x".into();
+        rs.save(&other).unwrap();
         fs::write(dir.join("junk.json"), b"{not json").unwrap();
         let got = rs.load().unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].key(), "shop/cart-1");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], other);
         assert_eq!(got[1], rec("uid-1"));
         assert!(!dir.join("junk.json").exists());
-        // A key with a slash is one file, not a directory.
-        assert!(dir.join("shop_cart-1.json").exists());
-        rs.remove("uid-1");
-        rs.remove("shop/cart-1");
+        // A name with slashes is one file inside the directory, not a path out of it.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        rs.remove(&key_of("shop", "cart-1"));
+        rs.remove(&other.key());
         assert!(rs.load().unwrap().is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
