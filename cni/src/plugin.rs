@@ -242,7 +242,7 @@ pub fn target(args: &BTreeMap<String, String>, exclude: &[String]) -> Target {
     let (Some(namespace), Some(name)) = (get("K8S_POD_NAMESPACE"), get("K8S_POD_NAME")) else {
         return Target::NotKubernetes;
     };
-    if exclude.iter().any(|e| *e == namespace) {
+    if exclude.contains(&namespace) {
         return Target::Excluded(namespace);
     }
     Target::Pod(PodRef {
@@ -548,13 +548,16 @@ mod tests {
         assert!(parse_args("a=b;c").unwrap_err().msg.contains("\"c\""));
     }
 
-    struct Calls(RefCell<Vec<(AgentRequest, bool)>>);
+    /// A request the stand-in agent got, and whether a descriptor came with it.
+    type Call = (AgentRequest, bool);
+
+    struct Calls(RefCell<Vec<Call>>);
 
     fn run_with(
         e: &CniEnv,
         stdin: &str,
         reply: Result<AgentReply, fn(&std::path::Path) -> AgentError>,
-    ) -> (Result<Option<Value>, CniFailure>, Vec<(AgentRequest, bool)>) {
+    ) -> (Result<Option<Value>, CniFailure>, Vec<Call>) {
         let calls = Calls(RefCell::new(Vec::new()));
         let send = |p: &std::path::Path,
                     r: &AgentRequest,

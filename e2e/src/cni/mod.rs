@@ -74,7 +74,9 @@ pub struct Attachment {
 #[derive(Clone, Debug)]
 pub struct CniNetwork {
     pub conf: ConfList,
-    /// Directory of the plugin executables (`CNI_PATH`).
+    /// Directories of the plugin executables (`CNI_PATH`): one directory, or several
+    /// joined by `:` (searched in order, as libcni does; e.g. a test's own plugin in front
+    /// of Debian's).
     pub cni_path: PathBuf,
     /// Named namespace the runtime (and so every plugin) runs in.
     pub runtime_netns: String,
@@ -205,7 +207,7 @@ impl CniNetwork {
                 index: i,
             })?
             .to_string();
-        let path = self.cni_path.join(&plugin);
+        let path = self.find_plugin(&plugin);
         let stdin = self.conf.plugin_config(i, prev).to_string();
         let mut cmd = Command::new(&path);
         cmd.env_clear()
@@ -266,6 +268,21 @@ impl CniNetwork {
             }),
             _ => Ok(Value::Null),
         }
+    }
+}
+
+impl CniNetwork {
+    /// The first `CNI_PATH` directory holding `plugin` (the first directory when none
+    /// does: the exec error then names that path).
+    fn find_plugin(&self, plugin: &str) -> PathBuf {
+        let dirs: Vec<PathBuf> = std::env::split_paths(&self.cni_path).collect();
+        dirs.iter()
+            .map(|d| d.join(plugin))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                dirs.first()
+                    .map_or_else(|| plugin.into(), |d| d.join(plugin))
+            })
     }
 }
 
