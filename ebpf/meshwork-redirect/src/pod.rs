@@ -41,10 +41,13 @@ fn owner_tag(key: &str) -> u32 {
 }
 
 fn check_key(key: &str) -> Result<(), RedirectError> {
-    if key.is_empty() || key.len() > 128 || key.contains('/') || key == "." || key == ".." {
+    // bpffs refuses a name with a dot (EPERM): the key names the pod's pin directory.
+    if key.is_empty() || key.len() > 128 || key.contains('/') || key.contains('.') {
         return Err(RedirectError::InvalidOption {
             field: "key",
-            reason: format!("{key:?}: must be a non-empty name without '/' (a pod uid)"),
+            reason: format!(
+                "{key:?}: must be a non-empty name without '/' or '.' (a pod uid; bpffs refuses dots)"
+            ),
         });
     }
     Ok(())
@@ -334,7 +337,7 @@ mod tests {
     #[test]
     fn keys_and_interfaces_are_checked_naming_the_pod() {
         assert!(check_key("0f1e-uid").is_ok());
-        for bad in ["", "a/b", ".", ".."] {
+        for bad in ["", "a/b", ".", "..", "shop.cart"] {
             assert!(check_key(bad).unwrap_err().to_string().contains("key"));
         }
         let e = check_ifname("uid-1", "../x").unwrap_err().to_string();

@@ -26,8 +26,8 @@ pub struct PodRecord {
 }
 
 impl PodRecord {
-    /// The pod's key (`<namespace>.<name>`: a namespace has no dot, so it is unique), the
-    /// same whether the pod was handed over or found by a scan.
+    /// The pod's key ([`key_of`]), the same whether the pod was handed over or found by a
+    /// scan.
     pub fn key(&self) -> String {
         key_of(&self.namespace, &self.name)
     }
@@ -52,9 +52,11 @@ pub struct Records {
     dir: PathBuf,
 }
 
-/// The key of pod `namespace/name`.
+/// The key of pod `namespace/name`: `<namespace>_<name>` with the name's dots as `_`. It
+/// names the pod's pin directory, and bpffs refuses names with a dot (`EPERM`); a pod
+/// name (DNS subdomain) and a namespace (DNS label) never hold `_`, so it is unique.
 pub fn key_of(namespace: &str, name: &str) -> String {
-    format!("{namespace}.{name}")
+    format!("{namespace}_{}", name.replace('.', "_"))
 }
 
 /// A key as a file name: anything but
@@ -141,6 +143,15 @@ mod tests {
             ifname: "eth0".into(),
             ips: vec!["10.244.1.5".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn keys_are_bpffs_names_and_unique() {
+        assert_eq!(key_of("shop", "cart-1"), "shop_cart-1");
+        assert_eq!(key_of("shop", "cart.v1.x"), "shop_cart_v1_x");
+        assert!(!key_of("a", "b.c").contains('.'));
+        assert_ne!(key_of("a", "b-c"), key_of("a-b", "c"));
+        assert_ne!(key_of("a", "b.c"), key_of("a", "b-c"));
     }
 
     #[test]
