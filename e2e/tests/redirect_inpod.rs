@@ -352,6 +352,11 @@ fn reload_adopts_pod_links_and_detach_leaves_the_pod_plain() {
     assert_eq!(r.pod_addresses(KEY).unwrap(), vec![app]);
     assert!(line(&c, "app", sa(server, 8080)).starts_with("outbound "));
     assert_eq!(outbound.accepted().len(), 2);
+    // What a restarted ztunnel does next: attach the pod again (same sandbox). The adopted
+    // links already run this loader's programs there: nothing to attach, no `EEXIST`.
+    r.attach_pod(&ns, KEY, "eth0", &[app]).unwrap();
+    assert!(line(&c, "app", sa(server, 8080)).starts_with("outbound "));
+    assert_eq!(outbound.accepted().len(), 3);
 
     // Detach knowing only the key and the namespace: links, enrollment, rule, route gone.
     r.detach_pod(KEY, Some(&ns)).unwrap();
@@ -360,7 +365,7 @@ fn reload_adopts_pod_links_and_detach_leaves_the_pod_plain() {
         got.starts_with(&format!("direct {server}:8080 {app}:")),
         "{got}"
     );
-    assert_eq!(outbound.accepted().len(), 2);
+    assert_eq!(outbound.accepted().len(), 3);
     assert!(r.pinned_pods().unwrap().is_empty());
     assert!(r.pod_addresses(KEY).unwrap().is_empty());
     assert!(!r.pods_pin_dir().join(KEY).exists());

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use aya::programs::links::FdLink;
 use aya::programs::tc::TcAttachOptions;
-use aya::programs::{LinkOrder, TcAttachType};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use meshwork_ebpf_common::{PodEntry, FLAG_ALL, MAP_ENROLLED, PROG_POD_EGRESS, PROG_POD_INGRESS};
 use meshwork_runtime::netns::NetNs;
 
@@ -120,11 +120,15 @@ impl Redirect {
             .map_err(nl_err)?;
 
         let dir = self.pods_pin_dir().join(key);
-        let attached = self.pods.get(key).is_some_and(|p| {
-            p.netns_inode == netns.inode()
-                && p.ifname == ifname
-                && POD_LINKS.iter().all(|(f, _, _)| dir.join(f).exists())
-        });
+        let pinned = POD_LINKS.iter().all(|(f, _, _)| dir.join(f).exists());
+        let attached = pinned
+            && match self.pods.get(key) {
+                Some(p) => p.netns_inode == netns.inode() && p.ifname == ifname,
+                // Links adopted at load (a restarted process): already ours on this
+                // interface when the pod's namespace is the one they hook. Attaching the
+                // same program again would fail (`EEXIST`).
+                None => self.ours_on(netns, key, ifname)?,
+            };
         if !attached {
             std::fs::create_dir_all(&dir).map_err(|source| RedirectError::PinDir {
                 path: dir.clone(),
@@ -190,6 +194,32 @@ impl Redirect {
             },
         );
         Ok(())
+    }
+
+    /// Whether both of this process's pod programs are attached (TCX) to `ifname` in
+    /// `netns`: after [`Redirect::load`] adopted a pod's pinned links (their programs
+    /// swapped for ours), they are, as long as the sandbox is the same.
+    fn ours_on(&mut self, netns: &NetNs, key: &str, ifname: &str) -> Result<bool, RedirectError> {
+        for (_, attach_type, program) in POD_LINKS {
+            let id = classifier(&mut self.ebpf, program)?
+                .info()
+                .map_err(|e| RedirectError::program(program, e))?
+                .id();
+            let found = netns
+                .run(|| SchedClassifier::query_tcx(ifname, attach_type))
+                .map_err(|source| RedirectError::PodNetns {
+                    key: key.to_string(),
+                    source,
+                })?;
+            // No such interface (a new sandbox) or no TCX there: not attached.
+            let Ok((_, progs)) = found else {
+                return Ok(false);
+            };
+            if !progs.iter().any(|p| p.id() == id) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Releases a pod: removes its pinned links (detaching the programs), unenrolls its
