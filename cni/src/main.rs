@@ -46,6 +46,12 @@ enum Cmd {
         watch: bool,
         #[arg(long, default_value_t = 5)]
         interval: u64,
+        /// With `--watch`: on SIGTERM or SIGINT, remove the plugin and its binary before
+        /// exiting, so the node's pods no longer wait for a ztunnel that is gone
+        /// (uninstall). During an upgrade the new installer puts it back within
+        /// `--interval`; pods started in between are found by the ztunnel's scan.
+        #[arg(long)]
+        uninstall_on_exit: bool,
     },
     /// Remove the plugin from every network configuration list of the directory and its
     /// binary (idempotent).
@@ -139,6 +145,7 @@ fn tool_main() -> anyhow::Result<()> {
             log_file,
             watch,
             interval,
+            uninstall_on_exit,
         } => {
             let settings = install::PluginSettings {
                 agent_socket,
@@ -165,11 +172,21 @@ fn tool_main() -> anyhow::Result<()> {
             }
             // Re-apply on every change of the directory (polled: works on any filesystem,
             // including hostPath mounts where inotify may miss the host's writes).
+            let signals = stop_signals::block()?;
             loop {
                 if let Err(e) = apply() {
                     eprintln!("meshwork-cni: {e:#}");
                 }
-                std::thread::sleep(Duration::from_secs(interval.max(1)));
+                if let Some(sig) = signals.wait(Duration::from_secs(interval.max(1))) {
+                    if uninstall_on_exit {
+                        let r = install::uninstall(&cni_bin_dir, &cni_conf_dir)?;
+                        println!(
+                            "meshwork-cni: signal {sig}: removed from {}",
+                            r.config.as_deref().unwrap_or(Path::new("-")).display()
+                        );
+                    }
+                    return Ok(());
+                }
             }
         }
         Cmd::Uninstall {
@@ -182,6 +199,43 @@ fn tool_main() -> anyhow::Result<()> {
                 None => println!("meshwork-cni: not in any configuration"),
             }
             Ok(())
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, blocked and waited for (no handler, no extra thread).
+mod stop_signals {
+    use std::time::Duration;
+
+    pub struct Signals(libc::sigset_t);
+
+    /// Blocks SIGTERM and SIGINT for the process (called before any other thread).
+    pub fn block() -> std::io::Result<Signals> {
+        // SAFETY: a zeroed sigset_t initialised by sigemptyset; pthread_sigmask on the
+        // only thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(Signals(set))
+        }
+    }
+
+    impl Signals {
+        /// The signal that arrived within `timeout`, if any.
+        pub fn wait(&self, timeout: Duration) -> Option<i32> {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as _,
+            };
+            // SAFETY: a valid, initialised set and timespec.
+            let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+            (sig > 0).then_some(sig)
         }
     }
 }
