@@ -173,7 +173,7 @@ pub struct Config {
     )]
     pub redirect_pin_root: PathBuf,
     /// skb mark of captured packets (pick bits your CNI does not use).
-    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x4d57", value_parser = crate::redirect::parse_mark)]
+    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x1000", value_parser = crate::redirect::parse_mark)]
     pub redirect_mark: u32,
     /// Routing table of the `local 0.0.0.0/0 dev lo` route for marked packets.
     #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
