@@ -15,6 +15,12 @@ ARG BPF_LINKER_VERSION=0.10.4
 # (what scripts/install-ebpf-toolchain.sh installs on a developer machine).
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS toolchain
 ARG BPF_LINKER_VERSION
+# The CNI plugin runs on the node, outside any image: it is linked statically (musl).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add x86_64-unknown-linux-musl
 RUN rustup toolchain install nightly --profile minimal --component rust-src \
     && cargo install --locked "bpf-linker@${BPF_LINKER_VERSION}" \
     && rm -rf /usr/local/cargo/registry
@@ -28,7 +34,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
         -p meshwork-controlplane -p meshwork-ztunnel -p meshwork-waypoint \
         -p meshwork-cli -p meshwork-testapp \
+    && cargo build --release --locked -p meshwork-cni --target x86_64-unknown-linux-musl \
     && mkdir -p /out \
+    && cp target/x86_64-unknown-linux-musl/release/meshwork-cni /out/ \
     && cp target/release/controlplane target/release/ztunnel target/release/waypoint \
           target/release/meshwork target/release/meshwork-testapp /out/
 
@@ -48,15 +56,17 @@ USER 65532:65532
 EXPOSE 15010 15014
 ENTRYPOINT ["/usr/local/bin/controlplane"]
 
-# ztunnel loads the TC programs and sets policy routing in the node's network namespace:
-# it runs as root with the capabilities the chart grants (NET_ADMIN, BPF, PERFMON) and
-# calls iproute2's `ip`.
+# ztunnel loads the TC programs (node mode: and sets policy routing with iproute2's `ip`
+# in the node's namespace; in-pod mode: rtnetlink in each pod's namespace): it runs as root
+# with the capabilities the chart grants. The same image carries the static CNI plugin,
+# which the chart's cni-installer container copies to the node.
 FROM runtime AS ztunnel
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends iproute2 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/ztunnel /usr/local/bin/ztunnel
+COPY --from=builder /out/meshwork-cni /usr/local/bin/meshwork-cni
 EXPOSE 15001 15006 15008 15020 15021
 ENTRYPOINT ["/usr/local/bin/ztunnel"]
 

@@ -46,6 +46,35 @@ enum Cmd {
         watch: bool,
         #[arg(long, default_value_t = 5)]
         interval: u64,
+        /// With `--watch`: on SIGTERM or SIGINT, remove the plugin and its binary before
+        /// exiting, so the node's pods no longer wait for a ztunnel that is gone
+        /// (uninstall). During an upgrade the new installer puts it back within
+        /// `--interval`; pods started in between are found by the ztunnel's scan.
+        #[arg(long)]
+        uninstall_on_exit: bool,
+        /// With `--uninstall-on-exit`: `<namespace>/<name>` of the DaemonSet this installer
+        /// belongs to. On a signal the Kubernetes API is asked whether it still exists:
+        /// only when it is gone or being deleted (an uninstall) is the plugin removed; on
+        /// a restart or an upgrade, or when the API cannot tell, everything stays (the
+        /// pods stay captured: fail closed). Without it every signal uninstalls.
+        #[arg(long)]
+        owner_daemonset: Option<String>,
+        /// Where the decision (`uninstall` or `restart`) is written for the ztunnel of the
+        /// same pod, which releases every pod's capture on `uninstall`.
+        #[arg(long)]
+        stop_decision_file: Option<PathBuf>,
+        /// CA of the API server (default: the service account's).
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+        )]
+        api_ca_file: PathBuf,
+        /// Token presented to the API server (default: the service account's).
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        )]
+        api_token_file: PathBuf,
     },
     /// Remove the plugin from every network configuration list of the directory and its
     /// binary (idempotent).
@@ -139,6 +168,11 @@ fn tool_main() -> anyhow::Result<()> {
             log_file,
             watch,
             interval,
+            uninstall_on_exit,
+            owner_daemonset,
+            stop_decision_file,
+            api_ca_file,
+            api_token_file,
         } => {
             let settings = install::PluginSettings {
                 agent_socket,
@@ -165,11 +199,32 @@ fn tool_main() -> anyhow::Result<()> {
             }
             // Re-apply on every change of the directory (polled: works on any filesystem,
             // including hostPath mounts where inotify may miss the host's writes).
+            let signals = stop_signals::block()?;
             loop {
                 if let Err(e) = apply() {
                     eprintln!("meshwork-cni: {e:#}");
                 }
-                std::thread::sleep(Duration::from_secs(interval.max(1)));
+                if let Some(sig) = signals.wait(Duration::from_secs(interval.max(1))) {
+                    let uninstalling = uninstall_on_exit
+                        && match owner_daemonset.as_deref() {
+                            None => true,
+                            Some(owner) => owner_gone(owner, &api_ca_file, &api_token_file),
+                        };
+                    if let Some(f) = &stop_decision_file {
+                        let decision = if uninstalling { "uninstall" } else { "restart" };
+                        write_decision(f, decision)?;
+                    }
+                    if uninstalling {
+                        let r = install::uninstall(&cni_bin_dir, &cni_conf_dir)?;
+                        println!(
+                            "meshwork-cni: signal {sig}: uninstalling, removed from {}",
+                            r.config.as_deref().unwrap_or(Path::new("-")).display()
+                        );
+                    } else {
+                        println!("meshwork-cni: signal {sig}: restart, the plugin stays");
+                    }
+                    return Ok(());
+                }
             }
         }
         Cmd::Uninstall {
@@ -184,4 +239,76 @@ fn tool_main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// SIGTERM and SIGINT, blocked and waited for (no handler, no extra thread).
+mod stop_signals {
+    use std::time::Duration;
+
+    pub struct Signals(libc::sigset_t);
+
+    /// Blocks SIGTERM and SIGINT for the process (called before any other thread).
+    pub fn block() -> std::io::Result<Signals> {
+        // SAFETY: a zeroed sigset_t initialised by sigemptyset; pthread_sigmask on the
+        // only thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(Signals(set))
+        }
+    }
+
+    impl Signals {
+        /// The signal that arrived within `timeout`, if any.
+        pub fn wait(&self, timeout: Duration) -> Option<i32> {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as _,
+            };
+            // SAFETY: a valid, initialised set and timespec.
+            let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+            (sig > 0).then_some(sig)
+        }
+    }
+}
+
+/// Whether the installer's DaemonSet (`namespace/name`) is gone or being deleted. Anything
+/// the API cannot answer counts as "still there": the plugin and the pods' capture stay.
+fn owner_gone(owner: &str, ca_file: &Path, token_file: &Path) -> bool {
+    let Some((ns, name)) = owner.split_once('/') else {
+        eprintln!("meshwork-cni: --owner-daemonset {owner:?}: expected <namespace>/<name>; keeping the plugin");
+        return false;
+    };
+    let Some(mut api) = meshwork_cni::owner::ApiServer::in_cluster() else {
+        eprintln!(
+            "meshwork-cni: not in a cluster (no KUBERNETES_SERVICE_HOST); keeping the plugin"
+        );
+        return false;
+    };
+    api.ca_file = ca_file.to_path_buf();
+    api.token_file = token_file.to_path_buf();
+    match api.daemonset(ns, name) {
+        Ok(meshwork_cni::owner::Owner::Gone) => true,
+        Ok(meshwork_cni::owner::Owner::Present) => false,
+        Err(e) => {
+            eprintln!("meshwork-cni: {e}; keeping the plugin");
+            false
+        }
+    }
+}
+
+fn write_decision(file: &Path, decision: &str) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, decision).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
 }

@@ -35,7 +35,9 @@ pub(crate) fn bind_shards(
     let Some(addr) = l.0 else { return Ok(None) };
     let err = |source| StartError::Bind { what, addr, source };
     let reuse_port = reuse_port || shards.len() > 1;
-    let first = scope.listen_std(addr, transparent, reuse_port).map_err(err)?;
+    let first = scope
+        .listen_std(addr, transparent, reuse_port)
+        .map_err(err)?;
     let bound = first.local_addr().map_err(err)?;
     let mut std_listeners = vec![first];
     for _ in 1..shards.len() {
