@@ -1,5 +1,5 @@
 //! HTTP endpoints: readiness (15021 `/healthz/ready`), metrics (15020 `/metrics`) and
-//! admin (15000 `/config_dump`, `/certs`, `/logging?level=`, `/redirect`).
+//! admin (15000 `/config_dump`, `/certs`, `/logging?level=`, `/redirect`, `/inpod`).
 //!
 //! Reading endpoints answer GET (and HEAD); the one that changes state, `/logging`, only
 //! POST, so a link, a redirect or a cross-site GET cannot change the process. Any other
@@ -64,7 +64,15 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(route(&proxy, endpoint, req)) }
+                async move {
+                    if matches!(endpoint, Endpoint::Admin)
+                        && req.uri().path() == "/inpod"
+                        && allowed(endpoint, "/inpod").contains(req.method())
+                    {
+                        return Ok::<_, Infallible>(json_resp(inpod(&proxy).await));
+                    }
+                    Ok::<_, Infallible>(route(&proxy, endpoint, req))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(sock), svc)
@@ -126,6 +134,14 @@ fn route(proxy: &Proxy, endpoint: Endpoint, req: Request<Incoming>) -> Resp {
             ),
         },
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n")),
+    }
+}
+
+/// `GET /inpod`: the pods handed over (`--redirect inpod`) and the capture counters.
+async fn inpod(proxy: &Proxy) -> serde_json::Value {
+    match proxy.inpod.get().and_then(std::sync::Weak::upgrade) {
+        Some(p) => p.status().await,
+        None => json!({ "mode": format!("{:?}", proxy.cfg.redirect).to_lowercase() }),
     }
 }
 
@@ -233,7 +249,14 @@ mod tests {
     #[test]
     fn only_post_changes_the_log_level_and_reads_are_get() {
         assert_eq!(allowed(Endpoint::Admin, "/logging"), &[Method::POST]);
-        for path in ["/config_dump", "/certs", "/redirect", "/metrics", "/nope"] {
+        for path in [
+            "/config_dump",
+            "/certs",
+            "/redirect",
+            "/inpod",
+            "/metrics",
+            "/nope",
+        ] {
             assert!(
                 !allowed(Endpoint::Admin, path).contains(&Method::POST),
                 "{path}"

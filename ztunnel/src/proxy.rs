@@ -50,6 +50,8 @@ pub struct Proxy {
     pub log_control: Option<LogControl>,
     /// The node's eBPF redirection (`--redirect ebpf`), set once at start.
     pub redirect: OnceLock<Arc<Redirector>>,
+    /// The in-pod pods (`--redirect inpod`), set once at start; weak: they hold the proxy.
+    pub inpod: OnceLock<std::sync::Weak<crate::inpod::InPod>>,
     applied: watch::Sender<u64>,
 }
 
@@ -83,6 +85,7 @@ impl Proxy {
             xds,
             log_control,
             redirect: OnceLock::new(),
+            inpod: OnceLock::new(),
             applied: watch::channel(0).0,
             cfg,
         }

@@ -409,6 +409,7 @@ async fn start_inpod(
         .await
         .map_err(|e| StartError::RedirectTask(e.to_string()))??;
     let inpod = InPod::start(proxy.clone(), shards.handles().to_vec(), settings, capture).await?;
+    let _ = proxy.inpod.set(Arc::downgrade(&inpod));
     inpod.follow(stop.clone());
     let server = meshwork_cni::agent::AgentServer::bind(&cfg.cni_socket)?;
     tokio::spawn(serve_agent(server, inpod.clone(), stop.clone()));

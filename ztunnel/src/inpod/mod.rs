@@ -488,8 +488,20 @@ impl InPod {
         }
     }
 
-    /// What `/inpod` on the admin endpoint shows.
+    /// What `/inpod` on the admin endpoint shows: the pods and the capture programs'
+    /// counters (shared by every pod of the node).
     pub async fn status(&self) -> serde_json::Value {
+        let stats = self.capture.stats().await.map(|s| {
+            json!({
+                "outbound_syn": s.outbound_syn,
+                "inbound_hbone_syn": s.inbound_hbone_syn,
+                "inbound_plain_syn": s.inbound_plain_syn,
+                "no_listener_drop": s.no_listener_drop,
+                "assign_failed": s.assign_failed,
+                "marked": s.marked,
+                "hairpin": s.hairpin,
+            })
+        });
         let pods = self.pods.lock().await;
         let list: Vec<_> = pods
             .iter()
@@ -503,7 +515,7 @@ impl InPod {
                 })
             })
             .collect();
-        json!({ "pods": list })
+        json!({ "mode": "inpod", "pods": list, "stats": stats })
     }
 
     /// The pod's addresses of `key` (tests, admin).
