@@ -298,13 +298,20 @@ impl Cluster {
 
     /// Starts a process inside a node or pod; stdout and stderr go to
     /// `<log_dir>/<label>.log`. It is killed when the cluster drops. Returns its pid.
-    pub fn spawn_in(
+    pub fn spawn_in(&self, target: &str, label: &str, cmd: Command) -> Result<u32, HarnessError> {
+        let netns = self.netns_of(target)?.to_string();
+        self.spawn_in_netns(&netns, label, cmd)
+    }
+
+    /// As [`Cluster::spawn_in`], in the named network namespace `netns` (e.g. a sandbox
+    /// made by [`Cluster::add_sandbox_netns`]).
+    pub fn spawn_in_netns(
         &self,
-        target: &str,
+        netns: &str,
         label: &str,
         mut cmd: Command,
     ) -> Result<u32, HarnessError> {
-        let netns = self.netns_of(target)?.to_string();
+        let target = netns;
         let log = self.log_dir.join(format!("{label}.log"));
         let file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
             path: log.clone(),
@@ -315,7 +322,7 @@ impl Cluster {
             source,
         })?;
         cmd.stdin(Stdio::null()).stdout(file).stderr(err);
-        netns::enter_before_exec(&mut cmd, &netns)?;
+        netns::enter_before_exec(&mut cmd, netns)?;
         let child = cmd.spawn().map_err(|source| HarnessError::Spawn {
             command: format!("{:?}", cmd.get_program()),
             target: target.to_string(),
@@ -426,6 +433,15 @@ impl Cluster {
         self.add_bare_netns(name)?;
         ip_in(name, &["link", "set", "lo", "up"])?;
         Ok(())
+    }
+
+    /// The namespace of a pod sandbox made after the build, `<run>-<name>`, as a container
+    /// runtime creates it (`lo` still down); removed with the cluster. Returns its name.
+    pub fn add_sandbox_netns(&self, name: &str) -> Result<String, HarnessError> {
+        topology::check_name("pod", name)?;
+        let ns = format!("{}-{name}", self.run_id);
+        self.add_bare_netns(&ns)?;
+        Ok(ns)
     }
 
     /// A namespace as a container runtime creates a sandbox's: `lo` still down.

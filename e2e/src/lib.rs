@@ -20,9 +20,9 @@ pub use cluster::{cleanup_stale, Cluster, ClusterBuilder, BPF_PIN_ROOT};
 pub use error::HarnessError;
 pub use manifests::fixture_manifests;
 pub use mesh::{
-    Binaries, MeshConfig, NetnsMesh, WaypointSpec, CONTROL_PLANE_ADMIN_PORT,
-    CONTROL_PLANE_GRPC_PORT, CONTROL_PLANE_IP, WAYPOINT_ADMIN_PORT, WAYPOINT_METRICS_PORT,
-    WAYPOINT_READINESS_PORT, ZTUNNEL_METRICS_PORT,
+    bin_dir, locate_binary, Binaries, CaptureMode, MeshConfig, NetnsMesh, PodSpec, Sandbox,
+    WaypointSpec, CONTROL_PLANE_ADMIN_PORT, CONTROL_PLANE_GRPC_PORT, CONTROL_PLANE_IP,
+    WAYPOINT_ADMIN_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, ZTUNNEL_METRICS_PORT,
 };
 pub use topology::{Network, Node, Pod, Service};
 pub mod pcap;

@@ -18,6 +18,9 @@ use crate::scenarios::fixture;
 use crate::target::{HttpSummary, MeshTarget, ScenarioError};
 use crate::{Cluster, HarnessError, Network};
 
+mod inpod;
+pub use inpod::{PodSpec, Sandbox};
+
 /// Address of the control plane in the fabric namespace.
 pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 254);
 pub const CONTROL_PLANE_GRPC_PORT: u16 = 15010;
@@ -44,9 +47,33 @@ pub struct Binaries {
     pub waypoint: PathBuf,
 }
 
+/// How the ztunnels capture their pods' traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// `--redirect ebpf`: TC programs on the node's devices, pods enrolled by address.
+    #[default]
+    Node,
+    /// `--redirect inpod` (docs/inpod.md): programs and listeners inside each pod's
+    /// namespace. Pods come through the CNI plugin (`meshwork-cni`, on the node's
+    /// `cni.sock`) or, when older than the ztunnel, from a scan of the cluster's netns
+    /// directory.
+    InPod,
+}
+
+impl CaptureMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureMode::Node => "node",
+            CaptureMode::InPod => "inpod",
+        }
+    }
+}
+
 /// What [`NetnsMesh::boot`] runs besides the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct MeshConfig {
+    /// How the ztunnels capture (default [`CaptureMode::Node`]).
+    pub capture: CaptureMode,
     /// `(file name, YAML)` of the control plane's directory source.
     pub files: Vec<(String, String)>,
     /// Extra flags of the control plane (e.g. `--default-namespace`).
@@ -67,36 +94,45 @@ pub struct WaypointSpec {
     pub extra_args: Vec<String>,
 }
 
+/// The directory of the built binaries: `$MESHWORK_BIN_DIR`, else the cargo target
+/// profile directory of the running executable (`target/<profile>/deps/<test>` or
+/// `target/<profile>/<bin>`).
+pub fn bin_dir() -> Result<PathBuf, HarnessError> {
+    match std::env::var_os("MESHWORK_BIN_DIR") {
+        Some(d) => Ok(PathBuf::from(d)),
+        None => {
+            let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
+                path: "current_exe".into(),
+                source,
+            })?;
+            let parent = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            Ok(if parent.file_name().is_some_and(|n| n == "deps") {
+                parent.parent().map(Path::to_path_buf).unwrap_or_default()
+            } else {
+                parent
+            })
+        }
+    }
+}
+
+/// A built binary of [`bin_dir`] (e.g. `meshwork-cni`).
+pub fn locate_binary(name: &str) -> Result<PathBuf, HarnessError> {
+    let p = bin_dir()?.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(HarnessError::Unknown {
+            kind: "binary (build it, or set MESHWORK_BIN_DIR)",
+            name: p.display().to_string(),
+        })
+    }
+}
+
 impl Binaries {
     /// From `$MESHWORK_BIN_DIR`, else the cargo target profile directory of the running
     /// executable (`target/<profile>/deps/<test>` or `target/<profile>/<bin>`).
     pub fn locate() -> Result<Self, HarnessError> {
-        let dir = match std::env::var_os("MESHWORK_BIN_DIR") {
-            Some(d) => PathBuf::from(d),
-            None => {
-                let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
-                    path: "current_exe".into(),
-                    source,
-                })?;
-                let parent = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-                if parent.file_name().is_some_and(|n| n == "deps") {
-                    parent.parent().map(Path::to_path_buf).unwrap_or_default()
-                } else {
-                    parent
-                }
-            }
-        };
-        let find = |name: &str| -> Result<PathBuf, HarnessError> {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(HarnessError::Unknown {
-                    kind: "binary (build it, or set MESHWORK_BIN_DIR)",
-                    name: p.display().to_string(),
-                })
-            }
-        };
+        let find = locate_binary;
         Ok(Self {
             controlplane: find("controlplane")?,
             ztunnel: find("ztunnel")?,
@@ -116,6 +152,11 @@ pub struct NetnsMesh {
     /// Pods labelled `istio.io/dataplane-mode: none` in the control plane's YAML.
     opted_out: Mutex<BTreeSet<String>>,
     restarts: Mutex<u32>,
+    capture: CaptureMode,
+    /// [`CaptureMode::InPod`]: the cluster's pod network namespaces, as a container
+    /// runtime keeps them (`/var/run/netns/cni-…`): symlinks to this cluster's pods only,
+    /// so a ztunnel never scans another test's namespaces.
+    netns_dir: PathBuf,
 }
 
 /// A running ztunnel of a node.
@@ -155,6 +196,17 @@ impl NetnsMesh {
     /// As [`NetnsMesh::start`] on a cluster of the given network flavour (with
     /// [`Network::KindPtp`] the fixture's services also get kube-proxy chains).
     pub fn start_on(bins: Binaries, network: Network) -> Result<Self, ScenarioError> {
+        Self::start_with(bins, network, CaptureMode::Node)
+    }
+
+    /// As [`NetnsMesh::start_on`] with the given capture. With [`CaptureMode::InPod`] the
+    /// fixture's pods are older than the mesh: the ztunnels find them by their netns scan;
+    /// ready once each node's ztunnel has captured its ambient pods.
+    pub fn start_with(
+        bins: Binaries,
+        network: Network,
+        capture: CaptureMode,
+    ) -> Result<Self, ScenarioError> {
         let mut b = Cluster::builder().nodes(2).network(network);
         for (name, _, node, ..) in fixture::PODS {
             b = b.pod(name, *node);
@@ -174,9 +226,13 @@ impl NetnsMesh {
         let yaml = crate::manifests::fixture_manifests(&cluster)?;
         let config = MeshConfig {
             files: vec![("cluster.yaml".into(), yaml)],
+            capture,
             ..MeshConfig::default()
         };
         let mesh = Self::boot(bins, cluster, config)?;
+        if capture == CaptureMode::InPod {
+            mesh.wait_fixture_captured()?;
+        }
         for (name, _, _, app, version, _) in fixture::PODS {
             mesh.start_app(name, app, version)?;
         }
@@ -236,6 +292,10 @@ impl NetnsMesh {
                 .map_err(|source| HarnessError::Io { path: file, source })?;
         }
         let ca_dir = cluster.log_dir().join("ca");
+        let netns_dir = cluster.log_dir().join("netns");
+        if config.capture == CaptureMode::InPod {
+            inpod::make_netns_dir(&cluster, &netns_dir)?;
+        }
 
         let mut cp = Command::new(&bins.controlplane);
         cp.arg("--config-dir")
@@ -278,6 +338,8 @@ impl NetnsMesh {
             tokens,
             opted_out: Mutex::new(BTreeSet::new()),
             restarts: Mutex::new(0),
+            capture: config.capture,
+            netns_dir,
         };
         for n in mesh.cluster.nodes().to_vec() {
             mesh.start_ztunnel(&n.name)?;
@@ -393,9 +455,23 @@ impl NetnsMesh {
             ])
             .args(["--node-token", &self.tokens[node]])
             .args(["--drain-timeout", "2s", "--transparent-inbound"])
-            .args(["--redirect", "ebpf", "--redirect-uplink", &n.uplink])
-            .args(["--redirect-pin-root", BPF_PIN_ROOT])
-            .arg("--readiness-addr")
+            .args(["--redirect-pin-root", BPF_PIN_ROOT]);
+        match self.capture {
+            CaptureMode::Node => {
+                cmd.args(["--redirect", "ebpf", "--redirect-uplink", &n.uplink]);
+            }
+            CaptureMode::InPod => {
+                let dir = self.inpod_node_dir(node);
+                cmd.args(["--redirect", "inpod", "--node-ip", &n.ip.to_string()])
+                    .arg("--cni-socket")
+                    .arg(self.cni_socket(node))
+                    .arg("--inpod-state-dir")
+                    .arg(dir.join("pods"))
+                    .arg("--inpod-netns-dir")
+                    .arg(&self.netns_dir);
+            }
+        }
+        cmd.arg("--readiness-addr")
             .arg(readiness.to_string())
             .args(&self.ztunnel_args);
         let pid = self
@@ -448,17 +524,26 @@ impl NetnsMesh {
         Ok((status, body))
     }
 
-    /// The pods `node`'s ztunnel has enrolled (its `/redirect`).
+    /// The addresses of the pods `node`'s ztunnel has enrolled: its `/redirect` (node
+    /// capture) or the captured pods of its `/inpod` (in-pod capture).
     pub fn enrolled_on(&self, node: &str) -> Result<BTreeSet<String>, ScenarioError> {
-        let (status, body) = self.ztunnel_admin(node, "/redirect")?;
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
-            ScenarioError::Target(format!(
-                "ztunnel /redirect on {node} ({status}): {e}: {body}"
-            ))
-        })?;
+        if self.capture == CaptureMode::InPod {
+            let v = self.inpod_status(node)?;
+            let pods = v["pods"].as_array().ok_or_else(|| {
+                ScenarioError::Target(format!("ztunnel /inpod on {node}: no pods list: {v}"))
+            })?;
+            return Ok(pods
+                .iter()
+                .filter(|p| p["captured"].as_bool() == Some(true))
+                .filter_map(|p| p["ips"].as_array())
+                .flatten()
+                .filter_map(|ip| ip.as_str().map(str::to_string))
+                .collect());
+        }
+        let v = self.admin_json(node, "/redirect")?;
         let list = v["enrolled"].as_array().ok_or_else(|| {
             ScenarioError::Target(format!(
-                "ztunnel /redirect on {node}: no enrolled list: {body}"
+                "ztunnel /redirect on {node}: no enrolled list: {v}"
             ))
         })?;
         Ok(list
@@ -467,18 +552,25 @@ impl NetnsMesh {
             .collect())
     }
 
-    /// One counter of `node`'s redirection (`/redirect` → `stats`), e.g. `inbound_plain_syn`.
+    /// One counter of `node`'s capture programs, e.g. `inbound_plain_syn`: `/redirect` →
+    /// `stats` (node capture) or `/inpod` → `stats` (in-pod capture: the counters of all
+    /// the node's pods).
     pub fn redirect_stat(&self, node: &str, name: &str) -> Result<u64, ScenarioError> {
-        let (status, body) = self.ztunnel_admin(node, "/redirect")?;
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
-            ScenarioError::Target(format!(
-                "ztunnel /redirect on {node} ({status}): {e}: {body}"
-            ))
-        })?;
+        let path = match self.capture {
+            CaptureMode::Node => "/redirect",
+            CaptureMode::InPod => "/inpod",
+        };
+        let v = self.admin_json(node, path)?;
         v["stats"][name].as_u64().ok_or_else(|| {
-            ScenarioError::Target(format!(
-                "ztunnel /redirect on {node}: no stats.{name}: {body}"
-            ))
+            ScenarioError::Target(format!("ztunnel {path} on {node}: no stats.{name}: {v}"))
+        })
+    }
+
+    /// `GET <path>` on `node`'s ztunnel admin endpoint, as JSON.
+    pub fn admin_json(&self, node: &str, path: &str) -> Result<serde_json::Value, ScenarioError> {
+        let (status, body) = self.ztunnel_admin(node, path)?;
+        serde_json::from_str(&body).map_err(|e| {
+            ScenarioError::Target(format!("ztunnel {path} on {node} ({status}): {e}: {body}"))
         })
     }
 
@@ -582,29 +674,7 @@ impl MeshTarget for NetnsMesh {
         headers: &[(&str, &str)],
         count: u64,
     ) -> Result<HttpSummary, ScenarioError> {
-        let mut cmd = Command::new(&self.bins.testapp);
-        cmd.args([
-            "get",
-            url,
-            "--count",
-            &count.to_string(),
-            "--timeout-ms",
-            "3000",
-        ]);
-        for (k, v) in headers {
-            cmd.args(["--header", &format!("{k}: {v}")]);
-        }
-        netns::enter_before_exec(&mut cmd, self.cluster.netns_of(from)?)?;
-        let out = cmd
-            .output()
-            .map_err(|e| ScenarioError::Target(format!("testapp get in {from}: {e}")))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim()).map_err(|e| {
-            ScenarioError::Target(format!(
-                "testapp get in {from}: bad summary {text:?} ({e}); stderr {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        })
+        self.http_get_netns(self.cluster.netns_of(from)?, url, headers, count)
     }
 
     fn service_url(&self, service: &str, path: &str) -> Result<String, ScenarioError> {
