@@ -383,6 +383,7 @@ fn boot(
         files: super::manifests::files(&placement, seed_files),
         controlplane_args: vec!["--default-namespace".into(), NAMESPACE.into()],
         ztunnel_args: vec!["--log-format".into(), "json".into()],
+        ..MeshConfig::default()
     };
     let mesh = NetnsMesh::boot(bins, cluster, config).map_err(harness)?;
     Ok((mesh, placement))
