@@ -129,7 +129,11 @@ mod tests {
 
     #[test]
     fn default_pod_marks_avoid_cni_and_kube_proxy_bits() {
-        for m in [DEFAULT_POD_CAPTURE_MARK, DEFAULT_POD_BYPASS_MARK, DEFAULT_NODE_MARK] {
+        for m in [
+            DEFAULT_POD_CAPTURE_MARK,
+            DEFAULT_POD_BYPASS_MARK,
+            DEFAULT_NODE_MARK,
+        ] {
             assert_eq!(m & 0x0F00, 0, "Cilium magic");
             assert_eq!(m & 0x00FF, 0, "Cilium cluster id");
             assert_eq!(m & 0xffff_0000, 0, "Calico / Cilium identity");
