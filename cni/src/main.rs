@@ -52,6 +52,29 @@ enum Cmd {
         /// `--interval`; pods started in between are found by the ztunnel's scan.
         #[arg(long)]
         uninstall_on_exit: bool,
+        /// With `--uninstall-on-exit`: `<namespace>/<name>` of the DaemonSet this installer
+        /// belongs to. On a signal the Kubernetes API is asked whether it still exists:
+        /// only when it is gone or being deleted (an uninstall) is the plugin removed; on
+        /// a restart or an upgrade, or when the API cannot tell, everything stays (the
+        /// pods stay captured: fail closed). Without it every signal uninstalls.
+        #[arg(long)]
+        owner_daemonset: Option<String>,
+        /// Where the decision (`uninstall` or `restart`) is written for the ztunnel of the
+        /// same pod, which releases every pod's capture on `uninstall`.
+        #[arg(long)]
+        stop_decision_file: Option<PathBuf>,
+        /// CA of the API server (default: the service account's).
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+        )]
+        api_ca_file: PathBuf,
+        /// Token presented to the API server (default: the service account's).
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        )]
+        api_token_file: PathBuf,
     },
     /// Remove the plugin from every network configuration list of the directory and its
     /// binary (idempotent).
@@ -146,6 +169,10 @@ fn tool_main() -> anyhow::Result<()> {
             watch,
             interval,
             uninstall_on_exit,
+            owner_daemonset,
+            stop_decision_file,
+            api_ca_file,
+            api_token_file,
         } => {
             let settings = install::PluginSettings {
                 agent_socket,
@@ -178,12 +205,23 @@ fn tool_main() -> anyhow::Result<()> {
                     eprintln!("meshwork-cni: {e:#}");
                 }
                 if let Some(sig) = signals.wait(Duration::from_secs(interval.max(1))) {
-                    if uninstall_on_exit {
+                    let uninstalling = uninstall_on_exit
+                        && match owner_daemonset.as_deref() {
+                            None => true,
+                            Some(owner) => owner_gone(owner, &api_ca_file, &api_token_file),
+                        };
+                    if let Some(f) = &stop_decision_file {
+                        let decision = if uninstalling { "uninstall" } else { "restart" };
+                        write_decision(f, decision)?;
+                    }
+                    if uninstalling {
                         let r = install::uninstall(&cni_bin_dir, &cni_conf_dir)?;
                         println!(
-                            "meshwork-cni: signal {sig}: removed from {}",
+                            "meshwork-cni: signal {sig}: uninstalling, removed from {}",
                             r.config.as_deref().unwrap_or(Path::new("-")).display()
                         );
+                    } else {
+                        println!("meshwork-cni: signal {sig}: restart, the plugin stays");
                     }
                     return Ok(());
                 }
@@ -238,4 +276,39 @@ mod stop_signals {
             (sig > 0).then_some(sig)
         }
     }
+}
+
+/// Whether the installer's DaemonSet (`namespace/name`) is gone or being deleted. Anything
+/// the API cannot answer counts as "still there": the plugin and the pods' capture stay.
+fn owner_gone(owner: &str, ca_file: &Path, token_file: &Path) -> bool {
+    let Some((ns, name)) = owner.split_once('/') else {
+        eprintln!("meshwork-cni: --owner-daemonset {owner:?}: expected <namespace>/<name>; keeping the plugin");
+        return false;
+    };
+    let Some(mut api) = meshwork_cni::owner::ApiServer::in_cluster() else {
+        eprintln!(
+            "meshwork-cni: not in a cluster (no KUBERNETES_SERVICE_HOST); keeping the plugin"
+        );
+        return false;
+    };
+    api.ca_file = ca_file.to_path_buf();
+    api.token_file = token_file.to_path_buf();
+    match api.daemonset(ns, name) {
+        Ok(meshwork_cni::owner::Owner::Gone) => true,
+        Ok(meshwork_cni::owner::Owner::Present) => false,
+        Err(e) => {
+            eprintln!("meshwork-cni: {e}; keeping the plugin");
+            false
+        }
+    }
+}
+
+fn write_decision(file: &Path, decision: &str) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, decision).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
 }

@@ -173,23 +173,35 @@ pub struct Config {
     )]
     pub redirect_pin_root: PathBuf,
     /// skb mark of captured packets (pick bits your CNI does not use).
-    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x4d57", value_parser = crate::redirect::parse_mark)]
+    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x1000", value_parser = crate::redirect::parse_mark)]
     pub redirect_mark: u32,
     /// Routing table of the `local 0.0.0.0/0 dev lo` route for marked packets.
     #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
     pub redirect_table: u32,
     /// `--redirect inpod`: the node-agent socket the CNI plugin hands pods to (a hostPath
     /// shared with the node; created mode 0600).
-    #[arg(long, env = "MESHWORK_CNI_SOCKET", default_value = "/var/run/meshwork/cni.sock")]
+    #[arg(
+        long,
+        env = "MESHWORK_CNI_SOCKET",
+        default_value = "/var/run/meshwork/cni.sock"
+    )]
     pub cni_socket: PathBuf,
     /// `--redirect inpod`: where each handed-over pod's netns path is recorded, so a
     /// restarted ztunnel finds the pods again (a hostPath).
-    #[arg(long, env = "MESHWORK_INPOD_STATE_DIR", default_value = "/var/run/meshwork/pods")]
+    #[arg(
+        long,
+        env = "MESHWORK_INPOD_STATE_DIR",
+        default_value = "/var/run/meshwork/pods"
+    )]
     pub inpod_state_dir: PathBuf,
     /// `--redirect inpod`: the container runtime's directory of pod network namespaces
     /// (containerd, CRI-O: `/var/run/netns`), scanned for captured pods that were never
     /// handed over (pods older than the mesh, lost records). Empty: no scan.
-    #[arg(long, env = "MESHWORK_INPOD_NETNS_DIR", default_value = "/var/run/netns")]
+    #[arg(
+        long,
+        env = "MESHWORK_INPOD_NETNS_DIR",
+        default_value = "/var/run/netns"
+    )]
     pub inpod_netns_dir: PathBuf,
     /// `--redirect inpod`: how long a CNI ADD waits for the pod to appear in the config
     /// before failing (the runtime then retries).
@@ -200,6 +212,12 @@ pub struct Config {
     /// directly, as in Istio.
     #[arg(long = "node-ip", env = "MESHWORK_NODE_IPS", value_delimiter = ',')]
     pub node_ips: Vec<std::net::IpAddr>,
+    /// `--redirect inpod`: where the node agent (the chart's cni-installer container)
+    /// writes, when this pod is stopped, whether the mesh is being uninstalled from the
+    /// node (`uninstall`: every pod's capture is released) or not (`restart`: the pods stay
+    /// captured). Read after the drain, waiting up to 5 s for it.
+    #[arg(long, env = "MESHWORK_INPOD_STOP_DECISION_FILE")]
+    pub inpod_stop_decision_file: Option<PathBuf>,
 
     /// Data-path threads, each a single-threaded runtime with its own listeners (shared
     /// with SO_REUSEPORT) and HBONE pool, so a connection never changes thread. 0: one per

@@ -36,7 +36,7 @@ struct TeardownArgs {
         default_value = "/sys/fs/bpf/meshwork"
     )]
     redirect_pin_root: std::path::PathBuf,
-    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x4d57", value_parser = redirect::parse_mark)]
+    #[arg(long, env = "MESHWORK_REDIRECT_MARK", default_value = "0x1000", value_parser = redirect::parse_mark)]
     redirect_mark: u32,
     #[arg(long, env = "MESHWORK_REDIRECT_TABLE", default_value_t = 19799)]
     redirect_table: u32,

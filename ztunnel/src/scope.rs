@@ -9,9 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use meshwork_hbone::{DialFrom, SocketFactory};
+use meshwork_model::pb::config::Workload;
 use meshwork_runtime::netns::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
-use meshwork_model::pb::config::Workload;
 use tokio::net::TcpSocket;
 
 use crate::state::State;
@@ -83,9 +83,7 @@ impl Scope {
     pub fn local_workload<'s>(&self, st: &'s State, ip: IpAddr) -> Option<&'s Workload> {
         match &self.0 {
             None => st.local_workload_by_ip(ip),
-            Some(p) if p.ips.contains(&ip) => {
-                st.workload_by_ref(&p.pod).filter(|w| st.is_local(w))
-            }
+            Some(p) if p.ips.contains(&ip) => st.workload_by_ref(&p.pod).filter(|w| st.is_local(w)),
             Some(_) => None,
         }
     }

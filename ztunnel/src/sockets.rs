@@ -167,9 +167,14 @@ mod tests {
     #[tokio::test]
     async fn connections_to_pods_get_nodelay_and_keepalive() {
         let l = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let c = connect(&Scope::node(), l.local_addr().unwrap(), None, Duration::from_secs(2))
-            .await
-            .unwrap();
+        let c = connect(
+            &Scope::node(),
+            l.local_addr().unwrap(),
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
         let r = socket2::SockRef::from(&c);
         assert!(r.tcp_nodelay().unwrap());
         assert!(r.keepalive().unwrap());
@@ -189,7 +194,13 @@ mod tests {
         let b = listen_with(shared, false, true).unwrap();
         assert_eq!(b.local_addr().unwrap(), shared);
         assert!(listen(shared, false).is_err());
-        let e = connect(&Scope::node(), "127.0.0.1:1".parse().unwrap(), None, Duration::from_secs(2)).await;
+        let e = connect(
+            &Scope::node(),
+            "127.0.0.1:1".parse().unwrap(),
+            None,
+            Duration::from_secs(2),
+        )
+        .await;
         assert!(e.is_err());
     }
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::scope::Scope;
 use crate::outbound::{self, Entry, OutboundError};
 use crate::proxy::Proxy;
+use crate::scope::Scope;
 use crate::state::Target;
 
 #[derive(Debug, thiserror::Error)]

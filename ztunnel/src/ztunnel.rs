@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Endpoint};
 use crate::certs::{CertManager, CertSigner};
 use crate::config::{Config, Listen};
-use crate::metrics::Metrics;
-use crate::proxy::{LogControl, Proxy};
-use crate::scope::Scope;
-use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
-use crate::shards::Shards;
 use crate::inpod::{serve_agent, Capture, CaptureError, InPod, InPodError, InPodSettings};
 use crate::listeners::{bind_shards, spawn_accept};
+use crate::metrics::Metrics;
+use crate::proxy::{LogControl, Proxy};
+use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
+use crate::scope::Scope;
+use crate::shards::Shards;
 use crate::{inbound, inbound_plain, outbound, sockets, socks5};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +127,22 @@ impl Ztunnel {
         // (`crate::inpod`), never in its own.
         let inpod_mode = cfg.redirect == RedirectMode::InPod;
         let own = |l: Listen| if inpod_mode { Listen(None) } else { l };
-        let outbound = bind_shards("outbound", own(cfg.outbound_addr), true, share, shards.handles(), &node)?;
-        let socks = bind_shards("socks5", cfg.socks5_addr, false, share, shards.handles(), &node)?;
+        let outbound = bind_shards(
+            "outbound",
+            own(cfg.outbound_addr),
+            true,
+            share,
+            shards.handles(),
+            &node,
+        )?;
+        let socks = bind_shards(
+            "socks5",
+            cfg.socks5_addr,
+            false,
+            share,
+            shards.handles(),
+            &node,
+        )?;
         let plain = bind_shards(
             "inbound plaintext",
             own(cfg.inbound_plain_addr),
@@ -201,7 +215,9 @@ impl Ztunnel {
                 proxy.stop_accept.clone(),
                 move |p, sock, peer| async move {
                     match sockets::captured_dst(&sock, addr) {
-                        Some(dst) => outbound::handle_captured(p, sock, peer, dst, Scope::node()).await,
+                        Some(dst) => {
+                            outbound::handle_captured(p, sock, peer, dst, Scope::node()).await
+                        }
                         None => {
                             tracing::warn!(%peer, "outbound: connection without an original destination (not captured)")
                         }
@@ -216,7 +232,9 @@ impl Ztunnel {
                 shards.handles(),
                 "socks5",
                 ls,
-                proxy.stop_accept.clone(), socks5::handle);
+                proxy.stop_accept.clone(),
+                socks5::handle,
+            );
         }
         if let Some(ls) = plain {
             let addr = ls.addr;
@@ -244,9 +262,9 @@ impl Ztunnel {
                 shards.handles(),
                 "hbone",
                 ls,
-                proxy.stop_accept.clone(), |p, sock, peer| {
-                inbound::serve(p, sock, peer, Scope::node())
-            });
+                proxy.stop_accept.clone(),
+                |p, sock, peer| inbound::serve(p, sock, peer, Scope::node()),
+            );
         }
         for (l, ep, slot) in [
             (admin_l, Endpoint::Admin, &mut addrs.admin),
@@ -358,6 +376,9 @@ impl Ztunnel {
             tracing::warn!("drain deadline passed; closing remaining connections");
             self.proxy.force_close.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.proxy.tracker.wait()).await;
+        }
+        if let (Some(inpod), Some(file)) = (&self.inpod, &self.proxy.cfg.inpod_stop_decision_file) {
+            inpod.on_stop(file, Duration::from_secs(5)).await;
         }
         self.stop_admin.cancel();
         tracing::info!("drained");

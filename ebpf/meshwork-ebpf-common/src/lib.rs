@@ -47,11 +47,14 @@ pub const PROG_POD_INGRESS: &str = "mw_pod_ingress";
 /// socket-LB attached at the root).
 pub const PROG_POD_CONNECT4: &str = "mw_pod_connect4";
 
-/// Default capture mark of the in-pod mode (a bit outside Cilium's `0x0F00` and upper 16
-/// bits, Calico's `0xffff0000` and kube-proxy's `0x4000`/`0x8000`).
-pub const DEFAULT_POD_CAPTURE_MARK: u32 = 0x0010;
+/// Default capture mark of the in-pod mode. Cilium uses `0xFFFF0FFF` of the mark (identity
+/// in the upper 16 bits, cluster id in the low byte, its magic in `0x0F00`), Calico
+/// `0xffff0000`, kube-proxy `0x4000`/`0x8000`: `0x1000` and `0x2000` are what is left.
+pub const DEFAULT_POD_CAPTURE_MARK: u32 = 0x1000;
 /// Default bypass mark of the in-pod mode (`SO_MARK` of the ztunnel's sockets in a pod).
-pub const DEFAULT_POD_BYPASS_MARK: u32 = 0x0020;
+pub const DEFAULT_POD_BYPASS_MARK: u32 = 0x2000;
+/// Default mark of the node mode's captured packets (see [`DEFAULT_POD_CAPTURE_MARK`]).
+pub const DEFAULT_NODE_MARK: u32 = 0x1000;
 
 /// Maximum number of enrolled pods per node.
 pub const MAX_ENROLLED: u32 = 16384;
@@ -175,8 +178,13 @@ mod tests {
 
     #[test]
     fn default_pod_marks_avoid_cni_and_kube_proxy_bits() {
-        for m in [DEFAULT_POD_CAPTURE_MARK, DEFAULT_POD_BYPASS_MARK] {
+        for m in [
+            DEFAULT_POD_CAPTURE_MARK,
+            DEFAULT_POD_BYPASS_MARK,
+            DEFAULT_NODE_MARK,
+        ] {
             assert_eq!(m & 0x0F00, 0, "Cilium magic");
+            assert_eq!(m & 0x00FF, 0, "Cilium cluster id");
             assert_eq!(m & 0xffff_0000, 0, "Calico / Cilium identity");
             assert_eq!(m & 0xC000, 0, "kube-proxy");
             assert_ne!(m, 0);

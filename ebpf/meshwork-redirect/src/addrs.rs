@@ -56,6 +56,9 @@ mod tests {
         // Every environment this runs in has lo up with 127.0.0.1.
         assert!(addrs.contains(&Ipv4Addr::LOCALHOST), "{addrs:?}");
         let named = interface_ipv4_addresses().unwrap();
-        assert!(named.contains(&("lo".to_string(), Ipv4Addr::LOCALHOST)), "{named:?}");
+        assert!(
+            named.contains(&("lo".to_string(), Ipv4Addr::LOCALHOST)),
+            "{named:?}"
+        );
     }
 }

@@ -23,7 +23,7 @@ pub struct RedirectOptions {
     pub inbound_port: u16,
     /// ztunnel HBONE listener and HBONE destination port (default 15008).
     pub hbone_port: u16,
-    /// skb mark of captured packets (default 0x4d57).
+    /// skb mark of captured packets (default 0x1000: a bit no common CNI uses).
     pub mark: u32,
     /// Routing table holding `local 0.0.0.0/0 dev lo` (default 19799).
     pub table: u32,
@@ -31,10 +31,10 @@ pub struct RedirectOptions {
     /// `table` inside each pod's namespace.
     pub rule_priority: u32,
     /// In-pod mode: mark (bit mask) `mw_pod_egress` ORs into hairpinned packets; the pod
-    /// namespace's rule is `fwmark m/m` (default 0x10).
+    /// namespace's rule is `fwmark m/m` (default 0x1000).
     pub pod_capture_mark: u32,
     /// In-pod mode: mark (bit mask) of the ztunnel's sockets in a pod (`SO_MARK`); packets
-    /// carrying it are never captured (default 0x20).
+    /// carrying it are never captured (default 0x2000).
     pub pod_bypass_mark: u32,
 }
 
@@ -48,7 +48,7 @@ impl RedirectOptions {
             outbound_port: 15001,
             inbound_port: 15006,
             hbone_port: 15008,
-            mark: 0x4d57,
+            mark: meshwork_ebpf_common::DEFAULT_NODE_MARK,
             table: 19799,
             rule_priority: 100,
             pod_capture_mark: DEFAULT_POD_CAPTURE_MARK,

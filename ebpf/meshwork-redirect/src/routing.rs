@@ -135,7 +135,7 @@ mod tests {
         let o = RedirectOptions::new("n");
         assert_eq!(
             rule_args("add", &o).join(" "),
-            "-4 rule add fwmark 0x4d57 lookup 19799 priority 100"
+            "-4 rule add fwmark 0x1000 lookup 19799 priority 100"
         );
     }
 }

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use meshwork_cni::agent::{parse_cidr, AddRequest, AgentReply, AgentRequest, AgentServer, Incoming};
+use meshwork_cni::agent::{
+    parse_cidr, AddRequest, AgentReply, AgentRequest, AgentServer, Incoming,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::records::key_of;
@@ -62,7 +64,11 @@ fn record(req: &AddRequest) -> Result<PodRecord, String> {
 }
 
 async fn handle(inpod: &InPod, mut incoming: Incoming) {
-    let pod = format!("{}/{}", incoming.request.pod().namespace, incoming.request.pod().name);
+    let pod = format!(
+        "{}/{}",
+        incoming.request.pod().namespace,
+        incoming.request.pod().name
+    );
     let reply = match &incoming.request {
         AgentRequest::Add(req) => match (record(req), incoming.netns.take()) {
             (Err(e), _) => AgentReply::Error(format!("pod {pod}: {e}")),
@@ -78,7 +84,10 @@ async fn handle(inpod: &InPod, mut incoming: Incoming) {
         },
         AgentRequest::Del(req) => {
             inpod
-                .del(&key_of(&req.pod.namespace, &req.pod.name), &req.container_id)
+                .del(
+                    &key_of(&req.pod.namespace, &req.pod.name),
+                    &req.container_id,
+                )
                 .await;
             AgentReply::Removed
         }

@@ -26,6 +26,7 @@ pub enum CaptureError {
 #[derive(Clone)]
 pub struct Capture {
     inner: Arc<Mutex<Redirect>>,
+    opts: RedirectOptions,
 }
 
 fn step(step: &'static str) -> impl FnOnce(RedirectError) -> CaptureError {
@@ -44,7 +45,7 @@ impl Capture {
             .unwrap_or(Path::new("/sys/fs/bpf"))
             .to_path_buf();
         ensure_bpffs(&bpffs).map_err(step("mounting bpffs"))?;
-        let mut r = Redirect::load(opts).map_err(step("loading the programs"))?;
+        let mut r = Redirect::load(opts.clone()).map_err(step("loading the programs"))?;
         for ip in node_ips {
             if let IpAddr::V4(v4) = ip {
                 r.exclude_destination(*v4)
@@ -53,6 +54,7 @@ impl Capture {
         }
         Ok(Capture {
             inner: Arc::new(Mutex::new(r)),
+            opts,
         })
     }
 
@@ -70,7 +72,12 @@ impl Capture {
     }
 
     /// Attaches the pod's capture in its namespace and enrolls its IPv4 addresses.
-    pub async fn attach(&self, key: &str, netns: NetNs, rec: &PodRecord) -> Result<(), CaptureError> {
+    pub async fn attach(
+        &self,
+        key: &str,
+        netns: NetNs,
+        rec: &PodRecord,
+    ) -> Result<(), CaptureError> {
         let key = key.to_string();
         let ifname = rec.ifname.clone();
         let ips: Vec<Ipv4Addr> = rec
@@ -117,6 +124,16 @@ impl Capture {
         if let Err(e) = r {
             tracing::warn!(error = %e, "stale pod captures not checked");
         }
+    }
+
+    /// Removes the node's pins (programs, maps, every pod's links): after
+    /// [`Capture::detach`] of every pod, when the mesh leaves the node.
+    pub async fn teardown(&self) -> Result<(), CaptureError> {
+        let opts = self.opts.clone();
+        self.with(move |_| {
+            meshwork_redirect::teardown(&opts).map_err(step("removing the node's pins"))
+        })
+        .await
     }
 
     /// Counters of the programs (admin).

@@ -217,7 +217,9 @@ impl InPod {
             match (captured, p.active.is_some()) {
                 (true, false) => match self.enable(key, p).await {
                     Ok(stop) => p.active = Some(stop),
-                    Err(e) => tracing::warn!(error = %e, "in-pod capture not enabled (retried on the next change)"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "in-pod capture not enabled (retried on the next change)")
+                    }
                 },
                 (false, true) => {
                     if let Some(stop) = p.active.take() {
@@ -357,37 +359,67 @@ impl InPod {
     fn listen(&self, scope: &Scope, stop: &CancellationToken) -> Result<(), crate::StartError> {
         let s = &self.settings;
         let out = bind_shards("outbound", s.outbound, true, true, &self.shards, scope)?;
-        let plain = bind_shards("inbound plaintext", s.inbound_plain, true, true, &self.shards, scope)?;
+        let plain = bind_shards(
+            "inbound plaintext",
+            s.inbound_plain,
+            true,
+            true,
+            &self.shards,
+            scope,
+        )?;
         let hbone = bind_shards("hbone", s.hbone, true, true, &self.shards, scope)?;
         if let Some(ls) = out {
             let (addr, sc) = (ls.addr, scope.clone());
-            spawn_accept(&self.proxy, &self.shards, "outbound", ls, stop.clone(), move |p, sock, peer| {
-                let sc = sc.clone();
-                async move {
-                    match sockets::captured_dst(&sock, addr) {
-                        Some(dst) => outbound::handle_captured(p, sock, peer, dst, sc).await,
-                        None => tracing::warn!(%peer, "in-pod outbound: connection without an original destination"),
+            spawn_accept(
+                &self.proxy,
+                &self.shards,
+                "outbound",
+                ls,
+                stop.clone(),
+                move |p, sock, peer| {
+                    let sc = sc.clone();
+                    async move {
+                        match sockets::captured_dst(&sock, addr) {
+                            Some(dst) => outbound::handle_captured(p, sock, peer, dst, sc).await,
+                            None => {
+                                tracing::warn!(%peer, "in-pod outbound: connection without an original destination")
+                            }
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         if let Some(ls) = plain {
             let (addr, sc) = (ls.addr, scope.clone());
-            spawn_accept(&self.proxy, &self.shards, "inbound plaintext", ls, stop.clone(), move |p, sock, peer| {
-                let sc = sc.clone();
-                async move {
-                    match sockets::captured_dst(&sock, addr) {
-                        Some(dst) => inbound_plain::handle(p, sock, peer, dst, sc).await,
-                        None => tracing::warn!(%peer, "in-pod plaintext inbound: connection without an original destination"),
+            spawn_accept(
+                &self.proxy,
+                &self.shards,
+                "inbound plaintext",
+                ls,
+                stop.clone(),
+                move |p, sock, peer| {
+                    let sc = sc.clone();
+                    async move {
+                        match sockets::captured_dst(&sock, addr) {
+                            Some(dst) => inbound_plain::handle(p, sock, peer, dst, sc).await,
+                            None => {
+                                tracing::warn!(%peer, "in-pod plaintext inbound: connection without an original destination")
+                            }
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         if let Some(ls) = hbone {
             let sc = scope.clone();
-            spawn_accept(&self.proxy, &self.shards, "hbone", ls, stop.clone(), move |p, sock, peer| {
-                inbound::serve(p, sock, peer, sc.clone())
-            });
+            spawn_accept(
+                &self.proxy,
+                &self.shards,
+                "hbone",
+                ls,
+                stop.clone(),
+                move |p, sock, peer| inbound::serve(p, sock, peer, sc.clone()),
+            );
         }
         Ok(())
     }
@@ -405,6 +437,54 @@ impl InPod {
     async fn disable(&self, key: &str, mut p: Pod) {
         if let Some(stop) = p.active.take() {
             self.stop(key, &p, stop).await;
+        }
+    }
+
+    /// The mesh leaves the node (uninstall): every pod's capture is removed (its programs,
+    /// rule and route, in its namespace) and forgotten, then the node's pins. The pods talk
+    /// directly again, as without the mesh. Returns how many pods were released.
+    pub async fn release_all(&self) -> usize {
+        let pods = std::mem::take(&mut *self.pods.lock().await);
+        let n = pods.len();
+        for (key, mut p) in pods {
+            if let Some(stop) = p.active.take() {
+                stop.cancel();
+            }
+            if let Err(e) = self.capture.detach(&key, p.netns.try_clone().ok()).await {
+                tracing::warn!(pod = %p.rec.pod_ref(), error = %e, "capture not removed");
+            }
+            self.records.remove(&key);
+        }
+        if let Err(e) = self.capture.teardown().await {
+            tracing::warn!(error = %e, "node pins not removed");
+        }
+        tracing::info!(pods = n, "in-pod capture released: the mesh left this node");
+        n
+    }
+
+    /// On shutdown: waits up to `wait` for the node agent's decision in `file`
+    /// (`uninstall` or `restart`, written by `meshwork-cni install --stop-decision-file`);
+    /// on `uninstall` releases every pod. Anything else (a restart, an upgrade, no
+    /// decision) leaves the capture in place: the pods stay captured and fail closed until
+    /// a ztunnel serves them again.
+    pub async fn on_stop(&self, file: &std::path::Path, wait: Duration) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let decision = loop {
+            if let Ok(d) = std::fs::read_to_string(file) {
+                break Some(d);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _ = std::fs::remove_file(file);
+        match decision.as_deref().map(str::trim) {
+            Some("uninstall") => Some(self.release_all().await),
+            other => {
+                tracing::info!(decision = ?other, "stopping; the pods stay captured");
+                None
+            }
         }
     }
 

@@ -97,7 +97,7 @@ mod tests {
             (o.outbound_port, o.inbound_port, o.hbone_port),
             (15001, 15006, 15008)
         );
-        assert_eq!(o.mark, 0x4d57);
+        assert_eq!(o.mark, 0x1000);
         assert_eq!(o.table, 19799);
         assert_eq!(o.pin_root, std::path::PathBuf::from("/sys/fs/bpf/meshwork"));
         let o = redirect_options(&cfg(&[
