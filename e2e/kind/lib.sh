@@ -11,6 +11,10 @@ IMAGE_REGISTRY="${MESHWORK_IMAGE_REGISTRY:-meshwork}"
 IMAGE_TAG="${MESHWORK_IMAGE_TAG:-e2e}"
 IMAGES=(controlplane ztunnel waypoint testapp meshwork)
 CILIUM_VERSION="${CILIUM_VERSION:-1.18.2}"
+# Cilium values and kind config (defaults: Cilium's default settings with kube-proxy;
+# CILIUM_VALUES=cilium-kpr-values.yaml KIND_CONFIG=kind-config-kpr.yaml: kube-proxy replacement).
+CILIUM_VALUES="${CILIUM_VALUES:-cilium-values.yaml}"
+KIND_CONFIG="${KIND_CONFIG:-kind-config.yaml}"
 ISTIO_VERSION="${ISTIO_VERSION:-1.27.1}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.3.0}"
 MESH_NS="istio-system"

@@ -43,8 +43,10 @@ client_address() {
   if grep -q "\"clients\":{\"$ip\":5}" <<<"$out"; then pass "$1"; else fail "$1 (client-a is $ip): $out"; fi
 }
 
-# capture NODE SECONDS: starts tcpdump in the node's network namespace on eth0 for HBONE
-# (15008) and plaintext app (8080) traffic; prints the pod name.
+# capture NODE SECONDS: starts tcpdump in the node's network namespace for HBONE (15008)
+# and plaintext app (8080) traffic, on every interface (Cilium's default tunnel mode
+# carries pod traffic in VXLAN on eth0; cilium_vxlan and the lxc veths show it
+# decapsulated); prints the pod name.
 capture() {
   local pod
   pod="sniff-$RANDOM"
@@ -61,7 +63,7 @@ spec:
   containers:
     - name: tcpdump
       image: nicolaka/netshoot:v0.14
-      command: [timeout, "$2", tcpdump, -nn, -A, -i, eth0, "tcp port 15008 or tcp port 8080"]
+      command: [timeout, "$2", tcpdump, -nn, -A, -i, any, "tcp port 15008 or tcp port 8080"]
       securityContext:
         capabilities:
           add: [NET_ADMIN, NET_RAW]

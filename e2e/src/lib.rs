@@ -27,4 +27,5 @@ pub use mesh::{
 pub use topology::{Network, Node, Pod, Service};
 pub mod pcap;
 pub mod scenarios;
+pub mod socklb;
 pub mod target;

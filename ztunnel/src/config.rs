@@ -207,6 +207,12 @@ pub struct Config {
     /// before failing (the runtime then retries).
     #[arg(long, env = "MESHWORK_INPOD_ENROLL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub inpod_enroll_timeout: Duration,
+    /// `--redirect inpod`: the cgroup v2 directory holding the pods (host's, mounted into
+    /// the container), where `mw_pod_connect4` keeps the service address a root-cgroup
+    /// socket-LB (Cilium's kube-proxy replacement) rewrites at `connect()`. Default: the
+    /// kubelet's `kubepods.slice` or `kubepods` if present; empty: off.
+    #[arg(long, env = "MESHWORK_INPOD_POD_CGROUP")]
+    pub inpod_pod_cgroup: Option<PathBuf>,
     /// `--redirect inpod`: the node's own addresses (the chart passes `status.hostIPs`):
     /// never captured as destinations; as sources (kubelet probes) they reach pods
     /// directly, as in Istio.

@@ -54,6 +54,26 @@ pub(crate) fn bind_shards(
     }))
 }
 
+/// One connection already in `listener`'s accept queue, without waiting.
+fn accept_queued(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    let (sock, addr) = socket2::SockRef::from(listener).accept().ok()?;
+    sock.set_nonblocking(true).ok()?;
+    let peer = addr.as_socket()?;
+    let std: std::net::TcpStream = sock.into();
+    Some((TcpStream::from_std(std).ok()?, peer))
+}
+
+fn serve<F, Fut>(p: &Arc<Proxy>, handle: &F, sock: TcpStream, peer: SocketAddr)
+where
+    F: Fn(Arc<Proxy>, TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Err(e) = sockets::tune(&sock) {
+        tracing::debug!(%peer, error = %e, "socket options not set");
+    }
+    p.tracker.spawn(handle(p.clone(), sock, peer));
+}
+
 /// Accepts on every shard's listener until `stop` (or the ztunnel's drain) fires;
 /// connections are served on the shard that accepted them.
 pub(crate) fn spawn_accept<F, Fut>(
@@ -75,14 +95,40 @@ pub(crate) fn spawn_accept<F, Fut>(
             loop {
                 let (sock, peer) = tokio::select! {
                     c = accept(&listener, what) => c,
-                    _ = p.stop_accept.cancelled() => return,
-                    _ = stop.cancelled() => return,
+                    _ = p.stop_accept.cancelled() => break,
+                    _ = stop.cancelled() => break,
                 };
-                if let Err(e) = sockets::tune(&sock) {
-                    tracing::debug!(%peer, error = %e, "socket options not set");
-                }
-                p.tracker.spawn(handle(p.clone(), sock, peer));
+                serve(&p, &handle, sock, peer);
+            }
+            // Serve what the kernel already queued for this listener before it closes:
+            // closing drops its accept queue, and in a pod's namespace no
+            // `tcp_migrate_req` moves those connections to a successor's listener.
+            // (Straight to accept(2): the runtime's readiness may not have seen them yet.)
+            while let Some((sock, peer)) = accept_queued(&listener) {
+                serve(&p, &handle, sock, peer);
             }
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_already_queued_are_taken_without_waiting() {
+        let l = sockets::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(accept_queued(&l).is_none(), "nothing queued yet");
+        // Completed handshakes wait in the kernel's queue: nobody has called accept.
+        let a = std::net::TcpStream::connect(addr).unwrap();
+        let b = std::net::TcpStream::connect(addr).unwrap();
+        let mut peers: Vec<SocketAddr> = std::iter::from_fn(|| accept_queued(&l))
+            .map(|(_, peer)| peer)
+            .collect();
+        peers.sort();
+        let mut want = vec![a.local_addr().unwrap(), b.local_addr().unwrap()];
+        want.sort();
+        assert_eq!(peers, want);
     }
 }

@@ -405,9 +405,11 @@ async fn start_inpod(
         netns_dir: cfg.inpod_netns_dir.clone(),
     };
     let node_ips = cfg.node_ips.clone();
-    let capture = tokio::task::spawn_blocking(move || Capture::load(opts, &node_ips))
-        .await
-        .map_err(|e| StartError::RedirectTask(e.to_string()))??;
+    let pod_cgroup = cfg.inpod_pod_cgroup.clone();
+    let capture =
+        tokio::task::spawn_blocking(move || Capture::load(opts, &node_ips, pod_cgroup.as_deref()))
+            .await
+            .map_err(|e| StartError::RedirectTask(e.to_string()))??;
     let inpod = InPod::start(proxy.clone(), shards.handles().to_vec(), settings, capture).await?;
     let _ = proxy.inpod.set(Arc::downgrade(&inpod));
     inpod.follow(stop.clone());

@@ -16,6 +16,18 @@ pub const MAP_STATS: &str = "MW_STATS";
 /// Name of the single-entry array holding the [`PodConfig`] of the in-pod programs.
 pub const MAP_POD_CONFIG: &str = "MW_POD_CONFIG";
 
+/// Name of the hash map of enrolled pods' network namespaces (key: netns cookie, as
+/// `bpf_get_netns_cookie` / `SO_NETNS_COOKIE` give it; value: the pod's owner tag).
+pub const MAP_POD_NETNS: &str = "MW_POD_NETNS";
+/// Name of the LRU map socket cookie → [`OrigDst`]: the destination an enrolled pod's
+/// socket passed to `connect()`, recorded by `mw_pod_connect4` before any socket-LB
+/// rewrote it.
+pub const MAP_SOCK_ORIG: &str = "MW_SOCK_ORIG";
+/// Name of the LRU map [`FlowKey`] → [`OrigDst`]: written by `mw_pod_egress` on a captured
+/// SYN whose destination differs from what the app connected to; read (and deleted) by the
+/// ztunnel for the connection it accepted.
+pub const MAP_ORIG_DST: &str = "MW_ORIG_DST";
+
 /// Name of the TC (TCX ingress) program attached to pod host-side veths and the uplink.
 pub const PROG_TC_INGRESS: &str = "mw_tc_ingress";
 /// Name of the TC (TCX egress) program: hairpins the node's own HBONE connections to a
@@ -30,6 +42,11 @@ pub const PROG_POD_EGRESS: &str = "mw_pod_egress";
 /// outbound listener and inbound SYNs to the in-pod plaintext inbound listener.
 pub const PROG_POD_INGRESS: &str = "mw_pod_ingress";
 
+/// Name of the in-pod `cgroup/connect4` program: records the original destination of the
+/// enrolled pods' TCP connects (attached below the root cgroup, so it runs before a
+/// socket-LB attached at the root).
+pub const PROG_POD_CONNECT4: &str = "mw_pod_connect4";
+
 /// Default capture mark of the in-pod mode. Cilium uses `0xFFFF0FFF` of the mark (identity
 /// in the upper 16 bits, cluster id in the low byte, its magic in `0x0F00`), Calico
 /// `0xffff0000`, kube-proxy `0x4000`/`0x8000`: `0x1000` and `0x2000` are what is left.
@@ -43,6 +60,11 @@ pub const DEFAULT_NODE_MARK: u32 = 0x1000;
 pub const MAX_ENROLLED: u32 = 16384;
 /// Maximum number of excluded destinations.
 pub const MAX_EXCLUDED: u32 = 1024;
+/// Maximum number of enrolled pod network namespaces per node.
+pub const MAX_POD_NETNS: u32 = 4096;
+/// Size of the LRU maps of original destinations (connects in flight; captured
+/// connections not yet accepted by the ztunnel).
+pub const MAX_ORIG_DST: u32 = 65536;
 
 /// Capture the pod's outbound TCP (to ztunnel's outbound listener).
 pub const FLAG_OUTBOUND: u32 = 1;
@@ -108,12 +130,37 @@ pub struct PodConfig {
     pub bypass_mark: u32,
 }
 
+/// An IPv4 destination as the app gave it: address and port in network byte order
+/// (`addr` as read from a packet or `bpf_sock_addr.user_ip4`; `port` as the 16 bits of
+/// `user_port` / the TCP header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OrigDst {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Key of [`MAP_ORIG_DST`]: a connection's 4-tuple as its SYN leaves the pod (and so as the
+/// ztunnel's accepted socket sees it: `src` = its peer, `dst` = its local address).
+/// Network byte order throughout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are repr(C), Copy, contain only integers and have no padding.
     unsafe impl aya::Pod for super::PodEntry {}
     unsafe impl aya::Pod for super::RedirectConfig {}
     unsafe impl aya::Pod for super::PodConfig {}
+    unsafe impl aya::Pod for super::OrigDst {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 #[cfg(test)]
@@ -125,11 +172,17 @@ mod tests {
         assert_eq!(core::mem::size_of::<PodEntry>(), 8);
         assert_eq!(core::mem::size_of::<RedirectConfig>(), 16);
         assert_eq!(core::mem::size_of::<PodConfig>(), 8);
+        assert_eq!(core::mem::size_of::<OrigDst>(), 8);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 12);
     }
 
     #[test]
     fn default_pod_marks_avoid_cni_and_kube_proxy_bits() {
-        for m in [DEFAULT_POD_CAPTURE_MARK, DEFAULT_POD_BYPASS_MARK, DEFAULT_NODE_MARK] {
+        for m in [
+            DEFAULT_POD_CAPTURE_MARK,
+            DEFAULT_POD_BYPASS_MARK,
+            DEFAULT_NODE_MARK,
+        ] {
             assert_eq!(m & 0x0F00, 0, "Cilium magic");
             assert_eq!(m & 0x00FF, 0, "Cilium cluster id");
             assert_eq!(m & 0xffff_0000, 0, "Calico / Cilium identity");

@@ -33,6 +33,16 @@
 //!   `fwmark` rule delivers it locally). An unmarked SYN to the enrolled pod (not from a
 //!   node address, not to the HBONE port) is assigned to the in-pod plaintext inbound
 //!   listener. A missing listener drops the SYN (fail closed).
+//!
+//! Original destination under a socket-LB (`mw_pod_connect4`, `cgroup/connect4` attached to
+//! a cgroup below the root, e.g. `kubepods.slice`): a root-cgroup socket-LB (Cilium's
+//! kube-proxy replacement) rewrites a service VIP to a backend inside `connect()`, before
+//! any packet exists. cgroup-bpf runs a descendant cgroup's programs before its
+//! ancestors', so this program sees the address the app asked for; for sockets of enrolled
+//! pods' namespaces (`MW_POD_NETNS`, by netns cookie) it records it by socket cookie
+//! (`MW_SOCK_ORIG`) and never changes it. `mw_pod_egress`, on a captured SYN, moves a
+//! recorded destination that differs from the packet's into `MW_ORIG_DST`, keyed by the
+//! 4-tuple the ztunnel's accepted socket will have.
 #![no_std]
 #![no_main]
 
@@ -41,15 +51,20 @@ use aya_ebpf::{
         bpf_sock, bpf_sock_tuple, tcx_action_base::TCX_DROP, tcx_action_base::TCX_NEXT,
         tcx_action_base::TCX_PASS, BPF_F_CURRENT_NETNS, BPF_F_INGRESS, BPF_TCP_LISTEN,
     },
-    helpers::{bpf_redirect, bpf_sk_assign, bpf_sk_release, bpf_skc_lookup_tcp},
-    macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray},
-    programs::TcContext,
+    helpers::{
+        bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_redirect, bpf_sk_assign, bpf_sk_release,
+        bpf_skc_lookup_tcp,
+    },
+    macros::{cgroup_sock_addr, classifier, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::{SockAddrContext, TcContext},
+    EbpfContext,
 };
 use meshwork_ebpf_common::{
-    PodConfig, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND, MAX_ENROLLED, MAX_EXCLUDED,
-    STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN,
-    STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+    FlowKey, OrigDst, PodConfig, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND,
+    MAX_ENROLLED, MAX_EXCLUDED, MAX_ORIG_DST, MAX_POD_NETNS, STAT_ASSIGN_FAILED, STAT_COUNT,
+    STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
+    STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
 #[map]
@@ -67,16 +82,31 @@ static MW_POD_CONFIG: Array<PodConfig> = Array::with_max_entries(1, 0);
 #[map]
 static MW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
+#[map]
+static MW_POD_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_POD_NETNS, 0);
+
+#[map]
+static MW_SOCK_ORIG: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entries(MAX_ORIG_DST, 0);
+
+#[map]
+static MW_ORIG_DST: LruHashMap<FlowKey, OrigDst> = LruHashMap::with_max_entries(MAX_ORIG_DST, 0);
+
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
+const AF_INET: u32 = 2;
+const SOCK_STREAM: u32 = 1;
 
 struct Flow {
     saddr: u32,
     daddr: u32,
+    /// Host byte order.
     dport: u16,
+    /// Network byte order, as in the packet.
+    sport_be: u16,
+    dport_be: u16,
     syn: bool,
 }
 
@@ -197,10 +227,15 @@ fn pod_egress(ctx: &TcContext) -> Option<i32> {
     if src.flags & FLAG_OUTBOUND == 0 {
         return None;
     }
+    // What the app connected to (socket-LB), taken on every SYN so nothing is left behind.
+    let orig = if flow.syn { take_recorded(ctx) } else { None };
     // The node (kubelet, host-network pods) is reached directly, as in node mode; this
     // also keeps the app's replies to uncaptured probes on the wire.
     if unsafe { MW_EXCLUDED.get(&flow.daddr) }.is_some() {
         return None;
+    }
+    if let Some(orig) = orig {
+        keep_original_destination(&flow, orig);
     }
     // Addressed to the device itself, so ingress treats it as PACKET_HOST.
     let src_mac: [u8; 6] = ctx.load(6).ok()?;
@@ -210,6 +245,78 @@ fn pod_egress(ctx: &TcContext) -> Option<i32> {
     count(STAT_HAIRPIN);
     // SAFETY: plain helper call; returns TC_ACT_REDIRECT (== TCX_REDIRECT) on success.
     Some(unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32)
+}
+
+/// What `mw_pod_connect4` recorded for the SYN's socket, removed from `MW_SOCK_ORIG`.
+fn take_recorded(ctx: &TcContext) -> Option<OrigDst> {
+    // SAFETY: helper call on the skb context; 0 when the skb has no socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
+    if cookie == 0 {
+        return None;
+    }
+    // SAFETY: a POD value copied out at once.
+    let orig = (unsafe { MW_SOCK_ORIG.get(&cookie) }).copied()?;
+    let _ = MW_SOCK_ORIG.remove(&cookie);
+    Some(orig)
+}
+
+/// A captured SYN whose socket-LB changed what the app connected to: remember the original
+/// for the connection's 4-tuple (the ztunnel reads it after accepting).
+fn keep_original_destination(flow: &Flow, orig: OrigDst) {
+    if orig.addr == flow.daddr && orig.port == flow.dport_be {
+        return;
+    }
+    let key = FlowKey {
+        src_addr: flow.saddr,
+        dst_addr: flow.daddr,
+        src_port: flow.sport_be,
+        dst_port: flow.dport_be,
+    };
+    let _ = MW_ORIG_DST.insert(&key, &orig, 0);
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn mw_pod_connect4(ctx: SockAddrContext) -> i32 {
+    pod_connect4(&ctx);
+    // Always allow: this program only records.
+    1
+}
+
+fn pod_connect4(ctx: &SockAddrContext) {
+    // SAFETY: reading fields of the context's bpf_sock_addr (`sk` is always a full socket).
+    let (family, ty, proto, ip, port, mark) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (
+            sa.user_family,
+            sa.type_,
+            sa.protocol,
+            sa.user_ip4,
+            sa.user_port,
+            (*sa.__bindgen_anon_1.sk).mark,
+        )
+    };
+    if family != AF_INET || ty != SOCK_STREAM || proto != IPPROTO_TCP as u32 {
+        return;
+    }
+    // The ztunnel's own sockets in the pod (bypass mark) are never captured.
+    if let Some(pod_cfg) = MW_POD_CONFIG.get(0) {
+        if has_mark(mark, pod_cfg.bypass_mark) {
+            return;
+        }
+    }
+    // SAFETY: helper calls on the sock_addr context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    if unsafe { MW_POD_NETNS.get(&netns) }.is_none() {
+        return;
+    }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let orig = OrigDst {
+        addr: ip,
+        // The port is the low 16 bits of user_port, in network byte order.
+        port: port as u16,
+        _pad: 0,
+    };
+    let _ = MW_SOCK_ORIG.insert(&cookie, &orig, 0);
 }
 
 #[classifier]
@@ -301,12 +408,15 @@ fn parse(ctx: &TcContext) -> Option<Flow> {
     let saddr: u32 = ctx.load(ETH_HDR_LEN + 12).ok()?;
     let daddr: u32 = ctx.load(ETH_HDR_LEN + 16).ok()?;
     let tcp = ETH_HDR_LEN + ihl;
+    let sport: u16 = ctx.load(tcp).ok()?;
     let dport: u16 = ctx.load(tcp + 2).ok()?;
     let flags: u8 = ctx.load(tcp + 13).ok()?;
     Some(Flow {
         saddr,
         daddr,
         dport: u16::from_be(dport),
+        sport_be: sport,
+        dport_be: dport,
         syn: flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0,
     })
 }

@@ -56,6 +56,8 @@ pub enum RedirectError {
         key: String,
         source: meshwork_runtime::netns::NetNsError,
     },
+    #[error(transparent)]
+    SockLb(#[from] crate::SockLbError),
     #[error("removing pins in {path}: {source}")]
     Teardown {
         path: PathBuf,

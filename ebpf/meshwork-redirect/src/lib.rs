@@ -10,7 +10,9 @@
 //! In-pod mode (`docs/inpod.md`): [`Redirect::attach_pod`] attaches `mw_pod_egress` /
 //! `mw_pod_ingress` to a pod's own interface inside its network namespace and enrolls its
 //! addresses; [`Redirect::detach_pod`] undoes it; [`Redirect::pinned_pods`] lists the pods
-//! whose links are pinned (adoption after a restart).
+//! whose links are pinned (adoption after a restart). Under a root-cgroup socket-LB,
+//! [`Redirect::attach_pod_cgroup`] attaches `mw_pod_connect4` below the root and
+//! [`Redirect::original_destination`] gives back the service address the app connected to.
 mod addrs;
 mod bpffs;
 mod error;
@@ -19,6 +21,7 @@ mod options;
 mod pod;
 mod redirect;
 mod routing;
+mod socklb;
 
 pub use addrs::{interface_ipv4_addresses, local_ipv4_addresses};
 pub use bpffs::ensure_bpffs;
@@ -29,6 +32,9 @@ pub use options::RedirectOptions;
 pub use pod::{install_pod_routing, remove_pod_routing};
 pub use redirect::{teardown, Redirect, RedirectStats};
 pub use routing::{install_local_routing, remove_local_routing, route_interface};
+pub use socklb::{
+    cgroup2_mount, default_pod_cgroup, socket_netns_cookie, OriginalDestinations, SockLbError,
+};
 
 /// The compiled BPF object (built by build.rs from `ebpf/meshwork-ebpf`).
 pub(crate) static BPF_OBJECT: &[u8] =

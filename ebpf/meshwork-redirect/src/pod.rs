@@ -171,6 +171,8 @@ impl Redirect {
         }
 
         let tag = owner_tag(key);
+        // Before the addresses: once enrolled, the pod's connects are recorded.
+        self.register_pod_netns(key, netns, tag)?;
         let want: Vec<Ipv4Addr> = ips.to_vec();
         for (ip, entry) in self.owned_entries(tag)? {
             if !want.contains(&ip) && entry.reserved == tag {
@@ -239,6 +241,7 @@ impl Redirect {
         for (ip, _) in self.owned_entries(tag)? {
             self.unenroll(ip)?;
         }
+        self.forget_pod_netns(tag)?;
         if let Some(netns) = netns {
             let opts = self.opts.clone();
             let ifname = state.map(|s| s.ifname);
@@ -337,6 +340,7 @@ impl Redirect {
             for (ip, _) in self.owned_entries(owner_tag(&key))? {
                 self.unenroll(ip)?;
             }
+            self.forget_pod_netns(owner_tag(&key))?;
         }
         Ok(())
     }

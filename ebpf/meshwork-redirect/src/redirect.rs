@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -9,9 +10,10 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use meshwork_ebpf_common::{
     PodConfig, PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_EXCLUDED,
-    MAP_POD_CONFIG, MAP_STATS, PROG_POD_EGRESS, PROG_POD_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS,
-    STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN,
-    STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+    MAP_ORIG_DST, MAP_POD_CONFIG, MAP_POD_NETNS, MAP_SOCK_ORIG, MAP_STATS, PROG_POD_CONNECT4,
+    PROG_POD_EGRESS, PROG_POD_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, STAT_ASSIGN_FAILED,
+    STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
+    STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
 use crate::options::{ip_key, key_ip};
@@ -52,6 +54,10 @@ pub struct Redirect {
     pod_interfaces: BTreeSet<String>,
     /// In-pod mode: pods attached by this process (key → where and what).
     pub(crate) pods: BTreeMap<String, crate::pod::PodState>,
+    /// In-pod mode: enrolled pods' netns cookies → owner tag (`mw_pod_connect4`).
+    pub(crate) pod_netns: HashMap<MapData, u64, u32>,
+    /// In-pod mode: original destinations of captured connections (socket-LB).
+    pub(crate) orig_dst: crate::OriginalDestinations,
 }
 
 impl Redirect {
@@ -83,6 +89,9 @@ impl Redirect {
             MAP_CONFIG,
             MAP_POD_CONFIG,
             MAP_STATS,
+            MAP_POD_NETNS,
+            MAP_SOCK_ORIG,
+            MAP_ORIG_DST,
         ]
         .into_iter()
         .map(|m| (m, dir.join(m)))
@@ -107,6 +116,18 @@ impl Redirect {
         let enrolled = take(&mut ebpf, MAP_ENROLLED)?;
         let excluded = take(&mut ebpf, MAP_EXCLUDED)?;
         let stats = take(&mut ebpf, MAP_STATS)?;
+        let pod_netns = take(&mut ebpf, MAP_POD_NETNS)?;
+        let orig_dst_map = ebpf.map(MAP_ORIG_DST).ok_or(RedirectError::Missing {
+            kind: "map",
+            name: MAP_ORIG_DST,
+        })?;
+        let aya::maps::Map::LruHashMap(orig_dst_data) = orig_dst_map else {
+            return Err(RedirectError::Missing {
+                kind: "LRU hash map",
+                name: MAP_ORIG_DST,
+            });
+        };
+        let orig_dst = crate::OriginalDestinations::new(orig_dst_data.fd().as_fd())?;
 
         for name in [
             PROG_TC_INGRESS,
@@ -118,6 +139,18 @@ impl Redirect {
                 .load()
                 .map_err(|e| RedirectError::program(name, e))?;
         }
+        {
+            let prog: &mut aya::programs::CgroupSockAddr = ebpf
+                .program_mut(PROG_POD_CONNECT4)
+                .ok_or(RedirectError::Missing {
+                    kind: "program",
+                    name: PROG_POD_CONNECT4,
+                })?
+                .try_into()
+                .map_err(|e| RedirectError::program(PROG_POD_CONNECT4, e))?;
+            prog.load()
+                .map_err(|e| RedirectError::program(PROG_POD_CONNECT4, e))?;
+        }
 
         let mut me = Self {
             opts,
@@ -128,9 +161,12 @@ impl Redirect {
             attached: BTreeMap::new(),
             pod_interfaces: BTreeSet::new(),
             pods: BTreeMap::new(),
+            pod_netns,
+            orig_dst,
         };
         me.adopt_pinned_links()?;
         me.adopt_pinned_pods()?;
+        me.adopt_pinned_connect4()?;
         Ok(me)
     }
 

@@ -1,12 +1,16 @@
 //! The pods' capture programs (`meshwork-redirect`, in-pod mode), driven from async code:
 //! every call runs on the blocking pool (BPF syscalls, netlink and `setns` into the pod's
-//! namespace are blocking and must not hold a data-path thread).
+//! namespace are blocking and must not hold a data-path thread). The exception is
+//! [`Capture::original_destination`], one map lookup on the accept path.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use meshwork_redirect::{ensure_bpffs, Redirect, RedirectError, RedirectOptions};
+use meshwork_redirect::{
+    default_pod_cgroup, ensure_bpffs, OriginalDestinations, Redirect, RedirectError,
+    RedirectOptions,
+};
 use meshwork_runtime::netns::NetNs;
 
 use super::records::PodRecord;
@@ -27,6 +31,8 @@ pub enum CaptureError {
 pub struct Capture {
     inner: Arc<Mutex<Redirect>>,
     opts: RedirectOptions,
+    /// Original destinations under a socket-LB (no lock: a shared map descriptor).
+    orig: OriginalDestinations,
 }
 
 fn step(step: &'static str) -> impl FnOnce(RedirectError) -> CaptureError {
@@ -37,8 +43,15 @@ impl Capture {
     /// Mounts bpffs if needed, loads the programs (adopting the node's pinned maps and
     /// pod links: capture stays in place across a ztunnel restart), and excludes the
     /// node's own addresses (`node_ips`: never captured as destinations; as sources —
-    /// kubelet probes — they reach pods directly). Blocking.
-    pub fn load(opts: RedirectOptions, node_ips: &[IpAddr]) -> Result<Capture, CaptureError> {
+    /// kubelet probes — they reach pods directly). Then attaches `mw_pod_connect4` to
+    /// `pod_cgroup` (`None`: the kubelet's pod slice if found; empty: detached), so the
+    /// service address survives a root-cgroup socket-LB; a failure there is logged, not
+    /// fatal (without a socket-LB nothing is lost). Blocking.
+    pub fn load(
+        opts: RedirectOptions,
+        node_ips: &[IpAddr],
+        pod_cgroup: Option<&Path>,
+    ) -> Result<Capture, CaptureError> {
         let bpffs = opts
             .pin_root
             .parent()
@@ -52,10 +65,50 @@ impl Capture {
                     .map_err(step("excluding the node's addresses"))?;
             }
         }
+        let cgroup = match pod_cgroup {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.to_path_buf()),
+            None => default_pod_cgroup(),
+        };
+        match &cgroup {
+            Some(cg) => match r.attach_pod_cgroup(cg) {
+                Ok(()) => {
+                    tracing::info!(cgroup = %cg.display(), "service addresses kept under a socket-LB")
+                }
+                Err(e) => {
+                    tracing::warn!(cgroup = %cg.display(), error = %e, "mw_pod_connect4 not attached: under a root-cgroup socket-LB, connections to services are seen with their backend's address")
+                }
+            },
+            None => {
+                if let Err(e) = r.detach_pod_cgroup() {
+                    tracing::warn!(error = %e, "mw_pod_connect4 not detached");
+                }
+                tracing::info!("no pod cgroup: service addresses are not kept under a socket-LB");
+            }
+        }
+        let orig = r.original_destinations();
         Ok(Capture {
             inner: Arc::new(Mutex::new(r)),
             opts,
+            orig,
         })
+    }
+
+    /// The destination the app connected to, for the captured connection accepted from
+    /// `peer` on `local`: the service address a socket-LB rewrote, when one did
+    /// (recorded by `mw_pod_connect4`), else `local`. One map lookup (taking the entry);
+    /// no blocking pool.
+    pub fn original_destination(&self, peer: SocketAddr, local: SocketAddr) -> SocketAddr {
+        match (peer, local) {
+            (SocketAddr::V4(p), SocketAddr::V4(l)) => match self.orig.lookup(p, l) {
+                Some(orig) => {
+                    tracing::debug!(%peer, backend = %local, service = %orig, "original destination (socket-LB)");
+                    SocketAddr::V4(orig)
+                }
+                None => local,
+            },
+            _ => local,
+        }
     }
 
     async fn with<T: Send + 'static>(

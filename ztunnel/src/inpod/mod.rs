@@ -369,7 +369,7 @@ impl InPod {
         )?;
         let hbone = bind_shards("hbone", s.hbone, true, true, &self.shards, scope)?;
         if let Some(ls) = out {
-            let (addr, sc) = (ls.addr, scope.clone());
+            let (addr, sc, capture) = (ls.addr, scope.clone(), self.capture.clone());
             spawn_accept(
                 &self.proxy,
                 &self.shards,
@@ -378,8 +378,12 @@ impl InPod {
                 stop.clone(),
                 move |p, sock, peer| {
                     let sc = sc.clone();
+                    // Under a socket-LB the local address is the backend: the service
+                    // address the app asked for comes from `mw_pod_connect4`.
+                    let dst = sockets::captured_dst(&sock, addr)
+                        .map(|local| capture.original_destination(peer, local));
                     async move {
-                        match sockets::captured_dst(&sock, addr) {
+                        match dst {
                             Some(dst) => outbound::handle_captured(p, sock, peer, dst, sc).await,
                             None => {
                                 tracing::warn!(%peer, "in-pod outbound: connection without an original destination")
