@@ -568,3 +568,17 @@ fn ipv6_any(l: Listen) -> Listen {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_listeners_mirror_unspecified_ipv4_ones() {
+        let l = |s: &str| Listen(Some(s.parse().unwrap()));
+        assert_eq!(ipv6_any(l("0.0.0.0:15001")), l("[::]:15001"));
+        assert_eq!(ipv6_any(l("127.0.0.1:15001")), Listen(None));
+        assert_eq!(ipv6_any(l("[::]:15006")), Listen(None));
+        assert_eq!(ipv6_any(Listen(None)), Listen(None));
+    }
+}
