@@ -401,7 +401,9 @@ fn uninstall_leaves_every_pod_working(mesh: &NetnsMesh) -> Check {
         .map_err(s)?;
     let before = mesh.http_get("outsider", &url, &[], 1).map_err(s)?;
     if before.count(200) != 0 {
-        return Err(format!("outsider → orders-v2 answered while meshed: {before:?}"));
+        return Err(format!(
+            "outsider → orders-v2 answered while meshed: {before:?}"
+        ));
     }
     std::fs::write(mesh.stop_decision_file("n0"), "uninstall").map_err(s)?;
     mesh.stop_ztunnel("n0", libc::SIGTERM).map_err(s)?;

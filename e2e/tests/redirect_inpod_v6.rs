@@ -6,8 +6,8 @@
 //!
 //! Checks: IPv6 outbound captured with the original destination (a v6 "VIP" and a pod),
 //! the bypass mark and node addresses not captured; IPv6 inbound plaintext → 15006, 15008
-//! direct, node sources direct; no IPv6 listener (only the IPv4 ones) → fail closed;
-//! extension headers and addresses the pod has but did not enroll → dropped and counted;
+//! direct, node sources direct, the transparent leg; no IPv6 listener (only the IPv4 ones)
+//! → fail closed; extension headers and addresses the pod has but did not enroll → dropped and counted;
 //! IPv4 captured alongside; detach removes the IPv6 rule and route.
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -191,6 +191,9 @@ fn server6(c: &Cluster, target: &str, port: u16, tag: &str) -> LineServer {
 struct Dial {
     mark: Option<u32>,
     bind: Option<SocketAddr>,
+    /// IPV6_TRANSPARENT before binding (the ztunnel's leg to the app, from the client's
+    /// address).
+    transparent: bool,
     /// A destination options extension header (PadN) on every packet.
     dstopts: bool,
 }
@@ -202,6 +205,9 @@ fn dial(ns: &NetNs, d: Dial, dst: SocketAddr, timeout: Duration) -> std::io::Res
         .unwrap()?;
     if let Some(m) = d.mark {
         s.set_mark(m)?;
+    }
+    if d.transparent {
+        s.set_ip_transparent_v6(true)?;
     }
     if let Some(b) = d.bind {
         s.bind(&b.into())?;
@@ -340,6 +346,23 @@ fn ipv6_inbound_plaintext_hbone_and_node_sources() {
     assert_eq!(inbound.accepted().len(), 1);
     assert_eq!(hbone.accepted().len(), 1);
     assert_eq!(app_srv.accepted().len(), 1);
+
+    // The ztunnel's transparent leg to the app, from the client's address: the app's
+    // SYN-ACK leaves through eth0 towards the client, is hairpinned with the capture mark
+    // and delivered to the ztunnel's socket by the IPv6 mark route.
+    let leg = Dial {
+        mark: Some(o.pod_bypass_mark),
+        bind: Some(sa(peer, 0)),
+        transparent: true,
+        ..Dial::default()
+    };
+    let got = dial(&ns, leg, sa(app, 8080), T).unwrap();
+    assert!(
+        got.starts_with(&format!("app [{app}]:8080 [{peer}]:")),
+        "{got}"
+    );
+    assert_eq!(app_srv.accepted().len(), 2);
+    assert_eq!(inbound.accepted().len(), 1);
     assert_eq!(r.stats().unwrap().inbound_plain_syn, 1);
 }
 
