@@ -533,6 +533,8 @@ impl InPod {
                 "assign_failed": s.assign_failed,
                 "marked": s.marked,
                 "hairpin": s.hairpin,
+                "ipv6_unparsed_drop": s.ipv6_unparsed_drop,
+                "ipv6_unenrolled_drop": s.ipv6_unenrolled_drop,
             })
         });
         let pods = self.pods.lock().await;
