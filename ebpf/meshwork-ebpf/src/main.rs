@@ -33,6 +33,10 @@
 //!   `fwmark` rule delivers it locally). An unmarked SYN to the enrolled pod (not from a
 //!   node address, not to the HBONE port) is assigned to the in-pod plaintext inbound
 //!   listener. A missing listener drops the SYN (fail closed).
+//! * IPv6 (dual-stack pods, `MW_ENROLLED6` / `MW_EXCLUDED6`): the same, with the listeners
+//!   looked up at `[::1]`. What the programs cannot parse (an extension header before the
+//!   transport) and TCP from / SYNs to an address of the pod that is not enrolled are
+//!   dropped and counted in `MW_STATS6`, never passed; multicast, ICMPv6, UDP pass.
 //!
 //! Original destination under a socket-LB (`mw_pod_connect4`, `cgroup/connect4` attached to
 //! a cgroup below the root, e.g. `kubepods.slice`): a root-cgroup socket-LB (Cilium's
@@ -61,10 +65,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use meshwork_ebpf_common::{
-    FlowKey, Ip6Key, OrigDst, PodConfig, STAT6_COUNT, STAT6_UNENROLLED_DROP, STAT6_UNPARSED_DROP, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND,
-    MAX_ENROLLED, MAX_EXCLUDED, MAX_ORIG_DST, MAX_POD_NETNS, STAT_ASSIGN_FAILED, STAT_COUNT,
-    STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
-    STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+    FlowKey, Ip6Key, OrigDst, PodConfig, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND,
+    MAX_ENROLLED, MAX_EXCLUDED, MAX_ORIG_DST, MAX_POD_NETNS, STAT6_COUNT, STAT6_UNENROLLED_DROP,
+    STAT6_UNPARSED_DROP, STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN,
+    STAT_INBOUND_PLAIN_SYN, STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
 #[map]
@@ -521,7 +525,10 @@ fn pod_ingress6(
 /// ESP, AH, fragments, experimental values). A packet of an enrolled pod with one of them
 /// is refused.
 fn is_ipv6_extension(next: u8) -> bool {
-    matches!(next, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+    matches!(
+        next,
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
 }
 
 fn is_ipv6(ctx: &TcContext) -> bool {
