@@ -39,8 +39,15 @@ fn id(ns: &str, sa: &str) -> SpiffeId {
 }
 
 /// A port free a moment ago (the waypoint's flags take fixed addresses).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A free port on a loopback address of the test's own (`127.77.<n>.1`): the tests of this
+/// file start waypoints at the same time, and a port picked by `bind(:0)` and released may
+/// be picked again by another test before its waypoint binds it. Then one waypoint fails to
+/// bind, and its test talks to the other's readiness port.
+fn free_addr(test: &str) -> SocketAddr {
+    let n = test
+        .bytes()
+        .fold(7u8, |h, b| h.wrapping_mul(31).wrapping_add(b));
+    std::net::TcpListener::bind((std::net::Ipv4Addr::new(127, 77, n, 1), 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -86,7 +93,8 @@ async fn start_waypoint(backend: &Backend, test: &str) -> Waypoint {
     ca.issue(&id(NS, "waypoint"), Duration::from_secs(3600))
         .save(&dir.join("certs"))
         .unwrap();
-    let (http, hbone, admin, readiness) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let addr = || free_addr(test);
+    let (http, hbone, admin, readiness) = (addr(), addr(), addr(), addr());
     let child = Command::new(env!("CARGO_BIN_EXE_waypoint"))
         .arg(format!("--static-config={}", config.display()))
         .arg(format!("--gateway={NS}/waypoint"))
