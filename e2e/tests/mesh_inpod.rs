@@ -7,7 +7,6 @@
 //! e2e/README.md has the scenario × network matrix.
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,10 +39,9 @@ fn scenarios_on_kind_ptp_inpod() {
         ("same_node_plaintext_is_captured", |m| {
             mesh_suite::same_node_plaintext_is_captured(m).map(|_| ())
         }),
-        (
-            "hbone_leaves_from_the_client_pod",
-            hbone_leaves_from_the_client_pod,
-        ),
+        ("hbone_leaves_from_the_client_pod", |m| {
+            mesh_suite::hbone_leaves_from_the_client_pod(m)
+        }),
         (
             "pod_added_through_cni_is_captured",
             pod_added_through_cni_is_captured,
@@ -86,46 +84,6 @@ fn plain_segments_of(cap: &Capture, ip: Ipv4Addr) -> Vec<String> {
         .filter(|g| g.sport != fixture::HBONE_PORT && g.dport != fixture::HBONE_PORT)
         .map(|g| format!("{}:{} → {}:{}", g.src, g.sport, g.dst, g.dport))
         .collect()
-}
-
-/// In-pod HBONE is opened in the client pod's namespace: on the wire its TCP source is the
-/// client pod's address, not the node's (node capture fails this: its tunnels leave from
-/// `10.250.0.1`), and the destination is the server pod itself.
-fn hbone_leaves_from_the_client_pod(mesh: &NetnsMesh) -> Check {
-    let (client, server) = (ip_of(mesh, "client")?, ip_of(mesh, "orders-v1")?);
-    let url = mesh
-        .service_url("orders-remote", "/api/orders")
-        .map_err(s)?;
-    let mut summary = None;
-    let cap = mesh
-        .capture_node_link("n0", &mut || {
-            summary = Some(mesh.http_get("client", &url, &[], 3)?);
-            Ok(())
-        })
-        .map_err(s)?;
-    let got = summary.unwrap_or_default();
-    if got.count(200) != 3 {
-        return Err(format!("expected 3 x 200: {got:?}"));
-    }
-    let hbone: Vec<_> = cap
-        .tcp
-        .iter()
-        .filter(|g| g.dport == fixture::HBONE_PORT)
-        .collect();
-    if hbone.is_empty() {
-        return Err("no HBONE segment on n0's link".into());
-    }
-    let other: BTreeSet<String> = hbone
-        .iter()
-        .filter(|g| g.src != client || g.dst != server)
-        .map(|g| format!("{} → {}", g.src, g.dst))
-        .collect();
-    if !other.is_empty() {
-        return Err(format!(
-            "HBONE not only {client} (client pod) → {server} (orders-v1): also {other:?}"
-        ));
-    }
-    Ok(())
 }
 
 fn spec(name: &str, app: &str, sa: &str) -> PodSpec {

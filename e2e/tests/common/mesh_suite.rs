@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use meshwork_e2e::scenarios::{self, fixture};
@@ -136,4 +137,48 @@ pub fn assert_no_failures(failures: &[String]) {
         "failed scenarios:\n{}",
         failures.join("\n")
     );
+}
+
+fn pod_ip(mesh: &NetnsMesh, pod: &str) -> Result<Ipv4Addr, String> {
+    Ok(mesh.cluster.pod(pod).map_err(|e| e.to_string())?.ip)
+}
+
+/// In-pod HBONE is opened in the client pod's namespace: on the wire its TCP source is the
+/// client pod's address, not the node's (node capture fails this: its tunnels leave from
+/// `10.250.0.1`), and the destination is the server pod itself.
+pub fn hbone_leaves_from_the_client_pod(mesh: &NetnsMesh) -> Result<(), String> {
+    let (client, server) = (pod_ip(mesh, "client")?, pod_ip(mesh, "orders-v1")?);
+    let url = mesh
+        .service_url("orders-remote", "/api/orders")
+        .map_err(|e| e.to_string())?;
+    let mut summary = None;
+    let cap = mesh
+        .capture_node_link("n0", &mut || {
+            summary = Some(mesh.http_get("client", &url, &[], 3)?);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let got = summary.unwrap_or_default();
+    if got.count(200) != 3 {
+        return Err(format!("expected 3 x 200: {got:?}"));
+    }
+    let hbone: Vec<_> = cap
+        .tcp
+        .iter()
+        .filter(|g| g.dport == fixture::HBONE_PORT)
+        .collect();
+    if hbone.is_empty() {
+        return Err("no HBONE segment on n0's link".into());
+    }
+    let other: BTreeSet<String> = hbone
+        .iter()
+        .filter(|g| g.src != client || g.dst != server)
+        .map(|g| format!("{} → {}", g.src, g.dst))
+        .collect();
+    if !other.is_empty() {
+        return Err(format!(
+            "HBONE not only {client} (client pod) → {server} (orders-v1): also {other:?}"
+        ));
+    }
+    Ok(())
 }
