@@ -7,7 +7,8 @@
 //!
 //! Prints a markdown table for docs/benchmarks.md.
 //!
-//! `cargo build --release --workspace && target/release/ebpf-bench [--secs N] [--rounds N]`
+//! `cargo build --release --workspace && target/release/ebpf-bench [--secs N] [--rounds N]
+//! [--network bridge|kind-ptp] [--capture node|inpod]`
 //! (root; binaries from the same directory or $MESHWORK_BIN_DIR).
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use meshwork_e2e::bench::{self, LoadResult};
 use meshwork_e2e::floor::Relay;
-use meshwork_e2e::{Binaries, NetnsMesh};
+use meshwork_e2e::{Binaries, CaptureMode, NetnsMesh, Network};
 
 const HTTP_PORT: u16 = 8080;
 const BULK_PORT: u16 = 9000;
@@ -253,6 +254,8 @@ struct Args {
     rounds: u32,
     /// Only the fixed-rate phase (latency and CPU), for quick comparisons.
     fixed_only: bool,
+    network: Network,
+    capture: CaptureMode,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -260,6 +263,8 @@ fn parse_args() -> anyhow::Result<Args> {
         secs: 5,
         rounds: 2,
         fixed_only: false,
+        network: Network::Bridge,
+        capture: CaptureMode::Node,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -282,9 +287,24 @@ fn parse_args() -> anyhow::Result<Args> {
             "--secs" => a.secs = value(1..=120)?,
             "--rounds" => a.rounds = value(1..=10)? as u32,
             "--fixed-only" => a.fixed_only = true,
+            "--network" => {
+                a.network = match args.next().as_deref() {
+                    Some("bridge") => Network::Bridge,
+                    Some("kind-ptp") => Network::KindPtp,
+                    other => return Err(anyhow!("--network {other:?}: bridge or kind-ptp")),
+                }
+            }
+            "--capture" => {
+                a.capture = match args.next().as_deref() {
+                    Some("node") => CaptureMode::Node,
+                    Some("inpod") => CaptureMode::InPod,
+                    other => return Err(anyhow!("--capture {other:?}: node or inpod")),
+                }
+            }
             other => {
                 return Err(anyhow!(
-                    "unknown argument {other:?} (expected --secs N, --rounds N, --fixed-only)"
+                    "unknown argument {other:?} (expected --secs N, --rounds N, --fixed-only, \
+                     --network bridge|kind-ptp, --capture node|inpod)"
                 ))
             }
         }
@@ -294,7 +314,8 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let mesh = NetnsMesh::start(Binaries::locate()?).map_err(|e| anyhow!("{e}"))?;
+    let mesh = NetnsMesh::start_with(Binaries::locate()?, args.network, args.capture)
+        .map_err(|e| anyhow!("{e}"))?;
     let c = &mesh.cluster;
     let (n0, n1) = (c.node("n0")?, c.node("n1")?);
     // The policy fixture denies plaintext into production; the plaintext and floor pairs
@@ -341,9 +362,11 @@ fn main() -> anyhow::Result<()> {
         },
     ];
     println!(
-        "{}s per phase, {} round(s); 1 KB HTTP/1.1 responses; pods on different nodes; {}\n",
+        "{}s per phase, {} round(s); 1 KB HTTP/1.1 responses; pods on different nodes; network {}, capture {}; {}\n",
         args.secs,
         args.rounds,
+        args.network.name(),
+        args.capture.name(),
         idle_policy()
     );
     println!("| path | 1k rps: achieved | p50 ms | p90 ms | p99 ms | added p50 | added p99 | errors | max rps (32 conns) | p50 ms | p99 ms | errors | bulk Gbit/s | CPU per 1k rps, per proxy |");
