@@ -53,6 +53,7 @@ const FROM_CONTAINER: &str = "test_cil_from_container";
 const FROM_HOST: &str = "test_cil_from_host";
 const ENDPOINTS: &str = "TEST_CIL_ENDPOINTS";
 const STATS: &str = "TEST_CIL_STATS";
+const CONFIG: &str = "TEST_CIL_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CiliumLikeError {
@@ -489,6 +490,21 @@ impl CiliumLike {
             from_host: get(1)?,
             unroutable: get(2)?,
         })
+    }
+
+    /// ORs `bits` into every mark the datapath of every node writes from now on (0: the
+    /// identity mark alone).
+    pub fn set_extra_mark(&self, bits: u32) -> Result<(), HarnessError> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        for dp in nodes.iter_mut() {
+            let err = bpf_err(&dp.netns);
+            let ebpf = dp.ebpf.as_mut().ok_or_else(|| err(&"programs lost"))?;
+            let mut arr: aya::maps::Array<_, u32> =
+                aya::maps::Array::try_from(ebpf.map_mut(CONFIG).ok_or_else(|| err(&CONFIG))?)
+                    .map_err(|e| err(&e))?;
+            arr.set(0, bits, 0).map_err(|e| err(&e))?;
+        }
+        Ok(())
     }
 
     /// Names of the TCX programs on `dev` in `netns` (`ingress` or egress), in run order.

@@ -63,6 +63,18 @@ fn scenarios_on_cilium_like_inpod() {
         "local_delivery_is_the_datapath_s",
         local_delivery_is_the_datapath_s(&mesh),
     );
+    record(
+        &mut failures,
+        FLAVOUR,
+        "cilium_mark_in_the_pod",
+        cilium_mark_in_the_pod(&mesh),
+    );
+    record(
+        &mut failures,
+        FLAVOUR,
+        "foreign_mark_overlapping_capture_mark",
+        foreign_mark_overlapping_capture_mark(&mesh),
+    );
     failures.extend(mesh_suite::teardown_failures(&mesh));
     eprintln!("cilium-like + inpod: done in {:?}", started.elapsed());
     mesh_suite::assert_no_failures(&failures);
@@ -111,6 +123,87 @@ fn cilium_shapes(mesh: &NetnsMesh) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Packets (HBONE from `client`) that arrive in `orders-v2`'s namespace carrying Cilium's
+/// identity mark (`0x0F00` magic), counted by a mangle rule in the pod.
+fn cilium_mark_in_the_pod(mesh: &NetnsMesh) -> Result<(), String> {
+    let ipt = |args: &[&str]| -> Result<String, String> {
+        let out = mesh
+            .cluster
+            .exec_in("orders-v2", Command::new("iptables").args(args))
+            .map_err(s)?;
+        if !out.status.success() {
+            return Err(format!(
+                "iptables {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let rule = ["PREROUTING", "-m", "mark", "--mark", "0xf00/0xf00"];
+    ipt(&[&["-t", "mangle", "-A"][..], &rule[..]].concat())?;
+
+    let url = mesh.service_url("orders-local", "/api/orders").map_err(s)?;
+    let got = mesh.http_get("client", &url, &[], 2).map_err(s)?;
+    let listing = ipt(&["-t", "mangle", "-L", "PREROUTING", "-v", "-x", "-n"])?;
+
+    ipt(&[&["-t", "mangle", "-D"][..], &rule[..]].concat())?;
+    let marked: u64 = listing
+        .lines()
+        .find(|l| l.contains("mark match"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no counter in {listing}"))?;
+    if got.count(200) != 2 {
+        return Err(format!("client → orders-local: {got:?}"));
+    }
+    // bpf_redirect_peer keeps the mark into the pod's namespace (docs/inpod.md said the
+    // kernel always scrubs it).
+    if marked == 0 {
+        return Err("no packet arrived in orders-v2 with Cilium's identity mark".into());
+    }
+    Ok(())
+}
+
+/// The CNI's marks carry bit 0x1000 — Meshwork's capture mark — as Cilium's layout can
+/// (`MARK_MAGIC_WG_ENCRYPTED` 0x1E00, IPsec keys in 0xF000): the in-pod programs must not
+/// take such a packet, delivered by `bpf_redirect_peer` with its mark, for one hairpinned
+/// by the pod's own egress. Same-node and cross-node requests still succeed.
+fn foreign_mark_overlapping_capture_mark(mesh: &NetnsMesh) -> Result<(), String> {
+    let dp = mesh.cluster.cilium().ok_or("no cilium-like datapath")?;
+    dp.set_extra_mark(0x1000).map_err(s)?;
+    let r = (|| {
+        let client = mesh.cluster.pod("client").map_err(s)?.ip.to_string();
+        let url = mesh.service_url("orders-local", "/api/orders").map_err(s)?;
+        let got = mesh.http_get("client", &url, &[], 3).map_err(s)?;
+        if got.count(200) != 3 || got.clients.get(&client) != Some(&3) {
+            return Err(format!(
+                "orders-local with CNI mark bit 0x1000: expected 3 x 200 seen from {client}: {got:?}"
+            ));
+        }
+        // Fresh plaintext connections (new SYNs, marked by the CNI): inbound, refused.
+        let stat = |name| mesh.redirect_stat("n0", name).map_err(s);
+        let (plain0, out0) = (stat("inbound_plain_syn")?, stat("outbound_syn")?);
+        let url = mesh
+            .pod_url("orders-v2", fixture::APP_PORT, "/api/orders")
+            .map_err(s)?;
+        let got = mesh.http_get("outsider", &url, &[], 2).map_err(s)?;
+        let (plain1, out1) = (stat("inbound_plain_syn")?, stat("outbound_syn")?);
+        if got.count(200) != 0 {
+            return Err(format!(
+                "plaintext outsider → orders-v2 with CNI mark bit 0x1000: {got:?}"
+            ));
+        }
+        if plain1 < plain0 + 2 || out1 != out0 {
+            return Err(format!(
+                "outsider's SYNs with CNI mark bit 0x1000: inbound_plain_syn {plain0} → \
+                 {plain1}, outbound_syn {out0} → {out1}: taken for orders-v2's own outbound"
+            ));
+        }
+        Ok(())
+    })();
+    dp.set_extra_mark(0).map_err(s)?;
+    r
 }
 
 /// Same-node pod → pod (client → orders-v2, HBONE to 15008) is delivered by the emulated

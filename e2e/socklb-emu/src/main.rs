@@ -92,6 +92,11 @@ static TEST_CIL_ENDPOINTS: HashMap<u32, CilEndpoint> = HashMap::with_max_entries
 #[map]
 static TEST_CIL_STATS: Array<u64> = Array::with_max_entries(4, 0);
 
+/// [0]: bits OR'ed into every mark the datapath writes (a test sets bits of Cilium's
+/// layout beyond the identity magic, e.g. 0x1000 of `MARK_MAGIC_WG_ENCRYPTED` 0x1E00).
+#[map]
+static TEST_CIL_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
+
 const STAT_FROM_CONTAINER: u32 = 0;
 const STAT_FROM_HOST: u32 = 1;
 const STAT_UNROUTABLE: u32 = 2;
@@ -130,7 +135,8 @@ fn local_endpoint(ctx: &TcContext) -> Option<(CilEndpoint, u32)> {
 fn prepare(ctx: &TcContext, ep: &CilEndpoint, src_identity: u32) -> Option<()> {
     ctx.store(0, &ep.mac, 0).ok()?;
     ctx.store(6, &ep.node_mac, 0).ok()?;
-    ctx.set_mark((src_identity << 16) | MARK_MAGIC_IDENTITY);
+    let extra = TEST_CIL_CONFIG.get(0).copied().unwrap_or(0);
+    ctx.set_mark((src_identity << 16) | MARK_MAGIC_IDENTITY | extra);
     Some(())
 }
 

@@ -291,7 +291,12 @@ fn parse_args() -> anyhow::Result<Args> {
                 a.network = match args.next().as_deref() {
                     Some("bridge") => Network::Bridge,
                     Some("kind-ptp") => Network::KindPtp,
-                    other => return Err(anyhow!("--network {other:?}: bridge or kind-ptp")),
+                    Some("cilium-like") => Network::CiliumLike,
+                    other => {
+                        return Err(anyhow!(
+                            "--network {other:?}: bridge, kind-ptp or cilium-like"
+                        ))
+                    }
                 }
             }
             "--capture" => {
