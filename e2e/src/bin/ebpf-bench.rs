@@ -8,7 +8,7 @@
 //! Prints a markdown table for docs/benchmarks.md.
 //!
 //! `cargo build --release --workspace && target/release/ebpf-bench [--secs N] [--rounds N]
-//! [--network bridge|kind-ptp] [--capture node|inpod]`
+//! [--network bridge|kind-ptp|cilium-like] [--capture node|inpod]`
 //! (root; binaries from the same directory or $MESHWORK_BIN_DIR).
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::time::Duration;
@@ -309,7 +309,7 @@ fn parse_args() -> anyhow::Result<Args> {
             other => {
                 return Err(anyhow!(
                     "unknown argument {other:?} (expected --secs N, --rounds N, --fixed-only, \
-                     --network bridge|kind-ptp, --capture node|inpod)"
+                     --network bridge|kind-ptp|cilium-like, --capture node|inpod)"
                 ))
             }
         }
