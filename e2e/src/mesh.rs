@@ -468,7 +468,9 @@ impl NetnsMesh {
                     .arg("--inpod-state-dir")
                     .arg(dir.join("pods"))
                     .arg("--inpod-netns-dir")
-                    .arg(&self.netns_dir);
+                    .arg(&self.netns_dir)
+                    .arg("--inpod-stop-decision-file")
+                    .arg(self.stop_decision_file(node));
             }
         }
         cmd.arg("--readiness-addr")

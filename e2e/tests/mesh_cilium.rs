@@ -75,6 +75,13 @@ fn scenarios_on_cilium_like_inpod() {
         "foreign_mark_overlapping_capture_mark",
         foreign_mark_overlapping_capture_mark(&mesh),
     );
+    // Last: the mesh leaves n0.
+    record(
+        &mut failures,
+        FLAVOUR,
+        "uninstall_leaves_every_pod_working",
+        mesh_suite::uninstall_leaves_every_pod_working(&mesh),
+    );
     failures.extend(mesh_suite::teardown_failures(&mesh));
     eprintln!("cilium-like + inpod: done in {:?}", started.elapsed());
     mesh_suite::assert_no_failures(&failures);

@@ -51,6 +51,11 @@ fn scenarios_on_kind_ptp_inpod() {
             pod_added_while_ztunnel_down_waits,
         ),
         ("ztunnel_restart_fails_closed", ztunnel_restart_fails_closed),
+        // Last: the mesh leaves n0.
+        (
+            "uninstall_leaves_every_pod_working",
+            mesh_suite::uninstall_leaves_every_pod_working,
+        ),
     ];
     for (name, f) in checks {
         record(&mut failures, FLAVOUR, name, f(&mesh));

@@ -61,6 +61,12 @@ impl NetnsMesh {
         self.inpod_node_dir(node).join("cni.sock")
     }
 
+    /// Where `node`'s node agent would say, when the ztunnel stops, whether the mesh is
+    /// being uninstalled (`uninstall`) or not (`restart`).
+    pub fn stop_decision_file(&self, node: &str) -> PathBuf {
+        self.inpod_node_dir(node).join("stop-decision")
+    }
+
     /// `node`'s ztunnel `/inpod`: `{"pods": [{key, pod, netns, ips, captured}], "stats"}`.
     pub fn inpod_status(&self, node: &str) -> Result<Value, ScenarioError> {
         self.admin_json(node, "/inpod")

@@ -182,3 +182,47 @@ pub fn hbone_leaves_from_the_client_pod(mesh: &NetnsMesh) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// The node agent decided `uninstall` (its DaemonSet is gone): the stopping ztunnel
+/// releases every pod of n0 — capture removed in each pod, the node's pins gone — and the
+/// pods talk directly, as without the mesh. Before, the same request is refused (STRICT
+/// plaintext from a pod outside the mesh, captured in the destination pod).
+pub fn uninstall_leaves_every_pod_working(mesh: &NetnsMesh) -> Result<(), String> {
+    let url = mesh
+        .pod_url("orders-v2", fixture::APP_PORT, "/api/orders")
+        .map_err(|e| e.to_string())?;
+    let before = mesh
+        .http_get("outsider", &url, &[], 1)
+        .map_err(|e| e.to_string())?;
+    if before.count(200) != 0 {
+        return Err(format!(
+            "outsider → orders-v2 answered while meshed: {before:?}"
+        ));
+    }
+    std::fs::write(mesh.stop_decision_file("n0"), "uninstall").map_err(|e| e.to_string())?;
+    mesh.stop_ztunnel("n0", libc::SIGTERM)
+        .map_err(|e| e.to_string())?;
+    let pins = std::path::Path::new(BPF_PIN_ROOT).join(
+        mesh.cluster
+            .bpf_node_name("n0")
+            .map_err(|e| e.to_string())?,
+    );
+    if pins.exists() {
+        return Err(format!("{} left after the uninstall", pins.display()));
+    }
+    for (from, what) in [("outsider", "outside the mesh"), ("client", "was enrolled")] {
+        let got = mesh
+            .http_get(from, &url, &[], 3)
+            .map_err(|e| e.to_string())?;
+        if got.count(200) != 3 {
+            return Err(format!(
+                "{from} ({what}) → orders-v2 after the uninstall: {got:?}"
+            ));
+        }
+    }
+    let log = mesh.cluster.log_of(&mesh.ztunnel_label("n0"));
+    if !log.contains("in-pod capture released") {
+        return Err("the ztunnel did not log the release".into());
+    }
+    Ok(())
+}
