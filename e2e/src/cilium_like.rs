@@ -10,7 +10,9 @@
 //!   1450 (VXLAN overhead), as cilium-cni sets it up. bpf_lxc answers the pod's ARP for the
 //!   router; here a permanent neighbour entry (router → lxc MAC) stands in for it.
 //! * delivery to local pods by BPF, never by host routing: `test_cil_from_container` on every
-//!   lxc's TCX ingress (`bpf_redirect_peer` to the destination pod) and `test_cil_from_host`
+//!   lxc's TCX ingress (`bpf_redirect` to the destination lxc, as Cilium's `redirect_ep` does
+//!   without BPF host routing — the case beside kube-proxy; `set_bpf_host_routing` switches
+//!   to `bpf_redirect_peer` into the pod, as with kube-proxy replacement) and `test_cil_from_host`
 //!   on `cilium_host`'s TCX egress (`bpf_redirect` to the lxc), both over an endpoint map
 //!   (IP → lxc ifindex, MACs, identity) and writing Cilium's identity mark
 //!   (`identity << 16 | 0x0F00`). Attached as Cilium's loader does: TCX links appended at
@@ -495,6 +497,18 @@ impl CiliumLike {
     /// ORs `bits` into every mark the datapath of every node writes from now on (0: the
     /// identity mark alone).
     pub fn set_extra_mark(&self, bits: u32) -> Result<(), HarnessError> {
+        self.set_config(0, bits)
+    }
+
+    /// BPF host routing (Cilium with kube-proxy replacement): pod → local pod by
+    /// `bpf_redirect_peer`, which keeps the mark into the destination pod. Off (the default,
+    /// legacy host routing, what Cilium runs beside kube-proxy): `bpf_redirect` to the lxc,
+    /// whose transmit scrubs the mark.
+    pub fn set_bpf_host_routing(&self, on: bool) -> Result<(), HarnessError> {
+        self.set_config(1, u32::from(on))
+    }
+
+    fn set_config(&self, index: u32, value: u32) -> Result<(), HarnessError> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         for dp in nodes.iter_mut() {
             let err = bpf_err(&dp.netns);
@@ -502,7 +516,7 @@ impl CiliumLike {
             let mut arr: aya::maps::Array<_, u32> =
                 aya::maps::Array::try_from(ebpf.map_mut(CONFIG).ok_or_else(|| err(&CONFIG))?)
                     .map_err(|e| err(&e))?;
-            arr.set(0, bits, 0).map_err(|e| err(&e))?;
+            arr.set(index, value, 0).map_err(|e| err(&e))?;
         }
         Ok(())
     }

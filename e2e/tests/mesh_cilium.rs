@@ -134,7 +134,7 @@ fn cilium_shapes(mesh: &NetnsMesh) -> Result<(), String> {
 
 /// Packets (HBONE from `client`) that arrive in `orders-v2`'s namespace carrying Cilium's
 /// identity mark (`0x0F00` magic), counted by a mangle rule in the pod.
-fn cilium_mark_in_the_pod(mesh: &NetnsMesh) -> Result<(), String> {
+fn marked_arrivals(mesh: &NetnsMesh) -> Result<u64, String> {
     let ipt = |args: &[&str]| -> Result<String, String> {
         let out = mesh
             .cluster
@@ -150,24 +150,37 @@ fn cilium_mark_in_the_pod(mesh: &NetnsMesh) -> Result<(), String> {
     };
     let rule = ["PREROUTING", "-m", "mark", "--mark", "0xf00/0xf00"];
     ipt(&[&["-t", "mangle", "-A"][..], &rule[..]].concat())?;
-
     let url = mesh.service_url("orders-local", "/api/orders").map_err(s)?;
     let got = mesh.http_get("client", &url, &[], 2).map_err(s)?;
     let listing = ipt(&["-t", "mangle", "-L", "PREROUTING", "-v", "-x", "-n"])?;
-
     ipt(&[&["-t", "mangle", "-D"][..], &rule[..]].concat())?;
-    let marked: u64 = listing
-        .lines()
-        .find(|l| l.contains("mark match"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no counter in {listing}"))?;
     if got.count(200) != 2 {
         return Err(format!("client → orders-local: {got:?}"));
     }
-    // bpf_redirect_peer keeps the mark into the pod's namespace (docs/inpod.md said the
-    // kernel always scrubs it).
-    if marked == 0 {
-        return Err("no packet arrived in orders-v2 with Cilium's identity mark".into());
+    listing
+        .lines()
+        .find(|l| l.contains("mark match"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no counter in {listing}"))
+}
+
+/// Whether the CNI's mark reaches the pod depends on how it delivers: `bpf_redirect` to the
+/// lxc (legacy host routing, Cilium beside kube-proxy) goes through the veth's transmit,
+/// which scrubs it; `bpf_redirect_peer` (BPF host routing, with kube-proxy replacement)
+/// keeps it (docs/inpod.md said a mark never arrives from another namespace).
+fn cilium_mark_in_the_pod(mesh: &NetnsMesh) -> Result<(), String> {
+    let dp = mesh.cluster.cilium().ok_or("no cilium-like datapath")?;
+    let legacy = marked_arrivals(mesh)?;
+    dp.set_bpf_host_routing(true).map_err(s)?;
+    let peer = marked_arrivals(mesh);
+    dp.set_bpf_host_routing(false).map_err(s)?;
+    let peer = peer?;
+    eprintln!("orders-v2: marked arrivals: legacy host routing {legacy}, BPF host routing {peer}");
+    if legacy != 0 || peer == 0 {
+        return Err(format!(
+            "packets with Cilium's mark in orders-v2: {legacy} with bpf_redirect (want 0), \
+             {peer} with bpf_redirect_peer (want > 0)"
+        ));
     }
     Ok(())
 }
@@ -179,6 +192,7 @@ fn cilium_mark_in_the_pod(mesh: &NetnsMesh) -> Result<(), String> {
 fn foreign_mark_overlapping_capture_mark(mesh: &NetnsMesh) -> Result<(), String> {
     let dp = mesh.cluster.cilium().ok_or("no cilium-like datapath")?;
     dp.set_extra_mark(0x1000).map_err(s)?;
+    dp.set_bpf_host_routing(true).map_err(s)?;
     let r = (|| {
         let client = mesh.cluster.pod("client").map_err(s)?.ip.to_string();
         let url = mesh.service_url("orders-local", "/api/orders").map_err(s)?;
@@ -210,11 +224,12 @@ fn foreign_mark_overlapping_capture_mark(mesh: &NetnsMesh) -> Result<(), String>
         Ok(())
     })();
     dp.set_extra_mark(0).map_err(s)?;
+    dp.set_bpf_host_routing(false).map_err(s)?;
     r
 }
 
 /// Same-node pod → pod (client → orders-v2, HBONE to 15008) is delivered by the emulated
-/// `cil_from_container` (lxc ingress, `bpf_redirect_peer`), cross-node by
+/// `cil_from_container` (lxc ingress, `bpf_redirect` to the destination lxc), cross-node by
 /// `cil_from_host` after the VXLAN decapsulation: host routing never picks an lxc.
 fn local_delivery_is_the_datapath_s(mesh: &NetnsMesh) -> Result<(), String> {
     let dp = mesh.cluster.cilium().ok_or("no cilium-like datapath")?;

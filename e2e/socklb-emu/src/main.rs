@@ -16,8 +16,9 @@
 //!
 //! * `test_cil_from_container` (TCX ingress of every `lxc…` veth, as `cil_from_container`):
 //!   a packet from a pod to another local pod is rewritten to that pod's MACs, marked and
-//!   `bpf_redirect_peer`ed into the destination pod's `eth0` (the node's routing never sees
-//!   it); anything else goes on to the node's stack (`TCX_NEXT`).
+//!   redirected to the destination's lxc (`bpf_redirect`, legacy host routing) or straight
+//!   into the destination pod's `eth0` (`bpf_redirect_peer`, BPF host routing) — the node's
+//!   routing never sees it; anything else goes on to the node's stack (`TCX_NEXT`).
 //! * `test_cil_from_host` (TCX egress of `cilium_host`, as `cil_from_host`): what the node's
 //!   stack routed into the pod CIDR (`<cidr> via <router ip> dev cilium_host`) — replies from
 //!   outside, VXLAN-decapsulated traffic, kube-proxy's DNATed connections — is rewritten,
@@ -94,8 +95,11 @@ static TEST_CIL_STATS: Array<u64> = Array::with_max_entries(4, 0);
 
 /// [0]: bits OR'ed into every mark the datapath writes (a test sets bits of Cilium's
 /// layout beyond the identity magic, e.g. 0x1000 of `MARK_MAGIC_WG_ENCRYPTED` 0x1E00).
+/// [1]: non-zero = BPF host routing (Cilium's `ENABLE_HOST_ROUTING`, with kube-proxy
+/// replacement): local delivery by `bpf_redirect_peer`; zero (legacy host routing, what
+/// Cilium runs beside kube-proxy): `bpf_redirect` to the lxc, as `redirect_ep` does.
 #[map]
-static TEST_CIL_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
+static TEST_CIL_CONFIG: Array<u32> = Array::with_max_entries(2, 0);
 
 const STAT_FROM_CONTAINER: u32 = 0;
 const STAT_FROM_HOST: u32 = 1;
@@ -149,8 +153,15 @@ pub fn test_cil_from_container(ctx: TcContext) -> i32 {
         return TCX_DROP;
     }
     count(STAT_FROM_CONTAINER);
-    // SAFETY: plain helper call; TC_ACT_REDIRECT on success.
-    unsafe { bpf_redirect_peer(ep.ifindex, 0) as i32 }
+    let host_routing = TEST_CIL_CONFIG.get(1).copied().unwrap_or(0) != 0;
+    // SAFETY: plain helper calls; TC_ACT_REDIRECT on success.
+    unsafe {
+        if host_routing {
+            bpf_redirect_peer(ep.ifindex, 0) as i32
+        } else {
+            bpf_redirect(ep.ifindex, 0) as i32
+        }
+    }
 }
 
 #[classifier]
