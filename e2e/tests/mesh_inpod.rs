@@ -47,6 +47,10 @@ fn scenarios_on_kind_ptp_inpod() {
             pod_added_through_cni_is_captured,
         ),
         (
+            "dual_stack_pod_ipv6_is_captured",
+            dual_stack_pod_ipv6_is_captured,
+        ),
+        (
             "pod_added_while_ztunnel_down_waits",
             pod_added_while_ztunnel_down_waits,
         ),
@@ -202,6 +206,67 @@ fn pod_added_through_cni_is_captured(mesh: &NetnsMesh) -> Check {
             return Err(format!("after DEL, pins left at {}", pins.display()));
         }
         let _ = mesh.cluster.kill(app);
+        Ok(())
+    })();
+    drop(sb);
+    mesh.remove_pod_yaml(&spec.name).map_err(s)?;
+    r
+}
+
+/// A dual-stack pod (host-local also hands out an address of a ULA range of the test's
+/// own): the ADD gives the ztunnel both addresses, it enrolls both and opens its `[::]`
+/// listeners in the pod. The pod's IPv6 TCP to an address nobody has (no route beyond the
+/// node) completes its handshake: the in-pod IPv6 outbound listener took it, it did not
+/// leave the pod in the clear.
+fn dual_stack_pod_ipv6_is_captured(mesh: &NetnsMesh) -> Check {
+    let spec = spec("dual", "payments", "payments");
+    mesh.write_pod_yaml(&spec, None).map_err(s)?;
+    let mut sb = mesh.sandbox(&spec).map_err(s)?;
+    sb.add_ipv6_range("fd00:10:244::/64");
+    let r = (|| {
+        let ip = sb.add().map_err(|e| format!("CNI ADD: {e}"))?;
+        let pod = sb.pod_ref();
+        let entry = mesh.inpod_pod("n0", &pod).map_err(s)?;
+        let ips: Vec<std::net::IpAddr> = entry
+            .as_ref()
+            .and_then(|p| p["ips"].as_array())
+            .map(|l| l.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        let v6 = ips.iter().find(|a| a.is_ipv6()).copied();
+        let captured = entry.as_ref().is_some_and(|p| p["captured"] == true);
+        let Some(v6) = v6.filter(|_| captured && ips.contains(&ip.into())) else {
+            return Err(format!(
+                "after a dual-stack ADD, n0's /inpod has {pod} as {entry:?}"
+            ));
+        };
+        let syn_before = mesh.inpod_status("n0").map_err(s)?["stats"]["outbound_syn"]
+            .as_u64()
+            .unwrap_or(0);
+        let dst: std::net::SocketAddr = "[fd00:dead::1]:80".parse().expect("an address");
+        let got = meshwork_e2e::netns::in_netns(&sb.netns, move || {
+            std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3))
+                .and_then(|c| c.local_addr())
+        })
+        .map_err(s)?;
+        match got {
+            Ok(local) if local.ip() == v6 => {}
+            other => {
+                return Err(format!(
+                    "IPv6 connect from the dual-stack pod to {dst}: expected the in-pod listener to take it from {v6}, got {other:?}"
+                ))
+            }
+        }
+        let syn_after = mesh.inpod_status("n0").map_err(s)?["stats"]["outbound_syn"]
+            .as_u64()
+            .unwrap_or(0);
+        if syn_after <= syn_before {
+            return Err(format!(
+                "outbound_syn did not move ({syn_before} → {syn_after})"
+            ));
+        }
+        sb.del().map_err(|e| format!("CNI DEL: {e}"))?;
+        mesh.wait_inpod("n0", &pod, None, Duration::from_secs(5))
+            .map_err(s)?;
         Ok(())
     })();
     drop(sb);

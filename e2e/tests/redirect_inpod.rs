@@ -349,7 +349,10 @@ fn reload_adopts_pod_links_and_detach_leaves_the_pod_plain() {
     drop(r);
     let mut r = Redirect::load(options(&c)).unwrap();
     assert_eq!(r.pinned_pods().unwrap(), vec![KEY.to_string()]);
-    assert_eq!(r.pod_addresses(KEY).unwrap(), vec![app]);
+    assert_eq!(
+        r.pod_addresses(KEY).unwrap(),
+        vec![std::net::IpAddr::V4(app)]
+    );
     assert!(line(&c, "app", sa(server, 8080)).starts_with("outbound "));
     assert_eq!(outbound.accepted().len(), 2);
     // What a restarted ztunnel does next: attach the pod again (same sandbox). The adopted

@@ -114,7 +114,15 @@ impl Scope {
     ) -> io::Result<std::net::TcpListener> {
         let sock = match &self.0 {
             None => Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?,
-            Some(p) => p.raw_socket(Domain::for_address(addr), Type::STREAM, Protocol::TCP)?,
+            Some(p) => {
+                let sock = p.raw_socket(Domain::for_address(addr), Type::STREAM, Protocol::TCP)?;
+                // A pod's `[::]` listeners sit next to its `0.0.0.0` ones on the same
+                // ports: IPv6 only, so IPv4 stays with the IPv4 sockets.
+                if addr.is_ipv6() {
+                    sock.set_only_v6(true)?;
+                }
+                sock
+            }
         };
         crate::sockets::listen_on(sock, addr, transparent, reuse_port)
     }

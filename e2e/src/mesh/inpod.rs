@@ -355,6 +355,28 @@ impl Sandbox {
         self.ip
     }
 
+    /// Makes the sandbox dual-stack (before [`Sandbox::add`]): host-local also hands out an
+    /// address of `subnet` (an IPv6 range of the test's own, e.g. a ULA `/64`) with an IPv6
+    /// default route; ptp configures both families. The ADD result (and so the ztunnel's
+    /// record of the pod) then has both addresses.
+    pub fn add_ipv6_range(&mut self, subnet: &str) {
+        let Some(ipam) = self
+            .network
+            .conf
+            .plugins
+            .first_mut()
+            .and_then(|p| p.get_mut("ipam"))
+        else {
+            return;
+        };
+        if let Some(Value::Array(ranges)) = ipam.get_mut("ranges") {
+            ranges.push(json!([{ "subnet": subnet }]));
+        }
+        if let Some(Value::Array(routes)) = ipam.get_mut("routes") {
+            routes.push(json!({ "dst": "::/0" }));
+        }
+    }
+
     /// `namespace/name`.
     pub fn pod_ref(&self) -> String {
         format!("{}/{}", self.spec.namespace, self.spec.name)

@@ -16,6 +16,17 @@ pub const MAP_STATS: &str = "MW_STATS";
 /// Name of the single-entry array holding the [`PodConfig`] of the in-pod programs.
 pub const MAP_POD_CONFIG: &str = "MW_POD_CONFIG";
 
+/// Name of the hash map of enrolled pod IPv6 addresses (in-pod mode): key the 16 address
+/// bytes as in the packet ([`Ip6Key`]), value: [`PodEntry`]. A map of its own, so the IPv4
+/// maps keep the layout pinned by older versions.
+pub const MAP_ENROLLED6: &str = "MW_ENROLLED6";
+/// Name of the hash map of IPv6 addresses never captured (the node's): key [`Ip6Key`],
+/// value unused `u8`.
+pub const MAP_EXCLUDED6: &str = "MW_EXCLUDED6";
+/// Name of the per-CPU counters array of the IPv6 path, indexed by the `STAT6_*`
+/// constants (the IPv6 SYNs themselves are counted in [`MAP_STATS`] with the IPv4 ones).
+pub const MAP_STATS6: &str = "MW_STATS6";
+
 /// Name of the hash map of enrolled pods' network namespaces (key: netns cookie, as
 /// `bpf_get_netns_cookie` / `SO_NETNS_COOKIE` give it; value: the pod's owner tag).
 pub const MAP_POD_NETNS: &str = "MW_POD_NETNS";
@@ -86,6 +97,19 @@ pub const STAT_MARKED: u32 = 5;
 /// Node-originated packets to a local enrolled pod's HBONE port looped back to ingress.
 pub const STAT_HAIRPIN: u32 = 6;
 pub const STAT_COUNT: u32 = 7;
+
+/// Counter indexes in [`MAP_STATS6`]: IPv6 packets of an enrolled pod (from it, or to it
+/// and not from a node address) that the programs cannot parse (an extension header
+/// before TCP, a fragment, ESP/AH): dropped, never passed uncaptured.
+pub const STAT6_UNPARSED_DROP: u32 = 0;
+/// IPv6 TCP leaving an enrolled pod from an address that is not enrolled (the ztunnel
+/// does not know it), or a SYN arriving to one (not from a node address): dropped.
+pub const STAT6_UNENROLLED_DROP: u32 = 1;
+pub const STAT6_COUNT: u32 = 4;
+
+/// Key of [`MAP_ENROLLED6`] / [`MAP_EXCLUDED6`]: an IPv6 address's 16 bytes, network order
+/// (`Ipv6Addr::octets`).
+pub type Ip6Key = [u8; 16];
 
 /// Value of [`MAP_ENROLLED`].
 #[repr(C)]

@@ -33,6 +33,10 @@
 //!   `fwmark` rule delivers it locally). An unmarked SYN to the enrolled pod (not from a
 //!   node address, not to the HBONE port) is assigned to the in-pod plaintext inbound
 //!   listener. A missing listener drops the SYN (fail closed).
+//! * IPv6 (dual-stack pods, `MW_ENROLLED6` / `MW_EXCLUDED6`): the same, with the listeners
+//!   looked up at `[::1]`. What the programs cannot parse (an extension header before the
+//!   transport) and TCP from / SYNs to an address of the pod that is not enrolled are
+//!   dropped and counted in `MW_STATS6`, never passed; multicast, ICMPv6, UDP pass.
 //!
 //! Original destination under a socket-LB (`mw_pod_connect4`, `cgroup/connect4` attached to
 //! a cgroup below the root, e.g. `kubepods.slice`): a root-cgroup socket-LB (Cilium's
@@ -61,10 +65,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use meshwork_ebpf_common::{
-    FlowKey, OrigDst, PodConfig, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND,
-    MAX_ENROLLED, MAX_EXCLUDED, MAX_ORIG_DST, MAX_POD_NETNS, STAT_ASSIGN_FAILED, STAT_COUNT,
-    STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
-    STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
+    FlowKey, Ip6Key, OrigDst, PodConfig, PodEntry, RedirectConfig, FLAG_INBOUND, FLAG_OUTBOUND,
+    MAX_ENROLLED, MAX_EXCLUDED, MAX_ORIG_DST, MAX_POD_NETNS, STAT6_COUNT, STAT6_UNENROLLED_DROP,
+    STAT6_UNPARSED_DROP, STAT_ASSIGN_FAILED, STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN,
+    STAT_INBOUND_PLAIN_SYN, STAT_MARKED, STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
 #[map]
@@ -89,10 +93,21 @@ static MW_POD_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_POD_NETNS
 static MW_SOCK_ORIG: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entries(MAX_ORIG_DST, 0);
 
 #[map]
+static MW_ENROLLED6: HashMap<Ip6Key, PodEntry> = HashMap::with_max_entries(MAX_ENROLLED, 0);
+
+#[map]
+static MW_EXCLUDED6: HashMap<Ip6Key, u8> = HashMap::with_max_entries(MAX_EXCLUDED, 0);
+
+#[map]
+static MW_STATS6: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT6_COUNT, 0);
+
+#[map]
 static MW_ORIG_DST: LruHashMap<FlowKey, OrigDst> = LruHashMap::with_max_entries(MAX_ORIG_DST, 0);
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPV6_HDR_LEN: usize = 40;
 const IPPROTO_TCP: u8 = 6;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
@@ -222,6 +237,9 @@ fn pod_egress(ctx: &TcContext) -> Option<i32> {
     if has_mark(mark, pod_cfg.bypass_mark) {
         return None;
     }
+    if is_ipv6(ctx) {
+        return pod_egress6(ctx, pod_cfg, mark);
+    }
     let flow = parse(ctx)?;
     let src = unsafe { MW_ENROLLED.get(&flow.saddr) }.copied()?;
     if src.flags & FLAG_OUTBOUND == 0 {
@@ -237,14 +255,53 @@ fn pod_egress(ctx: &TcContext) -> Option<i32> {
     if let Some(orig) = orig {
         keep_original_destination(&flow, orig);
     }
+    pod_hairpin(ctx, pod_cfg, mark)
+}
+
+/// Turns an outbound packet of the pod around into the same device's ingress, with the
+/// capture mark.
+fn pod_hairpin(ctx: &TcContext, pod_cfg: &PodConfig, mark: u32) -> Option<i32> {
     // Addressed to the device itself, so ingress treats it as PACKET_HOST.
     let src_mac: [u8; 6] = ctx.load(6).ok()?;
     ctx.store(0, &src_mac, 0).ok()?;
     ctx.set_mark(mark | pod_cfg.capture_mark);
+    // SAFETY: reading a field of the context's __sk_buff.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     count(STAT_HAIRPIN);
     // SAFETY: plain helper call; returns TC_ACT_REDIRECT (== TCX_REDIRECT) on success.
     Some(unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32)
+}
+
+/// IPv6 egress of an enrolled pod: as IPv4 (hairpin with the capture mark), except that
+/// nothing is recorded for a socket-LB (no `connect6` hook). A packet whose transport is
+/// behind an extension header is dropped: it could be TCP leaving uncaptured.
+fn pod_egress6(ctx: &TcContext, pod_cfg: &PodConfig, mark: u32) -> Option<i32> {
+    let pkt = parse6(ctx)?;
+    if unsafe { MW_EXCLUDED6.get(&pkt.daddr) }.is_some() {
+        return None;
+    }
+    let Some(src) = unsafe { MW_ENROLLED6.get(&pkt.saddr) }.copied() else {
+        // This program runs on enrolled pods only: TCP from an address of the pod that
+        // was not enrolled (not known to the ztunnel) must not leave uncaptured.
+        return match pkt.l4 {
+            L4::Other => None,
+            _ => {
+                count6(STAT6_UNENROLLED_DROP);
+                Some(TCX_DROP)
+            }
+        };
+    };
+    if src.flags & FLAG_OUTBOUND == 0 {
+        return None;
+    }
+    match pkt.l4 {
+        L4::Other => None,
+        L4::Unparsed => {
+            count6(STAT6_UNPARSED_DROP);
+            Some(TCX_DROP)
+        }
+        L4::Tcp => pod_hairpin(ctx, pod_cfg, mark),
+    }
 }
 
 /// What `mw_pod_connect4` recorded for the SYN's socket, removed from `MW_SOCK_ORIG`.
@@ -336,22 +393,29 @@ fn pod_ingress(ctx: &TcContext) -> Option<i32> {
     if pod_cfg.capture_mark == 0 {
         return None;
     }
-    let flow = parse(ctx)?;
     // SAFETY: reading a field of the context's __sk_buff.
     let mark = unsafe { (*ctx.skb.skb).mark };
     // Hairpinned by mw_pod_egress: the capture mark *and* the frame addressed from the
-    // device to itself (egress wrote dst := src). The mark alone does not tell: a CNI that
-    // delivers with `bpf_redirect_peer` keeps its own mark into this namespace (the kernel
-    // scrubs it only on a veth's xmit), and Cilium's layout uses bit 0x1000 too
-    // (`MARK_MAGIC_WG_ENCRYPTED` 0x1E00, IPsec keys in 0xF000).
+    // device to itself (pod_hairpin wrote dst := src). The mark alone does not tell: a CNI
+    // that delivers with `bpf_redirect_peer` keeps its own mark into this namespace (the
+    // kernel scrubs it only on a veth's xmit), and Cilium's layout uses bit 0x1000 too
+    // (`MARK_MAGIC_WG_ENCRYPTED` 0x1E00, IPsec keys in 0xF000). A foreign mark overlapping
+    // ours loses our bits, so neither this program nor the fwmark rule takes the packet
+    // for one of the pod's own.
+    let ours = pod_cfg.capture_mark | pod_cfg.bypass_mark;
     let hairpinned = has_mark(mark, pod_cfg.capture_mark) && from_itself(ctx);
-    if !hairpinned && mark & (pod_cfg.capture_mark | pod_cfg.bypass_mark) != 0 {
-        // A foreign mark overlapping ours: drop our bits, so neither this program nor
-        // the fwmark rule takes the packet for one of the pod's own.
-        ctx.set_mark(mark & !(pod_cfg.capture_mark | pod_cfg.bypass_mark));
+    let mark = if !hairpinned && mark & ours != 0 {
+        ctx.set_mark(mark & !ours);
+        mark & !ours
+    } else {
+        mark
+    };
+    if is_ipv6(ctx) {
+        return pod_ingress6(ctx, cfg, pod_cfg, mark);
     }
-    if hairpinned {
-        // The mark stays: the fwmark rule makes it local.
+    let flow = parse(ctx)?;
+    if has_mark(mark, pod_cfg.capture_mark) {
+        // Hairpinned (above). The mark stays: the fwmark rule makes it local.
         if !flow.syn {
             count(STAT_MARKED);
             return Some(TCX_PASS);
@@ -399,6 +463,201 @@ fn from_itself(ctx: &TcContext) -> bool {
     match ctx.load::<[u8; 12]>(0) {
         Ok(macs) => macs[..6] == macs[6..],
         Err(_) => false,
+    }
+}
+
+/// IPv6 ingress, as IPv4: a hairpinned (capture-marked) SYN goes to the outbound listener
+/// at `[::1]`, an unmarked SYN to an enrolled address (not from a node address, not to
+/// the HBONE port) to the plaintext inbound listener at `[::1]`; a packet to an enrolled
+/// address that cannot be parsed (extension headers) is dropped unless it comes from a
+/// node address.
+fn pod_ingress6(
+    ctx: &TcContext,
+    cfg: &RedirectConfig,
+    pod_cfg: &PodConfig,
+    mark: u32,
+) -> Option<i32> {
+    let pkt = parse6(ctx)?;
+    if has_mark(mark, pod_cfg.capture_mark) {
+        // Only TCP is hairpinned by mw_pod_egress6.
+        if pkt.l4 != L4::Tcp {
+            return None;
+        }
+        if !pkt.syn {
+            count(STAT_MARKED);
+            return Some(TCX_PASS);
+        }
+        return Some(match assign_listener6(ctx, cfg.outbound_port) {
+            Ok(()) => {
+                count(STAT_OUTBOUND_SYN);
+                TCX_PASS
+            }
+            Err(reason) => {
+                count(reason);
+                TCX_DROP
+            }
+        });
+    }
+    let Some(dst) = unsafe { MW_ENROLLED6.get(&pkt.daddr) }.copied() else {
+        // A SYN to an address of the pod that was not enrolled: refused (unless from a
+        // node address), it would reach the app around the mesh.
+        return match pkt.l4 {
+            L4::Tcp | L4::Unparsed
+                if (pkt.l4 == L4::Unparsed || pkt.syn)
+                    && unsafe { MW_EXCLUDED6.get(&pkt.saddr) }.is_none() =>
+            {
+                count6(STAT6_UNENROLLED_DROP);
+                Some(TCX_DROP)
+            }
+            _ => None,
+        };
+    };
+    if dst.flags & FLAG_INBOUND == 0 {
+        return None;
+    }
+    match pkt.l4 {
+        L4::Other => return None,
+        L4::Unparsed => {
+            if unsafe { MW_EXCLUDED6.get(&pkt.saddr) }.is_some() {
+                return None;
+            }
+            count6(STAT6_UNPARSED_DROP);
+            return Some(TCX_DROP);
+        }
+        L4::Tcp => {}
+    }
+    if !pkt.syn || pkt.dport == cfg.hbone_port {
+        return None;
+    }
+    if unsafe { MW_EXCLUDED6.get(&pkt.saddr) }.is_some() {
+        return None;
+    }
+    Some(match assign_listener6(ctx, cfg.inbound_port) {
+        Ok(()) => {
+            count(STAT_INBOUND_PLAIN_SYN);
+            TCX_PASS
+        }
+        Err(reason) => {
+            count(reason);
+            TCX_DROP
+        }
+    })
+}
+
+/// IPv6 next-header values that are extension headers (or put the transport out of reach:
+/// ESP, AH, fragments, experimental values). A packet of an enrolled pod with one of them
+/// is refused.
+fn is_ipv6_extension(next: u8) -> bool {
+    matches!(
+        next,
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
+}
+
+fn is_ipv6(ctx: &TcContext) -> bool {
+    matches!(ctx.load::<u16>(12), Ok(p) if u16::from_be(p) == ETH_P_IPV6)
+}
+
+/// What follows the fixed IPv6 header (a plain integer: an enum with fields would leave
+/// bytes the verifier sees uninitialized).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum L4 {
+    /// TCP right after the fixed header.
+    Tcp,
+    /// Another transport (UDP, ICMPv6 — neighbour discovery must pass —, ...).
+    Other,
+    /// An extension header (or ESP/AH, a fragment) before the transport: the programs do
+    /// not walk them, so they cannot tell whether it is TCP.
+    Unparsed,
+}
+
+struct Pkt6 {
+    saddr: Ip6Key,
+    daddr: Ip6Key,
+    l4: L4,
+    /// TCP only: a SYN without ACK.
+    syn: bool,
+    /// TCP only: destination port, host byte order.
+    dport: u16,
+}
+
+/// Ethernet + IPv6; `None` when it is not IPv6 or too short.
+fn parse6(ctx: &TcContext) -> Option<Pkt6> {
+    let ver: u8 = ctx.load(ETH_HDR_LEN).ok()?;
+    if ver >> 4 != 6 {
+        return None;
+    }
+    let next: u8 = ctx.load(ETH_HDR_LEN + 6).ok()?;
+    let saddr: Ip6Key = ctx.load(ETH_HDR_LEN + 8).ok()?;
+    let daddr: Ip6Key = ctx.load(ETH_HDR_LEN + 24).ok()?;
+    let mut pkt = Pkt6 {
+        saddr,
+        daddr,
+        l4: L4::Other,
+        syn: false,
+        dport: 0,
+    };
+    if daddr[0] == 0xff {
+        // Multicast is never TCP: MLD reports and queries (a hop-by-hop header before
+        // ICMPv6), neighbour discovery. Passed as they are.
+        return Some(pkt);
+    }
+    if next == IPPROTO_TCP {
+        let tcp = ETH_HDR_LEN + IPV6_HDR_LEN;
+        match (ctx.load::<u16>(tcp + 2), ctx.load::<u8>(tcp + 13)) {
+            (Ok(dport), Ok(flags)) => {
+                pkt.l4 = L4::Tcp;
+                pkt.syn = flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0;
+                pkt.dport = u16::from_be(dport);
+            }
+            // A truncated TCP header: refuse it too.
+            _ => pkt.l4 = L4::Unparsed,
+        }
+    } else if is_ipv6_extension(next) {
+        pkt.l4 = L4::Unparsed;
+    }
+    Some(pkt)
+}
+
+/// As [`assign_listener`], IPv6: the listener is looked up at `[::1]:port` (found when
+/// bound to `[::]`, IPv6-only or dual-stack, or to `[::1]`).
+fn assign_listener6(ctx: &TcContext, port: u16) -> Result<(), u32> {
+    // SAFETY: zeroed POD tuple; the union's ipv6 member is what we pass (size 36).
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let mut lo = [0u32; 4];
+    lo[3] = 1u32.to_be();
+    tuple.__bindgen_anon_1.ipv6.daddr = lo;
+    tuple.__bindgen_anon_1.ipv6.dport = port.to_be();
+    let size = core::mem::size_of_val(unsafe { &tuple.__bindgen_anon_1.ipv6 }) as u32;
+    // SAFETY: as in assign_listener.
+    let sk: *mut bpf_sock = unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.skb.skb as *mut _,
+            &mut tuple,
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return Err(STAT_NO_LISTENER_DROP);
+    }
+    let result = if unsafe { (*sk).state } != BPF_TCP_LISTEN {
+        Err(STAT_NO_LISTENER_DROP)
+    } else if unsafe { bpf_sk_assign(ctx.skb.skb as *mut _, sk as *mut _, 0) } != 0 {
+        Err(STAT_ASSIGN_FAILED)
+    } else {
+        Ok(())
+    };
+    unsafe { bpf_sk_release(sk as *mut _) };
+    result
+}
+
+fn count6(index: u32) {
+    if let Some(counter) = MW_STATS6.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *counter += 1 };
     }
 }
 

@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::RedirectError;
 
@@ -37,6 +37,36 @@ pub fn interface_ipv4_addresses() -> Result<Vec<(String, Ipv4Addr)>, RedirectErr
                 // SAFETY: ifa_name is a NUL-terminated string owned by the list.
                 let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
                 out.push((name.to_string_lossy().into_owned(), ip));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// IPv6 addresses configured on the interfaces of the current network namespace
+/// (link-local ones included).
+pub fn local_ipv6_addresses() -> Result<Vec<Ipv6Addr>, RedirectError> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(RedirectError::Addresses(std::io::Error::last_os_error()));
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a valid node of the list returned by getifaddrs.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: the address family says which sockaddr this is.
+            if unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET6 {
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
             }
         }
         cur = ifa.ifa_next;

@@ -23,13 +23,13 @@ mod redirect;
 mod routing;
 mod socklb;
 
-pub use addrs::{interface_ipv4_addresses, local_ipv4_addresses};
+pub use addrs::{interface_ipv4_addresses, local_ipv4_addresses, local_ipv6_addresses};
 pub use bpffs::ensure_bpffs;
 pub use error::RedirectError;
 pub use meshwork_ebpf_common::{FLAG_ALL, FLAG_INBOUND, FLAG_OUTBOUND};
 pub use netlink::NetlinkError;
 pub use options::RedirectOptions;
-pub use pod::{install_pod_routing, remove_pod_routing};
+pub use pod::{install_pod_routing, install_pod_routing6, remove_pod_routing};
 pub use redirect::{teardown, Redirect, RedirectStats};
 pub use routing::{install_local_routing, remove_local_routing, route_interface};
 pub use socklb::{

@@ -247,10 +247,10 @@ pub fn set_accept_local(interface: &str, on: bool) -> Result<(), NetlinkError> {
     )
 }
 
-fn rule_msg(ty: u16, flags: u16, mark: u32, table: u32, priority: u32) -> Msg {
+fn rule_msg(ty: u16, flags: u16, family: i32, mark: u32, table: u32, priority: u32) -> Msg {
     // fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags.
     let mut hdr = [0u8; 12];
-    hdr[0] = libc::AF_INET as u8;
+    hdr[0] = family as u8;
     hdr[7] = FR_ACT_TO_TBL;
     let mut m = Msg::new(ty, flags, &hdr);
     m.u32(FRA_PRIORITY, priority);
@@ -260,13 +260,57 @@ fn rule_msg(ty: u16, flags: u16, mark: u32, table: u32, priority: u32) -> Msg {
     m
 }
 
+/// IP version of a rule or route request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn af(self) -> i32 {
+        match self {
+            Family::V4 => libc::AF_INET,
+            Family::V6 => libc::AF_INET6,
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+
+    fn any(self) -> &'static str {
+        match self {
+            Family::V4 => "0.0.0.0/0",
+            Family::V6 => "::/0",
+        }
+    }
+}
+
 /// `ip -4 rule add priority P fwmark M/M lookup T`; already present: no-op.
 pub fn add_fwmark_rule(mark: u32, table: u32, priority: u32) -> Result<(), NetlinkError> {
+    add_fwmark_rule_for(Family::V4, mark, table, priority)
+}
+
+/// `ip -4|-6 rule add priority P fwmark M/M lookup T`; already present: no-op.
+pub fn add_fwmark_rule_for(
+    family: Family,
+    mark: u32,
+    table: u32,
+    priority: u32,
+) -> Result<(), NetlinkError> {
     check(
-        format!("adding rule priority {priority} fwmark {mark:#x}/{mark:#x} lookup {table}"),
+        format!(
+            "adding rule ({}) priority {priority} fwmark {mark:#x}/{mark:#x} lookup {table}",
+            family.flag()
+        ),
         rule_msg(
             RTM_NEWRULE,
             NLM_F_CREATE | NLM_F_EXCL,
+            family.af(),
             mark,
             table,
             priority,
@@ -277,17 +321,30 @@ pub fn add_fwmark_rule(mark: u32, table: u32, priority: u32) -> Result<(), Netli
 
 /// Removes the rule of [`add_fwmark_rule`]; missing: no-op.
 pub fn del_fwmark_rule(mark: u32, table: u32, priority: u32) -> Result<(), NetlinkError> {
+    del_fwmark_rule_for(Family::V4, mark, table, priority)
+}
+
+/// Removes the rule of [`add_fwmark_rule_for`]; missing (or IPv6 disabled): no-op.
+pub fn del_fwmark_rule_for(
+    family: Family,
+    mark: u32,
+    table: u32,
+    priority: u32,
+) -> Result<(), NetlinkError> {
     check(
-        format!("deleting rule priority {priority} fwmark {mark:#x}/{mark:#x} lookup {table}"),
-        rule_msg(RTM_DELRULE, 0, mark, table, priority),
-        &[libc::ENOENT],
+        format!(
+            "deleting rule ({}) priority {priority} fwmark {mark:#x}/{mark:#x} lookup {table}",
+            family.flag()
+        ),
+        rule_msg(RTM_DELRULE, 0, family.af(), mark, table, priority),
+        &[libc::ENOENT, libc::EAFNOSUPPORT],
     )
 }
 
-fn route_msg(ty: u16, flags: u16, scope: u8, table: u32, lo: u32) -> Msg {
+fn route_msg(ty: u16, flags: u16, family: i32, scope: u8, table: u32, lo: u32) -> Msg {
     // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     let mut hdr = [0u8; 12];
-    hdr[0] = libc::AF_INET as u8;
+    hdr[0] = family as u8;
     hdr[5] = RTPROT_STATIC;
     hdr[6] = scope;
     hdr[7] = RTN_LOCAL;
@@ -299,12 +356,22 @@ fn route_msg(ty: u16, flags: u16, scope: u8, table: u32, lo: u32) -> Msg {
 
 /// `ip -4 route replace local 0.0.0.0/0 dev lo table T`.
 pub fn replace_local_default_route(table: u32) -> Result<(), NetlinkError> {
+    replace_local_default_route_for(Family::V4, table)
+}
+
+/// `ip -4|-6 route replace local 0.0.0.0/0|::/0 dev lo table T`.
+pub fn replace_local_default_route_for(family: Family, table: u32) -> Result<(), NetlinkError> {
     let lo = ifindex("lo")?;
     check(
-        format!("replacing route local 0.0.0.0/0 dev lo table {table}"),
+        format!(
+            "replacing route ({}) local {} dev lo table {table}",
+            family.flag(),
+            family.any()
+        ),
         route_msg(
             RTM_NEWROUTE,
             NLM_F_CREATE | NLM_F_REPLACE,
+            family.af(),
             RT_SCOPE_HOST,
             table,
             lo,
@@ -315,11 +382,21 @@ pub fn replace_local_default_route(table: u32) -> Result<(), NetlinkError> {
 
 /// Removes the route of [`replace_local_default_route`]; missing: no-op.
 pub fn del_local_default_route(table: u32) -> Result<(), NetlinkError> {
+    del_local_default_route_for(Family::V4, table)
+}
+
+/// Removes the route of [`replace_local_default_route_for`]; missing (or IPv6
+/// disabled): no-op.
+pub fn del_local_default_route_for(family: Family, table: u32) -> Result<(), NetlinkError> {
     let lo = ifindex("lo")?;
     check(
-        format!("deleting route local 0.0.0.0/0 dev lo table {table}"),
-        route_msg(RTM_DELROUTE, 0, RT_SCOPE_NOWHERE, table, lo),
-        &[libc::ESRCH, libc::ENOENT],
+        format!(
+            "deleting route ({}) local {} dev lo table {table}",
+            family.flag(),
+            family.any()
+        ),
+        route_msg(RTM_DELROUTE, 0, family.af(), RT_SCOPE_NOWHERE, table, lo),
+        &[libc::ESRCH, libc::ENOENT, libc::EAFNOSUPPORT],
     )
 }
 

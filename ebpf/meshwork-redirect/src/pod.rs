@@ -4,13 +4,15 @@
 //! node's `MW_ENROLLED` with an owner tag derived from the key, so a restarted process can
 //! unenroll them knowing only the key.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
 use aya::programs::links::FdLink;
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
-use meshwork_ebpf_common::{PodEntry, FLAG_ALL, MAP_ENROLLED, PROG_POD_EGRESS, PROG_POD_INGRESS};
+use meshwork_ebpf_common::{
+    PodEntry, FLAG_ALL, MAP_ENROLLED, MAP_ENROLLED6, PROG_POD_EGRESS, PROG_POD_INGRESS,
+};
 use meshwork_runtime::netns::NetNs;
 
 use crate::options::{ip_key, key_ip};
@@ -71,10 +73,24 @@ pub fn install_pod_routing(opts: &RedirectOptions) -> Result<(), crate::NetlinkE
     netlink::replace_local_default_route(opts.table)
 }
 
-/// Removes what [`install_pod_routing`] installed; missing pieces are not an error.
+/// The IPv6 counterpart of [`install_pod_routing`]: `ip -6 rule add priority P fwmark C/C
+/// lookup T` and `ip -6 route replace local ::/0 dev lo table T`. IPv6 has no
+/// `accept_local`: a hairpinned packet whose source is the pod's own address is accepted
+/// as it is. Idempotent.
+pub fn install_pod_routing6(opts: &RedirectOptions) -> Result<(), crate::NetlinkError> {
+    use netlink::Family::V6;
+    netlink::add_fwmark_rule_for(V6, opts.pod_capture_mark, opts.table, opts.rule_priority)?;
+    netlink::replace_local_default_route_for(V6, opts.table)
+}
+
+/// Removes what [`install_pod_routing`] and [`install_pod_routing6`] installed; missing
+/// pieces (or IPv6 disabled in the namespace) are not an error.
 pub fn remove_pod_routing(opts: &RedirectOptions) -> Result<(), crate::NetlinkError> {
+    use netlink::Family::V6;
     netlink::del_fwmark_rule(opts.pod_capture_mark, opts.table, opts.rule_priority)?;
-    netlink::del_local_default_route(opts.table)
+    netlink::del_local_default_route(opts.table)?;
+    netlink::del_fwmark_rule_for(V6, opts.pod_capture_mark, opts.table, opts.rule_priority)?;
+    netlink::del_local_default_route_for(V6, opts.table)
 }
 
 impl Redirect {
@@ -84,18 +100,24 @@ impl Redirect {
     }
 
     /// Captures a pod in its own network namespace: sets `accept_local=1` on `ifname`
-    /// (rtnetlink), installs the capture-mark rule and local route, attaches
-    /// `mw_pod_ingress` / `mw_pod_egress` (TCX, first) to `ifname`, pins the links under
-    /// `pods/<key>/`, and enrolls `ips` (both directions). Idempotent; called again with
-    /// another namespace (the pod's sandbox was recreated) it moves the links there, and
-    /// addresses the pod no longer has are unenrolled.
-    pub fn attach_pod(
+    /// (rtnetlink), installs the capture-mark rule and local route (IPv4, and IPv6 when
+    /// `ips` has an IPv6 address), attaches `mw_pod_ingress` / `mw_pod_egress` (TCX,
+    /// first) to `ifname`, pins the links under `pods/<key>/`, and enrolls `ips` (IPv4 and
+    /// IPv6, both directions). Idempotent; called again with another namespace (the pod's
+    /// sandbox was recreated) it moves the links there, and addresses the pod no longer
+    /// has are unenrolled.
+    ///
+    /// IPv6 TCP of the pod from or to an address not in `ips` is dropped (fail closed):
+    /// pass every address the pod has.
+    pub fn attach_pod<A: Into<IpAddr> + Copy>(
         &mut self,
         netns: &NetNs,
         key: &str,
         ifname: &str,
-        ips: &[Ipv4Addr],
+        ips: &[A],
     ) -> Result<(), RedirectError> {
+        let ips: Vec<IpAddr> = ips.iter().map(|ip| (*ip).into()).collect();
+        let has_v6 = ips.iter().any(IpAddr::is_ipv6);
         check_key(key)?;
         check_ifname(key, ifname)?;
         let pod_err = |reason: String| RedirectError::Pod {
@@ -114,7 +136,11 @@ impl Redirect {
         netns
             .run(|| {
                 netlink::set_accept_local(ifname, true)?;
-                install_pod_routing(&opts)
+                install_pod_routing(&opts)?;
+                if has_v6 {
+                    install_pod_routing6(&opts)?;
+                }
+                Ok(())
             })
             .map_err(netns_err)?
             .map_err(nl_err)?;
@@ -173,20 +199,26 @@ impl Redirect {
         let tag = owner_tag(key);
         // Before the addresses: once enrolled, the pod's connects are recorded.
         self.register_pod_netns(key, netns, tag)?;
-        let want: Vec<Ipv4Addr> = ips.to_vec();
         for (ip, entry) in self.owned_entries(tag)? {
-            if !want.contains(&ip) && entry.reserved == tag {
-                self.unenroll(ip)?;
+            if !ips.contains(&ip) && entry.reserved == tag {
+                self.unenroll_any(ip)?;
             }
         }
-        for ip in &want {
-            let entry = PodEntry {
-                flags: FLAG_ALL,
-                reserved: tag,
-            };
-            self.enrolled
-                .insert(ip_key(*ip), entry, 0)
-                .map_err(|e| RedirectError::map(MAP_ENROLLED, e))?;
+        let entry = PodEntry {
+            flags: FLAG_ALL,
+            reserved: tag,
+        };
+        for ip in &ips {
+            match ip {
+                IpAddr::V4(v4) => self
+                    .enrolled
+                    .insert(ip_key(*v4), entry, 0)
+                    .map_err(|e| RedirectError::map(MAP_ENROLLED, e))?,
+                IpAddr::V6(v6) => self
+                    .enrolled6
+                    .insert(v6.octets(), entry, 0)
+                    .map_err(|e| RedirectError::map(MAP_ENROLLED6, e))?,
+            }
         }
         self.pods.insert(
             key.to_string(),
@@ -239,7 +271,7 @@ impl Redirect {
         let state = self.pods.remove(key);
         let tag = owner_tag(key);
         for (ip, _) in self.owned_entries(tag)? {
-            self.unenroll(ip)?;
+            self.unenroll_any(ip)?;
         }
         self.forget_pod_netns(tag)?;
         if let Some(netns) = netns {
@@ -288,8 +320,8 @@ impl Redirect {
         Ok(keys)
     }
 
-    /// Addresses enrolled for `key` (by owner tag).
-    pub fn pod_addresses(&self, key: &str) -> Result<Vec<Ipv4Addr>, RedirectError> {
+    /// Addresses enrolled for `key` (by owner tag): IPv4 ones first.
+    pub fn pod_addresses(&self, key: &str) -> Result<Vec<IpAddr>, RedirectError> {
         Ok(self
             .owned_entries(owner_tag(key))?
             .into_iter()
@@ -297,15 +329,32 @@ impl Redirect {
             .collect())
     }
 
-    fn owned_entries(&self, tag: u32) -> Result<Vec<(Ipv4Addr, PodEntry)>, RedirectError> {
+    fn owned_entries(&self, tag: u32) -> Result<Vec<(IpAddr, PodEntry)>, RedirectError> {
         let mut out = Vec::new();
         for item in self.enrolled.iter() {
             let (k, v) = item.map_err(|e| RedirectError::map(MAP_ENROLLED, e))?;
             if v.reserved == tag {
-                out.push((key_ip(k), v));
+                out.push((IpAddr::V4(key_ip(k)), v));
+            }
+        }
+        for item in self.enrolled6.iter() {
+            let (k, v) = item.map_err(|e| RedirectError::map(MAP_ENROLLED6, e))?;
+            if v.reserved == tag {
+                out.push((IpAddr::V6(Ipv6Addr::from(k)), v));
             }
         }
         Ok(out)
+    }
+
+    fn unenroll_any(&mut self, ip: IpAddr) -> Result<(), RedirectError> {
+        match ip {
+            IpAddr::V4(v4) => self.unenroll(v4),
+            IpAddr::V6(v6) => match self.enrolled6.remove(&v6.octets()) {
+                Ok(()) => Ok(()),
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(RedirectError::map(MAP_ENROLLED6, e)),
+            },
+        }
     }
 
     /// At load: swaps the new programs into every pinned pod link; a pod whose links are
@@ -338,7 +387,7 @@ impl Redirect {
         for (key, dir) in stale {
             let _ = std::fs::remove_dir_all(&dir);
             for (ip, _) in self.owned_entries(owner_tag(&key))? {
-                self.unenroll(ip)?;
+                self.unenroll_any(ip)?;
             }
             self.forget_pod_netns(owner_tag(&key))?;
         }

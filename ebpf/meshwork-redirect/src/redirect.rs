@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -9,10 +9,11 @@ use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use meshwork_ebpf_common::{
-    PodConfig, PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_EXCLUDED,
-    MAP_ORIG_DST, MAP_POD_CONFIG, MAP_POD_NETNS, MAP_SOCK_ORIG, MAP_STATS, PROG_POD_CONNECT4,
-    PROG_POD_EGRESS, PROG_POD_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, STAT_ASSIGN_FAILED,
-    STAT_COUNT, STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
+    Ip6Key, PodConfig, PodEntry, RedirectConfig, FLAG_ALL, MAP_CONFIG, MAP_ENROLLED, MAP_ENROLLED6,
+    MAP_EXCLUDED, MAP_EXCLUDED6, MAP_ORIG_DST, MAP_POD_CONFIG, MAP_POD_NETNS, MAP_SOCK_ORIG,
+    MAP_STATS, MAP_STATS6, PROG_POD_CONNECT4, PROG_POD_EGRESS, PROG_POD_INGRESS, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, STAT6_UNENROLLED_DROP, STAT6_UNPARSED_DROP, STAT_ASSIGN_FAILED, STAT_COUNT,
+    STAT_HAIRPIN, STAT_INBOUND_HBONE_SYN, STAT_INBOUND_PLAIN_SYN, STAT_MARKED,
     STAT_NO_LISTENER_DROP, STAT_OUTBOUND_SYN,
 };
 
@@ -38,6 +39,12 @@ pub struct RedirectStats {
     pub marked: u64,
     /// Node-originated HBONE packets to local pods looped back into ingress.
     pub hairpin: u64,
+    /// IPv6 packets of enrolled pods dropped because the programs cannot parse them
+    /// (extension headers, fragments): never passed uncaptured.
+    pub ipv6_unparsed_drop: u64,
+    /// IPv6 TCP of an enrolled pod from (or a SYN to) one of its addresses that is not
+    /// enrolled: dropped.
+    pub ipv6_unenrolled_drop: u64,
 }
 
 /// The loaded programs and maps of one node. Pins persist after drop: a later
@@ -48,6 +55,11 @@ pub struct Redirect {
     pub(crate) enrolled: HashMap<MapData, u32, PodEntry>,
     excluded: HashMap<MapData, u32, u8>,
     stats: PerCpuArray<MapData, u64>,
+    /// In-pod mode, IPv6: enrolled addresses (value as in `enrolled`), excluded
+    /// destinations, counters.
+    pub(crate) enrolled6: HashMap<MapData, Ip6Key, PodEntry>,
+    excluded6: HashMap<MapData, Ip6Key, u8>,
+    stats6: PerCpuArray<MapData, u64>,
     /// Interface → pin directory of its links.
     attached: BTreeMap<String, PathBuf>,
     /// Interfaces attached because a pod is routed through them (see `sync_pods`).
@@ -92,6 +104,9 @@ impl Redirect {
             MAP_POD_NETNS,
             MAP_SOCK_ORIG,
             MAP_ORIG_DST,
+            MAP_ENROLLED6,
+            MAP_EXCLUDED6,
+            MAP_STATS6,
         ]
         .into_iter()
         .map(|m| (m, dir.join(m)))
@@ -116,6 +131,9 @@ impl Redirect {
         let enrolled = take(&mut ebpf, MAP_ENROLLED)?;
         let excluded = take(&mut ebpf, MAP_EXCLUDED)?;
         let stats = take(&mut ebpf, MAP_STATS)?;
+        let enrolled6 = take(&mut ebpf, MAP_ENROLLED6)?;
+        let excluded6 = take(&mut ebpf, MAP_EXCLUDED6)?;
+        let stats6 = take(&mut ebpf, MAP_STATS6)?;
         let pod_netns = take(&mut ebpf, MAP_POD_NETNS)?;
         let orig_dst_map = ebpf.map(MAP_ORIG_DST).ok_or(RedirectError::Missing {
             kind: "map",
@@ -158,6 +176,9 @@ impl Redirect {
             enrolled,
             excluded,
             stats,
+            enrolled6,
+            excluded6,
+            stats6,
             attached: BTreeMap::new(),
             pod_interfaces: BTreeSet::new(),
             pods: BTreeMap::new(),
@@ -411,20 +432,52 @@ impl Redirect {
         Ok(out)
     }
 
-    /// Destinations an enrolled pod reaches directly (the node's own addresses).
-    pub fn exclude_destination(&mut self, ip: Ipv4Addr) -> Result<(), RedirectError> {
-        self.excluded
-            .insert(ip_key(ip), 1, 0)
-            .map_err(|e| RedirectError::map(MAP_EXCLUDED, e))
+    /// Destinations an enrolled pod reaches directly (the node's own addresses); as
+    /// sources (kubelet probes) they reach the pods directly. IPv4 or IPv6 (the IPv6 ones
+    /// only matter to the in-pod programs).
+    pub fn exclude_destination(&mut self, ip: impl Into<IpAddr>) -> Result<(), RedirectError> {
+        match ip.into() {
+            IpAddr::V4(v4) => self
+                .excluded
+                .insert(ip_key(v4), 1, 0)
+                .map_err(|e| RedirectError::map(MAP_EXCLUDED, e)),
+            IpAddr::V6(v6) => self
+                .excluded6
+                .insert(v6.octets(), 1, 0)
+                .map_err(|e| RedirectError::map(MAP_EXCLUDED6, e)),
+        }
+    }
+
+    /// The excluded IPv6 addresses.
+    pub fn excluded_v6(&self) -> Result<Vec<Ipv6Addr>, RedirectError> {
+        let mut out = Vec::new();
+        for k in self.excluded6.keys() {
+            out.push(Ipv6Addr::from(
+                k.map_err(|e| RedirectError::map(MAP_EXCLUDED6, e))?,
+            ));
+        }
+        Ok(out)
     }
 
     /// Excludes every address of the current network namespace (see
-    /// [`crate::local_ipv4_addresses`]).
+    /// [`crate::local_ipv4_addresses`], [`crate::local_ipv6_addresses`]).
     pub fn exclude_local_addresses(&mut self) -> Result<(), RedirectError> {
         for ip in crate::local_ipv4_addresses()? {
             self.exclude_destination(ip)?;
         }
+        for ip in crate::local_ipv6_addresses()? {
+            self.exclude_destination(ip)?;
+        }
         Ok(())
+    }
+
+    fn stat6(&self, index: u32) -> Result<u64, RedirectError> {
+        Ok(self
+            .stats6
+            .get(&index, 0)
+            .map_err(|e| RedirectError::map(MAP_STATS6, e))?
+            .iter()
+            .sum())
     }
 
     pub fn stats(&self) -> Result<RedirectStats, RedirectError> {
@@ -444,6 +497,8 @@ impl Redirect {
             assign_failed: sums[STAT_ASSIGN_FAILED as usize],
             marked: sums[STAT_MARKED as usize],
             hairpin: sums[STAT_HAIRPIN as usize],
+            ipv6_unparsed_drop: self.stat6(STAT6_UNPARSED_DROP)?,
+            ipv6_unenrolled_drop: self.stat6(STAT6_UNENROLLED_DROP)?,
         })
     }
 }

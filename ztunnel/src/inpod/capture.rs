@@ -3,7 +3,7 @@
 //! namespace are blocking and must not hold a data-path thread). The exception is
 //! [`Capture::original_destination`], one map lookup on the accept path.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -60,10 +60,8 @@ impl Capture {
         ensure_bpffs(&bpffs).map_err(step("mounting bpffs"))?;
         let mut r = Redirect::load(opts.clone()).map_err(step("loading the programs"))?;
         for ip in node_ips {
-            if let IpAddr::V4(v4) = ip {
-                r.exclude_destination(*v4)
-                    .map_err(step("excluding the node's addresses"))?;
-            }
+            r.exclude_destination(*ip)
+                .map_err(step("excluding the node's addresses"))?;
         }
         let cgroup = match pod_cgroup {
             Some(p) if p.as_os_str().is_empty() => None,
@@ -124,7 +122,9 @@ impl Capture {
         .map_err(|e| CaptureError::Task(e.to_string()))?
     }
 
-    /// Attaches the pod's capture in its namespace and enrolls its IPv4 addresses.
+    /// Attaches the pod's capture in its namespace and enrolls its addresses, IPv4 and
+    /// IPv6 (a dual-stack pod gets the IPv6 rule and route too; the IPv6 listeners are
+    /// opened by the caller before).
     pub async fn attach(
         &self,
         key: &str,
@@ -133,14 +133,7 @@ impl Capture {
     ) -> Result<(), CaptureError> {
         let key = key.to_string();
         let ifname = rec.ifname.clone();
-        let ips: Vec<Ipv4Addr> = rec
-            .ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let ips: Vec<IpAddr> = rec.ips.clone();
         self.with(move |r| {
             r.attach_pod(&netns, &key, &ifname, &ips)
                 .map_err(step("attaching to the pod"))

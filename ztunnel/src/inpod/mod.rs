@@ -356,18 +356,47 @@ impl InPod {
         Ok(stop)
     }
 
+    /// The pod's listeners: on the configured addresses (`0.0.0.0:15001/15006/15008`) and,
+    /// for a pod with an IPv6 address, the same ports on `[::]` (IPv6-only sockets, which
+    /// `mw_pod_ingress` finds at `[::1]`). Two sockets per port rather than one dual-stack
+    /// one: the IPv4 path (its addresses, `SO_ORIGINAL_DST`, the socket-LB lookup) stays
+    /// exactly as it was, with no v4-mapped addresses.
     fn listen(&self, scope: &Scope, stop: &CancellationToken) -> Result<(), crate::StartError> {
         let s = &self.settings;
-        let out = bind_shards("outbound", s.outbound, true, true, &self.shards, scope)?;
+        self.listen_family(scope, stop, s.outbound, s.inbound_plain, s.hbone)?;
+        let dual = scope
+            .pod_scope()
+            .is_some_and(|p| p.ips.iter().any(IpAddr::is_ipv6));
+        if dual {
+            self.listen_family(
+                scope,
+                stop,
+                ipv6_any(s.outbound),
+                ipv6_any(s.inbound_plain),
+                ipv6_any(s.hbone),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn listen_family(
+        &self,
+        scope: &Scope,
+        stop: &CancellationToken,
+        outbound: Listen,
+        inbound_plain: Listen,
+        hbone: Listen,
+    ) -> Result<(), crate::StartError> {
+        let out = bind_shards("outbound", outbound, true, true, &self.shards, scope)?;
         let plain = bind_shards(
             "inbound plaintext",
-            s.inbound_plain,
+            inbound_plain,
             true,
             true,
             &self.shards,
             scope,
         )?;
-        let hbone = bind_shards("hbone", s.hbone, true, true, &self.shards, scope)?;
+        let hbone = bind_shards("hbone", hbone, true, true, &self.shards, scope)?;
         if let Some(ls) = out {
             let (addr, sc, capture) = (ls.addr, scope.clone(), self.capture.clone());
             spawn_accept(
@@ -504,6 +533,8 @@ impl InPod {
                 "assign_failed": s.assign_failed,
                 "marked": s.marked,
                 "hairpin": s.hairpin,
+                "ipv6_unparsed_drop": s.ipv6_unparsed_drop,
+                "ipv6_unenrolled_drop": s.ipv6_unenrolled_drop,
             })
         });
         let pods = self.pods.lock().await;
@@ -525,5 +556,31 @@ impl InPod {
     /// The pod's addresses of `key` (tests, admin).
     pub async fn ips(&self, key: &str) -> Option<Vec<IpAddr>> {
         self.pods.lock().await.get(key).map(|p| p.rec.ips.clone())
+    }
+}
+
+/// The IPv6 counterpart of an in-pod listen address: `[::]` on the same port when it is
+/// an unspecified IPv4 address (the default), off otherwise (a specific IPv4 address has
+/// no IPv6 counterpart; an IPv6 one is already bound).
+fn ipv6_any(l: Listen) -> Listen {
+    Listen(match l.0 {
+        Some(a) if a.ip() == IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) => Some(
+            std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), a.port()),
+        ),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_listeners_mirror_unspecified_ipv4_ones() {
+        let l = |s: &str| Listen(Some(s.parse().unwrap()));
+        assert_eq!(ipv6_any(l("0.0.0.0:15001")), l("[::]:15001"));
+        assert_eq!(ipv6_any(l("127.0.0.1:15001")), Listen(None));
+        assert_eq!(ipv6_any(l("[::]:15006")), Listen(None));
+        assert_eq!(ipv6_any(Listen(None)), Listen(None));
     }
 }
