@@ -194,7 +194,8 @@ impl NetnsMesh {
     }
 
     /// As [`NetnsMesh::start`] on a cluster of the given network flavour (with
-    /// [`Network::KindPtp`] the fixture's services also get kube-proxy chains).
+    /// [`Network::KindPtp`] or [`Network::CiliumLike`] the fixture's services also get
+    /// kube-proxy chains).
     pub fn start_on(bins: Binaries, network: Network) -> Result<Self, ScenarioError> {
         Self::start_with(bins, network, CaptureMode::Node)
     }
