@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::cilium_like::{self, CiliumLike};
 use crate::kind_ptp::KindPtp;
 use crate::netns::{self, ip_in};
 use crate::topology::{self, Network, Node, Pod, Service, MAX_NODES, MAX_PODS_PER_NODE};
@@ -142,13 +143,14 @@ impl ClusterBuilder {
             source,
         })?;
         let kind = match self.network {
-            Network::Bridge => None,
+            Network::Bridge | Network::CiliumLike => None,
             Network::KindPtp => Some(KindPtp::new(&nodes, cni_data_dir(&run_id))?),
         };
         let mut cluster = Cluster {
             fabric: format!("{run_id}-fab"),
             network: self.network,
             kind,
+            cilium: None,
             run_id,
             nodes,
             pods,
@@ -177,6 +179,8 @@ pub struct Cluster {
     network: Network,
     /// The CNI runtime of [`Network::KindPtp`].
     kind: Option<KindPtp>,
+    /// The emulated datapath of [`Network::CiliumLike`].
+    cilium: Option<CiliumLike>,
     fabric: String,
     nodes: Vec<Node>,
     pods: Vec<Pod>,
@@ -202,6 +206,11 @@ impl Cluster {
     /// The CNI runtime of the nodes ([`Network::KindPtp`] only).
     pub fn cni(&self) -> Option<&KindPtp> {
         self.kind.as_ref()
+    }
+
+    /// The emulated Cilium datapath ([`Network::CiliumLike`] only).
+    pub fn cilium(&self) -> Option<&CiliumLike> {
+        self.cilium.as_ref()
     }
 
     pub fn fabric_netns(&self) -> &str {
@@ -474,6 +483,10 @@ impl Cluster {
             ip_in(&n.netns, &["addr", "add", &addr, "dev", &n.uplink])?;
             ip_in(&n.netns, &["link", "set", &n.uplink, "up"])?;
             netns::sysctl_in(&n.netns, "net.ipv4.ip_forward", "1")?;
+            if self.network == Network::CiliumLike {
+                // Remote pod CIDRs go into the tunnel (CiliumLike::new).
+                continue;
+            }
             for other in self.nodes.iter().filter(|o| o.index != n.index) {
                 let via = other.ip.to_string();
                 ip_in(
@@ -493,6 +506,7 @@ impl Cluster {
         match self.network {
             Network::Bridge => self.create_bridge_pods()?,
             Network::KindPtp => self.create_cni_pods()?,
+            Network::CiliumLike => self.create_cilium_pods()?,
         }
         tracing::info!(run = %self.run_id, network = self.network.name(), nodes = self.nodes.len(), pods = self.pods.len(), "cluster up");
         Ok(())
@@ -521,6 +535,23 @@ impl Cluster {
             self.pods[i].host_veth = veth;
         }
         kind.install_services(&self.nodes, &self.pods, &self.services)
+    }
+
+    /// The emulated Cilium datapath on every node, then each pod as cilium-cni sets it up
+    /// (the harness plan's addresses), then kube-proxy's chains for the services.
+    fn create_cilium_pods(&mut self) -> Result<(), HarnessError> {
+        let dp = CiliumLike::new(&self.nodes, crate::socklb::EMU_OBJECT)?;
+        let r = (|| {
+            for i in 0..self.pods.len() {
+                self.add_bare_netns(&self.pods[i].netns)?;
+                let node = &self.nodes[self.pods[i].node_index];
+                let identity = cilium_like::FIRST_IDENTITY + i as u32;
+                self.pods[i].host_veth = dp.add_pod(node, &self.pods[i], identity)?;
+            }
+            dp.install_services(&self.nodes, &self.pods, &self.services)
+        })();
+        self.cilium = Some(dp);
+        r
     }
 
     fn create_bridge_pods(&self) -> Result<(), HarnessError> {
@@ -581,6 +612,9 @@ impl Cluster {
         }
         if let Some(kind) = &self.kind {
             kind.teardown();
+        }
+        if let Some(dp) = &self.cilium {
+            dp.teardown();
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
         for ns in created.iter().rev() {

@@ -3,6 +3,7 @@
 //! scenarios written against [`MeshTarget`] so a Kubernetes target can reuse them.
 pub mod bench;
 pub mod capability;
+pub mod cilium_like;
 mod cluster;
 pub mod cni;
 mod error;

@@ -194,7 +194,8 @@ impl NetnsMesh {
     }
 
     /// As [`NetnsMesh::start`] on a cluster of the given network flavour (with
-    /// [`Network::KindPtp`] the fixture's services also get kube-proxy chains).
+    /// [`Network::KindPtp`] or [`Network::CiliumLike`] the fixture's services also get
+    /// kube-proxy chains).
     pub fn start_on(bins: Binaries, network: Network) -> Result<Self, ScenarioError> {
         Self::start_with(bins, network, CaptureMode::Node)
     }
@@ -211,7 +212,7 @@ impl NetnsMesh {
         for (name, _, node, ..) in fixture::PODS {
             b = b.pod(name, *node);
         }
-        if network == Network::KindPtp {
+        if matches!(network, Network::KindPtp | Network::CiliumLike) {
             for (svc, _, vip, backends) in fixture::SERVICES {
                 b = b.service(
                     svc,
@@ -750,7 +751,15 @@ impl MeshTarget for NetnsMesh {
             "-w",
         ])
         .arg(&file)
-        .arg("tcp");
+        // TCP, and TCP inside VXLAN (cilium-like: pod traffic crosses nodes in the tunnel;
+        // pcap::parse reads the inner segments).
+        .args([
+            "tcp",
+            "or",
+            "udp",
+            "port",
+            &crate::cilium_like::VXLAN_PORT.to_string(),
+        ]);
         let pid = self.cluster.spawn_in("fabric", &label, cmd)?;
         wait_for("tcpdump to listen", Duration::from_secs(5), || {
             self.cluster.log_of(&label).contains("listening on")

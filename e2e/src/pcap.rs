@@ -95,12 +95,23 @@ pub fn parse(data: &[u8]) -> Result<Capture, PcapError> {
     Ok(cap)
 }
 
+/// UDP ports whose payload is VXLAN (IANA's 4789, and 8472: Linux's and Cilium's default).
+pub const VXLAN_PORTS: [u16; 2] = [4789, 8472];
+
 fn segment(frame: &[u8]) -> Option<Segment> {
     if u16be(frame, 12)? != 0x0800 {
         return None;
     }
     let ip = frame.get(14..)?;
     let ihl = ((ip.first()? & 0x0f) as usize) * 4;
+    if *ip.get(9)? == 17 && ihl >= 20 {
+        // VXLAN: the inner Ethernet frame after UDP (8) and VXLAN (8) headers.
+        let udp = ip.get(ihl..)?;
+        if VXLAN_PORTS.contains(&u16be(udp, 2)?) {
+            return segment(udp.get(16..)?);
+        }
+        return None;
+    }
     if *ip.get(9)? != 6 || ihl < 20 {
         return None;
     }
@@ -158,6 +169,30 @@ mod tests {
             d.extend_from_slice(f);
         }
         d
+    }
+
+    #[test]
+    fn reads_tcp_inside_vxlan() {
+        let inner = frame(40000, 15008, b"hbone");
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + 8 + inner.len()) as u16;
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 250, 0, 1, 10, 250, 0, 2,
+        ];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut udp = vec![0u8; 8];
+        udp[0..2].copy_from_slice(&51000u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&8472u16.to_be_bytes());
+        f.extend_from_slice(&udp);
+        f.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 2, 0]);
+        f.extend_from_slice(&inner);
+        let cap = parse(&file(&[f])).unwrap();
+        assert_eq!(cap.tcp.len(), 1);
+        assert_eq!(cap.tcp[0].dport, 15008);
+        assert_eq!(cap.tcp[0].src, Ipv4Addr::new(10, 0, 0, 1));
+        assert!(cap.payload_contains(b"hbone"));
     }
 
     #[test]

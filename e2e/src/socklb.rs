@@ -13,8 +13,9 @@ use aya::maps::{HashMap, MapData};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 
-/// The emulation's BPF object (built by build.rs from `e2e/socklb-emu`).
-static EMU_OBJECT: &[u8] =
+/// The emulation's BPF object (built by build.rs from `e2e/socklb-emu`; also holds the
+/// emulated Cilium datapath of [`crate::cilium_like`]).
+pub(crate) static EMU_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshwork-socklb-emu"));
 
 const EMU_PROGRAM: &str = "test_socklb_connect4";

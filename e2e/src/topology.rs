@@ -22,6 +22,10 @@ pub enum Network {
     /// (`ptp` + `host-local`, addresses from host-local), services as kube-proxy iptables
     /// chains in every node (see [`crate::kind_ptp`]).
     KindPtp,
+    /// Cilium's default datapath shapes: `cilium_host`/`cilium_net`, `lxc` veths without
+    /// routes, local delivery by TCX programs over an endpoint map, VXLAN between nodes,
+    /// kube-proxy chains for services (see [`crate::cilium_like`]).
+    CiliumLike,
 }
 
 impl Network {
@@ -29,6 +33,7 @@ impl Network {
         match self {
             Network::Bridge => "bridge",
             Network::KindPtp => "kind-ptp",
+            Network::CiliumLike => "cilium-like",
         }
     }
 }

@@ -7,7 +7,6 @@
 //! e2e/README.md has the scenario × network matrix.
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,10 +39,9 @@ fn scenarios_on_kind_ptp_inpod() {
         ("same_node_plaintext_is_captured", |m| {
             mesh_suite::same_node_plaintext_is_captured(m).map(|_| ())
         }),
-        (
-            "hbone_leaves_from_the_client_pod",
-            hbone_leaves_from_the_client_pod,
-        ),
+        ("hbone_leaves_from_the_client_pod", |m| {
+            mesh_suite::hbone_leaves_from_the_client_pod(m)
+        }),
         (
             "pod_added_through_cni_is_captured",
             pod_added_through_cni_is_captured,
@@ -60,7 +58,7 @@ fn scenarios_on_kind_ptp_inpod() {
         // Last: the mesh leaves n0.
         (
             "uninstall_leaves_every_pod_working",
-            uninstall_leaves_every_pod_working,
+            mesh_suite::uninstall_leaves_every_pod_working,
         ),
     ];
     for (name, f) in checks {
@@ -95,46 +93,6 @@ fn plain_segments_of(cap: &Capture, ip: Ipv4Addr) -> Vec<String> {
         .filter(|g| g.sport != fixture::HBONE_PORT && g.dport != fixture::HBONE_PORT)
         .map(|g| format!("{}:{} → {}:{}", g.src, g.sport, g.dst, g.dport))
         .collect()
-}
-
-/// In-pod HBONE is opened in the client pod's namespace: on the wire its TCP source is the
-/// client pod's address, not the node's (node capture fails this: its tunnels leave from
-/// `10.250.0.1`), and the destination is the server pod itself.
-fn hbone_leaves_from_the_client_pod(mesh: &NetnsMesh) -> Check {
-    let (client, server) = (ip_of(mesh, "client")?, ip_of(mesh, "orders-v1")?);
-    let url = mesh
-        .service_url("orders-remote", "/api/orders")
-        .map_err(s)?;
-    let mut summary = None;
-    let cap = mesh
-        .capture_node_link("n0", &mut || {
-            summary = Some(mesh.http_get("client", &url, &[], 3)?);
-            Ok(())
-        })
-        .map_err(s)?;
-    let got = summary.unwrap_or_default();
-    if got.count(200) != 3 {
-        return Err(format!("expected 3 x 200: {got:?}"));
-    }
-    let hbone: Vec<_> = cap
-        .tcp
-        .iter()
-        .filter(|g| g.dport == fixture::HBONE_PORT)
-        .collect();
-    if hbone.is_empty() {
-        return Err("no HBONE segment on n0's link".into());
-    }
-    let other: BTreeSet<String> = hbone
-        .iter()
-        .filter(|g| g.src != client || g.dst != server)
-        .map(|g| format!("{} → {}", g.src, g.dst))
-        .collect();
-    if !other.is_empty() {
-        return Err(format!(
-            "HBONE not only {client} (client pod) → {server} (orders-v1): also {other:?}"
-        ));
-    }
-    Ok(())
 }
 
 fn spec(name: &str, app: &str, sa: &str) -> PodSpec {
@@ -452,41 +410,6 @@ fn ztunnel_restart_fails_closed(mesh: &NetnsMesh) -> Check {
     }
     if opened_to(mesh, "n0", ORDERS)? <= before {
         return Err("the new ztunnel did not count the client's connections".into());
-    }
-    Ok(())
-}
-
-/// The node agent decided `uninstall` (its DaemonSet is gone): the stopping ztunnel
-/// releases every pod of n0 — capture removed in each pod, the node's pins gone — and the
-/// pods talk directly, as without the mesh. Before, the same request is refused (STRICT
-/// plaintext from a pod outside the mesh, captured in the destination pod).
-fn uninstall_leaves_every_pod_working(mesh: &NetnsMesh) -> Check {
-    let url = mesh
-        .pod_url("orders-v2", fixture::APP_PORT, "/api/orders")
-        .map_err(s)?;
-    let before = mesh.http_get("outsider", &url, &[], 1).map_err(s)?;
-    if before.count(200) != 0 {
-        return Err(format!(
-            "outsider → orders-v2 answered while meshed: {before:?}"
-        ));
-    }
-    std::fs::write(mesh.stop_decision_file("n0"), "uninstall").map_err(s)?;
-    mesh.stop_ztunnel("n0", libc::SIGTERM).map_err(s)?;
-    let pins = Path::new(BPF_PIN_ROOT).join(mesh.cluster.bpf_node_name("n0").map_err(s)?);
-    if pins.exists() {
-        return Err(format!("{} left after the uninstall", pins.display()));
-    }
-    for (from, what) in [("outsider", "outside the mesh"), ("client", "was enrolled")] {
-        let got = mesh.http_get(from, &url, &[], 3).map_err(s)?;
-        if got.count(200) != 3 {
-            return Err(format!(
-                "{from} ({what}) → orders-v2 after the uninstall: {got:?}"
-            ));
-        }
-    }
-    let log = mesh.cluster.log_of(&mesh.ztunnel_label("n0"));
-    if !log.contains("in-pod capture released") {
-        return Err("the ztunnel did not log the release".into());
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! Prints a markdown table for docs/benchmarks.md.
 //!
 //! `cargo build --release --workspace && target/release/ebpf-bench [--secs N] [--rounds N]
-//! [--network bridge|kind-ptp] [--capture node|inpod]`
+//! [--network bridge|kind-ptp|cilium-like] [--capture node|inpod]`
 //! (root; binaries from the same directory or $MESHWORK_BIN_DIR).
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::time::Duration;
@@ -291,7 +291,12 @@ fn parse_args() -> anyhow::Result<Args> {
                 a.network = match args.next().as_deref() {
                     Some("bridge") => Network::Bridge,
                     Some("kind-ptp") => Network::KindPtp,
-                    other => return Err(anyhow!("--network {other:?}: bridge or kind-ptp")),
+                    Some("cilium-like") => Network::CiliumLike,
+                    other => {
+                        return Err(anyhow!(
+                            "--network {other:?}: bridge, kind-ptp or cilium-like"
+                        ))
+                    }
                 }
             }
             "--capture" => {
@@ -304,7 +309,7 @@ fn parse_args() -> anyhow::Result<Args> {
             other => {
                 return Err(anyhow!(
                     "unknown argument {other:?} (expected --secs N, --rounds N, --fixed-only, \
-                     --network bridge|kind-ptp, --capture node|inpod)"
+                     --network bridge|kind-ptp|cilium-like, --capture node|inpod)"
                 ))
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use meshwork_e2e::scenarios::{self, fixture};
@@ -136,4 +137,92 @@ pub fn assert_no_failures(failures: &[String]) {
         "failed scenarios:\n{}",
         failures.join("\n")
     );
+}
+
+fn pod_ip(mesh: &NetnsMesh, pod: &str) -> Result<Ipv4Addr, String> {
+    Ok(mesh.cluster.pod(pod).map_err(|e| e.to_string())?.ip)
+}
+
+/// In-pod HBONE is opened in the client pod's namespace: on the wire its TCP source is the
+/// client pod's address, not the node's (node capture fails this: its tunnels leave from
+/// `10.250.0.1`), and the destination is the server pod itself.
+pub fn hbone_leaves_from_the_client_pod(mesh: &NetnsMesh) -> Result<(), String> {
+    let (client, server) = (pod_ip(mesh, "client")?, pod_ip(mesh, "orders-v1")?);
+    let url = mesh
+        .service_url("orders-remote", "/api/orders")
+        .map_err(|e| e.to_string())?;
+    let mut summary = None;
+    let cap = mesh
+        .capture_node_link("n0", &mut || {
+            summary = Some(mesh.http_get("client", &url, &[], 3)?);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let got = summary.unwrap_or_default();
+    if got.count(200) != 3 {
+        return Err(format!("expected 3 x 200: {got:?}"));
+    }
+    let hbone: Vec<_> = cap
+        .tcp
+        .iter()
+        .filter(|g| g.dport == fixture::HBONE_PORT)
+        .collect();
+    if hbone.is_empty() {
+        return Err("no HBONE segment on n0's link".into());
+    }
+    let other: BTreeSet<String> = hbone
+        .iter()
+        .filter(|g| g.src != client || g.dst != server)
+        .map(|g| format!("{} → {}", g.src, g.dst))
+        .collect();
+    if !other.is_empty() {
+        return Err(format!(
+            "HBONE not only {client} (client pod) → {server} (orders-v1): also {other:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The node agent decided `uninstall` (its DaemonSet is gone): the stopping ztunnel
+/// releases every pod of n0 — capture removed in each pod, the node's pins gone — and the
+/// pods talk directly, as without the mesh. Before, the same request is refused (STRICT
+/// plaintext from a pod outside the mesh, captured in the destination pod).
+pub fn uninstall_leaves_every_pod_working(mesh: &NetnsMesh) -> Result<(), String> {
+    let url = mesh
+        .pod_url("orders-v2", fixture::APP_PORT, "/api/orders")
+        .map_err(|e| e.to_string())?;
+    let before = mesh
+        .http_get("outsider", &url, &[], 1)
+        .map_err(|e| e.to_string())?;
+    if before.count(200) != 0 {
+        return Err(format!(
+            "outsider → orders-v2 answered while meshed: {before:?}"
+        ));
+    }
+    std::fs::write(mesh.stop_decision_file("n0"), "uninstall").map_err(|e| e.to_string())?;
+    mesh.stop_ztunnel("n0", libc::SIGTERM)
+        .map_err(|e| e.to_string())?;
+    let pins = std::path::Path::new(BPF_PIN_ROOT).join(
+        mesh.cluster
+            .bpf_node_name("n0")
+            .map_err(|e| e.to_string())?,
+    );
+    if pins.exists() {
+        return Err(format!("{} left after the uninstall", pins.display()));
+    }
+    for (from, what) in [("outsider", "outside the mesh"), ("client", "was enrolled")] {
+        let got = mesh
+            .http_get(from, &url, &[], 3)
+            .map_err(|e| e.to_string())?;
+        if got.count(200) != 3 {
+            return Err(format!(
+                "{from} ({what}) → orders-v2 after the uninstall: {got:?}"
+            ));
+        }
+    }
+    let log = mesh.cluster.log_of(&mesh.ztunnel_label("n0"));
+    if !log.contains("in-pod capture released") {
+        return Err("the ztunnel did not log the release".into());
+    }
+    Ok(())
 }

@@ -395,13 +395,27 @@ fn pod_ingress(ctx: &TcContext) -> Option<i32> {
     }
     // SAFETY: reading a field of the context's __sk_buff.
     let mark = unsafe { (*ctx.skb.skb).mark };
+    // Hairpinned by mw_pod_egress: the capture mark *and* the frame addressed from the
+    // device to itself (pod_hairpin wrote dst := src). The mark alone does not tell: a CNI
+    // that delivers with `bpf_redirect_peer` keeps its own mark into this namespace (the
+    // kernel scrubs it only on a veth's xmit), and Cilium's layout uses bit 0x1000 too
+    // (`MARK_MAGIC_WG_ENCRYPTED` 0x1E00, IPsec keys in 0xF000). A foreign mark overlapping
+    // ours loses our bits, so neither this program nor the fwmark rule takes the packet
+    // for one of the pod's own.
+    let ours = pod_cfg.capture_mark | pod_cfg.bypass_mark;
+    let hairpinned = has_mark(mark, pod_cfg.capture_mark) && from_itself(ctx);
+    let mark = if !hairpinned && mark & ours != 0 {
+        ctx.set_mark(mark & !ours);
+        mark & !ours
+    } else {
+        mark
+    };
     if is_ipv6(ctx) {
         return pod_ingress6(ctx, cfg, pod_cfg, mark);
     }
     let flow = parse(ctx)?;
     if has_mark(mark, pod_cfg.capture_mark) {
-        // Hairpinned by mw_pod_egress (a mark never arrives from another namespace: the
-        // kernel scrubs it on the veth). The mark stays: the fwmark rule makes it local.
+        // Hairpinned (above). The mark stays: the fwmark rule makes it local.
         if !flow.syn {
             count(STAT_MARKED);
             return Some(TCX_PASS);
@@ -441,6 +455,15 @@ fn pod_ingress(ctx: &TcContext) -> Option<i32> {
             }
         },
     )
+}
+
+/// Whether the frame's destination MAC is its source MAC (what `mw_pod_egress` writes on
+/// a hairpinned packet; a frame from the peer carries the peer's source MAC).
+fn from_itself(ctx: &TcContext) -> bool {
+    match ctx.load::<[u8; 12]>(0) {
+        Ok(macs) => macs[..6] == macs[6..],
+        Err(_) => false,
+    }
 }
 
 /// IPv6 ingress, as IPv4: a hairpinned (capture-marked) SYN goes to the outbound listener
