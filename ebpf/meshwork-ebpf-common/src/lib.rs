@@ -58,9 +58,11 @@ pub const PROG_POD_INGRESS: &str = "mw_pod_ingress";
 /// socket-LB attached at the root).
 pub const PROG_POD_CONNECT4: &str = "mw_pod_connect4";
 
-/// Default capture mark of the in-pod mode. Cilium uses `0xFFFF0FFF` of the mark (identity
-/// in the upper 16 bits, cluster id in the low byte, its magic in `0x0F00`), Calico
-/// `0xffff0000`, kube-proxy `0x4000`/`0x8000`: `0x1000` and `0x2000` are what is left.
+/// Default capture mark of the in-pod mode. Outside Cilium's identity (upper 16 bits) and
+/// cluster-id (low byte) fields, its magic values in `0x0F00`, Calico's `0xffff0000` and
+/// kube-proxy's `0x4000`/`0x8000`. No bit is free in every Cilium mode (IPsec keys use
+/// `0xF000`, WireGuard `0x1E00`): in-pod ingress takes a packet as hairpinned only when the
+/// frame is also addressed from the device to itself, and clears these bits otherwise.
 pub const DEFAULT_POD_CAPTURE_MARK: u32 = 0x1000;
 /// Default bypass mark of the in-pod mode (`SO_MARK` of the ztunnel's sockets in a pod).
 pub const DEFAULT_POD_BYPASS_MARK: u32 = 0x2000;
