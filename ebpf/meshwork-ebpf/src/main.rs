@@ -630,35 +630,11 @@ fn assign_listener6(ctx: &TcContext, port: u16) -> Result<(), u32> {
     tuple.__bindgen_anon_1.ipv6.daddr = lo;
     tuple.__bindgen_anon_1.ipv6.dport = port.to_be();
     let size = core::mem::size_of_val(unsafe { &tuple.__bindgen_anon_1.ipv6 }) as u32;
-    // SAFETY: as in assign_listener.
-    let sk: *mut bpf_sock = unsafe {
-        bpf_skc_lookup_tcp(
-            ctx.skb.skb as *mut _,
-            &mut tuple,
-            size,
-            BPF_F_CURRENT_NETNS as u64,
-            0,
-        )
-    };
-    if sk.is_null() {
-        return Err(STAT_NO_LISTENER_DROP);
-    }
-    let result = if unsafe { (*sk).state } != BPF_TCP_LISTEN {
-        Err(STAT_NO_LISTENER_DROP)
-    } else if unsafe { bpf_sk_assign(ctx.skb.skb as *mut _, sk as *mut _, 0) } != 0 {
-        Err(STAT_ASSIGN_FAILED)
-    } else {
-        Ok(())
-    };
-    unsafe { bpf_sk_release(sk as *mut _) };
-    result
+    assign_tuple(ctx, &mut tuple, size)
 }
 
 fn count6(index: u32) {
-    if let Some(counter) = MW_STATS6.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *counter += 1 };
-    }
+    bump(&MW_STATS6, index)
 }
 
 /// Ethernet + IPv4 + TCP; `None` for anything else (including non-first fragments).
@@ -721,12 +697,19 @@ fn assign_listener(ctx: &TcContext, addr: u32, port: u16) -> Result<(), u32> {
     tuple.__bindgen_anon_1.ipv4.daddr = addr;
     tuple.__bindgen_anon_1.ipv4.dport = port.to_be();
     let size = core::mem::size_of_val(unsafe { &tuple.__bindgen_anon_1.ipv4 }) as u32;
+    assign_tuple(ctx, &mut tuple, size)
+}
+
+/// Looks up the listener `tuple` names (the first `size` bytes) in the current namespace
+/// and assigns it to the packet: `Err(stat)` when there is none or it cannot be assigned.
+#[inline(always)]
+fn assign_tuple(ctx: &TcContext, tuple: &mut bpf_sock_tuple, size: u32) -> Result<(), u32> {
     // SAFETY: helper call with a valid skb context and tuple; a non-null result holds a
     // reference we release below on every path.
     let sk: *mut bpf_sock = unsafe {
         bpf_skc_lookup_tcp(
             ctx.skb.skb as *mut _,
-            &mut tuple,
+            tuple,
             size,
             BPF_F_CURRENT_NETNS as u64,
             0,
@@ -747,7 +730,12 @@ fn assign_listener(ctx: &TcContext, addr: u32, port: u16) -> Result<(), u32> {
 }
 
 fn count(index: u32) {
-    if let Some(counter) = MW_STATS.get_ptr_mut(index) {
+    bump(&MW_STATS, index)
+}
+
+#[inline(always)]
+fn bump(stats: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = stats.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *counter += 1 };
     }
