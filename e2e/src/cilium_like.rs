@@ -36,10 +36,8 @@ use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::kind_ptp::CLUSTER_CIDR;
-use crate::kube_proxy::{self, ServicePort};
 use crate::netns::{self, ip_in};
-use crate::topology::{Node, Pod, Service};
+use crate::topology::{Node, Pod};
 use crate::HarnessError;
 
 /// Cilium's default VXLAN port (`tunnel-port`).
@@ -541,33 +539,6 @@ impl CiliumLike {
                 .map(|p| p.name_as_str().unwrap_or("?").to_string())
                 .collect())
         })?
-    }
-
-    /// kube-proxy's chains for `services` in every node.
-    pub fn install_services(
-        &self,
-        nodes: &[Node],
-        pods: &[Pod],
-        services: &[Service],
-    ) -> Result<(), HarnessError> {
-        let ports: Vec<ServicePort> = services
-            .iter()
-            .map(|s| ServicePort {
-                name: format!("default/{}:http", s.name),
-                vip: s.vip,
-                port: s.port,
-                endpoints: s
-                    .backends
-                    .iter()
-                    .filter_map(|b| pods.iter().find(|p| &p.name == b))
-                    .map(|p| (p.ip, s.target_port))
-                    .collect(),
-            })
-            .collect();
-        for n in nodes {
-            kube_proxy::apply(&n.netns, CLUSTER_CIDR, &ports)?;
-        }
-        Ok(())
     }
 
     /// Detaches every program (the devices go with the namespaces).

@@ -534,7 +534,12 @@ impl Cluster {
             self.pods[i].ip = ip;
             self.pods[i].host_veth = veth;
         }
-        kind.install_services(&self.nodes, &self.pods, &self.services)
+        crate::kube_proxy::install_services(
+            &self.nodes,
+            &self.pods,
+            &self.services,
+            crate::kind_ptp::CLUSTER_CIDR,
+        )
     }
 
     /// The emulated Cilium datapath on every node, then each pod as cilium-cni sets it up
@@ -548,7 +553,12 @@ impl Cluster {
                 let identity = cilium_like::FIRST_IDENTITY + i as u32;
                 self.pods[i].host_veth = dp.add_pod(node, &self.pods[i], identity)?;
             }
-            dp.install_services(&self.nodes, &self.pods, &self.services)
+            crate::kube_proxy::install_services(
+                &self.nodes,
+                &self.pods,
+                &self.services,
+                crate::kind_ptp::CLUSTER_CIDR,
+            )
         })();
         self.cilium = Some(dp);
         r

@@ -12,9 +12,8 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use crate::cni::{Attachment, CniNetwork, ConfList, CNI_VERSION, DEFAULT_CNI_PATH};
-use crate::kube_proxy::{self, ServicePort};
 use crate::netns::netns_path;
-use crate::topology::{Node, Pod, Service};
+use crate::topology::{Node, Pod};
 use crate::HarnessError;
 
 /// The cluster CIDR (kube-proxy's `--cluster-cidr`): every node's pod CIDR is inside.
@@ -191,33 +190,6 @@ impl KindPtp {
         let r = pod_net.del(&s.eth0);
         lo_net.del(&s.lo)?;
         Ok(r?)
-    }
-
-    /// kube-proxy's chains for `services` in every node.
-    pub fn install_services(
-        &self,
-        nodes: &[Node],
-        pods: &[Pod],
-        services: &[Service],
-    ) -> Result<(), HarnessError> {
-        let ports: Vec<ServicePort> = services
-            .iter()
-            .map(|s| ServicePort {
-                name: format!("default/{}:http", s.name),
-                vip: s.vip,
-                port: s.port,
-                endpoints: s
-                    .backends
-                    .iter()
-                    .filter_map(|b| pods.iter().find(|p| &p.name == b))
-                    .map(|p| (p.ip, s.target_port))
-                    .collect(),
-            })
-            .collect();
-        for n in nodes {
-            kube_proxy::apply(&n.netns, CLUSTER_CIDR, &ports)?;
-        }
-        Ok(())
     }
 
     /// DEL of every sandbox still set up, then removal of host-local's state.

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
+use crate::topology::{Node, Pod, Service};
 use crate::{netns, HarnessError};
 
 /// kube-proxy's default masquerade bit (`--iptables-masquerade-bit=14`).
@@ -193,6 +194,33 @@ const JUMPS: &[Jump] = &[
     Jump::new("filter", "FORWARD", true, SERVICE_PORTALS, "KUBE-SERVICES"),
     Jump::new("filter", "OUTPUT", true, SERVICE_PORTALS, "KUBE-SERVICES"),
 ];
+
+/// kube-proxy's chains for the fixture's `services` (backends named by pod) in every node.
+pub fn install_services(
+    nodes: &[Node],
+    pods: &[Pod],
+    services: &[Service],
+    cluster_cidr: &str,
+) -> Result<(), HarnessError> {
+    let ports: Vec<ServicePort> = services
+        .iter()
+        .map(|s| ServicePort {
+            name: format!("default/{}:http", s.name),
+            vip: s.vip,
+            port: s.port,
+            endpoints: s
+                .backends
+                .iter()
+                .filter_map(|b| pods.iter().find(|p| &p.name == b))
+                .map(|p| (p.ip, s.target_port))
+                .collect(),
+        })
+        .collect();
+    for n in nodes {
+        apply(&n.netns, cluster_cidr, &ports)?;
+    }
+    Ok(())
+}
 
 /// Writes the rules into `netns`: chains with `iptables-restore --noflush` (other
 /// writers' chains, e.g. portmap's, stay), then the jumps, each inserted once.
