@@ -127,3 +127,60 @@ impl Scope {
         crate::sockets::listen_on(sock, addr, transparent, reuse_port)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{snapshot, workload};
+
+    fn pod(ip: &str) -> Scope {
+        Scope::pod(PodScope {
+            netns: NetNs::open("/proc/self/ns/net").unwrap(),
+            key: "prod_client".into(),
+            pod: "prod/client".into(),
+            ips: vec![ip.parse().unwrap()],
+            bypass_mark: 0x2000,
+        })
+    }
+
+    #[test]
+    fn a_pod_scope_serves_only_its_own_pod() {
+        let mut starting = workload("prod", "client", "n1", "10.0.0.1");
+        // Its address not published yet (kubelet reports it after the CNI ADD).
+        starting.addresses.clear();
+        let st = State::new(
+            snapshot(
+                vec![
+                    starting,
+                    workload("prod", "server", "n1", "10.0.0.2"),
+                    workload("prod", "remote", "n2", "10.0.0.3"),
+                ],
+                vec![],
+            ),
+            "n1",
+            15008,
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let sc = pod("10.0.0.1");
+        // The pod itself, found by name.
+        assert_eq!(
+            sc.local_workload(&st, ip("10.0.0.1")).unwrap().name,
+            "client"
+        );
+        // Another local pod's address is not this listener's to serve.
+        assert!(sc.local_workload(&st, ip("10.0.0.2")).is_none());
+        assert!(!sc.owns(ip("10.0.0.2")));
+        // The node's scope answers from the state, local workloads only.
+        let node = Scope::node();
+        assert_eq!(
+            node.local_workload(&st, ip("10.0.0.2")).unwrap().name,
+            "server"
+        );
+        assert!(node.local_workload(&st, ip("10.0.0.3")).is_none());
+        assert_eq!(
+            sc.dial_from().id(),
+            NetNs::open("/proc/self/ns/net").unwrap().inode()
+        );
+        assert_eq!(node.dial_from().id(), 0);
+    }
+}
