@@ -16,4 +16,5 @@ pub mod logging;
 pub mod run;
 pub mod source;
 pub mod state;
+pub mod tls_listener;
 pub mod translate;

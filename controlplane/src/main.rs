@@ -28,9 +28,16 @@ struct Cli {
     /// Kubernetes: audience of the ztunnels' projected tokens.
     #[arg(long, default_value = "istio-ca")]
     token_audience: String,
-    /// Kubernetes: the ztunnels' service account, `namespace/name`.
-    #[arg(long, default_value = "istio-system/meshwork-ztunnel")]
-    ztunnel_service_account: String,
+    /// Kubernetes: service accounts of node agents, `namespace/name` (repeat or separate
+    /// with commas): a token of one proves the node its pod runs on, which may then obtain
+    /// certificates for that node's workloads. Add `istio-system/ztunnel` for Istio's ztunnel.
+    #[arg(
+        long = "node-agent-service-account",
+        alias = "ztunnel-service-account",
+        value_delimiter = ',',
+        default_value = "istio-system/meshwork-ztunnel"
+    )]
+    node_agent_service_accounts: Vec<String>,
     /// Kubernetes: elect one replica (through a Lease) to write status conditions and
     /// apply waypoints; `--leader-election=false` makes this replica do it (one replica only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -45,6 +52,11 @@ struct Cli {
     pod_namespace: String,
     #[arg(long, env = "POD_NAME", default_value = "meshwork-controlplane")]
     pod_name: String,
+    /// Kubernetes: keep the mesh CA in Secrets of this pod's namespace (Istio's `cacerts`
+    /// when present, else a root generated once into `meshwork-ca-secret`), so every
+    /// replica signs into one chain; `false`: only `--ca-dir`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ca_from_secrets: bool,
     /// Kubernetes: ConfigMap in the root namespace holding the waypoint template (key
     /// `waypoint.yaml`); each `istio-waypoint` Gateway gets its objects. Empty: disabled.
     #[arg(long, default_value = "meshwork-waypoint-template")]
@@ -55,9 +67,25 @@ struct Cli {
     /// Namespace for resources that name none.
     #[arg(long, default_value = "default")]
     default_namespace: String,
-    /// gRPC: config distribution and the certificate API.
-    #[arg(long, default_value = "127.0.0.1:15010")]
-    grpc_addr: SocketAddr,
+    /// Plaintext gRPC (config distribution and the certificate API) for processes on this
+    /// host: a loopback address, or `off`.
+    #[arg(long, default_value = "127.0.0.1:15010", value_parser = parse_listen)]
+    grpc_addr: Listen,
+    /// TLS gRPC (config distribution and the certificate API), like istiod's 15012: the
+    /// port other hosts use, with a certificate from the mesh CA. `off` by default.
+    #[arg(long, default_value = "off", value_parser = parse_listen)]
+    grpc_tls_addr: Listen,
+    /// Names in the TLS port's certificate: DNS names or IP addresses clients dial (repeat
+    /// or separate with commas). `localhost`, 127.0.0.1 and ::1 are always included.
+    #[arg(long = "serving-san", value_delimiter = ',')]
+    serving_sans: Vec<String>,
+    /// The control plane's service account (its SPIFFE identity on the TLS port).
+    #[arg(
+        long,
+        env = "POD_SERVICE_ACCOUNT",
+        default_value = "meshwork-controlplane"
+    )]
+    service_account: String,
     /// Admin HTTP endpoint (/ready, /debug/errors, /debug/proxies, /debug/model).
     #[arg(long, default_value = "127.0.0.1:15014")]
     admin_addr: SocketAddr,
@@ -95,6 +123,19 @@ enum Command {
     },
 }
 
+/// A listen address or `off`.
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{e}: expected ADDRESS:PORT or off"))
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     s.parse::<meshwork_api::Duration>()
         .map(|d| d.0)
@@ -126,16 +167,33 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", tokens.token_for(node)?);
         return Ok(());
     }
+    let mut serving = run::Serving::local(&cli.pod_namespace, &cli.service_account);
+    for san in &cli.serving_sans {
+        match san.parse::<std::net::IpAddr>() {
+            Ok(ip) if !serving.ips.contains(&ip) => serving.ips.push(ip),
+            Ok(_) => {}
+            Err(_) => serving.dns_names.push(san.clone()),
+        }
+    }
     let source = match (cli.source.as_str(), cli.config_dir) {
         ("kubernetes", _) => {
-            let (ns, sa) = cli
-                .ztunnel_service_account
-                .split_once('/')
-                .context("--ztunnel-service-account must be namespace/name")?;
+            let node_agent_service_accounts = cli
+                .node_agent_service_accounts
+                .iter()
+                .map(|a| {
+                    a.split_once('/')
+                        .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty())
+                        .map(|(ns, sa)| (ns.to_string(), sa.to_string()))
+                        .with_context(|| {
+                            format!("--node-agent-service-account {a:?} must be namespace/name")
+                        })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             Source::Kubernetes(KubeOptions {
                 token_audience: cli.token_audience,
-                ztunnel_service_account: (ns.to_string(), sa.to_string()),
+                node_agent_service_accounts,
                 leader_election: cli.leader_election,
+                ca_from_secrets: cli.ca_from_secrets,
                 lease_namespace: cli.pod_namespace,
                 lease_name: cli.lease_name,
                 lease_duration: cli.lease_duration,
@@ -152,18 +210,24 @@ async fn main() -> anyhow::Result<()> {
         root_namespace: cli.root_namespace,
         mesh_config: cli.mesh_config,
         default_namespace: cli.default_namespace,
-        grpc_addr: cli.grpc_addr,
+        grpc_addr: cli.grpc_addr.0,
+        grpc_tls_addr: cli.grpc_tls_addr.0,
+        serving,
         admin_addr: cli.admin_addr,
         state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
         ca_dir: cli.ca_dir,
         cert_ttl: cli.cert_ttl,
+        ca_reload_interval: std::time::Duration::from_secs(10),
     })
     .await
     .context("starting the control plane")?;
     // Tests and scripts read this line to learn the bound addresses.
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
-        "controlplane ready grpc={} admin={}",
-        running.grpc_addr, running.admin_addr
+        "controlplane ready grpc={} grpc-tls={} admin={}",
+        show(running.grpc_addr),
+        show(running.grpc_tls_addr),
+        running.admin_addr
     );
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -14,12 +14,15 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin::{self, AdminState};
-use crate::ca::{self, Ca, CaConfig, NodeAuthenticator, NodeTokens};
+use crate::ca::{
+    self, Ca, CaConfig, CaHandle, NodeAuthenticator, NodeTokens, ServingCerts, ServingIdentity,
+};
 use crate::distribute::{MeshConfigService, ModelHub, Registry};
 use crate::engine::{self, Engine};
 use crate::source::dir::{self, FileEvent};
 use crate::source::kube::{
     self as kube_src,
+    ca_secret::CaSecrets,
     lease::{run_election, Elector, KubeLease},
     route_status::{self, run_route_status, RouteStatusWriter},
     status::{run_status, tee, StatusWriter},
@@ -43,8 +46,9 @@ pub enum Source {
 pub struct KubeOptions {
     /// Audience of the projected tokens ztunnels present.
     pub token_audience: String,
-    /// `(namespace, service account)` of the ztunnels, whose tokens prove a node.
-    pub ztunnel_service_account: (String, String),
+    /// `(namespace, service account)` of the node agents (Meshwork's ztunnels, Istio's
+    /// `istio-system/ztunnel`), whose tokens prove the node their pod runs on.
+    pub node_agent_service_accounts: Vec<(String, String)>,
     /// Leader election: only the leader writes status conditions and applies waypoints.
     /// `false`: this replica always acts (run a single replica then).
     pub leader_election: bool,
@@ -53,6 +57,9 @@ pub struct KubeOptions {
     pub lease_duration: Duration,
     /// This replica's identity in the Lease (the pod name).
     pub identity: String,
+    /// Keep the mesh CA in Secrets of `lease_namespace` (`cacerts`, else a generated root
+    /// in `meshwork-ca-secret`), shared by every replica; `false`: the CA directory only.
+    pub ca_from_secrets: bool,
     /// The ConfigMap (in the root namespace) holding the waypoint template; `None`: no
     /// waypoint deployment controller.
     pub waypoint_template: Option<String>,
@@ -66,19 +73,58 @@ pub struct Options {
     pub trust_domain: Option<String>,
     pub root_namespace: Option<String>,
     pub default_namespace: String,
-    pub grpc_addr: SocketAddr,
+    /// Plaintext gRPC (config and CA) for processes on this host; must be a loopback
+    /// address. `None`: off.
+    pub grpc_addr: Option<SocketAddr>,
+    /// TLS gRPC (config and CA), istiod's 15012: the port other hosts use.
+    pub grpc_tls_addr: Option<SocketAddr>,
+    /// The names in the TLS port's certificate.
+    pub serving: Serving,
     pub admin_addr: SocketAddr,
     pub ca_dir: PathBuf,
     pub cert_ttl: Duration,
+    /// How often the CA directory is checked for new material (root rotation).
+    pub ca_reload_interval: Duration,
     /// Directory source: where the last good config and the first-seen order of objects
     /// are kept across restarts (see [`crate::state`]); `None`: in memory only.
     pub state_dir: Option<PathBuf>,
+}
+
+/// Who the control plane is on its TLS port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    /// `(namespace, service account)` of the control plane: its SPIFFE identity.
+    pub service_account: (String, String),
+    /// DNS names and IP addresses clients dial.
+    pub dns_names: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
+    pub ttl: Duration,
+}
+
+impl Serving {
+    /// Names for local use: `localhost`, `127.0.0.1`, `::1`.
+    pub fn local(namespace: &str, service_account: &str) -> Self {
+        Serving {
+            service_account: (namespace.to_string(), service_account.to_string()),
+            dns_names: vec!["localhost".into()],
+            ips: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error(
+        "--grpc-addr {0} is plaintext and must be a loopback address; other hosts use the TLS \
+         port (--grpc-tls-addr, 15012)"
+    )]
+    PlaintextOffHost(SocketAddr),
     #[error(transparent)]
     Source(#[from] dir::DirError),
     #[error("{0}")]
@@ -91,11 +137,12 @@ pub enum RunError {
 
 /// A running control plane.
 pub struct Running {
-    pub grpc_addr: SocketAddr,
+    pub grpc_addr: Option<SocketAddr>,
+    pub grpc_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub hub: Arc<ModelHub>,
     pub registry: Arc<Registry>,
-    pub ca: Arc<Ca>,
+    pub ca: Arc<CaHandle>,
     pub tokens: NodeTokens,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -110,6 +157,9 @@ impl Running {
 }
 
 pub async fn start(opts: Options) -> Result<Running, RunError> {
+    if let Some(addr) = opts.grpc_addr.filter(|a| !a.ip().is_loopback()) {
+        return Err(RunError::PlaintextOffHost(addr));
+    }
     let hub = ModelHub::new();
     let registry = Arc::new(Registry::default());
     let mut engine = Engine::new(hub.clone(), opts.default_namespace.clone());
@@ -146,7 +196,27 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
 
     let mut ca_config = CaConfig::new(trust_domain(&hub));
     ca_config.default_ttl = opts.cert_ttl;
-    let ca = Arc::new(Ca::open(&opts.ca_dir, ca_config).map_err(|e| RunError::Ca(e.to_string()))?);
+    if let Source::Kubernetes(k) = &opts.source {
+        if k.ca_from_secrets {
+            let secrets = CaSecrets::new(kube_client().await?, &k.lease_namespace);
+            secrets
+                .materialize(&opts.ca_dir, &ca_config.trust_domain)
+                .await
+                .map_err(|e| RunError::Ca(e.to_string()))?;
+            tasks.push(tokio::spawn(
+                secrets.follow(opts.ca_dir.clone(), opts.ca_reload_interval),
+            ));
+        }
+    }
+    let ca = CaHandle::new(
+        Ca::open(&opts.ca_dir, ca_config.clone()).map_err(|e| RunError::Ca(e.to_string()))?,
+    );
+    tasks.push(tokio::spawn(ca::follow_dir(
+        opts.ca_dir.clone(),
+        ca.clone(),
+        ca_config,
+        opts.ca_reload_interval,
+    )));
     let tokens = NodeTokens::open(&opts.ca_dir).map_err(|e| RunError::Ca(e.to_string()))?;
     // Kubernetes: ztunnel tokens prove their node; a waypoint's token its own service
     // account (the CA signs that identity only; the config stream accepts it as a waypoint
@@ -155,22 +225,16 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         Source::Kubernetes(k) => Arc::new(TokenReviewAuthenticator::new(
             kube_client().await?,
             k.token_audience.clone(),
-            [k.ztunnel_service_account.clone()],
+            k.node_agent_service_accounts.clone(),
         )),
         _ => Arc::new(tokens.clone()),
     };
     let directory = Arc::new(crate::auth::HubDirectory::new(hub.clone()));
     let sub_auth = Arc::new(crate::auth::TokenAuth::new(nodes.clone()));
 
-    let grpc = TcpListener::bind(opts.grpc_addr)
-        .await
-        .map_err(|e| RunError::Bind(opts.grpc_addr, e))?;
     let admin = TcpListener::bind(opts.admin_addr)
         .await
         .map_err(|e| RunError::Bind(opts.admin_addr, e))?;
-    let grpc_addr = grpc
-        .local_addr()
-        .map_err(|e| RunError::Bind(opts.grpc_addr, e))?;
     let admin_addr = admin
         .local_addr()
         .map_err(|e| RunError::Bind(opts.admin_addr, e))?;
@@ -180,20 +244,40 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         registry.clone(),
         sub_auth,
         crate::translate::l4_view,
-    );
+    )
+    .into_server();
     let ca_svc = ca::service(ca.clone(), nodes, directory);
-    tasks.push(tokio::spawn(async move {
-        let incoming = meshwork_runtime::accept::incoming(grpc, "grpc");
-        let res = tonic::transport::Server::builder()
+    let grpc_server = || {
+        tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(config_svc.into_server())
-            .add_service(ca_svc)
-            .serve_with_incoming(incoming)
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    }));
+            .add_service(config_svc.clone())
+            .add_service(ca_svc.clone())
+    };
+    let mut grpc_addr = None;
+    if let Some(addr) = opts.grpc_addr {
+        let grpc = bind(addr).await?;
+        grpc_addr = Some(grpc.local_addr().map_err(|e| RunError::Bind(addr, e))?);
+        let server = grpc_server();
+        tasks.push(tokio::spawn(async move {
+            let incoming = meshwork_runtime::accept::incoming(grpc, "grpc");
+            if let Err(e) = server.serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        }));
+    }
+    let mut grpc_tls_addr = None;
+    if let Some(addr) = opts.grpc_tls_addr {
+        let tls = tls_config(&ca, &opts.serving, trust_domain(&hub))?;
+        let grpc = bind(addr).await?;
+        grpc_tls_addr = Some(grpc.local_addr().map_err(|e| RunError::Bind(addr, e))?);
+        let server = grpc_server();
+        tasks.push(tokio::spawn(async move {
+            let incoming = crate::tls_listener::incoming(grpc, tls, "grpc-tls");
+            if let Err(e) = server.serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "gRPC TLS server stopped");
+            }
+        }));
+    }
 
     let admin_state = AdminState {
         hub: hub.clone(),
@@ -205,9 +289,10 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         ready: ready_rx,
     };
     tasks.push(tokio::spawn(admin::serve(admin, admin_state)));
-    info!(%grpc_addr, %admin_addr, "control plane serving");
+    info!(?grpc_addr, ?grpc_tls_addr, %admin_addr, "control plane serving");
     Ok(Running {
         grpc_addr,
+        grpc_tls_addr,
         admin_addr,
         hub,
         registry,
@@ -215,6 +300,36 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         tokens,
         tasks,
     })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| RunError::Bind(addr, e))
+}
+
+/// The TLS port's config: a serving certificate from the mesh CA, renewed as it goes.
+fn tls_config(
+    ca: &Arc<CaHandle>,
+    serving: &Serving,
+    trust_domain: String,
+) -> Result<Arc<rustls::ServerConfig>, RunError> {
+    let (ns, sa) = &serving.service_account;
+    let spiffe = meshwork_identity::SpiffeId::new(&trust_domain, ns, sa)
+        .map_err(|e| RunError::Ca(format!("control plane identity {ns}/{sa}: {e}")))?;
+    let certs = ServingCerts::new(
+        ca.clone(),
+        ServingIdentity {
+            spiffe,
+            dns_names: serving.dns_names.clone(),
+            ips: serving.ips.clone(),
+            ttl: serving.ttl,
+        },
+    )
+    .map_err(|e| RunError::Ca(format!("serving certificate: {e}")))?;
+    ca::server_config(certs)
+        .map(Arc::new)
+        .map_err(|e| RunError::Ca(format!("TLS settings: {e}")))
 }
 
 fn trust_domain(hub: &ModelHub) -> String {

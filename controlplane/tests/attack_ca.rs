@@ -90,16 +90,22 @@ async fn ca() -> Ca {
         trust_domain: None,
         root_namespace: None,
         default_namespace: "default".into(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_tls_addr: None,
+        serving: meshwork_controlplane::run::Serving::local(
+            "istio-system",
+            "meshwork-controlplane",
+        ),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         ca_dir: ca_dir.path().to_path_buf(),
         cert_ttl: Duration::from_secs(3600),
+        ca_reload_interval: Duration::from_secs(10),
         state_dir: None,
     })
     .await
     .unwrap();
     let node_a = running.tokens.token_for("node-a").unwrap();
-    let client = connect(running.grpc_addr).await;
+    let client = connect(running.grpc_addr.unwrap()).await;
     Ca {
         running,
         client,
@@ -370,7 +376,10 @@ async fn attack_malformed_or_mismatched_csrs_are_invalid() {
             "malformed CSR",
         ),
         // A certificate (the CA's own root) instead of a request.
-        (ca.running.ca.trust_bundle().to_pem(), "malformed CSR"),
+        (
+            ca.running.ca.current().trust_bundle().to_pem(),
+            "malformed CSR",
+        ),
         // No URI SAN at all, only a DNS name.
         (
             csr_with(vec![SanType::DnsName(
@@ -478,7 +487,7 @@ async fn attack_ztunnel_cannot_subscribe_as_another_node() {
     ];
     for (node, token, code, part) in cases {
         let status = subscription_refusal(
-            ca.running.grpc_addr,
+            ca.running.grpc_addr.unwrap(),
             Subscribe {
                 kind: ProxyKind::Ztunnel as i32,
                 node: node.into(),

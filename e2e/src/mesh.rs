@@ -23,7 +23,9 @@ pub use inpod::{PodSpec, Sandbox};
 
 /// Address of the control plane in the fabric namespace.
 pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 254);
-pub const CONTROL_PLANE_GRPC_PORT: u16 = 15010;
+/// The control plane's TLS gRPC port (config and CA), as istiod's: proxies in the node
+/// namespaces reach it over TLS, verifying it against the mesh root.
+pub const CONTROL_PLANE_GRPC_PORT: u16 = 15012;
 pub const CONTROL_PLANE_ADMIN_PORT: u16 = 15014;
 /// ztunnel metrics listener in each node namespace (its default, `0.0.0.0:15020`).
 pub const ZTUNNEL_METRICS_PORT: u16 = 15020;
@@ -157,6 +159,8 @@ pub struct NetnsMesh {
     /// runtime keeps them (`/var/run/netns/cni-…`): symlinks to this cluster's pods only,
     /// so a ztunnel never scans another test's namespaces.
     netns_dir: PathBuf,
+    /// The mesh roots the proxies verify the control plane's certificate against.
+    control_plane_root: PathBuf,
 }
 
 /// A running ztunnel of a node.
@@ -303,8 +307,11 @@ impl NetnsMesh {
             .arg(&config_dir)
             .arg("--ca-dir")
             .arg(&ca_dir)
-            .arg("--grpc-addr")
+            .args(["--grpc-addr", "127.0.0.1:15010"])
+            .arg("--grpc-tls-addr")
             .arg(format!("{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"))
+            .arg("--serving-san")
+            .arg(CONTROL_PLANE_IP.to_string())
             .arg("--admin-addr")
             .arg(format!("{CONTROL_PLANE_IP}:{CONTROL_PLANE_ADMIN_PORT}"))
             .args(&config.controlplane_args);
@@ -330,6 +337,15 @@ impl NetnsMesh {
                 String::from_utf8_lossy(&out.stdout).trim().to_string(),
             );
         }
+        // A plug-in CA directory's roots, else the generated root.
+        let control_plane_root = ["root-cert.pem", "ca-root.pem"]
+            .iter()
+            .map(|f| ca_dir.join(f))
+            .find(|p| p.exists())
+            .ok_or_else(|| HarnessError::Io {
+                path: ca_dir.join("ca-root.pem"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no mesh root"),
+            })?;
         let mesh = Self {
             cluster,
             bins,
@@ -341,6 +357,7 @@ impl NetnsMesh {
             restarts: Mutex::new(0),
             capture: config.capture,
             netns_dir,
+            control_plane_root,
         };
         for n in mesh.cluster.nodes().to_vec() {
             mesh.start_ztunnel(&n.name)?;
@@ -378,8 +395,10 @@ impl NetnsMesh {
         let mut cmd = Command::new(&self.bins.waypoint);
         cmd.args([
             "--control-plane",
-            &format!("http://{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"),
+            &format!("https://{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"),
         ])
+        .arg("--control-plane-root")
+        .arg(&self.control_plane_root)
         .args(["--namespace", &w.namespace, "--name", &w.gateway])
         .args(["--service-account", &w.service_account])
         .args(["--token", token])
@@ -452,8 +471,10 @@ impl NetnsMesh {
         cmd.args(["--node", &n.netns])
             .args([
                 "--control-plane",
-                &format!("http://{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"),
+                &format!("https://{CONTROL_PLANE_IP}:{CONTROL_PLANE_GRPC_PORT}"),
             ])
+            .arg("--control-plane-root")
+            .arg(&self.control_plane_root)
             .args(["--node-token", &self.tokens[node]])
             .args(["--drain-timeout", "2s", "--transparent-inbound"])
             .args(["--redirect-pin-root", BPF_PIN_ROOT]);

@@ -117,22 +117,26 @@ impl WorkloadCertificate {
         cert_chain: &[String],
         extra_roots: Option<&TrustBundle>,
     ) -> Result<Self, CertificateError> {
-        let mut certs = Vec::new();
+        // As Istio's CA answers: leaf, intermediates, and last the roots — possibly several
+        // concatenated in that last element during a root rotation.
+        let mut parsed = Vec::with_capacity(cert_chain.len());
         for (i, pem) in cert_chain.iter().enumerate() {
-            certs.extend(certificates_from_pem(&format!("cert_chain[{i}]"), pem)?);
+            parsed.push(certificates_from_pem(&format!("cert_chain[{i}]"), pem)?);
         }
+        let answered_roots = if parsed.len() >= 2 {
+            parsed.pop()
+        } else {
+            None
+        };
+        let certs: Vec<_> = parsed.into_iter().flatten().collect();
         if certs.is_empty() {
             return Err(CertificateError::EmptyChain);
         }
-        let roots = if certs.len() == 1 {
-            extra_roots.cloned().ok_or(CertificateError::NoRoot)?
-        } else {
-            let root = certs.pop().expect("at least two certificates");
-            let bundle = TrustBundle::new([root])?;
-            match extra_roots {
-                Some(extra) => bundle.merged(extra),
-                None => bundle,
-            }
+        let roots = match (answered_roots, extra_roots) {
+            (Some(roots), Some(extra)) => TrustBundle::new(roots)?.merged(extra),
+            (Some(roots), None) => TrustBundle::new(roots)?,
+            (None, Some(extra)) => extra.clone(),
+            (None, None) => return Err(CertificateError::NoRoot),
         };
         Self::new(private_key_from_pem("private key", key_pem)?, certs, roots)
     }

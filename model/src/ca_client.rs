@@ -9,6 +9,7 @@ use std::time::Duration;
 use meshwork_identity::{CertRequest, SpiffeId, TrustBundle, WorkloadCertificate};
 use prost_types::{value::Kind, Struct, Value};
 
+use crate::endpoint::ControlPlane;
 use crate::pb::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::pb::istio_ca::IstioCertificateRequest;
 use crate::token::{TokenError, TokenSource};
@@ -39,7 +40,7 @@ pub enum CaClientError {
 }
 
 pub struct CaClient {
-    endpoint: String,
+    endpoint: ControlPlane,
     channel: tonic::transport::Channel,
     token: TokenSource,
     ttl: Duration,
@@ -47,25 +48,28 @@ pub struct CaClient {
 }
 
 impl CaClient {
-    /// `endpoint` like `http://127.0.0.1:15010`; connects lazily. `extra_roots` are
-    /// trusted besides the root the CA returns (root migration). `token` is read anew for
+    /// `endpoint` like `https://cp:15012` with the mesh root (or `http://127.0.0.1:15010`
+    /// on the same host; see [`crate::endpoint`]); connects lazily. `extra_roots` are
+    /// trusted besides the roots the CA returns (root migration). `token` is read anew for
     /// each request.
     pub fn new(
-        endpoint: &str,
+        endpoint: impl Into<ControlPlane>,
         token: impl Into<TokenSource>,
         ttl: Duration,
         extra_roots: Option<TrustBundle>,
     ) -> Result<Self, CaClientError> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        let endpoint: ControlPlane = endpoint.into();
+        let channel = endpoint
+            .connect_lazy(|e| {
+                e.connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(15))
+            })
             .map_err(|e| CaClientError::Address {
                 address: endpoint.to_string(),
                 reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .connect_lazy();
+            })?;
         Ok(CaClient {
-            endpoint: endpoint.to_string(),
+            endpoint,
             channel,
             token: token.into(),
             ttl,

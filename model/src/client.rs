@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
+use crate::endpoint::{ConnectError, ControlPlane};
 use crate::pb::config::{
     mesh_config_client::MeshConfigClient, proxy_message, Ack, ConfigUpdate, ProxyKind,
     ProxyMessage, Subscribe,
@@ -133,8 +134,14 @@ impl ConfigHandle {
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Starts following the control plane at `endpoint` (e.g. `http://127.0.0.1:15010`).
-pub fn spawn(endpoint: String, sub: Subscription, validator: Option<Validator>) -> ConfigHandle {
+/// Starts following the control plane at `endpoint` (e.g. `https://cp:15012` with the mesh
+/// root, or `http://127.0.0.1:15010` on the same host; see [`crate::endpoint`]).
+pub fn spawn(
+    endpoint: impl Into<ControlPlane>,
+    sub: Subscription,
+    validator: Option<Validator>,
+) -> ConfigHandle {
+    let endpoint: ControlPlane = endpoint.into();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (status_tx, status_rx) = watch::channel(Status::default());
     tokio::spawn(async move {
@@ -153,9 +160,9 @@ pub fn spawn(endpoint: String, sub: Subscription, validator: Option<Validator>) 
                 return;
             }
             match result {
-                Ok(()) => info!(endpoint, "config stream closed by the control plane"),
+                Ok(()) => info!(%endpoint, "config stream closed by the control plane"),
                 Err(e) => {
-                    warn!(endpoint, error = %e, retry_in = ?backoff, "config stream unavailable")
+                    warn!(%endpoint, error = %e, retry_in = ?backoff, "config stream unavailable")
                 }
             }
             if progressed {
@@ -182,21 +189,26 @@ fn jitter(d: Duration) -> Duration {
 }
 
 async fn run_stream(
-    endpoint: &str,
+    endpoint: &ControlPlane,
     sub: &Subscription,
     snap_tx: &watch::Sender<Arc<Snapshot>>,
     status_tx: &watch::Sender<Status>,
     validator: &Option<Validator>,
 ) -> Result<(), ClientError> {
     let token = sub.token.current()?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| ClientError::Endpoint(endpoint.into(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect()
+    let channel = endpoint
+        .connect(|e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+        })
         .await
-        .map_err(|e| ClientError::Connect(endpoint.into(), source_chain(&e)))?;
+        .map_err(|e| match e {
+            ConnectError::Endpoint(e) => ClientError::Endpoint(endpoint.to_string(), e.to_string()),
+            ConnectError::Transport(e) => {
+                ClientError::Connect(endpoint.to_string(), source_chain(&e))
+            }
+        })?;
     let mut client = MeshConfigClient::new(channel)
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
@@ -225,7 +237,7 @@ async fn run_stream(
         s.connected = true;
         s.last_error = None;
     });
-    info!(endpoint, kind = ?sub.kind, node = %sub.node, "subscribed to the control plane");
+    info!(%endpoint, kind = ?sub.kind, node = %sub.node, "subscribed to the control plane");
 
     loop {
         let update = match inbound.message().await {

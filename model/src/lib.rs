@@ -8,6 +8,7 @@
 
 pub mod ca_client;
 pub mod client;
+pub mod endpoint;
 pub mod keys;
 pub mod snapshot;
 pub mod static_config;

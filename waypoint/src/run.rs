@@ -12,6 +12,7 @@ use meshwork_hbone::{H2Settings, Pool, PoolSettings, Server, HBONE_PORT};
 use meshwork_identity::tls::{server_config, RotatingCert};
 use meshwork_identity::{SpiffeId, TrustBundle};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
+use meshwork_model::endpoint::ControlPlane;
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_model::token::TokenSource;
 use meshwork_runtime::drain::{accept_until, Drain};
@@ -57,6 +58,14 @@ pub struct Args {
         default_value = "http://127.0.0.1:15010"
     )]
     pub control_plane: String,
+    /// PEM file of the mesh roots the control plane's TLS certificate (https://) must chain
+    /// to, e.g. the `meshwork-ca-root-cert` ConfigMap's `root-cert.pem`; re-read at each
+    /// connection, so a rotated root is picked up.
+    #[arg(long, env = "MESHWORK_CONTROL_PLANE_ROOT")]
+    pub control_plane_root: Option<PathBuf>,
+    /// Verify the control plane's certificate for this name instead of the address's host.
+    #[arg(long, env = "MESHWORK_CONTROL_PLANE_SERVER_NAME")]
+    pub control_plane_server_name: Option<String>,
     /// CA endpoint; defaults to --control-plane.
     #[arg(long, env = "MESHWORK_CA_ADDRESS")]
     pub ca_address: Option<String>,
@@ -181,6 +190,26 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The config stream's and the CA's addresses, with the control plane's TLS roots.
+    fn control_plane_endpoints(&self) -> anyhow::Result<(ControlPlane, ControlPlane)> {
+        let endpoint = |url: &str, flag: &str| -> anyhow::Result<ControlPlane> {
+            let cp = ControlPlane::new(url)
+                .with_roots_file(self.control_plane_root.clone())
+                .with_server_name(self.control_plane_server_name.clone());
+            cp.validate().map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+            Ok(cp)
+        };
+        Ok((
+            endpoint(&self.control_plane, "--control-plane")?,
+            endpoint(
+                self.ca_address.as_deref().unwrap_or(&self.control_plane),
+                "--ca-address",
+            )?,
+        ))
+    }
+}
+
 /// Runs the waypoint until SIGTERM/SIGINT, then drains (see [`shutdown`]).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.insecure && (args.upstream != Upstream::Plain || args.http_addr.is_none()) {
@@ -188,6 +217,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let token = args.token()?;
     let waypoint = args.waypoint()?;
+    let (control_plane, ca_endpoint) = args.control_plane_endpoints()?;
     let identity = args.identity(&waypoint)?;
     let config: ConfigHandle = match &args.static_config {
         Some(path) => ConfigHandle::fixed(meshwork_model::static_config::load(
@@ -195,7 +225,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             crate::config::validate,
         )?),
         None => client::spawn(
-            args.control_plane.clone(),
+            control_plane,
             Subscription {
                 kind: ProxyKind::Waypoint,
                 namespace: waypoint.namespace.clone(),
@@ -223,7 +253,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let source = Arc::new(match &args.cert_dir {
             Some(d) => Source::Dir(d.clone()),
             None => Source::Ca(CaClient::new(
-                args.ca_address.as_deref().unwrap_or(&args.control_plane),
+                ca_endpoint,
                 token,
                 Duration::from_secs(args.cert_ttl_secs),
                 extra_roots,

@@ -88,23 +88,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let signer: Arc<dyn CertSigner> = match &cfg.cert_dir {
         Some(dir) => Arc::new(DirSigner { dir: dir.clone() }),
-        None => {
-            let ca = cfg
-                .ca_address
-                .clone()
-                .unwrap_or_else(|| cfg.control_plane.clone());
-            Arc::new(CaClient::new(
-                &ca,
-                token.clone(),
-                cfg.cert_ttl,
-                extra_roots,
-            )?)
-        }
+        None => Arc::new(CaClient::new(
+            cfg.ca_endpoint()?,
+            token.clone(),
+            cfg.cert_ttl,
+            extra_roots,
+        )?),
     };
     let config = match &cfg.static_config {
         Some(path) => ConfigHandle::fixed(meshwork_model::static_config::load(path, |_| Ok(()))?),
         None => client::spawn(
-            cfg.control_plane.clone(),
+            cfg.control_plane_endpoint()?,
             Subscription {
                 kind: ProxyKind::Ztunnel,
                 node: cfg.node.clone(),

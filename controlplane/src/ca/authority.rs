@@ -82,6 +82,19 @@ impl Ca {
         &self.roots
     }
 
+    pub(super) fn issuer(&self) -> &Issuer<'static, CaSigner> {
+        &self.issuer
+    }
+
+    pub(super) fn signing_not_after(&self) -> SystemTime {
+        self.signing_not_after
+    }
+
+    /// The PEM certificates between a leaf and the roots.
+    pub(super) fn intermediates_pem(&self) -> &[String] {
+        &self.tail[..self.tail.len() - 1]
+    }
+
     /// Verifies the CSR, checks its identity is in the mesh's trust domain, asks `authorize`
     /// whether the caller may have it, and signs. Returns PEM certificates, leaf first, root
     /// last. `requested_ttl` of `None` means the default; longer than the max is shortened.

@@ -11,9 +11,9 @@ use meshwork_model::pb::istio_ca::{IstioCertificateRequest, IstioCertificateResp
 use tonic::{Request, Response, Status};
 
 use super::authn::{self, Caller, NodeAuthenticator};
-use super::authority::Ca;
 use super::directory::{authorize_node, WorkloadDirectory};
 use super::error::SignError;
+use super::handle::CaHandle;
 
 /// Metadata key under which a node agent names the workload identity it requests for.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
@@ -22,7 +22,7 @@ pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 /// `nodes` authenticates the caller's bearer token: the CA's node tokens in file mode,
 /// TokenReview in Kubernetes.
 pub fn service(
-    ca: Arc<Ca>,
+    ca: Arc<CaHandle>,
     nodes: Arc<dyn NodeAuthenticator>,
     directory: Arc<dyn WorkloadDirectory>,
 ) -> IstioCertificateServiceServer<CaService> {
@@ -36,7 +36,7 @@ pub fn service(
 /// Authenticates the node by its bearer token, then signs CSRs for identities of workloads
 /// running on that node.
 pub struct CaService {
-    ca: Arc<Ca>,
+    ca: Arc<CaHandle>,
     nodes: Arc<dyn NodeAuthenticator>,
     directory: Arc<dyn WorkloadDirectory>,
 }
@@ -53,6 +53,7 @@ impl CaService {
         let ttl = (body.validity_duration > 0)
             .then(|| Duration::from_secs(body.validity_duration.unsigned_abs()));
         self.ca
+            .current()
             .sign(&body.csr, ttl, |requested| {
                 if let Some(impersonated) = impersonated {
                     if &impersonated != requested {

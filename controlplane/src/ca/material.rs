@@ -121,7 +121,8 @@ pub(super) fn validate_config(config: &CaConfig) -> Result<(), CaLoadError> {
 }
 
 /// What follows the leaf in answers: the chain from the signing certificate, completed with
-/// the root that issued its last element when that root is not already included.
+/// the root that issued its last element when that root is not already included; the last
+/// element holds every trusted root (the issuing one first).
 pub(super) fn build_tail(
     signing_cert: &CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
@@ -151,7 +152,16 @@ pub(super) fn build_tail(
         }
         chain.push(root);
     }
-    Ok(chain.iter().map(|c| certificate_to_pem(c)).collect())
+    // The last element carries every root, the issuing one first: as istiod answers, so
+    // workloads trust all roots during a rotation (Istio's ztunnel reads it the same way).
+    let issuing_root = chain.pop().expect("non-empty chain");
+    let mut tail: Vec<String> = chain.iter().map(|c| certificate_to_pem(c)).collect();
+    let mut bundle = certificate_to_pem(&issuing_root);
+    for root in roots.roots().iter().filter(|r| **r != issuing_root) {
+        bundle.push_str(&certificate_to_pem(root));
+    }
+    tail.push(bundle);
+    Ok(tail)
 }
 
 pub(super) fn parse_cert<'a>(

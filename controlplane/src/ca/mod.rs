@@ -30,7 +30,9 @@ mod csr;
 mod directory;
 mod error;
 mod grpc;
+mod handle;
 mod material;
+mod serving;
 mod signer;
 mod store;
 mod tokens;
@@ -40,14 +42,19 @@ pub use authority::Ca;
 pub use directory::{authorize_node, StaticDirectory, WorkloadDirectory};
 pub use error::SignError;
 pub use grpc::{service, to_status, CaService, IMPERSONATED_IDENTITY};
+pub use handle::CaHandle;
 pub use material::{CaConfig, CaLoadError, CaMaterial, CLOCK_SKEW_BACKDATE};
+pub use serving::{server_config, ServingCerts, ServingIdentity};
 pub use signer::SignerError;
 pub use store::{
-    KEY_FILE, PLUGIN_CERT_FILE, PLUGIN_CHAIN_FILE, PLUGIN_ROOTS_FILE, ROOT_CERT_FILE, ROOT_TTL,
+    fingerprint, follow_dir, KEY_FILE, PLUGIN_CERT_FILE, PLUGIN_CHAIN_FILE, PLUGIN_ROOTS_FILE,
+    ROOT_CERT_FILE, ROOT_TTL,
 };
 pub use tokens::{NodeName, NodeTokens, TokenError, TOKEN_KEY_FILE};
 
 #[cfg(test)]
 mod handshake_tests;
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,67 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Loads the CA directory as it is now, never generating anything: a root rotation
+    /// (new plug-in files) is read with this; a directory that lost its files is an error,
+    /// so the running CA stays.
+    pub fn reload(dir: &Path, config: CaConfig) -> Result<Ca, CaLoadError> {
+        let material = if dir.join(PLUGIN_CERT_FILE).exists() {
+            load_plugin(dir)?
+        } else {
+            load_self_signed(dir)?
+        };
+        Ca::new(material, config)
+    }
+}
+
+/// What the CA's material files hold now (missing files count as empty): a change means
+/// the CA must be reloaded.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in [
+        PLUGIN_CERT_FILE,
+        KEY_FILE,
+        PLUGIN_ROOTS_FILE,
+        PLUGIN_CHAIN_FILE,
+        ROOT_CERT_FILE,
+    ] {
+        f.hash(&mut h);
+        std::fs::read(dir.join(f)).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Follows the CA directory (Istio's plug-in rotation: a new `cacerts` mounted there):
+/// checks it every `every` and swaps the CA when its files change and load; material that
+/// does not load is logged and the running CA stays.
+pub async fn follow_dir(
+    dir: std::path::PathBuf,
+    handle: std::sync::Arc<super::handle::CaHandle>,
+    config: CaConfig,
+    every: Duration,
+) {
+    let mut last = fingerprint(&dir);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = fingerprint(&dir);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match Ca::reload(&dir, config.clone()) {
+            Ok(ca) => {
+                tracing::info!(dir = %dir.display(), roots = ca.trust_bundle().len(), "CA material changed: signing with the new material");
+                handle.replace(ca);
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "CA material changed but does not load; keeping the current CA")
+            }
+        }
+    }
+}
+
 fn load_plugin(dir: &Path) -> Result<CaMaterial, CaLoadError> {
     let chain_path = dir.join(PLUGIN_CHAIN_FILE);
     let chain = if chain_path.exists() {

@@ -253,7 +253,7 @@ struct GrpcFixture {
 
 async fn start_server() -> GrpcFixture {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Arc::new(new_ca(dir.path()));
+    let ca = CaHandle::new(new_ca(dir.path()));
     let tokens = NodeTokens::open(dir.path()).unwrap();
     let directory = Arc::new(StaticDirectory::new());
     directory.insert("node-a", "default", "sleep");
@@ -408,7 +408,7 @@ impl NodeAuthenticator for ServiceAccountTokens {
 #[tokio::test]
 async fn a_service_account_caller_obtains_its_own_identity_only() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Arc::new(new_ca(dir.path()));
+    let ca = CaHandle::new(new_ca(dir.path()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(

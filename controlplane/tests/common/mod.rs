@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod csr;
+pub mod istio_ztunnel;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -15,6 +15,7 @@
 //!
 //! [`FileEvent`]: crate::source::dir::FileEvent
 
+pub mod ca_secret;
 pub mod error;
 pub mod index;
 pub mod leader_writes;

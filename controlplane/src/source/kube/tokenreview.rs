@@ -316,6 +316,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn istios_ztunnel_is_a_node_agent_when_listed() {
+        let api = MockApi::default();
+        api.on(
+            Method::POST,
+            REVIEWS,
+            201,
+            answer(
+                "system:serviceaccount:istio-system:ztunnel",
+                "ztunnel-x1",
+                "u-9",
+            ),
+        );
+        api.on(
+            Method::GET,
+            "/api/v1/namespaces/istio-system/pods/ztunnel-x1",
+            200,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "ztunnel-x1", "namespace": "istio-system", "uid": "u-9"},
+                   "spec": {"nodeName": "node-b", "containers": [{"name": "istio-proxy"}]}}),
+        );
+        // Only Meshwork's ztunnel listed: Istio's is an ordinary service account.
+        let e = auth(&api).review("tok").await.unwrap_err();
+        assert!(matches!(e, NodeAuthError::PermissionDenied(_)), "{e}");
+        let both = TokenReviewAuthenticator::new(
+            api.client(),
+            "istio-ca",
+            [
+                ("istio-system".to_string(), "meshwork-ztunnel".to_string()),
+                ("istio-system".to_string(), "ztunnel".to_string()),
+            ],
+        );
+        assert_eq!(both.review("tok").await.unwrap(), "node-b");
+    }
+
+    #[tokio::test]
     async fn a_replaced_waypoint_pod_token_is_refused() {
         let e = auth(&waypoint_api("u-2"))
             .review_caller("tok")
