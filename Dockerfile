@@ -53,7 +53,7 @@ RUN apt-get update \
 FROM runtime AS controlplane
 COPY --from=builder /out/controlplane /usr/local/bin/controlplane
 USER 65532:65532
-EXPOSE 15010 15014
+EXPOSE 15012 15014
 ENTRYPOINT ["/usr/local/bin/controlplane"]
 
 # ztunnel loads the TC programs (node mode: and sets policy routing with iproute2's `ip`

@@ -109,6 +109,12 @@ impl Engine {
         self.publish(changes)
     }
 
+    /// Publishes the CA's trust bundle (PEM) in the mesh settings.
+    pub fn set_ca_roots(&mut self, pem: String) -> u64 {
+        let changes = self.translator.set_ca_roots(pem);
+        self.publish(changes)
+    }
+
     /// Applies a batch of file events; returns the hub generation afterwards.
     pub fn apply_events(&mut self, events: Vec<FileEvent>) -> u64 {
         let started = Instant::now();

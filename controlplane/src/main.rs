@@ -57,6 +57,15 @@ struct Cli {
     /// replica signs into one chain; `false`: only `--ca-dir`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ca_from_secrets: bool,
+    /// Kubernetes: ConfigMaps (key `root-cert.pem`) the mesh roots are published as in
+    /// every namespace (repeat or separate with commas; add `istio-ca-root-cert` for Istio's
+    /// ztunnel). Empty: not published.
+    #[arg(
+        long = "root-cert-configmap",
+        value_delimiter = ',',
+        default_value = "meshwork-ca-root-cert"
+    )]
+    root_cert_configmaps: Vec<String>,
     /// Kubernetes: ConfigMap in the root namespace holding the waypoint template (key
     /// `waypoint.yaml`); each `istio-waypoint` Gateway gets its objects. Empty: disabled.
     #[arg(long, default_value = "meshwork-waypoint-template")]
@@ -194,6 +203,11 @@ async fn main() -> anyhow::Result<()> {
                 node_agent_service_accounts,
                 leader_election: cli.leader_election,
                 ca_from_secrets: cli.ca_from_secrets,
+                root_cert_configmaps: cli
+                    .root_cert_configmaps
+                    .into_iter()
+                    .filter(|n| !n.is_empty())
+                    .collect(),
                 lease_namespace: cli.pod_namespace,
                 lease_name: cli.lease_name,
                 lease_duration: cli.lease_duration,

@@ -24,6 +24,7 @@ use crate::source::kube::{
     self as kube_src,
     ca_secret::CaSecrets,
     lease::{run_election, Elector, KubeLease},
+    root_cert::RootCertPublisher,
     route_status::{self, run_route_status, RouteStatusWriter},
     status::{run_status, tee, StatusWriter},
     waypoints::{self, run_waypoints, Controller, TemplateSource, WaypointApi},
@@ -60,6 +61,9 @@ pub struct KubeOptions {
     /// Keep the mesh CA in Secrets of `lease_namespace` (`cacerts`, else a generated root
     /// in `meshwork-ca-secret`), shared by every replica; `false`: the CA directory only.
     pub ca_from_secrets: bool,
+    /// ConfigMaps (key `root-cert.pem`) the mesh roots are published as, in every
+    /// namespace, for proxies to verify the TLS port.
+    pub root_cert_configmaps: Vec<String>,
     /// The ConfigMap (in the root namespace) holding the waypoint template; `None`: no
     /// waypoint deployment controller.
     pub waypoint_template: Option<String>,
@@ -182,17 +186,12 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
             Some(events)
         }
     };
-    if let Some(mut events) = events {
+    let mut events = events;
+    if let Some(events) = events.as_mut() {
         if let Some(initial) = events.recv().await {
             engine.apply_events(initial);
         }
-        tasks.push(tokio::spawn(async move {
-            while let Some(batch) = events.recv().await {
-                engine.apply_events(batch);
-            }
-        }));
     }
-    let _ = ready_tx.send(true);
 
     let mut ca_config = CaConfig::new(trust_domain(&hub));
     ca_config.default_ttl = opts.cert_ttl;
@@ -217,6 +216,24 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         ca_config,
         opts.ca_reload_interval,
     )));
+    // The engine follows the source and publishes the CA's roots (again at each rotation)
+    // in the mesh settings, so proxies renew under new roots as soon as they appear.
+    engine.set_ca_roots(ca.current().trust_bundle().to_pem());
+    tasks.push(tokio::spawn(follow(engine, events, ca.clone())));
+    let _ = ready_tx.send(true);
+
+    if let Source::Kubernetes(k) = &opts.source {
+        if !k.root_cert_configmaps.is_empty() {
+            let publisher =
+                RootCertPublisher::new(kube_client().await?, k.root_cert_configmaps.clone());
+            let current = ca.clone();
+            tasks.push(tokio::spawn(publisher.run(
+                move || current.current().trust_bundle().to_pem(),
+                ca.subscribe(),
+                Duration::from_secs(60),
+            )));
+        }
+    }
     let tokens = NodeTokens::open(&opts.ca_dir).map_err(|e| RunError::Ca(e.to_string()))?;
     // Kubernetes: ztunnel tokens prove their node; a waypoint's token its own service
     // account (the CA signs that identity only; the config stream accepts it as a waypoint
@@ -300,6 +317,31 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         tokens,
         tasks,
     })
+}
+
+/// Applies source batches and CA changes to the engine until both are gone.
+async fn follow(
+    mut engine: Engine,
+    mut events: Option<mpsc::Receiver<Vec<FileEvent>>>,
+    ca: Arc<CaHandle>,
+) {
+    let mut ca_changes = ca.subscribe();
+    loop {
+        tokio::select! {
+            batch = async { events.as_mut()?.recv().await }, if events.is_some() => match batch {
+                Some(batch) => {
+                    engine.apply_events(batch);
+                }
+                None => events = None,
+            },
+            changed = ca_changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                engine.set_ca_roots(ca.current().trust_bundle().to_pem());
+            }
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::istio_ztunnel::{self, IstioZtunnel};
 use meshwork_controlplane::run::{self, Options, RunError, Running, Serving, Source};
-use meshwork_identity::SpiffeId;
+use meshwork_identity::{SpiffeId, TrustBundle};
 use meshwork_model::ca_client::CaClient;
 use meshwork_model::client::{self, Subscription};
 use meshwork_model::endpoint::ControlPlane;
@@ -148,13 +148,51 @@ async fn meshwork_proxies_follow_config_and_renew_certificates_over_tls() {
         },
         None,
     );
-    handle
+    let snap = handle
         .wait_synced(Duration::from_secs(20))
         .await
         .expect("config over TLS");
+    let roots = |pem: &str| {
+        TrustBundle::from_pem("roots", pem)
+            .unwrap()
+            .roots()
+            .to_vec()
+    };
+    let published = snap.mesh().unwrap().ca_roots_pem.clone();
+    assert_eq!(
+        roots(&published),
+        roots(&std::fs::read_to_string(&cp.root).unwrap()),
+        "the mesh settings carry the CA's roots"
+    );
     let ca = CaClient::new(endpoint, token, Duration::from_secs(3600), None).unwrap();
     let id: SpiffeId = ORDER.parse().unwrap();
     assert_eq!(ca.sign(&id).await.unwrap().identity(), &id);
+
+    // A new CA (a rotation): the new roots reach the proxy on the config stream.
+    let fresh = tempfile::tempdir().unwrap();
+    let next = meshwork_controlplane::ca::Ca::open(
+        fresh.path(),
+        meshwork_controlplane::ca::CaConfig::new("cluster.local"),
+    )
+    .unwrap();
+    let next_roots = next.trust_bundle().roots().to_vec();
+    cp.running.ca.replace(next);
+    let mut watch = handle.watch();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let pem = watch
+                .borrow_and_update()
+                .mesh()
+                .map(|m| m.ca_roots_pem.clone())
+                .unwrap_or_default();
+            if !pem.is_empty() && roots(&pem) == next_roots {
+                return;
+            }
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("new roots pushed");
 }
 
 #[tokio::test]

@@ -63,18 +63,36 @@ impl Source {
 const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
 const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Renews `cert` half-way through its lifetime, for the life of the process. A failed
+/// Renews `cert` half-way through its lifetime, for the life of the process, and at once
+/// when the mesh roots the control plane publishes change (a root rotation: this waypoint
+/// must trust the new roots before peers present certificates under them). A failed
 /// renewal (CA down, token file unreadable) keeps the current certificate and is retried
 /// with exponential backoff.
-pub async fn keep_renewed(source: Arc<Source>, identity: SpiffeId, cert: Arc<RotatingCert>) {
+pub async fn keep_renewed(
+    source: Arc<Source>,
+    identity: SpiffeId,
+    cert: Arc<RotatingCert>,
+    mut mesh_roots: tokio::sync::watch::Receiver<String>,
+) {
     let mut backoff = RENEW_RETRY_MIN;
+    let mut roots_open = true;
+    mesh_roots.mark_unchanged();
     loop {
         let renew_at = cert.current().renew_at();
         let wait = renew_at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .max(Duration::from_secs(1));
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = mesh_roots.changed(), if roots_open => {
+                if changed.is_err() {
+                    roots_open = false;
+                    continue;
+                }
+                info!("mesh roots changed: renewing the waypoint certificate now");
+            }
+        }
         match source.fetch(&identity).await {
             Ok(c) => {
                 info!(serial = c.serial(), "waypoint certificate renewed");
@@ -88,6 +106,33 @@ pub async fn keep_renewed(source: Arc<Source>, identity: SpiffeId, cert: Arc<Rot
             }
         }
     }
+}
+
+/// The mesh roots the control plane publishes, as a watch that changes only when they do
+/// (not at every config update).
+pub fn mesh_roots(
+    mut config: tokio::sync::watch::Receiver<Arc<meshwork_model::Snapshot>>,
+) -> tokio::sync::watch::Receiver<String> {
+    let roots_of =
+        |s: &meshwork_model::Snapshot| s.mesh().map(|m| m.ca_roots_pem.clone()).unwrap_or_default();
+    let (tx, rx) = tokio::sync::watch::channel(roots_of(&config.borrow()));
+    tokio::spawn(async move {
+        while config.changed().await.is_ok() {
+            let roots = roots_of(&config.borrow_and_update());
+            if roots.is_empty() {
+                continue;
+            }
+            tx.send_if_modified(|old| {
+                let changed = *old != roots;
+                *old = roots;
+                changed
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -122,10 +167,39 @@ mod tests {
             err.to_string().contains("/nonexistent/meshwork/token"),
             "{err}"
         );
-        let task = tokio::spawn(keep_renewed(source, identity, cert.clone()));
+        let (_roots_tx, roots) = tokio::sync::watch::channel(String::new());
+        let task = tokio::spawn(keep_renewed(source, identity, cert.clone(), roots));
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(!task.is_finished(), "renewal keeps retrying");
         assert_eq!(cert.current().serial(), serial);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_mesh_roots_renew_the_certificate_at_once() {
+        let ca = TestCa::new("cluster.local");
+        let identity = SpiffeId::new("cluster.local", "shop", "waypoint").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let first = ca.issue(&identity, Duration::from_secs(3600));
+        let serial = first.serial().to_string();
+        first.save(dir.path()).unwrap();
+        let cert = RotatingCert::new(first);
+        let (roots_tx, roots) = tokio::sync::watch::channel("ROOT-A".to_string());
+        let source = Arc::new(Source::Dir(dir.path().to_path_buf()));
+        let task = tokio::spawn(keep_renewed(source, identity.clone(), cert.clone(), roots));
+        // The next certificate waits on disk; half-life is 30 minutes away.
+        ca.issue(&identity, Duration::from_secs(3600))
+            .save(dir.path())
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(cert.current().serial(), serial, "nothing before half-life");
+        roots_tx.send("ROOT-A\nROOT-B".to_string()).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_ne!(
+            cert.current().serial(),
+            serial,
+            "renewed at once on new roots"
+        );
         task.abort();
     }
 }

@@ -262,7 +262,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let first = source.initial(&identity, 30).await?;
         info!(%identity, serial = first.serial(), "waypoint certificate loaded");
         let cert = RotatingCert::new(first);
-        tokio::spawn(keep_renewed(source, identity.clone(), cert.clone()));
+        tokio::spawn(keep_renewed(
+            source,
+            identity.clone(),
+            cert.clone(),
+            crate::ca::mesh_roots(config.watch()),
+        ));
         Some(cert)
     };
     ready.store(true, Ordering::Release);

@@ -72,6 +72,8 @@ pub struct CertManager {
     wanted: Mutex<BTreeSet<SpiffeId>>,
     caches: Mutex<Caches>,
     changed: watch::Sender<u64>,
+    /// The mesh CA's roots as last published by the control plane.
+    mesh_roots: Mutex<String>,
 }
 
 /// A summary of one held certificate, for `/certs`.
@@ -101,6 +103,7 @@ impl CertManager {
             wanted: Mutex::default(),
             caches: Mutex::default(),
             changed: watch::channel(0).0,
+            mesh_roots: Mutex::default(),
         })
     }
 
@@ -132,6 +135,36 @@ impl CertManager {
         }
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = wanted;
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The control plane published the CA's roots (`pem`). When they change (a root
+    /// rotation), every certificate is fetched again now rather than at its half-life, so
+    /// this node trusts the new roots before any peer presents a certificate under them.
+    /// The current certificates keep serving until their replacements arrive.
+    pub fn set_mesh_roots(self: &Arc<Self>, pem: &str) {
+        {
+            let mut last = self.mesh_roots.lock().unwrap_or_else(|e| e.into_inner());
+            if pem.is_empty() || *last == pem {
+                return;
+            }
+            let first = last.is_empty();
+            *last = pem.to_string();
+            if first {
+                // The first roots seen: the certificates being fetched carry them.
+                return;
+            }
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::info!(
+            identities = tasks.len(),
+            "mesh roots changed: renewing every certificate now"
+        );
+        for (id, task) in tasks.iter_mut() {
+            task.abort();
+            let me = self.clone();
+            let id2 = id.clone();
+            *task = tokio::spawn(async move { me.maintain(id2).await });
+        }
     }
 
     /// Fetch, install, sleep until half-life, repeat; retries with backoff on failure.
@@ -375,6 +408,34 @@ mod tests {
                 }
             })
         }
+    }
+
+    /// Counts signing requests.
+    struct Counting(std::sync::atomic::AtomicUsize, TestCa);
+    impl CertSigner for Counting {
+        fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(self.1.issue(identity, Duration::from_secs(3600))) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_mesh_roots_renew_every_certificate_at_once() {
+        let signer = Arc::new(Counting(Default::default(), TestCa::new("cluster.local")));
+        let m = CertManager::new(signer.clone());
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        m.set_identities([id.clone()].into());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let count = || signer.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(count(), 1);
+        m.set_mesh_roots("ROOT-A");
+        m.set_mesh_roots("ROOT-A");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(count(), 1, "the first roots and repeats fetch nothing");
+        m.set_mesh_roots("ROOT-A\nROOT-B");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(count(), 2, "a rotation renews at once, not at half-life");
+        assert!(m.current(&id).is_some());
     }
 
     #[tokio::test(start_paused = true)]

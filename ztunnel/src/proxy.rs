@@ -135,6 +135,9 @@ impl Proxy {
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
         self.certs.set_identities(current.state.local_identities());
+        if let Some(mesh) = snap.mesh() {
+            self.certs.set_mesh_roots(&mesh.ca_roots_pem);
+        }
         let live: HashSet<String> = snap.workloads().map(workload_ref).collect();
         self.metrics.evict(&live);
         let closed = self.registry.recheck(|attrs| {

@@ -18,6 +18,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if .Values.ztunnel.controlPlaneAddress -}}
 {{- .Values.ztunnel.controlPlaneAddress -}}
 {{- else -}}
-{{- printf "http://meshwork-controlplane.%s.svc:%d" .Release.Namespace (int .Values.controlplane.ports.grpc) -}}
+{{- printf "https://meshwork-controlplane.%s.svc:%d" .Release.Namespace (int .Values.controlplane.ports.grpcTLS) -}}
 {{- end -}}
 {{- end -}}

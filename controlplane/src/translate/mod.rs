@@ -126,6 +126,8 @@ pub struct Translator {
     routes: route::RouteIndex,
     dirty: Dirty,
     vips: vip::VipAllocator,
+    /// The CA's trust bundle, published in the mesh settings.
+    ca_roots_pem: String,
 }
 
 impl Default for Translator {
@@ -141,6 +143,7 @@ impl Translator {
             mesh_file: None,
             mesh: MeshConfig::default(),
             resources: BTreeMap::new(),
+            ca_roots_pem: String::new(),
             uses_waypoint: HashMap::new(),
             waypoint_users: HashMap::new(),
             routes: route::RouteIndex::default(),
@@ -165,6 +168,16 @@ impl Translator {
     /// Sets (or clears) the standalone mesh config; ConfigMaps are overlaid on it.
     pub fn set_mesh_file(&mut self, mesh: Option<MeshConfig>) -> Vec<ModelChange> {
         self.mesh_file = mesh;
+        self.dirty.mesh = true;
+        self.flush()
+    }
+
+    /// Sets the CA's trust bundle (PEM) published to proxies in the mesh settings.
+    pub fn set_ca_roots(&mut self, pem: String) -> Vec<ModelChange> {
+        if pem == self.ca_roots_pem {
+            return Vec::new();
+        }
+        self.ca_roots_pem = pem;
         self.dirty.mesh = true;
         self.flush()
     }
@@ -417,7 +430,8 @@ impl Translator {
                 dirty.all_telemetry = true;
             }
             self.mesh = mesh;
-            let settings = mesh::mesh_settings(&self.mesh);
+            let mut settings = mesh::mesh_settings(&self.mesh);
+            settings.ca_roots_pem = self.ca_roots_pem.clone();
             self.set("mesh".into(), Some(ResKind::Mesh(settings)), &mut out);
         }
         if dirty.all {

@@ -260,6 +260,7 @@ impl Mesh {
             root_namespace: "istio-system".into(),
             extension_providers: self.providers.clone(),
             path_normalization: self.path_normalization.into(),
+            ..Default::default()
         };
         r.insert(
             "mesh".into(),

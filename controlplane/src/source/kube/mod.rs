@@ -22,6 +22,7 @@ pub mod leader_writes;
 pub mod lease;
 pub mod pseudo;
 pub mod resources;
+pub mod root_cert;
 pub mod route_status;
 pub mod status;
 #[cfg(test)]
