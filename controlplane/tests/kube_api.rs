@@ -351,7 +351,7 @@ mod status {
         );
         assert_eq!(
             reqs[0].query.as_deref(),
-            Some("&fieldManager=meshwork-controlplane&force=true")
+            Some("&force=true&fieldManager=meshwork-controlplane")
         );
         assert_eq!(
             reqs[0].body,
