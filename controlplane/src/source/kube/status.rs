@@ -36,6 +36,22 @@ use crate::source::dir::FileEvent;
 /// Field manager of the status patches.
 pub const FIELD_MANAGER: &str = "meshwork-controlplane";
 
+/// The server-side apply body of `status` on the object `kind` `namespace/name`: the
+/// apply configuration names the object and holds only the status fields we own.
+pub fn apply_body(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    status: Value,
+) -> Value {
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": status})
+}
+
 /// The object a condition is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectRef {
@@ -219,12 +235,13 @@ impl StatusApis {
     pub async fn apply_status(&self, obj: &ObjectRef, status: Value) -> Result<(), StatusError> {
         let ar = self.resource(obj)?;
         let api = self.api(obj)?;
-        let body = json!({
-            "apiVersion": ar.api_version,
-            "kind": ar.kind,
-            "metadata": {"name": obj.name, "namespace": obj.namespace},
-            "status": status,
-        });
+        let body = apply_body(
+            &ar.api_version,
+            &ar.kind,
+            Some(&obj.namespace),
+            &obj.name,
+            status,
+        );
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match api
             .patch_status(&obj.name, &params, &Patch::Apply(&body))
