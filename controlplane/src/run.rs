@@ -206,7 +206,8 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             // Kinds the Kubernetes source cannot watch (403…) are errors of the config.
-            d.errors.extend(source_health.reports());
+            d.errors.extend(source_health.errors());
+            d.warnings.extend(source_health.warnings());
             serde_json::to_value(&d).unwrap_or_default()
         }),
         ready: ready_rx,

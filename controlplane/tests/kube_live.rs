@@ -148,6 +148,41 @@ async fn a_forbidden_kind_is_reported_and_the_rest_is_published() {
     assert!(reports[0].contains("HTTP 403 Forbidden"), "{}", reports[0]);
 }
 
+#[tokio::test]
+async fn without_access_to_crds_api_discovery_finds_the_kinds() {
+    let api = FakeApi::start().await;
+    api.put("", "namespaces", namespace("production"));
+    api.install_crd(
+        ISTIO_SECURITY,
+        "PeerAuthentication",
+        "peerauthentications",
+        &["v1beta1"],
+    );
+    api.put(ISTIO_SECURITY, "peerauthentications", peer_auth("strict"));
+    api.forbid("apiextensions.k8s.io", "customresourcedefinitions");
+
+    let (mut rx, handle) = watch(api.client(), &KubeSourceOptions::default());
+    let initial = paths(&next(&mut rx).await);
+    assert!(
+        initial.contains(&"changed k8s://PeerAuthentication/production/strict".to_string()),
+        "the first batch waits for discovery: {initial:?}"
+    );
+    let served = handle
+        .served
+        .read()
+        .unwrap()
+        .get("PeerAuthentication")
+        .cloned();
+    assert_eq!(served.unwrap().api_version, "security.istio.io/v1beta1");
+    let reports = handle.health.reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.contains("CustomResourceDefinition") && r.contains("403")),
+        "{reports:?}"
+    );
+}
+
 /// The whole control plane on the fake API: the forbidden kind shows in `/debug/errors`
 /// and the rest of the config is in the model.
 #[tokio::test]

@@ -184,7 +184,8 @@ async fn kubernetes_source_memory_per_pod() {
         std::mem::size_of::<k::PodSpec>(),
         std::mem::size_of::<k::Container>(),
         std::mem::size_of::<k::PodStatus>(),
-        std::mem::size_of::<meshwork_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<meshwork_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(
+        ),
     );
     let ns = std::env::var("MESHWORK_MEMORY_PODS").unwrap_or_else(|_| "5000".into());
     for n in ns.split(',') {

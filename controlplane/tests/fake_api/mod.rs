@@ -44,6 +44,17 @@ struct LogEntry {
     object: Arc<str>,
 }
 
+type AfterGet = Box<dyn FnOnce(&mut State) + Send>;
+
+/// A refused write: `(code, reason, message)`, answered as a `Status`.
+struct Refusal(u16, &'static str, String);
+
+impl Refusal {
+    fn response(self) -> Response<Body> {
+        status(self.0, self.1, &self.2)
+    }
+}
+
 #[derive(Default)]
 struct State {
     rv: u64,
@@ -54,7 +65,7 @@ struct State {
     owners: BTreeMap<(Coll, Key, String), BTreeSet<String>>,
     /// Called (once) after the next successful `GET` of an object: lets a test slip a
     /// concurrent write between a read and the write that follows it.
-    after_get: Option<Box<dyn FnOnce(&mut State) + Send>>,
+    after_get: Option<AfterGet>,
     requests: Vec<String>,
 }
 
@@ -403,23 +414,23 @@ impl FakeApi {
                     let force = q.get("force").is_some_and(|f| f == "true");
                     match q.get("fieldManager") {
                         Some(m) if !m.is_empty() => self.apply_status(&coll, &key, m, patch, force),
-                        _ => Err(status(
+                        _ => Err(Refusal(
                             400,
                             "BadRequest",
-                            "fieldManager is required for apply",
+                            "fieldManager is required for apply".into(),
                         )),
                     }
                 } else if content_type == "application/merge-patch+json" {
                     self.merge_status(&coll, &key, patch)
                 } else {
-                    Err(status(415, "UnsupportedMediaType", &content_type))
+                    Err(Refusal(415, "UnsupportedMediaType", content_type.clone()))
                 };
                 match res {
                     Ok(v) => {
                         self.notify();
                         full(StatusCode::OK, &v)
                     }
-                    Err(r) => r,
+                    Err(r) => r.response(),
                 }
             }
             _ => status(405, "MethodNotAllowed", "not implemented by the fake API"),
@@ -540,17 +551,19 @@ impl FakeApi {
             .unwrap()
     }
 
-    fn merge_status(&self, coll: &Coll, key: &Key, patch: Value) -> Result<Value, Response<Body>> {
+    fn merge_status(&self, coll: &Coll, key: &Key, patch: Value) -> Result<Value, Refusal> {
         let mut s = self.state.lock().unwrap();
         let Some(mut obj) = s.get(coll, key) else {
-            return Err(status(404, "NotFound", &format!("{} not found", key.1)));
+            return Err(Refusal(404, "NotFound", format!("{} not found", key.1)));
         };
         if let Some(want) = patch["metadata"]["resourceVersion"].as_str() {
             if obj["metadata"]["resourceVersion"] != want {
-                return Err(status(
+                return Err(Refusal(
                     409,
                     "Conflict",
-                    "the object has been modified; please apply your changes to the latest version and try again",
+                    "the object has been modified; please apply your changes to the latest \
+                     version and try again"
+                        .into(),
                 ));
             }
         }
@@ -567,13 +580,17 @@ impl FakeApi {
         manager: &str,
         applied: Value,
         force: bool,
-    ) -> Result<Value, Response<Body>> {
+    ) -> Result<Value, Refusal> {
         if applied["apiVersion"].as_str().is_none() || applied["kind"].as_str().is_none() {
-            return Err(status(400, "BadRequest", "apply needs apiVersion and kind"));
+            return Err(Refusal(
+                400,
+                "BadRequest",
+                "apply needs apiVersion and kind".into(),
+            ));
         }
         let mut s = self.state.lock().unwrap();
         let Some(mut obj) = s.get(coll, key) else {
-            return Err(status(404, "NotFound", &format!("{} not found", key.1)));
+            return Err(Refusal(404, "NotFound", format!("{} not found", key.1)));
         };
         let st = applied["status"].as_object().cloned().unwrap_or_default();
         let mut sent: BTreeSet<String> = BTreeSet::new();
@@ -619,10 +636,10 @@ impl FakeApi {
             for f in owned.intersection(&sent) {
                 if current(f) != wanted(f) {
                     if !force {
-                        return Err(status(
+                        return Err(Refusal(
                             409,
                             "Conflict",
-                            &format!(
+                            format!(
                                 "Apply failed with 1 conflict: conflict with {:?}: .status {f}",
                                 other.2
                             ),

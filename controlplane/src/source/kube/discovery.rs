@@ -2,11 +2,17 @@
 //! (`apiextensions.k8s.io/v1`) are watched, and each Istio or Gateway API kind is watched
 //! at the first of its candidate versions its CRD serves, from when the CRD appears until
 //! it is removed. A CRD installed after the control plane started needs no restart.
+//!
+//! When the CRDs cannot be watched (RBAC without `customresourcedefinitions`), API
+//! discovery (`GET /apis/<group>/<version>`, open to every authenticated client) is polled
+//! instead, every [`POLL`]: see [`discover`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ::kube::core::{ApiResource, DynamicObject};
 use ::kube::runtime::watcher::Event;
+use ::kube::Client;
 
 use super::resources::WATCHED;
 
@@ -21,15 +27,59 @@ pub fn crd_resource() -> ApiResource {
     }
 }
 
+/// A CRD-backed resource and the versions served of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedResource {
+    pub group: String,
+    pub plural: String,
+    pub versions: Vec<String>,
+}
+
+/// How often API discovery is polled while the CRDs cannot be watched.
+pub const POLL: Duration = Duration::from_secs(30);
+
+/// `(group, plural, served versions)` of the CRD-backed watched kinds, by API discovery.
+pub async fn discover(client: &Client) -> Result<Vec<ServedResource>, ::kube::Error> {
+    let mut groups: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for w in WATCHED.iter().filter(|w| w.from_crd()) {
+        let mut versions = Vec::new();
+        for v in w.versions {
+            let gv = format!("{}/{}", w.group, v);
+            if !groups.contains_key(&gv) {
+                let plurals = match client.list_api_group_resources(&gv).await {
+                    Ok(list) => Some(list.resources.into_iter().map(|r| r.name).collect()),
+                    Err(::kube::Error::Api(s)) if s.code == 404 => None,
+                    Err(e) => return Err(e),
+                };
+                groups.insert(gv.clone(), plurals);
+            }
+            if groups[&gv]
+                .as_ref()
+                .is_some_and(|p| p.iter().any(|n| n == w.plural))
+            {
+                versions.push(v.to_string());
+            }
+        }
+        out.push(ServedResource {
+            group: w.group.to_string(),
+            plural: w.plural.to_string(),
+            versions,
+        });
+    }
+    Ok(out)
+}
+
 /// `(group, plural)` → served versions, from the CRDs seen.
 #[derive(Debug, Default)]
 pub struct Crds {
-    served: BTreeMap<String, (String, String, Vec<String>)>,
-    relist: Option<BTreeMap<String, (String, String, Vec<String>)>>,
+    /// By CRD name.
+    served: BTreeMap<String, ServedResource>,
+    relist: Option<BTreeMap<String, ServedResource>>,
     synced: bool,
 }
 
-fn read(crd: &DynamicObject) -> Option<(String, (String, String, Vec<String>))> {
+fn read(crd: &DynamicObject) -> Option<(String, ServedResource)> {
     let name = crd.metadata.name.clone()?;
     let spec = crd.data.get("spec")?;
     let group = spec["group"].as_str()?.to_string();
@@ -40,7 +90,14 @@ fn read(crd: &DynamicObject) -> Option<(String, (String, String, Vec<String>))> 
         .filter(|v| v["served"].as_bool().unwrap_or(false))
         .filter_map(|v| v["name"].as_str().map(String::from))
         .collect();
-    Some((name, (group, plural, versions)))
+    Some((
+        name,
+        ServedResource {
+            group,
+            plural,
+            versions,
+        },
+    ))
 }
 
 impl Crds {
@@ -49,9 +106,20 @@ impl Crds {
         self.synced
     }
 
-    /// Treats the CRDs as listed (and none served): the CRD list itself failed.
-    pub fn mark_synced(&mut self) {
+    /// Replaces what is served with the result of [`discover`] (the CRDs cannot be
+    /// watched); true when it changed.
+    pub fn set_discovered(&mut self, found: Vec<ServedResource>) -> bool {
+        let served: BTreeMap<_, _> = found
+            .into_iter()
+            .map(|r| (format!("{}.{}", r.plural, r.group), r))
+            .collect();
         self.synced = true;
+        self.relist = None;
+        if served == self.served {
+            return false;
+        }
+        self.served = served;
+        true
     }
 
     /// Takes a CRD watch event; true when the set of served versions may have changed.
@@ -95,11 +163,11 @@ impl Crds {
                 let served = self
                     .served
                     .values()
-                    .find(|(g, p, _)| g == w.group && p == w.plural)?;
+                    .find(|r| r.group == w.group && r.plural == w.plural)?;
                 let v = w
                     .versions
                     .iter()
-                    .find(|v| served.2.iter().any(|s| s == *v))?;
+                    .find(|v| served.versions.iter().any(|s| s == *v))?;
                 Some((i, w.api_resource(v)))
             })
             .collect()

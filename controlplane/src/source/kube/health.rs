@@ -8,22 +8,48 @@ use std::sync::{Arc, RwLock};
 use ::kube::core::ApiResource;
 use ::kube::runtime::watcher;
 
-/// The current reports, by kind.
+/// The current reports, by kind: `(is_error, text)`.
 #[derive(Debug, Clone, Default)]
 pub struct SourceHealth {
-    reports: Arc<RwLock<BTreeMap<String, String>>>,
+    reports: Arc<RwLock<BTreeMap<String, (bool, String)>>>,
 }
 
 impl SourceHealth {
-    /// One line per kind that cannot be watched, naming it and the HTTP status.
+    /// Every report, errors and warnings.
     pub fn reports(&self) -> Vec<String> {
         let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
-        r.values().cloned().collect()
+        r.values().map(|(_, t)| t.clone()).collect()
     }
 
+    /// One line per kind that cannot be watched (its objects are missing from the
+    /// config), naming it and the HTTP status.
+    pub fn errors(&self) -> Vec<String> {
+        self.filtered(true)
+    }
+
+    /// Degraded but complete (the CRDs are polled instead of watched).
+    pub fn warnings(&self) -> Vec<String> {
+        self.filtered(false)
+    }
+
+    fn filtered(&self, errors: bool) -> Vec<String> {
+        let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
+        r.values()
+            .filter(|(e, _)| *e == errors)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// Reports `kind` as not watched: an error.
     pub fn set(&self, kind: &str, report: String) {
         let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
-        r.insert(kind.to_string(), report);
+        r.insert(kind.to_string(), (true, report));
+    }
+
+    /// Reports a degraded but complete source about `kind`: a warning.
+    pub fn warn(&self, kind: &str, report: String) {
+        let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
+        r.insert(kind.to_string(), (false, report));
     }
 
     pub fn clear(&self, kind: &str) {
@@ -48,18 +74,25 @@ pub fn api_status(e: &watcher::Error) -> Option<(u16, String)> {
     (status.0 != 410).then_some(status)
 }
 
-/// The report for `resource` failing with `(code, message)`.
-pub fn report(resource: &ApiResource, code: u16, message: &str) -> String {
+/// The report for `resource` failing with `(code, message)`: `consequence` says what it
+/// means for the config.
+pub fn report(resource: &ApiResource, code: u16, message: &str, consequence: &str) -> String {
     let reason = hyper::StatusCode::from_u16(code)
         .ok()
         .and_then(|c| c.canonical_reason())
         .unwrap_or("");
     format!(
         "Kubernetes source: cannot list/watch {} ({} {}): HTTP {code} {reason}: {message}; \
-         its objects are left out of the config until this is fixed",
+         {consequence}",
         resource.kind, resource.api_version, resource.plural
     )
 }
+
+/// The consequence of a kind that cannot be watched.
+pub const LEFT_OUT: &str = "its objects are left out of the config until this is fixed";
+/// The consequence of CRDs that cannot be watched.
+pub const POLLED: &str = "Istio and Gateway API kinds are found by polling API discovery \
+     every 30s instead (CRDs installed or removed are noticed that much later)";
 
 #[cfg(test)]
 mod tests {
@@ -69,12 +102,16 @@ mod tests {
     #[test]
     fn reports_name_the_kind_and_the_status() {
         let ar = watched("AuthorizationPolicy").unwrap().preferred();
-        let r = report(&ar, 403, "forbidden: no RBAC");
+        let r = report(&ar, 403, "forbidden: no RBAC", LEFT_OUT);
         assert!(r.contains("AuthorizationPolicy"), "{r}");
         assert!(r.contains("HTTP 403 Forbidden"), "{r}");
         let h = SourceHealth::default();
         h.set("AuthorizationPolicy", r.clone());
-        assert_eq!(h.reports(), [r]);
+        assert_eq!(h.errors(), std::slice::from_ref(&r));
+        h.warn("CustomResourceDefinition", "polled".into());
+        assert_eq!(h.warnings(), ["polled"]);
+        assert_eq!(h.reports().len(), 2);
+        h.clear("CustomResourceDefinition");
         h.clear("AuthorizationPolicy");
         assert!(h.reports().is_empty());
     }

@@ -8,7 +8,9 @@
 //! list, so the engine never publishes a half-loaded model. A kind the API server refuses
 //! (`403`, `404`…) counts as absent: it is reported ([`SourceHealth`]) and does not hold
 //! the rest back; its watcher keeps retrying, and its objects arrive once it succeeds.
-//! Later batches carry whatever the watchers delivered together. Watch errors (API server
+//! If the CRDs themselves cannot be watched, API discovery is polled instead (the first
+//! batch then waits for its first answer). Later batches carry whatever the watchers
+//! delivered together. Watch errors (API server
 //! restarts, `410 Gone`) are retried with kube's default backoff; the relist that follows
 //! is reconciled by [`SourceIndex`].
 
@@ -24,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::discovery::{crd_resource, Crds};
+use super::discovery::{crd_resource, discover, Crds, ServedResource};
 use super::health::{self, SourceHealth};
 use super::index::{KindIndex, SourceIndex};
 use super::resources::{Scope, WATCHED};
@@ -68,6 +70,8 @@ enum Input {
         result: WatchResult,
     },
     Crd(WatchResult),
+    /// API discovery's answer while the CRDs cannot be watched.
+    Discovered(Vec<ServedResource>),
 }
 
 /// Starts watching. Returns the batches (first one complete, see the module doc) and the
@@ -99,6 +103,23 @@ where
     })
 }
 
+/// Polls API discovery every [`super::discovery::POLL`] (the CRDs cannot be watched).
+fn spawn_poll(client: Client, tx: mpsc::Sender<Input>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match discover(&client).await {
+                Ok(found) => {
+                    if tx.send(Input::Discovered(found)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!(error = %e, "API discovery failed; retrying"),
+            }
+            tokio::time::sleep(super::discovery::POLL).await;
+        }
+    })
+}
+
 struct Pump {
     client: Client,
     root_namespace: String,
@@ -108,6 +129,8 @@ struct Pump {
     /// Per slot: the running watcher and its generation.
     tasks: Vec<Option<(JoinHandle<()>, u64)>>,
     generation: u64,
+    /// Polls API discovery while the CRDs cannot be watched.
+    poll: Option<JoinHandle<()>>,
 }
 
 impl Pump {
@@ -124,6 +147,7 @@ impl Pump {
             crds: Crds::default(),
             tasks: WATCHED.iter().map(|_| None).collect(),
             generation: 0,
+            poll: None,
         }
     }
 
@@ -205,7 +229,8 @@ impl Pump {
                 match health::api_status(&e) {
                     Some((code, message)) => {
                         let ix = self.index.kind_mut(slot);
-                        let report = health::report(ix.resource(), code, &message);
+                        let report =
+                            health::report(ix.resource(), code, &message, health::LEFT_OUT);
                         warn!(kind, code, error = %e, "cannot watch this kind; left out of the config and retried with backoff");
                         if !ix.is_synced() {
                             ix.mark_absent();
@@ -227,6 +252,10 @@ impl Pump {
             Ok(ev) => {
                 if matches!(ev, watcher::Event::InitDone) {
                     self.handle.health.clear(CRD);
+                    if let Some(poll) = self.poll.take() {
+                        info!("CRDs watched again; API discovery polling stopped");
+                        poll.abort();
+                    }
                 }
                 if self.crds.handle(ev) {
                     return self.reconcile_crds(tx);
@@ -234,11 +263,12 @@ impl Pump {
             }
             Err(e) => match health::api_status(&e) {
                 Some((code, message)) => {
-                    warn!(code, error = %e, "cannot watch CRDs; Istio and Gateway API kinds are not watched until this is fixed");
-                    self.handle
-                        .health
-                        .set(CRD, health::report(&crd_resource(), code, &message));
-                    self.crds.mark_synced();
+                    warn!(code, error = %e, "cannot watch CRDs; polling API discovery instead");
+                    let report = health::report(&crd_resource(), code, &message, health::POLLED);
+                    self.handle.health.warn(CRD, report);
+                    if self.poll.is_none() {
+                        self.poll = Some(spawn_poll(self.client.clone(), tx.clone()));
+                    }
                 }
                 None => warn!(error = %e, "CRD watch failed; retrying with backoff"),
             },
@@ -271,6 +301,14 @@ impl Pump {
                         self.on_kind(slot, result)
                     }
                     Input::Crd(result) => self.on_crd(result, &in_tx),
+                    Input::Discovered(found) => {
+                        // The CRD watch may have come back meanwhile: it wins.
+                        if self.poll.is_some() && self.crds.set_discovered(found) {
+                            self.reconcile_crds(&in_tx)
+                        } else {
+                            Vec::new()
+                        }
+                    }
                 };
                 pending.extend(events);
             }
@@ -292,6 +330,9 @@ impl Pump {
             }
         }
         crd_task.abort();
+        if let Some(poll) = self.poll.take() {
+            poll.abort();
+        }
         for (task, _) in self.tasks.into_iter().flatten() {
             task.abort();
         }
