@@ -130,6 +130,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         Source::Kubernetes(k) => {
             let (events, kube_tasks, health) = kube_source(k, &root_namespace_of(&opts)).await?;
             tasks.extend(kube_tasks);
+            engine.with_source_health(health.clone());
             source_health = health;
             Some(events)
         }

@@ -247,6 +247,48 @@ async fn a_forbidden_kind_shows_in_the_admin_errors_of_a_running_control_plane()
     running.shutdown();
 }
 
+/// A policy kind that cannot be read may hide policies: the mesh fails closed (a DENY-all
+/// in the root namespace) while the rest publishes, and opens again once it can be read.
+#[tokio::test]
+async fn an_unreadable_authorization_policy_kind_fails_closed_mesh_wide() {
+    let api = FakeApi::start().await;
+    api.put("", "namespaces", namespace("production"));
+    api.install_crd(
+        ISTIO_SECURITY,
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        &["v1"],
+    );
+    api.forbid(ISTIO_SECURITY, "authorizationpolicies");
+    let hub = meshwork_controlplane::distribute::ModelHub::new();
+    let mut engine = meshwork_controlplane::engine::Engine::new(hub.clone(), "default");
+    engine.set_mesh_config(None);
+    let (mut rx, handle) = watch(api.client(), &KubeSourceOptions::default());
+    engine.with_source_health(handle.health.clone());
+    engine.apply_events(next(&mut rx).await);
+    let deny = "authz/istio-system/meshwork~fail-closed";
+    assert!(
+        hub.read().resources.contains_key(deny),
+        "{:?}",
+        hub.read().resources.keys()
+    );
+    let errors = engine.diagnostics().read().unwrap().errors.clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("istio-system") && e.contains("HTTP 403")),
+        "{errors:?}"
+    );
+
+    // RBAC fixed: the watcher's retry lists the kind, the deny goes away.
+    api.allow(ISTIO_SECURITY, "authorizationpolicies");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hub.read().resources.contains_key(deny) {
+        assert!(tokio::time::Instant::now() < deadline, "still denied");
+        engine.apply_events(next(&mut rx).await);
+    }
+}
+
 async fn admin_get(addr: std::net::SocketAddr, path: &str) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

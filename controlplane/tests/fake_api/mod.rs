@@ -334,6 +334,12 @@ impl FakeApi {
         s.forbidden.insert((group.to_string(), plural.to_string()));
     }
 
+    /// Lifts [`FakeApi::forbid`].
+    pub fn allow(&self, group: &str, plural: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.forbidden.remove(&(group.to_string(), plural.to_string()));
+    }
+
     /// Runs `f` on the state right after the next successful object `GET`.
     pub fn after_next_get(&self, f: impl FnOnce(&mut FakeState) + Send + 'static) {
         self.state.lock().unwrap().after_get = Some(Box::new(move |s: &mut State| {

@@ -1,8 +1,11 @@
 //! Kinds the Kubernetes source cannot watch, reported rather than fatal: a `403` on one
 //! kind (RBAC missing for it) must not keep the rest of the config from publishing. The
-//! reports are shown with the config errors (`/debug/errors`, `meshwork errors`).
+//! reports are shown with the config errors (`/debug/errors`, `meshwork errors`), and a
+//! policy kind that cannot be read makes the engine fail closed mesh-wide (see
+//! [`crate::engine::Engine::with_source_health`]): its policies may exist unseen.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ::kube::core::ApiResource;
@@ -12,9 +15,23 @@ use ::kube::runtime::watcher;
 #[derive(Debug, Clone, Default)]
 pub struct SourceHealth {
     reports: Arc<RwLock<BTreeMap<String, (bool, String)>>>,
+    /// Bumped on every change of the reports.
+    changes: Arc<AtomicU64>,
 }
 
 impl SourceHealth {
+    /// Counts the changes of the reports (to notice one).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    /// The error report of `kind` when it cannot be watched (objects of it may exist that
+    /// the config lacks).
+    pub fn unreadable(&self, kind: &str) -> Option<String> {
+        let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
+        r.get(kind).filter(|(e, _)| *e).map(|(_, t)| t.clone())
+    }
+
     /// Every report, errors and warnings.
     pub fn reports(&self) -> Vec<String> {
         let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
@@ -42,19 +59,27 @@ impl SourceHealth {
 
     /// Reports `kind` as not watched: an error.
     pub fn set(&self, kind: &str, report: String) {
+        self.put(kind, Some((true, report)));
+    }
+
+    fn put(&self, kind: &str, report: Option<(bool, String)>) {
         let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
-        r.insert(kind.to_string(), (true, report));
+        let before = match report {
+            Some(rep) => r.insert(kind.to_string(), rep.clone()) != Some(rep),
+            None => r.remove(kind).is_some(),
+        };
+        if before {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Reports a degraded but complete source about `kind`: a warning.
     pub fn warn(&self, kind: &str, report: String) {
-        let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
-        r.insert(kind.to_string(), (false, report));
+        self.put(kind, Some((false, report)));
     }
 
     pub fn clear(&self, kind: &str) {
-        let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
-        r.remove(kind);
+        self.put(kind, None);
     }
 }
 
@@ -108,8 +133,13 @@ mod tests {
         let h = SourceHealth::default();
         h.set("AuthorizationPolicy", r.clone());
         assert_eq!(h.errors(), std::slice::from_ref(&r));
+        assert_eq!(h.unreadable("AuthorizationPolicy"), Some(r.clone()));
+        let n = h.changes();
+        h.set("AuthorizationPolicy", r.clone());
+        assert_eq!(h.changes(), n, "the same report again is no change");
         h.warn("CustomResourceDefinition", "polled".into());
         assert_eq!(h.warnings(), ["polled"]);
+        assert_eq!(h.unreadable("CustomResourceDefinition"), None);
         assert_eq!(h.reports().len(), 2);
         h.clear("CustomResourceDefinition");
         h.clear("AuthorizationPolicy");

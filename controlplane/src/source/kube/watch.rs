@@ -287,6 +287,7 @@ impl Pump {
         let mut pending: Vec<FileEvent> = Vec::new();
         let mut initial_sent = false;
         while let Some(chunk) = chunks.next().await {
+            let health_before = self.handle.health.changes();
             for input in chunk {
                 let events = match input {
                     Input::Kind {
@@ -322,9 +323,11 @@ impl Pump {
                     absent = ?self.index.kinds().iter().filter(|k| k.is_absent()).map(|k| k.resource().kind.clone()).collect::<Vec<_>>(),
                     "Kubernetes initial list complete"
                 );
-            } else if pending.is_empty() {
+            } else if pending.is_empty() && self.handle.health.changes() == health_before {
                 continue;
             }
+            // A batch (even empty) also when only the reports changed: the engine then
+            // re-evaluates what fails closed.
             if tx.send(std::mem::take(&mut pending)).await.is_err() {
                 break;
             }
