@@ -70,8 +70,9 @@ impl Engine {
         }
     }
 
-    /// Kubernetes source: a policy kind it cannot read (RBAC) may hide policies, so the
-    /// root namespace fails closed (mesh-wide) while it cannot: AuthorizationPolicy
+    /// Kubernetes source: a policy kind it could never list (RBAC) may hide policies, so
+    /// the root namespace fails closed (mesh-wide) until it can (a kind listed before and
+    /// unreadable now keeps its last listed policies instead): AuthorizationPolicy
     /// denies, PeerAuthentication requires mTLS. Re-evaluated with every batch (the source
     /// sends one when its reports change).
     pub fn with_source_health(&mut self, health: SourceHealth) {

@@ -183,6 +183,42 @@ async fn without_access_to_crds_api_discovery_finds_the_kinds() {
     );
 }
 
+/// A kind listed, then refused (RBAC revoked, the watch restarting): its objects stay as
+/// last listed, reported, and no fail-closed.
+#[tokio::test]
+async fn a_kind_refused_after_it_was_listed_keeps_its_objects() {
+    let api = FakeApi::start().await;
+    api.put("", "namespaces", namespace("production"));
+    api.install_crd(
+        ISTIO_SECURITY,
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        &["v1"],
+    );
+    api.put(ISTIO_SECURITY, "authorizationpolicies", auth_policy("deny"));
+    let (mut rx, handle) = watch(api.client(), &KubeSourceOptions::default());
+    let initial = paths(&next(&mut rx).await);
+    assert!(initial.contains(&"changed k8s://AuthorizationPolicy/production/deny".to_string()));
+
+    api.forbid(ISTIO_SECURITY, "authorizationpolicies");
+    api.end_watches();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while handle.health.errors().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no report");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors = handle.health.errors();
+    assert!(errors[0].contains("stay as last listed"), "{errors:?}");
+    assert_eq!(handle.health.unreadable("AuthorizationPolicy"), None);
+    // Nothing was removed.
+    while let Ok(batch) = rx.try_recv() {
+        assert!(
+            !paths(&batch).iter().any(|p| p.starts_with("removed")),
+            "{batch:?}"
+        );
+    }
+}
+
 /// The whole control plane on the fake API: the forbidden kind shows in `/debug/errors`
 /// and the rest of the config is in the model.
 #[tokio::test]

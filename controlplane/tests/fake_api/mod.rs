@@ -73,6 +73,8 @@ struct State {
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
     changed: watch::Sender<u64>,
+    /// Bumped to end every open watch (as an API server restart does).
+    epoch: watch::Sender<u64>,
     pub addr: SocketAddr,
 }
 
@@ -213,9 +215,11 @@ impl FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (changed, _) = watch::channel(0);
+        let (epoch, _) = watch::channel(0);
         let api = FakeApi {
             state: Arc::default(),
             changed,
+            epoch,
             addr,
         };
         let me = api.clone();
@@ -332,6 +336,11 @@ impl FakeApi {
     pub fn forbid(&self, group: &str, plural: &str) {
         let mut s = self.state.lock().unwrap();
         s.forbidden.insert((group.to_string(), plural.to_string()));
+    }
+
+    /// Ends every open watch: the clients list again (as after an API server restart).
+    pub fn end_watches(&self) {
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     /// Lifts [`FakeApi::forbid`].
@@ -520,6 +529,7 @@ impl FakeApi {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         let state = self.state.clone();
         let mut changed = self.changed.subscribe();
+        let mut epoch = self.epoch.subscribe();
         tokio::spawn(async move {
             loop {
                 let lines: Vec<String> = {
@@ -546,6 +556,7 @@ impl FakeApi {
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = epoch.changed() => return,
                 }
             }
         });

@@ -11,10 +11,21 @@ use std::sync::{Arc, RwLock};
 use ::kube::core::ApiResource;
 use ::kube::runtime::watcher;
 
-/// The current reports, by kind: `(is_error, text)`.
+/// How bad a report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Severity {
+    /// The kind was never listed: objects of it may exist that the config lacks.
+    Missing,
+    /// The kind was listed, then could not be watched: its objects are as last listed.
+    Stale,
+    /// Degraded but complete.
+    Warning,
+}
+
+/// The current reports, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct SourceHealth {
-    reports: Arc<RwLock<BTreeMap<String, (bool, String)>>>,
+    reports: Arc<RwLock<BTreeMap<String, (Severity, String)>>>,
     /// Bumped on every change of the reports.
     changes: Arc<AtomicU64>,
 }
@@ -29,7 +40,9 @@ impl SourceHealth {
     /// the config lacks).
     pub fn unreadable(&self, kind: &str) -> Option<String> {
         let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
-        r.get(kind).filter(|(e, _)| *e).map(|(_, t)| t.clone())
+        r.get(kind)
+            .filter(|(s, _)| *s == Severity::Missing)
+            .map(|(_, t)| t.clone())
     }
 
     /// Every report, errors and warnings.
@@ -41,28 +54,33 @@ impl SourceHealth {
     /// One line per kind that cannot be watched (its objects are missing from the
     /// config), naming it and the HTTP status.
     pub fn errors(&self) -> Vec<String> {
-        self.filtered(true)
+        self.filtered(|s| s != Severity::Warning)
     }
 
     /// Degraded but complete (the CRDs are polled instead of watched).
     pub fn warnings(&self) -> Vec<String> {
-        self.filtered(false)
+        self.filtered(|s| s == Severity::Warning)
     }
 
-    fn filtered(&self, errors: bool) -> Vec<String> {
+    fn filtered(&self, keep: impl Fn(Severity) -> bool) -> Vec<String> {
         let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
         r.values()
-            .filter(|(e, _)| *e == errors)
+            .filter(|(s, _)| keep(*s))
             .map(|(_, t)| t.clone())
             .collect()
     }
 
-    /// Reports `kind` as not watched: an error.
+    /// Reports `kind` as never listed: an error, and [`Self::unreadable`].
     pub fn set(&self, kind: &str, report: String) {
-        self.put(kind, Some((true, report)));
+        self.put(kind, Some((Severity::Missing, report)));
     }
 
-    fn put(&self, kind: &str, report: Option<(bool, String)>) {
+    /// Reports `kind` as listed before but not watchable now: an error.
+    pub fn set_stale(&self, kind: &str, report: String) {
+        self.put(kind, Some((Severity::Stale, report)));
+    }
+
+    fn put(&self, kind: &str, report: Option<(Severity, String)>) {
         let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
         let before = match report {
             Some(rep) => r.insert(kind.to_string(), rep.clone()) != Some(rep),
@@ -75,7 +93,7 @@ impl SourceHealth {
 
     /// Reports a degraded but complete source about `kind`: a warning.
     pub fn warn(&self, kind: &str, report: String) {
-        self.put(kind, Some((false, report)));
+        self.put(kind, Some((Severity::Warning, report)));
     }
 
     pub fn clear(&self, kind: &str) {
@@ -115,6 +133,8 @@ pub fn report(resource: &ApiResource, code: u16, message: &str, consequence: &st
 
 /// The consequence of a kind that cannot be watched.
 pub const LEFT_OUT: &str = "its objects are left out of the config until this is fixed";
+/// The consequence of a kind that cannot be watched after it was listed.
+pub const STALE: &str = "its objects stay as last listed until this is fixed";
 /// The consequence of CRDs that cannot be watched.
 pub const POLLED: &str = "Istio and Gateway API kinds are found by polling API discovery \
      every 30s instead (CRDs installed or removed are noticed that much later)";
@@ -140,6 +160,14 @@ mod tests {
         h.warn("CustomResourceDefinition", "polled".into());
         assert_eq!(h.warnings(), ["polled"]);
         assert_eq!(h.unreadable("CustomResourceDefinition"), None);
+        h.set_stale("PeerAuthentication", "stale".into());
+        assert_eq!(
+            h.unreadable("PeerAuthentication"),
+            None,
+            "listed before: kept"
+        );
+        assert!(h.errors().contains(&"stale".to_string()));
+        h.clear("PeerAuthentication");
         assert_eq!(h.reports().len(), 2);
         h.clear("CustomResourceDefinition");
         h.clear("AuthorizationPolicy");

@@ -68,6 +68,11 @@ impl KindIndex {
         self.synced || self.absent
     }
 
+    /// Whether a first complete list has been seen (not merely absent).
+    pub fn has_listed(&self) -> bool {
+        self.synced
+    }
+
     /// Whether the kind is absent (not served, or its list failed before a first sync).
     pub fn is_absent(&self) -> bool {
         self.absent && !self.synced

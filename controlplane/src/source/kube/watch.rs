@@ -229,13 +229,19 @@ impl Pump {
                 match health::api_status(&e) {
                     Some((code, message)) => {
                         let ix = self.index.kind_mut(slot);
-                        let report =
-                            health::report(ix.resource(), code, &message, health::LEFT_OUT);
-                        warn!(kind, code, error = %e, "cannot watch this kind; left out of the config and retried with backoff");
-                        if !ix.is_synced() {
+                        if ix.has_listed() {
+                            // Listed before: its objects stay as last listed.
+                            let report =
+                                health::report(ix.resource(), code, &message, health::STALE);
+                            warn!(kind, code, error = %e, "cannot watch this kind any more; keeping its objects as last listed, retrying with backoff");
+                            self.handle.health.set_stale(kind, report);
+                        } else {
+                            let report =
+                                health::report(ix.resource(), code, &message, health::LEFT_OUT);
+                            warn!(kind, code, error = %e, "cannot watch this kind; left out of the config and retried with backoff");
                             ix.mark_absent();
+                            self.handle.health.set(kind, report);
                         }
-                        self.handle.health.set(kind, report);
                     }
                     None => {
                         warn!(kind, error = %e, "watch failed; retrying with backoff (a relist follows)")
