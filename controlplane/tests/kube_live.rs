@@ -432,6 +432,72 @@ async fn our_status_apply_keeps_the_conditions_another_controller_applies() {
     );
 }
 
+/// The fake API's apply semantics the test above relies on: a manager's conditions it no
+/// longer sends are removed, the others' stay; taking another manager's condition needs
+/// `force`.
+#[tokio::test]
+async fn the_fake_api_applies_like_a_server() {
+    let api = FakeApi::start().await;
+    api.install_crd(
+        ISTIO_SECURITY,
+        "PeerAuthentication",
+        "peerauthentications",
+        &["v1"],
+    );
+    api.put(ISTIO_SECURITY, "peerauthentications", peer_auth("strict"));
+    let ar = watched("PeerAuthentication").unwrap().preferred();
+    let ours = StatusWriter::new(api.client(), [ar.clone()]);
+    let other: Api<DynamicObject> = Api::namespaced_with(api.client(), "production", &ar);
+    let apply = |types: &[&str]| {
+        let conds: Vec<Value> = types
+            .iter()
+            .map(|t| json!({"type": t, "status": "True"}))
+            .collect();
+        json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+               "metadata": {"name": "strict", "namespace": "production"},
+               "status": {"conditions": conds}})
+    };
+    let params = PatchParams::apply("other-controller");
+    ours.write(
+        &pa_ref(),
+        &accepted(true),
+        "2026-05-06T07:08:09Z".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    other
+        .patch_status(
+            "strict",
+            &params,
+            &Patch::Apply(&apply(&["Reconciled", "Ready"])),
+        )
+        .await
+        .unwrap();
+    other
+        .patch_status("strict", &params, &Patch::Apply(&apply(&["Reconciled"])))
+        .await
+        .unwrap();
+    let obj = api
+        .get(
+            ISTIO_SECURITY,
+            "peerauthentications",
+            "production",
+            "strict",
+        )
+        .unwrap();
+    let types: Vec<String> = condition_types(&obj).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(types, ["Accepted", "Reconciled"], "{obj}");
+    // Another value for our Accepted, unforced: a conflict.
+    let err = other
+        .patch_status("strict", &params, &Patch::Apply(&apply(&["Accepted"])))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409),
+        "{err}"
+    );
+}
+
 const GW: &str = "gateway.networking.k8s.io";
 
 fn route() -> Value {
