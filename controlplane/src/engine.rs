@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use meshwork_api::{ApiError, Change, MeshConfig, Object, Store};
+use meshwork_api::{ApiError, Change, Kind, MeshConfig, Object, Store};
 use tracing::{error, info, warn};
 
 use crate::distribute::ModelHub;
 use crate::fail_closed;
 use crate::source::dir::FileEvent;
+use crate::source::kube::SourceHealth;
 use crate::state::{FirstSeen, Saved, StateDir};
 use crate::translate::Translator;
 
@@ -45,6 +46,8 @@ pub struct Engine {
     denied_reports: Vec<String>,
     /// Namespaces currently requiring mTLS because a PeerAuthentication failed to load.
     strict: BTreeSet<String>,
+    /// Kubernetes source: the kinds it cannot read.
+    source_health: Option<SourceHealth>,
 }
 
 impl Engine {
@@ -63,7 +66,23 @@ impl Engine {
             denied: BTreeSet::new(),
             denied_reports: Vec::new(),
             strict: BTreeSet::new(),
+            source_health: None,
         }
+    }
+
+    /// Kubernetes source: a policy kind it could never list (RBAC) may hide policies, so
+    /// the root namespace fails closed (mesh-wide) until it can (a kind listed before and
+    /// unreadable now keeps its last listed policies instead): AuthorizationPolicy
+    /// denies, PeerAuthentication requires mTLS. Re-evaluated with every batch (the source
+    /// sends one when its reports change).
+    pub fn with_source_health(&mut self, health: SourceHealth) {
+        self.source_health = Some(health);
+    }
+
+    /// Unreadable policy kinds of the source, as `(root namespace, cause)`.
+    fn unreadable(&self, kind: Kind) -> Option<(String, String)> {
+        let cause = self.source_health.as_ref()?.unreadable(kind.as_str())?;
+        Some((self.translator.mesh().root_namespace.clone(), cause))
     }
 
     /// Directory source: order objects by first sight and, with a state directory, keep
@@ -176,7 +195,10 @@ impl Engine {
     /// the synthetic STRICT PeerAuthentication of those whose PeerAuthentication did.
     fn fail_closed(&mut self) -> Vec<Change> {
         let failed = self.store.failed_without_last_good();
-        let deny = fail_closed::namespaces_to_deny(&failed, &self.default_namespace);
+        let mut deny = fail_closed::namespaces_to_deny(&failed, &self.default_namespace);
+        if let Some((root, cause)) = self.unreadable(Kind::AuthorizationPolicy) {
+            deny.entry(root).or_default().push(cause);
+        }
         let namespaces: BTreeSet<String> = deny.keys().cloned().collect();
         let mut changes = fail_closed::diff(&self.denied, &namespaces);
         self.denied_reports = deny
@@ -184,7 +206,10 @@ impl Engine {
             .map(|(ns, causes)| fail_closed::report(ns, causes))
             .collect();
         self.denied = namespaces;
-        let strict = fail_closed::namespaces_to_require_mtls(&failed, &self.default_namespace);
+        let mut strict = fail_closed::namespaces_to_require_mtls(&failed, &self.default_namespace);
+        if let Some((root, cause)) = self.unreadable(Kind::PeerAuthentication) {
+            strict.entry(root).or_default().push(cause);
+        }
         let namespaces: BTreeSet<String> = strict.keys().cloned().collect();
         changes.extend(fail_closed::diff_mtls(&self.strict, &namespaces));
         self.denied_reports.extend(

@@ -173,7 +173,17 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Token { node }) = &cli.command {
         let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
             .with_context(|| format!("opening the CA directory {}", cli.ca_dir.display()))?;
-        println!("{}", tokens.token_for(node)?);
+        let token = tokens.token_for(node)?;
+        // No trailing newline into a file or pipe (`controlplane token > f` is a valid
+        // token file byte for byte); a terminal gets one so the prompt starts on its line.
+        let mut out = std::io::stdout().lock();
+        let end = if std::io::IsTerminal::is_terminal(&out) {
+            "\n"
+        } else {
+            ""
+        };
+        std::io::Write::write_all(&mut out, format!("{token}{end}").as_bytes())
+            .context("writing the token to stdout")?;
         return Ok(());
     }
     let mut serving = run::Serving::local(&cli.pod_namespace, &cli.service_account);

@@ -171,6 +171,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let diagnostics = engine.diagnostics();
+    let mut source_health = kube_src::SourceHealth::default();
 
     // The initial load happens before the listeners answer, so the first subscriber sees
     // the whole config rather than an empty model.
@@ -181,8 +182,10 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
             Some(dir::watch(dir_path.clone())?)
         }
         Source::Kubernetes(k) => {
-            let (events, kube_tasks) = kube_source(k, &root_namespace_of(&opts)).await?;
+            let (events, kube_tasks, health) = kube_source(k, &root_namespace_of(&opts)).await?;
             tasks.extend(kube_tasks);
+            engine.with_source_health(health.clone());
+            source_health = health;
             Some(events)
         }
     };
@@ -300,8 +303,14 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         hub: hub.clone(),
         registry: registry.clone(),
         errors: Arc::new(move || {
-            let d = diagnostics.read().unwrap_or_else(|e| e.into_inner());
-            serde_json::to_value(&*d).unwrap_or_default()
+            let mut d = diagnostics
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            // Kinds the Kubernetes source cannot watch (403…) are errors of the config.
+            d.errors.extend(source_health.errors());
+            d.warnings.extend(source_health.warnings());
+            serde_json::to_value(&d).unwrap_or_default()
         }),
         ready: ready_rx,
     };
@@ -417,20 +426,19 @@ async fn kube_client() -> Result<::kube::Client, RunError> {
         .map_err(|e| RunError::Kube(format!("no Kubernetes client configuration: {e}")))
 }
 
+type KubeSourceParts = (
+    mpsc::Receiver<Vec<FileEvent>>,
+    Vec<JoinHandle<()>>,
+    kube_src::SourceHealth,
+);
+
 /// Starts the watchers, the leader election and the status writer; returns the event
-/// batches for the engine (the first one holds the whole initial list).
-async fn kube_source(
-    k: &KubeOptions,
-    root_namespace: &str,
-) -> Result<(mpsc::Receiver<Vec<FileEvent>>, Vec<JoinHandle<()>>), RunError> {
+/// batches for the engine (the first one holds the whole initial list), and the source's
+/// reports of kinds it cannot watch.
+async fn kube_source(k: &KubeOptions, root_namespace: &str) -> Result<KubeSourceParts, RunError> {
     let client = kube_client().await?;
-    let kinds = kube_src::discover(&client)
-        .await
-        .map_err(|e| RunError::Kube(e.to_string()))?;
-    let resources: Vec<_> = kinds.iter().map(|r| r.resource.clone()).collect();
-    let (events, _stores) = kube_src::watch(
+    let (events, source) = kube_src::watch(
         client.clone(),
-        kinds,
         &KubeSourceOptions {
             root_namespace: root_namespace.to_string(),
         },
@@ -480,12 +488,16 @@ async fn kube_source(
         None => drop(waypoint_rx),
     }
     tasks.push(tokio::spawn(run_route_status(
-        RouteStatusWriter::new(client.clone(), resources.clone()),
+        RouteStatusWriter::with_served(client.clone(), source.served.clone()),
         route_status_rx,
         leader_rx.clone(),
     )));
-    let status = run_status(StatusWriter::new(client, resources), status_rx, leader_rx);
+    let status = run_status(
+        StatusWriter::with_served(client, source.served.clone()),
+        status_rx,
+        leader_rx,
+    );
     info!(lease = %k.lease_name, identity = %k.identity, "watching the Kubernetes API");
     tasks.push(tokio::spawn(status));
-    Ok((engine_rx, tasks))
+    Ok((engine_rx, tasks, source.health))
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 struct Recorded {
     method: Method,
     path: String,
+    query: Option<String>,
     content_type: Option<String>,
     body: Value,
 }
@@ -57,6 +58,7 @@ impl MockApi {
                 me.requests.lock().unwrap().push(Recorded {
                     method: parts.method.clone(),
                     path: path.clone(),
+                    query: parts.uri.query().map(String::from),
                     content_type: parts
                         .headers
                         .get(http::header::CONTENT_TYPE)
@@ -325,7 +327,7 @@ mod status {
     }
 
     #[tokio::test]
-    async fn accepted_condition_is_a_merge_patch_of_the_status_subresource() {
+    async fn accepted_condition_is_a_server_side_apply_of_the_status_subresource() {
         let api = MockApi::default();
         api.on(
             Method::PATCH,
@@ -345,11 +347,17 @@ mod status {
         assert_eq!(reqs[0].path, VS_STATUS);
         assert_eq!(
             reqs[0].content_type.as_deref(),
-            Some("application/merge-patch+json")
+            Some("application/apply-patch+yaml")
+        );
+        assert_eq!(
+            reqs[0].query.as_deref(),
+            Some("&force=true&fieldManager=meshwork-controlplane")
         );
         assert_eq!(
             reqs[0].body,
-            json!({"status": {"conditions": [{"type": "Accepted", "status": "True",
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "orders", "namespace": "production"},
+                "status": {"conditions": [{"type": "Accepted", "status": "True",
                 "reason": "Accepted", "message": "accepted by Meshwork",
                 "observedGeneration": 7, "lastTransitionTime": "2026-05-06T07:08:09Z"}]}})
         );

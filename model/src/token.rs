@@ -25,7 +25,7 @@ pub enum TokenError {
 /// A bearer token, fixed or re-read from a file on each use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
-    /// A fixed token; empty means "send no token".
+    /// A fixed token (surrounding whitespace ignored); empty means "send no token".
     Static(String),
     /// A file holding the token (surrounding whitespace ignored), read on each use.
     File(PathBuf),
@@ -61,7 +61,9 @@ impl TokenSource {
     /// The token to present now.
     pub fn current(&self) -> Result<String, TokenError> {
         match self {
-            TokenSource::Static(token) => Ok(token.clone()),
+            // A token is a header value: a newline from `$(cat file)`-less env files or
+            // `controlplane token > file` would make every request invalid.
+            TokenSource::Static(token) => Ok(token.trim().to_string()),
             TokenSource::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
                     path: path.clone(),
@@ -101,6 +103,30 @@ mod tests {
         let e = src.current().unwrap_err();
         assert!(matches!(e, TokenError::Empty { .. }), "{e}");
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_static_token_is_trimmed_like_a_file_one() {
+        assert_eq!(TokenSource::from("tok\n").current().unwrap(), "tok");
+        assert_eq!(
+            TokenSource::from_flags(" tok\r\n", None).current().unwrap(),
+            "tok"
+        );
+        assert_eq!(TokenSource::from("\n").current().unwrap(), "");
+    }
+
+    #[test]
+    fn a_token_file_written_with_a_trailing_newline_is_a_valid_header_value() {
+        let dir = std::env::temp_dir().join(format!("meshwork-token-nl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "node-a.0123456789abcdef\n").unwrap();
+        let token = TokenSource::File(path).current().unwrap();
+        assert!(
+            tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_ok(),
+            "{token:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

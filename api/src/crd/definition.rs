@@ -23,7 +23,8 @@ pub fn spec_schema(kind: &CrdKind) -> Result<Value, CrdError> {
 
 /// The `openAPIV3Schema` of a `kind` object: `spec` typed (optional, as in Istio: an
 /// AuthorizationPolicy without one allows nothing), `status` free-form (Meshwork writes
-/// Istio-style conditions there).
+/// Istio-style conditions there) but for `status.conditions`, a list map keyed by `type`:
+/// server-side apply then merges each writer's conditions instead of replacing the list.
 pub fn object_schema(kind: &CrdKind) -> Result<Value, CrdError> {
     Ok(json!({
         "type": "object",
@@ -32,9 +33,36 @@ pub fn object_schema(kind: &CrdKind) -> Result<Value, CrdError> {
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec_schema(kind)?,
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "status": status_schema(),
         },
     }))
+}
+
+fn status_schema() -> Value {
+    json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "conditions": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
+                    "type": "object",
+                    "required": ["type"],
+                    "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {
+                        "type": {"type": "string"},
+                        "status": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "message": {"type": "string"},
+                        "lastTransitionTime": {"type": "string", "format": "date-time"},
+                        "observedGeneration": {"type": "integer", "format": "int64"},
+                    },
+                },
+            },
+        },
+    })
 }
 
 /// The CustomResourceDefinition of `kind`: every served version with the same schema,

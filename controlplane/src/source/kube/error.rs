@@ -10,10 +10,4 @@ pub enum KubeSourceError {
     Encode { object: String, reason: String },
     #[error("Kubernetes client configuration: {0}")]
     Config(String),
-    #[error("API discovery of {group}: {source}")]
-    Discovery {
-        group: String,
-        #[source]
-        source: ::kube::Error,
-    },
 }

@@ -1,6 +1,7 @@
 //! Watch events → pseudo-file events, per watched kind.
 //!
-//! [`KindIndex`] remembers the text of every object of one kind it has reported, so that:
+//! [`KindIndex`] remembers a fingerprint of every object of one kind it has reported (not
+//! its text: the validated store keeps the one copy), so that:
 //! - `Apply` of an unchanged object reports nothing, a changed or new one `Changed`;
 //! - `Delete` reports `Removed` (once);
 //! - a relist (`Init`, `InitApply`…, `InitDone`: the watcher's start, and every restart
@@ -8,10 +9,14 @@
 //!   with what was known: objects missing from the relist were deleted while the watch
 //!   was down and are reported `Removed`, changed ones `Changed`, unchanged ones nothing.
 //!
+//! The fingerprint is a 64-bit SipHash keyed at random per process ([`RandomState`]): an
+//! object's author cannot craft a collision to hide a change.
+//!
 //! Objects whose text cannot be produced are logged and skipped (the store keeps nothing
 //! for them rather than a stale version).
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 
 use ::kube::core::{ApiResource, DynamicObject};
@@ -25,18 +30,32 @@ use crate::source::dir::FileEvent;
 #[derive(Debug)]
 pub struct KindIndex {
     resource: ApiResource,
-    known: BTreeMap<PathBuf, String>,
-    relist: Option<BTreeMap<PathBuf, String>>,
+    hasher: RandomState,
+    known: BTreeMap<PathBuf, u64>,
+    /// Relisted objects: fingerprint, and the text when it differs from the known one.
+    relist: Option<BTreeMap<PathBuf, (u64, Option<String>)>>,
     synced: bool,
+    /// Not watched (its CRD is not installed, or listing it failed): counts as synced.
+    absent: bool,
 }
 
 impl KindIndex {
     pub fn new(resource: ApiResource) -> Self {
         KindIndex {
             resource,
+            hasher: RandomState::new(),
             known: BTreeMap::new(),
             relist: None,
             synced: false,
+            absent: false,
+        }
+    }
+
+    /// A kind that is not watched (yet): synced, empty.
+    pub fn absent(resource: ApiResource) -> Self {
+        KindIndex {
+            absent: true,
+            ..KindIndex::new(resource)
         }
     }
 
@@ -44,19 +63,46 @@ impl KindIndex {
         &self.resource
     }
 
-    /// Whether a first complete list has been seen.
+    /// Whether a first complete list has been seen, or the kind is absent.
     pub fn is_synced(&self) -> bool {
+        self.synced || self.absent
+    }
+
+    /// Whether a first complete list has been seen (not merely absent).
+    pub fn has_listed(&self) -> bool {
         self.synced
     }
 
-    /// Current pseudo-files of this kind, by path.
-    pub fn known(&self) -> &BTreeMap<PathBuf, String> {
+    /// Whether the kind is absent (not served, or its list failed before a first sync).
+    pub fn is_absent(&self) -> bool {
+        self.absent && !self.synced
+    }
+
+    /// Treats the kind as absent until its first list completes: listing it failed.
+    pub fn mark_absent(&mut self) {
+        self.absent = true;
+    }
+
+    /// Current pseudo-files of this kind, by path, with their fingerprints.
+    pub fn known(&self) -> &BTreeMap<PathBuf, u64> {
         &self.known
     }
 
-    fn render(&self, obj: &DynamicObject) -> Option<(PathBuf, String)> {
+    /// Forgets every object (the kind stopped being watched): their removals.
+    pub fn clear(&mut self) -> Vec<FileEvent> {
+        self.relist = None;
+        std::mem::take(&mut self.known)
+            .into_keys()
+            .map(FileEvent::Removed)
+            .collect()
+    }
+
+    fn render(&self, obj: &DynamicObject) -> Option<(PathBuf, String, u64)> {
         match pseudo::render(&self.resource, obj) {
-            Ok(r) => Some(r),
+            Ok((path, text)) => {
+                let fp = self.hasher.hash_one(&text);
+                Some((path, text, fp))
+            }
             Err(e) => {
                 warn!(error = %e, "skipping object");
                 None
@@ -68,17 +114,17 @@ impl KindIndex {
     pub fn handle(&mut self, event: Event<DynamicObject>) -> Vec<FileEvent> {
         match event {
             Event::Apply(obj) => {
-                let Some((path, text)) = self.render(&obj) else {
+                let Some((path, text, fp)) = self.render(&obj) else {
                     return Vec::new();
                 };
-                if self.known.get(&path) == Some(&text) {
+                if self.known.get(&path) == Some(&fp) {
                     return Vec::new();
                 }
-                self.known.insert(path.clone(), text.clone());
+                self.known.insert(path.clone(), fp);
                 vec![FileEvent::Changed(path, text)]
             }
             Event::Delete(obj) => {
-                let Some((path, _)) = self.render(&obj) else {
+                let Some((path, _, _)) = self.render(&obj) else {
                     return Vec::new();
                 };
                 match self.known.remove(&path) {
@@ -91,27 +137,33 @@ impl KindIndex {
                 Vec::new()
             }
             Event::InitApply(obj) => {
-                if let Some((path, text)) = self.render(&obj) {
-                    self.relist.get_or_insert_default().insert(path, text);
+                if let Some((path, text, fp)) = self.render(&obj) {
+                    let text = (self.known.get(&path) != Some(&fp)).then_some(text);
+                    self.relist.get_or_insert_default().insert(path, (fp, text));
                 }
                 Vec::new()
             }
             Event::InitDone => {
                 let listed = self.relist.take().unwrap_or_default();
                 self.synced = true;
-                let mut events: Vec<FileEvent> = listed
-                    .iter()
-                    .filter(|(p, t)| self.known.get(*p) != Some(*t))
-                    .map(|(p, t)| FileEvent::Changed(p.clone(), t.clone()))
+                self.absent = false;
+                let mut events: Vec<FileEvent> = self
+                    .known
+                    .keys()
+                    .filter(|p| !listed.contains_key(*p))
+                    .map(|p| FileEvent::Removed(p.clone()))
                     .collect();
-                events.extend(
-                    self.known
-                        .keys()
-                        .filter(|p| !listed.contains_key(*p))
-                        .map(|p| FileEvent::Removed(p.clone())),
-                );
-                self.known = listed;
-                events
+                let mut known = BTreeMap::new();
+                let mut changed = Vec::new();
+                for (p, (fp, text)) in listed {
+                    if let Some(t) = text {
+                        changed.push(FileEvent::Changed(p.clone(), t));
+                    }
+                    known.insert(p, fp);
+                }
+                changed.append(&mut events);
+                self.known = known;
+                changed
             }
         }
     }
@@ -137,6 +189,22 @@ impl SourceIndex {
     /// Handles an event of the kind at position `kind` (as given to [`SourceIndex::new`]).
     pub fn handle(&mut self, kind: usize, event: Event<DynamicObject>) -> Vec<FileEvent> {
         self.kinds[kind].handle(event)
+    }
+
+    /// The index of the kind at position `kind`.
+    pub fn kind_mut(&mut self, kind: usize) -> &mut KindIndex {
+        &mut self.kinds[kind]
+    }
+
+    /// Replaces the index at position `kind` (the kind is now watched at another version,
+    /// or no longer watched): the removals of the objects the old one knew.
+    pub fn replace(&mut self, kind: usize, with: KindIndex) -> Vec<FileEvent> {
+        std::mem::replace(&mut self.kinds[kind], with).clear()
+    }
+
+    /// An index over indexes built by the caller (some possibly [`KindIndex::absent`]).
+    pub fn from_kinds(kinds: Vec<KindIndex>) -> Self {
+        SourceIndex { kinds }
     }
 
     /// True once every kind has completed its first list: the engine may then treat

@@ -9,17 +9,23 @@
 //!   only);
 //! - [`lease`]: leader election through a `coordination.k8s.io/v1` Lease;
 //! - [`tokenreview`]: ztunnel node tokens checked with TokenReview, pod → node;
-//! - [`watch`]: the watchers and reflectors, producing batches like [`crate::source::dir::watch`];
+//! - [`prune`]: the fields of each object translation reads, the only ones kept;
+//! - [`discovery`]: CRDs watched, so Istio and Gateway API kinds start and stop live;
+//! - [`health`]: kinds that cannot be watched (`403`…), reported with the config errors;
+//! - [`watch`]: the watchers, producing batches like [`crate::source::dir::watch`];
 //! - [`waypoints`]: the deployment controller creating each waypoint Gateway's
 //!   ServiceAccount, Deployment and Service (leader only).
 //!
 //! [`FileEvent`]: crate::source::dir::FileEvent
 
 pub mod ca_secret;
+pub mod discovery;
 pub mod error;
+pub mod health;
 pub mod index;
 pub mod leader_writes;
 pub mod lease;
+pub mod prune;
 pub mod pseudo;
 pub mod resources;
 pub mod root_cert;
@@ -33,7 +39,8 @@ pub mod waypoints;
 
 pub use crate::ca::{NodeAuthError, NodeAuthenticator};
 pub use error::KubeSourceError;
+pub use health::SourceHealth;
 pub use index::{KindIndex, SourceIndex};
 pub use resources::{WatchedKind, WATCHED};
 pub use tokenreview::TokenReviewAuthenticator;
-pub use watch::{discover, watch, KubeSourceOptions, KubeStores, Resolved};
+pub use watch::{watch, KubeSourceOptions, Served, SourceHandle};

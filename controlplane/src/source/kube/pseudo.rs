@@ -7,11 +7,10 @@
 //!
 //! The text is normalized so that it changes only when something the mesh reads changes:
 //! - `apiVersion`/`kind` are set from the watched resource (list responses omit them);
-//! - `metadata.resourceVersion` and `metadata.managedFields` are dropped;
-//! - Istio and Gateway API kinds drop `status` (the control plane writes it itself, and a
-//!   status write must not look like a configuration change);
-//! - Pods keep only the status fields translation reads: `phase`, `podIP(s)`, `hostIP(s)`
-//!   and each condition's `type`/`status` (probe timestamps would churn the text).
+//! - everything translation does not read is pruned (see [`prune`]): `resourceVersion`,
+//!   `managedFields`, Istio and Gateway API `status` (the control plane writes it itself,
+//!   and a status write must not look like a configuration change), pod container specs
+//!   and probe timestamps (which would churn the text), ….
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +18,7 @@ use ::kube::core::{ApiResource, DynamicObject};
 use serde_json::{Map, Value};
 
 use super::error::KubeSourceError;
+use super::prune;
 use crate::source::dir::FileEvent;
 
 /// Scheme prefix of pseudo-file paths.
@@ -82,43 +82,7 @@ pub fn render(ar: &ApiResource, obj: &DynamicObject) -> Result<(PathBuf, String)
 fn normalize(ar: &ApiResource, map: &mut Map<String, Value>) {
     map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
     map.insert("kind".into(), Value::String(ar.kind.clone()));
-    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-        meta.remove("resourceVersion");
-        meta.remove("managedFields");
-    }
-    let is_core_kind = ar.group.is_empty() || ar.group == "discovery.k8s.io";
-    if !is_core_kind {
-        map.remove("status");
-    } else if ar.kind == "Pod" {
-        if let Some(status) = map.get_mut("status") {
-            *status = pod_status(status);
-        }
-    }
-}
-
-fn pod_status(status: &Value) -> Value {
-    let mut out = Map::new();
-    for field in ["phase", "podIP", "podIPs", "hostIP", "hostIPs"] {
-        if let Some(v) = status.get(field) {
-            out.insert(field.into(), v.clone());
-        }
-    }
-    if let Some(Value::Array(conds)) = status.get("conditions") {
-        let kept = conds
-            .iter()
-            .map(|c| {
-                let mut m = Map::new();
-                for f in ["type", "status"] {
-                    if let Some(v) = c.get(f) {
-                        m.insert(f.into(), v.clone());
-                    }
-                }
-                Value::Object(m)
-            })
-            .collect();
-        out.insert("conditions".into(), Value::Array(kept));
-    }
-    Value::Object(out)
+    prune::prune(&ar.group, &ar.kind, map);
 }
 
 #[cfg(test)]
@@ -193,7 +157,6 @@ mod tests {
         assert_eq!(
             v["status"],
             json!({"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
-                   "hostIP": "172.18.0.2",
                    "conditions": [{"type": "Ready", "status": "True"}]})
         );
     }

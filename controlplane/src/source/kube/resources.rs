@@ -6,8 +6,8 @@
 //! version is the storage version of current Istio / Gateway API releases (`v1`); when a
 //! cluster only serves an older version (Istio before 1.22 has no `security.istio.io/v1`
 //! nor `telemetry.istio.io/v1`), the next candidate is used. A kind whose group is not
-//! served at all (Gateway API CRDs not installed) is skipped with a warning; restart the
-//! control plane after installing the CRDs.
+//! served at all (Gateway API CRDs not installed) is not watched until its CRD is
+//! installed (see [`super::discovery`]).
 
 use ::kube::core::ApiResource;
 
@@ -59,6 +59,13 @@ impl WatchedKind {
 
     pub fn is_namespaced(&self) -> bool {
         self.scope != Scope::Cluster
+    }
+
+    /// Whether the kind comes from a CustomResourceDefinition (Istio, Gateway API): it is
+    /// watched only while its CRD is installed. Core and `discovery.k8s.io` kinds are
+    /// built in.
+    pub fn from_crd(&self) -> bool {
+        !(self.group.is_empty() || self.group == "discovery.k8s.io")
     }
 }
 

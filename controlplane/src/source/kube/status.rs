@@ -5,7 +5,10 @@
 //!
 //! [`StatusTracker`] keeps the desired condition of every Istio object and what was
 //! last written, so each change is written once; [`StatusWriter`] writes one with
-//! `PATCH …/<plural>/<name>/status` (JSON merge patch). Only the Lease holder writes
+//! server-side apply of `…/<plural>/<name>/status` as field manager [`FIELD_MANAGER`]
+//! (forced: the `Accepted` condition is ours), sending only our condition: the
+//! conditions other controllers own stay (`status.conditions` is a list map keyed by
+//! `type` in Meshwork's CRDs). Only the Lease holder writes
 //! (see [`super::lease`]): [`run_status`] waits for leadership and rewrites everything
 //! when it is gained.
 
@@ -13,6 +16,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 
 use ::kube::api::{Api, Patch, PatchParams};
 use ::kube::core::{ApiResource, DynamicObject};
@@ -26,10 +30,27 @@ use tracing::{debug, warn};
 use super::leader_writes::{self, PendingWrites};
 use super::pseudo;
 use super::resources::watched;
+use super::watch::Served;
 use crate::source::dir::FileEvent;
 
 /// Field manager of the status patches.
 pub const FIELD_MANAGER: &str = "meshwork-controlplane";
+
+/// The server-side apply body of `status` on the object `kind` `namespace/name`: the
+/// apply configuration names the object and holds only the status fields we own.
+pub fn apply_body(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    status: Value,
+) -> Value {
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": status})
+}
 
 /// The object a condition is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,7 +71,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// The merge-patch body setting this condition at `now`.
+    /// The `status` of the apply body setting this condition at `now`.
     pub fn patch(&self, now: Timestamp) -> Value {
         let mut cond = json!({
             "type": "Accepted",
@@ -171,34 +192,68 @@ pub enum StatusError {
     },
 }
 
-/// The `status` subresources of the watched kinds: the API of an object, and a merge
-/// patch that tolerates the object being gone. Shared by the condition and route writers.
+/// The `status` subresources of the watched kinds: the API of an object, and patches
+/// that tolerate the object being gone. Shared by the condition and route writers.
 #[derive(Clone)]
 pub struct StatusApis {
     client: Client,
-    resources: BTreeMap<String, ApiResource>,
+    resources: Served,
 }
 
 impl StatusApis {
     /// `resources`: the API resource (version) each kind is watched at.
     pub fn new(client: Client, resources: impl IntoIterator<Item = ApiResource>) -> Self {
-        StatusApis {
-            client,
-            resources: resources.into_iter().map(|r| (r.kind.clone(), r)).collect(),
-        }
+        let map = resources.into_iter().map(|r| (r.kind.clone(), r)).collect();
+        Self::with_served(client, Arc::new(RwLock::new(map)))
+    }
+
+    /// The versions are those the source watches now (they change as CRDs do).
+    pub fn with_served(client: Client, resources: Served) -> Self {
+        StatusApis { client, resources }
+    }
+
+    /// The API resource of `obj`'s kind.
+    pub fn resource(&self, obj: &ObjectRef) -> Result<ApiResource, StatusError> {
+        let r = self.resources.read().unwrap_or_else(|e| e.into_inner());
+        r.get(&obj.kind)
+            .cloned()
+            .ok_or_else(|| StatusError::UnknownKind(obj.kind.clone()))
     }
 
     /// The API `obj` lives at.
     pub fn api(&self, obj: &ObjectRef) -> Result<Api<DynamicObject>, StatusError> {
-        let ar = self
-            .resources
-            .get(&obj.kind)
-            .ok_or_else(|| StatusError::UnknownKind(obj.kind.clone()))?;
+        let ar = self.resource(obj)?;
         Ok(Api::namespaced_with(
             self.client.clone(),
             &obj.namespace,
-            ar,
+            &ar,
         ))
+    }
+
+    /// Server-side applies `status` (the fields we own) to `obj`, as [`FIELD_MANAGER`],
+    /// forced. An object deleted meanwhile (404) is not an error.
+    pub async fn apply_status(&self, obj: &ObjectRef, status: Value) -> Result<(), StatusError> {
+        let ar = self.resource(obj)?;
+        let api = self.api(obj)?;
+        let body = apply_body(
+            &ar.api_version,
+            &ar.kind,
+            Some(&obj.namespace),
+            &obj.name,
+            status,
+        );
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api
+            .patch_status(&obj.name, &params, &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(::kube::Error::Api(s)) if s.code == 404 => {
+                debug!(kind = %obj.kind, namespace = %obj.namespace, name = %obj.name, "object gone before its status was written");
+                Ok(())
+            }
+            Err(source) => Err(Self::failed(obj, source)),
+        }
     }
 
     /// The error of a failed call about `obj`.
@@ -210,33 +265,9 @@ impl StatusApis {
             source: Box::new(source),
         }
     }
-
-    /// Merge-patches the status of `obj`. An object deleted meanwhile (404) is not an error.
-    pub async fn patch_status(
-        &self,
-        api: &Api<DynamicObject>,
-        obj: &ObjectRef,
-        patch: &Value,
-    ) -> Result<(), StatusError> {
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api
-            .patch_status(&obj.name, &params, &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(::kube::Error::Api(s)) if s.code == 404 => {
-                debug!(kind = %obj.kind, namespace = %obj.namespace, name = %obj.name, "object gone before its status was written");
-                Ok(())
-            }
-            Err(source) => Err(Self::failed(obj, source)),
-        }
-    }
 }
 
-/// Writes conditions with `patch_status` (merge patch).
+/// Writes conditions with server-side apply.
 #[derive(Clone)]
 pub struct StatusWriter {
     apis: StatusApis,
@@ -250,6 +281,13 @@ impl StatusWriter {
         }
     }
 
+    /// The versions are those the source watches now.
+    pub fn with_served(client: Client, served: Served) -> Self {
+        StatusWriter {
+            apis: StatusApis::with_served(client, served),
+        }
+    }
+
     /// Writes `cond` on `obj`. An object deleted meanwhile (404) is not an error.
     pub async fn write(
         &self,
@@ -257,8 +295,9 @@ impl StatusWriter {
         cond: &Condition,
         now: Timestamp,
     ) -> Result<(), StatusError> {
-        let api = self.apis.api(obj)?;
-        self.apis.patch_status(&api, obj, &cond.patch(now)).await
+        let mut body = cond.patch(now);
+        let status = body["status"].take();
+        self.apis.apply_status(obj, status).await
     }
 }
 

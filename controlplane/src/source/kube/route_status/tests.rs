@@ -220,6 +220,7 @@ async fn the_write_keeps_other_controllers_entries_and_unchanged_transition_time
         backend("reviews"),
     );
     current["status"] = json!({"parents": [foreign.clone(), ours_before]});
+    current["metadata"]["resourceVersion"] = json!("41");
     api.on(Method::GET, ROUTE, 200, current);
     api.on(
         Method::PATCH,
@@ -253,7 +254,7 @@ async fn the_write_keeps_other_controllers_entries_and_unchanged_transition_time
     assert_eq!(reqs[1].content_type, "application/merge-patch+json");
     assert_eq!(
         reqs[1].body,
-        json!({"status": {"parents": [foreign, {
+        json!({"metadata": {"resourceVersion": "41"}, "status": {"parents": [foreign, {
             "parentRef": waypoint_ref(),
             "controllerName": "istio.io/mesh-controller",
             "conditions": [

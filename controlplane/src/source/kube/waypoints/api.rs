@@ -12,6 +12,7 @@ use super::error::WaypointError;
 use super::gateway::WaypointGateway;
 use super::status::GatewayStatus;
 use super::template::api_resource;
+use crate::source::kube::status::apply_body;
 
 /// Field manager of the applied objects and of the Gateway status.
 pub const FIELD_MANAGER: &str = "meshwork-waypoint-controller";
@@ -73,12 +74,18 @@ impl WaypointApi {
             plural: "gateways".into(),
         };
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &gw.namespace, &ar);
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
+        // Server-side apply of our conditions (Gateway API's `status.conditions` is a list
+        // map keyed by `type`): conditions other controllers own stay.
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let body = apply_body(
+            &gw.api_version,
+            "Gateway",
+            Some(&gw.namespace),
+            &gw.name,
+            status.patch(now)["status"].take(),
+        );
         match api
-            .patch_status(&gw.name, &params, &Patch::Merge(status.patch(now)))
+            .patch_status(&gw.name, &params, &Patch::Apply(&body))
             .await
         {
             Ok(_) => Ok(()),

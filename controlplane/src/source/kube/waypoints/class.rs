@@ -22,6 +22,7 @@ use super::gateway::WAYPOINT_CLASS;
 use crate::source::dir::FileEvent;
 use crate::source::kube::leader_writes::{self, PendingWrites};
 use crate::source::kube::route_status::parents::MESH_CONTROLLER;
+use crate::source::kube::status::apply_body;
 
 /// Why the class could not be ensured.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,7 @@ fn accepted_now(class: &Value) -> bool {
         })
 }
 
-/// The merge-patch body of the class status at `now`.
+/// The `{"status": …}` of the class at `now` (applied server-side).
 pub fn status_patch(class: &Value, now: Timestamp) -> Value {
     let mut cond = json!({
         "type": "Accepted",
@@ -135,16 +136,18 @@ pub async fn ensure(client: &Client, now: Timestamp) -> Result<ClassOutcome, Cla
             status_written: false,
         });
     }
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
+    // Server-side apply of our condition only (a list map keyed by `type`).
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let ar = resource();
+    let body = apply_body(
+        &ar.api_version,
+        &ar.kind,
+        None,
+        WAYPOINT_CLASS,
+        status_patch(&class, now)["status"].take(),
+    );
     match api
-        .patch_status(
-            WAYPOINT_CLASS,
-            &params,
-            &Patch::Merge(status_patch(&class, now)),
-        )
+        .patch_status(WAYPOINT_CLASS, &params, &Patch::Apply(&body))
         .await
     {
         Ok(_) => Ok(ClassOutcome::Ours {
@@ -296,7 +299,9 @@ mod tests {
         assert!(reqs[1]
             .query
             .contains("fieldManager=meshwork-waypoint-controller"));
-        assert_eq!(reqs[2].content_type, "application/merge-patch+json");
+        assert_eq!(reqs[2].content_type, "application/apply-patch+yaml");
+        assert!(reqs[2].query.contains("force=true"), "{}", reqs[2].query);
+        assert_eq!(reqs[2].body["kind"], "GatewayClass");
         let c = &reqs[2].body["status"]["conditions"][0];
         assert_eq!(
             (

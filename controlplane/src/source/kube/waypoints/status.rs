@@ -47,7 +47,7 @@ pub struct GatewayStatus {
 }
 
 impl GatewayStatus {
-    /// The merge-patch body of the status subresource at `now`.
+    /// The `{"status": …}` of the status subresource at `now` (applied server-side).
     pub fn patch(&self, now: Timestamp) -> Value {
         let cond = |t: &str, c: &Cond| {
             let mut v = json!({

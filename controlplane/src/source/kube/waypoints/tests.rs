@@ -149,7 +149,9 @@ async fn leader_applies_owned_objects_and_reports_the_service_address() {
         "--gateway=production/waypoint"
     );
     let st = &reqs[3];
-    assert_eq!(st.content_type, "application/merge-patch+json");
+    assert_eq!(st.content_type, "application/apply-patch+yaml");
+    assert!(st.query.contains("force=true"), "{}", st.query);
+    assert_eq!(st.body["kind"], "Gateway");
     let (accepted, programmed) = status_of(st);
     assert_eq!(
         (accepted["type"].as_str(), accepted["status"].as_str()),
