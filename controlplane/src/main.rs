@@ -108,6 +108,10 @@ struct Cli {
     /// `--source=kubernetes` (the API server is the persistent store).
     #[arg(long, env = "MESHWORK_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// How often the CA's material (its directory, and in Kubernetes its Secret) is checked
+    /// for a change (a root rotation).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    ca_reload_interval: std::time::Duration,
     /// Workload certificate lifetime, e.g. 24h, 90m.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     cert_ttl: std::time::Duration,
@@ -241,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
         state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
         ca_dir: cli.ca_dir,
         cert_ttl: cli.cert_ttl,
-        ca_reload_interval: std::time::Duration::from_secs(10),
+        ca_reload_interval: cli.ca_reload_interval,
     })
     .await
     .context("starting the control plane")?;
