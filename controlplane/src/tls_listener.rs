@@ -17,6 +17,9 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A client that has not finished its handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; connections beyond are closed at once (a flood of
+/// silent clients costs at most this many tasks for [`HANDSHAKE_TIMEOUT`]).
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// Accepts on `listener` and yields the connections whose TLS handshake succeeded.
 pub fn incoming(
@@ -26,16 +29,22 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
-            let (tcp, _) = meshwork_runtime::accept::accept(&listener, what).await;
+            let (tcp, peer) = meshwork_runtime::accept::accept(&listener, what).await;
             let _ = tcp.set_nodelay(true);
             if tx.is_closed() {
                 return;
             }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(listener = what, %peer, "too many TLS handshakes in progress: connection closed");
+                continue;
+            };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let peer = tcp.peer_addr().ok();
                 let local = tcp.local_addr().ok();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

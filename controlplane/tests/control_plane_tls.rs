@@ -286,3 +286,22 @@ async fn the_serving_certificate_follows_a_new_root() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn silent_clients_do_not_hold_up_the_tls_port() {
+    let cp = start().await;
+    let addr = cp.running.grpc_tls_addr.unwrap();
+    // Connections that never send a ClientHello.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        istio_ztunnel::channel(&cp.tls_url(), istio_ztunnel::tls_config(&cp.root)),
+    )
+    .await
+    .expect("served while 50 handshakes hang")
+    .unwrap();
+    drop(silent);
+}
