@@ -31,6 +31,11 @@ struct Cli {
     /// Kubernetes: the ztunnels' service account, `namespace/name`.
     #[arg(long, default_value = "istio-system/meshwork-ztunnel")]
     ztunnel_service_account: String,
+    /// Kubernetes: service accounts (`namespace/name`, comma-separated) whose pod-bound
+    /// projected tokens may subscribe as observers (read the whole model). Observer tokens
+    /// from `controlplane token --observer NAME` are accepted in every mode.
+    #[arg(long, value_delimiter = ',')]
+    observer_service_accounts: Vec<String>,
     /// Kubernetes: elect one replica (through a Lease) to write status conditions and
     /// apply waypoints; `--leader-election=false` makes this replica do it (one replica only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -58,9 +63,13 @@ struct Cli {
     /// gRPC: config distribution and the certificate API.
     #[arg(long, default_value = "127.0.0.1:15010")]
     grpc_addr: SocketAddr,
-    /// Admin HTTP endpoint (/ready, /debug/errors, /debug/proxies, /debug/model).
+    /// Admin HTTP endpoint (/ready, /debug/errors, /debug/proxies, /debug/model), not
+    /// authenticated: keep it on loopback.
     #[arg(long, default_value = "127.0.0.1:15014")]
     admin_addr: SocketAddr,
+    /// Probe HTTP endpoint serving only /ready (for kubelet on the pod IP); unset: none.
+    #[arg(long)]
+    probe_addr: Option<SocketAddr>,
     /// Where the mesh root CA is kept (created on first start).
     #[arg(long, default_value = "meshwork-ca", env = "MESHWORK_CA_DIR")]
     ca_dir: PathBuf,
@@ -81,10 +90,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Prints the bootstrap token a ztunnel on NODE presents (file mode).
+    /// Prints the bootstrap token a ztunnel on NODE presents (file mode), or with
+    /// `--observer NAME` the token an observer (the CLI, a debugging tool) presents to read
+    /// the whole model.
     Token {
+        #[arg(
+            long,
+            required_unless_present = "observer",
+            conflicts_with = "observer"
+        )]
+        node: Option<String>,
         #[arg(long)]
-        node: String,
+        observer: Option<String>,
     },
     /// Prints the CustomResourceDefinitions of the Istio kinds Meshwork reads (for clusters
     /// without Istio's CRDs); `--output chart` prints the Helm template
@@ -120,10 +137,15 @@ async fn main() -> anyhow::Result<()> {
     let _logging =
         meshwork_controlplane::logging::init(&cli.log_format).context("setting up logging")?;
     meshwork_runtime::limits::raise_open_files_logged();
-    if let Some(Command::Token { node }) = &cli.command {
+    if let Some(Command::Token { node, observer }) = &cli.command {
         let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
             .with_context(|| format!("opening the CA directory {}", cli.ca_dir.display()))?;
-        println!("{}", tokens.token_for(node)?);
+        let token = match (node, observer) {
+            (_, Some(name)) => tokens.observer_token_for(name)?,
+            (Some(node), None) => tokens.token_for(node)?,
+            (None, None) => anyhow::bail!("--node or --observer is required"),
+        };
+        println!("{token}");
         return Ok(());
     }
     let source = match (cli.source.as_str(), cli.config_dir) {
@@ -141,6 +163,17 @@ async fn main() -> anyhow::Result<()> {
                 lease_duration: cli.lease_duration,
                 identity: cli.pod_name,
                 waypoint_template: Some(cli.waypoint_template).filter(|t| !t.is_empty()),
+                observer_service_accounts: cli
+                    .observer_service_accounts
+                    .iter()
+                    .map(|s| {
+                        s.split_once('/')
+                            .map(|(ns, sa)| (ns.to_string(), sa.to_string()))
+                            .with_context(|| {
+                                format!("--observer-service-accounts: {s:?} is not namespace/name")
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             })
         }
         (_, Some(dir)) => Source::Dir(dir),
@@ -154,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         default_namespace: cli.default_namespace,
         grpc_addr: cli.grpc_addr,
         admin_addr: cli.admin_addr,
+        probe_addr: cli.probe_addr,
         state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
         ca_dir: cli.ca_dir,
         cert_ttl: cli.cert_ttl,

@@ -92,6 +92,7 @@ async fn ca() -> Ca {
         default_namespace: "default".into(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        probe_addr: None,
         ca_dir: ca_dir.path().to_path_buf(),
         cert_ttl: Duration::from_secs(3600),
         state_dir: None,
