@@ -13,6 +13,10 @@
 //! has every ACK), and for each of CHANGES pod label edits the time from the translator
 //! call until every subscriber's ACK reached the control plane, plus each subscriber's own
 //! apply latency (from its report, same machine clock). Prints a Markdown table.
+//!
+//! With `SCALE_FLEET_ZTUNNEL=<path to a ztunnel binary>`, a real ztunnel also follows the
+//! control plane (node `ztunnel-0`: no local pods; listeners on loopback or off,
+//! `--redirect off`; it gets no certificates, as no CA is served) and its RSS is reported.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -206,7 +210,22 @@ async fn main() {
             &reports,
         ));
     }
-    let total = subscribers + 1;
+    let ztunnel = std::env::var_os("SCALE_FLEET_ZTUNNEL").map(|path| {
+        let certs = std::env::temp_dir().join(format!("scale-fleet-certs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&certs);
+        Command::new(path)
+            .args(["--control-plane", &endpoint, "--node", "ztunnel-0"])
+            .args(["--node-token", "unused", "--redirect", "off"])
+            .args(["--cert-dir", &certs.to_string_lossy()])
+            .args(["--outbound-addr", "off", "--inbound-plain-addr", "off"])
+            .args(["--hbone-addr", "127.0.0.1:0", "--admin-addr", "off"])
+            .args(["--metrics-addr", "off", "--readiness-addr", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning the ztunnel of SCALE_FLEET_ZTUNNEL")
+    });
+    let total = subscribers + 1 + usize::from(ztunnel.is_some());
     let generation = hub.generation();
     let synced = tokio::time::timeout(
         Duration::from_secs(1800),
@@ -345,7 +364,18 @@ async fn main() {
             mb(status_kib("self", "VmHWM:"))
         ),
     ));
-    for mut c in children {
+    if let Some(z) = &ztunnel {
+        let pid = z.id().to_string();
+        rows.push((
+            "the real ztunnel binary following the control plane: RSS (peak)".into(),
+            format!(
+                "{:.0} MB ({:.0} MB)",
+                mb(status_kib(&pid, "VmRSS:")),
+                mb(status_kib(&pid, "VmHWM:"))
+            ),
+        ));
+    }
+    for mut c in children.into_iter().chain(ztunnel) {
         let _ = c.kill();
         let _ = c.wait();
     }
