@@ -7,6 +7,10 @@
 //! | `/debug/errors` | `{"errors": [...], "warnings": [...]}` from the config sources |
 //! | `/debug/proxies` | connected proxies with their ACK/NACK state |
 //! | `/debug/model?prefix=workload/` | model resources (all, or those whose key starts with prefix) |
+//!
+//! None of it is authenticated: the endpoint belongs on loopback (the chart binds it
+//! there; `kubectl port-forward` reaches it). [`serve_probes`] answers `/ready` alone, for
+//! kubelet on the pod IP.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,16 +57,47 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
     }
 }
 
+/// Serves `/ready` only (kubelet's probes) until the task is dropped.
+pub async fn serve_probes(listener: TcpListener, ready: watch::Receiver<bool>) {
+    info!(addr = ?listener.local_addr().ok(), "probe endpoint listening");
+    loop {
+        let (stream, peer) = meshwork_runtime::accept::accept(&listener, "probe").await;
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ready = *ready.borrow();
+                async move { Ok::<_, Infallible>(probe_route(ready, req.uri().path())) }
+            });
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
+                debug!(%peer, error = %e, "probe connection ended with an error");
+            }
+        });
+    }
+}
+
+fn probe_route(ready: bool, path: &str) -> Response<Full<Bytes>> {
+    match path {
+        "/ready" => ready_answer(ready),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; only /ready is served here\n",
+        ),
+    }
+}
+
+fn ready_answer(ready: bool) -> Response<Full<Bytes>> {
+    if ready {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "loading\n")
+    }
+}
+
 fn route(state: &AdminState, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("");
     match req.uri().path() {
-        "/ready" => {
-            if *state.ready.borrow() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "loading\n")
-            }
-        }
+        "/ready" => ready_answer(*state.ready.borrow()),
         "/debug/errors" => json(&(state.errors)()),
         "/debug/proxies" => json(&serde_json::to_value(state.registry.list()).unwrap_or_default()),
         "/debug/model" => {
@@ -108,4 +143,21 @@ fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_endpoint_serves_readiness_only() {
+        assert_eq!(probe_route(true, "/ready").status(), StatusCode::OK);
+        assert_eq!(
+            probe_route(false, "/ready").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        for path in ["/debug/model", "/debug/proxies", "/debug/errors", "/"] {
+            assert_eq!(probe_route(true, path).status(), StatusCode::NOT_FOUND);
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use meshwork_model::pb::config::{resource, ProxyKind, Subscribe};
 use tonic::Status;
 
-use crate::ca::{self, Caller, NodeAuthenticator, WorkloadDirectory};
+use crate::ca::{self, Caller, NodeAuthenticator, NodeTokens, WorkloadDirectory};
 use crate::distribute::{ModelHub, SubscriptionAuth};
 
 /// The CA's view of the model: a node may have the identities of its own workloads.
@@ -35,19 +35,78 @@ impl WorkloadDirectory for HubDirectory {
 /// Who may subscribe as what. The token names a caller
 /// ([`NodeAuthenticator::authenticate_caller`]): the node's bootstrap token in file mode,
 /// a projected service-account token in Kubernetes (a ztunnel's proves its node; any
-/// other pod's proves its own service account). Observers (the CLI) need none.
+/// other pod's proves its own service account).
 ///
 /// - a ztunnel must hold a token for the node it names;
 /// - a waypoint may subscribe with a node token (file mode, where waypoints run beside a
 ///   node's ztunnel), or with a service-account token of the waypoint's own namespace:
-///   a pod of namespace A can not read namespace B's waypoint configuration.
+///   a pod of namespace A can not read namespace B's waypoint configuration;
+/// - an observer (read-only, the whole model) must hold an observer token
+///   ([`ObserverPolicy`]); without one it is refused.
 pub struct TokenAuth {
     nodes: Arc<dyn NodeAuthenticator>,
+    observers: ObserverPolicy,
+}
+
+/// Who may subscribe as an observer. By default nobody.
+#[derive(Clone, Default)]
+pub struct ObserverPolicy {
+    /// Observer tokens of the CA's token secret (`controlplane token --observer NAME`).
+    pub tokens: Option<NodeTokens>,
+    /// Kubernetes: `(namespace, service account)` whose pod-bound projected tokens prove
+    /// an observer.
+    pub service_accounts: Vec<(String, String)>,
 }
 
 impl TokenAuth {
     pub fn new(nodes: Arc<dyn NodeAuthenticator>) -> Self {
-        TokenAuth { nodes }
+        TokenAuth {
+            nodes,
+            observers: ObserverPolicy::default(),
+        }
+    }
+
+    /// Who may subscribe as an observer.
+    pub fn with_observers(mut self, observers: ObserverPolicy) -> Self {
+        self.observers = observers;
+        self
+    }
+
+    async fn check_observer(&self, token: &str) -> Result<(), Status> {
+        if token.is_empty() {
+            return Err(Status::unauthenticated(
+                "an observer subscription needs a token: `controlplane token --observer NAME`, \
+                 or in Kubernetes an allowed observer service account's",
+            ));
+        }
+        if token.starts_with(ca::OBSERVER_PREFIX) {
+            let tokens = self
+                .observers
+                .tokens
+                .as_ref()
+                .ok_or_else(|| Status::unauthenticated("observer tokens are not accepted"))?;
+            return tokens
+                .authenticate_observer(token)
+                .map(|_| ())
+                .map_err(|e| Status::unauthenticated(format!("observer token refused: {e}")));
+        }
+        match self.caller(token).await? {
+            Caller::ServiceAccount { namespace, name }
+                if self
+                    .observers
+                    .service_accounts
+                    .iter()
+                    .any(|(ns, sa)| *ns == namespace && *sa == name) =>
+            {
+                Ok(())
+            }
+            Caller::ServiceAccount { namespace, name } => Err(Status::permission_denied(format!(
+                "service account {namespace}/{name} is not an observer service account"
+            ))),
+            Caller::Node(node) => Err(Status::permission_denied(format!(
+                "the token of node {node:?} may not subscribe as an observer"
+            ))),
+        }
     }
 
     async fn caller(&self, token: &str) -> Result<Caller, Status> {
@@ -62,7 +121,7 @@ impl TokenAuth {
 impl SubscriptionAuth for TokenAuth {
     async fn check(&self, sub: &Subscribe) -> Result<(), Status> {
         match ProxyKind::try_from(sub.kind) {
-            Ok(ProxyKind::Observer) => Ok(()),
+            Ok(ProxyKind::Observer) => self.check_observer(&sub.token).await,
             Ok(ProxyKind::Ztunnel) => match self.caller(&sub.token).await? {
                 Caller::Node(node) if node == sub.node => Ok(()),
                 Caller::Node(node) => Err(Status::permission_denied(format!(
@@ -147,11 +206,56 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let observer = Subscribe {
+    }
+
+    fn observer(token: &str) -> Subscribe {
+        Subscribe {
             kind: ProxyKind::Observer as i32,
+            token: token.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn observers_need_an_observer_token() {
+        let tokens = crate::ca::NodeTokens::from_secret(b"test secret of enough length for hmac");
+        let auth =
+            TokenAuth::new(Arc::new(MixedTokens(tokens.clone()))).with_observers(ObserverPolicy {
+                tokens: Some(tokens.clone()),
+                service_accounts: vec![("istio-system".into(), "meshwork-cli".into())],
+            });
+        let err = auth.check(&observer("")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let cli = tokens.observer_token_for("cli").unwrap();
+        assert!(auth.check(&observer(&cli)).await.is_ok());
+        let other = crate::ca::NodeTokens::from_secret(b"another secret")
+            .observer_token_for("cli")
+            .unwrap();
+        let err = auth.check(&observer(&other)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        // A node token is no observer token.
+        let node = tokens.token_for("node-a").unwrap();
+        let err = auth.check(&observer(&node)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        // Kubernetes: only the allowed service accounts.
+        assert!(auth
+            .check(&observer("sa:istio-system/meshwork-cli"))
+            .await
+            .is_ok());
+        let err = auth.check(&observer("sa:shop/waypoint")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        // And an observer token subscribes as nothing else.
+        let as_ztunnel = Subscribe {
+            kind: ProxyKind::Ztunnel as i32,
+            node: "observer:cli".into(),
+            token: cli.clone(),
             ..Default::default()
         };
-        assert!(auth.check(&observer).await.is_ok());
+        assert!(auth.check(&as_ztunnel).await.is_err());
+        assert!(auth.check(&waypoint("shop", &cli)).await.is_err());
+        // Without a policy nobody observes.
+        let closed = TokenAuth::new(Arc::new(tokens.clone()));
+        assert!(closed.check(&observer(&cli)).await.is_err());
     }
 
     /// `sa:<ns>/<name>` proves that service account; anything else is a node token.

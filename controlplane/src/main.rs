@@ -38,6 +38,11 @@ struct Cli {
         default_value = "istio-system/meshwork-ztunnel"
     )]
     node_agent_service_accounts: Vec<String>,
+    /// Kubernetes: service accounts (`namespace/name`, comma-separated) whose pod-bound
+    /// projected tokens may subscribe as observers (read the whole model). Observer tokens
+    /// from `controlplane token --observer NAME` are accepted in every mode.
+    #[arg(long, value_delimiter = ',')]
+    observer_service_accounts: Vec<String>,
     /// Kubernetes: elect one replica (through a Lease) to write status conditions and
     /// apply waypoints; `--leader-election=false` makes this replica do it (one replica only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -95,9 +100,13 @@ struct Cli {
         default_value = "meshwork-controlplane"
     )]
     service_account: String,
-    /// Admin HTTP endpoint (/ready, /debug/errors, /debug/proxies, /debug/model).
+    /// Admin HTTP endpoint (/ready, /debug/errors, /debug/proxies, /debug/model), not
+    /// authenticated: keep it on loopback.
     #[arg(long, default_value = "127.0.0.1:15014")]
     admin_addr: SocketAddr,
+    /// Probe HTTP endpoint serving only /ready (for kubelet on the pod IP); unset: none.
+    #[arg(long)]
+    probe_addr: Option<SocketAddr>,
     /// Where the mesh root CA is kept (created on first start).
     #[arg(long, default_value = "meshwork-ca", env = "MESHWORK_CA_DIR")]
     ca_dir: PathBuf,
@@ -122,10 +131,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Prints the bootstrap token a ztunnel on NODE presents (file mode).
+    /// Prints the bootstrap token a ztunnel on NODE presents (file mode), or with
+    /// `--observer NAME` the token an observer (the CLI, a debugging tool) presents to read
+    /// the whole model.
     Token {
+        #[arg(
+            long,
+            required_unless_present = "observer",
+            conflicts_with = "observer"
+        )]
+        node: Option<String>,
         #[arg(long)]
-        node: String,
+        observer: Option<String>,
     },
     /// Prints the CustomResourceDefinitions of the Istio kinds Meshwork reads (for clusters
     /// without Istio's CRDs); `--output chart` prints the Helm template
@@ -174,10 +191,14 @@ async fn main() -> anyhow::Result<()> {
     let _logging =
         meshwork_controlplane::logging::init(&cli.log_format).context("setting up logging")?;
     meshwork_runtime::limits::raise_open_files_logged();
-    if let Some(Command::Token { node }) = &cli.command {
+    if let Some(Command::Token { node, observer }) = &cli.command {
         let tokens = meshwork_controlplane::ca::NodeTokens::open(&cli.ca_dir)
             .with_context(|| format!("opening the CA directory {}", cli.ca_dir.display()))?;
-        let token = tokens.token_for(node)?;
+        let token = match (node, observer) {
+            (_, Some(name)) => tokens.observer_token_for(name)?,
+            (Some(node), None) => tokens.token_for(node)?,
+            (None, None) => anyhow::bail!("--node or --observer is required"),
+        };
         // No trailing newline into a file or pipe (`controlplane token > f` is a valid
         // token file byte for byte); a terminal gets one so the prompt starts on its line.
         let mut out = std::io::stdout().lock();
@@ -227,6 +248,17 @@ async fn main() -> anyhow::Result<()> {
                 lease_duration: cli.lease_duration,
                 identity: cli.pod_name,
                 waypoint_template: Some(cli.waypoint_template).filter(|t| !t.is_empty()),
+                observer_service_accounts: cli
+                    .observer_service_accounts
+                    .iter()
+                    .map(|s| {
+                        s.split_once('/')
+                            .map(|(ns, sa)| (ns.to_string(), sa.to_string()))
+                            .with_context(|| {
+                                format!("--observer-service-accounts: {s:?} is not namespace/name")
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             })
         }
         (_, Some(dir)) => Source::Dir(dir),
@@ -242,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
         grpc_tls_addr: cli.grpc_tls_addr.0,
         serving,
         admin_addr: cli.admin_addr,
+        probe_addr: cli.probe_addr,
         state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
         ca_dir: cli.ca_dir,
         cert_ttl: cli.cert_ttl,

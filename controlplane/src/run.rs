@@ -67,6 +67,8 @@ pub struct KubeOptions {
     /// The ConfigMap (in the root namespace) holding the waypoint template; `None`: no
     /// waypoint deployment controller.
     pub waypoint_template: Option<String>,
+    /// `(namespace, service account)` whose pod-bound tokens may subscribe as observers.
+    pub observer_service_accounts: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,9 @@ pub struct Options {
     /// The names in the TLS port's certificate.
     pub serving: Serving,
     pub admin_addr: SocketAddr,
+    /// A listener serving only `/ready` (kubelet probes reach the pod IP while the admin
+    /// endpoint, with the model under `/debug`, stays on loopback); `None`: none.
+    pub probe_addr: Option<SocketAddr>,
     pub ca_dir: PathBuf,
     pub cert_ttl: Duration,
     /// How often the CA directory is checked for new material (root rotation).
@@ -144,6 +149,7 @@ pub struct Running {
     pub grpc_addr: Option<SocketAddr>,
     pub grpc_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    pub probe_addr: Option<SocketAddr>,
     pub hub: Arc<ModelHub>,
     pub registry: Arc<Registry>,
     pub ca: Arc<CaHandle>,
@@ -250,7 +256,14 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         _ => Arc::new(tokens.clone()),
     };
     let directory = Arc::new(crate::auth::HubDirectory::new(hub.clone()));
-    let sub_auth = Arc::new(crate::auth::TokenAuth::new(nodes.clone()));
+    let observers = crate::auth::ObserverPolicy {
+        tokens: Some(tokens.clone()),
+        service_accounts: match &opts.source {
+            Source::Kubernetes(k) => k.observer_service_accounts.clone(),
+            _ => Vec::new(),
+        },
+    };
+    let sub_auth = Arc::new(crate::auth::TokenAuth::new(nodes.clone()).with_observers(observers));
 
     let admin = TcpListener::bind(opts.admin_addr)
         .await
@@ -314,12 +327,27 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         }),
         ready: ready_rx,
     };
+    let probe_addr = match opts.probe_addr {
+        Some(addr) => {
+            let probe = TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Bind(addr, e))?;
+            let bound = probe.local_addr().map_err(|e| RunError::Bind(addr, e))?;
+            tasks.push(tokio::spawn(admin::serve_probes(
+                probe,
+                admin_state.ready.clone(),
+            )));
+            Some(bound)
+        }
+        None => None,
+    };
     tasks.push(tokio::spawn(admin::serve(admin, admin_state)));
     info!(?grpc_addr, ?grpc_tls_addr, %admin_addr, "control plane serving");
     Ok(Running {
         grpc_addr,
         grpc_tls_addr,
         admin_addr,
+        probe_addr,
         hub,
         registry,
         ca,

@@ -97,6 +97,7 @@ async fn ca() -> Ca {
             "meshwork-controlplane",
         ),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        probe_addr: None,
         ca_dir: ca_dir.path().to_path_buf(),
         cert_ttl: Duration::from_secs(3600),
         ca_reload_interval: Duration::from_secs(10),

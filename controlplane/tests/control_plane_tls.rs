@@ -68,6 +68,7 @@ fn options(config: &std::path::Path, ca: &std::path::Path) -> Options {
         grpc_tls_addr: Some("127.0.0.1:0".parse().unwrap()),
         serving: Serving::local("istio-system", "meshwork-controlplane"),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        probe_addr: None,
         ca_dir: ca.to_path_buf(),
         cert_ttl: Duration::from_secs(3600),
         ca_reload_interval: Duration::from_secs(3600),

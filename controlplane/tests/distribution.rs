@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{free_port, token, wait_for, write, ztunnel, ControlPlane};
+use meshwork_model::client::{self, Subscription};
 use meshwork_model::pb::config::{
     mesh_config_client::MeshConfigClient, proxy_message, Ack, ConfigUpdate, ProxyKind,
     ProxyMessage, Subscribe,
@@ -263,4 +264,112 @@ async fn bad_tokens_are_refused() {
             || err.contains("PermissionDenied"),
         "{err}"
     );
+}
+
+const PARTNERS: &str = concat!(
+    ambient_namespace!("partners"),
+    r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: partners-deny
+  namespace: partners
+spec:
+  action: DENY
+  rules:
+    - from:
+        - source:
+            namespaces: ["staging"]
+"#
+);
+
+fn observer_token(ca: &std::path::Path, name: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .args([
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "token",
+            "--observer",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn subscriber(endpoint: &str, kind: ProxyKind, ns: &str, token: String) -> client::ConfigHandle {
+    client::spawn(
+        endpoint.to_string(),
+        Subscription {
+            kind,
+            namespace: ns.into(),
+            name: if ns.is_empty() { "" } else { "waypoint" }.into(),
+            proxy_id: format!("test-{kind:?}-{ns}"),
+            token: token.into(),
+            ..Default::default()
+        },
+        None,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_subscriber_receives_only_what_it_may_know() {
+    let config = tempfile::tempdir().unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    write(config.path(), "base.yaml", NAMESPACE);
+    write(config.path(), "partners.yaml", PARTNERS);
+    write(
+        config.path(),
+        "pods.yaml",
+        &pod("order-v1", "node-a", "10.244.1.5", "v1"),
+    );
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let _cp = ControlPlane::start_on_port(config.path(), ca.path(), port);
+
+    // A waypoint of partners: its own and the root namespace's policies, every service and
+    // workload, but not production's policies.
+    let wp = subscriber(
+        &endpoint,
+        ProxyKind::Waypoint,
+        "partners",
+        token(ca.path(), "node-a"),
+    );
+    wait_for(&wp, "partners waypoint snapshot", |s| {
+        s.authorization("partners", "partners-deny").is_some()
+            && s.workload("workload/production/order-v1").is_some()
+    })
+    .await;
+    assert!(
+        wp.snapshot()
+            .authorization("production", "order-only")
+            .is_none(),
+        "a partners waypoint must not receive production's policies"
+    );
+
+    // An observer without a token is refused; with an observer token it sees everything.
+    let anonymous = subscriber(&endpoint, ProxyKind::Observer, "", String::new());
+    let mut rx = anonymous.watch();
+    let refused = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|s| s.version > 0));
+    assert!(
+        refused.await.is_err(),
+        "an anonymous observer got a snapshot"
+    );
+    let st = anonymous.status();
+    assert!(!st.synced);
+    let err = st.last_error.unwrap_or_default();
+    assert!(err.contains("needs a token"), "{err}");
+
+    let observer = subscriber(
+        &endpoint,
+        ProxyKind::Observer,
+        "",
+        observer_token(ca.path(), "cli"),
+    );
+    wait_for(&observer, "observer snapshot", |s| {
+        s.authorization("production", "order-only").is_some()
+            && s.authorization("partners", "partners-deny").is_some()
+    })
+    .await;
 }

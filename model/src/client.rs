@@ -224,6 +224,7 @@ async fn run_stream(
             proxy_id: sub.proxy_id.clone(),
             known,
             token,
+            accepts_parts: true,
         })),
     };
     // The channel has room: this cannot block.
@@ -239,6 +240,7 @@ async fn run_stream(
     });
     info!(%endpoint, kind = ?sub.kind, node = %sub.node, "subscribed to the control plane");
 
+    let mut parts: Option<ConfigUpdate> = None;
     loop {
         let update = match inbound.message().await {
             Ok(Some(u)) => u,
@@ -251,11 +253,34 @@ async fn run_stream(
                 )))
             }
         };
+        let Some(update) = assemble(&mut parts, update) else {
+            continue;
+        };
         let ack = apply_update(update, snap_tx, status_tx, validator);
         if out_tx.send(ack).await.is_err() {
             return Err(ClientError::Stream("outbound half closed".into()));
         }
     }
+}
+
+/// Collects an update sent in parts; the whole update once its last part is in.
+fn assemble(parts: &mut Option<ConfigUpdate>, part: ConfigUpdate) -> Option<ConfigUpdate> {
+    let mut whole = match parts.take() {
+        Some(mut acc) if acc.nonce == part.nonce => {
+            acc.resources.extend(part.resources);
+            acc.removed.extend(part.removed);
+            acc.more = part.more;
+            acc
+        }
+        // A new nonce starts a new update (the parts of an earlier one are dropped).
+        _ => part,
+    };
+    if whole.more {
+        *parts = Some(whole);
+        return None;
+    }
+    whole.more = false;
+    Some(whole)
 }
 
 fn apply_update(

@@ -50,7 +50,7 @@ pub use store::{
     fingerprint, follow_dir, KEY_FILE, PLUGIN_CERT_FILE, PLUGIN_CHAIN_FILE, PLUGIN_ROOTS_FILE,
     ROOT_CERT_FILE, ROOT_TTL,
 };
-pub use tokens::{NodeName, NodeTokens, TokenError, TOKEN_KEY_FILE};
+pub use tokens::{NodeName, NodeTokens, TokenError, OBSERVER_PREFIX, TOKEN_KEY_FILE};
 
 #[cfg(test)]
 mod handshake_tests;

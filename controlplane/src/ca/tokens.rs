@@ -5,6 +5,12 @@
 //! are therefore stateless (nothing to store per node), deterministic (the CLI/harness can
 //! print a node's token at any time with [`NodeTokens::token_for`]) and revoked all at once by
 //! deleting the secret. Verification is constant-time.
+//!
+//! Observer tokens (the CLI, debugging tools: a read-only subscription to the whole model)
+//! come from the same secret in a separate domain: `observer:<name>.<hex HMAC(secret,
+//! "observer:<name>")>`. Node names can not contain `:` (Kubernetes node names are DNS
+//! subdomains), so an observer token never proves a node and a node token never proves an
+//! observer.
 
 use std::path::Path;
 
@@ -19,6 +25,9 @@ pub const TOKEN_KEY_FILE: &str = "node-token.key";
 
 /// The authenticated name of a node (Kubernetes node name).
 pub type NodeName = String;
+
+/// The prefix of observer tokens (and of the names their MAC covers).
+pub const OBSERVER_PREFIX: &str = "observer:";
 
 /// Why the token secret cannot be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,8 @@ pub enum TokenError {
     Random,
     #[error("node tokens: invalid node name {0:?}")]
     NodeName(String),
+    #[error("node tokens: invalid observer name {0:?}")]
+    ObserverName(String),
 }
 
 /// Issues and checks per-node bearer tokens.
@@ -78,23 +89,57 @@ impl NodeTokens {
 
     /// The bearer token of `node`.
     pub fn token_for(&self, node: &str) -> Result<String, TokenError> {
-        if node.is_empty() || node.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !valid_name(node) || node.contains(':') {
             return Err(TokenError::NodeName(node.to_string()));
         }
-        let tag = hmac::sign(&self.key, node.as_bytes());
-        Ok(format!("{node}.{}", encode_hex(tag.as_ref())))
+        Ok(self.sign(node))
     }
 
-    /// The node a token belongs to, if it is genuine.
+    /// The node a token belongs to, if it is genuine (never an observer token).
     pub fn authenticate(&self, token: &str) -> Result<NodeName, SignError> {
-        let (node, mac) = token.rsplit_once('.').ok_or(SignError::InvalidToken)?;
-        let mac = decode_hex(mac).ok_or(SignError::InvalidToken)?;
-        if node.is_empty() {
+        let subject = self.verify(token)?;
+        if subject.contains(':') {
             return Err(SignError::InvalidToken);
         }
-        hmac::verify(&self.key, node.as_bytes(), &mac).map_err(|_| SignError::InvalidToken)?;
-        Ok(node.to_string())
+        Ok(subject)
     }
+
+    /// The bearer token of observer `name` (the CLI, a debugging tool).
+    pub fn observer_token_for(&self, name: &str) -> Result<String, TokenError> {
+        if !valid_name(name) || name.contains(':') {
+            return Err(TokenError::ObserverName(name.to_string()));
+        }
+        Ok(self.sign(&format!("{OBSERVER_PREFIX}{name}")))
+    }
+
+    /// The observer an observer token names, if it is genuine.
+    pub fn authenticate_observer(&self, token: &str) -> Result<String, SignError> {
+        let subject = self.verify(token)?;
+        match subject.strip_prefix(OBSERVER_PREFIX) {
+            Some(name) if !name.is_empty() => Ok(name.to_string()),
+            _ => Err(SignError::InvalidToken),
+        }
+    }
+
+    fn sign(&self, subject: &str) -> String {
+        let tag = hmac::sign(&self.key, subject.as_bytes());
+        format!("{subject}.{}", encode_hex(tag.as_ref()))
+    }
+
+    /// The subject of a genuine token.
+    fn verify(&self, token: &str) -> Result<String, SignError> {
+        let (subject, mac) = token.rsplit_once('.').ok_or(SignError::InvalidToken)?;
+        let mac = decode_hex(mac).ok_or(SignError::InvalidToken)?;
+        if subject.is_empty() {
+            return Err(SignError::InvalidToken);
+        }
+        hmac::verify(&self.key, subject.as_bytes(), &mac).map_err(|_| SignError::InvalidToken)?;
+        Ok(subject.to_string())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn encode_hex(bytes: &[u8]) -> String {
@@ -143,6 +188,31 @@ mod tests {
         }
         assert!(tokens.token_for("").is_err());
         assert!(tokens.token_for("a b").is_err());
+    }
+
+    #[test]
+    fn observer_and_node_tokens_do_not_stand_in_for_each_other() {
+        let tokens = NodeTokens::from_secret(b"secret");
+        let obs = tokens.observer_token_for("cli").unwrap();
+        assert!(obs.starts_with("observer:cli."), "{obs}");
+        assert_eq!(tokens.authenticate_observer(&obs).unwrap(), "cli");
+        assert!(
+            tokens.authenticate(&obs).is_err(),
+            "an observer token is no node token"
+        );
+        let node = tokens.token_for("node-a").unwrap();
+        assert!(
+            tokens.authenticate_observer(&node).is_err(),
+            "a node token is no observer token"
+        );
+        assert!(tokens.token_for("observer:cli").is_err());
+        assert!(tokens.observer_token_for("").is_err());
+        assert!(tokens.observer_token_for("a:b").is_err());
+        let other = NodeTokens::from_secret(b"other")
+            .observer_token_for("cli")
+            .unwrap();
+        assert!(tokens.authenticate_observer(&other).is_err());
+        assert!(tokens.authenticate_observer("observer:cli").is_err());
     }
 
     #[test]

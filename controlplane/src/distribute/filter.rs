@@ -3,11 +3,14 @@
 //! - ztunnel (by node): the mesh settings, every workload and service (it must resolve
 //!   any destination), telemetry, and only the authorization policies that can apply to
 //!   its own node's workloads, in the L4 form ztunnel enforces.
-//! - waypoint: routes, services, workloads and telemetry for any destination it may serve,
-//!   and policies in full (L7) form.
-//! - observer (CLI): everything, as the control plane holds it.
+//! - waypoint: the mesh settings, every service and workload (it may route to any
+//!   destination), and the policies, routes and telemetry — policies in full (L7) form —
+//!   of its own namespace, of the root namespace, and of the namespaces whose services or
+//!   workloads use it (`istio.io/use-waypoint-namespace`): never another namespace's.
+//! - observer (the CLI, debugging; needs an observer token): everything, as the control
+//!   plane holds it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use meshwork_model::keys::{make_resource, Kind};
@@ -44,15 +47,147 @@ impl NodeContext {
     }
 }
 
+/// The services and workloads that use one waypoint: their namespaces' policies, routes
+/// and telemetry are the waypoint's to enforce.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WaypointContext {
+    /// Key of a service or workload using the waypoint -> its namespace.
+    bound: BTreeMap<String, String>,
+}
+
+impl WaypointContext {
+    pub fn compute(state: &HubState, namespace: &str, name: &str) -> WaypointContext {
+        let mut ctx = WaypointContext::default();
+        for (key, r) in state.resources.iter() {
+            if let Some(ns) = bound_to(r, namespace, name) {
+                ctx.bound.insert(key.clone(), ns);
+            }
+        }
+        ctx
+    }
+
+    /// Follows changes to `keys`; true when the set of namespaces changed.
+    pub fn update<'a>(
+        &mut self,
+        state: &HubState,
+        namespace: &str,
+        name: &str,
+        keys: impl IntoIterator<Item = &'a String>,
+    ) -> bool {
+        let before = self.namespaces();
+        for key in keys {
+            if !matches!(Kind::of_key(key), Some(Kind::Service | Kind::Workload)) {
+                continue;
+            }
+            match state
+                .resources
+                .get(key)
+                .and_then(|r| bound_to(r, namespace, name))
+            {
+                Some(ns) => self.bound.insert(key.clone(), ns),
+                None => self.bound.remove(key),
+            };
+        }
+        self.namespaces() != before
+    }
+
+    pub fn namespaces(&self) -> BTreeSet<String> {
+        self.bound.values().cloned().collect()
+    }
+}
+
+/// The namespace of a service or workload whose waypoint is `namespace/name`.
+fn bound_to(r: &Resource, namespace: &str, name: &str) -> Option<String> {
+    let (ns, wp) = match &r.kind {
+        Some(resource::Kind::Service(s)) => (&s.namespace, s.waypoint.as_ref()),
+        Some(resource::Kind::Workload(w)) => (&w.namespace, w.waypoint.as_ref()),
+        _ => return None,
+    };
+    wp.filter(|g| g.namespace == namespace && g.name == name)
+        .map(|_| ns.clone())
+}
+
 pub struct Filter {
     pub kind: ProxyKind,
     pub node: String,
+    /// A waypoint's Gateway.
+    pub namespace: String,
+    pub name: String,
     pub root_namespace: String,
     pub l4_view: L4View,
     pub node_ctx: NodeContext,
+    pub waypoint_ctx: WaypointContext,
 }
 
 impl Filter {
+    pub fn new(kind: ProxyKind, node: &str, namespace: &str, name: &str, l4_view: L4View) -> Self {
+        Filter {
+            kind,
+            node: node.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            root_namespace: String::new(),
+            l4_view,
+            node_ctx: NodeContext::default(),
+            waypoint_ctx: WaypointContext::default(),
+        }
+    }
+
+    /// Brings the per-proxy context up to date with `changed` (`None`: everything, on
+    /// (re)connect). True when keys [`Filter::is_scoped`] must be decided again.
+    pub fn refresh_context(&mut self, state: &HubState, changed: Option<&HashSet<String>>) -> bool {
+        match self.kind {
+            ProxyKind::Ztunnel => {
+                if changed.is_some_and(|c| !c.iter().any(|k| self.affects_context(state, k))) {
+                    return false;
+                }
+                let ctx = NodeContext::compute(state, &self.node);
+                let differs = ctx != self.node_ctx;
+                self.node_ctx = ctx;
+                differs
+            }
+            ProxyKind::Waypoint => match changed {
+                None => {
+                    let ctx = WaypointContext::compute(state, &self.namespace, &self.name);
+                    let differs = ctx != self.waypoint_ctx;
+                    self.waypoint_ctx = ctx;
+                    differs
+                }
+                Some(c) => self
+                    .waypoint_ctx
+                    .update(state, &self.namespace, &self.name, c),
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether this proxy's context decides if it gets `key`.
+    pub fn is_scoped(&self, key: &str) -> bool {
+        matches!(
+            (self.kind, Kind::of_key(key)),
+            (ProxyKind::Ztunnel, Some(Kind::Authorization))
+                | (
+                    ProxyKind::Waypoint,
+                    Some(Kind::Authorization | Kind::Route | Kind::Telemetry)
+                )
+        )
+    }
+
+    /// Whether this proxy takes an unscoped key (one its kind alone decides) at all.
+    pub fn passes_unscoped(&self, key: &str) -> bool {
+        !matches!(
+            (self.kind, Kind::of_key(key)),
+            (_, None) | (ProxyKind::Unspecified, _) | (ProxyKind::Ztunnel, Some(Kind::Route))
+        )
+    }
+
+    /// Whether a waypoint enforces the resources of namespace `ns`.
+    fn waypoint_serves(&self, ns: &str) -> bool {
+        ns == self.namespace
+            || ns == self.root_namespace
+            || self.waypoint_ctx.bound.values().any(|b| b == ns)
+    }
+
     /// The resource this proxy should hold under `key`, if any.
     pub fn desired(&self, key: &str, res: &Arc<Resource>) -> Option<Arc<Resource>> {
         let kind = Kind::of_key(key)?;
@@ -75,6 +210,10 @@ impl Filter {
                         resource::Kind::Authorization(view),
                     )))
                 }
+            }
+            (ProxyKind::Waypoint, Kind::Authorization | Kind::Route | Kind::Telemetry) => {
+                let ns = key.split('/').nth(1).unwrap_or_default();
+                self.waypoint_serves(ns).then(|| res.clone())
             }
             (ProxyKind::Ztunnel | ProxyKind::Waypoint, _) => Some(res.clone()),
             (ProxyKind::Unspecified, _) => None,
@@ -108,7 +247,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshwork_model::pb::config::{Action, Rule, Workload};
+    use meshwork_model::pb::config::{Action, GatewayAddress, Rule, Service, Workload};
 
     fn authz(ns: &str, name: &str, scope: PolicyScope) -> Arc<Resource> {
         Arc::new(make_resource(
@@ -145,17 +284,14 @@ mod tests {
 
     fn filter(kind: ProxyKind, node: &str) -> Filter {
         let st = state();
-        Filter {
-            kind,
-            node: node.into(),
-            root_namespace: "istio-system".into(),
-            l4_view: |a| {
-                let mut a = a.clone();
-                a.rules.clear();
-                a
-            },
-            node_ctx: NodeContext::compute(&st, node),
-        }
+        let mut f = Filter::new(kind, node, "production", "waypoint", |a| {
+            let mut a = a.clone();
+            a.rules.clear();
+            a
+        });
+        f.root_namespace = "istio-system".into();
+        f.refresh_context(&st, None);
+        f
     }
 
     #[test]
@@ -194,5 +330,59 @@ mod tests {
             let got = filter(kind, "").desired(&ns.key, &ns).unwrap();
             assert_eq!(got.version, ns.version);
         }
+    }
+
+    fn service(ns: &str, name: &str, waypoint: Option<(&str, &str)>) -> (String, Arc<Resource>) {
+        let key = Kind::Service.key(ns, &format!("{name}.{ns}.svc.cluster.local"));
+        let s = Service {
+            name: name.into(),
+            namespace: ns.into(),
+            waypoint: waypoint.map(|(ns, name)| GatewayAddress {
+                namespace: ns.into(),
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = Arc::new(make_resource(key.clone(), resource::Kind::Service(s)));
+        (key, r)
+    }
+
+    #[test]
+    fn a_waypoint_gets_only_the_namespaces_it_serves() {
+        let mut st = state();
+        let mut f = Filter::new(ProxyKind::Waypoint, "", "partners", "waypoint", |a| {
+            a.clone()
+        });
+        f.root_namespace = "istio-system".into();
+        f.refresh_context(&st, None);
+        let prod = authz("production", "deny-all", PolicyScope::Namespace);
+        let own = authz("partners", "allow", PolicyScope::TargetRef);
+        let root = authz("istio-system", "g", PolicyScope::Global);
+        assert!(f.desired(&prod.key, &prod).is_none(), "production's policy");
+        assert!(f.desired(&own.key, &own).is_some());
+        assert!(f.desired(&root.key, &root).is_some());
+        let route = Arc::new(make_resource(
+            Kind::Route.key("production", "pay"),
+            resource::Kind::Route(Default::default()),
+        ));
+        assert!(f.desired(&route.key, &route).is_none());
+        // Services and workloads of any namespace: it may route there.
+        let (key, svc) = service("production", "pay", None);
+        assert!(f.desired(&key, &svc).is_some());
+
+        // A production service that uses partners' waypoint: production's policies are
+        // now this waypoint's to enforce ...
+        let (key, svc) = service("production", "pay", Some(("partners", "waypoint")));
+        st.resources.insert(key.clone(), svc);
+        let changed = HashSet::from([key.clone()]);
+        assert!(f.refresh_context(&st, Some(&changed)), "namespaces changed");
+        assert!(f.desired(&prod.key, &prod).is_some());
+        assert!(f.desired(&route.key, &route).is_some());
+        // ... until it no longer does.
+        st.resources.remove(&key);
+        assert!(f.refresh_context(&st, Some(&changed)));
+        assert!(f.desired(&prod.key, &prod).is_none());
+        assert!(!f.refresh_context(&st, Some(&changed)), "no change");
     }
 }

@@ -1,38 +1,52 @@
 //! The current model, its generation and the log of recent changes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use bytes::Bytes;
 use meshwork_model::pb::config::Resource;
+use prost::Message;
 use tokio::sync::watch;
 
 /// How many generations of change log to keep; a stream further behind does a full diff.
-const LOG_LEN: usize = 4096;
+pub(super) const LOG_LEN: usize = 4096;
+
+/// Keys changed in one generation, each with its version before the change (None: absent).
+type LogEntry = (u64, Vec<(String, Option<String>)>);
 
 #[derive(Debug, Default)]
 pub struct HubState {
     pub generation: u64,
     pub resources: HashMap<String, Arc<Resource>>,
-    log: VecDeque<(u64, Vec<String>)>,
+    /// Each resource's protobuf encoding, made once and shared by every stream.
+    encoded: HashMap<String, Bytes>,
+    log: VecDeque<LogEntry>,
 }
 
 impl HubState {
-    /// Keys changed after generation `since`, or None when the log no longer reaches back.
-    pub fn changed_since(&self, since: u64) -> Option<HashSet<String>> {
+    /// Keys changed after generation `since`, each with its version as of `since` (None:
+    /// absent then), or None when the log no longer reaches back.
+    pub fn changed_since(&self, since: u64) -> Option<HashMap<String, Option<String>>> {
         if since >= self.generation {
-            return Some(HashSet::new());
+            return Some(HashMap::new());
         }
         let oldest = self.log.front().map(|(g, _)| *g)?;
         if since + 1 < oldest {
             return None;
         }
-        Some(
-            self.log
-                .iter()
-                .filter(|(g, _)| *g > since)
-                .flat_map(|(_, keys)| keys.iter().cloned())
-                .collect(),
-        )
+        let mut changed = HashMap::new();
+        for (_, keys) in self.log.iter().filter(|(g, _)| *g > since) {
+            for (key, before) in keys {
+                // The first change after `since` knows the version as of `since`.
+                changed.entry(key.clone()).or_insert_with(|| before.clone());
+            }
+        }
+        Some(changed)
+    }
+
+    /// The protobuf encoding of the resource under `key`.
+    pub fn encoded(&self, key: &str) -> Option<&Bytes> {
+        self.encoded.get(key)
     }
 }
 
@@ -61,21 +75,21 @@ impl ModelHub {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut keys = Vec::new();
         for (key, res) in changes {
-            let changed = match res {
+            let before = st.resources.get(&key).map(|old| old.version.clone());
+            match res {
+                Some(r) if before.as_ref() == Some(&r.version) => continue,
                 Some(r) => {
-                    let same = st.resources.get(&key).map(|old| old.version == r.version);
-                    if same == Some(true) {
-                        false
-                    } else {
-                        st.resources.insert(key.clone(), Arc::new(r));
-                        true
-                    }
+                    st.encoded
+                        .insert(key.clone(), Bytes::from(r.encode_to_vec()));
+                    st.resources.insert(key.clone(), Arc::new(r));
                 }
-                None => st.resources.remove(&key).is_some(),
-            };
-            if changed {
-                keys.push(key);
+                None if before.is_none() => continue,
+                None => {
+                    st.resources.remove(&key);
+                    st.encoded.remove(&key);
+                }
             }
+            keys.push((key, before));
         }
         if keys.is_empty() {
             return st.generation;
@@ -123,6 +137,10 @@ mod tests {
         (key, Some(r))
     }
 
+    fn v(name: &str, node: &str) -> String {
+        wl(name, node).1.unwrap().version
+    }
+
     #[test]
     fn generations_and_change_log() {
         let hub = ModelHub::default();
@@ -133,12 +151,27 @@ mod tests {
         assert_eq!(hub.apply([("workload/ns/zzz".to_string(), None)]), 3);
         let st = hub.read();
         assert_eq!(st.resources.len(), 1);
-        let since1: HashSet<_> = st.changed_since(1).unwrap();
+        let since1 = st.changed_since(1).unwrap();
+        let (a1, b1) = (v("a", "n1"), v("b", "n1"));
         assert_eq!(
             since1,
-            HashSet::from(["workload/ns/a".to_string(), "workload/ns/b".to_string()])
+            HashMap::from([
+                ("workload/ns/a".to_string(), Some(a1)),
+                ("workload/ns/b".to_string(), Some(b1))
+            ]),
+            "each key with its version as of generation 1"
         );
         assert!(st.changed_since(3).unwrap().is_empty());
-        assert_eq!(st.changed_since(0).unwrap().len(), 2);
+        let since0 = st.changed_since(0).unwrap();
+        assert_eq!(since0.len(), 2);
+        assert!(since0.values().all(Option::is_none), "absent at 0");
+        let a = st.resources.get("workload/ns/a").unwrap();
+        let decoded = Resource::decode(st.encoded("workload/ns/a").unwrap().clone()).unwrap();
+        assert_eq!(
+            &decoded,
+            a.as_ref(),
+            "the shared encoding is the resource's"
+        );
+        assert!(st.encoded("workload/ns/b").is_none());
     }
 }

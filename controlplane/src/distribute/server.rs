@@ -1,4 +1,4 @@
-//! The `MeshConfig` gRPC service: one task per proxy stream.
+//! The `MeshConfig` gRPC service: one task per proxy stream ([`super::stream`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,18 +8,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
-use meshwork_model::pb::config::{
-    mesh_config_server::{MeshConfig, MeshConfigServer},
-    proxy_message, resource, ConfigUpdate, ProxyKind, ProxyMessage, Resource, Subscribe,
-};
+use meshwork_model::pb::config::{proxy_message, ProxyKind, ProxyMessage, Subscribe};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use super::filter::{Filter, L4View, NodeContext};
-use super::hub::{HubState, ModelHub};
+use super::filter::{Filter, L4View};
+use super::hub::ModelHub;
+use super::stream::StreamTask;
+use super::wire::{EncodedUpdate, MeshConfigServer};
+
+/// How many streams may have a full (re)sync in flight at once. A full update to a
+/// ztunnel is the whole model (tens of MB at 100,000 pods), held encoded until the proxy
+/// ACKs it: when 1,000 ztunnels connect at once, this bounds the control plane's memory
+/// (Istio's istiod similarly throttles concurrent pushes).
+pub const MAX_CONCURRENT_FULL_SYNCS: usize = 8;
 
 /// Decides whether a subscription may be served (node tokens in file mode, TokenReview
 /// in Kubernetes).
@@ -50,9 +55,30 @@ pub struct ProxyInfo {
 pub struct Registry {
     next: AtomicU64,
     proxies: Mutex<HashMap<u64, ProxyInfo>>,
+    /// Woken on every ACK (benchmarks wait on it).
+    acked: tokio::sync::Notify,
 }
 
 impl Registry {
+    /// How many connected proxies have ACKed generation `generation` or a later one.
+    pub fn acked_at_least(&self, generation: u64) -> usize {
+        self.lock()
+            .values()
+            .filter(|p| p.acked_version >= generation)
+            .count()
+    }
+
+    /// Waits until `n` proxies have ACKed `generation` or later.
+    pub async fn wait_acked(&self, generation: u64, n: usize) {
+        loop {
+            let woken = self.acked.notified();
+            if self.acked_at_least(generation) >= n {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     pub fn list(&self) -> Vec<ProxyInfo> {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
         v.sort_by_key(|p| p.id);
@@ -63,10 +89,18 @@ impl Registry {
         self.proxies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn update(&self, id: u64, f: impl FnOnce(&mut ProxyInfo)) {
+    pub(super) fn update(&self, id: u64, f: impl FnOnce(&mut ProxyInfo)) {
         if let Some(p) = self.lock().get_mut(&id) {
             f(p);
         }
+    }
+
+    pub(super) fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub(super) fn notify_acked(&self) {
+        self.acked.notify_waiters();
     }
 }
 
@@ -76,6 +110,7 @@ pub struct MeshConfigService {
     registry: Arc<Registry>,
     auth: Arc<dyn SubscriptionAuth>,
     l4_view: L4View,
+    full_syncs: Arc<Semaphore>,
 }
 
 impl MeshConfigService {
@@ -90,23 +125,19 @@ impl MeshConfigService {
             registry,
             auth,
             l4_view,
+            full_syncs: Arc::new(Semaphore::new(MAX_CONCURRENT_FULL_SYNCS)),
         }
     }
 
-    pub fn into_server(self) -> MeshConfigServer<MeshConfigService> {
-        MeshConfigServer::new(self)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(512 * 1024 * 1024)
+    pub fn into_server(self) -> MeshConfigServer {
+        MeshConfigServer::new(self, 16 * 1024 * 1024, 512 * 1024 * 1024)
     }
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
+pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<EncodedUpdate, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl MeshConfig for MeshConfigService {
-    type StreamStream = UpdateStream;
-
-    async fn stream(
+impl MeshConfigService {
+    pub async fn stream(
         &self,
         req: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<UpdateStream>, Status> {
@@ -167,203 +198,15 @@ impl MeshConfig for MeshConfigService {
         );
         info!(id, kind = ?kind, node = %sub.node, proxy = %sub.proxy_id, ?peer, "proxy subscribed");
         let (tx, rx) = mpsc::channel(4);
-        let task = StreamTask {
+        let task = StreamTask::new(
             id,
-            hub: self.hub.clone(),
-            registry: self.registry.clone(),
-            filter: Filter {
-                kind,
-                node: sub.node.clone(),
-                root_namespace: String::new(),
-                l4_view: self.l4_view,
-                node_ctx: NodeContext::default(),
-            },
-            held: sub.known.into_iter().collect(),
-            in_flight: None,
-            seen_gen: 0,
-            first: true,
-            nonce: 0,
-        };
-        tokio::spawn(task.run(inbound, tx));
+            self.hub.clone(),
+            self.registry.clone(),
+            Filter::new(kind, &sub.node, &sub.namespace, &sub.name, self.l4_view),
+            sub.known.into_iter().collect(),
+            sub.accepts_parts,
+        );
+        tokio::spawn(task.run(inbound, tx, self.full_syncs.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// Nonce, generation and the changes to `held` once the in-flight update is ACKed
-/// (new version, or None for a removal).
-type InFlight = (String, u64, Vec<(String, Option<String>)>);
-
-struct StreamTask {
-    id: u64,
-    hub: Arc<ModelHub>,
-    registry: Arc<Registry>,
-    filter: Filter,
-    /// Key -> version the proxy holds (as of its last ACK).
-    held: HashMap<String, String>,
-    in_flight: Option<InFlight>,
-    seen_gen: u64,
-    first: bool,
-    nonce: u64,
-}
-
-impl StreamTask {
-    async fn run(
-        mut self,
-        mut inbound: Streaming<ProxyMessage>,
-        tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
-    ) {
-        let mut gen_rx = self.hub.watch();
-        loop {
-            if self.in_flight.is_none() && (self.first || self.hub.generation() > self.seen_gen) {
-                if let Some(update) = self.next_update() {
-                    debug!(id = self.id, nonce = %update.nonce, upserts = update.resources.len(),
-                        removed = update.removed.len(), "sending config update");
-                    if tx.send(Ok(update)).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(m)) => self.on_message(m),
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(id = self.id, error = %e, "proxy stream error");
-                        break;
-                    }
-                },
-                changed = gen_rx.changed() => if changed.is_err() { break },
-                _ = tx.closed() => break,
-            }
-        }
-        info!(id = self.id, "proxy disconnected");
-        self.registry.lock().remove(&self.id);
-    }
-
-    fn on_message(&mut self, m: ProxyMessage) {
-        let Some(proxy_message::Msg::Ack(ack)) = m.msg else {
-            warn!(
-                id = self.id,
-                "ignoring a second Subscribe on the same stream"
-            );
-            return;
-        };
-        let Some((nonce, generation, next)) = self.in_flight.take() else {
-            return;
-        };
-        if ack.nonce != nonce {
-            warn!(id = self.id, got = %ack.nonce, expected = %nonce, "ACK for an unknown nonce");
-            self.in_flight = Some((nonce, generation, next));
-            return;
-        }
-        if ack.error.is_empty() {
-            for (key, version) in next {
-                match version {
-                    Some(v) => self.held.insert(key, v),
-                    None => self.held.remove(&key),
-                };
-            }
-            let held = self.held.len();
-            self.registry.update(self.id, |p| {
-                p.acks += 1;
-                p.acked_version = generation;
-                p.resources = held;
-            });
-        } else {
-            warn!(id = self.id, nonce = %nonce, error = %ack.error, "proxy rejected config update");
-            self.registry.update(self.id, |p| {
-                p.nacks += 1;
-                p.last_nack = Some(ack.error.clone());
-            });
-        }
-    }
-
-    /// Diffs the model (filtered for this proxy) against what the proxy holds.
-    fn next_update(&mut self) -> Option<ConfigUpdate> {
-        let hub = self.hub.clone();
-        let state = hub.read();
-        let generation = state.generation;
-        self.filter.root_namespace = root_namespace(&state);
-        let changed = if self.first {
-            None
-        } else {
-            state.changed_since(self.seen_gen)
-        };
-        let mut recheck_authz = false;
-        if self.filter.kind == ProxyKind::Ztunnel
-            && changed
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|k| self.filter.affects_context(&state, k)))
-        {
-            let ctx = NodeContext::compute(&state, &self.filter.node);
-            recheck_authz = ctx != self.filter.node_ctx;
-            self.filter.node_ctx = ctx;
-        }
-        let mut keys: Vec<String> = match changed {
-            None => state
-                .resources
-                .keys()
-                .chain(self.held.keys())
-                .cloned()
-                .collect(),
-            Some(c) => c.into_iter().collect(),
-        };
-        if recheck_authz {
-            keys.extend(
-                state
-                    .resources
-                    .keys()
-                    .chain(self.held.keys())
-                    .filter(|k| k.starts_with("authz/"))
-                    .cloned(),
-            );
-        }
-        keys.sort();
-        keys.dedup();
-
-        let mut next = Vec::new();
-        let mut upserts: Vec<Resource> = Vec::new();
-        let mut removed = Vec::new();
-        for key in keys {
-            let desired = state
-                .resources
-                .get(&key)
-                .and_then(|r| self.filter.desired(&key, r));
-            match (desired, self.held.get(&key)) {
-                (Some(d), Some(v)) if &d.version == v => {}
-                (Some(d), _) => {
-                    next.push((key, Some(d.version.clone())));
-                    upserts.push((*d).clone());
-                }
-                (None, Some(_)) => {
-                    next.push((key.clone(), None));
-                    removed.push(key);
-                }
-                (None, None) => {}
-            }
-        }
-        drop(state);
-        self.seen_gen = generation;
-        let initial = std::mem::take(&mut self.first);
-        if upserts.is_empty() && removed.is_empty() && !initial {
-            return None;
-        }
-        self.nonce += 1;
-        let nonce = format!("{}-{}", self.id, self.nonce);
-        self.in_flight = Some((nonce.clone(), generation, next));
-        Some(ConfigUpdate {
-            nonce,
-            version: generation,
-            initial,
-            resources: upserts,
-            removed,
-        })
-    }
-}
-
-fn root_namespace(state: &HubState) -> String {
-    match state.resources.get("mesh").and_then(|r| r.kind.as_ref()) {
-        Some(resource::Kind::Mesh(m)) if !m.root_namespace.is_empty() => m.root_namespace.clone(),
-        _ => "istio-system".to_string(),
     }
 }

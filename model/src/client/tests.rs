@@ -56,6 +56,7 @@ impl MeshConfig for Recorder {
                 }),
             )],
             removed: vec![],
+            more: false,
         };
         Ok(Response::new(Box::pin(tokio_stream::iter([Ok(update)]))))
     }
@@ -149,4 +150,39 @@ async fn an_unreadable_token_file_keeps_the_config_and_retries() {
     })
     .await;
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn an_update_in_parts_is_applied_whole() {
+    let part = |nonce: &str, key: &str, more: bool| ConfigUpdate {
+        nonce: nonce.into(),
+        version: 9,
+        resources: vec![make_resource(
+            key.into(),
+            resource::Kind::Mesh(MeshSettings::default()),
+        )],
+        removed: vec![format!("gone-{key}")],
+        more,
+        ..Default::default()
+    };
+    let mut parts = None;
+    assert!(assemble(&mut parts, part("1-1", "a", true)).is_none());
+    assert!(assemble(&mut parts, part("1-1", "b", true)).is_none());
+    let whole = assemble(&mut parts, part("1-1", "c", false)).unwrap();
+    let keys: Vec<_> = whole.resources.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(whole.removed, ["gone-a", "gone-b", "gone-c"]);
+    assert_eq!(
+        (whole.nonce.as_str(), whole.version, whole.more),
+        ("1-1", 9, false)
+    );
+    assert!(parts.is_none());
+
+    // An update in one message passes through; a new nonce drops unfinished parts.
+    let single = assemble(&mut parts, part("1-2", "d", false)).unwrap();
+    assert_eq!(single.resources.len(), 1);
+    assert!(assemble(&mut parts, part("1-3", "e", true)).is_none());
+    let next = assemble(&mut parts, part("1-4", "f", false)).unwrap();
+    let keys: Vec<_> = next.resources.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["f"]);
 }
