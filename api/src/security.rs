@@ -149,7 +149,6 @@ pub struct RuleTo {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(transform = crate::schema::istio_only_source)]
 pub struct Source {
     pub principals: Vec<String>,
     pub not_principals: Vec<String>,
@@ -163,6 +162,9 @@ pub struct Source {
     pub not_ip_blocks: Vec<String>,
     pub remote_ip_blocks: Vec<String>,
     pub not_remote_ip_blocks: Vec<String>,
+    /// Trust domains of the peer identity (`cluster.local`, `td-*`, `*`).
+    pub trust_domains: Vec<String>,
+    pub not_trust_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
