@@ -204,6 +204,13 @@ fn peer_authentication_mode() {
         "spec.mtls.mode",
         "unknown variant",
     );
+    check_bad_doc(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: pa\nspec:\n  selector:\n    matchLabels: {app: a}\n  portLevelMtls: {}\n",
+        "PeerAuthentication",
+        "pa",
+        "spec.portLevelMtls",
+        "at least one port",
+    );
 }
 
 #[test]

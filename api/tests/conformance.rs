@@ -14,7 +14,7 @@ use meshwork_api::{parse_file, Kind};
 
 /// Agreement on supported kinds, in tenths of a percent. Ratchet: raise it to the measured
 /// value whenever validation improves; never lower it.
-const AGREEMENT_FLOOR: u32 = 989;
+const AGREEMENT_FLOOR: u32 = 1000;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Expect {
