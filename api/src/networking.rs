@@ -145,9 +145,11 @@ pub struct FaultAbort {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(transform = crate::schema::istio_only_http_redirect)]
 pub struct HttpRedirect {
     pub uri: String,
+    /// Replaces the matched prefix of the path (exclusive with `uri`). Carried, not yet
+    /// applied by the waypoint.
+    pub prefix_rewrite: String,
     pub authority: String,
     pub port: Option<u32>,
     #[schemars(extend("enum" = ["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"]))]
@@ -326,7 +328,6 @@ pub struct TcpKeepalive {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(transform = crate::schema::istio_only_http_settings)]
 pub struct HttpSettings {
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
@@ -338,6 +339,15 @@ pub struct HttpSettings {
     pub h2_upgrade_policy: Option<String>,
     pub use_client_protocol: Option<bool>,
     pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 PING keepalive towards upstreams. Carried, not yet applied.
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Http2KeepAlive {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -347,7 +357,6 @@ pub struct HttpSettings {
     {"required": ["simple"]},
     {"required": ["consistentHash"]},
 ]))]
-#[schemars(transform = crate::schema::istio_only_load_balancer)]
 pub struct LoadBalancerSettings {
     /// `UNSPECIFIED`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`, `ROUND_ROBIN`, `LEAST_REQUEST`.
     #[schemars(extend("enum" = ["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]))]
@@ -356,6 +365,35 @@ pub struct LoadBalancerSettings {
     #[schemars(schema_with = "crate::schema::raw_object")]
     pub locality_lb_setting: Option<Raw>,
     pub warmup_duration_secs: Option<Duration>,
+    /// Slow start for new endpoints. Carried, not yet applied.
+    pub warmup: Option<Warmup>,
+    /// Zone-aware load balancing. Carried, not yet applied.
+    pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Warmup {
+    /// Required by Istio's schema (at least 1ms).
+    pub duration: Option<Duration>,
+    pub minimum_percent: Option<f64>,
+    pub aggression: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ZoneAwareLbSetting {
+    pub enabled: Option<bool>,
+    pub failover: Vec<ZoneFailover>,
+    pub failover_priority: Vec<String>,
+    pub min_cluster_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ZoneFailover {
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -374,11 +412,19 @@ pub struct ConsistentHashLb {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(transform = crate::schema::istio_only_http_cookie)]
 pub struct HttpCookie {
     pub name: String,
     pub path: String,
     pub ttl: Option<Duration>,
+    /// Extra cookie attributes (`SameSite`, `Secure`, ...). Carried, not yet applied.
+    pub attributes: Vec<CookieAttribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CookieAttribute {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

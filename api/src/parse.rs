@@ -356,7 +356,14 @@ fn parse_value(ctx: &DocCtx<'_>, value: Value, item: Option<usize>, out: &mut Ve
     match typed {
         Err((field, msg)) => fail(&mut doc, &header, &field, msg),
         Ok(obj) => {
-            let problems = validate::validate(&obj);
+            let report = validate::check(&obj);
+            doc.warnings.extend(
+                report
+                    .warnings
+                    .into_iter()
+                    .map(|p| ctx.error(&header, &format!("{prefix}{}", p.field), p.message)),
+            );
+            let problems = report.errors;
             if problems.is_empty() {
                 doc.result = Ok(obj);
             } else {

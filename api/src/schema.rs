@@ -70,10 +70,6 @@ fn boolean() -> Value {
     json!({"type": "boolean"})
 }
 
-fn strings() -> Value {
-    json!({"type": "array", "items": {"type": "string"}})
-}
-
 /// An object Meshwork keeps as written.
 fn object() -> Value {
     json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
@@ -83,10 +79,6 @@ fn object() -> Value {
 pub fn istio_only_http_route(s: &mut Schema) {
     let uint32 = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
     istio_only(s, &[("mirror_percent", uint32)]);
-}
-
-pub fn istio_only_http_redirect(s: &mut Schema) {
-    istio_only(s, &[("prefixRewrite", string())]);
 }
 
 pub fn istio_only_http_retry(s: &mut Schema) {
@@ -101,21 +93,6 @@ pub fn istio_only_traffic_policy(s: &mut Schema) {
     istio_only(s, &[("retryBudget", object())]);
 }
 
-pub fn istio_only_http_settings(s: &mut Schema) {
-    istio_only(s, &[("http2KeepAlive", object())]);
-}
-
-pub fn istio_only_load_balancer(s: &mut Schema) {
-    istio_only(s, &[("warmup", object()), ("zoneAwareLbSetting", object())]);
-}
-
-pub fn istio_only_http_cookie(s: &mut Schema) {
-    istio_only(
-        s,
-        &[("attributes", json!({"type": "array", "items": object()}))],
-    );
-}
-
 pub fn istio_only_outlier_detection(s: &mut Schema) {
     let codes =
         json!({"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}});
@@ -124,13 +101,6 @@ pub fn istio_only_outlier_detection(s: &mut Schema) {
 
 pub fn istio_only_client_tls(s: &mut Schema) {
     istio_only(s, &[("caCrl", string())]);
-}
-
-pub fn istio_only_source(s: &mut Schema) {
-    istio_only(
-        s,
-        &[("trustDomains", strings()), ("notTrustDomains", strings())],
-    );
 }
 
 pub fn istio_only_tracing(s: &mut Schema) {
@@ -171,7 +141,7 @@ mod tests {
         let schema = schemars::schema_for!(crate::security::Source);
         let props = schema.get("properties").unwrap();
         assert!(props.get("principals").is_some());
-        assert_eq!(props["trustDomains"], strings());
+        assert_eq!(props["trustDomains"]["items"], json!({"type": "string"}));
         let tls = schemars::schema_for!(crate::networking::ClientTlsSettings);
         assert_eq!(tls.get("properties").unwrap()["caCrl"], string());
     }

@@ -11,6 +11,18 @@ use crate::common::{PolicyTargetReference, WorkloadSelector};
 
 // ------------------------------------------------------------------ PeerAuthentication
 
+/// Istio's schema: `portLevelMtls`, when written, has at least one port (`{}` is refused;
+/// leaving it out is fine).
+fn non_empty_ports<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<PortKey, PeerMtls>, D::Error> {
+    let map = BTreeMap::<PortKey, PeerMtls>::deserialize(d)?;
+    if map.is_empty() {
+        return Err(de::Error::custom("must have at least one port"));
+    }
+    Ok(map)
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PeerAuthentication {
@@ -18,6 +30,7 @@ pub struct PeerAuthentication {
     pub mtls: Option<PeerMtls>,
     /// Keyed by the workload (target) port.
     #[schemars(with = "BTreeMap<String, PeerMtls>")]
+    #[serde(deserialize_with = "non_empty_ports")]
     pub port_level_mtls: BTreeMap<PortKey, PeerMtls>,
 }
 
@@ -149,7 +162,6 @@ pub struct RuleTo {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(transform = crate::schema::istio_only_source)]
 pub struct Source {
     pub principals: Vec<String>,
     pub not_principals: Vec<String>,
@@ -163,6 +175,9 @@ pub struct Source {
     pub not_ip_blocks: Vec<String>,
     pub remote_ip_blocks: Vec<String>,
     pub not_remote_ip_blocks: Vec<String>,
+    /// Trust domains of the peer identity (`cluster.local`, `td-*`, `*`).
+    pub trust_domains: Vec<String>,
+    pub not_trust_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

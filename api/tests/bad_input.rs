@@ -121,17 +121,25 @@ fn bad_regex_names_the_path() {
 }
 
 #[test]
-fn weights_must_total_100() {
-    let bad = vs(
+fn weights_are_relative_but_not_all_zero() {
+    // Istio normalises weights by their sum: 90/20 is valid.
+    let mut store = Store::new();
+    let relative = vs(
         "vs",
         "  - route:\n    - destination: {host: a, subset: v1}\n      weight: 90\n    - destination: {host: a, subset: v2}\n      weight: 20\n",
+    );
+    store.apply_file(Path::new("cfg/vs.yaml"), &relative, NS);
+    assert!(store.errors().is_empty(), "{:#?}", store.errors());
+    let bad = vs(
+        "vs",
+        "  - route:\n    - destination: {host: a, subset: v1}\n      weight: 0\n    - destination: {host: a, subset: v2}\n      weight: 0\n",
     );
     check_bad_doc(
         &bad,
         "VirtualService",
         "vs",
         "spec.http[0].route",
-        "sum to 110",
+        "total destination weight is 0",
     );
 }
 
@@ -151,14 +159,14 @@ fn bad_duration() {
 fn authorization_policy_rules() {
     let base = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: ap\nspec:\n";
     check_bad_doc(
-        &format!("{base}  action: CUSTOM\n"),
+        &format!("{base}  action: CUSTOM\n  rules: [{{}}]\n"),
         "AuthorizationPolicy",
         "ap",
         "spec.provider",
         "requires a provider",
     );
     check_bad_doc(
-        &format!("{base}  action: DENY\n  provider:\n    name: ext\n"),
+        &format!("{base}  action: DENY\n  rules: [{{}}]\n  provider:\n    name: ext\n"),
         "AuthorizationPolicy",
         "ap",
         "spec.provider",
@@ -178,6 +186,13 @@ fn authorization_policy_rules() {
         "spec.action",
         "unknown variant",
     );
+    check_bad_doc(
+        &format!("{base}  action: DENY\n"),
+        "AuthorizationPolicy",
+        "ap",
+        "spec.rules",
+        "DENY without rules would never match",
+    );
 }
 
 #[test]
@@ -188,6 +203,13 @@ fn peer_authentication_mode() {
         "pa",
         "spec.mtls.mode",
         "unknown variant",
+    );
+    check_bad_doc(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: pa\nspec:\n  selector:\n    matchLabels: {app: a}\n  portLevelMtls: {}\n",
+        "PeerAuthentication",
+        "pa",
+        "spec.portLevelMtls",
+        "at least one port",
     );
 }
 

@@ -58,6 +58,14 @@ impl RequestContext {
             .filter(|p| !p.is_empty())
     }
 
+    /// The peer's trust domain: the part of its principal before the first `/`.
+    pub fn trust_domain(&self) -> Option<&str> {
+        let p = self.principal()?;
+        p.split_once('/')
+            .map(|(td, _)| td)
+            .filter(|td| !td.is_empty())
+    }
+
     /// The peer's namespace: explicit, else parsed from `<td>/ns/<ns>/sa/<sa>`.
     pub fn namespace(&self) -> Option<&str> {
         if let Some(ns) = self.source_namespace.as_deref().filter(|n| !n.is_empty()) {
@@ -122,6 +130,16 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_domain_from_principal() {
+        let ctx = RequestContext {
+            source_principal: Some("spiffe://cluster.local/ns/production/sa/order".into()),
+            ..Default::default()
+        };
+        assert_eq!(ctx.trust_domain(), Some("cluster.local"));
+        assert_eq!(RequestContext::default().trust_domain(), None);
+    }
 
     #[test]
     fn namespace_from_principal() {

@@ -2,19 +2,22 @@
 //! problems. Syntax and type errors (bad durations, regexes, wrong types, unknown enum
 //! values) are already caught while deserializing.
 
+mod authorization;
 mod gateway;
 mod names;
 mod networking;
 mod security;
 mod telemetry;
+mod traffic_policy;
 
 pub use names::{escaped, printable, NameRule};
 
 use crate::mesh::MeshConfigOverlay;
 use crate::object::{Object, Spec};
+use authorization::authorization_policy;
 use gateway::{gw_grpc_route, gw_http_route};
 use networking::{destination_rule, virtual_service};
-use security::{authorization_policy, peer_authentication};
+use security::peer_authentication;
 use telemetry::telemetry;
 
 /// ConfigMaps with a `mesh` key are validated as mesh config in this namespace.
@@ -27,15 +30,48 @@ pub struct Problem {
     pub message: String,
 }
 
+/// What [`check`] finds: errors (the resource is rejected) and warnings (accepted, but
+/// Istio would warn too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
 #[derive(Default)]
-pub(crate) struct Problems(Vec<Problem>);
+pub(crate) struct Problems {
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
 
 impl Problems {
     pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.errors.push(Problem {
             field: field.into(),
             message: message.into(),
         });
+    }
+    pub(crate) fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    pub(crate) fn into_report(self) -> Report {
+        Report {
+            errors: self.errors,
+            warnings: self.warnings,
+        }
+    }
+    /// Istio's `ValidateDuration`: at least 1ms, in whole milliseconds.
+    pub(crate) fn duration(&mut self, field: impl Into<String>, d: &crate::Duration) {
+        let d = d.as_std();
+        if d < std::time::Duration::from_millis(1) || !d.subsec_nanos().is_multiple_of(1_000_000) {
+            self.add(
+                field,
+                format!("duration {d:?} must be at least 1ms and a whole number of milliseconds"),
+            );
+        }
     }
     pub(crate) fn percent(&mut self, field: impl Into<String>, v: f64) {
         if !(0.0..=100.0).contains(&v) || v.is_nan() {
@@ -44,8 +80,14 @@ impl Problems {
     }
 }
 
-/// Validates one object; an empty result means it is acceptable.
+/// Validates one object; an empty result means it is acceptable. Warnings are left out:
+/// see [`check`].
 pub fn validate(obj: &Object) -> Vec<Problem> {
+    check(obj).errors
+}
+
+/// Validates one object: errors, and the warnings Istio would give for an accepted one.
+pub fn check(obj: &Object) -> Report {
     let mut p = Problems::default();
     match &obj.spec {
         Spec::VirtualService(vs) => virtual_service(vs, &mut p),
@@ -88,5 +130,5 @@ pub fn validate(obj: &Object) -> Vec<Problem> {
         }
         _ => {}
     }
-    p.0
+    p.into_report()
 }

@@ -1,11 +1,9 @@
 //! VirtualService and DestinationRule rules.
 
+use super::traffic_policy::traffic_policy;
 use super::Problems;
 use crate::common::StringMatch;
-use crate::networking::{
-    DestinationRule, HttpRoute, LoadBalancerSettings, OutlierDetection, TrafficPolicy,
-    VirtualService,
-};
+use crate::networking::{DestinationRule, HttpRoute, VirtualService};
 
 pub(super) fn string_match(field: String, m: &StringMatch, p: &mut Problems) {
     if m.kinds_set() > 1 {
@@ -32,9 +30,9 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// Istio's rule: when weights are given for more than one destination they must total
-/// 100 (destinations without a weight count as 0). Without any weight, traffic is split
-/// evenly.
+/// Istio's rule: weights are relative (Istio normalises them by their sum, so 49/50 and
+/// 550/500 are valid), but with several destinations they must not all be 0. Destinations
+/// without any weight given split evenly (Meshwork's reading; Istio counts them as 0).
 fn weights<'a>(
     field: &str,
     weights: impl Iterator<Item = Option<u32>> + Clone + 'a,
@@ -42,20 +40,9 @@ fn weights<'a>(
 ) {
     let n = weights.clone().count();
     let any_given = weights.clone().any(|w| w.is_some());
-    if n > 1 && any_given {
-        let sum: u64 = weights.map(|w| u64::from(w.unwrap_or(0))).sum();
-        if sum != 100 {
-            p.add(
-                field,
-                format!(
-                    "destination weights sum to {sum}; when weights are given they must total 100"
-                ),
-            );
-        }
-    } else if let Some(Some(w)) = weights.clone().next() {
-        if w > 100 {
-            p.add(field, format!("weight {w} exceeds 100"));
-        }
+    let sum: u64 = weights.map(|w| u64::from(w.unwrap_or(0))).sum();
+    if n > 1 && any_given && sum == 0 {
+        p.add(field, "total destination weight is 0");
     }
 }
 
@@ -184,6 +171,14 @@ fn http_route(f: &str, r: &HttpRoute, p: &mut Problems) {
             if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
                 p.add(format!("{f}.fault.delay.fixedDelay"), "required");
             }
+            for (name, v) in [
+                ("fixedDelay", &d.fixed_delay),
+                ("exponentialDelay", &d.exponential_delay),
+            ] {
+                if let Some(v) = v {
+                    p.duration(format!("{f}.fault.delay.{name}"), v);
+                }
+            }
             if let Some(pc) = d.percentage {
                 p.percent(format!("{f}.fault.delay.percentage.value"), pc.value);
             }
@@ -218,8 +213,28 @@ fn http_route(f: &str, r: &HttpRoute, p: &mut Problems) {
         if m.host.is_empty() {
             p.add(format!("{f}.mirror.host"), "required");
         }
+        if !r.mirrors.is_empty() {
+            p.add(
+                format!("{f}.mirrors"),
+                "mirror and mirrors are mutually exclusive",
+            );
+        }
+    }
+    for (j, m) in r.mirrors.iter().enumerate() {
+        if m.destination.host.is_empty() {
+            p.add(format!("{f}.mirrors[{j}].destination.host"), "required");
+        }
+        if let Some(pc) = m.percentage {
+            p.percent(format!("{f}.mirrors[{j}].percentage.value"), pc.value);
+        }
     }
     if let Some(rd) = &r.redirect {
+        if !rd.uri.is_empty() && !rd.prefix_rewrite.is_empty() {
+            p.add(
+                format!("{f}.redirect"),
+                "uri and prefixRewrite are mutually exclusive",
+            );
+        }
         if let Some(code) = rd.redirect_code {
             if !(300..=399).contains(&code) {
                 p.add(
@@ -246,91 +261,12 @@ fn http_route(f: &str, r: &HttpRoute, p: &mut Problems) {
         }
     }
     if let Some(c) = &r.cors_policy {
+        if let Some(d) = &c.max_age {
+            p.duration(format!("{f}.corsPolicy.maxAge"), d);
+        }
         for (j, o) in c.allow_origins.iter().enumerate() {
             string_match(format!("{f}.corsPolicy.allowOrigins[{j}]"), o, p);
         }
-    }
-}
-
-fn traffic_policy(f: &str, tp: &TrafficPolicy, p: &mut Problems) {
-    if let Some(lb) = &tp.load_balancer {
-        load_balancer(&format!("{f}.loadBalancer"), lb, p);
-    }
-    if let Some(od) = &tp.outlier_detection {
-        outlier(&format!("{f}.outlierDetection"), od, p);
-    }
-    if let Some(h) = tp.connection_pool.as_ref().and_then(|c| c.http.as_ref()) {
-        if let Some(policy) = &h.h2_upgrade_policy {
-            if !["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"].contains(&policy.as_str()) {
-                p.add(
-                    format!("{f}.connectionPool.http.h2UpgradePolicy"),
-                    format!("unknown value \"{policy}\" (DEFAULT, DO_NOT_UPGRADE or UPGRADE)"),
-                );
-            }
-        }
-    }
-    if let Some(mode) = tp.tls.as_ref().and_then(|t| t.mode.as_ref()) {
-        if !["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"].contains(&mode.as_str()) {
-            p.add(
-                format!("{f}.tls.mode"),
-                format!("unknown TLS mode \"{mode}\" (DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL)"),
-            );
-        }
-    }
-    for (i, pl) in tp.port_level_settings.iter().enumerate() {
-        let pf = format!("{f}.portLevelSettings[{i}]");
-        if pl.port.is_none_or(|s| s.number == 0) {
-            p.add(format!("{pf}.port.number"), "required");
-        }
-        if let Some(lb) = &pl.load_balancer {
-            load_balancer(&format!("{pf}.loadBalancer"), lb, p);
-        }
-        if let Some(od) = &pl.outlier_detection {
-            outlier(&format!("{pf}.outlierDetection"), od, p);
-        }
-    }
-}
-
-fn load_balancer(f: &str, lb: &LoadBalancerSettings, p: &mut Problems) {
-    if let Some(s) = &lb.simple {
-        const SIMPLE: &[&str] = &[
-            "UNSPECIFIED",
-            "LEAST_CONN",
-            "RANDOM",
-            "PASSTHROUGH",
-            "ROUND_ROBIN",
-            "LEAST_REQUEST",
-        ];
-        if !SIMPLE.contains(&s.as_str()) {
-            p.add(
-                format!("{f}.simple"),
-                format!("unknown load balancer \"{s}\""),
-            );
-        }
-        if lb.consistent_hash.is_some() {
-            p.add(f, "simple and consistentHash are mutually exclusive");
-        }
-    }
-    if let Some(ch) = &lb.consistent_hash {
-        let keys = usize::from(ch.http_header_name.is_some())
-            + usize::from(ch.http_cookie.is_some())
-            + usize::from(ch.use_source_ip == Some(true))
-            + usize::from(ch.http_query_parameter_name.is_some());
-        if keys != 1 {
-            p.add(
-                format!("{f}.consistentHash"),
-                "exactly one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName is required",
-            );
-        }
-    }
-}
-
-fn outlier(f: &str, od: &OutlierDetection, p: &mut Problems) {
-    if let Some(v) = od.max_ejection_percent {
-        p.percent(format!("{f}.maxEjectionPercent"), f64::from(v));
-    }
-    if let Some(v) = od.min_health_percent {
-        p.percent(format!("{f}.minHealthPercent"), f64::from(v));
     }
 }
 

@@ -1,7 +1,16 @@
 //! Telemetry rules.
 
 use super::Problems;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{ProviderRef, Telemetry};
+
+/// Istio's schema: a provider reference needs a name.
+fn providers(f: &str, list: &[ProviderRef], p: &mut Problems) {
+    for (k, pr) in list.iter().enumerate() {
+        if pr.name.is_empty() {
+            p.add(format!("{f}.providers[{k}].name"), "must not be empty");
+        }
+    }
+}
 
 pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
     if t.selector.is_some() && !t.all_target_refs().is_empty() {
@@ -13,6 +22,7 @@ pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
     const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
     for (i, tr) in t.tracing.iter().enumerate() {
         let f = format!("spec.tracing[{i}]");
+        providers(&f, &tr.providers, p);
         if let Some(v) = tr.random_sampling_percentage {
             p.percent(format!("{f}.randomSamplingPercentage"), v);
         }
@@ -59,9 +69,13 @@ pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
         "GRPC_RESPONSE_MESSAGES",
     ];
     for (i, m) in t.metrics.iter().enumerate() {
+        providers(&format!("spec.metrics[{i}]"), &m.providers, p);
         for (j, o) in m.overrides.iter().enumerate() {
             let f = format!("spec.metrics[{i}].overrides[{j}]");
             if let Some(sel) = &o.match_ {
+                if sel.custom_metric.as_deref() == Some("") {
+                    p.add(format!("{f}.match.customMetric"), "must not be empty");
+                }
                 if let Some(metric) = &sel.metric {
                     if !METRICS.contains(&metric.as_str()) {
                         p.add(
@@ -89,7 +103,14 @@ pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
                             );
                         }
                     }
-                    "REMOVE" => {}
+                    "REMOVE" => {
+                        if ov.value.is_some() {
+                            p.add(
+                                format!("{f}.tagOverrides.{tag}.value"),
+                                "must not be set when operation is REMOVE",
+                            );
+                        }
+                    }
                     other => p.add(
                         format!("{f}.tagOverrides.{tag}.operation"),
                         format!("unknown operation \"{other}\" (UPSERT or REMOVE)"),
@@ -99,6 +120,7 @@ pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
         }
     }
     for (i, a) in t.access_logging.iter().enumerate() {
+        providers(&format!("spec.accessLogging[{i}]"), &a.providers, p);
         if let Some(m) = &a.match_ {
             if !MODES.contains(&m.mode.as_str()) {
                 p.add(

@@ -3,9 +3,11 @@
 use meshwork_api::common::PolicyTargetReference;
 use meshwork_api::security::{self, AuthorizationPolicy, AuthzAction};
 use meshwork_api::Object;
+
+use super::authz_source::source;
 use meshwork_authz::rule_has_l7;
 use meshwork_model::pb::config::{
-    Action, Authorization, Condition, Enforcement, Operation, PolicyScope, Rule, Source, TargetRef,
+    Action, Authorization, Condition, Enforcement, Operation, PolicyScope, Rule, TargetRef,
 };
 
 pub(crate) fn target_ref(t: &PolicyTargetReference, ns: &str) -> TargetRef {
@@ -18,39 +20,6 @@ pub(crate) fn target_ref(t: &PolicyTargetReference, ns: &str) -> TargetRef {
         } else {
             t.namespace.clone()
         },
-    }
-}
-
-/// `serviceAccounts: ["ns/sa"]` are principals in any trust domain: `*/ns/<ns>/sa/<sa>`.
-fn sa_principals(list: &[String]) -> impl Iterator<Item = String> + '_ {
-    list.iter().filter_map(|s| {
-        let (ns, sa) = s.split_once('/')?;
-        Some(format!("*/ns/{ns}/sa/{sa}"))
-    })
-}
-
-fn source(s: &security::Source) -> Source {
-    Source {
-        principals: s
-            .principals
-            .iter()
-            .cloned()
-            .chain(sa_principals(&s.service_accounts))
-            .collect(),
-        not_principals: s
-            .not_principals
-            .iter()
-            .cloned()
-            .chain(sa_principals(&s.not_service_accounts))
-            .collect(),
-        namespaces: s.namespaces.clone(),
-        not_namespaces: s.not_namespaces.clone(),
-        ip_blocks: s.ip_blocks.clone(),
-        not_ip_blocks: s.not_ip_blocks.clone(),
-        remote_ip_blocks: s.remote_ip_blocks.clone(),
-        not_remote_ip_blocks: s.not_remote_ip_blocks.clone(),
-        request_principals: s.request_principals.clone(),
-        not_request_principals: s.not_request_principals.clone(),
     }
 }
 
@@ -67,12 +36,17 @@ fn operation(o: &security::Operation) -> Operation {
     }
 }
 
-fn rule(r: &security::Rule) -> Rule {
+fn rule(r: &security::Rule, ns: &str, action: AuthzAction) -> Rule {
     Rule {
         from: r
             .from
             .iter()
-            .map(|f| f.source.as_ref().map(source).unwrap_or_default())
+            .map(|f| {
+                f.source
+                    .as_ref()
+                    .map(|s| source(s, ns, action))
+                    .unwrap_or_default()
+            })
             .collect(),
         to: r
             .to
@@ -113,7 +87,11 @@ pub fn authorization(
         AuthzAction::Audit => Action::Audit,
         AuthzAction::Custom => Action::Custom,
     };
-    let rules: Vec<Rule> = ap.rules.iter().map(rule).collect();
+    let rules: Vec<Rule> = ap
+        .rules
+        .iter()
+        .map(|r| rule(r, &obj.namespace, ap.action))
+        .collect();
     Authorization {
         name: obj.name.clone(),
         namespace: obj.namespace.clone(),
@@ -148,6 +126,7 @@ pub fn authorization(
 mod tests {
     use super::*;
     use meshwork_authz::l4_view;
+    use meshwork_model::pb::config::Source;
 
     fn op(methods: &[&str], ports: &[&str]) -> Operation {
         Operation {

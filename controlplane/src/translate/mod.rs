@@ -60,6 +60,7 @@
 //! that the incremental model always equals a translation from scratch.
 
 pub mod authz;
+mod authz_source;
 mod index;
 pub mod mesh;
 pub mod route;

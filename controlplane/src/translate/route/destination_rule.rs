@@ -55,6 +55,7 @@ pub fn merge_policy(host: &ApiPolicy, subset: &ApiPolicy) -> ApiPolicy {
                         &a.max_concurrent_streams,
                         &b.max_concurrent_streams,
                     ),
+                    http2_keep_alive: pick(&a.http2_keep_alive, &b.http2_keep_alive),
                 }),
             }
         }),

@@ -15,7 +15,8 @@
 //!   source the timestamp is the time the control plane first saw the object, see
 //!   [`crate::state`], so renaming a resource cannot move it ahead); then Gateway API routes (HTTPRoute, then GRPCRoute, oldest
 //!   first) whose parentRefs name the Service (GAMMA). Gateway API backend weights are
-//!   relative (default 1), VirtualService weights total 100.
+//!   relative (default 1), VirtualService weights are relative too
+//!   (Istio normalises them by their sum; the waypoint picks in proportion to the sum).
 //! - The oldest DestinationRule for the host gives the host traffic policy and subsets;
 //!   each subset's policy is merged over the host policy field by field.
 //! - HTTPRoute / GRPCRoute whose parentRefs name a Gateway (kind `Gateway`, the default) are
