@@ -102,6 +102,7 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_DETACH: libc::c_long = 34;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_F_ALLOW_OVERRIDE: u32 = 1;
 const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -151,6 +152,12 @@ struct LinkUpdateAttr {
     new_prog_fd: u32,
     flags: u32,
     old_prog_fd: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkDetachAttr {
+    link_fd: u32,
 }
 
 #[repr(C)]
@@ -354,7 +361,19 @@ impl Redirect {
 
     /// Removes the pinned `mw_pod_connect4` link (detaching it). Missing: no-op.
     pub fn detach_pod_cgroup(&mut self) -> Result<(), RedirectError> {
-        remove_file(&self.opts.pin_dir().join(CONNECT4_PIN))
+        let path = self.opts.pin_dir().join(CONNECT4_PIN);
+        // Detach now: removing the pin alone frees the link only after an RCU grace
+        // period (bpffs frees its inodes late), during which new connections would still
+        // be recorded.
+        if let Ok(link) = obj_get(&path) {
+            let mut attr = LinkDetachAttr {
+                link_fd: link.as_raw_fd() as u32,
+            };
+            if let Err(e) = sys_bpf(BPF_LINK_DETACH, &mut attr) {
+                tracing::debug!(error = %e, "detaching the {PROG_POD_CONNECT4} link; removing its pin");
+            }
+        }
+        remove_file(&path)
     }
 
     /// Whether `mw_pod_connect4` is attached (its link pinned).
