@@ -234,6 +234,15 @@ impl CertManager {
         self.store.get(id)
     }
 
+    /// The identities certificates are kept for.
+    #[cfg(test)]
+    pub(crate) fn wanted(&self) -> BTreeSet<SpiffeId> {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// True once every wanted identity has a certificate.
     pub fn ready(&self) -> bool {
         let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());

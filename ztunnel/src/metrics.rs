@@ -246,12 +246,13 @@ impl Metrics {
         self.open(labels).close();
     }
 
-    /// Drops series of workloads not in `live` (`<ns>/<name>`).
-    pub fn evict(&self, live: &HashSet<String>) {
+    /// Drops series of workloads for which `live` (given `<ns>/<name>`) is false. Costs
+    /// one call per workload with series, not one per workload of the model.
+    pub fn evict(&self, live: impl Fn(&str) -> bool) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = index
             .keys()
-            .filter(|k| !live.contains(*k) && !k.starts_with("unknown/"))
+            .filter(|k| !k.starts_with("unknown/") && !live(k))
             .cloned()
             .collect();
         for k in gone {
@@ -331,7 +332,7 @@ mod tests {
         assert!(text.contains("response_flags=\"DENY\""));
         assert_eq!(m.total("sent", |_| true), 10);
         assert_eq!(m.total("opened", |l| l.response_flags == "DENY"), 1);
-        m.evict(&["prod/a".to_string()].into());
+        m.evict(|r| r == "prod/a");
         assert!(!m.encode().contains("destination_workload=\"b\""));
         assert_eq!(m.total("sent", |_| true), 0);
     }
