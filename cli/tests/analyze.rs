@@ -147,7 +147,11 @@ fn weights_that_are_all_zero_are_the_stores_error() {
     assert_eq!(f.len(), 1, "{report:#}");
     assert_eq!(f[0].0, "error");
     assert_eq!(f[0].1, "VirtualService shop/reviews");
-    assert!(f[0].2.contains("total destination weight is 0"), "{}", f[0].2);
+    assert!(
+        f[0].2.contains("total destination weight is 0"),
+        "{}",
+        f[0].2
+    );
     assert_eq!(code, 1);
 }
 
