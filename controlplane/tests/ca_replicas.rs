@@ -7,7 +7,6 @@
 mod common;
 mod fake_api;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,23 +57,8 @@ fn start(kubeconfig: &Path, ca_dir: &Path, name: &str) -> Replica {
         .stderr(Stdio::null())
         .spawn()
         .expect("start controlplane");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("control plane ready");
-    assert!(line.starts_with("controlplane ready"), "{line:?}");
-    let tls = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc-tls="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let line = common::ready_line(&mut child, Duration::from_secs(60));
+    let tls = common::ready_addr(&line, "grpc-tls").expect("a TLS port");
     Replica {
         child,
         tls,

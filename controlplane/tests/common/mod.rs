@@ -54,29 +54,8 @@ impl ControlPlane {
             .stderr(Stdio::null())
             .spawn()
             .expect("start controlplane");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(limit) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("control plane not ready within {limit:?}");
-            }
-        };
-        assert!(line.starts_with("controlplane ready"), "{line}");
-        let addr = |name: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let line = ready_line(&mut child, limit);
+        let addr = |name: &str| ready_addr(&line, name).unwrap();
         ControlPlane {
             grpc: addr("grpc"),
             admin: addr("admin"),
@@ -289,3 +268,33 @@ status:
   podIP: 10.244.1.9
 "#
 );
+
+/// The `controlplane ready …` line a started `controlplane` prints on stdout; the child is
+/// killed and the test fails when it does not come within `limit`.
+pub fn ready_line(child: &mut Child, limit: Duration) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(limit) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("control plane not ready within {limit:?}");
+        }
+    };
+    assert!(line.starts_with("controlplane ready"), "{line}");
+    line
+}
+
+/// The address `name=` in a ready line (`None`: absent or `off`).
+pub fn ready_addr(line: &str, name: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))?
+        .parse()
+        .ok()
+}
