@@ -72,12 +72,25 @@ impl Drop for Process {
     }
 }
 
+/// A loopback port for a process this test starts. Taken below the kernel's ephemeral
+/// range (32768+): a port the kernel picked (`bind(:0)`) may be handed out again as the
+/// source port of another test's connection before the process binds it. Tests of one
+/// binary step through the range; binaries start at offsets of their pid; a port that
+/// does not bind now is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + start.wrapping_add(n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {BASE}..{}", BASE + SPAN);
 }
 
 /// One request on its own connection: the answer's status line, or `None` when the
