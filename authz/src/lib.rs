@@ -12,6 +12,8 @@
 //! * AUDIT policies never change the decision; their matches are reported.
 //! * Dry-run policies are evaluated and reported, never enforced.
 //!
+//! [`explain`] decides one request end to end as the data path would (`meshwork authz check`).
+//!
 //! Without L7 attributes (ztunnel), an ALLOW/AUDIT rule that carries L7 attributes does not
 //! match, and a DENY/CUSTOM rule's L7 parts are ignored (fail closed). [`l4_view`] produces the
 //! equivalent policy with those parts removed, for the control plane to push to ztunnels.
@@ -20,6 +22,7 @@ mod condition;
 mod context;
 mod error;
 mod evaluate;
+pub mod explain;
 mod ip;
 mod l4;
 mod path;

@@ -4,12 +4,14 @@
 //! behaviour every component needs: resource keys and content versions ([`keys`]), an
 //! indexed read-only view of a proxy's configuration ([`snapshot`]), and the subscription
 //! client a proxy uses to follow the control plane ([`client`]), and where a proxy's
-//! bearer token comes from ([`token`]).
+//! bearer token comes from ([`token`]). The mesh rules every component must read alike
+//! (mTLS per port, waypoint binding, the Gateway route host, route weights) are in [`rules`].
 
 pub mod ca_client;
 pub mod client;
 pub mod endpoint;
 pub mod keys;
+pub mod rules;
 pub mod snapshot;
 pub mod static_config;
 pub mod token;

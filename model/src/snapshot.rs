@@ -351,7 +351,7 @@ impl Snapshot {
     /// The waypoint a service's traffic goes through (`istio.io/use-waypoint` on the
     /// Service, else its namespace), when that waypoint is running (has an address).
     pub fn service_waypoint<'a>(&self, service: &'a Service) -> Option<&'a GatewayAddress> {
-        usable(service.waypoint.as_ref())
+        GatewayAddress::usable(service.waypoint.as_ref())
     }
 
     /// The waypoint serving workload `w`: its own (`istio.io/use-waypoint` on the pod or its
@@ -359,7 +359,7 @@ impl Snapshot {
     /// rule: ztunnels send a workload's traffic to it and admit only it as the source, and a
     /// waypoint serves only the workloads it names.
     pub fn waypoint_of<'a>(&'a self, w: &'a Workload) -> Option<&'a GatewayAddress> {
-        usable(w.waypoint.as_ref()).or_else(|| {
+        w.own_waypoint().or_else(|| {
             w.services.iter().find_map(|sp| {
                 let (ns, host) = sp.service.split_once('/')?;
                 self.service_waypoint(self.service(&Kind::Service.key(ns, host))?)
@@ -382,18 +382,6 @@ impl Snapshot {
                 let sp = w.services.iter().find(|sp| sp.service == service_ref)?;
                 Some((w, sp))
             })
-    }
-}
-
-/// A waypoint reference that names a running waypoint (an empty address: none yet).
-fn usable(gw: Option<&GatewayAddress>) -> Option<&GatewayAddress> {
-    gw.filter(|g| !g.address.is_empty())
-}
-
-impl GatewayAddress {
-    /// Whether this names the waypoint Gateway `namespace/name`.
-    pub fn is(&self, namespace: &str, name: &str) -> bool {
-        self.namespace == namespace && self.name == name
     }
 }
 

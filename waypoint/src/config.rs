@@ -66,13 +66,8 @@ impl<V: Clone> ServiceCache<V> {
 }
 
 /// The host under which the control plane publishes the routes bound to waypoint Gateway
-/// `name`: `gateway~<name>` (`~` cannot occur in a DNS name; the control plane's
-/// `translate::route::gateway_host` produces the same).
-pub fn gateway_route_host(name: &str) -> String {
-    format!("{GATEWAY_HOST_PREFIX}{name}")
-}
-
-const GATEWAY_HOST_PREFIX: &str = "gateway~";
+/// `name` (the mesh's one rule, [`meshwork_model::rules::gateway_host`]).
+pub use meshwork_model::rules::gateway_host as gateway_route_host;
 
 /// A snapshot with compiled routes and policies.
 #[derive(Debug)]
@@ -111,7 +106,7 @@ impl Compiled {
         let mut gateway_routes: Nested<Arc<CompiledRouteConfig>> = HashMap::new();
         for (ns, hosts) in &routes {
             for (host, c) in hosts {
-                if let Some(name) = host.strip_prefix(GATEWAY_HOST_PREFIX) {
+                if let Some(name) = meshwork_model::rules::gateway_of_host(host) {
                     gateway_routes
                         .entry(ns.clone())
                         .or_default()

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshwork_model::pb::config::MtlsMode;
+use meshwork_model::pb::config::{MtlsMode, Workload};
 use tokio::net::TcpStream;
 
 use crate::accesslog::Record;
 use crate::inbound::finish;
 use crate::metrics::{Peers, Reporter, TcpLabels};
-use crate::policy::ConnAttrs;
+use crate::policy::{Authorizer, ConnAttrs, Verdict};
 use crate::proxy::Proxy;
 use crate::relay::{relay, Bytes};
 use crate::scope::Scope;
@@ -52,23 +52,18 @@ pub async fn handle(
         destination_principal: rec.dst_identity.clone(),
         ..Default::default()
     };
-    if State::mtls_mode(&w, dst.port()) == MtlsMode::Strict {
-        tracing::warn!(%peer, %dst, workload = %workload_ref(&w), "plaintext refused: STRICT mTLS");
-        proxy
-            .metrics
-            .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
-        rec.decision = "deny: STRICT mTLS requires HBONE".into();
-        proxy.access.log(&rec);
-        return;
-    }
-    let attrs = ConnAttrs {
-        src_identity: None,
-        src_addr: peer,
-        remote_ip: None,
-        dst,
-        dst_workload: workload_ref(&w),
+    let (attrs, verdict) = match decide(&cur.state, &cur.authz, &w, peer, dst) {
+        Decision::Strict => {
+            tracing::warn!(%peer, %dst, workload = %workload_ref(&w), "plaintext refused: STRICT mTLS");
+            proxy
+                .metrics
+                .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+            rec.decision = "deny: STRICT mTLS requires HBONE".into();
+            proxy.access.log(&rec);
+            return;
+        }
+        Decision::Policy(d) => *d,
     };
-    let verdict = cur.authz.check(&cur.state, &attrs);
     if !verdict.allowed {
         tracing::warn!(%peer, %dst, reason = %verdict.reason, "plaintext refused by policy");
         proxy
@@ -101,4 +96,36 @@ pub async fn handle(
     counters.close();
     finish(&mut rec, &totals, end, start);
     proxy.access.log(&rec);
+}
+
+/// The destination ztunnel's decision on captured plaintext from `peer` to workload `w` at
+/// `dst`, before any connection is made.
+pub enum Decision {
+    /// STRICT mTLS on the port: plaintext is refused before any policy.
+    Strict,
+    /// The L4 policy verdict for an unauthenticated peer (a workload served by a waypoint
+    /// admits only the waypoint).
+    Policy(Box<(ConnAttrs, Verdict)>),
+}
+
+/// Decides captured plaintext to `w` (see [`Decision`]).
+pub fn decide(
+    state: &State,
+    authz: &Authorizer,
+    w: &Workload,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) -> Decision {
+    if State::mtls_mode(w, dst.port()) == MtlsMode::Strict {
+        return Decision::Strict;
+    }
+    let attrs = ConnAttrs {
+        src_identity: None,
+        src_addr: peer,
+        remote_ip: None,
+        dst,
+        dst_workload: workload_ref(w),
+    };
+    let verdict = authz.check(state, &attrs);
+    Decision::Policy(Box::new((attrs, verdict)))
 }

@@ -162,15 +162,7 @@ impl State {
 
     /// Effective mTLS mode of `w` for `port` (UNSET means PERMISSIVE, as in Istio).
     pub fn mtls_mode(w: &Workload, port: u16) -> MtlsMode {
-        let raw = w
-            .port_mtls
-            .get(&(port as u32))
-            .copied()
-            .unwrap_or(w.mtls_mode);
-        match MtlsMode::try_from(raw).unwrap_or(MtlsMode::MtlsUnset) {
-            MtlsMode::MtlsUnset => MtlsMode::Permissive,
-            m => m,
-        }
+        w.mtls_mode_for_port(port)
     }
 
     /// The waypoint serving `w` (its own, else one of its services'), if any.
@@ -281,7 +273,7 @@ impl State {
             None => format!("{}:{port}", service.hostname),
         };
         let src_is_waypoint = src.is_waypoint;
-        if let Some(gw) = service.waypoint.as_ref().filter(|g| !g.address.is_empty()) {
+        if let Some(gw) = self.snapshot.service_waypoint(service) {
             if !src_is_waypoint {
                 return self.waypoint_route(gw, authority, Some(service), None);
             }
@@ -340,7 +332,7 @@ impl State {
             });
         }
         if !src.is_waypoint {
-            if let Some(gw) = w.waypoint.as_ref().filter(|g| !g.address.is_empty()) {
+            if let Some(gw) = w.own_waypoint() {
                 let ip = w.addresses.first().cloned().unwrap_or_default();
                 return self.waypoint_route(gw, format!("{ip}:{port}"), service, Some(w));
             }

@@ -30,18 +30,14 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// Istio's rule: weights are relative (Istio normalises them by their sum, so 49/50 and
-/// 550/500 are valid), but with several destinations they must not all be 0. Destinations
-/// without any weight given split evenly (Meshwork's reading; Istio counts them as 0).
+/// Istio's rule: weights are relative, but with several destinations they must not all be
+/// 0 (the mesh's one rule, [`meshwork_model::rules::weights::all_zero`]).
 fn weights<'a>(
     field: &str,
     weights: impl Iterator<Item = Option<u32>> + Clone + 'a,
     p: &mut Problems,
 ) {
-    let n = weights.clone().count();
-    let any_given = weights.clone().any(|w| w.is_some());
-    let sum: u64 = weights.map(|w| u64::from(w.unwrap_or(0))).sum();
-    if n > 1 && any_given && sum == 0 {
+    if meshwork_model::rules::weights::all_zero(weights) {
         p.add(field, "total destination weight is 0");
     }
 }

@@ -483,7 +483,7 @@ fn routes_section(routes: &Value) -> Shown {
     let mut rows = Vec::new();
     for rc in list(routes) {
         let hostname = s(&rc["hostname"]);
-        let host = match hostname.strip_prefix("gateway~") {
+        let host = match meshwork_model::rules::gateway_of_host(&hostname) {
             // Routes bound to a waypoint Gateway (`route/<ns>/gateway~<name>`).
             Some(gw) => format!("Gateway {}/{gw}", s(&rc["namespace"])),
             None => format!("{}/{hostname}", s(&rc["namespace"])),

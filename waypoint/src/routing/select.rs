@@ -11,19 +11,7 @@ pub fn pick_weighted<'a, R: Rng + ?Sized>(
     dests: &'a [pb::WeightedDestination],
     rng: &mut R,
 ) -> Option<&'a pb::WeightedDestination> {
-    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
-    if total == 0 {
-        return dests.first();
-    }
-    let mut point = rng.random_range(0..total);
-    for d in dests {
-        let w = u64::from(d.weight);
-        if point < w {
-            return Some(d);
-        }
-        point -= w;
-    }
-    dests.last()
+    meshwork_model::rules::weights::pick(dests, |total| rng.random_range(0..total))
 }
 
 /// Whether a workload's labels select it into a subset.

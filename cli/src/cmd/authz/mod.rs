@@ -4,7 +4,6 @@
 //! Exit status: 0 allowed, 1 denied (at any enforcement point), 2 bad input (unknown
 //! workload or service, unreadable manifests, unreachable control plane).
 
-mod check;
 mod load;
 
 use std::path::PathBuf;
@@ -12,7 +11,7 @@ use std::process::ExitCode;
 
 use crate::output::{print_structured, Format};
 
-use check::{check, Query, Report};
+use meshwork_authz::explain::{check, Query, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -62,7 +62,9 @@ fn gw_backends(refs: &[HttpBackendRef], ns: &str) -> Vec<WeightedDestination> {
                 subset: String::new(),
                 port: b.port.unwrap_or(0),
             }),
-            weight: b.weight.unwrap_or(1),
+            weight: b
+                .weight
+                .unwrap_or(meshwork_model::rules::weights::GATEWAY_API_DEFAULT),
             headers: None,
         })
         .collect()

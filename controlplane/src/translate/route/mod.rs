@@ -90,13 +90,7 @@ fn route_id(fqdn: String, origin_ns: &str) -> RouteId {
     }
 }
 
-/// The reserved host of the routes bound to a waypoint Gateway (see the module doc).
-pub fn gateway_host(gateway: &str) -> String {
-    format!("{GATEWAY_HOST_PREFIX}{gateway}")
-}
-
-/// Prefix of [`gateway_host`]; the waypoint looks its routes up under the same name.
-pub const GATEWAY_HOST_PREFIX: &str = "gateway~";
+pub use meshwork_model::rules::{gateway_host, GATEWAY_HOST_PREFIX};
 
 /// Whether a parentRef names a Gateway (`kind` defaults to Gateway, in the Gateway API group).
 fn is_gateway(p: &gw::ParentReference) -> bool {
@@ -375,7 +369,7 @@ fn default_route(host: &str) -> meshwork_model::pb::config::HttpRoute {
                 subset: String::new(),
                 port: 0,
             }),
-            weight: 100,
+            weight: meshwork_model::rules::weights::WHOLE,
             headers: None,
         }],
         ..Default::default()

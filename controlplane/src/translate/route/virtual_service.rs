@@ -91,17 +91,8 @@ fn grpc_code(s: &str) -> u32 {
         .unwrap_or(2)
 }
 
-/// VirtualService weights: as given (missing = 0) when any is given; otherwise 100 split
-/// evenly (the remainder goes to the first destinations).
-fn weights(given: impl Iterator<Item = Option<u32>> + Clone) -> Vec<u32> {
-    let n = given.clone().count() as u32;
-    if given.clone().any(|w| w.is_some()) {
-        return given.map(|w| w.unwrap_or(0)).collect();
-    }
-    (0..n)
-        .map(|i| 100 / n.max(1) + u32::from(i < 100 % n.max(1)))
-        .collect()
-}
+/// VirtualService weights: the mesh's one rule ([`meshwork_model::rules::weights::fill_in`]).
+use meshwork_model::rules::weights::fill_in as weights;
 
 pub(super) fn vs_http_route(r: &net::HttpRoute, ns: &str, origin: &str) -> HttpRoute {
     let weights = weights(r.route.iter().map(|d| d.weight));

@@ -1,10 +1,12 @@
-//! Deciding one request the way the data path does: find the source and destination
-//! workloads, pick the enforcement point (waypoint or destination ztunnel) and evaluate the
-//! policies that proxy would apply.
+//! Deciding one request the way the data path does (`meshwork authz check`): find the
+//! source and destination workloads, pick the enforcement point (waypoint or destination
+//! ztunnel) and evaluate the policies that proxy would apply. The mesh rules it applies
+//! (mTLS per port, waypoint binding) are the model's ([`meshwork_model::rules`]), the ones
+//! the proxies apply; ztunnel's `tests/explain_agrees.rs` runs both on the same snapshots.
 
 use std::net::IpAddr;
 
-use meshwork_authz::{
+use crate::{
     applicable, evaluate_pb, l4_view, Decision, HttpAttributes, Outcome, PolicyTarget,
     RequestContext,
 };
@@ -119,7 +121,7 @@ pub fn check(snap: &Snapshot, q: &Query) -> Result<Report, CheckError> {
                 .or_else(|| svc.ports.first().and_then(|p| u16::try_from(p.port).ok()))
                 .unwrap_or(0);
             // Plaintext reaches the pods directly (the waypoint is only on the mesh's path).
-            let waypoint = usable(svc.waypoint.as_ref()).filter(|_| identity.is_some());
+            let waypoint = snap.service_waypoint(svc).filter(|_| identity.is_some());
             let verdicts = match waypoint {
                 Some(gw) => {
                     let target = PolicyTarget::Waypoint {
@@ -184,15 +186,6 @@ fn find_workload<'a>(snap: &'a Snapshot, r: &str) -> Result<Option<&'a pb::Workl
     Ok(snap.workload(&Kind::Workload.key(ns, name)))
 }
 
-fn usable(gw: Option<&pb::GatewayAddress>) -> Option<&pb::GatewayAddress> {
-    gw.filter(|g| !g.address.is_empty())
-}
-
-/// The waypoint that serves a workload, as ztunnel finds it: its own, else its services'.
-fn waypoint_of<'a>(snap: &'a Snapshot, w: &'a pb::Workload) -> Option<&'a pb::GatewayAddress> {
-    snap.waypoint_of(w)
-}
-
 fn http_attributes(q: &Query, dest: &Dest<'_>) -> Result<HttpAttributes, CheckError> {
     let mut headers = http::HeaderMap::new();
     for h in &q.headers {
@@ -248,8 +241,8 @@ fn to_workload(
         }
         // The source ztunnel sends traffic for a pod to the pod's own waypoint only; the
         // destination ztunnel admits only the waypoint of the pod or of its services.
-        Some(id) if usable(w.waypoint.as_ref()).is_none() => {
-            if let Some(gw) = waypoint_of(snap, w) {
+        Some(id) if w.own_waypoint().is_none() => {
+            if let Some(gw) = snap.waypoint_of(w) {
                 return refused(format!(
                     "served by waypoint {}/{}: only {} is admitted, got {id} \
                      (address the service to go through its waypoint)",
@@ -259,7 +252,7 @@ fn to_workload(
         }
         Some(_) => {}
     }
-    if let Some(gw) = usable(w.waypoint.as_ref()) {
+    if let Some(gw) = w.own_waypoint() {
         let target = PolicyTarget::Waypoint {
             namespace: &gw.namespace,
             name: &gw.name,
@@ -294,12 +287,7 @@ fn to_workload(
 /// Why the destination ztunnel refuses plaintext before any policy, as it does: STRICT
 /// mTLS on the port, or a destination served by a waypoint (only the waypoint is admitted).
 fn plaintext_refused(snap: &Snapshot, w: &pb::Workload, port: u16) -> Option<String> {
-    let raw = w
-        .port_mtls
-        .get(&u32::from(port))
-        .copied()
-        .unwrap_or(w.mtls_mode);
-    if MtlsMode::try_from(raw) == Ok(MtlsMode::Strict) {
+    if w.mtls_mode_for_port(port) == MtlsMode::Strict {
         let by = if w.mtls_source.is_empty() {
             String::new()
         } else {
@@ -309,7 +297,7 @@ fn plaintext_refused(snap: &Snapshot, w: &pb::Workload, port: u16) -> Option<Str
             "plaintext refused: STRICT mTLS{by}; the source is not in the mesh"
         ));
     }
-    waypoint_of(snap, w).map(|gw| {
+    snap.waypoint_of(w).map(|gw| {
         format!(
             "served by waypoint {}/{}: only {} is admitted, got plaintext",
             gw.namespace, gw.name, gw.identity
