@@ -1,47 +1,38 @@
 //! Meshwork's waypoint: the per-namespace L7 proxy.
 //!
-//! [`L7Service`] is the transport-independent request path; [`server::serve_connection`]
-//! serves HTTP/1.1 and HTTP/2 on any byte stream; a [`Connector`] reaches endpoints (plain
-//! TCP, or HBONE in the mesh).
+//! The crate has four rooms and a few shared pieces:
+//!
+//! - [`request`]: the L7 request path, one stage after another ([`request::service`] reads
+//!   top-down: authority, normalisation, target, authorization, routing, local replies,
+//!   request transformation, then the upstream).
+//! - [`upstream`]: clusters, connection pools, load balancing, outlier detection, retries,
+//!   and the [`Connector`] that reaches endpoints (plain TCP, or HBONE in the mesh).
+//! - [`telemetry`]: metrics, access log, tracing, the Telemetry resource's settings, and the
+//!   label cache.
+//! - [`process`]: the binary's wiring (flags, config stream, certificates, listeners, admin,
+//!   drain) and the connection layer ([`process::server`] serves HTTP/1.1 and HTTP/2 on any
+//!   byte stream; [`process::hbone`] accepts tunnels).
+//! - Shared: [`config`] (the compiled snapshot), [`body`] and [`tracked`] (body plumbing).
+//!
+//! [`L7Service`] is the transport-independent request path.
 
-pub mod access_log;
-pub mod admin;
-pub mod admin_state;
-pub mod admission;
-pub mod authority;
-pub mod authz;
 pub mod body;
-pub mod ca;
-pub mod cluster;
 pub mod config;
-pub mod connector;
-pub mod cors;
-pub mod endpoint;
-pub mod fault;
-pub mod flags;
-pub mod hbone;
-pub mod headers;
-pub mod label_cache;
-pub mod lb;
-pub mod metrics;
-pub mod normalize;
-pub mod outlier;
-pub mod pool;
-pub mod request_end;
-pub mod retry;
-pub mod rewrite;
-pub mod routing;
-pub mod run;
-pub mod server;
-pub mod service;
-pub mod shutdown;
-pub mod sniff;
-pub mod target;
-pub mod tcp;
-pub mod telemetry_policy;
-pub mod tracing;
+pub mod process;
+pub mod request;
+pub mod telemetry;
 pub mod tracked;
+pub mod upstream;
+
+// The paths other crates and the tests used before the rooms.
+pub use process::{admin, admin_state, admission, ca, hbone, run, server, shutdown, sniff, tcp};
+pub use request::{
+    authority, authz, cors, fault, flags, headers, normalize, request_end, rewrite, routing,
+    service, target,
+};
+pub use telemetry::{access_log, label_cache, metrics, policy as telemetry_policy, tracing};
+pub use upstream::{cluster, connector, endpoint, lb, outlier, pool, retry};
 
 pub use config::WaypointId;
-pub use connector::{Connector, Target, TcpConnector};
-pub use service::{ConnContext, L7Service, Options};
+pub use request::{ConnContext, L7Service, Options};
+pub use upstream::connector::{Connector, Target, TcpConnector};

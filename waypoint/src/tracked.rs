@@ -12,8 +12,8 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
-use crate::pool::Lease;
-use crate::request_end::RequestEnd;
+use crate::request::request_end::RequestEnd;
+use crate::upstream::pool::Lease;
 
 type Done = Box<dyn FnOnce(u64, bool) + Send + Sync>;
 
@@ -323,5 +323,93 @@ mod tests {
         assert!(err.to_string().contains("timeout"), "{err}");
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
         drop(tx);
+    }
+}
+
+/// The request path learns when a request has been received in full from the `Tracked`
+/// wrapper around its body ([`Tracked::with_end`]).
+#[cfg(test)]
+mod request_end_tests {
+    use super::Tracked;
+    use crate::body::{Body, BoxError};
+    use crate::request::request_end::RequestEnd;
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// `body` behind the request path's `Tracked` wrapper, marking `end`.
+    fn watch(body: Body) -> (Body, RequestEnd) {
+        let end = RequestEnd::pending();
+        (Tracked::new(body).with_end(end.clone()).boxed(), end)
+    }
+
+    /// A body of `chunks` frames, one every `every`.
+    fn slow(chunks: usize, every: Duration) -> Body {
+        let s = futures::stream::iter(0..chunks).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x")))
+        });
+        crate::body::boxed(StreamBody::new(s))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ends_when_the_last_frame_is_read() {
+        let start = Instant::now();
+        let (b, end) = watch(slow(3, Duration::from_secs(1)));
+        assert_eq!(end.at(), None);
+        let waiter = tokio::spawn({
+            let end = end.clone();
+            async move { end.ended().await }
+        });
+        let got = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"xxx");
+        assert_eq!(end.at(), Some(start + Duration::from_secs(3)));
+        assert_eq!(waiter.await.unwrap(), start + Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn known_length_ends_on_the_last_frame_without_a_further_poll() {
+        let (mut b, end) = watch(crate::body::full("abc"));
+        assert_eq!(end.at(), None);
+        let _ = b.frame().await.unwrap().unwrap();
+        assert!(end.at().is_some());
+        let (_, empty) = watch(crate::body::empty());
+        assert!(empty.at().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_counts_from_the_end_of_the_body_or_the_try_start() {
+        let start = Instant::now();
+        let (b, end) = watch(slow(2, Duration::from_secs(1)));
+        let timer = tokio::spawn({
+            let end = end.clone();
+            async move {
+                end.timer(start, Duration::from_secs(5)).await;
+                Instant::now()
+            }
+        });
+        b.collect().await.unwrap();
+        assert_eq!(timer.await.unwrap(), start + Duration::from_secs(7));
+        // A retry starts after the body ended: its timer counts from the retry.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let retry = Instant::now();
+        end.timer(retry, Duration::from_secs(1)).await;
+        assert_eq!(retry.elapsed(), Duration::from_secs(1));
+        let ready = RequestEnd::now();
+        let t = Instant::now();
+        ready.timer(t, Duration::from_secs(1)).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_ends_never_starts_the_timer() {
+        let (b, end) = watch(slow(1, Duration::from_secs(1)));
+        drop(b);
+        let never = end.timer(Instant::now(), Duration::ZERO);
+        let r = tokio::time::timeout(Duration::from_secs(60), never).await;
+        assert!(r.is_err());
     }
 }
