@@ -4,10 +4,12 @@
 //! behaviour every component needs: resource keys and content versions ([`keys`]), an
 //! indexed read-only view of a proxy's configuration ([`snapshot`]), and the subscription
 //! client a proxy uses to follow the control plane ([`client`]), and where a proxy's
-//! bearer token comes from ([`token`]). The mesh rules every component must read alike
+//! bearer token comes from ([`token`]); both proxies get their certificates through [`certs`]
+//! (the CA client, [`ca_client`], is one of its signers). The mesh rules every component must read alike
 //! (mTLS per port, waypoint binding, the Gateway route host, route weights) are in [`rules`].
 
 pub mod ca_client;
+pub mod certs;
 pub mod client;
 pub mod endpoint;
 pub mod keys;

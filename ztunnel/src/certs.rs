@@ -4,10 +4,10 @@
 //! Renewal swaps the certificate inside a resolver, so established TLS connections are
 //! untouched and new handshakes present the new certificate. When the CA is unreachable
 //! the current certificate keeps being served and the request is retried with backoff.
+//! Where certificates come from ([`CertSigner`]: the mesh CA or a directory) and the
+//! renewal timing are shared with the waypoint (`meshwork_model::certs`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -16,18 +16,12 @@ use meshwork_identity::tls::{
 };
 use meshwork_identity::{SpiffeId, TrustBundle, WorkloadCertificate};
 pub use meshwork_model::ca_client::{CaClient, CaClientError};
+use meshwork_model::certs::{renew_in, Backoff};
+/// The signers both proxies share.
+pub use meshwork_model::certs::{CertSigner, DirSigner, SignError, SignFuture};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Why a certificate could not be obtained.
-#[derive(Debug, thiserror::Error)]
-pub enum SignError {
-    #[error(transparent)]
-    Ca(#[from] CaClientError),
-    #[error("{0}")]
-    Other(String),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -38,14 +32,6 @@ pub enum CertError {
         identity: SpiffeId,
         source: Box<TlsConfigError>,
     },
-}
-
-pub type SignFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<WorkloadCertificate, SignError>> + Send + 'a>>;
-
-/// Issues a certificate for an identity (the mesh CA in production, a test CA in tests).
-pub trait CertSigner: Send + Sync + 'static {
-    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a>;
 }
 
 /// Backoff bounds for CA retries.
@@ -169,32 +155,27 @@ impl CertManager {
 
     /// Fetch, install, sleep until half-life, repeat; retries with backoff on failure.
     async fn maintain(self: Arc<Self>, id: SpiffeId) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             match self.signer.sign(&id).await {
                 Ok(cert) if cert.identity() == &id => {
-                    backoff = MIN_BACKOFF;
-                    let wait = cert
-                        .renew_at()
-                        .duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
-                        .max(Duration::from_millis(100));
+                    backoff.reset();
+                    let wait = renew_in(&cert, Duration::from_millis(100));
                     tracing::info!(identity = %id, serial = cert.serial(), renew_in = ?wait, "certificate installed");
                     self.install(cert);
                     tokio::time::sleep(wait).await;
                 }
                 Ok(cert) => {
                     tracing::warn!(identity = %id, issued = %cert.identity(), "CA issued a certificate for another identity");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.wait().await;
                 }
                 Err(e) => {
                     let serving = self
                         .current(&id)
                         .is_some_and(|c| !c.is_expired(SystemTime::now()));
-                    tracing::warn!(identity = %id, error = %e, retry_in = ?backoff, serving, "certificate request failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let retry_in = backoff.next_delay();
+                    tracing::warn!(identity = %id, error = %e, ?retry_in, serving, "certificate request failed");
+                    tokio::time::sleep(retry_in).await;
                 }
             }
         }
@@ -341,50 +322,6 @@ impl Drop for CertManager {
         for (_, t) in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             t.abort();
         }
-    }
-}
-
-/// The mesh CA over gRPC (shared client in `meshwork_model::ca_client`).
-impl CertSigner for CaClient {
-    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
-        Box::pin(async move { Ok(CaClient::sign(self, identity).await?) })
-    }
-}
-
-/// Certificates provisioned on disk: `<dir>/<namespace>/<service-account>/` holding
-/// `key.pem`, `cert-chain.pem` and `root-cert.pem` (as `WorkloadCertificate::save`
-/// writes them). Re-read on every renewal, so replacing the files rotates them.
-pub struct DirSigner {
-    pub dir: std::path::PathBuf,
-}
-
-impl DirSigner {
-    pub fn path_for(&self, identity: &SpiffeId) -> std::path::PathBuf {
-        self.dir
-            .join(identity.namespace())
-            .join(identity.service_account())
-    }
-}
-
-impl CertSigner for DirSigner {
-    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> SignFuture<'a> {
-        let path = self.path_for(identity);
-        Box::pin(async move {
-            let cert = WorkloadCertificate::load(&path).map_err(|e| {
-                SignError::Other(format!(
-                    "loading certificate of {identity} from {}: {e}",
-                    path.display()
-                ))
-            })?;
-            if cert.identity() != identity {
-                return Err(SignError::Other(format!(
-                    "{} holds a certificate for {}, not {identity}",
-                    path.display(),
-                    cert.identity()
-                )));
-            }
-            Ok(cert)
-        })
     }
 }
 

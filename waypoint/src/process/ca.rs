@@ -1,26 +1,25 @@
-//! The waypoint's own certificate: loaded from disk, or requested from the mesh CA
-//! (`IstioCertificateService/CreateCertificate`) and renewed half-way through its lifetime.
+//! The waypoint's own certificate, through the signers both proxies share
+//! ([`meshwork_model::certs`]): loaded from disk ([`DirSigner`]), or requested from the mesh
+//! CA (`IstioCertificateService/CreateCertificate`), and renewed half-way through its
+//! lifetime.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use meshwork_identity::tls::RotatingCert;
 use meshwork_identity::{SpiffeId, WorkloadCertificate};
 pub use meshwork_model::ca_client::{CaClient, CaClientError};
+use meshwork_model::certs::{self, Backoff, CertSigner, DirSigner, SignError};
 use tracing::{info, warn};
 
-#[derive(Debug, thiserror::Error)]
-pub enum CaError {
-    #[error(transparent)]
-    Ca(#[from] CaClientError),
-    #[error("loading certificate from {dir}: {reason}")]
-    Load { dir: PathBuf, reason: String },
-}
+/// Why the waypoint's certificate could not be obtained.
+pub type CaError = SignError;
 
 /// Where the certificate comes from.
 pub enum Source {
-    /// `key.pem`, `cert-chain.pem`, `root-cert.pem` in a directory; re-read on renewal.
+    /// `key.pem`, `cert-chain.pem`, `root-cert.pem` in a directory (or its
+    /// `<namespace>/<service-account>/`, [`DirSigner`]'s layout); re-read on renewal.
     Dir(PathBuf),
     Ca(CaClient),
 }
@@ -28,11 +27,8 @@ pub enum Source {
 impl Source {
     pub async fn fetch(&self, identity: &SpiffeId) -> Result<WorkloadCertificate, CaError> {
         match self {
-            Source::Dir(dir) => WorkloadCertificate::load(dir).map_err(|e| CaError::Load {
-                dir: dir.clone(),
-                reason: e.to_string(),
-            }),
-            Source::Ca(ca) => Ok(ca.sign(identity).await?),
+            Source::Dir(dir) => DirSigner { dir: dir.clone() }.sign(identity).await,
+            Source::Ca(ca) => CertSigner::sign(ca, identity).await,
         }
     }
 
@@ -42,16 +38,16 @@ impl Source {
         identity: &SpiffeId,
         attempts: u32,
     ) -> Result<WorkloadCertificate, CaError> {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut last = None;
         for _ in 0..attempts.max(1) {
             match self.fetch(identity).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     warn!("certificate for {identity}: {e}; retrying in {delay:?}");
                     last = Some(e);
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -74,15 +70,11 @@ pub async fn keep_renewed(
     cert: Arc<RotatingCert>,
     mut mesh_roots: tokio::sync::watch::Receiver<String>,
 ) {
-    let mut backoff = RENEW_RETRY_MIN;
+    let mut backoff = Backoff::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX);
     let mut roots_open = true;
     mesh_roots.mark_unchanged();
     loop {
-        let renew_at = cert.current().renew_at();
-        let wait = renew_at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-            .max(Duration::from_secs(1));
+        let wait = certs::renew_in(&cert.current(), Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             changed = mesh_roots.changed(), if roots_open => {
@@ -97,12 +89,15 @@ pub async fn keep_renewed(
             Ok(c) => {
                 info!(serial = c.serial(), "waypoint certificate renewed");
                 cert.set(c);
-                backoff = RENEW_RETRY_MIN;
+                backoff.reset();
             }
             Err(e) => {
-                warn!(retry_in = ?backoff, "renewing the waypoint certificate: {e}; keeping the current one");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RENEW_RETRY_MAX);
+                let retry_in = backoff.next_delay();
+                warn!(
+                    ?retry_in,
+                    "renewing the waypoint certificate: {e}; keeping the current one"
+                );
+                tokio::time::sleep(retry_in).await;
             }
         }
     }
@@ -140,6 +135,7 @@ mod tests {
     use super::*;
     use meshwork_identity::testing::TestCa;
     use meshwork_model::token::TokenSource;
+    use std::time::SystemTime;
 
     #[tokio::test(start_paused = true)]
     async fn an_unreadable_token_file_keeps_the_current_certificate() {
