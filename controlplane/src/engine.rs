@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::distribute::ModelHub;
 use crate::fail_closed;
-use crate::source::dir::FileEvent;
 use crate::source::kube::SourceHealth;
+use crate::source::FileEvent;
 use crate::state::{FirstSeen, Saved, StateDir};
 use crate::translate::Translator;
 

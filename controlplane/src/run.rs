@@ -19,7 +19,7 @@ use crate::ca::{
 };
 use crate::distribute::{MeshConfigService, ModelHub, Registry};
 use crate::engine::{self, Engine};
-use crate::source::dir::{self, FileEvent};
+use crate::source::dir;
 use crate::source::kube::{
     self as kube_src,
     ca_secret::CaSecrets,
@@ -30,6 +30,7 @@ use crate::source::kube::{
     waypoints::{self, run_waypoints, Controller, TemplateSource, WaypointApi},
     KubeSourceOptions, TokenReviewAuthenticator,
 };
+use crate::source::FileEvent;
 use crate::state::StateDir;
 
 /// Where the resources come from.

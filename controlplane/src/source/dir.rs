@@ -15,21 +15,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileEvent {
-    /// A new or changed file with its full text.
-    Changed(PathBuf, String),
-    Removed(PathBuf),
-}
-
-impl FileEvent {
-    /// The file the event is about.
-    pub fn path(&self) -> &Path {
-        match self {
-            FileEvent::Changed(p, _) | FileEvent::Removed(p) => p,
-        }
-    }
-}
+pub use super::FileEvent;
 
 #[derive(Debug, Error)]
 pub enum DirError {

@@ -2,4 +2,7 @@
 //! Kubernetes source (kube-rs) feeds the same [`crate::engine::Engine`].
 
 pub mod dir;
+mod event;
 pub mod kube;
+
+pub use event::FileEvent;

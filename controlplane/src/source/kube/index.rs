@@ -24,7 +24,7 @@ use ::kube::runtime::watcher::Event;
 use tracing::warn;
 
 use super::pseudo;
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// Known objects of one kind and the relist in progress.
 #[derive(Debug)]

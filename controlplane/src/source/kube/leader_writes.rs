@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// How long a failed write waits before the next attempt.
 pub const RETRY: Duration = Duration::from_secs(5);

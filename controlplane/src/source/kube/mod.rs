@@ -16,7 +16,7 @@
 //! - [`waypoints`]: the deployment controller creating each waypoint Gateway's
 //!   ServiceAccount, Deployment and Service (leader only).
 //!
-//! [`FileEvent`]: crate::source::dir::FileEvent
+//! [`FileEvent`]: crate::source::FileEvent
 
 pub mod ca_secret;
 pub mod discovery;

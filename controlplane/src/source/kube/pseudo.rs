@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::error::KubeSourceError;
 use super::prune;
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// Scheme prefix of pseudo-file paths.
 pub const SCHEME: &str = "k8s://";

@@ -31,7 +31,7 @@ use super::leader_writes::{self, PendingWrites};
 use super::pseudo;
 use super::resources::watched;
 use super::watch::Served;
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// Field manager of the status patches.
 pub const FIELD_MANAGER: &str = "meshwork-controlplane";

@@ -30,7 +30,7 @@ use super::discovery::{crd_resource, discover, Crds, ServedResource};
 use super::health::{self, SourceHealth};
 use super::index::{KindIndex, SourceIndex};
 use super::resources::{Scope, WATCHED};
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// Where to watch.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use super::leader_writes::{self, PendingWrites};
 use super::pseudo;
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// Writes the route statuses of the batches received on `events` while `leader` is true.
 /// Ends when `events` is closed.

@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::parents::observe_route;
 use super::*;
-use crate::source::dir::FileEvent;
 use crate::source::kube::resources::watched;
 use crate::source::kube::test_api::MockApi;
+use crate::source::FileEvent;
 
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/reviews";
 const ROUTE_STATUS: &str =

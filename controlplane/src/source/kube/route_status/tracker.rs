@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::super::pseudo;
 use super::super::status::ObjectRef;
 use super::parents::{observe_route, route_status, Cluster, RouteObs, RouteStatus};
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 #[derive(Debug, Default)]
 pub struct RouteTracker {

@@ -19,10 +19,10 @@ use tracing::{info, warn};
 use super::api::FIELD_MANAGER;
 use super::controller::RESYNC;
 use super::gateway::WAYPOINT_CLASS;
-use crate::source::dir::FileEvent;
 use crate::source::kube::leader_writes::{self, PendingWrites};
 use crate::source::kube::route_status::parents::MESH_CONTROLLER;
 use crate::source::kube::status::apply_body;
+use crate::source::FileEvent;
 
 /// Why the class could not be ensured.
 #[derive(Debug, thiserror::Error)]

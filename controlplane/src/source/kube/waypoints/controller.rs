@@ -22,9 +22,9 @@ use super::error::WaypointError;
 use super::gateway::{observe, GatewayKey, Observed};
 use super::status::{service_addresses, Cond, GatewayStatus};
 use super::template::{Template, TemplateSource};
-use crate::source::dir::FileEvent;
 use crate::source::kube::leader_writes::{self, PendingWrites};
 use crate::source::kube::pseudo;
+use crate::source::FileEvent;
 
 /// How long a failed reconcile waits before the next attempt.
 pub use crate::source::kube::leader_writes::RETRY;

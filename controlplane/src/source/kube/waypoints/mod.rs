@@ -34,7 +34,7 @@ pub use template::{Template, TemplateSource};
 use tokio::sync::mpsc;
 
 use super::{leader_writes, pseudo};
-use crate::source::dir::FileEvent;
+use crate::source::FileEvent;
 
 /// Splits the source's batches: all go on, and the Gateway and ConfigMap events to the
 /// waypoint controller.

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::source::dir::FileEvent;
 use crate::source::kube::test_api::{MockApi, Recorded};
+use crate::source::FileEvent;
 
 const SA: &str = "/api/v1/namespaces/production/serviceaccounts/waypoint";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/production/deployments/waypoint";
