@@ -18,6 +18,7 @@
 //! control plane (node `ztunnel-0`: no local pods; listeners on loopback or off,
 //! `--redirect off`; it gets no certificates, as no CA is served) and its RSS is reported.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -115,7 +116,7 @@ fn spawn_subscribers(
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let f: Vec<&str> = line.split_whitespace().collect();
-            let mut r = reports.lock().unwrap_or_else(|e| e.into_inner());
+            let mut r = reports.lock_or_recover();
             match f.as_slice() {
                 ["applied", i, v, t] => {
                     if let (Ok(i), Ok(v), Ok(t)) = (i.parse(), v.parse(), t.parse()) {

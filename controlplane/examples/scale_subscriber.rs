@@ -15,6 +15,7 @@
 //! update is applied (before its ACK is sent), `held <node-index> <resources>` after the
 //! first one, and `retry <node-index>` when a stream broke and is opened again.
 
+use meshwork_runtime::sync::LockExt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,7 +40,7 @@ fn now_nanos() -> u128 {
 }
 
 fn report(out: &Out, line: String) {
-    let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+    let mut o = out.lock_or_recover();
     let _ = writeln!(o, "{line}");
     let _ = o.flush();
 }

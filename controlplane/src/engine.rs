@@ -3,6 +3,7 @@
 //! Single-threaded by design: one task owns the store and the translator and applies
 //! batches in order; the hub fans the result out to every proxy stream.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -265,7 +266,7 @@ impl Engine {
         for w in &d.warnings {
             warn!(warning = %w, "config warning");
         }
-        *self.diagnostics.write().unwrap_or_else(|e| e.into_inner()) = d;
+        *self.diagnostics.write_or_recover() = d;
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Used by the `controlplane` binary and, in-process, by tests and `meshwork demo`.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -317,10 +318,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         hub: hub.clone(),
         registry: registry.clone(),
         errors: Arc::new(move || {
-            let mut d = diagnostics
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let mut d = diagnostics.read_or_recover().clone();
             // Kinds the Kubernetes source cannot watch (403…) are errors of the config.
             d.errors.extend(source_health.errors());
             d.warnings.extend(source_health.warnings());

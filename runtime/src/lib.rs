@@ -6,7 +6,8 @@
 //! - [`drain`]: graceful shutdown: stop accepting, let in-flight work finish, bounded;
 //! - [`limits`]: the open-files limit raised to what the process may use;
 //! - [`netns`]: network namespace handles; run socket creation inside a pod's namespace;
-//! - [`socket`]: `TCP_NODELAY` and keepalive on every proxied socket.
+//! - [`socket`]: `TCP_NODELAY` and keepalive on every proxied socket;
+//! - [`sync`]: locks that survive a panicking holder ([`sync::LockExt::lock_or_recover`]).
 
 pub mod accept;
 pub mod drain;
@@ -14,3 +15,4 @@ pub mod limits;
 pub mod log;
 pub mod netns;
 pub mod socket;
+pub mod sync;

@@ -7,6 +7,7 @@
 //! Where certificates come from ([`CertSigner`]: the mesh CA or a directory) and the
 //! renewal timing are shared with the waypoint (`meshwork_model::certs`).
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -95,16 +96,13 @@ impl CertManager {
 
     /// Starts fetching certificates for new identities and drops the ones not wanted.
     pub fn set_identities(self: &Arc<Self>, wanted: BTreeSet<SpiffeId>) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = self.tasks.lock_or_recover();
         tasks.retain(|id, task| {
             let keep = wanted.contains(id);
             if !keep {
                 task.abort();
                 self.store.remove(id);
-                self.entries
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(id);
+                self.entries.lock_or_recover().remove(id);
                 tracing::info!(identity = %id, "dropping certificate: no local workload uses it");
             }
             keep
@@ -119,7 +117,7 @@ impl CertManager {
                 );
             }
         }
-        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = wanted;
+        *self.wanted.lock_or_recover() = wanted;
         self.changed.send_modify(|v| *v += 1);
     }
 
@@ -129,7 +127,7 @@ impl CertManager {
     /// The current certificates keep serving until their replacements arrive.
     pub fn set_mesh_roots(self: &Arc<Self>, pem: &str) {
         {
-            let mut last = self.mesh_roots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = self.mesh_roots.lock_or_recover();
             if pem.is_empty() || *last == pem {
                 return;
             }
@@ -140,7 +138,7 @@ impl CertManager {
                 return;
             }
         }
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = self.tasks.lock_or_recover();
         tracing::info!(
             identities = tasks.len(),
             "mesh roots changed: renewing every certificate now"
@@ -186,13 +184,13 @@ impl CertManager {
         let id = cert.identity().clone();
         let roots_pem = cert.roots_pem();
         self.store.insert(cert.clone());
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock_or_recover();
         match entries.get_mut(&id) {
             Some(e) => {
                 e.rotating.set(cert);
                 if e.roots_pem != roots_pem {
                     e.roots_pem = roots_pem;
-                    let mut c = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut c = self.caches.lock_or_recover();
                     c.client.retain(|(s, d), _| s != &id && d != &id);
                     c.server.remove(&id);
                 }
@@ -218,15 +216,12 @@ impl CertManager {
     /// The identities certificates are kept for.
     #[cfg(test)]
     pub(crate) fn wanted(&self) -> BTreeSet<SpiffeId> {
-        self.wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.wanted.lock_or_recover().clone()
     }
 
     /// True once every wanted identity has a certificate.
     pub fn ready(&self) -> bool {
-        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = self.wanted.lock_or_recover();
         wanted.iter().all(|id| self.store.get(id).is_some())
     }
 
@@ -242,16 +237,10 @@ impl CertManager {
         dst: &SpiffeId,
     ) -> Result<Arc<ClientConfig>, CertError> {
         let key = (src.clone(), dst.clone());
-        if let Some(c) = self
-            .caches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .client
-            .get(&key)
-        {
+        if let Some(c) = self.caches.lock_or_recover().client.get(&key) {
             return Ok(c.clone());
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock_or_recover();
         let e = entries.get(src).ok_or_else(|| CertError::NotReady {
             identity: src.clone(),
         })?;
@@ -264,8 +253,7 @@ impl CertManager {
         )?;
         drop(entries);
         self.caches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .client
             .insert(key, cfg.clone());
         Ok(cfg)
@@ -273,13 +261,7 @@ impl CertManager {
 
     /// Server TLS presenting `id`.
     pub fn server_config(&self, id: &SpiffeId) -> Result<Arc<ServerConfig>, CertError> {
-        if let Some(c) = self
-            .caches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .server
-            .get(id)
-        {
+        if let Some(c) = self.caches.lock_or_recover().server.get(id) {
             return Ok(c.clone());
         }
         let cert = self.store.get(id).ok_or_else(|| CertError::NotReady {
@@ -293,8 +275,7 @@ impl CertManager {
                 }
             })?;
         self.caches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .server
             .insert(id.clone(), cfg.clone());
         Ok(cfg)
@@ -319,7 +300,7 @@ impl CertManager {
 
 impl Drop for CertManager {
     fn drop(&mut self) {
-        for (_, t) in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        for (_, t) in self.tasks.lock_or_recover().drain() {
             t.abort();
         }
     }

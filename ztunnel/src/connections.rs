@@ -1,6 +1,7 @@
 //! Registry of open inbound connections, so a policy change can re-check and close the
 //! ones no longer allowed.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,11 +30,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.registry.conns.lock_or_recover().remove(&self.id);
     }
 }
 
@@ -46,7 +43,7 @@ impl Registry {
     ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let cancel = parent.child_token();
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        self.conns.lock_or_recover().insert(
             id,
             Tracked {
                 attrs,
@@ -61,7 +58,7 @@ impl Registry {
     }
 
     pub fn len(&self) -> usize {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.conns.lock_or_recover().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,7 +67,7 @@ impl Registry {
 
     /// Closes every connection for which `deny` returns a reason; returns how many.
     pub fn recheck(&self, deny: impl Fn(&ConnAttrs) -> Option<String>) -> usize {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = self.conns.lock_or_recover();
         let mut closed = 0;
         for t in conns.values() {
             if t.cancel.is_cancelled() {

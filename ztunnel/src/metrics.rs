@@ -2,6 +2,7 @@
 //!
 //! Series naming a workload that disappeared from the config are evicted.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -233,7 +234,7 @@ impl Metrics {
             received: self.received.get_or_create_owned(&labels),
             closed: self.closed.get_or_create_owned(&labels),
         };
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.index.lock_or_recover();
         for r in labels.workload_refs() {
             index.entry(r).or_default().insert(labels.clone());
         }
@@ -249,7 +250,7 @@ impl Metrics {
     /// Drops series of workloads for which `live` (given `<ns>/<name>`) is false. Costs
     /// one call per workload with series, not one per workload of the model.
     pub fn evict(&self, live: impl Fn(&str) -> bool) {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.index.lock_or_recover();
         let gone: Vec<String> = index
             .keys()
             .filter(|k| !k.starts_with("unknown/") && !live(k))
@@ -283,7 +284,7 @@ impl Metrics {
             "received" => &self.received,
             _ => return 0,
         };
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let index = self.index.lock_or_recover();
         let all: HashSet<&TcpLabels> = index.values().flatten().collect();
         all.into_iter()
             .filter(|l| filter(l))

@@ -1,5 +1,6 @@
 //! Which identities a node may obtain: those of workloads scheduled on it.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::collections::HashSet;
 use std::sync::RwLock;
 
@@ -42,25 +43,28 @@ impl StaticDirectory {
     }
 
     pub fn insert(&self, node: &str, namespace: &str, service_account: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((node.into(), namespace.into(), service_account.into()));
+        self.entries.write_or_recover().insert((
+            node.into(),
+            namespace.into(),
+            service_account.into(),
+        ));
     }
 
     pub fn remove(&self, node: &str, namespace: &str, service_account: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(node.into(), namespace.into(), service_account.into()));
+        self.entries.write_or_recover().remove(&(
+            node.into(),
+            namespace.into(),
+            service_account.into(),
+        ));
     }
 }
 
 impl WorkloadDirectory for StaticDirectory {
     fn has_workload(&self, node: &str, namespace: &str, service_account: &str) -> bool {
-        self.entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&(node.into(), namespace.into(), service_account.into()))
+        self.entries.read_or_recover().contains(&(
+            node.into(),
+            namespace.into(),
+            service_account.into(),
+        ))
     }
 }

@@ -1,6 +1,7 @@
 //! The config snapshot compiled for request handling: route configs (regexes) and
 //! authorization policies, rebuilt when the control plane publishes a new snapshot.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -198,7 +199,7 @@ impl ConfigCache {
 
     pub fn get(&self) -> Arc<Compiled> {
         let snap = self.handle.snapshot();
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.current.lock_or_recover();
         if !Arc::ptr_eq(&cur.snapshot, &snap) {
             *cur = Arc::new(Compiled::build(snap));
         }

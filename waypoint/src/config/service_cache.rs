@@ -1,6 +1,7 @@
 //! Which waypoint this is, and the per-service caches keyed by it: leaves that the compiled
 //! config ([`super`]) and the Telemetry settings ([`crate::telemetry::policy`]) both use.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -33,7 +34,7 @@ impl<V: Clone> ServiceCache<V> {
         name: &str,
         make: impl FnOnce() -> V,
     ) -> V {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.lock_or_recover();
         if let Some(v) = map
             .get(waypoint)
             .and_then(|m| m.get(namespace))

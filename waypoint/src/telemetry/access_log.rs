@@ -1,5 +1,6 @@
 //! One JSON line per request.
 
+use meshwork_runtime::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
 use meshwork_runtime::log::LineSink;
@@ -72,7 +73,7 @@ impl AccessLog {
         match self {
             AccessLog::Off => {}
             AccessLog::Sink(s) => s.line(line),
-            AccessLog::Memory(v) => v.lock().unwrap_or_else(|e| e.into_inner()).push(line),
+            AccessLog::Memory(v) => v.lock_or_recover().push(line),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! identity, the upstream endpoint and the service (both by identity within the config,
 //! held so they cannot be reused), the protocol, status codes and response flags.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -126,7 +127,7 @@ impl LabelCache {
         series: impl FnOnce(&RequestLabels) -> Series,
     ) -> Labeled {
         let hash = q.hash();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock_or_recover();
         if let Some(slot) = map.get(&hash) {
             if q.matches(&slot.key) {
                 return slot.value.clone();
@@ -151,7 +152,7 @@ impl LabelCache {
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.map.lock_or_recover().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Upstream clusters: a service port and subset with its traffic policy, endpoints, pool,
 //! outlier detector and balancer.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,7 @@ impl Cluster {
         service: &pb::Service,
         subset: Option<&BTreeMap<String, String>>,
     ) -> Endpoints {
-        let mut cached = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = self.endpoints.lock_or_recover();
         if let Some((snap, eps)) = cached.as_ref() {
             if Arc::ptr_eq(snap, snapshot) {
                 return eps.clone();
@@ -202,7 +203,7 @@ impl Clusters {
         policy: Option<&pb::TrafficPolicy>,
         proto: Proto,
     ) -> Arc<Cluster> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock_or_recover();
         let map_key = (key, proto);
         if let Some(c) = map.get(&map_key) {
             if c.policy.as_ref() == policy {
@@ -231,7 +232,7 @@ impl Clusters {
 
     /// Every cluster created so far, sorted by name then protocol.
     pub fn list(&self) -> Vec<Arc<Cluster>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.map.lock_or_recover();
         let mut all: Vec<Arc<Cluster>> = map.values().cloned().collect();
         drop(map);
         all.sort_by_key(|c| (c.key.name(), c.proto == Proto::Http2));

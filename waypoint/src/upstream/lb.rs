@@ -1,6 +1,7 @@
 //! Load balancing: ROUND_ROBIN, LEAST_REQUEST (power of two choices), RANDOM, and
 //! consistent hashing on a ring (header, cookie, source IP or query parameter).
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -188,7 +189,7 @@ impl Balancer {
             LbPolicy::ConsistentHash(_) => match hash {
                 None => rng.random_range(0..eps.len()),
                 Some(h) => {
-                    let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut ring = self.ring.lock_or_recover();
                     let stale = ring
                         .as_ref()
                         .is_none_or(|r| !r.addrs.iter().eq(eps.iter().map(|e| &e.addr)));

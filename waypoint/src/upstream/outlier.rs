@@ -20,6 +20,7 @@
 //! Ticks are evaluated lazily (whenever the detector is consulted, all ticks due since the
 //! last look are applied in order), which is exact and needs no timer task.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -166,7 +167,7 @@ impl Outlier {
 
     /// The state with every interval tick due by `now` applied.
     fn at(&self, now: Instant) -> MutexGuard<'_, Hosts> {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hosts = self.hosts.lock_or_recover();
         let interval = self.cfg.interval.as_nanos().max(1);
         let due = u64::try_from(now.saturating_duration_since(self.created).as_nanos() / interval)
             .unwrap_or(u64::MAX);

@@ -25,6 +25,7 @@
 //!
 //! Each limit is per cluster (service port + subset), as Envoy's are.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
@@ -123,7 +124,7 @@ struct Shared {
 
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_or_recover()
     }
 }
 
@@ -248,7 +249,7 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            *self.idle_since.lock_or_recover() = Instant::now();
             spawn_idle_reaper(&self.shared, self.host);
         }
     }
@@ -362,7 +363,7 @@ fn reap_idle(
         .h2
         .get(&host)
         .filter(|c| c.streams.load(Ordering::Acquire) == 0)
-        .map(|c| *c.idle_since.lock().unwrap_or_else(|e| e.into_inner()));
+        .map(|c| *c.idle_since.lock_or_recover());
     if let Some(since) = h2_idle_since {
         if now.duration_since(since) >= timeout {
             debug!(%host, "pool: HTTP/2 idle timeout");

@@ -1,6 +1,7 @@
 //! The node's redirection, owned by the ztunnel: set up once at start (adopting what a
 //! previous ztunnel pinned), then kept equal to the captured pods of the followed config.
 
+use meshwork_runtime::sync::{LockExt, RwLockExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -104,7 +105,7 @@ impl Redirector {
 
     /// The first sync has set the enrolled map.
     pub fn synced(&self) -> bool {
-        self.status.read().unwrap_or_else(|e| e.into_inner()).synced
+        self.status.read_or_recover().synced
     }
 
     /// Makes the captured pods exactly `pods`: attaches each local pod's host interface
@@ -112,13 +113,8 @@ impl Redirector {
     /// others and detaches interfaces no local pod uses. A pod whose interface cannot be attached is logged and retried; it does not
     /// stop the others. Returns whether everything succeeded. Blocking.
     pub fn sync(&self, pods: &CapturedPods) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = self
-            .status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .pods
-            .clone();
+        let mut inner = self.inner.lock_or_recover();
+        let previous = self.status.read_or_recover().pods.clone();
         let mut attached = BTreeMap::new();
         let mut failed = BTreeMap::new();
         for &ip in &pods.ips {
@@ -182,7 +178,7 @@ impl Redirector {
             tracing::debug!(address = %s, "redirect: address not captured");
         }
         let ok = failed.is_empty() && errors.is_empty();
-        let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.status.write_or_recover();
         st.syncs += 1;
         st.synced |= errors.is_empty();
         st.pods = attached;
@@ -199,12 +195,8 @@ impl Redirector {
 
     /// `/redirect`: enrolled pods, attached interfaces, sync status and counters.
     pub fn report(&self) -> serde_json::Value {
-        let st = self
-            .status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.status.read_or_recover().clone();
+        let inner = self.inner.lock_or_recover();
         let enrolled = match inner.redirect.enrolled() {
             Ok(v) => json!(v.iter().map(|i| i.to_string()).collect::<Vec<_>>()),
             Err(e) => json!({ "error": e.to_string() }),

@@ -4,6 +4,7 @@
 //! policy kind that cannot be read makes the engine fail closed mesh-wide (see
 //! [`crate::engine::Engine::with_source_health`]): its policies may exist unseen.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -39,7 +40,7 @@ impl SourceHealth {
     /// The error report of `kind` when it cannot be watched (objects of it may exist that
     /// the config lacks).
     pub fn unreadable(&self, kind: &str) -> Option<String> {
-        let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.reports.read_or_recover();
         r.get(kind)
             .filter(|(s, _)| *s == Severity::Missing)
             .map(|(_, t)| t.clone())
@@ -47,7 +48,7 @@ impl SourceHealth {
 
     /// Every report, errors and warnings.
     pub fn reports(&self) -> Vec<String> {
-        let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.reports.read_or_recover();
         r.values().map(|(_, t)| t.clone()).collect()
     }
 
@@ -63,7 +64,7 @@ impl SourceHealth {
     }
 
     fn filtered(&self, keep: impl Fn(Severity) -> bool) -> Vec<String> {
-        let r = self.reports.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.reports.read_or_recover();
         r.values()
             .filter(|(s, _)| keep(*s))
             .map(|(_, t)| t.clone())
@@ -81,7 +82,7 @@ impl SourceHealth {
     }
 
     fn put(&self, kind: &str, report: Option<(Severity, String)>) {
-        let mut r = self.reports.write().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.reports.write_or_recover();
         let before = match report {
             Some(rep) => r.insert(kind.to_string(), rep.clone()) != Some(rep),
             None => r.remove(kind).is_some(),

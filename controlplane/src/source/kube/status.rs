@@ -12,6 +12,7 @@
 //! (see [`super::lease`]): [`run_status`] waits for leadership and rewrites everything
 //! when it is gained.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -214,7 +215,7 @@ impl StatusApis {
 
     /// The API resource of `obj`'s kind.
     pub fn resource(&self, obj: &ObjectRef) -> Result<ApiResource, StatusError> {
-        let r = self.resources.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.resources.read_or_recover();
         r.get(&obj.kind)
             .cloned()
             .ok_or_else(|| StatusError::UnknownKind(obj.kind.clone()))

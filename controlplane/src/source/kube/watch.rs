@@ -14,6 +14,7 @@
 //! restarts, `410 Gone`) are retried with kube's default backoff; the relist that follows
 //! is reconciled by [`SourceIndex`].
 
+use meshwork_runtime::sync::RwLockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -173,11 +174,7 @@ impl Pump {
         }
         let w = &WATCHED[slot];
         self.handle.health.clear(w.kind);
-        let mut served = self
-            .handle
-            .served
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut served = self.handle.served.write_or_recover();
         let Some(ar) = resource else {
             info!(kind = w.kind, "CRD removed; no longer watching");
             served.remove(w.kind);

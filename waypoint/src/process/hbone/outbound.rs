@@ -1,6 +1,7 @@
 //! Reaching endpoints over HBONE: CONNECT `ip:port` through mTLS to the workload's node
 //! (`ip:15008`), verifying the endpoint's SPIFFE identity.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ impl HboneConnector {
     fn tls(&self, expected: &SpiffeId) -> io::Result<Arc<ClientConfig>> {
         let current = self.cert.current();
         let key = (current.serial().to_string(), expected.to_string());
-        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut configs = self.configs.lock_or_recover();
         if let Some(c) = configs.get(&key) {
             return Ok(c.clone());
         }

@@ -20,6 +20,7 @@
 pub mod cel;
 pub mod resolve;
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -288,7 +289,7 @@ impl TelemetryCache {
                     .map(|m| m.extension_providers.as_slice())
                     .unwrap_or_default();
                 let p = Arc::new(TelemetryPolicy::compile(&tels, providers));
-                let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+                let mut logged = self.logged.lock_or_recover();
                 for e in &p.errors {
                     let msg = e.to_string();
                     if logged.insert(msg.clone()) {

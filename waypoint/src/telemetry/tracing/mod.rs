@@ -32,6 +32,7 @@ pub mod otlp {
     }
 }
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -99,7 +100,7 @@ impl Tracer {
             Some(e) => e.clone(),
             None => collector_endpoint(snap, &eff.collector.0, eff.collector.1),
         };
-        let mut map = self.exporters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.exporters.lock_or_recover();
         map.entry(endpoint.clone())
             .or_insert_with(|| {
                 match Exporter::spawn(
