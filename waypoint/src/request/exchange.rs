@@ -4,12 +4,12 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header;
 use http::{Request, Version};
 use meshwork_model::pb::config as pb;
 
 use crate::request::authority::authority_of;
 use crate::request::flags::Flags;
+use crate::request::headers::user_agent;
 use crate::telemetry::policy::{cel, TelemetryPolicy};
 use crate::telemetry::tracing::{Active, Attributes};
 use crate::upstream::cluster::Cluster;
@@ -74,12 +74,7 @@ impl LoggedRequest {
                 Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
+            user_agent: user_agent(req.headers()),
         }
     }
 }

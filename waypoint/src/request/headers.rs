@@ -16,6 +16,15 @@ pub fn is_grpc(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+/// The `User-Agent` header as text (`""` when absent or not text).
+pub fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Applies one set of operations. Invalid names or values are skipped with a warning.
 pub fn apply(ops: Option<&pb::HeaderOps>, headers: &mut HeaderMap) {
     let Some(ops) = ops else { return };

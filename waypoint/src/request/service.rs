@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -40,7 +39,7 @@ use crate::request::authz;
 use crate::request::conn::ConnContext;
 use crate::request::exchange::{Exchange, LoggedRequest};
 use crate::request::flags::{self, Flags};
-use crate::request::headers::{is_grpc, X_REQUEST_ID};
+use crate::request::headers::{is_grpc, user_agent, X_REQUEST_ID};
 use crate::request::local_reply;
 use crate::request::normalize;
 use crate::request::route::{self, Chosen};
@@ -470,12 +469,7 @@ fn span_attributes(
                 .unwrap_or("/")
         ),
         request_id: request_id.to_string(),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
+        user_agent: user_agent(req.headers()),
         protocol: format!("{:?}", req.version()),
         mesh_id: cfg
             .snapshot
