@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use meshwork_model::endpoint::{ControlPlane, EndpointError};
 use meshwork_model::token::{TokenError, TokenSource};
 
@@ -71,11 +71,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
+/// `--log-format`: the runtime's log line format, for both proxies.
+pub use meshwork_runtime::log::Format as LogFormat;
 
 /// ztunnel configuration.
 #[derive(Debug, Clone, Parser)]

@@ -10,8 +10,9 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use super::sink::{LineSink, SinkGuard, Stream};
 
-/// How log lines are written.
+/// How log lines are written (the proxies' `--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     Plain,
     Json,

@@ -32,11 +32,8 @@ use crate::request::service::{L7Service, Options};
 use crate::telemetry::access_log::AccessLog;
 use crate::upstream::connector::{Connector, TcpConnector};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
+/// `--log-format`: the runtime's log line format, for both proxies.
+pub use meshwork_runtime::log::Format as LogFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Upstream {
