@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Problems;
+use super::{syntax, Problems};
 use crate::networking::{
     ClientTlsSettings, ConnectionPoolSettings, HttpCookie, LoadBalancerSettings, OutlierDetection,
     TrafficPolicy,
@@ -34,6 +34,22 @@ pub(super) fn traffic_policy(f: &str, tp: &TrafficPolicy, p: &mut Problems) {
     }
     if let Some(t) = &tp.tls {
         client_tls(&format!("{f}.tls"), t, p);
+    }
+    if let Some(t) = &tp.tunnel {
+        tunnel(&format!("{f}.tunnel"), t, p);
+    }
+    if let Some(v) = tp
+        .proxy_protocol
+        .as_ref()
+        .and_then(|pp| pp.get("version"))
+        .filter(|v| !v.is_null())
+    {
+        if !matches!(v.as_str(), Some("V1" | "V2")) {
+            p.add(
+                format!("{f}.proxyProtocol.version"),
+                "proxy protocol version must be V1 or V2",
+            );
+        }
     }
     if let Some(od) = &tp.outlier_detection {
         outlier(&format!("{f}.outlierDetection"), od, p);
@@ -110,6 +126,31 @@ pub(super) fn traffic_policy(f: &str, tp: &TrafficPolicy, p: &mut Problems) {
             client_tls(&format!("{pf}.tls"), t, p);
         }
     }
+}
+
+/// Istio's `validateTunnelSettings` (the settings are kept raw in the typed API).
+fn tunnel(f: &str, t: &crate::networking::Raw, p: &mut Problems) {
+    use serde_yaml_ng::Value;
+    let protocol = t.get("protocol").and_then(Value::as_str).unwrap_or("");
+    if !matches!(protocol, "" | "CONNECT" | "POST") {
+        p.add(
+            format!("{f}.protocol"),
+            "tunnel protocol must be \"CONNECT\" or \"POST\"",
+        );
+    }
+    let host = t.get("targetHost").and_then(Value::as_str).unwrap_or("");
+    if syntax::fqdn(host).is_err() && !syntax::is_ip(host) {
+        p.add(
+            format!("{f}.targetHost"),
+            format!("tunnel target host \"{host}\" must be a valid FQDN or IP address"),
+        );
+    }
+    let port = t.get("targetPort").and_then(Value::as_u64).unwrap_or(0);
+    syntax::port(
+        p,
+        format!("{f}.targetPort"),
+        u32::try_from(port).unwrap_or(0),
+    );
 }
 
 /// Istio's `ValidateTLS` for a client TLS policy.
@@ -474,6 +515,58 @@ mod tests {
                 ],
                 vec!["tp.outlierDetection.consecutiveErrors".to_string()]
             )
+        );
+    }
+
+    #[test]
+    fn tunnel_and_client_tls() {
+        let raw = |y: &str| serde_yaml_ng::from_str::<crate::networking::Raw>(y).unwrap();
+        let tp = TrafficPolicy {
+            tunnel: Some(raw(
+                "{protocol: UDP, targetHost: 'bad host', targetPort: 0}",
+            )),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(&tp).0,
+            [
+                "tp.tunnel.protocol",
+                "tp.tunnel.targetHost",
+                "tp.tunnel.targetPort"
+            ]
+        );
+        let tp = TrafficPolicy {
+            tunnel: Some(raw(
+                "{protocol: CONNECT, targetHost: 10.0.0.1, targetPort: 8443}",
+            )),
+            ..Default::default()
+        };
+        assert_eq!(fields(&tp).0, Vec::<String>::new());
+        let tls = |mode: &str, cert: Option<&str>, cred: Option<&str>| TrafficPolicy {
+            tls: Some(ClientTlsSettings {
+                mode: Some(mode.into()),
+                client_certificate: cert.map(Into::into),
+                credential_name: cred.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(&tls("MUTUAL", None, None)).0,
+            ["tp.tls.clientCertificate", "tp.tls.privateKey"]
+        );
+        assert_eq!(
+            fields(&tls("MUTUAL", None, Some("secret"))).0,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields(&tls("SIMPLE", Some("c.pem"), Some("secret"))).0,
+            ["tp.tls.credentialName"]
+        );
+        assert_eq!(
+            fields(&TrafficPolicy::default()).0,
+            ["tp"],
+            "an empty traffic policy is refused"
         );
     }
 }

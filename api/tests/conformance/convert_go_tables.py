@@ -97,6 +97,12 @@ TABLES = [
     (VT, "TestValidateDestination", "destination", VS_HEAD,
      lambda v: wrap_route({"route": [{"destination": v}]}),
      "destination of an HTTPRoute"),
+    (VT, "TestValidateHTTPHeaderValue", "input", VS_HEAD,
+     lambda v: wrap_route({"route": VS_DEST, "headers": {"request": {"set": {"x-test": v}}}}),
+     "value of a request header set by an HTTPRoute routing to foo.baz"),
+    (VT, "Test_validateExportTo", "exportTo", None, None,
+     "exportTo of a VirtualService, or of a DestinationRule with a workloadSelector when the "
+     "case says so (ServiceEntry cases are skipped)"),
     (VT, "TestValidateRouteDestination", "routes", VS_HEAD,
      lambda v: {"hosts": ["foo.bar"], "tcp": [{"route": v}]},
      "route of a TCP route in a VirtualService with hosts [foo.bar]"),
@@ -128,6 +134,10 @@ class Unconvertible(Exception):
 
 class Enum(str):
     pass
+
+
+class GoError(str):
+    """An `errors.New(...)` value: a table's expected error."""
 
 
 class Dur:
@@ -326,6 +336,14 @@ class Parser:
             if name in LOCALS:
                 self.next()
                 return LOCALS[name]
+            if name in ("errors.New", "fmt.Errorf") and nxt == "(":
+                self.next()
+                self.next()
+                msg = go_string(self.next()[1])
+                while self.peek()[1] != ")":
+                    self.next()
+                self.next()
+                return GoError(msg)
             if name in ("int64", "int32", "uint32", "time.Duration") and nxt == "(":
                 return self.arith()
             if nxt == "(":
@@ -523,6 +541,11 @@ def skip_value(p):
 
 def verdict(c):
     """(expect, istio message) from a case's fields."""
+    if "input" in c:  # TestValidateHTTPHeaderValue: `expected` is an error or nil
+        exp = c.get("expected")
+        return ("invalid", str(exp)) if exp else ("valid", "")
+    if "wantErr" in c:  # Test_validateExportTo
+        return ("invalid", "") if c["wantErr"] else ("valid", "")
     if "err" in c:  # TestValidateTelemetry: expected error / warning substrings
         if c["err"]:
             return "invalid", c["err"]
@@ -551,11 +574,23 @@ def main():
         src = subprocess.run(["git", "-C", repo, "show", f"{commit}:{path}"], check=True,
                              capture_output=True, text=True).stdout
         for n, c in enumerate(table(src, test), 1):
-            name = c.get("name", f"case {n}")
+            name = c.get("name") or c.get("input") or f"case {n}"
             try:
                 raw = c.get(field)
                 if isinstance(raw, Unconvertible):
                     raise raw
+                if test == "Test_validateExportTo":
+                    if c.get("isServiceEntry"):
+                        raise Unconvertible("ServiceEntry case (kind not supported)")
+                    if c.get("isDestinationRuleWithSelector"):
+                        head = DR_HEAD
+                        wrap = lambda v: {"host": "reviews", "exportTo": v,
+                                          "workloadSelector": {"matchLabels": {"app": "a"}}}
+                    else:
+                        head = VS_HEAD
+                        wrap = lambda v: {"hosts": ["foo.bar"], "http": [{"route": VS_DEST}],
+                                          "exportTo": v}
+                    raw = raw if raw is not None else []
                 if isinstance(raw, Struct) and head["kind"] not in raw.tname and wrap is None:
                     raise Unconvertible(f"input is a {raw.tname}")
                 spec = convert(raw)
@@ -568,7 +603,8 @@ def main():
             except Unconvertible as e:
                 skipped.append(f"{test} {name!r}: {e}")
                 continue
-            meta = {"name": c.get("configName") or "case", "namespace": "bar"}
+            ns = c.get("namespace") if isinstance(c.get("namespace"), str) else "bar"
+            meta = {"name": c.get("configName") or "case", "namespace": ns}
             if annotations:
                 meta["annotations"] = annotations
             doc = dict(head)
