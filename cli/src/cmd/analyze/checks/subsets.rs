@@ -34,17 +34,35 @@ fn undefined_subsets(ctx: &Context) -> Vec<Finding> {
     let mut out = Vec::new();
     for s in ctx.of_kind(Kind::VirtualService) {
         for u in rule::undefined_subsets(&s.object, rule_for) {
-            out.push(Finding::new(
-                Severity::Error,
-                "subset-undefined",
-                Context::label(&s.object),
-                Context::file_of(s),
-                format!("{} {}", u.field, u.message()),
-                u.fix(),
-            ));
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    "subset-undefined",
+                    Context::label(&s.object),
+                    Context::file_of(s),
+                    format!("{} {}", u.field, u.message()),
+                    u.fix(),
+                )
+                .with_code("IST0101"),
+            );
         }
     }
     out
+}
+
+/// Labels Istio puts on endpoints from the node or the mesh topology.
+fn is_node_topology_label(key: &str) -> bool {
+    matches!(
+        key,
+        "topology.kubernetes.io/region"
+            | "topology.kubernetes.io/zone"
+            | "topology.istio.io/subzone"
+            | "topology.istio.io/network"
+            | "topology.istio.io/cluster"
+            | "kubernetes.io/hostname"
+            | "failure-domain.beta.kubernetes.io/region"
+            | "failure-domain.beta.kubernetes.io/zone"
+    )
 }
 
 fn empty_subsets(ctx: &Context) -> Vec<Finding> {
@@ -64,9 +82,15 @@ fn empty_subsets(ctx: &Context) -> Vec<Finding> {
             });
         let workloads = ctx.workloads(&sns);
         for (i, sub) in dr.subsets.iter().enumerate() {
+            // Endpoints carry their node's topology labels; pods in manifests do not, so
+            // those labels cannot be checked here.
+            let pod_labels = sub
+                .labels
+                .iter()
+                .filter(|(k, _)| !is_node_topology_label(k));
             let matches = workloads.iter().any(|w| {
                 let has = |(k, v): (&String, &String)| w.labels.get(k) == Some(v);
-                sub.labels.iter().all(has) && selector.iter().flatten().all(has)
+                pod_labels.clone().all(has) && selector.iter().flatten().all(has)
             });
             if matches {
                 continue;
