@@ -479,3 +479,24 @@ fn istio_testdata_conflicting_mesh_gateway_hosts() {
         assert_eq!(got, want, "{dir}: {report:#}");
     }
 }
+
+/// IST0101 for subsets on Istio's analyzer testdata (DestinationRuleAnalyzer): every
+/// expected message found, no other.
+#[test]
+fn istio_testdata_virtual_service_destination_rules() {
+    let (_, report) = analyze("istio/virtualservice_destinationrules");
+    let mut got: Vec<String> = of_check(&report, "subset-undefined")
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(
+        got,
+        [
+            "VirtualService default/reviews-bogussubset",
+            "VirtualService default/reviews-mirror-bogussubset"
+        ],
+        "{report:#}"
+    );
+}
