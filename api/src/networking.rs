@@ -63,9 +63,32 @@ pub struct HttpMatchRequest {
     pub gateways: Vec<String>,
     pub query_params: BTreeMap<String, StringMatch>,
     pub ignore_uri_case: bool,
+    #[serde(deserialize_with = "without_headers")]
     pub without_headers: BTreeMap<String, StringMatch>,
     pub source_namespace: String,
     pub stat_prefix: String,
+}
+
+/// `withoutHeaders`: Istio reads `regex: "*"` as "the header is present" (not as a regular
+/// expression); it is kept here as the equivalent empty match.
+fn without_headers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, StringMatch>, D::Error> {
+    use serde::de::Error;
+    let map = BTreeMap::<String, Raw>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let star = v
+            .as_mapping()
+            .is_some_and(|m| m.len() == 1 && m.get("regex").and_then(Raw::as_str) == Some("*"));
+        let m = if star {
+            StringMatch::default()
+        } else {
+            StringMatch::deserialize(v).map_err(|e| D::Error::custom(format!("{k}: {e}")))?
+        };
+        out.insert(k, m);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

@@ -140,10 +140,32 @@ pub struct ExtensionProviderRef {
     pub name: String,
 }
 
+/// Istio: `from` / `to`, when written, are not empty (`from: []` is refused; leaving the
+/// field out matches any source / operation).
+fn non_empty_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    let list = Vec::<T>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(de::Error::custom(
+            "must not be empty (leave the field out instead)",
+        ));
+    }
+    Ok(list)
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Rule {
+    #[serde(
+        deserialize_with = "non_empty_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub from: Vec<RuleFrom>,
+    #[serde(
+        deserialize_with = "non_empty_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub to: Vec<RuleTo>,
     pub when: Vec<Condition>,
 }

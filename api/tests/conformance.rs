@@ -93,8 +93,12 @@ fn istio_validation_conformance() {
     fixtures(&root, &mut paths);
     paths.sort();
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut sources: BTreeMap<String, Row> = BTreeMap::new();
     let mut skipped = 0;
     let mut disagreements = Vec::new();
+    // MESHWORK_CONFORMANCE_WHY=1 prints every case's verdict and Meshwork's reasons, to
+    // review that agreement is for the right reason.
+    let why = std::env::var_os("MESHWORK_CONFORMANCE_WHY").is_some();
     for case in paths.into_iter().map(load) {
         if case.kind.is_empty() {
             skipped += 1;
@@ -106,8 +110,14 @@ fn istio_validation_conformance() {
             .warnings()
             .any(|w| w.message != "unknown field (ignored)");
         let accepted = errors.is_empty();
-        for key in [case.kind.clone(), "all".to_string()] {
-            let r = rows.entry(key).or_default();
+        let source = case
+            .path
+            .strip_prefix(&root)
+            .ok()
+            .and_then(|p| p.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let count = |r: &mut Row| {
             r.cases += 1;
             match (case.expect, accepted) {
                 (Expect::Invalid, false) | (Expect::Valid | Expect::Warning, true) => r.agree += 1,
@@ -118,8 +128,32 @@ fn istio_validation_conformance() {
                 r.warn_expected += 1;
                 r.warn_matched += u32::from(accepted && warned);
             }
-        }
+        };
+        count(rows.entry(case.kind.clone()).or_default());
+        count(rows.entry("all".to_string()).or_default());
+        count(sources.entry(source).or_default());
         let rel = case.path.strip_prefix(&root).unwrap().display().to_string();
+        if why {
+            let warnings: Vec<String> = parsed
+                .warnings()
+                .filter(|w| w.message != "unknown field (ignored)")
+                .map(|w| w.to_string())
+                .collect();
+            println!(
+                "{rel}: expect {:?}, {}{}",
+                case.expect,
+                if accepted {
+                    "accepted".to_string()
+                } else {
+                    format!("rejected: {}", errors.join("; "))
+                },
+                if warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" | warned: {}", warnings.join("; "))
+                }
+            );
+        }
         match (case.expect, accepted) {
             (Expect::Invalid, true) => disagreements.push(format!("false accept: {rel}")),
             (Expect::Valid | Expect::Warning, false) => {
@@ -147,6 +181,11 @@ fn istio_validation_conformance() {
         line(k, r);
     }
     line("**all**", &all);
+    println!("\n| source | cases | agree | false accept | false reject | warnings matched |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (k, r) in &sources {
+        line(k, r);
+    }
     println!("\n{skipped} fixtures of kinds Meshwork does not support were skipped.\n");
     for d in &disagreements {
         println!("{d}");

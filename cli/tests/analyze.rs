@@ -391,3 +391,112 @@ fn missing_directory_is_exit_2_with_one_error_line() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// Istio matches subsets against endpoint labels, which include the node's topology
+/// labels; a zone subset is not "no pods".
+#[test]
+fn subset_by_node_topology_is_clean() {
+    assert_clean("subset_topology");
+}
+
+/// A sidecar-injected namespace enforces L7 rules in the sidecar: no waypoint needed.
+#[test]
+fn l7_policy_on_sidecar_workloads_is_clean() {
+    assert_clean("l7_sidecar");
+}
+
+/// IST0109: two mesh-bound VirtualServices for one host (short name and FQDN).
+#[test]
+fn conflicting_mesh_virtual_service_hosts() {
+    let (code, report) = analyze("conflicting_hosts");
+    let f = of_check(&report, "conflicting-mesh-hosts");
+    let resources: Vec<&str> = f.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(
+        resources,
+        [
+            "VirtualService shop/reviews-a",
+            "VirtualService shop/reviews-b"
+        ],
+        "{report:#}"
+    );
+    assert!(f.iter().all(|x| x.0 == "error"));
+    assert!(
+        f[0].2.contains("shop/reviews-a,shop/reviews-b")
+            && f[0].2.contains("reviews.shop.svc.cluster.local"),
+        "{}",
+        f[0].2
+    );
+    let codes: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["check"] == "conflicting-mesh-hosts")
+        .map(|x| &x["code"])
+        .collect();
+    assert!(codes.iter().all(|c| *c == "IST0109"), "{report:#}");
+    assert_eq!(checks(&report).len(), 2, "{report:#}");
+    assert_eq!(code, 1);
+}
+
+/// IST0109 on Istio's own analyzer testdata (istio/istio 86c9f01fd735,
+/// `pkg/config/analysis/analyzers/testdata/`), with the messages `analyzers_test.go`
+/// expects: every expected message found, no other.
+#[test]
+fn istio_testdata_conflicting_mesh_gateway_hosts() {
+    for (dir, want) in [
+        (
+            "istio/virtualservice_conflictingmeshgatewayhosts",
+            &[
+                "VirtualService team3/ratings",
+                "VirtualService team4/ratings",
+                "VirtualService foo/ratings",
+                "VirtualService bar/ratings",
+                "VirtualService foo/productpage",
+                "VirtualService foo/bogus-productpage",
+                "VirtualService team2/ratings",
+            ][..],
+        ),
+        (
+            "istio/virtualservice_conflictingmeshgatewayhosts_with_exportto",
+            &[
+                "VirtualService foo/productpage",
+                "VirtualService bar/productpage",
+                "VirtualService foo/productpage-c",
+                "VirtualService bar/productpage-c",
+                "VirtualService foo/productpage-d",
+                "VirtualService bar/productpage-d",
+            ][..],
+        ),
+    ] {
+        let (_, report) = analyze(dir);
+        let mut got: Vec<String> = of_check(&report, "conflicting-mesh-hosts")
+            .into_iter()
+            .map(|f| f.1)
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "{dir}: {report:#}");
+    }
+}
+
+/// IST0101 for subsets on Istio's analyzer testdata (DestinationRuleAnalyzer): every
+/// expected message found, no other.
+#[test]
+fn istio_testdata_virtual_service_destination_rules() {
+    let (_, report) = analyze("istio/virtualservice_destinationrules");
+    let mut got: Vec<String> = of_check(&report, "subset-undefined")
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(
+        got,
+        [
+            "VirtualService default/reviews-bogussubset",
+            "VirtualService default/reviews-mirror-bogussubset"
+        ],
+        "{report:#}"
+    );
+}

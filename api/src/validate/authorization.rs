@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::Problems;
+use super::{syntax, Problems};
 use crate::security::{AuthorizationPolicy, AuthzAction, Operation, Rule, Source};
 
 /// Condition keys Istio accepts in `when`.
@@ -103,26 +103,14 @@ pub(super) fn authorization_policy(ap: &AuthorizationPolicy, p: &mut Problems) {
         ),
         _ => {}
     }
-    let has_selector = ap.selector.is_some();
-    if has_selector && (ap.target_ref.is_some() || !ap.target_refs.is_empty()) {
-        p.add(
-            "spec.targetRefs",
-            "selector and targetRef/targetRefs are mutually exclusive",
-        );
-    }
-    if ap.target_ref.is_some() && !ap.target_refs.is_empty() {
-        p.add(
-            "spec.targetRef",
-            "targetRef and targetRefs are mutually exclusive",
-        );
-    }
-    for (i, t) in ap.all_target_refs().iter().enumerate() {
-        if t.name.is_empty() || t.kind.is_empty() {
-            p.add(
-                format!("spec.targetRefs[{i}]"),
-                "kind and name are required",
-            );
-        }
+    syntax::policy_attachment(
+        p,
+        ap.selector.as_ref(),
+        ap.target_ref.as_ref(),
+        &ap.target_refs,
+    );
+    if ap.action == AuthzAction::Custom {
+        custom_limits(ap, p);
     }
     if ap.rules.is_empty() && matches!(ap.action, AuthzAction::Deny | AuthzAction::Custom) {
         p.add(
@@ -210,6 +198,11 @@ pub(super) fn authorization_policy(ap: &AuthorizationPolicy, p: &mut Problems) {
             };
             let of = format!("{rf}.to[{j}].operation");
             operation_values(&of, o, p);
+            for (name, list) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+                for (k, v) in list.iter().enumerate() {
+                    path_template(format!("{of}.{name}[{k}]"), v, p);
+                }
+            }
             for (name, list) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
                 for (k, v) in list.iter().enumerate() {
                     check_port(format!("{of}.{name}[{k}]"), v, p);
@@ -227,17 +220,156 @@ pub(super) fn authorization_policy(ap: &AuthorizationPolicy, p: &mut Problems) {
                 );
             }
             if c.values.is_empty() && c.not_values.is_empty() {
-                p.add(&cf, "values or notValues is required");
+                if !c.key.is_empty() {
+                    p.add(&cf, "values or notValues is required");
+                }
+                continue;
             }
-            if c.key == "destination.port" {
-                for (k, v) in c.values.iter().enumerate() {
-                    check_port(format!("{cf}.values[{k}]"), v, p);
+            for (name, list) in [("values", &c.values), ("notValues", &c.not_values)] {
+                condition_values(&format!("{cf}.{name}"), &c.key, list, p);
+            }
+        }
+    }
+}
+
+/// Istio's `ValidateAttribute`: no empty value, and the syntax the key expects.
+fn condition_values(f: &str, key: &str, values: &[String], p: &mut Problems) {
+    if let Some(k) = values.iter().position(String::is_empty) {
+        p.add(format!("{f}[{k}]"), "empty value");
+        return;
+    }
+    let map_key = |p: &mut Problems| {
+        let open = key.find('[');
+        if !(key.ends_with(']') && open.is_some_and(|o| o > 0 && o < key.len() - 2)) {
+            p.add(f, format!("bad key ({key}): should have format a[b]"));
+        }
+    };
+    match key {
+        "source.ip" | "remote.ip" | "destination.ip" => {
+            for (k, v) in values.iter().enumerate() {
+                check_cidr(format!("{f}[{k}]"), v, p);
+            }
+        }
+        "destination.port" => {
+            for (k, v) in values.iter().enumerate() {
+                check_port(format!("{f}[{k}]"), v, p);
+            }
+        }
+        "source.serviceAccount" => service_accounts(f, values, p),
+        "source.trustDomain" => {
+            for (k, v) in values.iter().enumerate() {
+                if let Err(e) = wildcard_value(v) {
+                    p.add(format!("{f}[{k}]"), e);
                 }
             }
-            if matches!(c.key.as_str(), "source.ip" | "remote.ip" | "destination.ip") {
-                for (k, v) in c.values.iter().enumerate() {
-                    check_cidr(format!("{cf}.values[{k}]"), v, p);
+        }
+        _ if key.starts_with("request.headers")
+            || key.starts_with("request.auth.claims")
+            || key.starts_with("experimental.envoy.filters.") =>
+        {
+            map_key(p)
+        }
+        _ => {}
+    }
+}
+
+/// Istio's `CheckWildcardValues`: one `*` at most, at the start or the end.
+fn wildcard_value(v: &str) -> Result<(), String> {
+    let n = v.matches('*').count();
+    if n > 1 {
+        return Err(format!("at most one wildcard is allowed: \"{v}\""));
+    }
+    if n == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*') {
+        return Err(format!(
+            "wildcard is only allowed at the start or end: \"{v}\""
+        ));
+    }
+    Ok(())
+}
+
+/// Istio's `CheckValidPathTemplate`: `{*}` and `{**}` as whole segments, `{**}` last,
+/// other segments plain path characters when a template is used.
+fn path_template(f: String, path: &str, p: &mut Problems) {
+    let templated = path.contains("{*}") || path.contains("{**}");
+    let mut any_seen = false;
+    for glob in path.trim_matches('/').split('/') {
+        match glob {
+            "{*}" | "{**}" if any_seen => {
+                p.add(
+                    &f,
+                    format!("invalid or unsupported path {path}: {{**}} is not the last operator"),
+                );
+                return;
+            }
+            "{*}" => continue,
+            "{**}" => {
+                any_seen = true;
+                continue;
+            }
+            _ => {}
+        }
+        if glob.contains(['{', '}']) {
+            p.add(
+                &f,
+                format!("invalid or unsupported path {path}: '{{' or '}}' beyond a supported path template"),
+            );
+            return;
+        }
+        let literal = !glob.is_empty()
+            && glob
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&c));
+        if templated && !literal {
+            p.add(
+                &f,
+                format!(
+                    "invalid or unsupported path {path}: segment \"{glob}\" is not a valid literal"
+                ),
+            );
+            return;
+        }
+    }
+}
+
+/// What Istio's CUSTOM action cannot match on (the external authorizer sees no peer
+/// identity or JWT claims).
+fn custom_limits(ap: &AuthorizationPolicy, p: &mut Problems) {
+    for (i, rule) in ap.rules.iter().enumerate() {
+        for (j, from) in rule.from.iter().enumerate() {
+            let Some(s) = &from.source else { continue };
+            for (name, list) in [
+                ("namespaces", &s.namespaces),
+                ("notNamespaces", &s.not_namespaces),
+                ("serviceAccounts", &s.service_accounts),
+                ("notServiceAccounts", &s.not_service_accounts),
+                ("trustDomains", &s.trust_domains),
+                ("notTrustDomains", &s.not_trust_domains),
+                ("principals", &s.principals),
+                ("notPrincipals", &s.not_principals),
+                ("requestPrincipals", &s.request_principals),
+                ("notRequestPrincipals", &s.not_request_principals),
+            ] {
+                if !list.is_empty() {
+                    p.add(
+                        format!("spec.rules[{i}].from[{j}].source.{name}"),
+                        "not supported with action CUSTOM",
+                    );
                 }
+            }
+        }
+        for (j, c) in rule.when.iter().enumerate() {
+            if matches!(
+                c.key.as_str(),
+                "source.namespace"
+                    | "source.serviceAccount"
+                    | "source.trustDomain"
+                    | "source.principal"
+            ) || c.key.starts_with("request.auth.")
+            {
+                p.add(
+                    format!("spec.rules[{i}].when[{j}].key"),
+                    format!("{} is not supported with action CUSTOM", c.key),
+                );
             }
         }
     }

@@ -7,6 +7,7 @@ mod gateway;
 mod names;
 mod networking;
 mod security;
+mod syntax;
 mod telemetry;
 mod traffic_policy;
 
@@ -14,6 +15,7 @@ pub use names::{escaped, printable, NameRule};
 
 use crate::mesh::MeshConfigOverlay;
 use crate::object::{Object, Spec};
+use crate::security::AuthzAction;
 use authorization::authorization_policy;
 use gateway::{gw_grpc_route, gw_http_route};
 use networking::{destination_rule, virtual_service};
@@ -80,6 +82,61 @@ impl Problems {
     }
 }
 
+/// Istio's `validateMetadata`: `istio.io/dry-run` only on an ALLOW or DENY
+/// AuthorizationPolicy and only `true`/`false`; annotations Istio reserves for itself are
+/// refused.
+fn istio_annotations(obj: &Object, p: &mut Problems) {
+    const DRY_RUN: &str = "istio.io/dry-run";
+    if let Some(v) = obj.annotations.get(DRY_RUN) {
+        let f = format!("metadata.annotations.{DRY_RUN}");
+        match &obj.spec {
+            Spec::AuthorizationPolicy(ap) => match ap.action {
+                AuthzAction::Allow | AuthzAction::Deny => {
+                    if !matches!(
+                        v.as_str(),
+                        "1" | "t"
+                            | "T"
+                            | "true"
+                            | "TRUE"
+                            | "True"
+                            | "0"
+                            | "f"
+                            | "F"
+                            | "false"
+                            | "FALSE"
+                            | "False"
+                    ) {
+                        p.add(
+                            f,
+                            format!("invalid value \"{}\" (true or false)", escaped(v)),
+                        );
+                    }
+                }
+                a => p.add(
+                    f,
+                    format!(
+                        "only supported with action ALLOW or DENY, not {}",
+                        a.as_str()
+                    ),
+                ),
+            },
+            _ => p.add(f, "unsupported annotation, please remove it"),
+        }
+    }
+    for reserved in [
+        "internal.istio.io/parent-namespace",
+        "internal.istio.io/parents",
+        "internal.istio.io/webhook-always-reject",
+    ] {
+        if obj.annotations.contains_key(reserved) {
+            p.add(
+                format!("metadata.annotations.{reserved}"),
+                "reserved annotation, may not be set by users",
+            );
+        }
+    }
+}
+
 /// Validates one object; an empty result means it is acceptable. Warnings are left out:
 /// see [`check`].
 pub fn validate(obj: &Object) -> Vec<Problem> {
@@ -89,9 +146,19 @@ pub fn validate(obj: &Object) -> Vec<Problem> {
 /// Validates one object: errors, and the warnings Istio would give for an accepted one.
 pub fn check(obj: &Object) -> Report {
     let mut p = Problems::default();
+    if matches!(
+        obj.spec,
+        Spec::VirtualService(_)
+            | Spec::DestinationRule(_)
+            | Spec::PeerAuthentication(_)
+            | Spec::AuthorizationPolicy(_)
+            | Spec::Telemetry(_)
+    ) {
+        istio_annotations(obj, &mut p);
+    }
     match &obj.spec {
-        Spec::VirtualService(vs) => virtual_service(vs, &mut p),
-        Spec::DestinationRule(dr) => destination_rule(dr, &mut p),
+        Spec::VirtualService(vs) => virtual_service(vs, &obj.namespace, &mut p),
+        Spec::DestinationRule(dr) => destination_rule(dr, &obj.namespace, &mut p),
         Spec::PeerAuthentication(pa) => peer_authentication(pa, &mut p),
         Spec::AuthorizationPolicy(ap) => authorization_policy(ap, &mut p),
         Spec::Telemetry(t) => telemetry(t, &mut p),

@@ -1,9 +1,10 @@
 //! PeerAuthentication rules.
 
-use super::Problems;
+use super::{syntax, Problems};
 use crate::security::PeerAuthentication;
 
 pub(super) fn peer_authentication(pa: &PeerAuthentication, p: &mut Problems) {
+    syntax::workload_selector(p, "spec.selector", pa.selector.as_ref());
     if !pa.port_level_mtls.is_empty()
         && pa
             .selector

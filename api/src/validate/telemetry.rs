@@ -1,6 +1,6 @@
 //! Telemetry rules.
 
-use super::Problems;
+use super::{syntax, Problems};
 use crate::telemetry::{ProviderRef, Telemetry};
 
 /// Istio's schema: a provider reference needs a name.
@@ -13,16 +13,28 @@ fn providers(f: &str, list: &[ProviderRef], p: &mut Problems) {
 }
 
 pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
-    if t.selector.is_some() && !t.all_target_refs().is_empty() {
-        p.add(
-            "spec.targetRefs",
-            "selector and targetRef/targetRefs are mutually exclusive",
+    syntax::policy_attachment(
+        p,
+        t.selector.as_ref(),
+        t.target_ref.as_ref(),
+        &t.target_refs,
+    );
+    if t.tracing.len() > 1 {
+        p.warn(
+            "spec.tracing",
+            "multiple tracing is not currently supported",
         );
     }
     const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
     for (i, tr) in t.tracing.iter().enumerate() {
         let f = format!("spec.tracing[{i}]");
         providers(&f, &tr.providers, p);
+        if tr.providers.len() > 1 {
+            p.warn(
+                format!("{f}.providers"),
+                "multiple providers is not currently supported",
+            );
+        }
         if let Some(v) = tr.random_sampling_percentage {
             p.percent(format!("{f}.randomSamplingPercentage"), v);
         }
@@ -42,6 +54,15 @@ pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
                 p.add(
                     format!("{f}.customTags.{name}"),
                     "exactly one of literal, environment or header is required",
+                );
+            }
+            if name.is_empty() {
+                p.add(format!("{f}.customTags"), "tag name may not be empty");
+            }
+            if tag.literal.as_ref().is_some_and(|l| l.value.is_empty()) {
+                p.add(
+                    format!("{f}.customTags.{name}.literal.value"),
+                    "literal tag value may not be empty",
                 );
             }
             if tag.header.as_ref().is_some_and(|h| h.name.is_empty()) {
@@ -94,6 +115,12 @@ pub(super) fn telemetry(t: &Telemetry, p: &mut Problems) {
                 }
             }
             for (tag, ov) in &o.tag_overrides {
+                if tag.is_empty() {
+                    p.warn(
+                        format!("{f}.tagOverrides"),
+                        "tagOverrides.name may not be empty",
+                    );
+                }
                 match ov.operation.as_deref().unwrap_or("UPSERT") {
                     "UPSERT" => {
                         if ov.value.as_deref().is_none_or(str::is_empty) {

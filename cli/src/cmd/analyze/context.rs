@@ -205,6 +205,23 @@ impl Context {
         })
     }
 
+    /// Whether a workload runs an Istio sidecar (which enforces L7 policy itself): the pod
+    /// (or template) asks for injection with `sidecar.istio.io/inject=true`, or its
+    /// namespace is labelled `istio-injection=enabled` or `istio.io/rev` and the pod does
+    /// not opt out with `sidecar.istio.io/inject=false`. As in Istio, injection wins over
+    /// ambient enrollment.
+    pub fn has_sidecar(&self, w: &WorkloadRef) -> bool {
+        match w.labels.get("sidecar.istio.io/inject").map(String::as_str) {
+            Some("true") => return true,
+            Some("false") => return false,
+            _ => {}
+        }
+        self.namespace_labels(&w.namespace).is_some_and(|l| {
+            l.get("istio-injection").map(String::as_str) == Some("enabled")
+                || l.contains_key("istio.io/rev")
+        })
+    }
+
     /// Whether the namespace is enrolled in ambient (`istio.io/dataplane-mode=ambient`).
     pub fn ambient(labels: &BTreeMap<String, String>) -> bool {
         labels.get(LABEL_DATAPLANE_MODE).map(String::as_str) == Some("ambient")

@@ -30,6 +30,10 @@ pub struct Finding {
     pub severity: Severity,
     /// Short identifier of the check that produced it, e.g. `subset-no-destination-rule`.
     pub check: &'static str,
+    /// Istio's message code (`IST0101`, ...) when `istioctl analyze` reports the same
+    /// problem; absent for Meshwork-only findings (their `check` is their code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
     pub resource: String,
     /// File that defines the resource (empty when unknown).
     pub file: String,
@@ -49,11 +53,20 @@ impl Finding {
         Finding {
             severity,
             check,
+            code: None,
             resource,
             file: file.map(|f| f.display().to_string()).unwrap_or_default(),
             message: message.into(),
             fix: fix.into(),
         }
+    }
+}
+
+impl Finding {
+    /// Tags the finding with Istio's message code for the same problem.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 }
 
@@ -67,11 +80,12 @@ pub fn resource_label(kind: &str, namespace: &str, name: &str) -> String {
 }
 
 impl fmt::Display for Finding {
-    /// `SEVERITY  Kind ns/name  message (fix: ...)`.
+    /// `SEVERITY  Kind ns/name  [ISTxxxx] message (fix: ...)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = self.code.map(|c| format!("[{c}] ")).unwrap_or_default();
         write!(
             f,
-            "{:<8} {}  {} (fix: {})",
+            "{:<8} {}  {code}{} (fix: {})",
             self.severity, self.resource, self.message, self.fix
         )
     }
@@ -96,5 +110,12 @@ mod tests {
             "WARNING  Telemetry istio-system/t  samples everything (fix: lower it)"
         );
         assert_eq!(resource_label("Namespace", "", "a"), "Namespace a");
+        let coded = f.clone().with_code("IST0109");
+        assert!(
+            coded
+                .to_string()
+                .contains("t  [IST0109] samples everything"),
+            "{coded}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! AuthorizationPolicy with L7 rules (methods, paths, hosts, request.* keys) on workloads
 //! without a waypoint: ztunnel only sees L4, so ALLOW rules with L7 parts never match
-//! (requests are denied) and DENY rules lose their L7 parts (they deny more).
+//! (requests are denied) and DENY rules lose their L7 parts (they deny more). Workloads
+//! with an Istio sidecar enforce L7 rules themselves and are left out.
 
 use meshwork_api::security::AuthzAction;
 use meshwork_api::{Kind, Spec};
@@ -28,7 +29,7 @@ pub fn check(ctx: &Context) -> Vec<Finding> {
         let without: Vec<String> = ctx
             .selected(ns, sel)
             .into_iter()
-            .filter(|w| !ctx.has_waypoint(w))
+            .filter(|w| !ctx.has_waypoint(w) && !ctx.has_sidecar(w))
             .map(|w| w.label)
             .collect();
         if without.is_empty() {

@@ -3,6 +3,7 @@
 mod allow_all;
 mod ambient_system;
 mod authz_l7;
+mod conflicting_hosts;
 mod cross_namespace;
 mod deny_default;
 mod hosts;
@@ -18,12 +19,13 @@ use super::finding::Finding;
 
 type Check = fn(&Context) -> Vec<Finding>;
 
-const CHECKS: [Check; 11] = [
+const CHECKS: [Check; 12] = [
     store_errors::check,
     unknown_fields::check,
     subsets::check,
     cross_namespace::check,
     vs_host::check,
+    conflicting_hosts::check,
     peer_conflict::check,
     authz_l7::check,
     allow_all::check,

@@ -33,18 +33,96 @@ fn undefined_subsets(ctx: &Context) -> Vec<Finding> {
     };
     let mut out = Vec::new();
     for s in ctx.of_kind(Kind::VirtualService) {
+        out.extend(undefined_mirror_subsets(s, &rule_for));
         for u in rule::undefined_subsets(&s.object, rule_for) {
-            out.push(Finding::new(
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    "subset-undefined",
+                    Context::label(&s.object),
+                    Context::file_of(s),
+                    format!("{} {}", u.field, u.message()),
+                    u.fix(),
+                )
+                .with_code("IST0101"),
+            );
+        }
+    }
+    out
+}
+
+/// Mirrors to a subset the host's DestinationRule does not define (Istio's
+/// DestinationRuleAnalyzer checks mirror destinations too): the copies are dropped.
+fn undefined_mirror_subsets(
+    s: &meshwork_api::StoredObject,
+    rule_for: &impl Fn(&str, &str) -> Option<RuleFor>,
+) -> Vec<Finding> {
+    let Spec::VirtualService(vs) = &s.object.spec else {
+        return Vec::new();
+    };
+    let ns = &s.object.namespace;
+    let mut mirrors = Vec::new();
+    for (i, r) in vs.http.iter().enumerate() {
+        if let Some(m) = &r.mirror {
+            mirrors.push((format!("spec.http[{i}].mirror"), m));
+        }
+        for (j, m) in r.mirrors.iter().enumerate() {
+            mirrors.push((
+                format!("spec.http[{i}].mirrors[{j}].destination"),
+                &m.destination,
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (field, d) in mirrors.into_iter().filter(|(_, d)| !d.subset.is_empty()) {
+        let rule = rule_for(&d.host, ns);
+        if rule.as_ref().is_some_and(|r| r.subsets.contains(&d.subset)) {
+            continue;
+        }
+        let (why, fix) = match rule {
+            None => (
+                format!("no DestinationRule for that host is visible from namespace {ns}"),
+                format!(
+                    "add a DestinationRule with host: {} and a subset named \"{}\"",
+                    d.host, d.subset
+                ),
+            ),
+            Some(r) => (
+                format!("DestinationRule {} defines no such subset", r.name),
+                format!("add subset \"{}\" to DestinationRule {}", d.subset, r.name),
+            ),
+        };
+        out.push(
+            Finding::new(
                 Severity::Error,
                 "subset-undefined",
                 Context::label(&s.object),
                 Context::file_of(s),
-                format!("{} {}", u.field, u.message()),
-                u.fix(),
-            ));
-        }
+                format!(
+                    "{field} mirrors to subset \"{}\" of host {}, but {why}; the mirrored requests are dropped",
+                    d.subset, d.host
+                ),
+                fix,
+            )
+            .with_code("IST0101"),
+        );
     }
     out
+}
+
+/// Labels Istio puts on endpoints from the node or the mesh topology.
+fn is_node_topology_label(key: &str) -> bool {
+    matches!(
+        key,
+        "topology.kubernetes.io/region"
+            | "topology.kubernetes.io/zone"
+            | "topology.istio.io/subzone"
+            | "topology.istio.io/network"
+            | "topology.istio.io/cluster"
+            | "kubernetes.io/hostname"
+            | "failure-domain.beta.kubernetes.io/region"
+            | "failure-domain.beta.kubernetes.io/zone"
+    )
 }
 
 fn empty_subsets(ctx: &Context) -> Vec<Finding> {
@@ -64,9 +142,15 @@ fn empty_subsets(ctx: &Context) -> Vec<Finding> {
             });
         let workloads = ctx.workloads(&sns);
         for (i, sub) in dr.subsets.iter().enumerate() {
+            // Endpoints carry their node's topology labels; pods in manifests do not, so
+            // those labels cannot be checked here.
+            let pod_labels = sub
+                .labels
+                .iter()
+                .filter(|(k, _)| !is_node_topology_label(k));
             let matches = workloads.iter().any(|w| {
                 let has = |(k, v): (&String, &String)| w.labels.get(k) == Some(v);
-                sub.labels.iter().all(has) && selector.iter().flatten().all(has)
+                pod_labels.clone().all(has) && selector.iter().flatten().all(has)
             });
             if matches {
                 continue;
