@@ -73,9 +73,21 @@ pub struct Snapshot {
     pub targets: Vec<TargetScrape>,
 }
 
-/// Only the Istio families are kept from a scrape.
+/// The sample names the graph reads; a scrape keeps only these (the other buckets, sums
+/// and counts are most of a waypoint's text).
+pub const WANTED: [&str; 7] = [
+    "istio_requests_total",
+    "istio_request_duration_milliseconds_bucket",
+    "istio_request_bytes_sum",
+    "istio_response_bytes_sum",
+    "istio_tcp_connections_opened_total",
+    "istio_tcp_sent_bytes_total",
+    "istio_tcp_received_bytes_total",
+];
+
+/// Whether a scrape keeps samples named `name` ([`WANTED`]).
 pub fn wanted(name: &str) -> bool {
-    name.starts_with("istio_")
+    WANTED.contains(&name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
