@@ -448,7 +448,8 @@ pub fn compute(prev: Option<&Snapshot>, cur: &Snapshot) -> Graph {
                         }
                     }
                     Dest::Service(svc) => {
-                        n.name = svc.clone();
+                        // `name.namespace.svc...` is drawn by its name; the id keeps it all.
+                        n.name = svc.split('.').next().unwrap_or(svc).to_string();
                         n.namespace =
                             known(s.label("destination_service_namespace")).map(str::to_string);
                         n.kind = Some(NodeKind::Service);
@@ -711,13 +712,14 @@ pub fn compute(prev: Option<&Snapshot>, cur: &Snapshot) -> Graph {
 }
 
 /// Column spacing and row spacing of [`layout`].
-const COLUMN: f64 = 260.0;
-const ROW: f64 = 110.0;
+const COLUMN: f64 = 300.0;
+const ROW: f64 = 120.0;
 const MARGIN: f64 = 110.0;
 
 /// A deterministic layered layout: a node's column is the longest chain of edges leading
-/// to it (callers left, callees right; cycles are cut after as many rounds as nodes), rows
-/// in a column ordered by namespace and name. Returns the canvas size.
+/// to it (callers left, callees right; cycles are cut after as many rounds as nodes); the
+/// first column is ordered by namespace and name, each next one by the mean row of a
+/// node's callers (fewer crossings), then by name. Returns the canvas size.
 pub fn layout(nodes: &mut [Node], edges: &[Edge]) -> (f64, f64) {
     let index: HashMap<&str, usize> = nodes
         .iter()
@@ -756,15 +758,32 @@ pub fn layout(nodes: &mut [Node], edges: &[Edge]) -> (f64, f64) {
     let width = (MARGIN * 2.0 + COLUMN * columns.len().saturating_sub(1) as f64).max(800.0);
     let used = COLUMN * columns.len().saturating_sub(1) as f64;
     let left = (width - used) / 2.0;
+    let mut placed = false;
     for (c, (_, members)) in columns.iter_mut().enumerate() {
-        members.sort_by(|a, b| {
-            (&nodes[*a].namespace, &nodes[*a].id).cmp(&(&nodes[*b].namespace, &nodes[*b].id))
+        let key = |i: usize| -> f64 {
+            let ys: Vec<f64> = links
+                .iter()
+                .filter(|(a, b)| *b == i && layer[*a] < layer[i])
+                .map(|(a, _)| nodes[*a].y)
+                .collect();
+            if !placed || ys.is_empty() {
+                f64::INFINITY
+            } else {
+                ys.iter().sum::<f64>() / ys.len() as f64
+            }
+        };
+        let mut keyed: Vec<(f64, usize)> = members.iter().map(|i| (key(*i), *i)).collect();
+        keyed.sort_by(|(ka, a), (kb, b)| {
+            ka.total_cmp(kb).then_with(|| {
+                (&nodes[*a].namespace, &nodes[*a].id).cmp(&(&nodes[*b].namespace, &nodes[*b].id))
+            })
         });
-        let top = (height - ROW * (members.len() - 1) as f64) / 2.0;
-        for (r, i) in members.iter().enumerate() {
+        let top = (height - ROW * (keyed.len() - 1) as f64) / 2.0;
+        for (r, (_, i)) in keyed.iter().enumerate() {
             nodes[*i].x = left + COLUMN * c as f64;
             nodes[*i].y = top + ROW * r as f64;
         }
+        placed = true;
     }
     (width, height)
 }

@@ -29,19 +29,27 @@ pub const FIXTURES: [(&str, &str, &str); 3] = [
 
 /// A `/metrics` endpoint on 127.0.0.1 answering the current text (HTTP/1.1, one request
 /// per connection). Stops when dropped.
+type Body = Arc<dyn Fn(u32) -> String + Send + Sync>;
+
 pub struct FakeProxy {
     pub addr: SocketAddr,
-    body: Arc<Mutex<String>>,
+    body: Arc<Mutex<Body>>,
     stop: Arc<AtomicBool>,
     pub requests: Arc<AtomicU32>,
 }
 
 impl FakeProxy {
     pub fn start(text: &str) -> FakeProxy {
+        let text = text.to_string();
+        FakeProxy::dynamic(move |_| text.clone())
+    }
+
+    /// A proxy whose text is `f(n)` for its `n`-th scrape (from 1).
+    pub fn dynamic(f: impl Fn(u32) -> String + Send + Sync + 'static) -> FakeProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a fake proxy");
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
-        let body = Arc::new(Mutex::new(text.to_string()));
+        let body: Arc<Mutex<Body>> = Arc::new(Mutex::new(Arc::new(f)));
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU32::new(0));
         let (b, s, r) = (body.clone(), stop.clone(), requests.clone());
@@ -49,8 +57,9 @@ impl FakeProxy {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let text = b.lock().unwrap().clone();
-                        r.fetch_add(1, Ordering::Relaxed);
+                        let n = r.fetch_add(1, Ordering::Relaxed) + 1;
+                        let f = b.lock().unwrap().clone();
+                        let text = f(n);
                         std::thread::spawn(move || answer(conn, &text));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -70,7 +79,8 @@ impl FakeProxy {
     }
 
     pub fn set(&self, text: &str) {
-        *self.body.lock().unwrap() = text.to_string();
+        let text = text.to_string();
+        *self.body.lock().unwrap() = Arc::new(move |_| text.clone());
     }
 }
 
@@ -159,4 +169,21 @@ pub fn ensure_installed(binary: &str, package: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     ok && on_path(binary)
+}
+
+/// `text` with every sample value multiplied by `k`: counters and histogram buckets grow
+/// linearly, so rates, success ratios and quantiles stay the same from scrape to scrape.
+pub fn scaled(text: &str, k: u32) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        match line.rsplit_once(' ') {
+            Some((series, v)) if !line.starts_with('#') => {
+                let v: f64 = v.parse().expect("a sample value");
+                out.push_str(&format!("{series} {}", v * f64::from(k)));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
