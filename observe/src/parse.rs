@@ -119,24 +119,21 @@ fn parse_labels(s: &str) -> Option<(Vec<(String, String)>, usize)> {
         let mut value = String::new();
         let mut j = eq + 2;
         loop {
-            match *bytes.get(j)? {
-                b'\\' => {
-                    match *bytes.get(j + 1)? {
-                        b'n' => value.push('\n'),
-                        b'\\' => value.push('\\'),
-                        b'"' => value.push('"'),
-                        _ => return None,
-                    }
-                    j += 2;
-                }
-                b'"' => break,
-                _ => {
-                    // Copy one whole UTF-8 character.
-                    let c = s[j..].chars().next()?;
-                    value.push(c);
-                    j += c.len_utf8();
-                }
+            // Copy up to the next quote or backslash in one go (both are ASCII, so the
+            // slice ends on a character boundary).
+            let run = bytes[j..].iter().position(|b| *b == b'"' || *b == b'\\')?;
+            value.push_str(&s[j..j + run]);
+            j += run;
+            if bytes[j] == b'"' {
+                break;
             }
+            match *bytes.get(j + 1)? {
+                b'n' => value.push('\n'),
+                b'\\' => value.push('\\'),
+                b'"' => value.push('"'),
+                _ => return None,
+            }
+            j += 2;
         }
         labels.push((name.to_string(), value));
         i = j + 1;

@@ -122,14 +122,18 @@ async fn prometheus_scrapes_the_proxies_and_answers_promql() {
         |r| sum_of(r) > 0.0,
     )
     .await;
-    let denied = until(
+    // Each target is scraped on its own schedule: wait for the ztunnel's scrape 1 too.
+    let denied = recorded(1, "istio_tcp_connections_opened_total", |s| {
+        s.label("response_flags") == Some("DENY")
+    });
+    assert_eq!(denied, 24.0);
+    until(
         &prom,
         "sum(istio_tcp_connections_opened_total{response_flags=\"DENY\"})",
-        Duration::from_secs(10),
-        |r| !r.is_empty(),
+        Duration::from_secs(30),
+        |r| sum_of(r) == denied,
     )
     .await;
-    assert_eq!(sum_of(&denied), 24.0);
 
     // PromQL's histogram_quantile and ours agree on the recorded buckets.
     for (selector, wl) in [
