@@ -35,6 +35,10 @@ enum Command {
     ProxyConfig(cmd::proxy_config::Args),
     /// Waypoints: `apply -n NS` creates one (a Gateway the control plane deploys), `list`, `delete`.
     Waypoint(cmd::waypoint::Args),
+    /// Live traffic per service and edge (rps, success, p50/p99, mTLS) from the proxies' metrics.
+    Top(cmd::observe::TopArgs),
+    /// Serves a local web page with the live service graph from the proxies' metrics.
+    Graph(cmd::observe::GraphArgs),
     /// Prints the version.
     Version,
 }
@@ -50,6 +54,8 @@ async fn main() -> ExitCode {
         Command::Authz(a) => cmd::authz::run(a).await,
         Command::ProxyConfig(a) => cmd::proxy_config::run(a).await,
         Command::Waypoint(a) => cmd::waypoint::run(a).await,
+        Command::Top(a) => cmd::observe::top(a).await,
+        Command::Graph(a) => cmd::observe::graph(a).await,
         Command::Version => {
             // Build with MESHWORK_GIT_COMMIT=$(git rev-parse --short HEAD) to record the commit.
             match option_env!("MESHWORK_GIT_COMMIT").filter(|c| !c.is_empty()) {

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod authz;
 pub mod demo;
 pub mod errors;
+pub mod observe;
 pub mod proxy_config;
 pub mod validate;
 pub mod waypoint;
