@@ -225,10 +225,12 @@ impl Netns {
         self.vips.get(&(ns.to_string(), name.to_string())).copied()
     }
 
-    /// Pod `p`'s own connection to `host`'s VIP on `port`, from its namespace.
+    /// Pod `p`'s own connection to `host`'s VIP on `port`, from its namespace (a bare
+    /// name is looked up in the pod's namespace, then in the plan's default namespace).
     pub fn via(&self, p: &PodPlan, host: &str, port: u16) -> Via {
         let vip = self
             .vip(host, &p.namespace)
+            .or_else(|| self.vip(host, &self.plan.default_namespace))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Via::Plain {
             dial: Dial::Netns {
