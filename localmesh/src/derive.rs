@@ -480,7 +480,10 @@ spec:
         let d = derive_files(vec![("shop.yaml".into(), SHOP.into())], 2, "default").unwrap();
         let text = &d.files[0].1;
         assert!(!text.contains("kind: Pod"), "{text}");
-        assert!(text.contains("kind: Deployment") && text.contains("kind: Service"), "{text}");
+        assert!(
+            text.contains("kind: Deployment") && text.contains("kind: Service"),
+            "{text}"
+        );
         assert!(d.plan.pod("client").is_some());
         assert_eq!(without_pods("kind: Service\n---\nkind: X\n"), None);
         assert_eq!(

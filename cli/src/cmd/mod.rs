@@ -5,6 +5,7 @@ pub mod authz;
 pub mod demo;
 pub mod errors;
 pub mod proxy_config;
+pub mod up;
 pub mod validate;
 pub mod waypoint;
 pub mod waypoint_dir;
