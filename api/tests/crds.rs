@@ -14,10 +14,7 @@ use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 
 fn seed_dir() -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/seed-manifests"
-    ));
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed"));
     assert!(
         dir.is_dir(),
         "seed manifests not found at {}",

@@ -5,13 +5,10 @@ use std::path::{Path, PathBuf};
 use meshwork_api::{Kind, Spec, Store};
 
 fn seed_dir() -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/seed-manifests"
-    ));
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed"));
     assert!(
         dir.is_dir(),
-        "seed manifests not found at {} (shared/ must sit beside the repository clone)",
+        "seed manifests not found at {} (examples/seed/ in the repository)",
         dir.display()
     );
     dir.to_path_buf()

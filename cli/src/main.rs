@@ -29,6 +29,16 @@ enum Command {
     Errors(cmd::errors::Args),
     /// Brings up the whole mesh locally, drives the seed patterns and reports what it saw.
     Demo(cmd::demo::Args),
+    /// Runs a directory of manifests on this machine, in the background (control plane, ztunnels, waypoints, pods).
+    Up(cmd::up::Args),
+    /// Stops the local mesh `meshwork up` started and removes everything it created.
+    Down(cmd::up::StateArgs),
+    /// Shows the local mesh `meshwork up` started: mode, pods, services, where things are.
+    Status(cmd::up::StatusArgs),
+    /// Runs a command as a pod of the local mesh: `meshwork exec POD -- curl …`.
+    Exec(cmd::up::exec::Args),
+    /// Prints a log of the local mesh: a pod, `controlplane`, `ztunnel[-NODE]`, `waypoint[-NS]`.
+    Logs(cmd::up::logs::Args),
     /// Authorization tools: `authz check` decides a request as the data path would.
     Authz(cmd::authz::Args),
     /// Shows what a running ztunnel or waypoint holds, read from its admin endpoint.
@@ -51,6 +61,11 @@ async fn main() -> ExitCode {
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Errors(a) => cmd::errors::run(a).await,
         Command::Demo(a) => cmd::demo::run(a).await,
+        Command::Up(a) => cmd::up::run(a).await,
+        Command::Down(a) => cmd::up::down(a),
+        Command::Status(a) => cmd::up::status(a),
+        Command::Exec(a) => cmd::up::exec::run(a),
+        Command::Logs(a) => cmd::up::logs::run(a),
         Command::Authz(a) => cmd::authz::run(a).await,
         Command::ProxyConfig(a) => cmd::proxy_config::run(a).await,
         Command::Waypoint(a) => cmd::waypoint::run(a).await,

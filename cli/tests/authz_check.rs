@@ -24,23 +24,23 @@ use common::{bin_dir, Guard};
 const SEED: [(&str, &str); 5] = [
     (
         "01-order-service.yaml",
-        include_str!("../src/cmd/demo/manifests/01-order-service.yaml"),
+        include_str!("../../examples/seed/01-order-service.yaml"),
     ),
     (
         "02-order-traffic.yaml",
-        include_str!("../src/cmd/demo/manifests/02-order-traffic.yaml"),
+        include_str!("../../examples/seed/02-order-traffic.yaml"),
     ),
     (
         "03-payment-resilience.yaml",
-        include_str!("../src/cmd/demo/manifests/03-payment-resilience.yaml"),
+        include_str!("../../examples/seed/03-payment-resilience.yaml"),
     ),
     (
         "04-tracing.yaml",
-        include_str!("../src/cmd/demo/manifests/04-tracing.yaml"),
+        include_str!("../../examples/seed/04-tracing.yaml"),
     ),
     (
         "05-zero-trust.yaml",
-        include_str!("../src/cmd/demo/manifests/05-zero-trust.yaml"),
+        include_str!("../../examples/seed/05-zero-trust.yaml"),
     ),
 ];
 

@@ -176,6 +176,61 @@ fn fault_json(cfg: FaultConfig) -> serde_json::Value {
     })
 }
 
+/// Header naming the pod that answered.
+pub const HEADER_SERVED_BY: &str = "x-served-by";
+
+/// One access log line (JSON) for a request and its answer.
+pub fn access_line(
+    id: &Identity,
+    method: &str,
+    path: &str,
+    peer: std::net::SocketAddr,
+    status: u16,
+    elapsed: std::time::Duration,
+) -> String {
+    serde_json::json!({
+        "pod": id.pod,
+        "service": id.service,
+        "version": id.version,
+        "method": method,
+        "path": path,
+        "client": peer.ip().to_string(),
+        "status": status,
+        "ms": elapsed.as_millis() as u64,
+    })
+    .to_string()
+}
+
+/// [`handle`], plus the `x-served-by` header and one access log line on stdout.
+pub async fn answer(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let id = state.identity.clone();
+    let mut resp = handle(state, req, peer).await;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&id.pod) {
+        resp.headers_mut().insert(HEADER_SERVED_BY, v);
+    }
+    let line = access_line(
+        &id,
+        &method,
+        &path,
+        peer,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    {
+        use std::io::Write;
+        // A closed stdout must not fail the request.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+    resp
+}
+
 /// Accepts connections until the listener fails; each connection is served on its own task.
 pub async fn serve(listener: TcpListener, state: Arc<State>) -> std::io::Result<()> {
     loop {
@@ -184,7 +239,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) -> std::io::Result<
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+                async move { Ok::<_, Infallible>(answer(state, req, peer).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

@@ -104,3 +104,53 @@ async fn post(base: &str, path: &str) {
     let resp = tx.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200, "POST {path}");
 }
+
+/// Every answer names the pod that gave it, and the access line says what was asked.
+#[tokio::test]
+async fn answers_name_the_pod_and_are_logged() {
+    let base = start("v1").await;
+    let stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for (path, status) in [("/api/orders", 200), ("/health", 200)] {
+        let req = hyper::Request::get(path)
+            .header("host", "x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        assert_eq!(
+            resp.headers()
+                .get(server::HEADER_SERVED_BY)
+                .and_then(|v| v.to_str().ok()),
+            Some("orders-1"),
+            "{path}"
+        );
+    }
+    let id = server::Identity {
+        service: "orders".into(),
+        version: "v1".into(),
+        pod: "orders-1".into(),
+    };
+    let line = server::access_line(
+        &id,
+        "GET",
+        "/api/orders",
+        "10.0.0.7:5555".parse().unwrap(),
+        503,
+        Duration::from_millis(12),
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["pod"], "orders-1");
+    assert_eq!(v["client"], "10.0.0.7");
+    assert_eq!(
+        (v["status"].as_u64(), v["ms"].as_u64()),
+        (Some(503), Some(12))
+    );
+    assert!(!line.contains('\n'));
+}

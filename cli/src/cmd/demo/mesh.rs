@@ -1,184 +1,158 @@
-//! A running demo mesh, whichever mode brought it up: what the patterns drive traffic
-//! through and read the mesh's own reports from.
+//! A running demo mesh: the local mesh library's mesh of the demo cluster, with the
+//! demo's names for its pieces (`waypoint`, the pods of [`super::topology::PODS`]).
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Deref;
 
-use super::collector::Collector;
-use super::connect::Dial;
-use super::http::{self, Request, Via};
-use super::loopback::Loopback;
-use super::netns::Netns;
-use super::topology::{pod_named, Placement, APP_PORT};
+use meshwork_localmesh::connect::Dial;
+use meshwork_localmesh::http::Via;
+use meshwork_localmesh::mesh::{Prepared, StartOptions};
+use meshwork_localmesh::{Backend, Chosen, LocalMesh};
+
+use super::topology::{
+    pod_named, Placement, APP_PORT, NAMESPACE, PAYMENT_VIP_HOST, PAYMENT_VIP_NETNS,
+};
 use super::DemoError;
 
-/// The mode-specific part of a running mesh.
-pub enum Backend {
-    Loopback(Loopback),
-    Netns(Netns),
-}
+const WAYPOINT_POD: &str = "waypoint-0";
+/// The waypoint's admin port in its pod (netns mode).
+const WAYPOINT_ADMIN_PORT: u16 = 15000;
 
 /// A running demo mesh. Dropping it stops every process and removes everything it created.
 pub struct Mesh {
     pub placement: Placement,
-    pub control_plane_admin: Dial,
-    /// Demo node (`node-a`, `node-b`) → its ztunnel's metrics endpoint.
-    pub ztunnel_metrics: BTreeMap<String, Dial>,
-    pub waypoint_admin: Dial,
-    /// The OTLP/gRPC collector the waypoint exports its spans to.
-    pub collector: Collector,
-    pub backend: Backend,
+    pub local: LocalMesh,
+}
+
+impl Deref for Mesh {
+    type Target = LocalMesh;
+
+    fn deref(&self) -> &LocalMesh {
+        &self.local
+    }
 }
 
 impl Mesh {
-    /// The log of process `name` (`controlplane`, `waypoint`, `ztunnel-<demo node>`, or a
-    /// pod name); `stream` is `out` or `err`. In netns mode both streams share one file.
-    pub fn log(&self, name: &str, stream: &str) -> PathBuf {
-        match &self.backend {
-            Backend::Loopback(l) => l.log(name, stream),
-            Backend::Netns(n) => n.log(name),
-        }
+    /// Places the demo cluster, writes its manifests (with `seed_files`, else the built-in
+    /// seed manifests) and brings it up.
+    pub async fn start(
+        chosen: Chosen,
+        seed: u64,
+        seed_files: Option<&[(String, String)]>,
+    ) -> Result<Mesh, DemoError> {
+        // Netns mode builds the cluster here, on this runtime worker thread (its children
+        // get SIGKILL when the thread that spawned them exits; workers live on).
+        let prepared = Prepared::new(chosen, super::topology::plan(), seed)?;
+        let payment_vip = prepared
+            .loopback_ip(PAYMENT_VIP_HOST)
+            .unwrap_or(IpAddr::V4(PAYMENT_VIP_NETNS));
+        let placement = Placement::new(prepared.placement(), payment_vip);
+        let opts = StartOptions {
+            files: super::manifests::files(&placement, seed_files),
+            run_dir: None,
+            services: ["order-service", "payment-service"]
+                .iter()
+                .map(|s| (NAMESPACE.to_string(), s.to_string()))
+                .collect(),
+            // The mesh path is ready once the waypoint answers for payment-service (the
+            // demo cluster's own Service); the patterns report on everything else.
+            ready_probe: Some(("order-client".into(), "payment-service".into(), APP_PORT)),
+        };
+        let local = prepared.start(opts).await?;
+        Ok(Mesh { placement, local })
     }
 
-    /// Source `pod` calling service `host` on port 8080: through its node's ztunnel's SOCKS5
-    /// entry on loopback; in netns mode the app's own connection to the service VIP from
-    /// the pod's namespace, captured by the eBPF redirection.
+    /// The waypoint's admin endpoint (serving `/metrics` too).
+    pub fn waypoint_admin(&self) -> &Dial {
+        &self.local.waypoint_admin[WAYPOINT_POD]
+    }
+
+    /// The log of process `name` (`controlplane`, `waypoint`, `ztunnel-<demo node>`, or a
+    /// pod name); `stream` is `out` or `err`. In netns mode both streams share one file.
+    pub fn log(&self, name: &str, stream: &str) -> std::path::PathBuf {
+        let name = if name == "waypoint" {
+            WAYPOINT_POD
+        } else {
+            name
+        };
+        self.local.log(name, stream)
+    }
+
+    /// Source `pod` calling service `host` on port 8080 (see [`LocalMesh::via`]).
     pub fn via(&self, pod: &str, host: &str) -> Via {
-        match &self.backend {
-            Backend::Loopback(l) => l.via(pod_named(pod), host),
-            Backend::Netns(n) => n.via(pod_named(pod), host),
-        }
+        self.local.via(pod, host, APP_PORT)
     }
 
     /// The app of `pod`, bypassing the mesh (for the operator's fault switch).
     pub fn direct(&self, pod: &str) -> Via {
-        match &self.backend {
-            Backend::Loopback(_) => Via::direct(SocketAddr::new(
-                self.placement.pod_ip(pod_named(pod)),
-                APP_PORT,
-            )),
-            Backend::Netns(n) => n.direct(pod_named(pod)),
-        }
+        self.local.direct(pod, APP_PORT)
     }
 
     /// Plaintext from `from` (a pod outside the mesh) straight to `to`'s app port, as the
     /// destination node's capture sees it; only netns mode has capture (None on loopback).
     pub fn plaintext(&self, from: &str, to: &str) -> Option<Via> {
-        match &self.backend {
-            Backend::Loopback(_) => None,
-            Backend::Netns(n) => Some(n.plaintext(
-                pod_named(from),
-                SocketAddr::new(self.placement.pod_ip(pod_named(to)), APP_PORT),
-            )),
-        }
-    }
-
-    /// Demo node → its ztunnel's admin endpoint serving `/redirect` (the eBPF capture's
-    /// enrolled pods and counters); empty on loopback, where nothing is captured.
-    pub fn redirect_endpoints(&self) -> Vec<(String, Dial)> {
-        match &self.backend {
-            Backend::Loopback(_) => Vec::new(),
-            Backend::Netns(n) => n.redirect_endpoints(),
-        }
-    }
-
-    /// Where the mesh runs, for the progress line.
-    pub fn location(&self) -> String {
-        match &self.backend {
-            Backend::Loopback(l) => format!("on 127.{}.{}.0/24", l.net.a, l.net.b),
-            Backend::Netns(n) => n.location(),
-        }
+        let to = SocketAddr::new(self.placement.pod_ip(pod_named(to)), APP_PORT);
+        self.local.plaintext(from, to)
     }
 
     /// What `--keep` tells the user to try.
     pub fn keep_banner(&self) -> String {
-        match &self.backend {
-            Backend::Loopback(l) => l.keep_banner(self),
-            Backend::Netns(n) => n.keep_banner(self),
+        match &self.local.backend {
+            Backend::Loopback(l) => {
+                let socks = l.socks["node-a"];
+                format!(
+                    "the mesh keeps running (Ctrl-C stops it and removes {}):\n\
+                     \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x http://order-service:8080/api/orders\n\
+                     \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x -H 'x-canary: true' http://order-service:8080/api/orders\n\
+                     \x20 curl --socks5-hostname {socks} --proxy-user production/order-client:x -X POST http://payment-service:8080/api/payments/charge\n\
+                     \x20 control plane admin: http://{}/debug/model   waypoint admin: http://{}/metrics\n\
+                     \x20 ztunnel metrics: {}\n",
+                    l.dir().display(),
+                    self.control_plane_admin,
+                    self.waypoint_admin(),
+                    self.ztunnel_metrics
+                        .iter()
+                        .map(|(n, a)| format!("{n} http://{a}/metrics"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }
+            Backend::Netns(n) => {
+                let client = n.netns_of("order-client");
+                let vip = |s: &str| {
+                    n.vips
+                        .get(&(NAMESPACE.to_string(), s.to_string()))
+                        .map(|i| i.to_string())
+                        .unwrap_or_default()
+                };
+                let (order, payment) = (vip("order-service"), vip("payment-service"));
+                let fabric = n.cluster().fabric_netns().to_string();
+                let wp = n.netns_of(WAYPOINT_POD);
+                format!(
+                    "the mesh keeps running in network namespaces {run}-* (Ctrl-C stops it and removes them, their veths, BPF pins and processes):\n\
+                     \x20 ip netns exec {client} curl http://{order}:8080/api/orders\n\
+                     \x20 ip netns exec {client} curl -H 'x-canary: true' http://{order}:8080/api/orders\n\
+                     \x20 ip netns exec {client} curl -X POST http://{payment}:8080/api/payments/charge\n\
+                     \x20 control plane admin: ip netns exec {fabric} curl http://{cp}/debug/model\n\
+                     \x20 waypoint admin: ip netns exec {wp} curl http://{wpa}/metrics\n\
+                     \x20 ztunnel metrics: {}\n\
+                     \x20 logs: {}\n",
+                    self.ztunnel_metrics
+                        .iter()
+                        .filter_map(|(n, d)| match d {
+                            Dial::Netns { netns, addr } => {
+                                Some(format!("{n}: ip netns exec {netns} curl http://{addr}/metrics"))
+                            }
+                            Dial::Here(_) => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    n.cluster().log_dir().display(),
+                    run = n.cluster().run_id(),
+                    cp = self.control_plane_admin.addr(),
+                    wpa = SocketAddr::from((Ipv4Addr::LOCALHOST, WAYPOINT_ADMIN_PORT)),
+                )
+            }
         }
-    }
-}
-
-/// Whether `GET path` answers 200.
-pub async fn get_ok(via: &Via, path: &str) -> bool {
-    http::send(via, &Request::get(path), Duration::from_secs(2))
-        .await
-        .is_ok_and(|r| r.status == 200)
-}
-
-/// Whether `GET path` gets any HTTP answer.
-pub async fn answers(via: &Via, path: &str) -> bool {
-    http::send(via, &Request::get(path), Duration::from_secs(3))
-        .await
-        .is_ok()
-}
-
-/// Polls `check` until true (bounded by `timeout`), failing early when `died` names a
-/// child process that exited.
-pub async fn wait_until<D, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut died: D,
-    mut check: F,
-) -> Result<(), DemoError>
-where
-    D: FnMut() -> Option<String>,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(died) = died() {
-            return Err(DemoError::ChildDied(died));
-        }
-        if check().await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(DemoError::NotReady {
-                what: what.to_string(),
-                timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn waits_until_true_or_timeout_or_a_death() {
-        let mut n = 0;
-        wait_until(
-            "x",
-            Duration::from_secs(5),
-            || None,
-            || {
-                n += 1;
-                let done = n >= 3;
-                async move { done }
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(n, 3);
-        let e = wait_until("thing", Duration::from_secs(1), || None, || async { false })
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("thing not ready"), "{e}");
-        let e = wait_until(
-            "y",
-            Duration::from_secs(1),
-            || Some("ztunnel exited (1)".into()),
-            || async { true },
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(e, DemoError::ChildDied(_)), "{e}");
     }
 }

@@ -15,42 +15,25 @@
 //! Either way traffic crosses the mesh as HBONE mTLS to the waypoint and on to the
 //! destination pod's ztunnel. `--mode auto` (the default) picks netns when it can.
 
-mod collector;
-mod connect;
-mod http;
-mod loopback;
 mod manifests;
 mod mesh;
-mod netns;
 mod observe;
 mod patterns;
-mod procs;
 mod report;
 mod topology;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use clap::ValueEnum;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use loopback::Loopback;
-use mesh::Mesh;
-use netns::Netns;
-use report::Report;
+pub use meshwork_localmesh::Error as DemoError;
+pub use meshwork_localmesh::Mode;
+use meshwork_localmesh::{connect, http, Chosen};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Mode {
-    /// Network namespaces with eBPF when possible, else loopback.
-    #[default]
-    Auto,
-    /// Network namespaces with eBPF redirection (root, capable kernel).
-    Netns,
-    /// Loopback addresses and the ztunnels' SOCKS5 entry (any user).
-    Loopback,
-}
+use mesh::Mesh;
+use report::Report;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -68,114 +51,10 @@ pub struct Args {
     pub seed_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error("cannot find the {name} binary (looked in {searched}, …); build it with scripts/demo or `cargo build --workspace`, or set MESHWORK_BIN_DIR")]
-    MissingBinary { name: String, searched: String },
-    // The I/O errors are printed in the message (not chained as sources) so the one-line
-    // `error: …` output does not repeat them.
-    #[error("starting {name} ({path}): {error}")]
-    Spawn {
-        name: String,
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("binding {addr}: {error}")]
-    Bind {
-        addr: SocketAddr,
-        error: std::io::Error,
-    },
-    #[error("no free 127.x.y.0/24 network for the demo pods (ports 8080 and 15008 taken everywhere tried)")]
-    NoFreeNet,
-    #[error("node token for {node}: {detail}")]
-    Token { node: String, detail: String },
-    #[error("{0}")]
-    ChildDied(String),
-    #[error("{what} not ready within {timeout:?}")]
-    NotReady { what: String, timeout: Duration },
-    #[error("{cause}; the run directory is kept for inspection: {logs}")]
-    StartFailed { cause: Box<DemoError>, logs: String },
-    #[error("{0}: no YAML files (*.yaml, *.yml) in the --seed-dir directory")]
-    EmptySeedDir(PathBuf),
-    #[error("--mode netns is not possible here: {0} (--mode loopback works for any user)")]
-    NetnsUnavailable(String),
-    #[error("netns mesh: {0}")]
-    Netns(String),
-    #[error("interrupted")]
-    Interrupted,
-}
-
-/// A progress line on stderr. A closed stderr (`meshwork demo 2>&1 | head`) is ignored
-/// rather than a panic, so the teardown still runs normally.
+/// A progress line on stderr (`demo: …`).
 pub fn progress(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "demo: {line}");
-}
-
-/// The two ways a demo can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chosen {
-    Netns,
-    Loopback,
-}
-
-impl Chosen {
-    fn name(self) -> &'static str {
-        match self {
-            Chosen::Netns => "netns",
-            Chosen::Loopback => "loopback",
-        }
-    }
-}
-
-/// The mode to run in and why; `probe` says whether netns + eBPF can run here.
-fn decide(
-    mode: Mode,
-    probe: impl FnOnce() -> Result<(), String>,
-) -> Result<(Chosen, String), DemoError> {
-    match mode {
-        Mode::Loopback => Ok((Chosen::Loopback, "requested with --mode loopback".into())),
-        Mode::Netns => match probe() {
-            Ok(()) => Ok((
-                Chosen::Netns,
-                "requested with --mode netns; the eBPF redirection loads here".into(),
-            )),
-            Err(why) => Err(DemoError::NetnsUnavailable(why)),
-        },
-        Mode::Auto => Ok(match probe() {
-            Ok(()) => (
-                Chosen::Netns,
-                "running as root and the eBPF redirection loads (probed in a throw-away namespace)"
-                    .into(),
-            ),
-            Err(why) => (
-                Chosen::Loopback,
-                format!("netns + eBPF is not possible here: {why}; loopback works for any user"),
-            ),
-        }),
-    }
-}
-
-/// Loads the eBPF redirection into a throw-away namespace (blocking work, off the runtime).
-async fn probe_netns() -> Result<(), String> {
-    tokio::task::spawn_blocking(|| {
-        meshwork_e2e::capability::probe_redirect().map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
-async fn choose_mode(mode: Mode) -> Result<(Chosen, String), DemoError> {
-    let probed = match mode {
-        Mode::Loopback => Ok(()),
-        Mode::Netns | Mode::Auto => probe_netns().await,
-    };
-    decide(mode, || probed)
+    meshwork_localmesh::set_progress_prefix("demo");
+    meshwork_localmesh::progress(line);
 }
 
 fn seed() -> u64 {
@@ -234,18 +113,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(d) => Some(manifests::read_seed_dir(d)?),
         None => None,
     };
+    meshwork_localmesh::set_progress_prefix("demo");
     let (chosen, reason) = tokio::select! {
-        c = choose_mode(args.mode) => c?,
+        c = meshwork_localmesh::mode::choose(args.mode) => c?,
         _ = stop.wait() => return Err(DemoError::Interrupted.into()),
     };
     let mode = chosen.name().to_string();
     progress(&format!("mode: {mode} ({reason})"));
-    let start = async {
-        match chosen {
-            Chosen::Netns => Netns::start(seed_files.as_deref()).await,
-            Chosen::Loopback => Loopback::start(seed(), seed_files.as_deref()).await,
-        }
-    };
+    let start = Mesh::start(chosen, seed(), seed_files.as_deref());
     let mesh = tokio::select! {
         m = start => m?,
         _ = stop.wait() => return Err(DemoError::Interrupted.into()),
@@ -286,37 +161,4 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mode_choice_probes_and_says_why() {
-        let (m, why) = decide(Mode::Auto, || Err("not running as root".into())).unwrap();
-        assert_eq!(m, Chosen::Loopback);
-        assert!(why.contains("not running as root"), "{why}");
-        let (m, why) = decide(Mode::Auto, || Ok(())).unwrap();
-        assert_eq!(m, Chosen::Netns);
-        assert!(why.contains("probed"), "{why}");
-        let (m, _) = decide(Mode::Netns, || Ok(())).unwrap();
-        assert_eq!(m.name(), "netns");
-        let e = decide(Mode::Netns, || {
-            Err("cannot load the eBPF redirection: x".into())
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("--mode netns") && e.contains("cannot load"),
-            "{e}"
-        );
-        let mut probed = false;
-        let (m, _) = decide(Mode::Loopback, || {
-            probed = true;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!((m, probed), (Chosen::Loopback, false));
-    }
 }

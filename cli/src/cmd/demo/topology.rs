@@ -1,18 +1,16 @@
-//! The demo cluster: two nodes and their pods (netns mode puts the waypoint on a third
-//! node, see `netns.rs`). On loopback they live on a random
+//! The demo cluster: two nodes and their pods, as a [`Plan`] for the local mesh library
+//! (netns mode puts the waypoint on a third node). On loopback they live on a random
 //! `127.a.b.0/24` (every pod address is its own loopback IP, so HBONE can use port 15008 on
 //! each); in netns mode every pod is a network namespace of the e2e mini-cluster, and a
 //! [`Placement`] says where each one ended up.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr};
 
-use super::DemoError;
+use meshwork_localmesh::{Plan, PodPlan, Run};
 
 /// Port every demo app listens on (the seed manifests' `containerPort`).
 pub const APP_PORT: u16 = 8080;
-/// HBONE port on pod addresses (fixed by the control plane's model).
-pub const HBONE_PORT: u16 = 15008;
 
 /// One pod of the demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +40,11 @@ pub enum Role {
 /// service; the ztunnel sends its traffic to the waypoint).
 pub const PAYMENT_VIP_HOST: u8 = 201;
 
-pub const NODES: [(&str, u8); 2] = [("node-a", 1), ("node-b", 2)];
+/// payment-service's cluster IP in netns mode (the seed's order-service gets one from
+/// the control plane's allocator in the same service CIDR).
+pub const PAYMENT_VIP_NETNS: Ipv4Addr = Ipv4Addr::new(10, 96, 100, 1);
+
+pub const NODES: [&str; 2] = ["node-a", "node-b"];
 
 pub const WAYPOINT: &str = "waypoint";
 pub const NAMESPACE: &str = "production";
@@ -140,6 +142,52 @@ pub fn pod_named(name: &str) -> &'static Pod {
         .unwrap_or_else(|| panic!("demo pod {name} is not in the topology"))
 }
 
+/// The demo cluster for the local mesh library.
+pub fn plan() -> Plan {
+    let pods = PODS
+        .iter()
+        .map(|p| {
+            let labels: BTreeMap<String, String> = match p.role {
+                Role::Waypoint => [(
+                    "gateway.networking.k8s.io/gateway-name".to_string(),
+                    WAYPOINT.to_string(),
+                )]
+                .into(),
+                _ => [
+                    ("app".to_string(), p.app.to_string()),
+                    ("version".to_string(), p.version.to_string()),
+                ]
+                .into(),
+            };
+            PodPlan {
+                name: p.name.into(),
+                namespace: p.namespace.into(),
+                node: NODES.iter().position(|n| *n == p.node).unwrap_or(0),
+                service_account: p.service_account.into(),
+                labels,
+                annotations: BTreeMap::new(),
+                ports: vec![APP_PORT],
+                run: match p.role {
+                    Role::App => Run::TestApp {
+                        app: p.app.into(),
+                        version: p.version.into(),
+                    },
+                    Role::Client => Run::Idle,
+                    Role::Waypoint => Run::Waypoint {
+                        gateway: WAYPOINT.into(),
+                    },
+                },
+                host: Some(p.host),
+            }
+        })
+        .collect();
+    Plan {
+        nodes: NODES.iter().map(|n| n.to_string()).collect(),
+        pods,
+        default_namespace: NAMESPACE.into(),
+    }
+}
+
 /// Where one demo instance's pods are: their addresses, the node each runs on as the mesh
 /// names it (ztunnel `--node`, pods' `spec.nodeName`), payment-service's cluster IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,21 +198,25 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Loopback mode: every pod on its `127.a.b.x` and its node of [`PODS`].
-    pub fn loopback(net: &Net) -> Placement {
+    /// The demo's view of where the library placed its pods.
+    pub fn new(at: &meshwork_localmesh::Placement, payment_vip: IpAddr) -> Placement {
+        let mut pods = BTreeMap::new();
+        let mut pod_nodes = BTreeMap::new();
+        for p in &PODS {
+            if let Some((ip, node)) = at.pods.get(p.name) {
+                pods.insert(p.name, *ip);
+                pod_nodes.insert(p.name, node.clone());
+            }
+        }
         Placement {
-            pods: PODS.iter().map(|p| (p.name, net.pod_ip(p))).collect(),
-            pod_nodes: PODS.iter().map(|p| (p.name, p.node.to_string())).collect(),
-            payment_vip: net.ip(PAYMENT_VIP_HOST),
+            pods,
+            pod_nodes,
+            payment_vip,
         }
     }
 
     pub fn pod_ip(&self, p: &Pod) -> IpAddr {
         self.pods[p.name]
-    }
-
-    pub fn node_name(&self, p: &Pod) -> &str {
-        &self.pod_nodes[p.name]
     }
 
     /// The demo pod at `ip`.
@@ -173,106 +225,50 @@ impl Placement {
     }
 }
 
-/// Addresses of one demo instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    pub a: u8,
-    pub b: u8,
-}
-
-impl Net {
-    pub fn ip(&self, host: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(127, self.a, self.b, host))
-    }
-
-    pub fn pod_ip(&self, p: &Pod) -> IpAddr {
-        self.ip(p.host)
-    }
-
-    pub fn node_ip(&self, node: &str) -> IpAddr {
-        let host = NODES
-            .iter()
-            .find(|(n, _)| *n == node)
-            .map(|(_, h)| *h)
-            .unwrap_or_else(|| panic!("demo node {node} is not in the topology"));
-        self.ip(host)
-    }
-
-    /// A free port on `ip` (bound then released; the OS does not hand it out again soon).
-    pub fn free_port(ip: IpAddr) -> Result<SocketAddr, DemoError> {
-        let l = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(|source| DemoError::Bind {
-            addr: SocketAddr::new(ip, 0),
-            error: source,
-        })?;
-        l.local_addr().map_err(|source| DemoError::Bind {
-            addr: SocketAddr::new(ip, 0),
-            error: source,
-        })
-    }
-
-    /// Whether every fixed-port address of this instance is free.
-    fn all_free(&self) -> bool {
-        PODS.iter().all(|p| {
-            [HBONE_PORT, APP_PORT]
-                .iter()
-                .all(|port| TcpListener::bind(SocketAddr::new(self.pod_ip(p), *port)).is_ok())
-        })
-    }
-
-    /// A random `127.a.b.0/24` whose pod ports are free (bounded attempts).
-    pub fn pick(seed: u64) -> Result<Net, DemoError> {
-        let mut x = seed | 1;
-        for _ in 0..32 {
-            // xorshift: cheap, good enough to spread parallel demos apart.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let net = Net {
-                a: 100 + (x % 150) as u8,
-                b: ((x >> 8) % 256) as u8,
-            };
-            if net.all_free() {
-                return Ok(net);
-            }
-        }
-        Err(DemoError::NoFreeNet)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    #[test]
-    fn addresses_are_distinct_and_loopback() {
-        let net = Net { a: 120, b: 7 };
-        let mut ips: Vec<IpAddr> = PODS.iter().map(|p| net.pod_ip(p)).collect();
-        ips.extend(NODES.iter().map(|(n, _)| net.node_ip(n)));
-        assert!(ips.iter().all(|ip| ip.is_loopback()));
-        let n = ips.len();
-        ips.sort();
-        ips.dedup();
-        assert_eq!(ips.len(), n);
-        assert_eq!(net.ip(11).to_string(), "127.120.7.11");
+    /// A placement as loopback mode makes it on `127.120.7.0/24`.
+    pub fn loopback_placement() -> Placement {
+        let plan = plan();
+        let mut at = meshwork_localmesh::Placement::default();
+        for p in &plan.pods {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 120, 7, p.host.unwrap()));
+            at.pods
+                .insert(p.name.clone(), (ip, plan.nodes[p.node].clone()));
+        }
+        Placement::new(
+            &at,
+            IpAddr::V4(Ipv4Addr::new(127, 120, 7, PAYMENT_VIP_HOST)),
+        )
     }
 
     #[test]
-    fn loopback_placement_follows_the_net() {
-        let net = Net { a: 120, b: 7 };
-        let p = Placement::loopback(&net);
+    fn the_plan_has_every_pod_on_its_node_with_its_address() {
+        let plan = plan();
+        plan.check().unwrap();
+        assert_eq!(plan.pods.len(), PODS.len());
+        let v2 = plan.pod("order-service-v2").unwrap();
+        assert_eq!(plan.nodes[v2.node], "node-b");
+        assert_eq!(v2.host, Some(12));
+        assert_eq!(v2.labels["version"], "v2");
+        assert!(plan.pod("waypoint-0").unwrap().is_waypoint());
+        assert_eq!(plan.pod("order-client").unwrap().run, Run::Idle);
+        let mut hosts: Vec<u8> = PODS.iter().map(|p| p.host).collect();
+        hosts.sort();
+        hosts.dedup();
+        assert_eq!(hosts.len(), PODS.len());
+    }
+
+    #[test]
+    fn placement_follows_the_library() {
+        let p = loopback_placement();
         let v2 = pod_named("order-service-v2");
-        assert_eq!(p.pod_ip(v2), net.pod_ip(v2));
-        assert_eq!(p.node_name(v2), "node-b");
+        assert_eq!(p.pod_ip(v2).to_string(), "127.120.7.12");
+        assert_eq!(p.pod_nodes[v2.name], "node-b");
         assert_eq!(p.pod_at("127.120.7.12").map(|p| p.name), Some(v2.name));
         assert_eq!(p.pod_at("127.120.7.99"), None);
-        assert_eq!(p.payment_vip, net.ip(PAYMENT_VIP_HOST));
-    }
-
-    #[test]
-    fn pick_gives_free_loopback_nets() {
-        let a = Net::pick(1).unwrap();
-        let b = Net::pick(2).unwrap();
-        assert!(a.a >= 100 && b.a >= 100);
-        assert_ne!(a, b);
+        assert_eq!(p.payment_vip.to_string(), "127.120.7.201");
     }
 }

@@ -14,13 +14,10 @@ const ORDER: &str = "order-service.production.svc.cluster.local";
 const PAYMENT: &str = "payment-service.production.svc.cluster.local";
 
 fn seed_dir() -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/seed-manifests"
-    ));
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed"));
     assert!(
         dir.is_dir(),
-        "seed manifests directory {} is missing: the `shared/` directory must sit beside the repository clone",
+        "seed manifests directory {} is missing (examples/seed/ in the repository)",
         dir.display()
     );
     dir.to_path_buf()

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use meshwork_waypoint::tracing::context::{hex, parse_traceparent};
+use meshwork_localmesh::tracecontext::{hex, parse_traceparent};
 
-use super::super::collector::ReceivedSpan;
 use super::*;
+use meshwork_localmesh::collector::ReceivedSpan;
 
 /// Requests of the batch, forced ones included.
 pub const TRACE_REQUESTS: usize = 1000;

@@ -1,4 +1,4 @@
-//! The demo's child processes: located next to `meshwork` (else on PATH), logs to files in
+//! A local mesh's child processes: located next to `meshwork` (else on PATH), logs to files in
 //! the run directory, killed and reaped when the [`Procs`] set is dropped.
 
 use std::fs::File;
@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::DemoError;
+use crate::Error;
 
-/// The binaries a demo needs.
+/// The binaries a local mesh needs.
 pub const BINARIES: [&str; 4] = ["controlplane", "ztunnel", "waypoint", "meshwork-testapp"];
 
 /// Finds `name` in `$MESHWORK_BIN_DIR`, next to the running executable (or its parent
 /// when running from `target/<profile>/deps`), then on PATH.
-pub fn locate(name: &str) -> Result<PathBuf, DemoError> {
+pub fn locate(name: &str) -> Result<PathBuf, Error> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(d) = std::env::var_os("MESHWORK_BIN_DIR") {
         dirs.push(PathBuf::from(d));
@@ -34,7 +34,7 @@ pub fn locate(name: &str) -> Result<PathBuf, DemoError> {
     dirs.iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| DemoError::MissingBinary {
+        .ok_or_else(|| Error::MissingBinary {
             name: name.to_string(),
             searched: dirs
                 .iter()
@@ -73,7 +73,7 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-/// Every child the demo started; dropping it kills them all.
+/// Every child a mesh started; dropping it kills them all.
 #[derive(Default)]
 pub struct Procs {
     list: Vec<Proc>,
@@ -87,11 +87,23 @@ impl Procs {
         bin: &Path,
         args: &[String],
         log_dir: &Path,
-    ) -> Result<&mut Proc, DemoError> {
+    ) -> Result<&mut Proc, Error> {
+        self.spawn_env(name, bin, args, &[], log_dir)
+    }
+
+    /// As [`Procs::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        &mut self,
+        name: &str,
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> Result<&mut Proc, Error> {
         let stdout = log_dir.join(format!("{name}.out"));
         let stderr = log_dir.join(format!("{name}.err"));
         let open = |p: &Path| {
-            File::create(p).map_err(|source| DemoError::Io {
+            File::create(p).map_err(|source| Error::Io {
                 path: p.to_path_buf(),
                 error: source,
             })
@@ -113,8 +125,9 @@ impl Procs {
             .stdout(open(&stdout)?)
             .stderr(open(&stderr)?)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
-            .map_err(|source| DemoError::Spawn {
+            .map_err(|source| Error::Spawn {
                 name: name.to_string(),
                 path: bin.to_path_buf(),
                 error: source,

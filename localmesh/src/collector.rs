@@ -6,19 +6,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use meshwork_waypoint::tracing::context::hex;
-use meshwork_waypoint::tracing::otlp::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use meshwork_waypoint::tracing::otlp::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use meshwork_waypoint::tracing::otlp::common::v1::any_value::Value;
-use meshwork_waypoint::tracing::otlp::common::v1::KeyValue;
+use crate::otlp::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use crate::otlp::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use crate::otlp::common::v1::any_value::Value;
+use crate::otlp::common::v1::KeyValue;
+use crate::tracecontext::hex;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::DemoError;
+use crate::Error;
 
 /// One received span, flattened: ids in lower-case hex, attributes as strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,29 +84,29 @@ pub struct Collector {
 
 impl Collector {
     /// On an OS-chosen port of 127.0.0.1.
-    pub async fn start() -> Result<Collector, DemoError> {
+    pub async fn start() -> Result<Collector, Error> {
         let want: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let l = TcpListener::bind(want)
             .await
-            .map_err(|error| DemoError::Bind { addr: want, error })?;
+            .map_err(|error| Error::Bind { addr: want, error })?;
         Collector::serve(l, want)
     }
 
     /// On a listener bound elsewhere (e.g. inside a network namespace: it stays there).
-    pub fn start_on(l: std::net::TcpListener) -> Result<Collector, DemoError> {
+    pub fn start_on(l: std::net::TcpListener) -> Result<Collector, Error> {
         let want = l
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         l.set_nonblocking(true)
-            .map_err(|error| DemoError::Bind { addr: want, error })?;
-        let l = TcpListener::from_std(l).map_err(|error| DemoError::Bind { addr: want, error })?;
+            .map_err(|error| Error::Bind { addr: want, error })?;
+        let l = TcpListener::from_std(l).map_err(|error| Error::Bind { addr: want, error })?;
         Collector::serve(l, want)
     }
 
-    fn serve(l: TcpListener, want: SocketAddr) -> Result<Collector, DemoError> {
+    fn serve(l: TcpListener, want: SocketAddr) -> Result<Collector, Error> {
         let addr = l
             .local_addr()
-            .map_err(|error| DemoError::Bind { addr: want, error })?;
+            .map_err(|error| Error::Bind { addr: want, error })?;
         let store = Store::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let svc = TraceServiceServer::new(store.clone());
@@ -125,7 +121,7 @@ impl Collector {
                 )
                 .await;
             if let Err(e) = served {
-                super::progress(&format!("the demo's OTLP collector stopped: {e}"));
+                crate::progress(&format!("the demo's OTLP collector stopped: {e}"));
             }
         });
         Ok(Collector {
@@ -144,6 +140,10 @@ impl Collector {
             .clone()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&self) -> usize {
         self.store.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -152,9 +152,9 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshwork_waypoint::tracing::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
-    use meshwork_waypoint::tracing::otlp::common::v1::AnyValue;
-    use meshwork_waypoint::tracing::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use crate::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use crate::otlp::common::v1::AnyValue;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     #[tokio::test]
     async fn keeps_what_an_otlp_client_exports() {

@@ -2,7 +2,7 @@
 //! the application's own plain TCP connection (from a pod's network namespace, where the
 //! eBPF redirection captures it, or straight to an address).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::connect::{Dial, DialError};
+use crate::connect::{Dial, DialError};
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,9 @@ pub enum Via {
         proxy: SocketAddr,
         /// `<ns>/<pod>` of the source workload.
         workload: String,
+        /// The source pod's own address: the connection to the proxy leaves from it, so
+        /// the ztunnel sees (and policies such as `ipBlocks` match) the pod, not 127.0.0.1.
+        source: Option<IpAddr>,
         host: String,
         port: u16,
     },
@@ -114,14 +117,33 @@ impl Via {
     }
 }
 
+/// A connection to `proxy` from `source` (any port) when given.
+async fn connect_from(proxy: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, HttpError> {
+    let Some(ip) = source else {
+        return Ok(Dial::Here(proxy).connect().await?);
+    };
+    let err = |e: std::io::Error| HttpError::Socks {
+        proxy,
+        detail: format!("connecting from {ip}: {e}"),
+    };
+    let sock = match ip {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    sock.bind(SocketAddr::new(ip, 0)).map_err(err)?;
+    sock.connect(proxy).await.map_err(err)
+}
+
 async fn socks_connect(
     proxy: SocketAddr,
     workload: &str,
+    source: Option<IpAddr>,
     host: &str,
     port: u16,
 ) -> Result<TcpStream, HttpError> {
     let err = |detail: String| HttpError::Socks { proxy, detail };
-    let mut s = Dial::Here(proxy).connect().await?;
+    let mut s = connect_from(proxy, source).await?;
     let io = |e: std::io::Error| err(e.to_string());
     s.write_all(&[5, 1, 2]).await.map_err(io)?;
     let mut m = [0u8; 2];
@@ -155,10 +177,11 @@ async fn exchange(via: &Via, req: &Request) -> Result<Response, HttpError> {
         Via::Socks {
             proxy,
             workload,
+            source,
             host,
             port,
         } => (
-            socks_connect(*proxy, workload, host, *port).await?,
+            socks_connect(*proxy, workload, *source, host, *port).await?,
             format!("{host}:{port}"),
         ),
         Via::Plain { dial, host } => (dial.connect().await?, host.clone()),
@@ -282,6 +305,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn socks_connection_leaves_from_the_pod_address() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = l.local_addr().unwrap();
+        let seen = tokio::spawn(async move { l.accept().await.unwrap().1.ip() });
+        let pod: IpAddr = "127.66.5.14".parse().unwrap();
+        let via = Via::Socks {
+            proxy,
+            workload: "shop/web-0".into(),
+            source: Some(pod),
+            host: "cart".into(),
+            port: 8080,
+        };
+        let _ = send(&via, &Request::get("/"), Duration::from_millis(500)).await;
+        assert_eq!(seen.await.unwrap(), pod);
+    }
+
+    #[tokio::test]
     async fn socks_refusal_is_reported_with_its_code() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = l.local_addr().unwrap();
@@ -304,6 +344,7 @@ mod tests {
         let via = Via::Socks {
             proxy,
             workload: "production/order-client".into(),
+            source: None,
             host: "payment-service".into(),
             port: 8080,
         };

@@ -1,0 +1,212 @@
+//! A running local mesh, whichever mode brought it up: where its pods are, how to reach
+//! them and its proxies, and its logs. Dropping it stops every process and removes
+//! everything it created.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::collector::Collector;
+use crate::connect::Dial;
+use crate::http::Via;
+use crate::loopback::{self, Loopback};
+use crate::netns::{self, Netns};
+use crate::plan::Plan;
+use crate::{Chosen, Error};
+
+/// Where each pod ended up: pod name → (address, node as the mesh names it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub pods: BTreeMap<String, (IpAddr, String)>,
+}
+
+impl Placement {
+    pub fn ip(&self, pod: &str) -> Option<IpAddr> {
+        self.pods.get(pod).map(|(ip, _)| *ip)
+    }
+
+    pub fn node(&self, pod: &str) -> Option<&str> {
+        self.pods.get(pod).map(|(_, n)| n.as_str())
+    }
+
+    /// The pod at `ip`.
+    pub fn pod_at(&self, ip: &str) -> Option<&str> {
+        self.pods
+            .iter()
+            .find(|(_, (a, _))| a.to_string() == ip)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// How [`Prepared::start`] runs the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `(file name, YAML)` the control plane reads besides the pods' objects.
+    pub files: Vec<(String, String)>,
+    /// Loopback mode: the run directory (manifests, logs, CA); a temporary one when None.
+    pub run_dir: Option<PathBuf>,
+    /// Netns mode: services `(namespace, name)` that must have a VIP in the model first.
+    pub services: Vec<(String, String)>,
+    /// Up once pod `.0` gets an HTTP answer from `.1:.2` `/health` through the mesh.
+    pub ready_probe: Option<(String, String, u16)>,
+}
+
+/// A mesh whose pods have their addresses (and, in netns mode, their namespaces), with
+/// nothing running yet: the caller writes manifests that need the addresses, then starts.
+pub enum Prepared {
+    Loopback(loopback::Prepared),
+    Netns(Box<netns::Prepared>),
+}
+
+impl Prepared {
+    /// Netns mode builds the mini-cluster here (blocking, about a second: call it on the
+    /// thread that will own the mesh's processes, see [`netns`]).
+    pub fn new(chosen: Chosen, plan: Plan, seed: u64) -> Result<Prepared, Error> {
+        Ok(match chosen {
+            Chosen::Loopback => Prepared::Loopback(loopback::Prepared::new(plan, seed)?),
+            Chosen::Netns => Prepared::Netns(Box::new(netns::Prepared::new(plan)?)),
+        })
+    }
+
+    pub fn placement(&self) -> &Placement {
+        match self {
+            Prepared::Loopback(l) => &l.placement,
+            Prepared::Netns(n) => &n.placement,
+        }
+    }
+
+    /// Loopback mode: the address `127.a.b.<host>` of this mesh's network.
+    pub fn loopback_ip(&self, host: u8) -> Option<IpAddr> {
+        match self {
+            Prepared::Loopback(l) => Some(l.net.ip(host)),
+            Prepared::Netns(_) => None,
+        }
+    }
+
+    pub async fn start(self, opts: StartOptions) -> Result<LocalMesh, Error> {
+        match self {
+            Prepared::Loopback(l) => l.start(opts).await,
+            Prepared::Netns(n) => n.start(opts).await,
+        }
+    }
+}
+
+/// The mode-specific part of a running mesh.
+pub enum Backend {
+    Loopback(Loopback),
+    Netns(Netns),
+}
+
+/// A running local mesh.
+pub struct LocalMesh {
+    pub plan: Plan,
+    pub placement: Placement,
+    pub control_plane_admin: Dial,
+    /// Plan node → its ztunnel's metrics endpoint.
+    pub ztunnel_metrics: BTreeMap<String, Dial>,
+    /// Waypoint pod → its admin endpoint (serving `/metrics` too).
+    pub waypoint_admin: BTreeMap<String, Dial>,
+    /// The OTLP/gRPC receiver every waypoint exports its spans to.
+    pub collector: Collector,
+    pub backend: Backend,
+}
+
+impl LocalMesh {
+    pub fn chosen(&self) -> Chosen {
+        match self.backend {
+            Backend::Loopback(_) => Chosen::Loopback,
+            Backend::Netns(_) => Chosen::Netns,
+        }
+    }
+
+    /// The log of process `name` (`controlplane`, `ztunnel-<node>`, a waypoint's or an
+    /// app's pod name); `stream` is `out` or `err`. In netns mode both share one file.
+    pub fn log(&self, name: &str, stream: &str) -> PathBuf {
+        match &self.backend {
+            Backend::Loopback(l) => l.log(name, stream),
+            Backend::Netns(n) => n.log(name),
+        }
+    }
+
+    /// Source `pod` calling `host:port`: through its node's ztunnel's SOCKS5 entry from
+    /// the pod's address on loopback; in netns mode the app's own connection to the
+    /// service VIP from the pod's namespace, captured by the eBPF redirection.
+    pub fn via(&self, pod: &str, host: &str, port: u16) -> Via {
+        let p = self.plan.pod(pod);
+        match (&self.backend, p) {
+            (Backend::Loopback(l), Some(p)) => {
+                l.via(&p.namespace, &p.name, &self.plan.nodes[p.node], host, port)
+            }
+            (Backend::Netns(n), Some(p)) => n.via(p, host, port),
+            (_, None) => Via::direct(SocketAddr::from(([0, 0, 0, 0], port))),
+        }
+    }
+
+    /// The app of `pod` on `port`, bypassing the mesh.
+    pub fn direct(&self, pod: &str, port: u16) -> Via {
+        match &self.backend {
+            Backend::Loopback(_) => Via::direct(SocketAddr::new(
+                self.placement.ip(pod).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                port,
+            )),
+            Backend::Netns(n) => n.direct(pod, port),
+        }
+    }
+
+    /// Plaintext from `from` straight to `addr`, as the destination node's capture sees
+    /// it; only netns mode has capture (None on loopback).
+    pub fn plaintext(&self, from: &str, addr: SocketAddr) -> Option<Via> {
+        match &self.backend {
+            Backend::Loopback(_) => None,
+            Backend::Netns(n) => Some(n.plaintext(from, addr)),
+        }
+    }
+
+    /// Plan node → its ztunnel's admin endpoint serving `/redirect`; empty on loopback.
+    pub fn redirect_endpoints(&self) -> Vec<(String, Dial)> {
+        match &self.backend {
+            Backend::Loopback(_) => Vec::new(),
+            Backend::Netns(n) => n.redirect_endpoints(),
+        }
+    }
+
+    /// Where the mesh runs, for the progress line.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Loopback(l) => format!("on 127.{}.{}.0/24", l.net.a, l.net.b),
+            Backend::Netns(n) => n.location(),
+        }
+    }
+
+    /// A child that exited, with the tail of its log.
+    pub fn first_exited(&mut self) -> Option<String> {
+        match &mut self.backend {
+            Backend::Loopback(l) => l.first_exited(),
+            Backend::Netns(n) => n.first_exited(),
+        }
+    }
+
+    /// Netns mode: the network namespace of a pod, a harness node (`n0`) or `fabric`.
+    pub fn netns_of(&self, target: &str) -> Option<String> {
+        match &self.backend {
+            Backend::Loopback(_) => None,
+            Backend::Netns(n) => Some(n.netns_of(target)),
+        }
+    }
+
+    /// Netns mode: `(namespace, name)` → VIP of every service of the model.
+    pub fn vips(&self) -> BTreeMap<(String, String), IpAddr> {
+        match &self.backend {
+            Backend::Loopback(_) => BTreeMap::new(),
+            Backend::Netns(n) => n.vips.clone(),
+        }
+    }
+
+    /// Loopback mode: plan node → its ztunnel's SOCKS5 entry.
+    pub fn socks(&self) -> BTreeMap<String, SocketAddr> {
+        match &self.backend {
+            Backend::Loopback(l) => l.socks.clone(),
+            Backend::Netns(_) => BTreeMap::new(),
+        }
+    }
+}
