@@ -3,8 +3,8 @@
 //! `pb` holds the generated wire types (from `proto/`); the other modules give them the
 //! behaviour every component needs: resource keys and content versions ([`keys`]), an
 //! indexed read-only view of a proxy's configuration ([`snapshot`]), and the subscription
-//! client a proxy uses to follow the control plane ([`client`]), and where a proxy's
-//! bearer token comes from ([`token`]).
+//! client a proxy uses to follow the control plane ([`client`]), where a proxy's bearer
+//! token comes from ([`token`]), and the compact view of a remote workload ([`view`]).
 
 pub mod ca_client;
 pub mod client;
@@ -13,6 +13,7 @@ pub mod keys;
 pub mod snapshot;
 pub mod static_config;
 pub mod token;
+pub mod view;
 
 pub mod pb {
     pub mod config {
