@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".meshwork",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\")]",
         )
+        // Added after the first release: JSON written before it has no such field.
+        .field_attribute("meshwork.config.v1.Workload.compact", "#[serde(default)]")
         .compile_fds(fds)?;
     Ok(())
 }

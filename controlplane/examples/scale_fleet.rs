@@ -10,9 +10,15 @@
 //! (node-0, what a ztunnel holds) and PROCESSES processes of PER_PROCESS subscribers that
 //! decode and ACK every update (nodes 1…). It measures the full translation, the control
 //! plane's RSS and CPU time, the initial sync of every subscriber (until the control plane
-//! has every ACK), and for each of CHANGES pod label edits the time from the translator
-//! call until every subscriber's ACK reached the control plane, plus each subscriber's own
+//! has every ACK), and for each of CHANGES pod edits the time from the translator call
+//! until every subscriber's ACK reached the control plane (or, for a subscriber the change
+//! does not concern, until its stream found nothing to send), plus each subscriber's own
 //! apply latency (from its report, same machine clock). Prints a Markdown table.
+//!
+//! The edit is the pod's `version` label (`SCALE_FLEET_CHANGE=version`, the default): it
+//! changes the canonical revision, which every ztunnel holds, so every subscriber receives
+//! it. `SCALE_FLEET_CHANGE=label` edits a label nothing derives from: only the ztunnel of
+//! the pod's node receives it (others hold the compact view).
 //!
 //! With `SCALE_FLEET_ZTUNNEL=<path to a ztunnel binary>`, a real ztunnel also follows the
 //! control plane (node `ztunnel-0`: no local pods; listeners on loopback or off,
@@ -272,6 +278,10 @@ async fn main() {
         .iter()
         .filter(|o| matches!(o.spec, Spec::Pod(_)))
         .collect();
+    let change_label = match std::env::var("SCALE_FLEET_CHANGE").as_deref() {
+        Ok("label") => "bench-rev",
+        _ => "version",
+    };
     let mut all_acked = Vec::new();
     let mut applied_lat = Vec::new();
     let cpu_changes0 = cpu_time();
@@ -279,12 +289,13 @@ async fn main() {
         let mut obj = (*pod_objects[(i * 7919) % pod_objects.len()])
             .as_ref()
             .clone();
-        obj.labels.insert("bench-rev".into(), i.to_string());
+        let value = format!("bench-{i}");
+        obj.labels.insert(change_label.into(), value.clone());
         if let Spec::Pod(p) = &mut obj.spec {
             p.metadata
                 .labels
                 .get_or_insert_with(Default::default)
-                .insert("bench-rev".into(), i.to_string());
+                .insert(change_label.into(), value);
         }
         let t0_unix = unix_nanos();
         let t0 = Instant::now();
@@ -314,7 +325,7 @@ async fn main() {
     all_acked.sort_by(f64::total_cmp);
     applied_lat.sort_by(f64::total_cmp);
     rows.push((
-        format!("one pod change: translate → ACKs of all {total} at the control plane, p50 / p99 / max ({} changes)", all_acked.len()),
+        format!("one pod change (`{change_label}` label): translate → all {total} in sync at the control plane, p50 / p99 / max ({} changes)", all_acked.len()),
         format!(
             "{:.1} / {:.1} / {:.1} ms",
             percentile(&all_acked, 0.5),

@@ -375,5 +375,24 @@ pub fn service_vip_seen_by_ztunnel(t: &dyn MeshTarget) -> Result<(), ScenarioErr
             format!("n0's ztunnel counted no connection to {fqdn} for requests to its VIP"),
         ));
     }
+    // orders-v1 runs on n1: n0 holds it in the compact remote view (no labels), which still
+    // names its app and version, derived from its labels by the control plane.
+    let text = t.ztunnel_metrics("n0")?;
+    let service = format!("destination_service=\"{fqdn}\"");
+    let named = text
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .filter(|l| l.contains("reporter=\"source\"") && l.contains(&service))
+        .any(|l| {
+            l.contains("destination_workload=\"orders-v1\"")
+                && l.contains("destination_app=\"orders\"")
+                && l.contains("destination_version=\"v1\"")
+        });
+    if !named {
+        return Err(fail(
+            scenario,
+            format!("n0's series for {fqdn} do not name orders-v1, app orders, version v1"),
+        ));
+    }
     Ok(())
 }

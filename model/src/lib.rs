@@ -6,7 +6,8 @@
 //! client a proxy uses to follow the control plane ([`client`]), and where a proxy's
 //! bearer token comes from ([`token`]); both proxies get their certificates through [`certs`]
 //! (the CA client, [`ca_client`], is one of its signers). The mesh rules every component must read alike
-//! (mTLS per port, waypoint binding, the Gateway route host, route weights) are in [`rules`].
+//! (mTLS per port, waypoint binding, the Gateway route host, route weights) are in [`rules`]; the compact
+//! view of a remote workload a ztunnel holds is [`view`].
 
 pub mod ca_client;
 pub mod certs;
@@ -17,6 +18,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod static_config;
 pub mod token;
+pub mod view;
 
 pub mod pb {
     pub mod config {

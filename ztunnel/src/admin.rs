@@ -189,6 +189,8 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                 "uid": w.uid,
                 "node": w.node,
                 "local": st.is_local(w),
+                // The compact remote view: no labels, policies or mTLS mode (docs/architecture.md).
+                "compact": w.compact,
                 "addresses": w.addresses,
                 "identity": st.identity(w).map(|i| i.to_string()).unwrap_or_default(),
                 "captured": w.captured,

@@ -62,29 +62,15 @@ fn or_unknown(s: &str) -> String {
     }
 }
 
+/// Istio's `*_app`: the canonical name (which a compact remote view always carries),
+/// else derived from the labels as the control plane derives it.
 fn app(w: &Workload) -> String {
-    let v = if !w.canonical_name.is_empty() {
-        &w.canonical_name
-    } else {
-        w.labels
-            .get("app.kubernetes.io/name")
-            .or_else(|| w.labels.get("app"))
-            .unwrap_or(&w.name)
-    };
-    or_unknown(v)
+    or_unknown(meshwork_model::view::canonical_name(w))
 }
 
+/// Istio's `*_version`, likewise.
 fn version(w: &Workload) -> String {
-    let v = if !w.canonical_revision.is_empty() {
-        w.canonical_revision.as_str()
-    } else {
-        w.labels
-            .get("app.kubernetes.io/version")
-            .or_else(|| w.labels.get("version"))
-            .map(String::as_str)
-            .unwrap_or("latest")
-    };
-    or_unknown(v)
+    or_unknown(meshwork_model::view::canonical_revision(w))
 }
 
 impl TcpLabels {

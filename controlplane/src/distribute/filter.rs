@@ -1,8 +1,10 @@
 //! What each kind of proxy receives.
 //!
-//! - ztunnel (by node): the mesh settings, every workload and service (it must resolve
-//!   any destination), telemetry, and only the authorization policies that can apply to
-//!   its own node's workloads, in the L4 form ztunnel enforces.
+//! - ztunnel (by node): the mesh settings, every service and workload (it must resolve
+//!   any destination) — its own node's workloads in full, every other workload in the
+//!   compact remote view the hub encodes once ([`meshwork_model::view`]) — telemetry, and
+//!   only the authorization policies that can apply to its own node's workloads, in the
+//!   L4 form ztunnel enforces.
 //! - waypoint: the mesh settings, every service and workload (it may route to any
 //!   destination), and the policies, routes and telemetry — policies in full (L7) form —
 //!   of its own namespace, of the root namespace, and of the namespaces whose services or
@@ -16,7 +18,10 @@ use std::sync::Arc;
 use meshwork_model::keys::{make_resource, Kind};
 use meshwork_model::pb::config::{resource, Authorization, PolicyScope, ProxyKind, Resource};
 
-use super::hub::HubState;
+use bytes::Bytes;
+use prost::Message;
+
+use super::hub::{Before, Compact, HubState};
 
 /// Rewrites a policy into the form ztunnel enforces.
 pub type L4View = fn(&Authorization) -> Authorization;
@@ -107,6 +112,48 @@ fn bound_to(r: &Resource, namespace: &str, name: &str) -> Option<String> {
         .map(|_| ns.clone())
 }
 
+/// What a proxy should hold under a key, and how it is encoded.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    /// The hub's resource, sent as the hub's shared encoding.
+    Hub(Arc<Resource>),
+    /// A workload's compact remote view, as the hub encoded it once.
+    Compact(Compact),
+    /// A view made for this proxy (a policy's L4 form).
+    Own(Arc<Resource>),
+}
+
+impl Desired {
+    pub fn version(&self) -> &str {
+        match self {
+            Desired::Hub(r) | Desired::Own(r) => &r.version,
+            Desired::Compact(c) => &c.version,
+        }
+    }
+
+    /// The encoding to send.
+    pub fn encode(&self, state: &HubState, key: &str) -> Bytes {
+        match self {
+            Desired::Hub(r) => state
+                .encoded(key)
+                .cloned()
+                .unwrap_or_else(|| Bytes::from(r.encode_to_vec())),
+            Desired::Compact(c) => c.bytes.clone(),
+            Desired::Own(r) => Bytes::from(r.encode_to_vec()),
+        }
+    }
+
+    /// The resource itself (decoded again for a compact view; for tests and debugging).
+    pub fn resource(&self) -> Arc<Resource> {
+        match self {
+            Desired::Hub(r) | Desired::Own(r) => r.clone(),
+            Desired::Compact(c) => {
+                Arc::new(Resource::decode(c.bytes.clone()).expect("the hub encoded this resource"))
+            }
+        }
+    }
+}
+
 pub struct Filter {
     pub kind: ProxyKind,
     pub node: String,
@@ -189,10 +236,10 @@ impl Filter {
     }
 
     /// The resource this proxy should hold under `key`, if any.
-    pub fn desired(&self, key: &str, res: &Arc<Resource>) -> Option<Arc<Resource>> {
+    pub fn desired(&self, state: &HubState, key: &str, res: &Arc<Resource>) -> Option<Desired> {
         let kind = Kind::of_key(key)?;
         match (self.kind, kind) {
-            (ProxyKind::Observer, _) => Some(res.clone()),
+            (ProxyKind::Observer, _) => Some(Desired::Hub(res.clone())),
             (ProxyKind::Ztunnel, Kind::Route) => None,
             (ProxyKind::Ztunnel, Kind::Authorization) => {
                 let Some(resource::Kind::Authorization(a)) = &res.kind else {
@@ -203,21 +250,47 @@ impl Filter {
                 }
                 let view = (self.l4_view)(a);
                 if &view == a {
-                    Some(res.clone())
+                    Some(Desired::Hub(res.clone()))
                 } else {
-                    Some(Arc::new(make_resource(
+                    Some(Desired::Own(Arc::new(make_resource(
                         key.to_string(),
                         resource::Kind::Authorization(view),
-                    )))
+                    ))))
                 }
             }
+            (ProxyKind::Ztunnel, Kind::Workload) => match &res.kind {
+                Some(resource::Kind::Workload(w)) if w.node != self.node => state
+                    .compact(key)
+                    .cloned()
+                    .or_else(|| Compact::of(key, res))
+                    .map(Desired::Compact),
+                _ => Some(Desired::Hub(res.clone())),
+            },
             (ProxyKind::Waypoint, Kind::Authorization | Kind::Route | Kind::Telemetry) => {
                 let ns = key.split('/').nth(1).unwrap_or_default();
-                self.waypoint_serves(ns).then(|| res.clone())
+                self.waypoint_serves(ns).then(|| Desired::Hub(res.clone()))
             }
-            (ProxyKind::Ztunnel | ProxyKind::Waypoint, _) => Some(res.clone()),
+            (ProxyKind::Ztunnel | ProxyKind::Waypoint, _) => Some(Desired::Hub(res.clone())),
             (ProxyKind::Unspecified, _) => None,
         }
+    }
+
+    /// The version of unscoped `key` this proxy received as of the generation `before`
+    /// describes, when the key was then on this proxy's node (`was_local`) or not.
+    pub fn version_then(&self, key: &str, before: &Before, was_local: bool) -> Option<String> {
+        if !self.passes_unscoped(key) {
+            return None;
+        }
+        match (self.kind, Kind::of_key(key)) {
+            (ProxyKind::Ztunnel, Some(Kind::Workload)) if !was_local => before.compact.clone(),
+            _ => before.version.clone(),
+        }
+    }
+
+    /// Whether the workload under `key` is on this ztunnel's node, as of the last
+    /// [`Filter::refresh_context`].
+    pub fn is_local(&self, key: &str) -> bool {
+        self.node_ctx.local.contains(key)
     }
 
     fn ztunnel_needs(&self, a: &Authorization) -> bool {
@@ -248,6 +321,12 @@ impl Filter {
 mod tests {
     use super::*;
     use meshwork_model::pb::config::{Action, GatewayAddress, Rule, Service, Workload};
+
+    /// What `f` holds under `key`, as a resource.
+    fn desired(f: &Filter, key: &str, res: &Arc<Resource>) -> Option<Arc<Resource>> {
+        f.desired(&HubState::default(), key, res)
+            .map(|d| d.resource())
+    }
 
     fn authz(ns: &str, name: &str, scope: PolicyScope) -> Arc<Resource> {
         Arc::new(make_resource(
@@ -307,27 +386,27 @@ mod tests {
         let other_ns = authz("staging", "x", PolicyScope::Namespace);
         let global = authz("istio-system", "g", PolicyScope::Global);
         let target = authz("production", "t", PolicyScope::TargetRef);
-        let got = f.desired(&ns.key, &ns).unwrap();
+        let got = desired(&f, &ns.key, &ns).unwrap();
         match &got.kind {
             Some(resource::Kind::Authorization(a)) => assert!(a.rules.is_empty()),
             other => panic!("{other:?}"),
         }
         assert_ne!(got.version, ns.version, "the L4 view has its own version");
-        assert!(f.desired(&sel.key, &sel).is_some());
-        assert!(f.desired(&other_sel.key, &other_sel).is_none());
-        assert!(f.desired(&other_ns.key, &other_ns).is_none());
-        assert!(f.desired(&global.key, &global).is_some());
-        assert!(f.desired(&target.key, &target).is_none());
+        assert!(desired(&f, &sel.key, &sel).is_some());
+        assert!(desired(&f, &other_sel.key, &other_sel).is_none());
+        assert!(desired(&f, &other_ns.key, &other_ns).is_none());
+        assert!(desired(&f, &global.key, &global).is_some());
+        assert!(desired(&f, &target.key, &target).is_none());
 
         let elsewhere = filter(ProxyKind::Ztunnel, "node-b");
-        assert!(elsewhere.desired(&ns.key, &ns).is_none());
+        assert!(desired(&elsewhere, &ns.key, &ns).is_none());
     }
 
     #[test]
     fn waypoint_and_observer_get_full_policies() {
         let ns = authz("production", "deny-all", PolicyScope::Namespace);
         for kind in [ProxyKind::Waypoint, ProxyKind::Observer] {
-            let got = filter(kind, "").desired(&ns.key, &ns).unwrap();
+            let got = desired(&filter(kind, ""), &ns.key, &ns).unwrap();
             assert_eq!(got.version, ns.version);
         }
     }
@@ -359,17 +438,20 @@ mod tests {
         let prod = authz("production", "deny-all", PolicyScope::Namespace);
         let own = authz("partners", "allow", PolicyScope::TargetRef);
         let root = authz("istio-system", "g", PolicyScope::Global);
-        assert!(f.desired(&prod.key, &prod).is_none(), "production's policy");
-        assert!(f.desired(&own.key, &own).is_some());
-        assert!(f.desired(&root.key, &root).is_some());
+        assert!(
+            desired(&f, &prod.key, &prod).is_none(),
+            "production's policy"
+        );
+        assert!(desired(&f, &own.key, &own).is_some());
+        assert!(desired(&f, &root.key, &root).is_some());
         let route = Arc::new(make_resource(
             Kind::Route.key("production", "pay"),
             resource::Kind::Route(Default::default()),
         ));
-        assert!(f.desired(&route.key, &route).is_none());
+        assert!(desired(&f, &route.key, &route).is_none());
         // Services and workloads of any namespace: it may route there.
         let (key, svc) = service("production", "pay", None);
-        assert!(f.desired(&key, &svc).is_some());
+        assert!(desired(&f, &key, &svc).is_some());
 
         // A production service that uses partners' waypoint: production's policies are
         // now this waypoint's to enforce ...
@@ -377,12 +459,60 @@ mod tests {
         st.resources.insert(key.clone(), svc);
         let changed = HashSet::from([key.clone()]);
         assert!(f.refresh_context(&st, Some(&changed)), "namespaces changed");
-        assert!(f.desired(&prod.key, &prod).is_some());
-        assert!(f.desired(&route.key, &route).is_some());
+        assert!(desired(&f, &prod.key, &prod).is_some());
+        assert!(desired(&f, &route.key, &route).is_some());
         // ... until it no longer does.
         st.resources.remove(&key);
         assert!(f.refresh_context(&st, Some(&changed)));
-        assert!(f.desired(&prod.key, &prod).is_none());
+        assert!(desired(&f, &prod.key, &prod).is_none());
         assert!(!f.refresh_context(&st, Some(&changed)), "no change");
+    }
+
+    #[test]
+    fn a_ztunnel_gets_its_nodes_workloads_in_full_and_the_others_compact() {
+        let st = state();
+        let key = "workload/production/pay".to_string();
+        let res = st.resources.get(&key).unwrap().clone();
+        let local = filter(ProxyKind::Ztunnel, "node-a");
+        let got = local.desired(&st, &key, &res).unwrap();
+        assert!(matches!(got, Desired::Hub(_)), "{got:?}");
+        assert_eq!(got.version(), res.version);
+
+        let remote = filter(ProxyKind::Ztunnel, "node-b");
+        let got = remote.desired(&st, &key, &res).unwrap();
+        assert!(matches!(got, Desired::Compact(_)), "{got:?}");
+        assert_ne!(got.version(), res.version);
+        match &got.resource().kind {
+            Some(resource::Kind::Workload(w)) => {
+                assert!(w.compact);
+                assert_eq!((w.name.as_str(), w.node.as_str()), ("pay", "node-a"));
+                assert!(w.authorization_policies.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Waypoints and observers get every workload in full.
+        for kind in [ProxyKind::Waypoint, ProxyKind::Observer] {
+            let got = filter(kind, "node-b").desired(&st, &key, &res).unwrap();
+            assert!(matches!(got, Desired::Hub(_)), "{kind:?}");
+        }
+        // Which version a ztunnel held: the compact one unless the workload was local.
+        let before = Before {
+            version: Some("full".into()),
+            compact: Some("compact".into()),
+        };
+        assert_eq!(
+            remote.version_then(&key, &before, false).as_deref(),
+            Some("compact")
+        );
+        assert_eq!(
+            local.version_then(&key, &before, true).as_deref(),
+            Some("full")
+        );
+        let svc = "service/production/pay.production.svc.cluster.local";
+        assert_eq!(
+            remote.version_then(svc, &before, false).as_deref(),
+            Some("full")
+        );
+        assert!(local.is_local(&key) && !remote.is_local(&key));
     }
 }

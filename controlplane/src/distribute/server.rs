@@ -85,7 +85,7 @@ impl Registry {
         v
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ProxyInfo>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ProxyInfo>> {
         self.proxies.lock().unwrap_or_else(|e| e.into_inner())
     }
 

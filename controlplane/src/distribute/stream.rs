@@ -6,22 +6,22 @@
 //! the few *deviant* keys whose update it rejected (NACK) and which are not re-sent until
 //! they change again. Only *scoped* keys (a ztunnel's policies, a waypoint's namespaced
 //! policies, routes and telemetry) have their held version tracked key by key. The hub's
-//! change log says, for each key changed since `synced`, what its version was then.
+//! change log says, for each key changed since `synced`, what its version was then (and,
+//! for a workload, its compact view's: a ztunnel held that one unless the workload was on
+//! its node).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use meshwork_model::pb::config::{proxy_message, resource, ProxyMessage, Resource};
-use prost::Message;
+use meshwork_model::pb::config::{proxy_message, resource, ProxyMessage};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::filter::Filter;
-use super::hub::{HubState, ModelHub};
+use super::hub::{Before, HubState, ModelHub};
 use super::server::Registry;
 use super::wire::{self, EncodedUpdate};
 
@@ -250,19 +250,17 @@ impl StreamTask {
         }
     }
 
-    /// The version of unscoped `key` the proxy holds; `then` is the hub's version of it as
-    /// of `synced` (the key changed since).
-    fn held_unscoped(&self, key: &str, then: Option<&Option<String>>) -> Option<String> {
+    /// The version of unscoped `key` the proxy holds; `then` is what the hub had under it
+    /// as of `synced` (the key changed since), `was_local` whether it was on this proxy's
+    /// node then.
+    fn held_unscoped(&self, key: &str, then: Option<&Before>, was_local: bool) -> Option<String> {
         if let Some(d) = self.deviant.get(key) {
             return d.clone();
         }
         if let Some(known) = &self.known {
             return known.get(key).cloned();
         }
-        if !self.filter.passes_unscoped(key) {
-            return None;
-        }
-        then.cloned().flatten()
+        then.and_then(|b| self.filter.version_then(key, b, was_local))
     }
 
     /// Diffs the model (filtered for this proxy) against what the proxy holds.
@@ -286,15 +284,16 @@ impl StreamTask {
             let empty = HashMap::new();
             let known = self.known.as_ref().unwrap_or(&empty);
             for (key, res) in state.resources.iter() {
-                let Some(d) = self.filter.desired(key, res) else {
+                let Some(d) = self.filter.desired(&state, key, res) else {
                     continue;
                 };
                 f.count_after += 1;
                 if self.filter.is_scoped(key) {
-                    f.initial_scoped.insert(key.clone(), d.version.clone());
+                    f.initial_scoped
+                        .insert(key.clone(), d.version().to_string());
                 }
-                if known.get(key) != Some(&d.version) {
-                    resources.push(encoded(&state, key, res, &d));
+                if known.get(key).map(String::as_str) != Some(d.version()) {
+                    resources.push(d.encode(&state, key));
                 }
             }
             removed.extend(
@@ -304,7 +303,7 @@ impl StreamTask {
                         state
                             .resources
                             .get(*k)
-                            .and_then(|r| self.filter.desired(k, r))
+                            .and_then(|r| self.filter.desired(&state, k, r))
                             .is_none()
                     })
                     .cloned(),
@@ -314,6 +313,9 @@ impl StreamTask {
                 Status::aborted("the proxy fell behind the change log; subscribe again to resync")
             })?;
             let changed_keys: HashSet<String> = changed.keys().cloned().collect();
+            // Which form a ztunnel holds a workload in depends on where it was.
+            let was_local: HashSet<&String> =
+                changed.keys().filter(|k| self.filter.is_local(k)).collect();
             let recheck = self.filter.refresh_context(&state, Some(&changed_keys));
             let mut keys: Vec<&String> = changed.keys().collect();
             let scoped_keys: Vec<String> = if recheck {
@@ -332,20 +334,20 @@ impl StreamTask {
             keys.dedup();
             for key in keys {
                 let res = state.resources.get(key);
-                let desired = res.and_then(|r| self.filter.desired(key, r));
+                let desired = res.and_then(|r| self.filter.desired(&state, key, r));
                 let scoped = self.filter.is_scoped(key);
                 let before = if scoped {
                     self.scoped.get(key).cloned()
                 } else {
-                    self.held_unscoped(key, changed.get(key))
+                    self.held_unscoped(key, changed.get(key), was_local.contains(key))
                 };
-                let after = desired.as_ref().map(|d| d.version.clone());
+                let after = desired.as_ref().map(|d| d.version().to_string());
                 if before == after {
                     continue;
                 }
-                match (&desired, res) {
-                    (Some(d), Some(r)) => resources.push(encoded(&state, key, r, d)),
-                    _ => removed.push(key.clone()),
+                match &desired {
+                    Some(d) => resources.push(d.encode(&state, key)),
+                    None => removed.push(key.clone()),
                 }
                 f.sent.push(Sent {
                     key: key.clone(),
@@ -357,7 +359,13 @@ impl StreamTask {
         }
         drop(state);
         if !initial && f.sent.is_empty() {
+            // Nothing this proxy holds changed: it is in sync with `generation` as it is.
             self.synced = generation;
+            if self.known.is_none() {
+                self.registry
+                    .update(self.id, |p| p.acked_version = generation);
+                self.registry.notify_acked();
+            }
             return Ok(None);
         }
         self.nonce += 1;
@@ -373,16 +381,6 @@ impl StreamTask {
         self.in_flight = Some(f);
         Ok(Some(update))
     }
-}
-
-/// The encoding of `desired`: the hub's shared bytes when it is the hub's resource.
-fn encoded(state: &HubState, key: &str, res: &Arc<Resource>, desired: &Arc<Resource>) -> Bytes {
-    if Arc::ptr_eq(res, desired) {
-        if let Some(b) = state.encoded(key) {
-            return b.clone();
-        }
-    }
-    Bytes::from(desired.encode_to_vec())
 }
 
 fn root_namespace(state: &HubState) -> String {

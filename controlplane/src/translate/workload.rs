@@ -406,6 +406,7 @@ pub fn workload(
         healthy,
         is_waypoint,
         telemetry: telemetry_keys(idx, mesh, ns, labels),
+        compact: false,
     };
     (Some(w), wp_ref)
 }

@@ -236,3 +236,141 @@ fn a_proxy_behind_the_change_log_is_asked_to_resubscribe() {
     let err = t.next_update().unwrap_err();
     assert_eq!(err.code(), tonic::Code::Aborted);
 }
+
+/// The workloads of the next update, by key, as the proxy decodes them.
+fn next_workloads(t: &mut StreamTask) -> Option<Vec<(String, Workload)>> {
+    let u = t.next_update().expect("no resync")?;
+    let mut v: Vec<(String, Workload)> = u
+        .resources
+        .iter()
+        .filter_map(|b| {
+            let r = Resource::decode(b.clone()).unwrap();
+            match r.kind {
+                Some(resource::Kind::Workload(w)) => Some((r.key, w)),
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(v)
+}
+
+#[test]
+fn a_ztunnel_gets_remote_workloads_compact_and_its_own_in_full() {
+    let hub = ModelHub::new();
+    hub.apply([workload("a", "node-1", "1"), workload("b", "node-2", "1")]);
+    let mut t = task(&hub, "node-1", HashMap::new());
+    let got = next_workloads(&mut t).unwrap();
+    let (a, b) = (&got[0].1, &got[1].1);
+    assert!(!a.compact && a.labels.contains_key("rev"));
+    assert_eq!(a.authorization_policies, ["ns/sel"]);
+    assert!(b.compact && b.labels.is_empty() && b.authorization_policies.is_empty());
+    assert_eq!(b.node, "node-2");
+    answer(&mut t, "");
+
+    // A label is outside the compact view: node-2's change does not reach node-1 ...
+    hub.apply([workload("b", "node-2", "2")]);
+    assert!(next(&mut t).is_none(), "nothing for a remote label");
+    // ... but a local one does.
+    hub.apply([workload("a", "node-1", "2")]);
+    assert_eq!(next(&mut t).unwrap().0, strs(&["workload/ns/a"]));
+    answer(&mut t, "");
+
+    // A field of the view (the address) reaches every ztunnel.
+    let mut moved = workload("b", "node-2", "2");
+    if let Some(Resource {
+        kind: Some(resource::Kind::Workload(w)),
+        ..
+    }) = &mut moved.1
+    {
+        w.addresses = vec!["10.0.0.9".into()];
+    }
+    let moved = (
+        moved.0.clone(),
+        Some(make_resource(moved.0, moved.1.unwrap().kind.unwrap())),
+    );
+    hub.apply([moved]);
+    let got = next_workloads(&mut t).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.compact && got[0].1.addresses == ["10.0.0.9"]);
+    answer(&mut t, "");
+    assert!(t.deviant.is_empty());
+}
+
+#[test]
+fn a_workload_moving_nodes_switches_form() {
+    let hub = ModelHub::new();
+    hub.apply([workload("a", "node-2", "1")]);
+    let mut t = task(&hub, "node-1", HashMap::new());
+    assert!(next_workloads(&mut t).unwrap()[0].1.compact);
+    answer(&mut t, "");
+
+    // To this node: in full (with the policy that now applies).
+    hub.apply([workload("a", "node-1", "1")]);
+    let got = next_workloads(&mut t).unwrap();
+    assert!(!got[0].1.compact && !got[0].1.labels.is_empty());
+    answer(&mut t, "");
+    // A label change while local is sent ...
+    hub.apply([workload("a", "node-1", "2")]);
+    assert_eq!(next(&mut t).unwrap().0, strs(&["workload/ns/a"]));
+    answer(&mut t, "");
+    // ... and away again: compact, and later label changes are not.
+    hub.apply([workload("a", "node-3", "2")]);
+    let got = next_workloads(&mut t).unwrap();
+    assert!(got[0].1.compact && got[0].1.node == "node-3");
+    answer(&mut t, "");
+    hub.apply([workload("a", "node-3", "3")]);
+    assert!(next(&mut t).is_none());
+
+    // A proxy resuming with the compact version it holds is not sent it again.
+    let held = t.count;
+    let known: HashMap<String, String> = [(
+        "workload/ns/a".to_string(),
+        hub.read().compact("workload/ns/a").unwrap().version.clone(),
+    )]
+    .into();
+    let mut resumed = task(&hub, "node-1", known);
+    let (up, rm) = next(&mut resumed).unwrap();
+    assert!(up.is_empty() && rm.is_empty(), "{up:?} {rm:?}");
+    assert_eq!(held, 1);
+}
+
+#[test]
+fn a_change_that_concerns_no_one_still_counts_as_in_sync() {
+    let hub = ModelHub::new();
+    hub.apply([workload("a", "node-2", "1")]);
+    let registry = Arc::new(Registry::default());
+    let filter = Filter::new(ProxyKind::Ztunnel, "node-1", "", "", |a| a.clone());
+    let id = 7;
+    registry.lock().insert(
+        id,
+        super::super::server::ProxyInfo {
+            id,
+            kind: "ztunnel".into(),
+            node: "node-1".into(),
+            gateway: String::new(),
+            proxy_id: String::new(),
+            peer: None,
+            connected_at_unix: 0,
+            acked_version: 0,
+            resources: 0,
+            acks: 0,
+            nacks: 0,
+            last_nack: None,
+        },
+    );
+    let mut t = StreamTask::new(
+        id,
+        hub.clone(),
+        registry.clone(),
+        filter,
+        HashMap::new(),
+        true,
+    );
+    next(&mut t).unwrap();
+    answer(&mut t, "");
+    assert_eq!(registry.acked_at_least(1), 1);
+    let g = hub.apply([workload("a", "node-2", "2")]);
+    assert!(next(&mut t).is_none());
+    assert_eq!(registry.acked_at_least(g), 1, "in sync without an update");
+}
