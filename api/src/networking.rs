@@ -482,3 +482,32 @@ pub struct ClientTlsSettings {
     pub sni: Option<String>,
     pub insecure_skip_verify: Option<bool>,
 }
+
+/// The gRPC status names a fault's `abort.grpcStatus` may carry, in code order (`OK` = 0).
+pub const GRPC_STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The code of a gRPC status name (`NOT_FOUND` → 5); `None` for a name Istio does not accept.
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUS_NAMES
+        .iter()
+        .position(|c| *c == name)
+        .map(|p| p as u32)
+}

@@ -543,26 +543,6 @@ fn known_http_status(n: u16) -> bool {
         | 429 | 431 | 451 | 500..=508 | 510 | 511)
 }
 
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// Istio's fault percentage: 0, or between 0.0001 and 100.
 fn fault_percent(field: String, v: f64, p: &mut Problems) {
     if v.is_nan() || !(0.0..=100.0).contains(&v) || (v > 0.0 && v < 0.0001) {
@@ -756,7 +736,7 @@ fn http_route(f: &str, r: &HttpRoute, in_delegate: bool, p: &mut Problems) {
                     }
                 }
                 (None, Some(g), _) => {
-                    if !GRPC_STATUS.contains(&g.as_str()) {
+                    if crate::networking::grpc_status_code(g).is_none() {
                         p.add(
                             format!("{af}.grpcStatus"),
                             format!("gRPC status \"{g}\" is not supported (for example NOT_FOUND)"),

@@ -66,28 +66,9 @@ fn headers(h: &Option<net::Headers>) -> Option<Headers> {
 
 /// gRPC status names as Istio accepts them in `fault.abort.grpcStatus`.
 fn grpc_code(s: &str) -> u32 {
-    const CODES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     s.parse()
         .ok()
-        .or_else(|| CODES.iter().position(|c| *c == s).map(|p| p as u32))
+        .or_else(|| meshwork_api::networking::grpc_status_code(s))
         .unwrap_or(2)
 }
 
