@@ -14,6 +14,7 @@
 pub mod collector;
 pub mod connect;
 pub mod derive;
+pub mod forward;
 mod error;
 pub mod http;
 pub mod mesh;
