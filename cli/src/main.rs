@@ -37,6 +37,8 @@ enum Command {
     Status(cmd::up::StatusArgs),
     /// Runs a command as a pod of the local mesh: `meshwork exec POD -- curl …`.
     Exec(cmd::up::exec::Args),
+    /// Forwards a loopback port of this machine to a pod's port: `meshwork port-forward POD [LOCAL:]PORT`.
+    PortForward(cmd::up::port_forward::Args),
     /// Prints a log of the local mesh: a pod, `controlplane`, `ztunnel[-NODE]`, `waypoint[-NS]`.
     Logs(cmd::up::logs::Args),
     /// Authorization tools: `authz check` decides a request as the data path would.
@@ -65,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Down(a) => cmd::up::down(a),
         Command::Status(a) => cmd::up::status(a),
         Command::Exec(a) => cmd::up::exec::run(a),
+        Command::PortForward(a) => cmd::up::port_forward::run(a).await,
         Command::Logs(a) => cmd::up::logs::run(a),
         Command::Authz(a) => cmd::authz::run(a).await,
         Command::ProxyConfig(a) => cmd::proxy_config::run(a).await,

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,18 +12,19 @@ use anyhow::Context;
 use meshwork_observe::graph::Target;
 use meshwork_observe::{serve, top, Monitor, ServeOptions};
 
+use crate::cmd::up::state;
+
 /// The proxies to scrape.
 #[derive(clap::Args, Debug)]
 pub struct TargetArgs {
     /// Metrics endpoints, comma separated: `HOST:PORT`, a URL (`http://HOST:PORT/metrics`),
-    /// or `NS/NAME=URL` to name a waypoint's workload.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        required = true,
-        env = "MESHWORK_METRICS_TARGETS"
-    )]
+    /// or `NS/NAME=URL` to name a waypoint's workload. Default: every proxy of the local
+    /// mesh `meshwork up` runs.
+    #[arg(long, value_delimiter = ',', env = "MESHWORK_METRICS_TARGETS")]
     pub targets: Vec<String>,
+    /// The state directory of `meshwork up`, read when no --targets are given.
+    #[arg(long, env = "MESHWORK_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Seconds between scrapes (rates cover this window).
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
@@ -32,12 +34,36 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn targets(&self) -> Vec<Target> {
-        self.targets
+    /// The given --targets, else the metrics endpoints the running `meshwork up` forwards.
+    fn targets(&self) -> anyhow::Result<Vec<Target>> {
+        let given: Vec<Target> = self
+            .targets
             .iter()
             .filter(|t| !t.trim().is_empty())
             .map(|t| Target::parse(t.trim()))
-            .collect()
+            .collect();
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        let dir = state::state_dir(self.state_dir.as_deref());
+        let s = state::read(&dir)
+            .map_err(|e| anyhow::anyhow!("no --targets given, and no local mesh to scrape: {e}"))?;
+        anyhow::ensure!(
+            state::alive(s.pid),
+            "no --targets given, and the local mesh recorded in {} is not running (pid {} is gone)",
+            dir.display(),
+            s.pid
+        );
+        anyhow::ensure!(
+            !s.metrics.is_empty(),
+            "no --targets given, and the local mesh in {} records no metrics endpoints \
+             (started by an older meshwork?)",
+            dir.display()
+        );
+        Ok(s.metrics
+            .iter()
+            .map(|m| Target::parse(&m.target()))
+            .collect())
     }
 
     fn durations(&self) -> anyhow::Result<(Duration, Duration)> {
@@ -77,7 +103,7 @@ pub struct GraphArgs {
 
 pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
     let (interval, timeout) = args.targets.durations()?;
-    let mut monitor = Monitor::new(args.targets.targets(), timeout);
+    let mut monitor = Monitor::new(args.targets.targets()?, timeout);
     let mut g = monitor.step().await;
     let tty = std::io::stdout().is_terminal() && !args.json;
     let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
@@ -116,7 +142,7 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
 pub async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let (interval, timeout) = args.targets.durations()?;
     let server = serve(
-        args.targets.targets(),
+        args.targets.targets()?,
         ServeOptions {
             listen: args.listen,
             allow_remote: args.allow_remote,
@@ -132,4 +158,58 @@ pub async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state::{MetricsState, State};
+
+    fn args(targets: &[&str], dir: &std::path::Path) -> TargetArgs {
+        TargetArgs {
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            state_dir: Some(dir.to_path_buf()),
+            interval: 2.0,
+            timeout: 2.0,
+        }
+    }
+
+    #[test]
+    fn targets_come_from_the_flag_else_the_running_local_mesh() {
+        let d = tempfile::tempdir().unwrap();
+        let given = args(&["127.0.0.1:9", "shop/wp=127.0.0.1:8"], d.path())
+            .targets()
+            .unwrap();
+        assert_eq!(given[1].name.as_deref(), Some("shop/wp"));
+        let e = args(&[], d.path()).targets().unwrap_err().to_string();
+        assert!(
+            e.contains("no --targets given") && e.contains("meshwork up"),
+            "{e}"
+        );
+        let mut s: State = serde_json::from_value(serde_json::json!({
+            "pid": std::process::id(), "mode": "loopback", "dir": "/m", "up_ms": 1,
+            "location": "", "nodes": [], "pods": [], "services": [],
+            "control_plane_admin": "", "otlp_receiver": "", "logs": {}
+        }))
+        .unwrap();
+        state::write(d.path(), &s).unwrap();
+        let e = args(&[], d.path()).targets().unwrap_err().to_string();
+        assert!(e.contains("no metrics endpoints"), "{e}");
+        s.metrics = vec![
+            MetricsState {
+                name: "ztunnel-node-0".into(),
+                addr: "127.0.0.1:41000".into(),
+            },
+            MetricsState {
+                name: "shop/waypoint-0".into(),
+                addr: "127.0.0.1:41001".into(),
+            },
+        ];
+        state::write(d.path(), &s).unwrap();
+        let t = args(&[], d.path()).targets().unwrap();
+        assert_eq!(t[0].url, "http://127.0.0.1:41000/metrics");
+        assert_eq!(t[0].name, None);
+        assert_eq!(t[1].url, "http://127.0.0.1:41001/metrics");
+        assert_eq!(t[1].name.as_deref(), Some("shop/waypoint-0"));
+    }
 }

@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod logs;
+pub mod port_forward;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,9 @@ use meshwork_localmesh::mesh::{Prepared, StartOptions};
 use meshwork_localmesh::{derive, progress, LocalMesh, Mode, Run};
 use tokio::signal::unix::{signal, SignalKind};
 
-use state::{PodState, ServiceState, State};
+use meshwork_localmesh::connect::Dial;
+use meshwork_localmesh::forward::{self, Forwarder};
+use state::{MetricsState, PodState, ServiceState, State};
 
 /// How long `meshwork up` waits for the background process to report the mesh up.
 const UP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -219,7 +222,15 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
         _ = terminate.recv() => anyhow::bail!("interrupted"),
     };
     let etc_netns = write_hosts_files(&mesh);
-    let st = describe(&mesh, &derived.services, &args.dir, started_ms, etc_netns);
+    let forwarders = metrics_forwarders(&mesh).await?;
+    let mut st = describe(&mesh, &derived.services, &args.dir, started_ms, etc_netns);
+    st.metrics = forwarders
+        .iter()
+        .map(|(name, f)| MetricsState {
+            name: name.clone(),
+            addr: f.addr().to_string(),
+        })
+        .collect();
     progress(&format!(
         "mesh up in {:.1}s {}",
         st.up_ms as f64 / 1000.0,
@@ -241,6 +252,7 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
     }
     append_spans(&mesh, &traces, written);
     progress("stopping: removing the processes (and network namespaces, veths, BPF pins)");
+    drop(forwarders);
     drop(mesh);
     for d in &st.etc_netns {
         let _ = std::fs::remove_dir_all(d);
@@ -248,6 +260,36 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_file(state::state_file(&dir));
     progress("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A loopback forwarder to every proxy's metrics endpoint (in netns mode they live in
+/// the nodes' namespaces): `ztunnel-<node>` and `<namespace>/<waypoint pod>`.
+async fn metrics_forwarders(mesh: &LocalMesh) -> anyhow::Result<Vec<(String, Forwarder)>> {
+    let mut endpoints: Vec<(String, Dial)> = mesh
+        .ztunnel_metrics
+        .iter()
+        .map(|(node, d)| (format!("ztunnel-{node}"), d.clone()))
+        .collect();
+    for (pod, d) in &mesh.waypoint_admin {
+        let ns = mesh
+            .plan
+            .pod(pod)
+            .map(|p| p.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        endpoints.push((format!("{ns}/{pod}"), d.clone()));
+    }
+    let mut out = Vec::new();
+    for (name, dial) in endpoints {
+        let f = Forwarder::start(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            dial,
+            forward::MAX_CONNECTIONS,
+        )
+        .await
+        .with_context(|| format!("forwarding the metrics of {name}"))?;
+        out.push((name, f));
+    }
+    Ok(out)
 }
 
 /// Appends the spans received since the `written` first ones to `traces.jsonl`.
@@ -405,6 +447,7 @@ fn describe(
         otlp_receiver: mesh.collector.addr.to_string(),
         logs,
         etc_netns,
+        metrics: Vec::new(),
     }
 }
 
@@ -444,6 +487,12 @@ fn render(s: &State, state_dir: &Path) -> String {
                 &v.vip
             };
             out.push_str(&format!("    {}/{} {vip}\n", v.namespace, v.name));
+        }
+    }
+    if !s.metrics.is_empty() {
+        out.push_str("  metrics (forwarded; `meshwork top` and `meshwork graph` scrape them):\n");
+        for m in &s.metrics {
+            out.push_str(&format!("    {:<32} http://{}/metrics\n", m.name, m.addr));
         }
     }
     let client = s
@@ -561,6 +610,10 @@ mod tests {
             otlp_receiver: "10.250.0.254:4000".into(),
             logs: BTreeMap::new(),
             etc_netns: vec![],
+            metrics: vec![MetricsState {
+                name: "ztunnel-node-0".into(),
+                addr: "127.0.0.1:41000".into(),
+            }],
         };
         let r = render(&s, Path::new("/run/meshwork/up"));
         assert!(r.contains("up in 2.5s"), "{r}");
@@ -574,5 +627,9 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("/run/meshwork/up/traces.jsonl"), "{r}");
+        assert!(
+            r.contains("ztunnel-node-0") && r.contains("http://127.0.0.1:41000/metrics"),
+            "{r}"
+        );
     }
 }

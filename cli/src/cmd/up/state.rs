@@ -53,6 +53,27 @@ pub struct ServiceState {
     pub vip: String,
 }
 
+/// A proxy's metrics endpoint, forwarded to a loopback port of the host by the running
+/// `meshwork up` (`meshwork top` and `graph` scrape these when given no `--targets`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MetricsState {
+    /// `ztunnel-<node>`, or `<namespace>/<waypoint pod>`.
+    pub name: String,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl MetricsState {
+    /// As `meshwork top --targets` takes it: waypoints named `NS/NAME=ADDR`.
+    pub fn target(&self) -> String {
+        if self.name.contains('/') {
+            format!("{}={}", self.name, self.addr)
+        } else {
+            self.addr.clone()
+        }
+    }
+}
+
 /// `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -73,6 +94,9 @@ pub struct State {
     /// Netns mode: `/etc/netns/<netns>` directories written (hosts files) to remove.
     #[serde(default)]
     pub etc_netns: Vec<PathBuf>,
+    /// Every proxy's metrics endpoint, forwarded to the host's loopback.
+    #[serde(default)]
+    pub metrics: Vec<MetricsState>,
 }
 
 impl State {
@@ -180,6 +204,16 @@ mod tests {
             otlp_receiver: "127.0.0.1:2".into(),
             logs: BTreeMap::new(),
             etc_netns: vec![],
+            metrics: vec![
+                MetricsState {
+                    name: "ztunnel-node-0".into(),
+                    addr: "127.0.0.1:3".into(),
+                },
+                MetricsState {
+                    name: "shop/waypoint-0".into(),
+                    addr: "127.0.0.1:4".into(),
+                },
+            ],
         }
     }
 
@@ -195,6 +229,8 @@ mod tests {
         let e = s.pod("cart-0").unwrap_err().to_string();
         assert!(e.contains("cart-0") && e.contains("web-0"), "{e}");
         assert!(alive(std::process::id()));
+        let targets: Vec<String> = s.metrics.iter().map(MetricsState::target).collect();
+        assert_eq!(targets, ["127.0.0.1:3", "shop/waypoint-0=127.0.0.1:4"]);
         std::fs::write(state_file(d.path()), "{").unwrap();
         assert!(matches!(
             read(d.path()).unwrap_err(),
