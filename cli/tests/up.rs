@@ -1,6 +1,7 @@
 //! `meshwork up` on a directory the project has never seen (a `shop` namespace written
 //! here), driven with `meshwork exec … curl` as a user would: routing by a VirtualService
-//! split, an `ipBlocks` DENY, plaintext refused by STRICT, a trace at the OTLP receiver;
+//! split, an `ipBlocks` DENY, plaintext refused by STRICT, a trace at the OTLP receiver,
+//! `meshwork top` on the metrics `up` forwards and `meshwork port-forward` to a pod;
 //! then `meshwork down` leaves no namespace, process or state behind.
 //!
 //! Netns mode needs root and a kernel that loads the eBPF redirection (CI runs as root);
@@ -10,8 +11,9 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bin_dir, tool};
@@ -210,6 +212,18 @@ impl Drop for Down<'_> {
     }
 }
 
+/// Kills a child still held when the test fails.
+struct Killed(Option<std::process::Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[test]
 fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
     if let Err(e) = meshwork_e2e::capability::probe_redirect() {
@@ -311,6 +325,88 @@ fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
     let v2 = by_pod.get("cart-v2-0").copied().unwrap_or(0);
     assert_eq!(v1 + v2, 20, "{by_pod:?}");
     assert!(v1 >= 10, "80/20 split gave {by_pod:?}");
+
+    // `meshwork top` without --targets scrapes the metrics endpoints `up` forwards to the
+    // host's loopback; traffic during its one interval gives the edge to cart a rate.
+    let metrics = st["metrics"].as_array().cloned().unwrap_or_default();
+    assert!(
+        metrics.iter().any(|m| m["name"] == "ztunnel-node-0")
+            && metrics
+                .iter()
+                .any(|m| m["name"] == "shop/waypoint-waypoint"),
+        "{st:#}"
+    );
+    let mut top = Command::new(env!("CARGO_BIN_EXE_meshwork"))
+        .args(["top", "--once", "--json", "--interval", "1.5"])
+        .env("MESHWORK_STATE_DIR", state)
+        .env_remove("MESHWORK_METRICS_TARGETS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if top.try_wait().unwrap().is_some() {
+            break;
+        }
+        let (code, resp) = curl(state, "web-0", &[], url);
+        assert_eq!((code, status_code(&resp)), (0, 200), "{resp}");
+    }
+    let top = top.wait_with_output().unwrap();
+    assert!(top.status.success(), "{}", text(&top));
+    let g: Value = serde_json::from_slice(&top.stdout).unwrap();
+    let to_cart: Vec<&Value> = g["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["services"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| s.as_str().is_some_and(|s| s.starts_with("cart.shop")))
+            })
+        })
+        .collect();
+    assert!(
+        to_cart
+            .iter()
+            .any(|e| e["rate"].as_f64().unwrap_or(0.0) > 0.0),
+        "no edge to cart.shop with a rate: {g:#}"
+    );
+
+    // port-forward: a loopback port of the host answered by a cart pod.
+    let mut pf = Killed(Some(
+        Command::new(env!("CARGO_BIN_EXE_meshwork"))
+            .args(["port-forward", "cart-v2-0", "0:8080"])
+            .env("MESHWORK_STATE_DIR", state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    ));
+    let mut line = String::new();
+    BufReader::new(pf.0.as_mut().unwrap().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let local = line
+        .strip_prefix("Forwarding from ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+        .to_string();
+    assert!(local.starts_with("127.0.0.1:"), "{line}");
+    let o = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10"])
+        .arg(format!("http://{local}/api/cart"))
+        .output()
+        .unwrap();
+    let resp = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut pf = pf.0.take().unwrap();
+    // SAFETY: kill(2) of our own child, not yet reaped: SIGINT, as Ctrl-C.
+    unsafe {
+        libc::kill(pf.id() as i32, libc::SIGINT);
+    }
+    let stopped = pf.wait().unwrap();
+    assert_eq!(status_code(&resp), 200, "{resp}");
+    assert_eq!(served_by(&resp), "cart-v2-0", "{resp}");
+    assert!(stopped.success(), "port-forward after Ctrl-C: {stopped}");
 
     // ipBlocks DENY: the same request from node-1's pod is refused by the waypoint.
     let (code, resp) = curl(state, "intruder", &[], url);

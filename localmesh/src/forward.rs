@@ -172,7 +172,10 @@ mod tests {
         c.write_all(b"three").await.unwrap();
         let mut buf = [0u8; 5];
         let early = tokio::time::timeout(Duration::from_millis(300), c.read_exact(&mut buf)).await;
-        assert!(early.is_err(), "a third connection was served beyond the bound");
+        assert!(
+            early.is_err(),
+            "a third connection was served beyond the bound"
+        );
         assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 2);
         drop(a);
         tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
@@ -207,6 +210,9 @@ mod tests {
             .err()
             .expect("the port is taken")
             .to_string();
-        assert!(e.contains(&f.addr().to_string()) && e.contains(&gone.to_string()), "{e}");
+        assert!(
+            e.contains(&f.addr().to_string()) && e.contains(&gone.to_string()),
+            "{e}"
+        );
     }
 }

@@ -14,8 +14,8 @@
 pub mod collector;
 pub mod connect;
 pub mod derive;
-pub mod forward;
 mod error;
+pub mod forward;
 pub mod http;
 pub mod mesh;
 pub mod mode;
