@@ -208,7 +208,7 @@ mod tests {
         state::write(d.path(), &s).unwrap();
         let t = args(&[], d.path()).targets().unwrap();
         assert_eq!(t[0].url, "http://127.0.0.1:41000/metrics");
-        assert_eq!(t[0].name, None);
+        assert_eq!(t[0].name.as_deref(), Some("ztunnel-node-0"));
         assert_eq!(t[1].url, "http://127.0.0.1:41001/metrics");
         assert_eq!(t[1].name.as_deref(), Some("shop/waypoint-0"));
     }

@@ -64,13 +64,10 @@ pub struct MetricsState {
 }
 
 impl MetricsState {
-    /// As `meshwork top --targets` takes it: waypoints named `NS/NAME=ADDR`.
+    /// As `meshwork top --targets` takes it, `NAME=ADDR` (a waypoint's name, `NS/NAME`,
+    /// names its workload in the graph; a ztunnel's only labels its row).
     pub fn target(&self) -> String {
-        if self.name.contains('/') {
-            format!("{}={}", self.name, self.addr)
-        } else {
-            self.addr.clone()
-        }
+        format!("{}={}", self.name, self.addr)
     }
 }
 
@@ -230,7 +227,10 @@ mod tests {
         assert!(e.contains("cart-0") && e.contains("web-0"), "{e}");
         assert!(alive(std::process::id()));
         let targets: Vec<String> = s.metrics.iter().map(MetricsState::target).collect();
-        assert_eq!(targets, ["127.0.0.1:3", "shop/waypoint-0=127.0.0.1:4"]);
+        assert_eq!(
+            targets,
+            ["ztunnel-node-0=127.0.0.1:3", "shop/waypoint-0=127.0.0.1:4"]
+        );
         std::fs::write(state_file(d.path()), "{").unwrap();
         assert!(matches!(
             read(d.path()).unwrap_err(),
