@@ -1,8 +1,9 @@
 //! `meshwork up` on a directory the project has never seen (a `shop` namespace written
 //! here), driven with `meshwork exec … curl` as a user would: routing by a VirtualService
 //! split, an `ipBlocks` DENY, plaintext refused by STRICT, a trace at the OTLP receiver,
-//! `meshwork top` on the metrics `up` forwards and `meshwork port-forward` to a pod;
-//! then `meshwork down` leaves no namespace, process or state behind.
+//! `meshwork top` on the metrics `up` forwards, the Prometheus `up` runs counting the
+//! requests, and `meshwork port-forward` to a pod; then `meshwork down` leaves no
+//! namespace, process (Prometheus included) or state behind.
 //!
 //! Netns mode needs root and a kernel that loads the eBPF redirection (CI runs as root);
 //! elsewhere the test says why and does not run.
@@ -354,6 +355,44 @@ fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
     let top = top.wait_with_output().unwrap();
     assert!(top.status.success(), "{}", text(&top));
     let g: Value = serde_json::from_slice(&top.stdout).unwrap();
+
+    // The Prometheus `up` runs scrapes the same endpoints: the requests above show in it.
+    let prom = st["prometheus"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(prom.starts_with("http://127.0.0.1:"), "{st:#}");
+    assert!(
+        summary.contains(&format!("prometheus: {prom}"))
+            && summary.contains("grafana-dashboard.json"),
+        "{summary}"
+    );
+    let dashboard = st["dashboard"].as_str().unwrap_or_default();
+    let d: Value = serde_json::from_slice(&std::fs::read(dashboard).unwrap()).unwrap();
+    assert!(d["panels"].is_array(), "{dashboard}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let total = loop {
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-G", "--data-urlencode"])
+            .arg("query=sum(istio_requests_total)")
+            .arg(format!("{prom}/api/v1/query"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        let total = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if total > 0.0 {
+            break total;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sum(istio_requests_total) at {prom} not positive within 20 s: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("prometheus {prom}: sum(istio_requests_total) = {total}");
     let to_cart: Vec<&Value> = g["edges"]
         .as_array()
         .unwrap()
@@ -489,6 +528,22 @@ fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
             s.contains(") Z ")
         },
         "the background process {pid} is still running"
+    );
+    let prom_pid = st["prometheus"]["pid"].as_u64().unwrap();
+    let prom_dir = st["prometheus"]["dir"].as_str().unwrap().to_string();
+    let prometheus_left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            (cmd.contains(&prom_dir) && !stat.contains(") Z ")).then_some(cmd)
+        })
+        .collect();
+    assert!(
+        prometheus_left.is_empty(),
+        "prometheus (pid {prom_pid}) left: {prometheus_left:?}"
     );
     let st = meshwork(state, &["status"]);
     assert!(!st.status.success());

@@ -1,9 +1,10 @@
 //! A local Prometheus (the Debian `prometheus` binary) scraping the proxies: its
 //! configuration written from a list of targets, started on a loopback port with its
-//! storage in a temporary directory, waited for until ready, queried, and stopped cleanly
+//! storage in a temporary directory (or one the caller names), waited for until ready, queried, and stopped cleanly
 //! (SIGTERM, then SIGKILL after a grace period).
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -136,7 +137,10 @@ pub struct Options {
 /// A running Prometheus; dropping it kills it (prefer [`Prometheus::stop`]).
 pub struct Prometheus {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    /// Configuration, log and storage (`data/`).
+    dir: PathBuf,
+    /// Removed with the Prometheus when [`Prometheus::start`] chose the directory.
+    _temp: Option<tempfile::TempDir>,
     pub addr: SocketAddr,
 }
 
@@ -153,8 +157,42 @@ fn percent_encode(s: &str) -> String {
 }
 
 impl Prometheus {
-    /// Writes the configuration and starts Prometheus (not yet ready: see [`Self::wait_ready`]).
+    /// Writes the configuration into a temporary directory (removed with the returned
+    /// value) and starts Prometheus (not yet ready: see [`Self::wait_ready`]).
     pub fn start(jobs: &[Job], opts: &Options) -> Result<Prometheus, PrometheusError> {
+        let temp = tempfile::Builder::new()
+            .prefix("meshwork-prometheus-")
+            .tempdir()
+            .map_err(|source| PrometheusError::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let mut p = Self::spawn(jobs, opts, temp.path(), false)?;
+        p._temp = Some(temp);
+        Ok(p)
+    }
+
+    /// As [`Self::start`], with the configuration, log and storage in `dir` (created,
+    /// left in place); Prometheus gets SIGTERM when the calling thread exits, so a
+    /// long-lived owner that dies without stopping it does not leave it behind.
+    pub fn start_in(
+        jobs: &[Job],
+        opts: &Options,
+        dir: &Path,
+    ) -> Result<Prometheus, PrometheusError> {
+        std::fs::create_dir_all(dir).map_err(|source| PrometheusError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Self::spawn(jobs, opts, dir, true)
+    }
+
+    fn spawn(
+        jobs: &[Job],
+        opts: &Options,
+        dir: &Path,
+        die_with_parent: bool,
+    ) -> Result<Prometheus, PrometheusError> {
         if !opts.listen.ip().is_loopback() && !opts.allow_remote {
             return Err(PrometheusError::NotLoopback { addr: opts.listen });
         }
@@ -162,43 +200,54 @@ impl Prometheus {
             Some(b) => b.clone(),
             None => find_binary().ok_or(PrometheusError::NotInstalled)?,
         };
-        let dir = tempfile::Builder::new()
-            .prefix("meshwork-prometheus-")
-            .tempdir()
-            .map_err(|source| PrometheusError::Write {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let config = dir.path().join("prometheus.yml");
+        let config = dir.join("prometheus.yml");
         std::fs::write(&config, scrape_config(jobs, opts.scrape_interval)).map_err(|source| {
             PrometheusError::Write {
                 path: config.clone(),
                 source,
             }
         })?;
-        let log_path = dir.path().join("prometheus.log");
+        let log_path = dir.join("prometheus.log");
         let log = std::fs::File::create(&log_path).map_err(|source| PrometheusError::Write {
             path: log_path.clone(),
             source,
         })?;
-        let child = Command::new(&binary)
-            .arg(format!("--config.file={}", config.display()))
+        let mut cmd = Command::new(&binary);
+        cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path().join("data").display()
+                dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={}", opts.listen))
             .arg("--storage.tsdb.retention.time=2h")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        if die_with_parent {
+            // SAFETY: prctl(2) only, async-signal-safe, in the child before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .spawn()
             .map_err(|source| PrometheusError::Spawn { binary, source })?;
         Ok(Prometheus {
             child: Some(child),
-            dir,
+            dir: dir.to_path_buf(),
+            _temp: None,
             addr: opts.listen,
         })
+    }
+
+    /// The process id of the running Prometheus.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn url(&self) -> String {
@@ -206,12 +255,12 @@ impl Prometheus {
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("prometheus.yml")
+        self.dir.join("prometheus.yml")
     }
 
     /// The last lines of Prometheus' log.
     pub fn log_tail(&self) -> String {
-        tail(&self.dir.path().join("prometheus.log"), 20)
+        tail(&self.dir.join("prometheus.log"), 20)
     }
 
     /// Polls `/-/ready` until it answers 200.

@@ -27,10 +27,19 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use meshwork_localmesh::connect::Dial;
 use meshwork_localmesh::forward::{self, Forwarder};
-use state::{MetricsState, PodState, ServiceState, State};
+use meshwork_observe::graph::Target;
+use meshwork_observe::prometheus::{self as prom, Job, Prometheus};
+use state::{MetricsState, PodState, PrometheusState, ServiceState, State};
 
 /// How long `meshwork up` waits for the background process to report the mesh up.
 const UP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How often the local Prometheus scrapes the proxies.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The Grafana dashboard over the proxies' metrics, written to the state directory.
+const DASHBOARD: &str = include_str!("../../../../charts/dashboards/meshwork.json");
+const DASHBOARD_FILE: &str = "grafana-dashboard.json";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -49,6 +58,10 @@ pub struct Args {
     /// Run in this process instead of the background (Ctrl-C stops it).
     #[arg(long)]
     pub foreground: bool,
+    /// Do not start the local Prometheus (by default `up` runs Debian's `prometheus`
+    /// on a loopback port, scraping every proxy's metrics each second).
+    #[arg(long)]
+    pub no_prometheus: bool,
     /// When the user ran `meshwork up` (ms since the epoch; set for the background run).
     #[arg(long, hide = true)]
     pub started_at_ms: Option<u64>,
@@ -88,6 +101,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 s.dir.display()
             );
         }
+        if let Some(p) = &s.prometheus {
+            stop_leftover_prometheus(p);
+        }
         let _ = std::fs::remove_file(state::state_file(&dir));
     }
     // Fail fast, in the user's terminal, on what the manifests cannot run as.
@@ -115,6 +131,7 @@ fn background(args: Args, dir: &Path) -> anyhow::Result<ExitCode> {
         .arg(dir)
         .arg("--foreground")
         .args(["--started-at-ms", &started.to_string()])
+        .args(args.no_prometheus.then_some("--no-prometheus"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -231,6 +248,27 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
             addr: f.addr().to_string(),
         })
         .collect();
+    let prometheus = if args.no_prometheus {
+        None
+    } else {
+        start_prometheus(&st.metrics, &dir).await
+    };
+    st.prometheus = prometheus.as_ref().and_then(|p| {
+        Some(PrometheusState {
+            url: p.url(),
+            pid: p.pid()?,
+            dir: dir.join("prometheus"),
+        })
+    });
+    let dashboard = dir.join(DASHBOARD_FILE);
+    match std::fs::write(&dashboard, DASHBOARD) {
+        Ok(()) => st.dashboard = Some(dashboard),
+        Err(e) => progress(&format!(
+            "could not write the Grafana dashboard to {}: {e}",
+            dashboard.display()
+        )),
+    }
+    st.up_ms = now_ms().saturating_sub(started_ms);
     progress(&format!(
         "mesh up in {:.1}s {}",
         st.up_ms as f64 / 1000.0,
@@ -252,6 +290,11 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
     }
     append_spans(&mesh, &traces, written);
     progress("stopping: removing the processes (and network namespaces, veths, BPF pins)");
+    if let Some(p) = prometheus {
+        if let Err(e) = p.stop(Duration::from_secs(10)) {
+            progress(&format!("stopping prometheus: {e}"));
+        }
+    }
     drop(forwarders);
     drop(mesh);
     for d in &st.etc_netns {
@@ -260,6 +303,62 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_file(state::state_file(&dir));
     progress("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A loopback port for the local Prometheus: 9090 if free, else one below the
+/// ephemeral range.
+fn prometheus_port() -> Option<u16> {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let offset = (std::process::id() % 1000) as u16;
+    std::iter::once(9090)
+        .chain((0..1000).map(|i| 19_000 + (offset + i) % 1000))
+        .find(|&p| free(p))
+}
+
+/// Starts Prometheus scraping `metrics`, its storage in `<dir>/prometheus`; on any
+/// failure (no `prometheus` binary, not ready) says why and goes on without it.
+async fn start_prometheus(metrics: &[MetricsState], dir: &Path) -> Option<Prometheus> {
+    let targets: Vec<Target> = metrics.iter().map(|m| Target::parse(&m.target())).collect();
+    let jobs = match Job::from_targets("meshwork", &targets) {
+        Ok(j) => j,
+        Err(e) => {
+            progress(&format!("prometheus: not started: {e}"));
+            return None;
+        }
+    };
+    let Some(port) = prometheus_port() else {
+        progress("prometheus: not started: no free loopback port");
+        return None;
+    };
+    let opts = prom::Options {
+        binary: None,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        allow_remote: false,
+        scrape_interval: SCRAPE_INTERVAL,
+    };
+    let prom_dir = dir.join("prometheus");
+    let _ = std::fs::remove_dir_all(&prom_dir);
+    let mut p = match Prometheus::start_in(&jobs, &opts, &prom_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            progress(&format!(
+                "prometheus: not started: {e}; going on without it"
+            ));
+            return None;
+        }
+    };
+    if let Err(e) = p.wait_ready(Duration::from_secs(30)).await {
+        progress(&format!("prometheus: {e}; going on without it"));
+        let _ = p.stop(Duration::from_secs(5));
+        return None;
+    }
+    progress(&format!(
+        "prometheus on {} scraping {} endpoint(s) every {:?}",
+        p.url(),
+        metrics.len(),
+        SCRAPE_INTERVAL
+    ));
+    Some(p)
 }
 
 /// A loopback forwarder to every proxy's metrics endpoint (in netns mode they live in
@@ -448,6 +547,8 @@ fn describe(
         logs,
         etc_netns,
         metrics: Vec::new(),
+        prometheus: None,
+        dashboard: None,
     }
 }
 
@@ -509,12 +610,26 @@ fn render(s: &State, state_dir: &Path) -> String {
     out.push_str(&format!(
         "  try:    meshwork exec {client} -- curl -s http://{service}:PORT/\n\
          \x20 logs:   meshwork logs POD|ztunnel|waypoint   control plane admin: {}\n\
-         \x20 traces: {} (OTLP receiver {})\n\
-         \x20 stop:   meshwork down\n",
+         \x20 traces: {} (OTLP receiver {})\n",
         s.control_plane_admin,
         state_dir.join("traces.jsonl").display(),
         s.otlp_receiver,
     ));
+    match &s.prometheus {
+        Some(p) => out.push_str(&format!(
+            "  prometheus: {} (scraping the metrics above; e.g. {}/graph?g0.expr=sum(istio_requests_total))\n",
+            p.url, p.url
+        )),
+        None => out.push_str("  prometheus: not running (see `up`'s output for why)\n"),
+    }
+    if let Some(d) = &s.dashboard {
+        out.push_str(&format!(
+            "  grafana: {} (charts/dashboards/meshwork.json) — Dashboards → New → Import, upload it, pick a Prometheus data source at {}\n",
+            d.display(),
+            s.prometheus.as_ref().map(|p| p.url.as_str()).unwrap_or("your Prometheus")
+        ));
+    }
+    out.push_str("  stop:   meshwork down\n");
     out
 }
 
@@ -535,6 +650,36 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render(&s, &dir));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The recorded Prometheus, if it outlived the `up` process (killed with SIGKILL):
+/// SIGTERM, then SIGKILL after 10 s. Only a process still running `prometheus` with the
+/// recorded storage directory is signalled (the pid may have been reused).
+fn stop_leftover_prometheus(p: &PrometheusState) {
+    let ours = || {
+        std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("prometheus") && c.contains(&*p.dir.to_string_lossy())
+        }) && state::alive(p.pid)
+    };
+    if !ours() {
+        return;
+    }
+    // SAFETY: kill(2) of the recorded Prometheus, checked above to be it.
+    unsafe {
+        libc::kill(p.pid as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ours() {
+        if Instant::now() > deadline {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(p.pid as i32, libc::SIGKILL);
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `meshwork down`.
@@ -566,6 +711,9 @@ pub fn down(args: StateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Whatever a dead background process could not remove.
+    if let Some(p) = &s.prometheus {
+        stop_leftover_prometheus(p);
+    }
     for d in &s.etc_netns {
         let _ = std::fs::remove_dir_all(d);
     }
@@ -614,6 +762,12 @@ mod tests {
                 name: "ztunnel-node-0".into(),
                 addr: "127.0.0.1:41000".into(),
             }],
+            prometheus: Some(PrometheusState {
+                url: "http://127.0.0.1:9090".into(),
+                pid: 8,
+                dir: "/run/meshwork/up/prometheus".into(),
+            }),
+            dashboard: Some("/run/meshwork/up/grafana-dashboard.json".into()),
         };
         let r = render(&s, Path::new("/run/meshwork/up"));
         assert!(r.contains("up in 2.5s"), "{r}");
@@ -631,5 +785,26 @@ mod tests {
             r.contains("ztunnel-node-0") && r.contains("http://127.0.0.1:41000/metrics"),
             "{r}"
         );
+        assert!(r.contains("prometheus: http://127.0.0.1:9090 "), "{r}");
+        assert!(
+            r.contains("grafana: /run/meshwork/up/grafana-dashboard.json")
+                && r.contains("Import")
+                && r.contains("charts/dashboards/meshwork.json"),
+            "{r}"
+        );
+        let without = render(
+            &State {
+                prometheus: None,
+                ..s
+            },
+            Path::new("/run/meshwork/up"),
+        );
+        assert!(without.contains("prometheus: not running"), "{without}");
+    }
+
+    #[test]
+    fn the_embedded_dashboard_is_json() {
+        let v: serde_json::Value = serde_json::from_str(DASHBOARD).unwrap();
+        assert!(v["panels"].is_array(), "{v}");
     }
 }

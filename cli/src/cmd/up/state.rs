@@ -1,7 +1,8 @@
 //! What a running `meshwork up` leaves in its state directory for `down`, `status`,
 //! `exec` and `logs`: `state.json` (written once the mesh answers, removed at teardown),
-//! `up.log` (the background process's output) and `traces.jsonl` (every span the OTLP
-//! receiver got, one JSON object a line).
+//! `up.log` (the background process's output), `traces.jsonl` (every span the OTLP
+//! receiver got, one JSON object a line), `prometheus/` (the local Prometheus'
+//! configuration, log and storage) and `grafana-dashboard.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,16 @@ impl MetricsState {
     }
 }
 
+/// The Prometheus `meshwork up` runs, scraping every [`MetricsState`] address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrometheusState {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub pid: u32,
+    /// Its configuration, log and storage (inside the state directory).
+    pub dir: PathBuf,
+}
+
 /// `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -94,6 +105,14 @@ pub struct State {
     /// Every proxy's metrics endpoint, forwarded to the host's loopback.
     #[serde(default)]
     pub metrics: Vec<MetricsState>,
+    /// The Prometheus scraping them (absent with `--no-prometheus` or without the
+    /// `prometheus` binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusState>,
+    /// The Grafana dashboard (charts/dashboards/meshwork.json) written to the state
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<PathBuf>,
 }
 
 impl State {
@@ -211,6 +230,12 @@ mod tests {
                     addr: "127.0.0.1:4".into(),
                 },
             ],
+            prometheus: Some(PrometheusState {
+                url: "http://127.0.0.1:19090".into(),
+                pid: 9,
+                dir: "/m/prometheus".into(),
+            }),
+            dashboard: Some("/m/grafana-dashboard.json".into()),
         }
     }
 
