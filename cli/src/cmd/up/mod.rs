@@ -249,9 +249,16 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let prometheus = if args.no_prometheus {
-        None
+        Err("--no-prometheus".to_string())
     } else {
         start_prometheus(&st.metrics, &dir).await
+    };
+    let prometheus = match prometheus {
+        Ok(p) => Some(p),
+        Err(why) => {
+            st.prometheus_skipped = Some(why);
+            None
+        }
     };
     st.prometheus = prometheus.as_ref().and_then(|p| {
         Some(PrometheusState {
@@ -317,19 +324,16 @@ fn prometheus_port() -> Option<u16> {
 
 /// Starts Prometheus scraping `metrics`, its storage in `<dir>/prometheus`; on any
 /// failure (no `prometheus` binary, not ready) says why and goes on without it.
-async fn start_prometheus(metrics: &[MetricsState], dir: &Path) -> Option<Prometheus> {
+async fn start_prometheus(metrics: &[MetricsState], dir: &Path) -> Result<Prometheus, String> {
+    let not_started = |why: String| {
+        progress(&format!(
+            "prometheus: not started: {why}; going on without it"
+        ));
+        why
+    };
     let targets: Vec<Target> = metrics.iter().map(|m| Target::parse(&m.target())).collect();
-    let jobs = match Job::from_targets("meshwork", &targets) {
-        Ok(j) => j,
-        Err(e) => {
-            progress(&format!("prometheus: not started: {e}"));
-            return None;
-        }
-    };
-    let Some(port) = prometheus_port() else {
-        progress("prometheus: not started: no free loopback port");
-        return None;
-    };
+    let jobs = Job::from_targets("meshwork", &targets).map_err(|e| not_started(e.to_string()))?;
+    let port = prometheus_port().ok_or_else(|| not_started("no free loopback port".into()))?;
     let opts = prom::Options {
         binary: None,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -338,19 +342,11 @@ async fn start_prometheus(metrics: &[MetricsState], dir: &Path) -> Option<Promet
     };
     let prom_dir = dir.join("prometheus");
     let _ = std::fs::remove_dir_all(&prom_dir);
-    let mut p = match Prometheus::start_in(&jobs, &opts, &prom_dir) {
-        Ok(p) => p,
-        Err(e) => {
-            progress(&format!(
-                "prometheus: not started: {e}; going on without it"
-            ));
-            return None;
-        }
-    };
+    let mut p =
+        Prometheus::start_in(&jobs, &opts, &prom_dir).map_err(|e| not_started(e.to_string()))?;
     if let Err(e) = p.wait_ready(Duration::from_secs(30)).await {
-        progress(&format!("prometheus: {e}; going on without it"));
         let _ = p.stop(Duration::from_secs(5));
-        return None;
+        return Err(not_started(e.to_string()));
     }
     progress(&format!(
         "prometheus on {} scraping {} endpoint(s) every {:?}",
@@ -358,7 +354,7 @@ async fn start_prometheus(metrics: &[MetricsState], dir: &Path) -> Option<Promet
         metrics.len(),
         SCRAPE_INTERVAL
     ));
-    Some(p)
+    Ok(p)
 }
 
 /// A loopback forwarder to every proxy's metrics endpoint (in netns mode they live in
@@ -548,6 +544,7 @@ fn describe(
         etc_netns,
         metrics: Vec::new(),
         prometheus: None,
+        prometheus_skipped: None,
         dashboard: None,
     }
 }
@@ -620,7 +617,10 @@ fn render(s: &State, state_dir: &Path) -> String {
             "  prometheus: {} (scraping the metrics above; e.g. {}/graph?g0.expr=sum(istio_requests_total))\n",
             p.url, p.url
         )),
-        None => out.push_str("  prometheus: not running (see `up`'s output for why)\n"),
+        None => out.push_str(&format!(
+            "  prometheus: not running ({})\n",
+            s.prometheus_skipped.as_deref().unwrap_or("see up.log")
+        )),
     }
     if let Some(d) = &s.dashboard {
         out.push_str(&format!(
@@ -767,6 +767,7 @@ mod tests {
                 pid: 8,
                 dir: "/run/meshwork/up/prometheus".into(),
             }),
+            prometheus_skipped: None,
             dashboard: Some("/run/meshwork/up/grafana-dashboard.json".into()),
         };
         let r = render(&s, Path::new("/run/meshwork/up"));
@@ -795,11 +796,15 @@ mod tests {
         let without = render(
             &State {
                 prometheus: None,
+                prometheus_skipped: Some("--no-prometheus".into()),
                 ..s
             },
             Path::new("/run/meshwork/up"),
         );
-        assert!(without.contains("prometheus: not running"), "{without}");
+        assert!(
+            without.contains("prometheus: not running (--no-prometheus)"),
+            "{without}"
+        );
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct State {
     /// `prometheus` binary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusState>,
+    /// Why there is no Prometheus (`--no-prometheus`, no binary, not ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_skipped: Option<String>,
     /// The Grafana dashboard (charts/dashboards/meshwork.json) written to the state
     /// directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +238,7 @@ mod tests {
                 pid: 9,
                 dir: "/m/prometheus".into(),
             }),
+            prometheus_skipped: None,
             dashboard: Some("/m/grafana-dashboard.json".into()),
         }
     }
