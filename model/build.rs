@@ -4,7 +4,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
     let root = std::path::Path::new(&manifest_dir).join("../proto");
-    let files = ["meshwork/config/v1/config.proto", "istio/v1/auth/ca.proto"];
+    let files = [
+        "meshwork/config/v1/config.proto",
+        "istio/v1/auth/ca.proto",
+        // OTLP traces: the waypoint exports spans, the local mesh's receiver takes them.
+        "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -32,31 +32,8 @@ pub use mesh::{Backend, LocalMesh, Placement};
 pub use mode::{Chosen, Mode};
 pub use plan::{Plan, PodPlan, Run};
 
-/// The OTLP messages and `TraceService`, generated from the repository's `proto/`.
-pub mod otlp {
-    pub mod common {
-        pub mod v1 {
-            tonic::include_proto!("opentelemetry.proto.common.v1");
-        }
-    }
-    pub mod resource {
-        pub mod v1 {
-            tonic::include_proto!("opentelemetry.proto.resource.v1");
-        }
-    }
-    pub mod trace {
-        pub mod v1 {
-            tonic::include_proto!("opentelemetry.proto.trace.v1");
-        }
-    }
-    pub mod collector {
-        pub mod trace {
-            pub mod v1 {
-                tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
-            }
-        }
-    }
-}
+/// The OTLP messages and `TraceService` (generated once, in the model crate).
+pub use meshwork_model::pb::otlp;
 
 static PROGRESS_PREFIX: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 

@@ -27,6 +27,31 @@ pub mod pb {
     pub mod istio_ca {
         tonic::include_proto!("istio.v1.auth");
     }
+    /// The OTLP trace messages and `TraceService` (client and server).
+    pub mod otlp {
+        pub mod common {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.common.v1");
+            }
+        }
+        pub mod resource {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.resource.v1");
+            }
+        }
+        pub mod trace {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.trace.v1");
+            }
+        }
+        pub mod collector {
+            pub mod trace {
+                pub mod v1 {
+                    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+                }
+            }
+        }
+    }
 }
 
 pub use keys::{resource_version, Kind};

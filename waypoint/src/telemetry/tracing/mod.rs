@@ -6,31 +6,8 @@ pub mod export;
 pub mod sampler;
 pub mod span;
 
-/// The OTLP messages and `TraceService` (client and server), generated from `proto/`.
-pub mod otlp {
-    pub mod common {
-        pub mod v1 {
-            tonic::include_proto!("opentelemetry.proto.common.v1");
-        }
-    }
-    pub mod resource {
-        pub mod v1 {
-            tonic::include_proto!("opentelemetry.proto.resource.v1");
-        }
-    }
-    pub mod trace {
-        pub mod v1 {
-            tonic::include_proto!("opentelemetry.proto.trace.v1");
-        }
-    }
-    pub mod collector {
-        pub mod trace {
-            pub mod v1 {
-                tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
-            }
-        }
-    }
-}
+/// The OTLP messages and `TraceService` (generated once, in the model crate).
+pub use meshwork_model::pb::otlp;
 
 use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
