@@ -35,13 +35,15 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Listens on `listen` (port 0: any free port) and forwards each connection to
-    /// `dial`, at most `max_connections` at a time.
+    /// Listens on `127.0.0.1:port` (0: any free port) and forwards each connection to
+    /// `dial`, at most `max_connections` at a time. Loopback only, by construction: a
+    /// forwarder reaches into pods past the mesh, so only this machine's users may use it.
     pub async fn start(
-        listen: SocketAddr,
+        port: u16,
         dial: Dial,
         max_connections: usize,
     ) -> Result<Forwarder, ForwardError> {
+        let listen = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
         let err = |source| ForwardError::Listen {
             listen,
             dial: dial.to_string(),
@@ -159,10 +161,9 @@ mod tests {
     #[tokio::test]
     async fn forwards_both_ways_bounds_connections_and_stops_on_drop() {
         let (target, open) = echo().await;
-        let f = Forwarder::start("127.0.0.1:0".parse().unwrap(), Dial::Here(target), 2)
-            .await
-            .unwrap();
+        let f = Forwarder::start(0, Dial::Here(target), 2).await.unwrap();
         assert_eq!(f.dial(), &Dial::Here(target));
+        assert!(f.addr().ip().is_loopback(), "{}", f.addr());
         let mut a = TcpStream::connect(f.addr()).await.unwrap();
         let mut b = TcpStream::connect(f.addr()).await.unwrap();
         assert_eq!(round_trip(&mut a, b"one").await, b"one");
@@ -198,14 +199,12 @@ mod tests {
         let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gone = unused.local_addr().unwrap();
         drop(unused);
-        let f = Forwarder::start("127.0.0.1:0".parse().unwrap(), Dial::Here(gone), 4)
-            .await
-            .unwrap();
+        let f = Forwarder::start(0, Dial::Here(gone), 4).await.unwrap();
         let mut s = TcpStream::connect(f.addr()).await.unwrap();
         let mut rest = Vec::new();
         let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
-        let e = Forwarder::start(f.addr(), Dial::Here(gone), 4)
+        let e = Forwarder::start(f.addr().port(), Dial::Here(gone), 4)
             .await
             .err()
             .expect("the port is taken")

@@ -375,13 +375,9 @@ async fn metrics_forwarders(mesh: &LocalMesh) -> anyhow::Result<Vec<(String, For
     }
     let mut out = Vec::new();
     for (name, dial) in endpoints {
-        let f = Forwarder::start(
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            dial,
-            forward::MAX_CONNECTIONS,
-        )
-        .await
-        .with_context(|| format!("forwarding the metrics of {name}"))?;
+        let f = Forwarder::start(0, dial, forward::MAX_CONNECTIONS)
+            .await
+            .with_context(|| format!("forwarding the metrics of {name}"))?;
         out.push((name, f));
     }
     Ok(out)

@@ -69,12 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let dial = dial_for(pod, remote)?;
-    let f = Forwarder::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, local)),
-        dial,
-        MAX_CONNECTIONS,
-    )
-    .await?;
+    let f = Forwarder::start(local, dial, MAX_CONNECTIONS).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
