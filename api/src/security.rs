@@ -222,3 +222,14 @@ pub struct Condition {
     pub values: Vec<String>,
     pub not_values: Vec<String>,
 }
+
+/// The value of the `istio.io/dry-run` annotation as Istio reads it (Go's
+/// `strconv.ParseBool`): `1 t T true TRUE True` and `0 f F false FALSE False`; anything
+/// else is not a value (validation refuses it).
+pub fn parse_dry_run(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}

@@ -92,20 +92,7 @@ fn istio_annotations(obj: &Object, p: &mut Problems) {
         match &obj.spec {
             Spec::AuthorizationPolicy(ap) => match ap.action {
                 AuthzAction::Allow | AuthzAction::Deny => {
-                    if !matches!(
-                        v.as_str(),
-                        "1" | "t"
-                            | "T"
-                            | "true"
-                            | "TRUE"
-                            | "True"
-                            | "0"
-                            | "f"
-                            | "F"
-                            | "false"
-                            | "FALSE"
-                            | "False"
-                    ) {
+                    if crate::security::parse_dry_run(v).is_none() {
                         p.add(
                             f,
                             format!("invalid value \"{}\" (true or false)", escaped(v)),

@@ -118,7 +118,8 @@ pub fn authorization(
         dry_run: obj
             .annotations
             .get("istio.io/dry-run")
-            .is_some_and(|v| v == "true"),
+            .and_then(|v| meshwork_api::security::parse_dry_run(v))
+            .unwrap_or(false),
     }
 }
 
@@ -143,6 +144,37 @@ mod tests {
             rules,
             has_l7,
             ..Default::default()
+        }
+    }
+
+    /// `istio.io/dry-run` is read as Istio reads it (Go's ParseBool), the same way validation
+    /// accepts it: `True` or `1` is a dry run, not an enforced policy.
+    #[test]
+    fn dry_run_annotation_reads_every_spelling_istio_accepts() {
+        for (value, dry) in [
+            ("true", true),
+            ("True", true),
+            ("1", true),
+            ("false", false),
+            ("0", false),
+        ] {
+            let text = format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\n  namespace: prod\n  annotations:\n    istio.io/dry-run: \"{value}\"\nspec:\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: [\"evil\"]\n"
+            );
+            let file =
+                meshwork_api::parse::parse_file(std::path::Path::new("p.yaml"), &text, "prod");
+            let obj = file
+                .objects()
+                .next()
+                .unwrap_or_else(|| panic!("{value}: {:?}", file.errors().collect::<Vec<_>>()));
+            let meshwork_api::Spec::AuthorizationPolicy(ap) = &obj.spec else {
+                panic!("not an AuthorizationPolicy")
+            };
+            assert_eq!(
+                authorization(obj, ap, "istio-system").dry_run,
+                dry,
+                "{value}"
+            );
         }
     }
 
