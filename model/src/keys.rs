@@ -11,6 +11,7 @@ pub enum Kind {
     Authorization,
     Route,
     Telemetry,
+    WasmPlugin,
 }
 
 impl Kind {
@@ -22,6 +23,7 @@ impl Kind {
             Kind::Authorization => "authz",
             Kind::Route => "route",
             Kind::Telemetry => "telemetry",
+            Kind::WasmPlugin => "wasmplugin",
         }
     }
 
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Authorization,
             Kind::Route,
             Kind::Telemetry,
+            Kind::WasmPlugin,
         ]
         .into_iter()
         .find(|k| k.prefix() == prefix)
@@ -53,6 +56,7 @@ impl Kind {
             resource::Kind::Authorization(_) => Kind::Authorization,
             resource::Kind::Route(_) => Kind::Route,
             resource::Kind::Telemetry(_) => Kind::Telemetry,
+            resource::Kind::WasmPlugin(_) => Kind::WasmPlugin,
         }
     }
 }

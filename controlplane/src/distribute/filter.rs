@@ -215,7 +215,7 @@ impl Filter {
             (ProxyKind::Ztunnel, Some(Kind::Authorization))
                 | (
                     ProxyKind::Waypoint,
-                    Some(Kind::Authorization | Kind::Route | Kind::Telemetry)
+                    Some(Kind::Authorization | Kind::Route | Kind::Telemetry | Kind::WasmPlugin)
                 )
         )
     }
@@ -224,7 +224,9 @@ impl Filter {
     pub fn passes_unscoped(&self, key: &str) -> bool {
         !matches!(
             (self.kind, Kind::of_key(key)),
-            (_, None) | (ProxyKind::Unspecified, _) | (ProxyKind::Ztunnel, Some(Kind::Route))
+            (_, None)
+                | (ProxyKind::Unspecified, _)
+                | (ProxyKind::Ztunnel, Some(Kind::Route | Kind::WasmPlugin))
         )
     }
 
@@ -240,7 +242,7 @@ impl Filter {
         let kind = Kind::of_key(key)?;
         match (self.kind, kind) {
             (ProxyKind::Observer, _) => Some(Desired::Hub(res.clone())),
-            (ProxyKind::Ztunnel, Kind::Route) => None,
+            (ProxyKind::Ztunnel, Kind::Route | Kind::WasmPlugin) => None,
             (ProxyKind::Ztunnel, Kind::Authorization) => {
                 let Some(resource::Kind::Authorization(a)) = &res.kind else {
                     return None;
@@ -266,7 +268,10 @@ impl Filter {
                     .map(Desired::Compact),
                 _ => Some(Desired::Hub(res.clone())),
             },
-            (ProxyKind::Waypoint, Kind::Authorization | Kind::Route | Kind::Telemetry) => {
+            (
+                ProxyKind::Waypoint,
+                Kind::Authorization | Kind::Route | Kind::Telemetry | Kind::WasmPlugin,
+            ) => {
                 let ns = key.split('/').nth(1).unwrap_or_default();
                 self.waypoint_serves(ns).then(|| Desired::Hub(res.clone()))
             }
