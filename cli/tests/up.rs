@@ -506,6 +506,119 @@ fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
         .count();
     assert!(lines >= 5, "{}", text(&logs));
 
+    // Live edits. A saved VirtualService edit is taken without a restart: all to v2.
+    let edited = MESH
+        .replace("weight: 80}", "weight: 0}")
+        .replace("weight: 20}", "weight: 100}");
+    std::fs::write(manifests.path().join("mesh/20-mesh.yaml"), &edited).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut streak = 0;
+    while streak < 10 {
+        let (code, resp) = curl(state, "web-0", &[], url);
+        assert_eq!((code, status_code(&resp)), (0, 200), "{resp}");
+        streak = if served_by(&resp) == "cart-v2-0" {
+            streak + 1
+        } else {
+            0
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the weight edit did not take: {resp}"
+        );
+    }
+    let status = |state: &Path| -> Value {
+        let st = meshwork(state, &["status", "--json"]);
+        assert!(st.status.success(), "{}", text(&st));
+        serde_json::from_slice(&st.stdout).unwrap()
+    };
+    // The state records the edit once the control plane's verdict on it is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let edit = loop {
+        let e = status(state)["last_edit"].clone();
+        if !e.is_null() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no last_edit in the state");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(edit["applied"], true, "{edit:#}");
+    assert!(
+        edit["summary"]
+            .as_str()
+            .unwrap()
+            .contains("mesh__20-mesh.yaml"),
+        "{edit:#}"
+    );
+    assert_eq!(edit["errors"].as_array().unwrap().len(), 0, "{edit:#}");
+    assert_eq!(
+        status(state)["pid"],
+        st["pid"],
+        "a config edit restarted the mesh"
+    );
+
+    // A bad edit is reported, as `meshwork errors` reports it, and the last good
+    // VirtualService keeps running.
+    let broken = edited.replace("weight: 100}", "weight: -100}");
+    assert_ne!(broken, edited);
+    std::fs::write(manifests.path().join("mesh/20-mesh.yaml"), &broken).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let edit = loop {
+        let e = status(state)["last_edit"].clone();
+        if !e["errors"].as_array().is_none_or(|a| a.is_empty()) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad edit was not reported: {e:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let errors = edit["errors"].to_string();
+    assert!(
+        errors.contains("cart") && errors.contains("weight"),
+        "{edit:#}"
+    );
+    for _ in 0..5 {
+        let (code, resp) = curl(state, "web-0", &[], url);
+        assert_eq!((code, status_code(&resp)), (0, 200), "{resp}");
+        assert_eq!(served_by(&resp), "cart-v2-0", "{resp}");
+    }
+    std::fs::write(manifests.path().join("mesh/20-mesh.yaml"), &edited).unwrap();
+
+    // Scaling changes the pods: the mesh restarts with a second v2 pod that answers.
+    let scaled = APPS.replace(
+        "spec:\n  replicas: 1\n  selector: {matchLabels: {app: cart, version: v2}}",
+        "spec:\n  replicas: 2\n  selector: {matchLabels: {app: cart, version: v2}}",
+    );
+    assert_ne!(scaled, APPS);
+    std::fs::write(manifests.path().join("10-apps.yaml"), &scaled).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut served = std::collections::BTreeSet::new();
+    while served.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "cart-v2-1 never answered: {served:?}"
+        );
+        let (code, resp) = curl(state, "web-0", &[], url);
+        if code == 0 && status_code(&resp) == 200 {
+            served.insert(served_by(&resp));
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(served.contains("cart-v2-1"), "{served:?}");
+    let st = status(state);
+    let netns: Vec<String> = netns
+        .into_iter()
+        .chain(
+            st["pods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["netns"].as_str().map(String::from)),
+        )
+        .collect();
+
     // down: nothing left.
     let down = meshwork(state, &["down"]);
     assert!(down.status.success(), "{}", text(&down));

@@ -17,6 +17,7 @@ pub mod derive;
 mod error;
 pub mod forward;
 pub mod http;
+pub mod live;
 pub mod mesh;
 pub mod mode;
 pub mod plan;

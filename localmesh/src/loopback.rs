@@ -168,7 +168,7 @@ impl Prepared {
         }
         let mut files = opts.files.clone();
         files.push((
-            "zz-localmesh-pods.yaml".into(),
+            crate::live::PODS_FILE.into(),
             pods_yaml(&self.plan, &self.placement),
         ));
         for (name, text) in &files {

@@ -186,6 +186,14 @@ impl LocalMesh {
         }
     }
 
+    /// The directory of manifests the control plane reads (and follows).
+    pub fn config_dir(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Loopback(l) => l.dir().join("manifests"),
+            Backend::Netns(n) => n.config_dir().to_path_buf(),
+        }
+    }
+
     /// Netns mode: the network namespace of a pod, a harness node (`n0`) or `fabric`.
     pub fn netns_of(&self, target: &str) -> Option<String> {
         match &self.backend {

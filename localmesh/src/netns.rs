@@ -99,7 +99,7 @@ impl Prepared {
         progress("creating the network namespaces and starting the control plane and the ztunnels (eBPF redirection)");
         let mut files = opts.files.clone();
         files.push((
-            "zz-localmesh-pods.yaml".into(),
+            crate::live::PODS_FILE.into(),
             pods_yaml(&self.plan, &self.placement),
         ));
         let config = MeshConfig {
@@ -186,6 +186,11 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// The directory of manifests the control plane reads.
+    pub fn config_dir(&self) -> &Path {
+        self.mesh.config_dir()
+    }
+
     pub fn cluster(&self) -> &Cluster {
         &self.mesh.cluster
     }

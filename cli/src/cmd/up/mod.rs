@@ -12,6 +12,7 @@ pub mod exec;
 pub mod logs;
 pub mod port_forward;
 pub mod state;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -207,10 +208,12 @@ fn seed() -> u64 {
 
 /// Runs the mesh in this process until SIGTERM / SIGINT.
 async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let started_ms = args.started_at_ms.unwrap_or_else(now_ms);
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let derived = derive::derive(&args.dir, args.nodes, "default")?;
+    let mut started_ms = args.started_at_ms.unwrap_or_else(now_ms);
+    let mut signals = Signals {
+        interrupt: signal(SignalKind::interrupt())?,
+        terminate: signal(SignalKind::terminate())?,
+    };
+    let mut derived = derive::derive(&args.dir, args.nodes, "default")?;
     let (chosen, reason) = meshwork_localmesh::mode::choose(args.mode).await?;
     progress(&format!(
         "mode: {} ({reason}); {} pod(s) on {} node(s) from {}",
@@ -219,6 +222,55 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
         args.nodes,
         args.dir.display()
     ));
+    loop {
+        match run_mesh(&args, &dir, chosen, &derived, started_ms, &mut signals).await? {
+            Ended::Stopped => break,
+            Ended::Restart(next, why) => {
+                progress(&format!(
+                    "restarting the mesh for an edit of the directory: {why}"
+                ));
+                derived = *next;
+                started_ms = now_ms();
+            }
+        }
+    }
+    progress("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT and SIGTERM, which stop the mesh.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// How one run of the mesh ended.
+enum Ended {
+    /// Stopped by a signal.
+    Stopped,
+    /// An edit of the directory changes the pods: run again with these, for this reason.
+    Restart(Box<derive::Derived>, String),
+}
+
+/// Runs the mesh of `derived` until a signal or an edit that changes its pods, taking
+/// every other edit of the directory live ([`watch`]).
+async fn run_mesh(
+    args: &Args,
+    dir: &Path,
+    chosen: meshwork_localmesh::Chosen,
+    derived: &derive::Derived,
+    started_ms: u64,
+    signals: &mut Signals,
+) -> anyhow::Result<Ended> {
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let opts = StartOptions {
@@ -233,10 +285,9 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
         let prepared = Prepared::new(chosen, derived.plan.clone(), seed())?;
         prepared.start(opts).await
     };
-    let mesh = tokio::select! {
+    let mut mesh = tokio::select! {
         m = start => m?,
-        _ = interrupt.recv() => anyhow::bail!("interrupted"),
-        _ = terminate.recv() => anyhow::bail!("interrupted"),
+        _ = signals.recv() => anyhow::bail!("interrupted"),
     };
     let etc_netns = write_hosts_files(&mesh);
     let forwarders = metrics_forwarders(&mesh).await?;
@@ -251,7 +302,7 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
     let prometheus = if args.no_prometheus {
         Err("--no-prometheus".to_string())
     } else {
-        start_prometheus(&st.metrics, &dir).await
+        start_prometheus(&st.metrics, dir).await
     };
     let prometheus = match prometheus {
         Ok(p) => Some(p),
@@ -281,20 +332,28 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
         st.up_ms as f64 / 1000.0,
         mesh.location()
     ));
-    state::write(&dir, &st)?;
+    state::write(dir, &st)?;
     let traces = dir.join("traces.jsonl");
     let _ = std::fs::remove_file(&traces);
     let mut written = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
+    let mut edits = watch::Watch::new(&args.dir, args.nodes, derived, &mesh);
+    let ended = loop {
         tokio::select! {
             _ = tick.tick() => {
                 written = append_spans(&mesh, &traces, written);
+                match edits.poll(&mut mesh).await {
+                    None => {}
+                    Some(watch::Step::Taken(edit)) => {
+                        st.last_edit = Some(edit);
+                        state::write(dir, &st)?;
+                    }
+                    Some(watch::Step::Restart(next, why)) => break Ended::Restart(next, why),
+                }
             }
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            _ = signals.recv() => break Ended::Stopped,
         }
-    }
+    };
     append_spans(&mesh, &traces, written);
     progress("stopping: removing the processes (and network namespaces, veths, BPF pins)");
     if let Some(p) = prometheus {
@@ -307,9 +366,8 @@ async fn foreground(args: Args, dir: PathBuf) -> anyhow::Result<ExitCode> {
     for d in &st.etc_netns {
         let _ = std::fs::remove_dir_all(d);
     }
-    let _ = std::fs::remove_file(state::state_file(&dir));
-    progress("stopped");
-    Ok(ExitCode::SUCCESS)
+    let _ = std::fs::remove_file(state::state_file(dir));
+    Ok(ended)
 }
 
 /// A loopback port for the local Prometheus: 9090 if free, else one below the
@@ -542,6 +600,7 @@ fn describe(
         prometheus: None,
         prometheus_skipped: None,
         dashboard: None,
+        last_edit: None,
     }
 }
 
@@ -624,6 +683,21 @@ fn render(s: &State, state_dir: &Path) -> String {
             d.display(),
             s.prometheus.as_ref().map(|p| p.url.as_str()).unwrap_or("your Prometheus")
         ));
+    }
+    out.push_str(&format!(
+        "  edits:  saving a file in {} applies it (pods added or removed: the mesh restarts)\n",
+        s.dir.display()
+    ));
+    if let Some(e) = &s.last_edit {
+        out.push_str(&format!(
+            "  last edit: {} — {} error(s), {} warning(s)\n",
+            e.summary,
+            e.errors.len(),
+            e.warnings.len()
+        ));
+        for line in &e.errors {
+            out.push_str(&format!("    error   {line}\n"));
+        }
     }
     out.push_str("  stop:   meshwork down\n");
     out
@@ -765,6 +839,7 @@ mod tests {
             }),
             prometheus_skipped: None,
             dashboard: Some("/run/meshwork/up/grafana-dashboard.json".into()),
+            last_edit: None,
         };
         let r = render(&s, Path::new("/run/meshwork/up"));
         assert!(r.contains("up in 2.5s"), "{r}");

@@ -116,6 +116,25 @@ pub struct State {
     /// directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<PathBuf>,
+    /// The last edit of the directory the running mesh took, or could not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_edit: Option<EditState>,
+}
+
+/// An edit of the directory, as the running mesh took it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EditState {
+    /// When it was taken (ms since the epoch).
+    pub at_ms: u64,
+    /// What changed (`changed a.yaml; removed b.yaml`), or why it was not taken.
+    pub summary: String,
+    /// Whether it runs: false when the directory did not read.
+    pub applied: bool,
+    /// The control plane's validation errors and warnings after it (`meshwork errors`).
+    #[serde(default)]
+    pub errors: Vec<String>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl State {
@@ -240,6 +259,7 @@ mod tests {
             }),
             prometheus_skipped: None,
             dashboard: Some("/m/grafana-dashboard.json".into()),
+            last_edit: None,
         }
     }
 
