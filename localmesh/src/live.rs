@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::derive::{self, Derived};
-use crate::mesh::Placement;
-use crate::plan::{pods_yaml, Plan};
+use crate::plan::{pods_yaml, Placement, Plan};
 use crate::Error;
 
 /// The control plane's file of the pods' objects, written by the mesh (not the user's).

@@ -10,8 +10,7 @@ use std::time::Duration;
 use crate::collector::Collector;
 use crate::connect::Dial;
 use crate::http::Via;
-use crate::mesh::{Backend, LocalMesh, Placement, StartOptions};
-use crate::plan::{pods_yaml, Plan, Run};
+use crate::plan::{pod_env, pods_yaml, Endpoints, Placement, Plan, Run, StartOptions};
 use crate::procs::{locate, Procs};
 use crate::wait::{answers, get_ok, wait_until};
 use crate::{progress, Error};
@@ -139,7 +138,7 @@ impl Prepared {
     }
 
     /// Brings the mesh up; on failure everything is stopped and the logs are kept.
-    pub async fn start(self, opts: StartOptions) -> Result<LocalMesh, Error> {
+    pub async fn start(self, opts: StartOptions) -> Result<(Endpoints, Loopback), Error> {
         let bins: BTreeMap<&str, PathBuf> = crate::procs::BINARIES
             .iter()
             .map(|b| locate(b).map(|p| (*b, p)))
@@ -199,21 +198,21 @@ impl Prepared {
             )
             .await
         {
-            Ok((ztunnel_metrics, waypoint_admin)) => Ok(LocalMesh {
-                plan: self.plan,
-                placement: self.placement,
-                control_plane_admin: Dial::Here(admin),
-                ztunnel_metrics: ztunnel_metrics
-                    .into_iter()
-                    .map(|(n, a)| (n, Dial::Here(a)))
-                    .collect(),
-                waypoint_admin: waypoint_admin
-                    .into_iter()
-                    .map(|(n, a)| (n, Dial::Here(a)))
-                    .collect(),
-                collector,
-                backend: Backend::Loopback(lb),
-            }),
+            Ok((ztunnel_metrics, waypoint_admin)) => Ok((
+                Endpoints {
+                    control_plane_admin: Dial::Here(admin),
+                    ztunnel_metrics: ztunnel_metrics
+                        .into_iter()
+                        .map(|(n, a)| (n, Dial::Here(a)))
+                        .collect(),
+                    waypoint_admin: waypoint_admin
+                        .into_iter()
+                        .map(|(n, a)| (n, Dial::Here(a)))
+                        .collect(),
+                    collector,
+                },
+                lb,
+            )),
             Err(e) => {
                 // Keep the logs for the user to read; stop everything else.
                 let Loopback { mut procs, dir, .. } = lb;
@@ -544,20 +543,6 @@ impl Loopback {
         }
         Ok((ztunnel_metrics, waypoint_admin))
     }
-}
-
-/// The environment of a pod's command: who it is and where it listens.
-pub fn pod_env(p: &crate::plan::PodPlan, ip: IpAddr) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("POD_NAME".to_string(), p.name.clone()),
-        ("POD_NAMESPACE".to_string(), p.namespace.clone()),
-        ("POD_IP".to_string(), ip.to_string()),
-        ("HOSTNAME".to_string(), p.name.clone()),
-    ];
-    if let Some(port) = p.ports.first() {
-        env.push(("PORT".to_string(), port.to_string()));
-    }
-    env
 }
 
 fn node_token(bin: &Path, ca_dir: &Path, node: &str) -> Result<String, Error> {

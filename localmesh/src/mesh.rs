@@ -11,45 +11,9 @@ use crate::connect::Dial;
 use crate::http::Via;
 use crate::loopback::{self, Loopback};
 use crate::netns::{self, Netns};
-use crate::plan::Plan;
+use crate::plan::{Endpoints, Plan};
+pub use crate::plan::{Placement, StartOptions};
 use crate::{Chosen, Error};
-
-/// Where each pod ended up: pod name → (address, node as the mesh names it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Placement {
-    pub pods: BTreeMap<String, (IpAddr, String)>,
-}
-
-impl Placement {
-    pub fn ip(&self, pod: &str) -> Option<IpAddr> {
-        self.pods.get(pod).map(|(ip, _)| *ip)
-    }
-
-    pub fn node(&self, pod: &str) -> Option<&str> {
-        self.pods.get(pod).map(|(_, n)| n.as_str())
-    }
-
-    /// The pod at `ip`.
-    pub fn pod_at(&self, ip: &str) -> Option<&str> {
-        self.pods
-            .iter()
-            .find(|(_, (a, _))| a.to_string() == ip)
-            .map(|(n, _)| n.as_str())
-    }
-}
-
-/// How [`Prepared::start`] runs the mesh.
-#[derive(Debug, Clone, Default)]
-pub struct StartOptions {
-    /// `(file name, YAML)` the control plane reads besides the pods' objects.
-    pub files: Vec<(String, String)>,
-    /// Loopback mode: the run directory (manifests, logs, CA); a temporary one when None.
-    pub run_dir: Option<PathBuf>,
-    /// Netns mode: services `(namespace, name)` that must have a VIP in the model first.
-    pub services: Vec<(String, String)>,
-    /// Up once pod `.0` gets an HTTP answer from `.1:.2` `/health` through the mesh.
-    pub ready_probe: Option<(String, String, u16)>,
-}
 
 /// A mesh whose pods have their addresses (and, in netns mode, their namespaces), with
 /// nothing running yet: the caller writes manifests that need the addresses, then starts.
@@ -84,10 +48,35 @@ impl Prepared {
     }
 
     pub async fn start(self, opts: StartOptions) -> Result<LocalMesh, Error> {
-        match self {
-            Prepared::Loopback(l) => l.start(opts).await,
-            Prepared::Netns(n) => n.start(opts).await,
-        }
+        let (plan, placement) = match &self {
+            Prepared::Loopback(l) => (l.plan.clone(), l.placement.clone()),
+            Prepared::Netns(n) => (n.plan.clone(), n.placement.clone()),
+        };
+        let (endpoints, backend) = match self {
+            Prepared::Loopback(l) => {
+                let (e, l) = l.start(opts).await?;
+                (e, Backend::Loopback(l))
+            }
+            Prepared::Netns(n) => {
+                let (e, n) = n.start(opts).await?;
+                (e, Backend::Netns(n))
+            }
+        };
+        let Endpoints {
+            control_plane_admin,
+            ztunnel_metrics,
+            waypoint_admin,
+            collector,
+        } = endpoints;
+        Ok(LocalMesh {
+            plan,
+            placement,
+            control_plane_admin,
+            ztunnel_metrics,
+            waypoint_admin,
+            collector,
+            backend,
+        })
     }
 }
 

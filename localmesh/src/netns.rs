@@ -31,8 +31,7 @@ use meshwork_e2e::{
 use crate::collector::Collector;
 use crate::connect::Dial;
 use crate::http::{self, Request, Via};
-use crate::mesh::{Backend, LocalMesh, Placement, StartOptions};
-use crate::plan::{pods_yaml, Plan, PodPlan, Run};
+use crate::plan::{pod_env, pods_yaml, Endpoints, Placement, Plan, PodPlan, Run, StartOptions};
 use crate::procs::locate;
 use crate::wait::{answers, get_ok, wait_until};
 use crate::{progress, Error};
@@ -89,7 +88,7 @@ impl Prepared {
     /// Boots the control plane and ztunnels, then the pods and waypoints, and waits for
     /// them. On failure everything is removed again; the logs are copied to a kept
     /// directory named in the error.
-    pub async fn start(self, opts: StartOptions) -> Result<LocalMesh, Error> {
+    pub async fn start(self, opts: StartOptions) -> Result<(Endpoints, Netns), Error> {
         let bins = Binaries {
             controlplane: locate("controlplane")?,
             ztunnel: locate("ztunnel")?,
@@ -150,18 +149,18 @@ impl Prepared {
                         (p.name.clone(), dial)
                     })
                     .collect();
-                Ok(LocalMesh {
-                    plan: self.plan,
-                    placement: self.placement,
-                    control_plane_admin: Dial::Netns {
-                        netns: nm.cluster.fabric_netns().to_string(),
-                        addr: SocketAddr::from((CONTROL_PLANE_IP, CONTROL_PLANE_ADMIN_PORT)),
+                Ok((
+                    Endpoints {
+                        control_plane_admin: Dial::Netns {
+                            netns: nm.cluster.fabric_netns().to_string(),
+                            addr: SocketAddr::from((CONTROL_PLANE_IP, CONTROL_PLANE_ADMIN_PORT)),
+                        },
+                        ztunnel_metrics,
+                        waypoint_admin,
+                        collector,
                     },
-                    ztunnel_metrics,
-                    waypoint_admin,
-                    collector,
-                    backend: Backend::Netns(netns),
-                })
+                    netns,
+                ))
             }
             Err(e) => {
                 let logs = keep_logs(nm.cluster.log_dir());
@@ -335,9 +334,7 @@ impl Netns {
                         continue;
                     };
                     let mut cmd = Command::new(prog);
-                    cmd.args(rest)
-                        .envs(crate::loopback::pod_env(p, ip))
-                        .env("RUST_LOG", "info");
+                    cmd.args(rest).envs(pod_env(p, ip)).env("RUST_LOG", "info");
                     self.cluster()
                         .spawn_in(&p.name, &format!("app-{}", p.name), cmd)
                         .map_err(harness)?;

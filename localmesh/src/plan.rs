@@ -5,7 +5,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::mesh::Placement;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::collector::Collector;
+use crate::connect::Dial;
 
 /// What runs in a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +140,68 @@ status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n  condition
         );
     }
     y
+}
+
+/// Where each pod ended up: pod name → (address, node as the mesh names it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub pods: BTreeMap<String, (IpAddr, String)>,
+}
+
+impl Placement {
+    pub fn ip(&self, pod: &str) -> Option<IpAddr> {
+        self.pods.get(pod).map(|(ip, _)| *ip)
+    }
+
+    pub fn node(&self, pod: &str) -> Option<&str> {
+        self.pods.get(pod).map(|(_, n)| n.as_str())
+    }
+
+    /// The pod at `ip`.
+    pub fn pod_at(&self, ip: &str) -> Option<&str> {
+        self.pods
+            .iter()
+            .find(|(_, (a, _))| a.to_string() == ip)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// How [`Prepared::start`] runs the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `(file name, YAML)` the control plane reads besides the pods' objects.
+    pub files: Vec<(String, String)>,
+    /// Loopback mode: the run directory (manifests, logs, CA); a temporary one when None.
+    pub run_dir: Option<PathBuf>,
+    /// Netns mode: services `(namespace, name)` that must have a VIP in the model first.
+    pub services: Vec<(String, String)>,
+    /// Up once pod `.0` gets an HTTP answer from `.1:.2` `/health` through the mesh.
+    pub ready_probe: Option<(String, String, u16)>,
+}
+
+/// The environment of a pod's command: who it is and where it listens.
+pub fn pod_env(p: &PodPlan, ip: IpAddr) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("POD_NAME".to_string(), p.name.clone()),
+        ("POD_NAMESPACE".to_string(), p.namespace.clone()),
+        ("POD_IP".to_string(), ip.to_string()),
+        ("HOSTNAME".to_string(), p.name.clone()),
+    ];
+    if let Some(port) = p.ports.first() {
+        env.push(("PORT".to_string(), port.to_string()));
+    }
+    env
+}
+
+/// How to reach a started mesh's control plane, proxies and trace receiver.
+pub struct Endpoints {
+    pub control_plane_admin: Dial,
+    /// Plan node → its ztunnel's metrics endpoint.
+    pub ztunnel_metrics: BTreeMap<String, Dial>,
+    /// Waypoint pod → its admin endpoint (serving `/metrics` too).
+    pub waypoint_admin: BTreeMap<String, Dial>,
+    /// The OTLP/gRPC receiver every waypoint exports its spans to.
+    pub collector: Collector,
 }
 
 #[cfg(test)]
