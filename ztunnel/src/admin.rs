@@ -6,7 +6,7 @@
 //! method gets 405 with an `allow` header.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::exposition::CONTENT_TYPE;
+use crate::inpod::InPod;
 use crate::proxy::Proxy;
 use crate::state::workload_ref;
 
@@ -49,8 +50,10 @@ fn json_resp(v: serde_json::Value) -> Resp {
 }
 
 /// Serves `endpoint` on `listener` until `stop`.
+/// `inpod` is the in-pod capture (`--redirect inpod`), held weakly: it holds the proxy.
 pub async fn serve(
     proxy: Arc<Proxy>,
+    inpod: Option<Weak<InPod>>,
     listener: TcpListener,
     endpoint: Endpoint,
     stop: CancellationToken,
@@ -61,15 +64,17 @@ pub async fn serve(
             _ = stop.cancelled() => return,
         };
         let proxy = proxy.clone();
+        let inpod = inpod.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let proxy = proxy.clone();
+                let inpod = inpod.clone();
                 async move {
                     if matches!(endpoint, Endpoint::Admin)
                         && req.uri().path() == "/inpod"
                         && allowed(endpoint, "/inpod").contains(req.method())
                     {
-                        return Ok::<_, Infallible>(json_resp(inpod(&proxy).await));
+                        return Ok::<_, Infallible>(json_resp(inpod_status(&proxy, inpod).await));
                     }
                     Ok::<_, Infallible>(route(&proxy, endpoint, req))
                 }
@@ -138,8 +143,8 @@ fn route(proxy: &Proxy, endpoint: Endpoint, req: Request<Incoming>) -> Resp {
 }
 
 /// `GET /inpod`: the pods handed over (`--redirect inpod`) and the capture counters.
-async fn inpod(proxy: &Proxy) -> serde_json::Value {
-    match proxy.inpod.get().and_then(std::sync::Weak::upgrade) {
+async fn inpod_status(proxy: &Proxy, inpod: Option<Weak<InPod>>) -> serde_json::Value {
+    match inpod.as_ref().and_then(Weak::upgrade) {
         Some(p) => p.status().await,
         None => json!({ "mode": format!("{:?}", proxy.cfg.redirect).to_lowercase() }),
     }

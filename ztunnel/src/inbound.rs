@@ -194,22 +194,25 @@ impl ConnectHandler for Inbound {
         // the tunnel's source address. Replies from the pod (an enrolled source) are
         // captured back to this socket by the redirection.
         let source_ip = proxy.cfg.transparent_inbound.then(|| client_addr.ip());
-        let upstream =
-            match sockets::connect(&self.scope, dst, source_ip, proxy.cfg.connect_timeout).await {
-                Ok(s) => s,
-                Err(e) => {
-                    proxy
-                        .metrics
-                        .refused(TcpLabels::new(Reporter::Destination, &peers, "UF"));
-                    refuse(
-                        &mut rec,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("connecting to {dst}: {e}"),
-                        responder,
-                    );
-                    return;
-                }
-            };
+        let upstream = match self
+            .scope
+            .connect(dst, source_ip, proxy.cfg.connect_timeout)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                proxy
+                    .metrics
+                    .refused(TcpLabels::new(Reporter::Destination, &peers, "UF"));
+                refuse(
+                    &mut rec,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("connecting to {dst}: {e}"),
+                    responder,
+                );
+                return;
+            }
+        };
         let Ok(tunnel) = responder.accept() else {
             return;
         };

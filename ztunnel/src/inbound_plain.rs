@@ -15,7 +15,6 @@ use crate::policy::{Authorizer, ConnAttrs, Verdict};
 use crate::proxy::Proxy;
 use crate::relay::{relay, Bytes};
 use crate::scope::Scope;
-use crate::sockets;
 use crate::state::{workload_ref, State};
 
 /// Handles one captured plaintext connection to `dst`.
@@ -75,7 +74,10 @@ pub async fn handle(
     }
     rec.decision = format!("allow: {}", verdict.reason);
     let source_ip = proxy.cfg.transparent_inbound.then(|| peer.ip());
-    let upstream = match sockets::connect(&scope, dst, source_ip, proxy.cfg.connect_timeout).await {
+    let upstream = match scope
+        .connect(dst, source_ip, proxy.cfg.connect_timeout)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             proxy

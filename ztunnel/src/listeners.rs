@@ -14,7 +14,16 @@ use crate::config::Listen;
 use crate::proxy::Proxy;
 use crate::scope::Scope;
 use crate::sockets;
-use crate::ztunnel::StartError;
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("binding {what} listener on {addr}: {source}")]
+pub struct BindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// One address's listeners, one per shard (in shard order), sharing the bound address.
 pub(crate) struct ShardListeners {
@@ -31,9 +40,9 @@ pub(crate) fn bind_shards(
     reuse_port: bool,
     shards: &[Handle],
     scope: &Scope,
-) -> Result<Option<ShardListeners>, StartError> {
+) -> Result<Option<ShardListeners>, BindError> {
     let Some(addr) = l.0 else { return Ok(None) };
-    let err = |source| StartError::Bind { what, addr, source };
+    let err = |source| BindError { what, addr, source };
     let reuse_port = reuse_port || shards.len() > 1;
     let first = scope
         .listen_std(addr, transparent, reuse_port)

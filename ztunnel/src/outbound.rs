@@ -20,7 +20,6 @@ use crate::proxy::Proxy;
 use crate::redirect::RedirectMode;
 use crate::relay::{relay, relay_h2, Bytes};
 use crate::scope::Scope;
-use crate::sockets;
 use crate::state::{workload_ref, Route, State, StateError, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -303,7 +302,7 @@ pub async fn open(
                     }
                 },
             };
-            match sockets::connect(scope, addr, None, proxy.cfg.connect_timeout).await {
+            match scope.connect(addr, None, proxy.cfg.connect_timeout).await {
                 Ok(s) => Ok(Opened {
                     upstream: Upstream::Tcp(s),
                     rec,

@@ -141,8 +141,6 @@ pub struct Proxy {
     pub log_control: Option<LogControl>,
     /// The node's eBPF redirection (`--redirect ebpf`), set once at start.
     pub redirect: OnceLock<Arc<Redirector>>,
-    /// The in-pod pods (`--redirect inpod`), set once at start; weak: they hold the proxy.
-    pub inpod: OnceLock<std::sync::Weak<crate::inpod::InPod>>,
     applied: watch::Sender<u64>,
     last: Mutex<Option<Applied>>,
 }
@@ -177,7 +175,6 @@ impl Proxy {
             xds,
             log_control,
             redirect: OnceLock::new(),
-            inpod: OnceLock::new(),
             applied: watch::channel(0).0,
             last: Mutex::new(None),
             cfg,

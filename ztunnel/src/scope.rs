@@ -7,12 +7,13 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use meshwork_hbone::{DialFrom, SocketFactory};
 use meshwork_model::pb::config::Workload;
 use meshwork_runtime::netns::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::state::State;
 
@@ -126,11 +127,62 @@ impl Scope {
         };
         crate::sockets::listen_on(sock, addr, transparent, reuse_port)
     }
+
+    /// Connects to `dst` within `timeout` from a socket of this scope; with `source`, binds to
+    /// that address first using IP_TRANSPARENT (so the pod sees the original client IP).
+    pub async fn connect(
+        &self,
+        dst: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
+        let fut = async {
+            let sock = self.socket(dst)?;
+            if let Some(src) = source.filter(|s| s.is_ipv4() == dst.is_ipv4()) {
+                let s2 = socket2::SockRef::from(&sock);
+                if src.is_ipv4() {
+                    s2.set_ip_transparent_v4(true)?;
+                } else {
+                    s2.set_ip_transparent_v6(true)?;
+                }
+                sock.bind(SocketAddr::new(src, 0))?;
+            }
+            crate::sockets::tune(&sock)?;
+            sock.connect(dst).await
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {dst} timed out"),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_to_pods_get_nodelay_and_keepalive() {
+        let l = crate::sockets::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let c = Scope::node()
+            .connect(l.local_addr().unwrap(), None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let r = socket2::SockRef::from(&c);
+        assert!(r.tcp_nodelay().unwrap());
+        assert!(r.keepalive().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_error() {
+        let e = Scope::node()
+            .connect("127.0.0.1:1".parse().unwrap(), None, Duration::from_secs(2))
+            .await;
+        assert!(e.is_err());
+    }
     use crate::state::tests::{snapshot, workload};
 
     fn pod(ip: &str) -> Scope {

@@ -1,15 +1,12 @@
-//! Socket-level helpers: original destination of captured connections, listeners,
-//! transparent (source-preserving) connects, and the options of every proxied socket.
+//! Socket-level helpers: original destination of captured connections, listeners, and the
+//! options of every proxied socket. Connections are made by [`crate::scope::Scope::connect`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-
-use crate::scope::Scope;
 
 pub use meshwork_runtime::socket::tune;
 
@@ -129,56 +126,9 @@ pub fn listen_on(
     Ok(sock.into())
 }
 
-/// Connects to `dst` within `timeout` from a socket of `scope`; with `source`, binds to
-/// that address first using IP_TRANSPARENT (so the pod sees the original client IP).
-pub async fn connect(
-    scope: &Scope,
-    dst: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
-    let fut = async {
-        let sock = scope.socket(dst)?;
-        if let Some(src) = source.filter(|s| s.is_ipv4() == dst.is_ipv4()) {
-            let s2 = socket2::SockRef::from(&sock);
-            if src.is_ipv4() {
-                s2.set_ip_transparent_v4(true)?;
-            } else {
-                s2.set_ip_transparent_v6(true)?;
-            }
-            sock.bind(SocketAddr::new(src, 0))?;
-        }
-        tune(&sock)?;
-        sock.connect(dst).await
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connect to {dst} timed out"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn connections_to_pods_get_nodelay_and_keepalive() {
-        let l = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let c = connect(
-            &Scope::node(),
-            l.local_addr().unwrap(),
-            None,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
-        let r = socket2::SockRef::from(&c);
-        assert!(r.tcp_nodelay().unwrap());
-        assert!(r.keepalive().unwrap());
-    }
 
     #[tokio::test]
     async fn direct_connection_has_no_captured_destination() {
@@ -194,13 +144,5 @@ mod tests {
         let b = listen_with(shared, false, true).unwrap();
         assert_eq!(b.local_addr().unwrap(), shared);
         assert!(listen(shared, false).is_err());
-        let e = connect(
-            &Scope::node(),
-            "127.0.0.1:1".parse().unwrap(),
-            None,
-            Duration::from_secs(2),
-        )
-        .await;
-        assert!(e.is_err());
     }
 }

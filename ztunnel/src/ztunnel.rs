@@ -14,7 +14,7 @@ use crate::admin::{self, Endpoint};
 use crate::certs::{CertManager, CertSigner};
 use crate::config::{Config, Listen};
 use crate::inpod::{serve_agent, Capture, CaptureError, InPod, InPodError, InPodSettings};
-use crate::listeners::{bind_shards, spawn_accept};
+use crate::listeners::{bind_shards, spawn_accept, BindError};
 use crate::metrics::Metrics;
 use crate::proxy::{LogControl, Proxy};
 use crate::redirect::{redirect_options, RedirectMode, RedirectSetupError, Redirector};
@@ -24,12 +24,8 @@ use crate::{inbound, inbound_plain, outbound, sockets, socks5};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("binding {what} listener on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Redirect(#[from] RedirectSetupError),
     #[error("starting the data-path threads: {0}")]
@@ -87,7 +83,7 @@ fn bind(
         None => Ok(None),
         Some(addr) => sockets::listen_with(addr, transparent, reuse_port)
             .map(Some)
-            .map_err(|source| StartError::Bind { what, addr, source }),
+            .map_err(|source| StartError::Bind(BindError { what, addr, source })),
     }
 }
 
@@ -273,7 +269,8 @@ impl Ztunnel {
         ] {
             if let Some(l) = l {
                 *slot = l.local_addr().ok();
-                tokio::spawn(admin::serve(proxy.clone(), l, ep, stop_admin.clone()));
+                let weak = inpod.as_ref().map(Arc::downgrade);
+                tokio::spawn(admin::serve(proxy.clone(), weak, l, ep, stop_admin.clone()));
             }
         }
         tracing::info!(node = %cfg.node, ?addrs, data_threads = cfg.worker_threads, "ztunnel started");
@@ -411,7 +408,6 @@ async fn start_inpod(
             .await
             .map_err(|e| StartError::RedirectTask(e.to_string()))??;
     let inpod = InPod::start(proxy.clone(), shards.handles().to_vec(), settings, capture).await?;
-    let _ = proxy.inpod.set(Arc::downgrade(&inpod));
     inpod.follow(stop.clone());
     let server = meshwork_cni::agent::AgentServer::bind(&cfg.cni_socket)?;
     tokio::spawn(serve_agent(server, inpod.clone(), stop.clone()));

@@ -31,7 +31,7 @@ pub use capture::{Capture, CaptureError};
 pub use records::{PodRecord, RecordError, Records};
 
 use crate::config::Listen;
-use crate::listeners::{bind_shards, spawn_accept};
+use crate::listeners::{bind_shards, spawn_accept, BindError};
 use crate::proxy::Proxy;
 use crate::scope::{PodScope, Scope};
 use crate::{inbound, inbound_plain, outbound, sockets};
@@ -361,7 +361,7 @@ impl InPod {
     /// `mw_pod_ingress` finds at `[::1]`). Two sockets per port rather than one dual-stack
     /// one: the IPv4 path (its addresses, `SO_ORIGINAL_DST`, the socket-LB lookup) stays
     /// exactly as it was, with no v4-mapped addresses.
-    fn listen(&self, scope: &Scope, stop: &CancellationToken) -> Result<(), crate::StartError> {
+    fn listen(&self, scope: &Scope, stop: &CancellationToken) -> Result<(), BindError> {
         let s = &self.settings;
         self.listen_family(scope, stop, s.outbound, s.inbound_plain, s.hbone)?;
         let dual = scope
@@ -386,7 +386,7 @@ impl InPod {
         outbound: Listen,
         inbound_plain: Listen,
         hbone: Listen,
-    ) -> Result<(), crate::StartError> {
+    ) -> Result<(), BindError> {
         let out = bind_shards("outbound", outbound, true, true, &self.shards, scope)?;
         let plain = bind_shards(
             "inbound plaintext",
