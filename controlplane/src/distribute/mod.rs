@@ -12,9 +12,11 @@
 
 pub mod filter;
 pub mod hub;
+pub mod registry;
 pub mod server;
 mod stream;
 pub mod wire;
 
 pub use hub::ModelHub;
-pub use server::{MeshConfigService, ProxyInfo, Registry, SubscriptionAuth};
+pub use registry::{ProxyInfo, Registry};
+pub use server::{MeshConfigService, SubscriptionAuth};

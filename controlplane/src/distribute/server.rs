@@ -1,24 +1,24 @@
 //! The `MeshConfig` gRPC service: one task per proxy stream ([`super::stream`]).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
 use meshwork_model::pb::config::{proxy_message, ProxyKind, ProxyMessage, Subscribe};
-use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
+use tonic::server::{NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use super::filter::{Filter, L4View};
 use super::hub::ModelHub;
+use super::registry::{ProxyInfo, Registry};
 use super::stream::StreamTask;
-use super::wire::{EncodedUpdate, MeshConfigServer};
+use super::wire::{EncodedUpdate, UpdateCodec};
 
 /// How many streams may have a full (re)sync in flight at once. A full update to a
 /// ztunnel is the whole model (tens of MB at 100,000 pods), held encoded until the proxy
@@ -31,77 +31,6 @@ pub const MAX_CONCURRENT_FULL_SYNCS: usize = 8;
 #[tonic::async_trait]
 pub trait SubscriptionAuth: Send + Sync {
     async fn check(&self, sub: &Subscribe) -> Result<(), Status>;
-}
-
-/// What the admin endpoint shows about a connected proxy.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProxyInfo {
-    pub id: u64,
-    pub kind: String,
-    pub node: String,
-    pub gateway: String,
-    pub proxy_id: String,
-    pub peer: Option<SocketAddr>,
-    pub connected_at_unix: u64,
-    /// Model generation of the last ACKed update.
-    pub acked_version: u64,
-    pub resources: usize,
-    pub acks: u64,
-    pub nacks: u64,
-    pub last_nack: Option<String>,
-}
-
-#[derive(Default)]
-pub struct Registry {
-    next: AtomicU64,
-    proxies: Mutex<HashMap<u64, ProxyInfo>>,
-    /// Woken on every ACK (benchmarks wait on it).
-    acked: tokio::sync::Notify,
-}
-
-impl Registry {
-    /// How many connected proxies have ACKed generation `generation` or a later one.
-    pub fn acked_at_least(&self, generation: u64) -> usize {
-        self.lock()
-            .values()
-            .filter(|p| p.acked_version >= generation)
-            .count()
-    }
-
-    /// Waits until `n` proxies have ACKed `generation` or later.
-    pub async fn wait_acked(&self, generation: u64, n: usize) {
-        loop {
-            let woken = self.acked.notified();
-            if self.acked_at_least(generation) >= n {
-                return;
-            }
-            woken.await;
-        }
-    }
-
-    pub fn list(&self) -> Vec<ProxyInfo> {
-        let mut v: Vec<_> = self.lock().values().cloned().collect();
-        v.sort_by_key(|p| p.id);
-        v
-    }
-
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ProxyInfo>> {
-        self.proxies.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn update(&self, id: u64, f: impl FnOnce(&mut ProxyInfo)) {
-        if let Some(p) = self.lock().get_mut(&id) {
-            f(p);
-        }
-    }
-
-    pub(super) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    pub(super) fn notify_acked(&self) {
-        self.acked.notify_waiters();
-    }
 }
 
 #[derive(Clone)]
@@ -171,7 +100,7 @@ impl MeshConfigService {
         }
         self.auth.check(&sub).await?;
 
-        let id = self.registry.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.registry.next_id();
         self.registry.lock().insert(
             id,
             ProxyInfo {
@@ -209,4 +138,79 @@ impl MeshConfigService {
         tokio::spawn(task.run(inbound, tx, self.full_syncs.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+const PATH: &str = "/meshwork.config.v1.MeshConfig/Stream";
+
+/// The tonic service for `MeshConfig` (its one method, `Stream`).
+#[derive(Clone)]
+pub struct MeshConfigServer {
+    inner: Arc<MeshConfigService>,
+    max_decoding: usize,
+    max_encoding: usize,
+}
+
+impl MeshConfigServer {
+    pub fn new(inner: MeshConfigService, max_decoding: usize, max_encoding: usize) -> Self {
+        MeshConfigServer {
+            inner: Arc::new(inner),
+            max_decoding,
+            max_encoding,
+        }
+    }
+}
+
+struct StreamMethod(Arc<MeshConfigService>);
+
+impl StreamingService<ProxyMessage> for StreamMethod {
+    type Response = EncodedUpdate;
+    type ResponseStream = UpdateStream;
+    type Future = BoxFuture<tonic::Response<UpdateStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<ProxyMessage>>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.stream(request).await })
+    }
+}
+
+impl<B> Service<http::Request<B>> for MeshConfigServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != PATH {
+            return Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::Unimplemented as i32).into(),
+                );
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            });
+        }
+        let (inner, dec, enc) = (self.inner.clone(), self.max_decoding, self.max_encoding);
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(UpdateCodec)
+                .apply_max_message_size_config(Some(dec), Some(enc));
+            Ok(grpc.streaming(StreamMethod(inner), req).await)
+        })
+    }
+}
+
+impl NamedService for MeshConfigServer {
+    const NAME: &'static str = "meshwork.config.v1.MeshConfig";
 }

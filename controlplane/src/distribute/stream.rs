@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::filter::Filter;
 use super::hub::{Before, HubState, ModelHub};
-use super::server::Registry;
+use super::registry::Registry;
 use super::wire::{self, EncodedUpdate};
 
 /// How long an unanswered full update may hold one of the full-sync permits.

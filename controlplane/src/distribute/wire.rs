@@ -1,4 +1,4 @@
-//! The `MeshConfig.Stream` server with pre-encoded resources.
+//! The `MeshConfig.Stream` wire format: updates of pre-encoded resources, and their codec.
 //!
 //! Each model resource is encoded once, when the hub takes it ([`super::hub`]); an update
 //! to a proxy is those shared bytes, framed as a `ConfigUpdate` (field 4, `Resource`, is
@@ -12,20 +12,13 @@
 //! largest message they carried, which for a whole 100,000-pod model in one message is
 //! tens of MB per stream, kept for the stream's life.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
 use bytes::{Buf, BufMut, Bytes};
 use meshwork_model::pb::config::ProxyMessage;
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
-use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
-use tonic::server::{NamedService, StreamingService};
-use tonic::{Request, Status, Streaming};
+use tonic::Status;
 use tonic_prost::ProstDecoder;
-
-use super::server::{MeshConfigService, UpdateStream};
 
 /// A `ConfigUpdate` whose resources are already encoded (`Resource` messages).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -146,9 +139,9 @@ impl prost::Message for EncodedUpdate {
 
 /// Encodes updates into buffers of exactly their size; decodes `ProxyMessage`s.
 #[derive(Default)]
-struct UpdateCodec;
+pub(super) struct UpdateCodec;
 
-struct ExactEncoder;
+pub(super) struct ExactEncoder;
 
 impl Encoder for ExactEncoder {
     type Item = EncodedUpdate;
@@ -178,81 +171,6 @@ impl Codec for UpdateCodec {
     fn decoder(&mut self) -> Self::Decoder {
         ProstDecoder::default()
     }
-}
-
-const PATH: &str = "/meshwork.config.v1.MeshConfig/Stream";
-
-/// The tonic service for `MeshConfig` (its one method, `Stream`).
-#[derive(Clone)]
-pub struct MeshConfigServer {
-    inner: Arc<MeshConfigService>,
-    max_decoding: usize,
-    max_encoding: usize,
-}
-
-impl MeshConfigServer {
-    pub fn new(inner: MeshConfigService, max_decoding: usize, max_encoding: usize) -> Self {
-        MeshConfigServer {
-            inner: Arc::new(inner),
-            max_decoding,
-            max_encoding,
-        }
-    }
-}
-
-struct StreamMethod(Arc<MeshConfigService>);
-
-impl StreamingService<ProxyMessage> for StreamMethod {
-    type Response = EncodedUpdate;
-    type ResponseStream = UpdateStream;
-    type Future = BoxFuture<tonic::Response<UpdateStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<ProxyMessage>>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move { inner.stream(request).await })
-    }
-}
-
-impl<B> Service<http::Request<B>> for MeshConfigServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != PATH {
-            return Box::pin(async move {
-                let mut response = http::Response::new(tonic::body::Body::default());
-                let headers = response.headers_mut();
-                headers.insert(
-                    Status::GRPC_STATUS,
-                    (tonic::Code::Unimplemented as i32).into(),
-                );
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    tonic::metadata::GRPC_CONTENT_TYPE,
-                );
-                Ok(response)
-            });
-        }
-        let (inner, dec, enc) = (self.inner.clone(), self.max_decoding, self.max_encoding);
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(UpdateCodec)
-                .apply_max_message_size_config(Some(dec), Some(enc));
-            Ok(grpc.streaming(StreamMethod(inner), req).await)
-        })
-    }
-}
-
-impl NamedService for MeshConfigServer {
-    const NAME: &'static str = "meshwork.config.v1.MeshConfig";
 }
 
 #[cfg(test)]

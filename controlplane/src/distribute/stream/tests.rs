@@ -344,7 +344,7 @@ fn a_change_that_concerns_no_one_still_counts_as_in_sync() {
     let id = 7;
     registry.lock().insert(
         id,
-        super::super::server::ProxyInfo {
+        super::super::registry::ProxyInfo {
             id,
             kind: "ztunnel".into(),
             node: "node-1".into(),
