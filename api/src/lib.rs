@@ -33,6 +33,7 @@ pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod gateway;
+mod guard;
 pub mod mesh;
 pub mod networking;
 pub mod object;

@@ -176,7 +176,7 @@ impl MeshConfigError {
 impl MeshConfigOverlay {
     /// Parses a mesh config document; unknown fields are returned as warnings (paths).
     pub fn from_yaml(text: &str) -> Result<(Self, Vec<String>), MeshConfigError> {
-        use crate::parse::{nested_deeper_than, MAX_NESTING};
+        use crate::guard::{nested_deeper_than, MAX_NESTING};
         if nested_deeper_than(text, MAX_NESTING) {
             return Err(MeshConfigError::Yaml(format!(
                 "collections nested deeper than {MAX_NESTING} levels"
@@ -188,7 +188,7 @@ impl MeshConfigOverlay {
             return Ok((Self::default(), Vec::new()));
         }
         let mut ignored = Vec::new();
-        let mut cb = |p: serde_ignored::Path<'_>| ignored.push(crate::parse::ignored_path(&p));
+        let mut cb = |p: serde_ignored::Path<'_>| ignored.push(crate::guard::ignored_path(&p));
         let de = serde_ignored::Deserializer::new(value, &mut cb);
         let overlay: MeshConfigOverlay =
             serde_path_to_error::deserialize(de).map_err(|e| MeshConfigError::Field {
