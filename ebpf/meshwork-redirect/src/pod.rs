@@ -16,7 +16,7 @@ use meshwork_ebpf_common::{
 use meshwork_runtime::netns::NetNs;
 
 use crate::options::{ip_key, key_ip};
-use crate::redirect::classifier;
+use crate::redirect::{classifier, PodState};
 use crate::{netlink, Redirect, RedirectError, RedirectOptions};
 
 /// Pin file name, hook, program.
@@ -24,13 +24,6 @@ const POD_LINKS: [(&str, TcAttachType, &str); 2] = [
     ("ingress", TcAttachType::Ingress, PROG_POD_INGRESS),
     ("egress", TcAttachType::Egress, PROG_POD_EGRESS),
 ];
-
-/// What this process attached for a pod.
-#[derive(Clone, Debug)]
-pub(crate) struct PodState {
-    netns_inode: u64,
-    ifname: String,
-}
 
 /// 32-bit FNV-1a of the pod key, never 0 (0 is node mode's "no owner").
 fn owner_tag(key: &str) -> u32 {

@@ -65,11 +65,18 @@ pub struct Redirect {
     /// Interfaces attached because a pod is routed through them (see `sync_pods`).
     pod_interfaces: BTreeSet<String>,
     /// In-pod mode: pods attached by this process (key → where and what).
-    pub(crate) pods: BTreeMap<String, crate::pod::PodState>,
+    pub(crate) pods: BTreeMap<String, PodState>,
     /// In-pod mode: enrolled pods' netns cookies → owner tag (`mw_pod_connect4`).
     pub(crate) pod_netns: HashMap<MapData, u64, u32>,
     /// In-pod mode: original destinations of captured connections (socket-LB).
     pub(crate) orig_dst: crate::OriginalDestinations,
+}
+
+/// What this process attached for a pod (in-pod mode, `crate::pod`).
+#[derive(Clone, Debug)]
+pub(crate) struct PodState {
+    pub(crate) netns_inode: u64,
+    pub(crate) ifname: String,
 }
 
 impl Redirect {
