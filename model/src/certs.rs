@@ -1,7 +1,8 @@
 //! Where a proxy's certificates come from, for both proxies: one signer trait
 //! ([`CertSigner`]) with its two sources — the mesh CA ([`CaClient`], next door) and a
 //! directory of provisioned files ([`DirSigner`]) — and the renewal timing they share:
-//! renew at half-life ([`renew_in`]), retry failures with exponential [`Backoff`].
+//! renew at half-life ([`renew_in`]), retry failures with exponential [`Backoff`] — and the
+//! one renewal loop both proxies run ([`keep_renewed`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,74 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = self.min;
+    }
+}
+
+/// How a proxy keeps one identity's certificate: the timing of [`keep_renewed`].
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The shortest wait before a renewal (a certificate already past half-life).
+    pub floor: Duration,
+    /// Retries of failed requests.
+    pub backoff: Backoff,
+}
+
+/// Keeps `identity`'s certificate for as long as the future runs: requests one at once when
+/// there is no `current`, else at the current one's half-life (or at once when `renew_now`
+/// changes: a root rotation), hands each new certificate to `install`, and retries a failed
+/// or mismatched answer with backoff while the current certificate keeps serving. The one
+/// renewal loop of both proxies.
+pub async fn keep_renewed<S: CertSigner + ?Sized>(
+    signer: &S,
+    identity: &SpiffeId,
+    mut current: Option<WorkloadCertificate>,
+    mut timing: Renewal,
+    mut renew_now: Option<tokio::sync::watch::Receiver<String>>,
+    mut install: impl FnMut(WorkloadCertificate),
+) {
+    if let Some(r) = renew_now.as_mut() {
+        r.mark_unchanged();
+    }
+    loop {
+        if let Some(cert) = &current {
+            let wait = renew_in(cert, timing.floor);
+            let roots_changed = async {
+                match renew_now.as_mut() {
+                    Some(r) => r.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                open = roots_changed => {
+                    if !open {
+                        renew_now = None;
+                        continue;
+                    }
+                    tracing::info!(%identity, "mesh roots changed: renewing the certificate now");
+                }
+            }
+        }
+        match signer.sign(identity).await {
+            Ok(cert) if cert.identity() == identity => {
+                timing.backoff.reset();
+                tracing::info!(%identity, serial = cert.serial(), renew_in = ?renew_in(&cert, timing.floor), "certificate installed");
+                install(cert.clone());
+                current = Some(cert);
+            }
+            Ok(cert) => {
+                tracing::warn!(%identity, issued = %cert.identity(), "the CA issued a certificate for another identity; keeping the current one");
+                timing.backoff.wait().await;
+            }
+            Err(e) => {
+                let retry_in = timing.backoff.next_delay();
+                let serving = current
+                    .as_ref()
+                    .is_some_and(|c| !c.is_expired(SystemTime::now()));
+                tracing::warn!(%identity, error = %e, ?retry_in, serving, "certificate request failed");
+                tokio::time::sleep(retry_in).await;
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use meshwork_identity::tls::{
 };
 use meshwork_identity::{SpiffeId, TrustBundle, WorkloadCertificate};
 pub use meshwork_model::ca_client::{CaClient, CaClientError};
-use meshwork_model::certs::{renew_in, Backoff};
+use meshwork_model::certs::{self, Backoff, Renewal};
 /// The signers both proxies share.
 pub use meshwork_model::certs::{CertSigner, DirSigner, SignError, SignFuture};
 use rustls::{ClientConfig, ServerConfig};
@@ -151,32 +151,18 @@ impl CertManager {
         }
     }
 
-    /// Fetch, install, sleep until half-life, repeat; retries with backoff on failure.
+    /// Fetch, install, sleep until half-life, repeat; retries with backoff on failure
+    /// ([`certs::keep_renewed`], the loop the waypoint runs too).
     async fn maintain(self: Arc<Self>, id: SpiffeId) {
-        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
-        loop {
-            match self.signer.sign(&id).await {
-                Ok(cert) if cert.identity() == &id => {
-                    backoff.reset();
-                    let wait = renew_in(&cert, Duration::from_millis(100));
-                    tracing::info!(identity = %id, serial = cert.serial(), renew_in = ?wait, "certificate installed");
-                    self.install(cert);
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(cert) => {
-                    tracing::warn!(identity = %id, issued = %cert.identity(), "CA issued a certificate for another identity");
-                    backoff.wait().await;
-                }
-                Err(e) => {
-                    let serving = self
-                        .current(&id)
-                        .is_some_and(|c| !c.is_expired(SystemTime::now()));
-                    let retry_in = backoff.next_delay();
-                    tracing::warn!(identity = %id, error = %e, ?retry_in, serving, "certificate request failed");
-                    tokio::time::sleep(retry_in).await;
-                }
-            }
-        }
+        let timing = Renewal {
+            floor: Duration::from_millis(100),
+            backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
+        };
+        let me = self.clone();
+        certs::keep_renewed(&*self.signer, &id, None, timing, None, move |c| {
+            me.install(c)
+        })
+        .await;
     }
 
     /// Installs `cert` (also used directly by tests and static setups).

@@ -10,8 +10,8 @@ use std::time::Duration;
 use meshwork_identity::tls::RotatingCert;
 use meshwork_identity::{SpiffeId, WorkloadCertificate};
 pub use meshwork_model::ca_client::{CaClient, CaClientError};
-use meshwork_model::certs::{self, Backoff, CertSigner, DirSigner, SignError};
-use tracing::{info, warn};
+use meshwork_model::certs::{self, Backoff, CertSigner, DirSigner, Renewal, SignError};
+use tracing::warn;
 
 /// Why the waypoint's certificate could not be obtained.
 pub type CaError = SignError;
@@ -22,6 +22,12 @@ pub enum Source {
     /// `<namespace>/<service-account>/`, [`DirSigner`]'s layout); re-read on renewal.
     Dir(PathBuf),
     Ca(CaClient),
+}
+
+impl CertSigner for Source {
+    fn sign<'a>(&'a self, identity: &'a SpiffeId) -> certs::SignFuture<'a> {
+        Box::pin(self.fetch(identity))
+    }
 }
 
 impl Source {
@@ -68,39 +74,22 @@ pub async fn keep_renewed(
     source: Arc<Source>,
     identity: SpiffeId,
     cert: Arc<RotatingCert>,
-    mut mesh_roots: tokio::sync::watch::Receiver<String>,
+    mesh_roots: tokio::sync::watch::Receiver<String>,
 ) {
-    let mut backoff = Backoff::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX);
-    let mut roots_open = true;
-    mesh_roots.mark_unchanged();
-    loop {
-        let wait = certs::renew_in(&cert.current(), Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            changed = mesh_roots.changed(), if roots_open => {
-                if changed.is_err() {
-                    roots_open = false;
-                    continue;
-                }
-                info!("mesh roots changed: renewing the waypoint certificate now");
-            }
-        }
-        match source.fetch(&identity).await {
-            Ok(c) => {
-                info!(serial = c.serial(), "waypoint certificate renewed");
-                cert.set(c);
-                backoff.reset();
-            }
-            Err(e) => {
-                let retry_in = backoff.next_delay();
-                warn!(
-                    ?retry_in,
-                    "renewing the waypoint certificate: {e}; keeping the current one"
-                );
-                tokio::time::sleep(retry_in).await;
-            }
-        }
-    }
+    let timing = Renewal {
+        floor: Duration::from_secs(1),
+        backoff: Backoff::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX),
+    };
+    let current = Some(cert.current());
+    certs::keep_renewed(
+        &*source,
+        &identity,
+        current,
+        timing,
+        Some(mesh_roots),
+        |c| cert.set(c),
+    )
+    .await;
 }
 
 /// The mesh roots the control plane publishes, as a watch that changes only when they do
