@@ -142,9 +142,10 @@ pub struct StatusTracker {
     written: BTreeMap<PathBuf, Condition>,
 }
 
-impl StatusTracker {
-    /// Takes a batch of source events into account.
-    pub fn observe(&mut self, events: &[FileEvent]) {
+impl Tracker for StatusTracker {
+    type Status = Condition;
+
+    fn observe(&mut self, events: &[FileEvent]) {
         for ev in events {
             match ev {
                 FileEvent::Changed(path, text) => {
@@ -160,8 +161,7 @@ impl StatusTracker {
         }
     }
 
-    /// Conditions not written yet (or changed since), in path order.
-    pub fn pending(&self) -> Vec<(PathBuf, ObjectRef, Condition)> {
+    fn pending(&self) -> Vec<(PathBuf, ObjectRef, Condition)> {
         self.desired
             .iter()
             .filter(|(p, (_, c))| self.written.get(*p) != Some(c))
@@ -169,12 +169,11 @@ impl StatusTracker {
             .collect()
     }
 
-    pub fn mark_written(&mut self, path: PathBuf, cond: Condition) {
+    fn mark_written(&mut self, path: PathBuf, cond: Condition) {
         self.written.insert(path, cond);
     }
 
-    /// Forget what was written (leadership regained: another replica may have written).
-    pub fn reset_written(&mut self) {
+    fn reset_written(&mut self) {
         self.written.clear();
     }
 }
@@ -274,6 +273,17 @@ pub struct StatusWriter {
     apis: StatusApis,
 }
 
+impl WriteStatus<Condition> for StatusWriter {
+    fn write<'a>(
+        &'a self,
+        obj: &'a ObjectRef,
+        status: &'a Condition,
+        now: Timestamp,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StatusError>> + Send + 'a>> {
+        Box::pin(StatusWriter::write(self, obj, status, now))
+    }
+}
+
 impl StatusWriter {
     /// `resources`: the API resource (version) each kind is watched at.
     pub fn new(client: Client, resources: impl IntoIterator<Item = ApiResource>) -> Self {
@@ -311,19 +321,46 @@ pub async fn run_status(
     events: mpsc::Receiver<Vec<FileEvent>>,
     leader: watch::Receiver<bool>,
 ) {
-    let writes = StatusWrites {
+    let writes = TrackedWrites {
         writer,
         tracker: StatusTracker::default(),
+        what: "status",
     };
     leader_writes::run(writes, events, leader).await
 }
 
-struct StatusWrites {
-    writer: StatusWriter,
-    tracker: StatusTracker,
+/// The statuses the source's objects should have, and which of them were written: what a
+/// leader-only status writer keeps ([`TrackedWrites`]).
+pub trait Tracker: Send {
+    type Status: Send + Sync + 'static;
+    /// Takes a batch of source events into account.
+    fn observe(&mut self, events: &[FileEvent]);
+    /// Statuses not written yet (or changed since), in path order.
+    fn pending(&self) -> Vec<(PathBuf, ObjectRef, Self::Status)>;
+    fn mark_written(&mut self, path: PathBuf, status: Self::Status);
+    /// Forget what was written (leadership regained: another replica may have written).
+    fn reset_written(&mut self);
 }
 
-impl PendingWrites for StatusWrites {
+/// Writes one object's status.
+pub trait WriteStatus<S>: Send + Sync {
+    fn write<'a>(
+        &'a self,
+        obj: &'a ObjectRef,
+        status: &'a S,
+        now: Timestamp,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StatusError>> + Send + 'a>>;
+}
+
+/// A tracker and the writer of its statuses, as [`leader_writes::run`] drives them;
+/// `what` names them in logs.
+pub struct TrackedWrites<W, T> {
+    pub writer: W,
+    pub tracker: T,
+    pub what: &'static str,
+}
+
+impl<W: WriteStatus<T::Status>, T: Tracker> PendingWrites for TrackedWrites<W, T> {
     fn observe(&mut self, batch: &[FileEvent]) {
         self.tracker.observe(batch);
     }
@@ -335,11 +372,11 @@ impl PendingWrites for StatusWrites {
     fn write_pending(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
             let mut ok = true;
-            for (path, obj, cond) in self.tracker.pending() {
-                match self.writer.write(&obj, &cond, Timestamp::now()).await {
-                    Ok(()) => self.tracker.mark_written(path, cond),
+            for (path, obj, status) in self.tracker.pending() {
+                match self.writer.write(&obj, &status, Timestamp::now()).await {
+                    Ok(()) => self.tracker.mark_written(path, status),
                     Err(e) => {
-                        warn!(error = %e, "status write failed; retrying");
+                        warn!(error = %e, what = self.what, "status write failed; retrying");
                         ok = false;
                     }
                 }

@@ -18,15 +18,11 @@ pub use parents::{route_status, Cluster, ParentStatus, RouteStatus, MESH_CONTROL
 pub use tracker::RouteTracker;
 pub use writer::RouteStatusWriter;
 
-use std::future::Future;
-use std::pin::Pin;
-
-use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
-use tracing::warn;
 
-use super::leader_writes::{self, PendingWrites};
+use super::leader_writes;
 use super::pseudo;
+use super::status::TrackedWrites;
 use crate::source::FileEvent;
 
 /// Writes the route statuses of the batches received on `events` while `leader` is true.
@@ -36,42 +32,12 @@ pub async fn run_route_status(
     events: mpsc::Receiver<Vec<FileEvent>>,
     leader: watch::Receiver<bool>,
 ) {
-    let writes = RouteWrites {
+    let writes = TrackedWrites {
         writer,
         tracker: RouteTracker::default(),
+        what: "route status",
     };
     leader_writes::run(writes, events, leader).await
-}
-
-struct RouteWrites {
-    writer: RouteStatusWriter,
-    tracker: RouteTracker,
-}
-
-impl PendingWrites for RouteWrites {
-    fn observe(&mut self, batch: &[FileEvent]) {
-        self.tracker.observe(batch);
-    }
-
-    fn reset_written(&mut self) {
-        self.tracker.reset_written();
-    }
-
-    fn write_pending(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(async move {
-            let mut ok = true;
-            for (path, obj, status) in self.tracker.pending() {
-                match self.writer.write(&obj, &status, Timestamp::now()).await {
-                    Ok(()) => self.tracker.mark_written(path, status),
-                    Err(e) => {
-                        warn!(error = %e, "route status write failed; retrying");
-                        ok = false;
-                    }
-                }
-            }
-            ok
-        })
-    }
 }
 
 /// Splits the source's batches: all go on, and the route, Gateway and Service events to

@@ -1,6 +1,7 @@
 //! Route parent statuses: computed from routes, Gateways and Services, and written to a
 //! recorded mock API server.
 
+use crate::source::kube::status::Tracker;
 use std::path::PathBuf;
 use std::time::Duration;
 

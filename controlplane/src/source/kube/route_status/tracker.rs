@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::super::pseudo;
-use super::super::status::ObjectRef;
+use super::super::status::{ObjectRef, Tracker};
 use super::parents::{observe_route, route_status, Cluster, RouteObs, RouteStatus};
 use crate::source::FileEvent;
 
@@ -19,9 +19,11 @@ pub struct RouteTracker {
     written: BTreeMap<PathBuf, RouteStatus>,
 }
 
-impl RouteTracker {
-    /// Takes a batch of source events into account (other kinds are ignored).
-    pub fn observe(&mut self, events: &[FileEvent]) {
+impl Tracker for RouteTracker {
+    type Status = RouteStatus;
+
+    /// Other kinds than routes, Gateways and Services are ignored.
+    fn observe(&mut self, events: &[FileEvent]) {
         for ev in events {
             let (path, text) = match ev {
                 FileEvent::Changed(p, t) => (p, Some(t)),
@@ -67,7 +69,7 @@ impl RouteTracker {
 
     /// Statuses not written yet (or changed since), in path order. A route that never had
     /// an entry of ours and has no Gateway parent is left alone.
-    pub fn pending(&self) -> Vec<(PathBuf, ObjectRef, RouteStatus)> {
+    fn pending(&self) -> Vec<(PathBuf, ObjectRef, RouteStatus)> {
         self.routes
             .iter()
             .filter_map(|(path, r)| {
@@ -89,12 +91,11 @@ impl RouteTracker {
             .collect()
     }
 
-    pub fn mark_written(&mut self, path: PathBuf, status: RouteStatus) {
+    fn mark_written(&mut self, path: PathBuf, status: RouteStatus) {
         self.written.insert(path, status);
     }
 
-    /// Forget what was written (leadership regained: another replica may have written).
-    pub fn reset_written(&mut self) {
+    fn reset_written(&mut self) {
         self.written.clear();
     }
 }

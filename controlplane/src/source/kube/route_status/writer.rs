@@ -7,6 +7,9 @@
 //! Not server-side apply: Gateway API's `status.parents` has no list-map keys (it is an
 //! atomic list), so an apply by two managers would replace, not merge, the entries.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use ::kube::api::{Patch, PatchParams};
 use ::kube::core::ApiResource;
 use ::kube::Client;
@@ -14,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use tracing::debug;
 
-use super::super::status::{ObjectRef, StatusApis, StatusError, FIELD_MANAGER};
+use super::super::status::{ObjectRef, StatusApis, StatusError, WriteStatus, FIELD_MANAGER};
 use super::super::watch::Served;
 use super::parents::RouteStatus;
 
@@ -24,6 +27,17 @@ pub const ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct RouteStatusWriter {
     apis: StatusApis,
+}
+
+impl WriteStatus<RouteStatus> for RouteStatusWriter {
+    fn write<'a>(
+        &'a self,
+        obj: &'a ObjectRef,
+        status: &'a RouteStatus,
+        now: Timestamp,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StatusError>> + Send + 'a>> {
+        Box::pin(RouteStatusWriter::write(self, obj, status, now))
+    }
 }
 
 impl RouteStatusWriter {
