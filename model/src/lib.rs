@@ -13,6 +13,7 @@ pub mod ca_client;
 pub mod certs;
 pub mod client;
 pub mod endpoint;
+pub mod flags;
 pub mod keys;
 pub mod rules;
 pub mod snapshot;

@@ -9,7 +9,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
-use meshwork_model::endpoint::{ControlPlane, EndpointError};
+use meshwork_model::endpoint::ControlPlane;
+use meshwork_model::flags::{ControlPlaneFlags, FlagError};
 use meshwork_model::token::{TokenError, TokenSource};
 
 use crate::redirect::RedirectMode;
@@ -31,11 +32,8 @@ pub enum ConfigError {
          loopback address (e.g. 127.0.0.1:15080)"
     )]
     Socks5NotLoopback { addr: SocketAddr },
-    #[error("{flag}: {source}")]
-    ControlPlane {
-        flag: &'static str,
-        source: EndpointError,
-    },
+    #[error(transparent)]
+    ControlPlane(#[from] FlagError),
 }
 
 impl FromStr for Listen {
@@ -78,24 +76,8 @@ pub use meshwork_runtime::log::Format as LogFormat;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ztunnel", about = "Meshwork node proxy: L4 mTLS over HBONE")]
 pub struct Config {
-    /// Control plane config stream (MeshConfig.Stream).
-    #[arg(
-        long,
-        env = "MESHWORK_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:15010"
-    )]
-    pub control_plane: String,
-    /// PEM file of the mesh roots the control plane's TLS certificate (https://) must chain
-    /// to, e.g. the `meshwork-ca-root-cert` ConfigMap's `root-cert.pem`; re-read at each
-    /// connection, so a rotated root is picked up.
-    #[arg(long, env = "MESHWORK_CONTROL_PLANE_ROOT")]
-    pub control_plane_root: Option<PathBuf>,
-    /// Verify the control plane's certificate for this name instead of the address's host.
-    #[arg(long, env = "MESHWORK_CONTROL_PLANE_SERVER_NAME")]
-    pub control_plane_server_name: Option<String>,
-    /// CA endpoint (IstioCertificateService); defaults to --control-plane.
-    #[arg(long, env = "MESHWORK_CA_ADDRESS")]
-    pub ca_address: Option<String>,
+    #[command(flatten)]
+    pub control: ControlPlaneFlags,
     /// Node this ztunnel serves: workloads with this node are local.
     #[arg(long, env = "MESHWORK_NODE")]
     pub node: String,
@@ -299,24 +281,12 @@ impl Config {
 
     /// The config stream's address, with the control plane's TLS roots.
     pub fn control_plane_endpoint(&self) -> Result<ControlPlane, ConfigError> {
-        self.endpoint(&self.control_plane, "--control-plane")
+        Ok(self.control.config_endpoint()?)
     }
 
     /// The CA's address (`--ca-address`, else the control plane's).
     pub fn ca_endpoint(&self) -> Result<ControlPlane, ConfigError> {
-        match &self.ca_address {
-            Some(ca) => self.endpoint(ca, "--ca-address"),
-            None => self.control_plane_endpoint(),
-        }
-    }
-
-    fn endpoint(&self, url: &str, flag: &'static str) -> Result<ControlPlane, ConfigError> {
-        let cp = ControlPlane::new(url)
-            .with_roots_file(self.control_plane_root.clone())
-            .with_server_name(self.control_plane_server_name.clone());
-        cp.validate()
-            .map_err(|source| ConfigError::ControlPlane { flag, source })?;
-        Ok(cp)
+        Ok(self.control.ca_endpoint()?)
     }
 
     /// Where the node token comes from: --node-token-file (re-read on every use, as the

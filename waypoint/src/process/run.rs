@@ -13,6 +13,7 @@ use meshwork_identity::tls::{server_config, RotatingCert};
 use meshwork_identity::{SpiffeId, TrustBundle};
 use meshwork_model::client::{self, ConfigHandle, Subscription};
 use meshwork_model::endpoint::ControlPlane;
+use meshwork_model::flags::ControlPlaneFlags;
 use meshwork_model::pb::config::ProxyKind;
 use meshwork_model::token::TokenSource;
 use meshwork_runtime::drain::{accept_until, Drain};
@@ -49,24 +50,8 @@ pub struct Args {
     /// Read the config from this file (protobuf ConfigUpdate) instead of the control plane.
     #[arg(long, env = "MESHWORK_STATIC_CONFIG")]
     pub static_config: Option<PathBuf>,
-    /// Control plane config stream (MeshConfig.Stream).
-    #[arg(
-        long,
-        env = "MESHWORK_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:15010"
-    )]
-    pub control_plane: String,
-    /// PEM file of the mesh roots the control plane's TLS certificate (https://) must chain
-    /// to, e.g. the `meshwork-ca-root-cert` ConfigMap's `root-cert.pem`; re-read at each
-    /// connection, so a rotated root is picked up.
-    #[arg(long, env = "MESHWORK_CONTROL_PLANE_ROOT")]
-    pub control_plane_root: Option<PathBuf>,
-    /// Verify the control plane's certificate for this name instead of the address's host.
-    #[arg(long, env = "MESHWORK_CONTROL_PLANE_SERVER_NAME")]
-    pub control_plane_server_name: Option<String>,
-    /// CA endpoint; defaults to --control-plane.
-    #[arg(long, env = "MESHWORK_CA_ADDRESS")]
-    pub ca_address: Option<String>,
+    #[command(flatten)]
+    pub control: ControlPlaneFlags,
     /// The waypoint Gateway as `<namespace>/<name>` (or use --namespace and --name).
     #[arg(long, env = "MESHWORK_GATEWAY")]
     pub gateway: Option<String>,
@@ -191,20 +176,7 @@ impl Args {
 impl Args {
     /// The config stream's and the CA's addresses, with the control plane's TLS roots.
     fn control_plane_endpoints(&self) -> anyhow::Result<(ControlPlane, ControlPlane)> {
-        let endpoint = |url: &str, flag: &str| -> anyhow::Result<ControlPlane> {
-            let cp = ControlPlane::new(url)
-                .with_roots_file(self.control_plane_root.clone())
-                .with_server_name(self.control_plane_server_name.clone());
-            cp.validate().map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-            Ok(cp)
-        };
-        Ok((
-            endpoint(&self.control_plane, "--control-plane")?,
-            endpoint(
-                self.ca_address.as_deref().unwrap_or(&self.control_plane),
-                "--ca-address",
-            )?,
-        ))
+        Ok((self.control.config_endpoint()?, self.control.ca_endpoint()?))
     }
 }
 
