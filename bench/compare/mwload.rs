@@ -201,10 +201,9 @@ fn http(dst: SocketAddr, d: Duration, rate: u64, conns: usize) {
         .map(|(c, mut s)| {
             let (errs, stop) = (errs.clone(), stop.clone());
             thread::spawn(move || {
-                let req = format!(
-                    "GET /bench HTTP/1.1\r\nhost: {dst}\r\nuser-agent: mwload\r\n\r\n"
-                )
-                .into_bytes();
+                let req =
+                    format!("GET /bench HTTP/1.1\r\nhost: {dst}\r\nuser-agent: mwload\r\n\r\n")
+                        .into_bytes();
                 let mut lat = Vec::new();
                 let mut buf = Vec::with_capacity(4096);
                 let mut chunk = [0u8; 4096];
@@ -248,7 +247,10 @@ fn http(dst: SocketAddr, d: Duration, rate: u64, conns: usize) {
             })
         })
         .collect();
-    let mut lat: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    let mut lat: Vec<u64> = hs
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
     lat.sort_unstable();
     println!(
         "rps={:.0} p50_us={} p99_us={} n={} errors={}",

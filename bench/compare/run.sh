@@ -187,7 +187,7 @@ capture() { # $1: -A or -D
 # The process of a netns command started in the background: `ip netns exec` and `env`
 # exec in place, so $! is the ztunnel itself; checked by its name.
 check_pid() {
-  [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == ztunnel ]] || {
+  [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == ztunnel* ]] || {
     echo "pid $1 is not a ztunnel" >&2
     exit 1
   }
