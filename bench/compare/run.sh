@@ -95,6 +95,10 @@ stop_ztunnels() {
 cleanup() {
   stop_ztunnels
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Anything else still running in the namespaces this script made.
+  for ns in "$A" "$B"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  done
   wait 2>/dev/null || true
   ip netns del "$A" 2>/dev/null || true
   ip netns del "$B" 2>/dev/null || true
@@ -111,7 +115,7 @@ ip -n "$A" addr add "$IPA/24" dev mwcmp-a$$
 ip -n "$B" addr add "$IPB/24" dev mwcmp-b$$
 ip -n "$A" link set mwcmp-a$$ up
 ip -n "$B" link set mwcmp-b$$ up
-ina() { ip netns exec "$A" "$@"; }
+ina() { ip netns exec "$A" "$@"; } # foreground only (see the servers below)
 inb() { ip netns exec "$B" "$@"; }
 
 # Control plane: two ambient pods, client on node-a, server on node-b.
@@ -136,7 +140,7 @@ metadata: {name: server, namespace: bench}
 spec: {nodeName: node-b, serviceAccountName: server, containers: [{name: app, image: app}]}
 status: {phase: Running, podIP: $IPB}
 EOF
-ina "$cp_bin" --config-dir "$work/config" --ca-dir "$work/ca" \
+ip netns exec "$A" "$cp_bin" --config-dir "$work/config" --ca-dir "$work/ca" \
   --grpc-addr off --grpc-tls-addr "$IPA:15012" --serving-san "$IPA" \
   --admin-addr 127.0.0.1:15014 >"$work/cp.out" 2>"$work/cp.log" &
 pids+=($!)
@@ -172,10 +176,12 @@ policies: []
 services: []
 EOF
 
-# Servers on node B (run for the whole benchmark).
-inb iperf3 -s -p "$IPERF_PORT" >"$work/iperf3-server.log" 2>&1 &
+# Servers on node B (run for the whole benchmark). Background processes are started with
+# `ip netns exec` itself, never through a shell function: that would fork a subshell, and
+# killing $! would leave the process running.
+ip netns exec "$B" iperf3 -s -p "$IPERF_PORT" >"$work/iperf3-server.log" 2>&1 &
 pids+=($!)
-inb "$load" serve "$ECHO_PORT" "$HTTP_PORT" >"$work/mwload-server.log" 2>&1 &
+ip netns exec "$B" "$load" serve "$ECHO_PORT" "$HTTP_PORT" >"$work/mwload-server.log" 2>&1 &
 pids+=($!)
 sleep 0.5
 
