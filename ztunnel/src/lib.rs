@@ -11,6 +11,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod alloc;
 pub mod certs;
 pub mod config;
 pub mod connections;

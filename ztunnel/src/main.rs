@@ -53,6 +53,8 @@ fn redirect_teardown(args: TeardownArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists (see `alloc`).
+    meshwork_ztunnel::alloc::tune_for_relay();
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "redirect-teardown") {
         args.remove(1);
