@@ -25,7 +25,7 @@ pub mod tracked;
 pub mod upstream;
 
 // The paths other crates and the tests used before the rooms.
-pub use process::{admin, admin_state, admission, ca, hbone, run, server, shutdown, sniff, tcp};
+pub use process::{admin, admin_state, admission, certs, hbone, run, server, shutdown, sniff, tcp};
 pub use request::{
     authority, authz, cors, fault, flags, headers, normalize, request_end, rewrite, routing,
     service, target,

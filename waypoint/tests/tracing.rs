@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::*;
 use http::HeaderMap;
 use meshwork_model::pb::config::{self as pb, custom_tag};
-use meshwork_waypoint::tracing::context::{hex, parse_traceparent};
 use meshwork_waypoint::tracing::export::ExportSettings;
 use meshwork_waypoint::tracing::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use meshwork_waypoint::tracing::otlp::collector::trace::v1::trace_service_server::{
@@ -24,6 +23,7 @@ use meshwork_waypoint::tracing::otlp::common::v1::any_value::Value;
 use meshwork_waypoint::tracing::otlp::trace::v1::{
     span::SpanKind, ResourceSpans, ScopeSpans, Span,
 };
+use meshwork_waypoint::tracing::tracecontext::{hex, parse_traceparent};
 use meshwork_waypoint::tracing::TracingOptions;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -10,7 +10,7 @@ use meshwork_hbone::{forwarded, ConnectHandler, ConnectRequest, Responder, Serve
 use meshwork_identity::SpiffeId;
 use tokio::net::TcpStream;
 
-use crate::accesslog::Record;
+use crate::access_log::Record;
 use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::policy::ConnAttrs;
 use crate::proxy::Proxy;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use meshwork_model::pb::config::{MtlsMode, Workload};
 use tokio::net::TcpStream;
 
-use crate::accesslog::Record;
+use crate::access_log::Record;
 use crate::inbound::finish;
 use crate::metrics::{Peers, Reporter, TcpLabels};
 use crate::policy::{Authorizer, ConnAttrs, Verdict};

@@ -9,7 +9,7 @@
 //! Start one in-process with [`Ztunnel::start`]; the `ztunnel` binary wires it to the
 //! control plane (config stream and CA).
 
-pub mod accesslog;
+pub mod access_log;
 pub mod admin;
 pub mod alloc;
 pub mod certs;

@@ -12,7 +12,7 @@ use meshwork_model::pb::config::Workload;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::accesslog::Record;
+use crate::access_log::Record;
 use crate::certs::CertError;
 use crate::inbound::finish;
 use crate::metrics::{Peers, Reporter, TcpLabels};

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accesslog::AccessLog;
+use crate::access_log::AccessLog;
 use crate::certs::CertManager;
 use crate::config::Config;
 use crate::connections::Registry;

@@ -7,7 +7,7 @@
 pub mod admin;
 pub mod admin_state;
 pub mod admission;
-pub mod ca;
+pub mod certs;
 pub mod hbone;
 pub mod run;
 pub mod server;

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::{validate, WaypointId};
 use crate::process::admin::{Admin, Listen, Scope};
-use crate::process::ca::{keep_renewed, CaClient, Source};
+use crate::process::certs::{keep_renewed, CaClient, Source};
 use crate::process::hbone::{HboneConnector, WaypointHandler};
 use crate::process::server::{serve_connection, ServerLimits};
 use crate::process::shutdown;
@@ -236,7 +236,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             source,
             identity.clone(),
             cert.clone(),
-            crate::process::ca::mesh_roots(config.watch()),
+            crate::process::certs::mesh_roots(config.watch()),
         ));
         Some(cert)
     };

@@ -1,10 +1,10 @@
 //! Distributed tracing driven by the Telemetry API: W3C/B3 context propagation, Istio's
 //! sampling precedence, server and client spans, OTLP/gRPC export.
 
-pub mod context;
 pub mod export;
 pub mod sampler;
 pub mod span;
+pub mod tracecontext;
 
 /// The OTLP messages and `TraceService` (generated once, in the model crate).
 pub use meshwork_model::pb::otlp;
@@ -19,10 +19,10 @@ use meshwork_model::snapshot::Snapshot;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use context::{Formats, SpanId, TraceId};
 use export::{ExportMetrics, ExportSettings, Exporter};
 use sampler::{Effective, TagSource};
 use span::{Kind, Span};
+use tracecontext::{Formats, SpanId, TraceId};
 
 /// The tags `maxTagLength` bounds (Istio: "currently only the path tag").
 const PATH_TAGS: &[&str] = &["http.url", "url.path"];
@@ -106,7 +106,7 @@ impl Tracer {
         headers: &HeaderMap,
         arrived: SystemTime,
     ) -> Active {
-        let (incoming, parent_sampled, formats) = context::extract(headers);
+        let (incoming, parent_sampled, formats) = tracecontext::extract(headers);
         let sampled = sampler::decide(parent_sampled, eff.sampling_percent, &mut rand::rng());
         let exporter = (sampled && !eff.disable_span_reporting)
             .then(|| self.exporter(snap, eff))
@@ -130,8 +130,8 @@ impl Tracer {
             trace_id: incoming
                 .as_ref()
                 .map(|i| i.trace_id)
-                .unwrap_or_else(context::new_trace_id),
-            span_id: context::new_span_id(),
+                .unwrap_or_else(tracecontext::new_trace_id),
+            span_id: tracecontext::new_span_id(),
             parent: incoming.as_ref().and_then(|i| i.parent),
             tracestate: incoming.and_then(|i| i.tracestate),
             sampled,
@@ -171,8 +171,8 @@ pub struct ClientSpan {
 impl Active {
     /// Starts a client span and writes the propagation headers of the upstream request.
     pub fn begin_client(&self, headers: &mut HeaderMap) -> ClientSpan {
-        let span_id = context::new_span_id();
-        context::inject(
+        let span_id = tracecontext::new_span_id();
+        tracecontext::inject(
             headers,
             &self.trace_id,
             &span_id,

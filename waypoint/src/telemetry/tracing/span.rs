@@ -2,9 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::context::{SpanId, TraceId};
 use super::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use super::otlp::trace::v1::{span::SpanKind, status::StatusCode, Span as OtlpSpan, Status};
+use super::tracecontext::{SpanId, TraceId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
