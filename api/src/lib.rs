@@ -17,7 +17,9 @@
 //! Gateway, HTTPRoute, GRPCRoute (`gateway.networking.k8s.io/v1|v1beta1`), Namespace,
 //! Pod, Service, ServiceAccount, ConfigMap (`v1`), EndpointSlice (`discovery.k8s.io/v1`)
 //! and, so that application manifests apply unchanged, Deployment/StatefulSet/DaemonSet
-//! (`apps/v1`, stored but not translated: the mesh model is built from Pods).
+//! (`apps/v1`, stored but not translated: the mesh model is built from Pods), and
+//! Flagger's Canary and MetricTemplate (`flagger.app/v1beta1`, see [`canary`]), run by the
+//! control plane's canary controller.
 //!
 //! ```
 //! use meshwork_api::{Store, Change};
@@ -28,6 +30,7 @@
 //! assert!(store.errors().is_empty());
 //! ```
 
+pub mod canary;
 pub mod common;
 pub mod crd;
 pub mod duration;

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAcco
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::{gateway, networking, security, telemetry};
+use crate::{canary, gateway, networking, security, telemetry};
 
 /// Every kind Meshwork accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,10 +31,13 @@ pub enum Kind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// Flagger's canary (`flagger.app/v1beta1`), run by the built-in canary controller.
+    Canary,
+    MetricTemplate,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::PeerAuthentication,
@@ -52,6 +55,8 @@ impl Kind {
         Kind::Deployment,
         Kind::StatefulSet,
         Kind::DaemonSet,
+        Kind::Canary,
+        Kind::MetricTemplate,
     ];
 
     /// The `kind:` string.
@@ -74,6 +79,8 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
             Kind::DaemonSet => "DaemonSet",
+            Kind::Canary => "Canary",
+            Kind::MetricTemplate => "MetricTemplate",
         }
     }
 
@@ -100,6 +107,7 @@ impl Kind {
             | Kind::ConfigMap => &["v1"],
             Kind::EndpointSlice => &["discovery.k8s.io/v1"],
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => &["apps/v1"],
+            Kind::Canary | Kind::MetricTemplate => &["flagger.app/v1beta1"],
         }
     }
 
@@ -172,6 +180,8 @@ pub enum Spec {
     Deployment(Box<Deployment>),
     StatefulSet(Box<StatefulSet>),
     DaemonSet(Box<DaemonSet>),
+    Canary(Box<canary::Canary>),
+    MetricTemplate(canary::MetricTemplate),
 }
 
 /// A valid, typed resource.

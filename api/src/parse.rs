@@ -428,6 +428,8 @@ fn build_object(
         Kind::Deployment => k8s(value, ignored, Spec::Deployment)?,
         Kind::StatefulSet => k8s(value, ignored, Spec::StatefulSet)?,
         Kind::DaemonSet => k8s(value, ignored, Spec::DaemonSet)?,
+        Kind::Canary => envelope(value, ignored, |c| Spec::Canary(Box::new(c)))?,
+        Kind::MetricTemplate => envelope(value, ignored, Spec::MetricTemplate)?,
     };
     Ok(Object {
         kind,

@@ -8,12 +8,30 @@ use hyper_util::rt::TokioExecutor;
 
 /// GETs `base` + `path` and parses the JSON answer.
 pub async fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    request_json(hyper::Method::GET, base, path).await
+}
+
+/// POSTs (empty body) to `base` + `path` and parses the JSON answer.
+pub async fn post_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    request_json(hyper::Method::POST, base, path).await
+}
+
+async fn request_json(
+    method: hyper::Method,
+    base: &str,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let uri: hyper::Uri = url
         .parse()
         .with_context(|| format!("invalid address {url}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri))
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Empty::new())
+        .with_context(|| format!("request to {url}"))?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
         .await
         .map_err(|_| anyhow!("{url}: no answer within 5s"))?
         .map_err(|e| anyhow!("cannot reach {url}: {}", root_cause(&e)))?;

@@ -51,6 +51,8 @@ enum Command {
     Top(cmd::observe::TopArgs),
     /// Serves a local web page with the live service graph from the proxies' metrics.
     Graph(cmd::observe::GraphArgs),
+    /// Canaries run by the control plane (Flagger's Canary): `status`, `promote`, `abort`.
+    Rollout(cmd::rollout::Args),
     /// Prints the version.
     Version,
 }
@@ -74,6 +76,7 @@ async fn main() -> ExitCode {
         Command::Waypoint(a) => cmd::waypoint::run(a).await,
         Command::Top(a) => cmd::observe::top(a).await,
         Command::Graph(a) => cmd::observe::graph(a).await,
+        Command::Rollout(a) => cmd::rollout::run(a).await,
         Command::Version => {
             // Build with MESHWORK_GIT_COMMIT=$(git rev-parse --short HEAD) to record the commit.
             match option_env!("MESHWORK_GIT_COMMIT").filter(|c| !c.is_empty()) {

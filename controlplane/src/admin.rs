@@ -7,6 +7,9 @@
 //! | `/debug/errors` | `{"errors": [...], "warnings": [...]}` from the config sources |
 //! | `/debug/proxies` | connected proxies with their ACK/NACK state |
 //! | `/debug/model?prefix=workload/` | model resources (all, or those whose key starts with prefix) |
+//! | `/debug/canaries` | every Canary: Flagger-shaped `status`, routing, last checks and decision |
+//! | `POST /canary/promote?namespace=NS&name=NAME` | promote a running canary now (`meshwork rollout promote`) |
+//! | `POST /canary/abort?namespace=NS&name=NAME` | roll a running canary back now (`meshwork rollout abort`) |
 //!
 //! None of it is authenticated: the endpoint belongs on loopback (the chart binds it
 //! there; `kubectl port-forward` reaches it). [`serve_probes`] answers `/ready` alone, for
@@ -36,6 +39,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     pub errors: ErrorReport,
     pub ready: watch::Receiver<bool>,
+    /// The canary controller's board (status, promote/abort), if it runs.
+    pub canaries: Option<Arc<crate::canary::Board>>,
 }
 
 /// Serves the admin endpoint on an already bound listener until the task is dropped.
@@ -96,6 +101,9 @@ fn ready_answer(ready: bool) -> Response<Full<Bytes>> {
 
 fn route(state: &AdminState, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("");
+    if let Some(r) = canary_route(state, req.method(), req.uri().path(), query) {
+        return r;
+    }
     match req.uri().path() {
         "/ready" => ready_answer(*state.ready.borrow()),
         "/debug/errors" => json(&(state.errors)()),
@@ -120,6 +128,51 @@ fn route(state: &AdminState, req: Request<Incoming>, _peer: SocketAddr) -> Respo
             "not found; try /ready /debug/errors /debug/proxies /debug/model\n",
         ),
     }
+}
+
+/// The canary endpoints; `None` for other paths.
+fn canary_route(
+    state: &AdminState,
+    method: &hyper::Method,
+    path: &str,
+    query: &str,
+) -> Option<Response<Full<Bytes>>> {
+    use crate::canary::machine::Command;
+    let command = match path {
+        "/debug/canaries" => None,
+        "/canary/promote" => Some(Command::Promote),
+        "/canary/abort" => Some(Command::Abort),
+        _ => return None,
+    };
+    let Some(board) = &state.canaries else {
+        return Some(text(
+            StatusCode::NOT_FOUND,
+            "the canary controller is not running\n",
+        ));
+    };
+    let Some(command) = command else {
+        let list = board.list();
+        return Some(json(&serde_json::json!({ "canaries": list })));
+    };
+    if method != hyper::Method::POST {
+        return Some(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"));
+    }
+    let (Some(ns), Some(name)) = (query_param(query, "namespace"), query_param(query, "name"))
+    else {
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            "namespace and name query parameters required\n",
+        ));
+    };
+    Some(match board.command(&ns, &name, command) {
+        Ok(()) => json(
+            &serde_json::json!({"accepted": format!("{command:?}"), "canary": format!("{ns}/{name}")}),
+        ),
+        Err(e @ crate::canary::CommandError::NotFound(_)) => {
+            text(StatusCode::NOT_FOUND, &format!("{e}\n"))
+        }
+        Err(e) => text(StatusCode::CONFLICT, &format!("{e}\n")),
+    })
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {

@@ -49,6 +49,9 @@ pub struct Engine {
     strict: BTreeSet<String>,
     /// Kubernetes source: the kinds it cannot read.
     source_health: Option<SourceHealth>,
+    /// Where the Canaries (with their MetricTemplates and Deployments) are published for
+    /// the canary controller after each batch.
+    canary_inputs: Option<tokio::sync::watch::Sender<crate::canary::spec::Inputs>>,
 }
 
 impl Engine {
@@ -68,7 +71,36 @@ impl Engine {
             denied_reports: Vec::new(),
             strict: BTreeSet::new(),
             source_health: None,
+            canary_inputs: None,
         }
+    }
+
+    /// Publishes the canary controller's inputs after every batch (and now).
+    pub fn with_canary_inputs(
+        &mut self,
+        tx: tokio::sync::watch::Sender<crate::canary::spec::Inputs>,
+    ) {
+        self.canary_inputs = Some(tx);
+        self.publish_canary_inputs();
+    }
+
+    fn publish_canary_inputs(&self) {
+        let Some(tx) = &self.canary_inputs else {
+            return;
+        };
+        let objects: Vec<Arc<Object>> = self
+            .store
+            .objects()
+            .filter(|(k, _)| {
+                matches!(
+                    k.kind,
+                    Kind::Canary | Kind::MetricTemplate | Kind::Deployment
+                )
+            })
+            .map(|(_, s)| s.object.clone())
+            .collect();
+        let inputs = crate::canary::spec::Inputs::collect(objects.iter());
+        tx.send_replace(inputs);
     }
 
     /// Kubernetes source: a policy kind it could never list (RBAC) may hide policies, so
@@ -160,6 +192,7 @@ impl Engine {
         let generation = self.publish(model);
         self.refresh_diagnostics();
         self.persist();
+        self.publish_canary_inputs();
         info!(
             object_changes,
             generation,
@@ -227,8 +260,14 @@ impl Engine {
         let Some(state) = &self.state else {
             return;
         };
+        let mut files = self.store.last_good_files();
+        // The canary controller's generated routing is rebuilt at start, never saved.
+        files.retain(|p, _| {
+            !p.to_string_lossy()
+                .starts_with(crate::canary::act::PSEUDO_FILE_PREFIX)
+        });
         let now = Saved {
-            files: self.store.last_good_files(),
+            files,
             first_seen: self
                 .first_seen
                 .as_ref()

@@ -2,12 +2,14 @@
 //!
 //! Flow: [`source`] (YAML directory) → [`engine`] (validated store → incremental
 //! [`translate`]) → [`distribute`] (model hub → per-proxy gRPC streams); [`ca`] signs
-//! workload certificates for authorized nodes ([`auth`]); [`admin`] shows it all;
+//! workload certificates for authorized nodes ([`auth`]); [`canary`] runs Flagger's
+//! `Canary` resources (weights fed back to the engine); [`admin`] shows it all;
 //! [`run`] starts everything.
 
 pub mod admin;
 pub mod auth;
 pub mod ca;
+pub mod canary;
 pub mod checks;
 pub mod distribute;
 pub mod engine;

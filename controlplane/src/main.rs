@@ -127,6 +127,17 @@ struct Cli {
     /// Log format.
     #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
+    /// Canary controller: Prometheus (`http://HOST:PORT`) for the analysis of Flagger
+    /// `Canary` resources; unset: the waypoints' own metrics (--canary-waypoint-metrics).
+    #[arg(long, env = "MESHWORK_CANARY_PROMETHEUS")]
+    canary_prometheus: Option<String>,
+    /// Canary controller without Prometheus: the waypoints' metrics URLs
+    /// (`http://HOST:PORT/metrics`), repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    canary_waypoint_metrics: Vec<String>,
+    /// Do not run the built-in canary controller (Flagger runs the Canaries).
+    #[arg(long)]
+    no_canary: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,22 +275,30 @@ async fn main() -> anyhow::Result<()> {
         (_, Some(dir)) => Source::Dir(dir),
         (_, None) => Source::None,
     };
-    let running = run::start(Options {
-        source,
-        trust_domain: cli.trust_domain,
-        root_namespace: cli.root_namespace,
-        mesh_config: cli.mesh_config,
-        default_namespace: cli.default_namespace,
-        grpc_addr: cli.grpc_addr.0,
-        grpc_tls_addr: cli.grpc_tls_addr.0,
-        serving,
-        admin_addr: cli.admin_addr,
-        probe_addr: cli.probe_addr,
-        state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
-        ca_dir: cli.ca_dir,
-        cert_ttl: cli.cert_ttl,
-        ca_reload_interval: cli.ca_reload_interval,
-    })
+    let canary = run::CanaryOptions {
+        enabled: !cli.no_canary,
+        prometheus: cli.canary_prometheus,
+        waypoint_metrics: cli.canary_waypoint_metrics,
+    };
+    let running = run::start_with(
+        Options {
+            source,
+            trust_domain: cli.trust_domain,
+            root_namespace: cli.root_namespace,
+            mesh_config: cli.mesh_config,
+            default_namespace: cli.default_namespace,
+            grpc_addr: cli.grpc_addr.0,
+            grpc_tls_addr: cli.grpc_tls_addr.0,
+            serving,
+            admin_addr: cli.admin_addr,
+            probe_addr: cli.probe_addr,
+            state_dir: Some(cli.state_dir.unwrap_or_else(|| cli.ca_dir.join("state"))),
+            ca_dir: cli.ca_dir,
+            cert_ttl: cli.cert_ttl,
+            ca_reload_interval: cli.ca_reload_interval,
+        },
+        canary,
+    )
     .await
     .context("starting the control plane")?;
     // Tests and scripts read this line to learn the bound addresses.

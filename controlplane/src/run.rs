@@ -101,6 +101,26 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The built-in canary controller (see [`crate::canary`]).
+#[derive(Debug, Clone)]
+pub struct CanaryOptions {
+    pub enabled: bool,
+    /// Prometheus for the analysis (`http://HOST:PORT`); `None`: the waypoints' metrics.
+    pub prometheus: Option<String>,
+    /// The waypoints' `/metrics` URLs, judged when there is no Prometheus.
+    pub waypoint_metrics: Vec<String>,
+}
+
+impl Default for CanaryOptions {
+    fn default() -> Self {
+        CanaryOptions {
+            enabled: true,
+            prometheus: None,
+            waypoint_metrics: Vec::new(),
+        }
+    }
+}
+
 /// Who the control plane is on its TLS port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serving {
@@ -156,6 +176,8 @@ pub struct Running {
     pub registry: Arc<Registry>,
     pub ca: Arc<CaHandle>,
     pub tokens: NodeTokens,
+    /// The canary controller's board, when it runs.
+    pub canaries: Option<Arc<crate::canary::Board>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -169,6 +191,11 @@ impl Running {
 }
 
 pub async fn start(opts: Options) -> Result<Running, RunError> {
+    start_with(opts, CanaryOptions::default()).await
+}
+
+/// [`start`] with the canary controller's options.
+pub async fn start_with(opts: Options, canary: CanaryOptions) -> Result<Running, RunError> {
     if let Some(addr) = opts.grpc_addr.filter(|a| !a.ip().is_loopback()) {
         return Err(RunError::PlaintextOffHost(addr));
     }
@@ -230,7 +257,34 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
     // The engine follows the source and publishes the CA's roots (again at each rotation)
     // in the mesh settings, so proxies renew under new roots as soon as they appear.
     engine.set_ca_roots(ca.current().trust_bundle().to_pem());
-    tasks.push(tokio::spawn(follow(engine, events, ca.clone())));
+    let (generated_tx, generated) = mpsc::unbounded_channel();
+    let canaries = if canary.enabled {
+        let (inputs_tx, inputs_rx) = watch::channel(Default::default());
+        engine.with_canary_inputs(inputs_tx);
+        let board = Arc::new(crate::canary::Board::default());
+        let judge: Arc<dyn crate::canary::judge::Judge> = match &canary.prometheus {
+            Some(addr) => Arc::new(crate::canary::prometheus::PrometheusJudge::new(
+                addr.clone(),
+            )),
+            None => Arc::new(crate::canary::scrape::ScrapeJudge::new(
+                canary.waypoint_metrics.clone(),
+            )),
+        };
+        let controller = crate::canary::Controller {
+            judge,
+            hooks: Arc::new(crate::canary::webhook::HttpHooks::default()),
+            router: Arc::new(crate::canary::act::EngineRouter {
+                events: generated_tx,
+            }),
+            board: board.clone(),
+            retry: Duration::from_secs(5),
+        };
+        tasks.push(tokio::spawn(controller.run(inputs_rx)));
+        Some(board)
+    } else {
+        None
+    };
+    tasks.push(tokio::spawn(follow(engine, events, generated, ca.clone())));
     let _ = ready_tx.send(true);
 
     if let Source::Kubernetes(k) = &opts.source {
@@ -325,6 +379,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
             serde_json::to_value(&d).unwrap_or_default()
         }),
         ready: ready_rx,
+        canaries: canaries.clone(),
     };
     let probe_addr = match opts.probe_addr {
         Some(addr) => {
@@ -351,6 +406,7 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
         registry,
         ca,
         tokens,
+        canaries,
         tasks,
     })
 }
@@ -359,11 +415,20 @@ pub async fn start(opts: Options) -> Result<Running, RunError> {
 async fn follow(
     mut engine: Engine,
     mut events: Option<mpsc::Receiver<Vec<FileEvent>>>,
+    mut generated: mpsc::UnboundedReceiver<Vec<FileEvent>>,
     ca: Arc<CaHandle>,
 ) {
     let mut ca_changes = ca.subscribe();
+    let mut generated_open = true;
     loop {
         tokio::select! {
+            batch = generated.recv(), if generated_open => match batch {
+                // The canary controller's routing (see `crate::canary::act`).
+                Some(batch) => {
+                    engine.apply_events(batch);
+                }
+                None => generated_open = false,
+            },
             batch = async { events.as_mut()?.recv().await }, if events.is_some() => match batch {
                 Some(batch) => {
                     engine.apply_events(batch);

@@ -3,6 +3,7 @@
 //! values) are already caught while deserializing.
 
 mod authorization;
+mod canary;
 mod gateway;
 mod names;
 mod networking;
@@ -170,6 +171,8 @@ pub fn check(obj: &Object) -> Report {
             }
         }
         Spec::HttpRoute(r) => gw_http_route(r, &mut p),
+        Spec::Canary(c) => canary::canary(c, &mut p),
+        Spec::MetricTemplate(t) => canary::metric_template(t, &mut p),
         Spec::GrpcRoute(r) => gw_grpc_route(r, &mut p),
         Spec::ConfigMap(cm) if obj.namespace == DEFAULT_ROOT_NAMESPACE => {
             if let Some(mesh) = cm.data.as_ref().and_then(|d| d.get("mesh")) {

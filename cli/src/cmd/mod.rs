@@ -6,6 +6,7 @@ pub mod demo;
 pub mod errors;
 pub mod observe;
 pub mod proxy_config;
+pub mod rollout;
 pub mod up;
 pub mod validate;
 pub mod waypoint;
