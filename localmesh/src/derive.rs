@@ -329,6 +329,10 @@ pub fn derive_files(
                 service_account: w.service_account.clone(),
                 labels: w.labels.clone(),
                 annotations: w.annotations.clone(),
+                workload: match w.replicas {
+                    Replicas::Single => String::new(),
+                    _ => w.name.clone(),
+                },
                 ports: w.ports.clone(),
                 run,
                 host: None,
@@ -347,6 +351,7 @@ pub fn derive_files(
             )]
             .into(),
             annotations: BTreeMap::new(),
+            workload: gw.clone(),
             ports: Vec::new(),
             run: Run::Waypoint { gateway: gw },
             host: None,

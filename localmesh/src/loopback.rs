@@ -578,6 +578,7 @@ mod tests {
             service_account: "default".into(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            workload: String::new(),
             ports: vec![8080],
             run: Run::Idle,
             host,

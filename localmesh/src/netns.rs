@@ -539,6 +539,7 @@ mod tests {
             service_account: "default".into(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            workload: String::new(),
             ports: vec![],
             run,
             host: None,

@@ -35,6 +35,10 @@ pub struct PodPlan {
     pub service_account: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The Deployment, StatefulSet or DaemonSet the pod is a replica of (its Pod object
+    /// gets `generateName: <workload>-`, from which the control plane names the workload
+    /// as Istio does); empty for a bare Pod.
+    pub workload: String,
     /// Container ports (the test application listens on each).
     pub ports: Vec<u16>,
     pub run: Run,
@@ -129,9 +133,14 @@ pub fn pods_yaml(plan: &Plan, at: &Placement) -> String {
         } else {
             format!("\n{ports}")
         };
+        let generate = if p.workload.is_empty() {
+            String::new()
+        } else {
+            format!("  generateName: {}\n", quote(&format!("{}-", p.workload)))
+        };
         let _ = write!(
             y,
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: localmesh-{ns}-{name}\n  labels:{labels}\
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{generate}  namespace: {ns}\n  uid: localmesh-{ns}-{name}\n  labels:{labels}\
 spec:\n  nodeName: {node}\n  serviceAccountName: {sa}\n  containers:\n    - name: app\n      image: meshwork-testapp\n      ports:{ports}\
 status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n  conditions:\n    - type: Ready\n      status: \"True\"\n---\n",
             name = p.name,
@@ -216,6 +225,7 @@ mod tests {
             service_account: "default".into(),
             labels: [("app".to_string(), "web".to_string())].into(),
             annotations: BTreeMap::new(),
+            workload: String::new(),
             ports: vec![8080, 9090],
             run: Run::TestApp {
                 app: "web".into(),
@@ -248,6 +258,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("node index 3"));
+    }
+
+    #[test]
+    fn a_replica_names_its_workload_by_generate_name() {
+        let mut web = pod("web-0", 0);
+        web.workload = "web".into();
+        let plan = Plan {
+            nodes: vec!["node-0".into()],
+            pods: vec![web, pod("debug", 0)],
+            default_namespace: "default".into(),
+        };
+        let mut at = Placement::default();
+        for (name, ip) in [("web-0", "127.9.9.10"), ("debug", "127.9.9.11")] {
+            at.pods
+                .insert(name.into(), (ip.parse().unwrap(), "node-0".into()));
+        }
+        let y = pods_yaml(&plan, &at);
+        let docs: Vec<serde_yaml_ng::Value> = y
+            .split("---\n")
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| serde_yaml_ng::from_str(d).unwrap())
+            .collect();
+        assert_eq!(docs[0]["metadata"]["generateName"].as_str(), Some("web-"));
+        assert!(docs[1]["metadata"].get("generateName").is_none(), "{y}");
     }
 
     #[test]

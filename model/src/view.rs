@@ -4,7 +4,7 @@
 //! A ztunnel's data path looks at a remote workload to route to it (addresses, node,
 //! captured, waypoint, service membership and target ports, health), to know whom it
 //! talks to (the SPIFFE identity: trust domain, namespace, service account) and to name
-//! it in metrics and access logs (name, namespace, canonical name and revision, as
+//! it in metrics and access logs (name, workload name, namespace, canonical name and revision, as
 //! Istio's `destination_app` / `destination_version`). Labels, policies, telemetry and
 //! the PeerAuthentication mode are only enforced on the workload's own node, so they are
 //! left out: the view is a fraction of the workload's size, and a change to them does not
@@ -37,6 +37,17 @@ pub fn canonical_revision(w: &Workload) -> &str {
         .unwrap_or("latest")
 }
 
+/// What metrics call the workload a pod belongs to (Istio's `source_workload` /
+/// `destination_workload`): its `workload_name`, else (a source that predates the field)
+/// the pod's name.
+pub fn workload_name(w: &Workload) -> &str {
+    if w.workload_name.is_empty() {
+        &w.name
+    } else {
+        &w.workload_name
+    }
+}
+
 /// A derived name that is empty is reported as `unknown` (what metrics print for it), so
 /// that the view never leaves the field empty for a reader to derive again from labels it
 /// does not have.
@@ -52,6 +63,7 @@ fn or_unknown(s: &str) -> String {
 pub fn remote_workload(w: &Workload) -> Workload {
     Workload {
         name: w.name.clone(),
+        workload_name: w.workload_name.clone(),
         namespace: w.namespace.clone(),
         service_account: w.service_account.clone(),
         trust_domain: w.trust_domain.clone(),
@@ -111,6 +123,7 @@ mod tests {
             is_waypoint: false,
             telemetry: vec!["telemetry/shop/tracing".into()],
             compact: false,
+            workload_name: "cart".into(),
         }
     }
 
@@ -124,6 +137,7 @@ mod tests {
             (&w.name, &w.namespace, &w.service_account, &w.trust_domain)
         );
         assert_eq!((&c.node, &c.addresses), (&w.node, &w.addresses));
+        assert_eq!(workload_name(&c), "cart");
         assert_eq!((&c.waypoint, &c.services), (&w.waypoint, &w.services));
         assert!(c.captured && c.healthy && !c.is_waypoint);
         // Metrics' app and version, derived here from the labels that are left out.
@@ -159,6 +173,8 @@ mod tests {
         );
         w.labels.insert("app".into(), String::new());
         assert_eq!(remote_workload(&w).canonical_name, "unknown");
+        w.workload_name.clear();
+        assert_eq!(workload_name(&remote_workload(&w)), "cart-1");
     }
 
     #[test]

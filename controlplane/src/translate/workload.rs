@@ -258,6 +258,72 @@ fn canonical(labels: &BTreeMap<String, String>, pod_name: &str) -> (String, Stri
     (name, rev)
 }
 
+/// The workload a pod belongs to, as Istio derives it for `source_workload` /
+/// `destination_workload` (from the pod's controller): a ReplicaSet's pods are named
+/// after their Deployment (the ReplicaSet name without `-<pod-template-hash>`), a Job's
+/// after its CronJob when the Job name ends in the CronJob's `-<scheduled minute>`, the
+/// pods of any other controller (StatefulSet, DaemonSet, Job) after it, and a pod that
+/// was not generated after itself.
+///
+/// The controlling `ownerReference` is read when the object carries it (manifests of a
+/// directory); the Kubernetes source keeps only `metadata.generateName` of a pod, which
+/// is the controller's name and `-`, so that the derivation ends the same.
+pub fn workload_name(pod: &Pod, pod_name: &str, labels: &BTreeMap<String, String>) -> String {
+    let meta = &pod.metadata;
+    let label = |k: &str| labels.get(k).filter(|v| !v.is_empty());
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| (r.kind.as_str(), r.name.clone()));
+    let (kind, name) = match controller {
+        Some(c) => c,
+        None => match meta
+            .generate_name
+            .as_deref()
+            .map(|g| g.trim_end_matches('-'))
+        {
+            Some(g) if !g.is_empty() => {
+                let kind = if label("pod-template-hash").is_some() {
+                    "ReplicaSet"
+                } else if label("batch.kubernetes.io/job-name")
+                    .or_else(|| label("job-name"))
+                    .is_some()
+                {
+                    "Job"
+                } else {
+                    ""
+                };
+                (kind, g.to_string())
+            }
+            _ => return pod_name.to_string(),
+        },
+    };
+    match kind {
+        "ReplicaSet" => match label("pod-template-hash") {
+            Some(h) => name
+                .strip_suffix(h.as_str())
+                .and_then(|n| n.strip_suffix('-'))
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .unwrap_or(name),
+            None => name,
+        },
+        "Job" => match name.rsplit_once('-') {
+            Some((cron, t))
+                if !cron.is_empty()
+                    && (8..=11).contains(&t.len())
+                    && t.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                cron.to_string()
+            }
+            _ => name,
+        },
+        _ => name,
+    }
+}
+
 /// Telemetry keys that apply to a pod: root namespace, namespace, then selector-scoped
 /// (most specific last). At the root and namespace levels only the oldest applies.
 fn telemetry_keys(
@@ -370,6 +436,7 @@ pub fn workload(
         })
         .collect();
     let (canonical_name, canonical_revision) = canonical(labels, &obj.name);
+    let workload_name = workload_name(pod, &obj.name, labels);
     // Terminating pods take no new traffic.
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let healthy = !terminating
@@ -407,6 +474,7 @@ pub fn workload(
         is_waypoint,
         telemetry: telemetry_keys(idx, mesh, ns, labels),
         compact: false,
+        workload_name,
     };
     (Some(w), wp_ref)
 }
@@ -478,4 +546,64 @@ pub fn service(
         selector: spec.selector.unwrap_or_default(),
     };
     (Some(s), wp_ref)
+}
+
+#[cfg(test)]
+mod workload_name_tests {
+    use super::*;
+
+    fn pod(meta: serde_json::Value) -> (Pod, BTreeMap<String, String>) {
+        let p: Pod = serde_json::from_value(serde_json::json!({"metadata": meta})).unwrap();
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        (p, labels)
+    }
+
+    fn name(meta: serde_json::Value) -> String {
+        let (p, labels) = pod(meta);
+        let n = p.metadata.name.clone().unwrap_or_default();
+        workload_name(&p, &n, &labels)
+    }
+
+    #[test]
+    fn a_deployments_pods_are_named_after_the_deployment() {
+        // Flagger's canary and primary Deployments: `podinfo` and `podinfo-primary`.
+        for (deploy, hash) in [("podinfo", "7d9c8b5f4"), ("podinfo-primary", "5c6b4d9f8")] {
+            let rs = format!("{deploy}-{hash}");
+            let owner = serde_json::json!({"name": format!("{rs}-x2k9z"),
+                "labels": {"app": deploy, "pod-template-hash": hash},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": rs, "uid": "u", "controller": true}]});
+            assert_eq!(name(owner), deploy);
+            // What the Kubernetes source keeps: generateName instead of ownerReferences.
+            let pruned = serde_json::json!({"name": format!("{rs}-x2k9z"),
+                "generateName": format!("{rs}-"),
+                "labels": {"app": deploy, "pod-template-hash": hash}});
+            assert_eq!(name(pruned), deploy);
+        }
+    }
+
+    #[test]
+    fn other_controllers_bare_pods_and_cron_jobs() {
+        let sts = serde_json::json!({"name": "db-2", "generateName": "db-",
+            "labels": {"controller-revision-hash": "db-6f7", "statefulset.kubernetes.io/pod-name": "db-2"}});
+        assert_eq!(name(sts), "db");
+        let ds = serde_json::json!({"name": "agent-q8x7p", "ownerReferences": [{"apiVersion": "apps/v1",
+            "kind": "DaemonSet", "name": "agent", "uid": "u", "controller": true}]});
+        assert_eq!(name(ds), "agent");
+        let cron = serde_json::json!({"name": "report-29034720-abcde", "generateName": "report-29034720-",
+            "labels": {"batch.kubernetes.io/job-name": "report-29034720"}});
+        assert_eq!(name(cron), "report");
+        let job = serde_json::json!({"name": "migrate-abcde", "generateName": "migrate-",
+            "labels": {"job-name": "migrate"}});
+        assert_eq!(name(job), "migrate");
+        assert_eq!(
+            name(serde_json::json!({"name": "debug", "labels": {"app": "x"}})),
+            "debug"
+        );
+        // A ReplicaSet made by hand (no template hash in its name) names its pods.
+        let rs = serde_json::json!({"name": "rs-abcde", "labels": {"pod-template-hash": "zzz"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                "uid": "u", "controller": true}]});
+        assert_eq!(name(rs), "rs");
+    }
 }

@@ -181,7 +181,7 @@ fn request_labels(
     let svc = ex.service.as_deref();
     RequestLabels {
         reporter: "waypoint".into(),
-        source_workload: src.map(canonical).unwrap_or_else(unknown),
+        source_workload: src.map(workload_of).unwrap_or_else(unknown),
         source_workload_namespace: src.map(|w| w.namespace.clone()).unwrap_or_else(unknown),
         source_principal: conn.source_identity.clone().unwrap_or_else(unknown),
         source_app: label(src, "app"),
@@ -277,8 +277,12 @@ fn log_entry(
     }
 }
 
-fn canonical(w: &pb::Workload) -> String {
-    if w.canonical_name.is_empty() {
+/// The source workload's name: Istio's workload name (its Deployment's name) when the
+/// control plane sent it, else, as before that field, its canonical name.
+fn workload_of(w: &pb::Workload) -> String {
+    if !w.workload_name.is_empty() {
+        w.workload_name.clone()
+    } else if w.canonical_name.is_empty() {
         w.name.clone()
     } else {
         w.canonical_name.clone()

@@ -135,7 +135,7 @@ pub fn workload_endpoint(
     w.healthy.then(|| Endpoint {
         addr,
         identity: workload_identity(snapshot, w),
-        workload: w.name.clone(),
+        workload: meshwork_model::view::workload_name(w).to_string(),
         namespace: w.namespace.clone(),
         labels: w.labels.clone(),
     })
@@ -174,7 +174,7 @@ pub fn endpoints(
         out.push(Arc::new(Endpoint {
             addr: SocketAddr::new(ip, target),
             identity,
-            workload: w.name.clone(),
+            workload: meshwork_model::view::workload_name(w).to_string(),
             namespace: w.namespace.clone(),
             labels: w.labels.clone(),
         }));

@@ -10,6 +10,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// SPIFFE identity of the workload (`spiffe://td/ns/x/sa/y`).
     pub identity: Option<String>,
+    /// The workload the pod belongs to, as Istio names it in `destination_workload` (the
+    /// Deployment, not the pod; see `meshwork_model::view::workload_name`).
     pub workload: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,

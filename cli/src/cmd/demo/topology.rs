@@ -166,6 +166,7 @@ pub fn plan() -> Plan {
                 service_account: p.service_account.into(),
                 labels,
                 annotations: BTreeMap::new(),
+                workload: String::new(),
                 ports: vec![APP_PORT],
                 run: match p.role {
                     Role::App => Run::TestApp {

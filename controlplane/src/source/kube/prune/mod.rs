@@ -6,7 +6,7 @@
 //!
 //! | kind | kept |
 //! |---|---|
-//! | every kind | `metadata.name/namespace/uid/labels/creationTimestamp/deletionTimestamp/generation`; no `managedFields`, `ownerReferences`, `finalizers`, `resourceVersion` |
+//! | every kind | `metadata.name/generateName/namespace/uid/labels/creationTimestamp/deletionTimestamp/generation`; no `managedFields`, `ownerReferences`, `finalizers`, `resourceVersion` |
 //! | Pod | annotation `sidecar.istio.io/status`; `spec.nodeName/hostNetwork/serviceAccountName/serviceAccount`, `spec.containers[].name/ports`; `status.phase/podIP/podIPs`, `status.conditions[].type/status` |
 //! | Service | `spec.clusterIP/clusterIPs/ports/selector` |
 //! | Namespace, ServiceAccount | metadata only |
@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 
 const METADATA: &[&str] = &[
     "name",
+    // A pod's: its controller's name, for Istio's workload name (`translate/workload.rs`).
+    "generateName",
     "namespace",
     "uid",
     "labels",
