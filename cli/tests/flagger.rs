@@ -492,8 +492,8 @@ fn flagger_istio_provider_works_against_meshwork() {
         .and_then(|m| m["addr"].as_str())
         .map(|a| format!("http://{a}/metrics"))
         .unwrap_or_else(|| panic!("no waypoint metrics endpoint: {st:#}"));
-    // `up` runs the control plane on its copy of the directory, which it watches: the
-    // file Flagger's updates are written to.
+    // `up` runs the control plane on its copy of the directory (it copies edits of the
+    // user's directory there): written directly, as Flagger writes the API server.
     let live = state.join("run/manifests");
     assert!(
         live.join("40-virtualservice.yaml").is_file(),
@@ -684,7 +684,11 @@ fn shift_under_load(m: &Mesh) {
                     i += 1;
                     // Every 25th request is in flight for 150 ms: some span a weight change.
                     let slow = [("x-testapp-delay-ms", "150")];
-                    let h: &[(&str, &str)] = if (i + w) % 25 == 0 { &slow } else { &[] };
+                    let h: &[(&str, &str)] = if (i + w).is_multiple_of(25) {
+                        &slow
+                    } else {
+                        &[]
+                    };
                     let r = match conn.as_mut() {
                         Some(c) => c.get(h).map_err(|e| e.to_string()),
                         None => Err("no connection".to_string()),
