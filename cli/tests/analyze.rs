@@ -207,7 +207,8 @@ fn l7_allow_policy_without_waypoint_is_an_error() {
     assert_eq!(code, 1);
 }
 
-/// A DENY with L7 parts and no waypoint: ztunnel drops the L7 parts, so it denies more.
+/// A DENY with L7 parts and no waypoint: as Istio's ztunnel, the HTTP-only operation matches
+/// nothing, so the rule denies less than written.
 #[test]
 fn l7_deny_policy_without_waypoint_is_a_warning() {
     let (code, report) = analyze("l7_deny_no_waypoint");
@@ -215,7 +216,7 @@ fn l7_deny_policy_without_waypoint_is_a_warning() {
     assert_eq!(f.len(), 1, "{report:#}");
     assert_eq!(f[0].0, "warning");
     assert_eq!(f[0].1, "AuthorizationPolicy shop/no-delete");
-    assert!(f[0].2.contains("deny more than written"), "{}", f[0].2);
+    assert!(f[0].2.contains("deny less than written"), "{}", f[0].2);
     assert_eq!(code, 0);
 }
 
