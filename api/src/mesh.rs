@@ -27,6 +27,10 @@ pub struct MeshConfig {
     pub default_providers: DefaultProviders,
     /// `pathNormalization.normalization` (`BASE` unless set).
     pub path_normalization: NormalizationType,
+    /// Meshwork extension `meshwork.ztunnelPolicyFailClosed` (default `false`): ztunnels
+    /// enforce DENY rules without their HTTP attributes and reject on a matching CUSTOM
+    /// policy, instead of ignoring both as Istio's ztunnel does.
+    pub ztunnel_policy_fail_closed: bool,
 }
 
 impl Default for MeshConfig {
@@ -37,6 +41,7 @@ impl Default for MeshConfig {
             extension_providers: Vec::new(),
             default_providers: DefaultProviders::default(),
             path_normalization: NormalizationType::Base,
+            ztunnel_policy_fail_closed: false,
         }
     }
 }
@@ -66,6 +71,13 @@ impl MeshConfig {
             .and_then(|p| p.normalization)
         {
             self.path_normalization = n;
+        }
+        if let Some(v) = overlay
+            .meshwork
+            .as_ref()
+            .and_then(|m| m.ztunnel_policy_fail_closed)
+        {
+            self.ztunnel_policy_fail_closed = v;
         }
         if let Some(d) = &overlay.default_providers {
             if let Some(t) = &d.tracing {
@@ -121,6 +133,19 @@ pub struct MeshConfigOverlay {
     pub enable_prometheus_merge: Option<bool>,
     #[serde(alias = "path_normalization")]
     pub path_normalization: Option<PathNormalization>,
+    /// Meshwork's own settings (not an Istio field).
+    pub meshwork: Option<MeshworkSettings>,
+}
+
+/// `meshwork:` in a mesh config: settings with no Istio counterpart.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MeshworkSettings {
+    /// Opt-in: ztunnels enforce AuthorizationPolicy as Envoy does for TCP (DENY rules
+    /// without their HTTP attributes, so they match more; a matching CUSTOM policy rejects)
+    /// instead of as Istio's ztunnel does (such DENY rules and CUSTOM policies have no
+    /// effect there). See `docs/istio-differences.md`.
+    pub ztunnel_policy_fail_closed: Option<bool>,
 }
 
 /// `pathNormalization`: how proxies normalise request paths before authorization and
@@ -331,6 +356,25 @@ mod tests {
             .as_ref()
             .unwrap()
             .environment_enabled());
+    }
+
+    /// The Meshwork-only opt-in is off unless a document sets it; a later document that
+    /// does not mention it keeps it, one that sets `false` turns it off.
+    #[test]
+    fn ztunnel_policy_fail_closed_opt_in() {
+        assert!(!MeshConfig::default().ztunnel_policy_fail_closed);
+        let (on, warnings) =
+            MeshConfigOverlay::from_yaml("meshwork:\n  ztunnelPolicyFailClosed: true\n").unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (other, _) = MeshConfigOverlay::from_yaml("trustDomain: example.org\n").unwrap();
+        let (off, _) =
+            MeshConfigOverlay::from_yaml("meshwork:\n  ztunnelPolicyFailClosed: false\n").unwrap();
+        assert!(MeshConfig::from_overlays([&on]).ztunnel_policy_fail_closed);
+        assert!(MeshConfig::from_overlays([&on, &other]).ztunnel_policy_fail_closed);
+        assert!(!MeshConfig::from_overlays([&on, &off]).ztunnel_policy_fail_closed);
+        let (_, warnings) =
+            MeshConfigOverlay::from_yaml("meshwork:\n  ztunnelPolicyFailClose: true\n").unwrap();
+        assert_eq!(warnings.len(), 1, "a misspelt setting is reported");
     }
 
     #[test]

@@ -79,6 +79,22 @@ impl Key {
         )
     }
 
+    /// Whether Istio's ztunnel enforces this key. istiod converts only `source.ip`,
+    /// `source.namespace`, `source.principal`, `destination.ip` and `destination.port` for
+    /// ztunnel (`l4WhenAttributes` in istio/istio
+    /// `pilot/pkg/serviceregistry/kube/controller/ambient/authorization.go`); every other
+    /// key counts as an HTTP attribute there.
+    pub fn is_ztunnel_l4(&self) -> bool {
+        matches!(
+            self,
+            Key::SourceIp
+                | Key::SourceNamespace
+                | Key::SourcePrincipal
+                | Key::DestinationIp
+                | Key::DestinationPort
+        )
+    }
+
     fn is_ip(&self) -> bool {
         matches!(self, Key::SourceIp | Key::RemoteIp | Key::DestinationIp)
     }

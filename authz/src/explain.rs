@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    applicable, evaluate_pb, l4_view, Decision, HttpAttributes, Outcome, PolicyTarget,
+    applicable, evaluate, Decision, Enforcer, HttpAttributes, Outcome, Policy, PolicyTarget,
     RequestContext,
 };
 use meshwork_model::pb::config::{self as pb, Enforcement, MtlsMode};
@@ -267,28 +267,36 @@ fn to_workload(
         };
         return at_waypoint(snap, root, gw, &target, &ctx, dst);
     }
-    let views: Vec<pb::Authorization> = applicable(
+    let policies: Vec<pb::Authorization> = applicable(
         snap.authorizations()
             .filter(|a| a.enforcement() != Enforcement::EnforceWaypoint),
         &PolicyTarget::workload(w),
         root,
     )
     .into_iter()
-    .map(l4_view)
+    .cloned()
     .collect();
     let ctx = RequestContext {
         destination_ip: ip,
         destination_port: port,
         ..base.clone()
     };
-    verdict(dst, ztunnel, &views, &ctx)
+    let enforcer = Enforcer::for_ztunnel(snap.mesh());
+    verdict(dst, ztunnel, &policies, &ctx, enforcer)
 }
 
 /// Why the destination ztunnel refuses plaintext before any policy, as it does: STRICT
 /// mTLS on the port, or a destination served by a waypoint (only the waypoint is admitted).
 fn plaintext_refused(snap: &Snapshot, w: &pb::Workload, port: u16) -> Option<String> {
     if w.mtls_mode_for_port(port) == MtlsMode::Strict {
-        let by = if w.mtls_source.is_empty() {
+        // A port-level mode is set by the workload's own PeerAuthentication, which may not
+        // be the one that decided the workload-wide mode.
+        let by = if w.port_mtls.contains_key(&u32::from(port)) && !w.port_mtls_source.is_empty() {
+            format!(
+                " (PeerAuthentication {} portLevelMtls {port})",
+                w.port_mtls_source
+            )
+        } else if w.mtls_source.is_empty() {
             String::new()
         } else {
             format!(" (PeerAuthentication {})", w.mtls_source)
@@ -322,6 +330,7 @@ fn at_waypoint(
         format!("waypoint {}/{}", gw.namespace, gw.name),
         &policies,
         ctx,
+        Enforcer::Envoy,
     );
     v.reason
         .push_str("; the destination ztunnel admits only the waypoint");
@@ -333,8 +342,13 @@ fn verdict(
     enforced_by: String,
     policies: &[pb::Authorization],
     ctx: &RequestContext,
+    enforcer: Enforcer,
 ) -> Verdict {
-    let d: Decision = evaluate_pb(policies, ctx);
+    let compiled: Vec<Policy> = policies
+        .iter()
+        .map(|a| Policy::compile_for(a, enforcer))
+        .collect();
+    let d: Decision = evaluate(&compiled, ctx);
     let reason = match &d.outcome {
         Outcome::AllowedNoPolicy => "no policy: allowed by default".to_string(),
         Outcome::Custom { provider } => {
@@ -582,6 +596,103 @@ mod tests {
             .starts_with("served by waypoint prod/wp"));
         let r = check(&snap, &q("legacy/old-0", "other/open-0", "GET")).unwrap();
         assert!(r.allowed);
+    }
+
+    /// A port-level STRICT in the workload's own PeerAuthentication refuses plaintext while
+    /// the workload-wide mode came from another PeerAuthentication: the port's is named.
+    #[test]
+    fn port_level_strict_names_the_workload_peer_authentication() {
+        let mut legacy = workload("legacy", "old-0", "old", "127.0.0.4", "old");
+        legacy.captured = false;
+        let mut db = workload("prod", "db-0", "db", "127.0.0.5", "db");
+        db.mtls_mode = MtlsMode::Permissive as i32;
+        db.mtls_source = "istio-system/default".into();
+        db.port_mtls = [(5432, MtlsMode::Strict as i32)].into();
+        db.port_mtls_source = "prod/db-port-strict".into();
+        let snap = snapshot(vec![
+            ("workload/legacy/old-0".into(), R::Workload(legacy)),
+            ("workload/prod/db-0".into(), R::Workload(db)),
+        ]);
+        let mut to_db = q("legacy/old-0", "prod/db-0", "GET");
+        to_db.port = Some(5432);
+        let r = check(&snap, &to_db).unwrap();
+        assert!(!r.allowed);
+        assert_eq!(
+            r.verdicts[0].reason,
+            "plaintext refused: STRICT mTLS (PeerAuthentication prod/db-port-strict portLevelMtls 5432); the source is not in the mesh"
+        );
+        to_db.port = Some(8080);
+        assert!(
+            check(&snap, &to_db).unwrap().allowed,
+            "PERMISSIVE elsewhere"
+        );
+    }
+
+    fn l7_only(action: pb::Action) -> pb::Authorization {
+        pb::Authorization {
+            name: "no-delete".into(),
+            namespace: "prod".into(),
+            scope: pb::PolicyScope::WorkloadSelector as i32,
+            action: action as i32,
+            selector: labels(&[("app", "server")]),
+            has_l7: true,
+            provider: "opa".into(),
+            rules: vec![pb::Rule {
+                to: vec![pb::Operation {
+                    methods: vec!["DELETE".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// As Istio's ztunnel: an L7-only DENY rule and a CUSTOM policy do not apply at a
+    /// ztunnel; with `ztunnelPolicyFailClosed` both reject.
+    #[test]
+    fn ztunnel_ignores_l7_only_deny_and_custom_unless_fail_closed() {
+        for action in [pb::Action::Deny, pb::Action::Custom] {
+            let policy = l7_only(action);
+            let mut items = vec![
+                (
+                    "workload/prod/server-0".into(),
+                    R::Workload(workload(
+                        "prod",
+                        "server-0",
+                        "server",
+                        "127.0.0.2",
+                        "server",
+                    )),
+                ),
+                (
+                    "workload/prod/client-0".into(),
+                    R::Workload(workload(
+                        "prod",
+                        "client-0",
+                        "client",
+                        "127.0.0.1",
+                        "client",
+                    )),
+                ),
+                ("authz/prod/no-delete".into(), R::Authorization(policy)),
+            ];
+            let snap = snapshot(items.clone());
+            let r = check(&snap, &q("prod/client-0", "prod/server-0", "DELETE")).unwrap();
+            assert!(r.allowed, "{action:?}: {}", r.verdicts[0].reason);
+            assert_eq!(r.verdicts[0].enforced_by, "ztunnel on node node-a");
+            items.push((
+                "mesh".into(),
+                R::Mesh(pb::MeshSettings {
+                    ztunnel_policy_fail_closed: true,
+                    ..Default::default()
+                }),
+            ));
+            let snap = snapshot(items);
+            let r = check(&snap, &q("prod/client-0", "prod/server-0", "GET")).unwrap();
+            assert!(!r.allowed, "{action:?}");
+            assert_eq!(r.verdicts[0].policy.as_deref(), Some("prod/no-delete"));
+        }
     }
 
     #[test]

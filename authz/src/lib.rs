@@ -14,9 +14,14 @@
 //!
 //! [`explain`] decides one request end to end as the data path would (`meshwork authz check`).
 //!
-//! Without L7 attributes (ztunnel), an ALLOW/AUDIT rule that carries L7 attributes does not
-//! match, and a DENY/CUSTOM rule's L7 parts are ignored (fail closed). [`l4_view`] produces the
-//! equivalent policy with those parts removed, for the control plane to push to ztunnels.
+//! Without HTTP attributes the [`Enforcer`] a policy is compiled for decides:
+//!
+//! * [`Enforcer::Envoy`] (the waypoint's TCP path; [`Policy::compile`]): an ALLOW/AUDIT rule
+//!   that carries L7 attributes does not match, and a DENY/CUSTOM rule's L7 parts are ignored
+//!   (it matches more). [`l4_view`] produces the equivalent policy with those parts removed.
+//! * [`Enforcer::Ztunnel`] (a ztunnel, unless the mesh opts in to
+//!   `meshwork.ztunnelPolicyFailClosed`): exactly as Istio's ztunnel; CUSTOM/AUDIT do not
+//!   apply and a DENY rule's HTTP-only parts match nothing.
 
 mod condition;
 mod context;
@@ -34,5 +39,5 @@ pub use context::{Claim, HttpAttributes, RequestContext};
 pub use error::AuthzError;
 pub use evaluate::{evaluate, evaluate_pb, Decision, Outcome, PolicyMatch};
 pub use l4::{l4_view, rule_has_l7};
-pub use rule::{validate, Policy};
+pub use rule::{validate, Enforcer, Policy};
 pub use select::{applicable, PolicyTarget};

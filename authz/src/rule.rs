@@ -52,6 +52,52 @@ pub struct Rule {
     when: Vec<Condition>,
     /// Carries an attribute only available in HTTP requests.
     pub has_l7: bool,
+    /// Carries an attribute Istio's ztunnel does not enforce (see [`Enforcer::Ztunnel`]).
+    ztunnel_l7: bool,
+    /// Has a `when` condition Istio's ztunnel does not enforce.
+    ztunnel_l7_when: bool,
+}
+
+/// Which proxy's rules decide a request that has no HTTP attributes (plain TCP).
+///
+/// With HTTP attributes (the waypoint's HTTP path) both are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enforcer {
+    /// Envoy's TCP RBAC filter, as Istio's waypoint (and sidecar) builds it: an ALLOW/AUDIT
+    /// rule with HTTP-only attributes never matches; a DENY rule is enforced without its
+    /// HTTP-only attributes (it matches more); a matching CUSTOM rule rejects (Meshwork has
+    /// no external authorizer). Also what a Meshwork ztunnel enforces under the opt-in mesh
+    /// setting `meshwork.ztunnelPolicyFailClosed`.
+    #[default]
+    Envoy,
+    /// Istio's ztunnel, exactly as istiod converts policies for it
+    /// (`convertAuthorizationPolicy`/`handleRule` in istio/istio
+    /// `pilot/pkg/serviceregistry/kube/controller/ambient/authorization.go`) and as ztunnel
+    /// matches them (`Authorization::matches` in istio/ztunnel `src/rbac.rs`):
+    ///
+    /// * CUSTOM and AUDIT policies are never sent to ztunnel: they do not apply.
+    /// * HTTP attributes are `hosts`, `methods`, `paths`, `requestPrincipals`,
+    ///   `remoteIpBlocks` (and their `not` forms) and every `when` key other than
+    ///   `source.ip`, `source.namespace`, `source.principal`, `destination.ip`,
+    ///   `destination.port`.
+    /// * ALLOW: a rule with an HTTP attribute is dropped (never matches).
+    /// * DENY: HTTP attributes are removed from each source and operation; one left with no
+    ///   attribute becomes an empty match, which ztunnel skips, so it matches nothing. An HTTP
+    ///   `when` condition becomes an empty match too, so the whole rule matches nothing. An
+    ///   L7-only DENY rule therefore has no effect at ztunnel.
+    Ztunnel,
+}
+
+impl Enforcer {
+    /// How a mesh's ztunnels match policies: [`Enforcer::Ztunnel`] unless the mesh opts in
+    /// to `meshwork.ztunnelPolicyFailClosed`.
+    pub fn for_ztunnel(mesh: Option<&pb::MeshSettings>) -> Enforcer {
+        if mesh.is_some_and(|m| m.ztunnel_policy_fail_closed) {
+            Enforcer::Envoy
+        } else {
+            Enforcer::Ztunnel
+        }
+    }
 }
 
 /// A compiled policy. Invalid rules are kept as errors: an invalid ALLOW/AUDIT rule never
@@ -63,6 +109,8 @@ pub struct Policy {
     pub action: pb::Action,
     pub provider: String,
     pub dry_run: bool,
+    /// How a request without HTTP attributes is decided.
+    pub enforcer: Enforcer,
     rules: Vec<Result<Rule, AuthzError>>,
 }
 
@@ -154,6 +202,32 @@ impl Source {
         self.request_principals.iter().any(Field::is_set)
     }
 
+    /// `remoteIpBlocks` are HTTP attributes for Istio's ztunnel.
+    fn has_ztunnel_l7(&self) -> bool {
+        self.has_l7() || self.remote_ip_blocks.iter().any(Field::is_set)
+    }
+
+    /// Whether an attribute Istio's ztunnel enforces is set.
+    fn has_ztunnel_l4(&self) -> bool {
+        self.principals.iter().any(Field::is_set)
+            || self.namespaces.iter().any(Field::is_set)
+            || self.ip_blocks.iter().any(Field::is_set)
+    }
+
+    /// Istio's ztunnel: only the L4 attributes, and a source without any matches nothing.
+    fn matches_ztunnel(&self, ctx: &RequestContext) -> bool {
+        let principal = ctx.principal();
+        let namespace = ctx.namespace();
+        let principal_ok =
+            |f: &Field<StrMatch>| f.holds(|v| principal.is_some_and(|p| any_matches(v, p)));
+        let ns_ok = |f: &Field<StrMatch>| f.holds(|v| namespace.is_some_and(|n| any_matches(v, n)));
+        let ip_ok = |f: &Field<IpNet>| f.holds(|v| any_contains(v, ctx.source_ip));
+        self.has_ztunnel_l4()
+            && self.principals.iter().all(principal_ok)
+            && self.namespaces.iter().all(ns_ok)
+            && self.ip_blocks.iter().all(ip_ok)
+    }
+
     fn matches(&self, ctx: &RequestContext) -> bool {
         let principal = ctx.principal();
         let namespace = ctx.namespace();
@@ -201,6 +275,15 @@ impl Operation {
             || self.paths.iter().any(Field::is_set)
     }
 
+    /// Istio's ztunnel: only the ports, and an operation without any matches nothing.
+    fn matches_ztunnel(&self, ctx: &RequestContext) -> bool {
+        self.ports.iter().any(Field::is_set)
+            && self
+                .ports
+                .iter()
+                .all(|f| f.holds(|v| v.contains(&ctx.destination_port)))
+    }
+
     fn matches(&self, ctx: &RequestContext) -> bool {
         let port_ok = |f: &Field<u16>| f.holds(|v| v.contains(&ctx.destination_port));
         if !self.ports.iter().all(port_ok) {
@@ -242,12 +325,29 @@ impl Rule {
         let has_l7 = from.iter().any(Source::has_l7)
             || to.iter().any(Operation::has_l7)
             || when.iter().any(|w| w.key.is_l7());
+        let ztunnel_l7_when = when.iter().any(|w| !w.key.is_ztunnel_l4());
+        let ztunnel_l7 = ztunnel_l7_when
+            || from.iter().any(Source::has_ztunnel_l7)
+            || to.iter().any(Operation::has_l7);
         Ok(Rule {
             from,
             to,
             when,
             has_l7,
+            ztunnel_l7,
+            ztunnel_l7_when,
         })
+    }
+
+    /// Whether the rule matches as Istio's ztunnel matches what istiod sends it (see
+    /// [`Enforcer::Ztunnel`]); `deny` selects the DENY conversion, else ALLOW's.
+    fn matches_ztunnel(&self, ctx: &RequestContext, deny: bool) -> bool {
+        if self.ztunnel_l7 && (!deny || self.ztunnel_l7_when) {
+            return false;
+        }
+        (self.from.is_empty() || self.from.iter().any(|s| s.matches_ztunnel(ctx)))
+            && (self.to.is_empty() || self.to.iter().any(|o| o.matches_ztunnel(ctx)))
+            && self.when.iter().all(|w| w.matches(ctx))
     }
 
     /// Whether the rule matches. Without HTTP attributes the L7 parts hold (see the crate docs
@@ -306,6 +406,11 @@ fn compile_condition(c: &Ctx, w: &pb::Condition) -> Result<Condition, AuthzError
 impl Policy {
     /// Compiles a policy; never fails, invalid rules are kept as errors (see [`Policy`]).
     pub fn compile(a: &pb::Authorization) -> Policy {
+        Policy::compile_for(a, Enforcer::Envoy)
+    }
+
+    /// Compiles a policy for an enforcement point (see [`Enforcer`]).
+    pub fn compile_for(a: &pb::Authorization, enforcer: Enforcer) -> Policy {
         let key = format!("{}/{}", a.namespace, a.name);
         let rules = a
             .rules
@@ -317,6 +422,7 @@ impl Policy {
             action: a.action(),
             provider: a.provider.clone(),
             dry_run: a.dry_run,
+            enforcer,
             rules,
             key,
         }
@@ -337,7 +443,13 @@ impl Policy {
     ///
     /// With no HTTP attributes in `ctx`: an ALLOW/AUDIT rule carrying L7 attributes does not
     /// match; a DENY/CUSTOM rule's L7 parts are ignored.
+    ///
+    /// Compiled for [`Enforcer::Ztunnel`], a request without HTTP attributes is matched as
+    /// Istio's ztunnel matches it instead.
     pub fn matching_rule(&self, ctx: &RequestContext) -> Option<(usize, Option<&AuthzError>)> {
+        if self.enforcer == Enforcer::Ztunnel && ctx.http.is_none() {
+            return self.matching_rule_ztunnel(ctx);
+        }
         let deny = self.fails_closed();
         self.rules.iter().enumerate().find_map(|(i, r)| match r {
             Err(e) => deny.then_some((i, Some(e))),
@@ -347,6 +459,23 @@ impl Policy {
                 }
                 rule.matches(ctx).then_some((i, None))
             }
+        })
+    }
+}
+
+impl Policy {
+    fn matching_rule_ztunnel(&self, ctx: &RequestContext) -> Option<(usize, Option<&AuthzError>)> {
+        let deny = match self.action {
+            // istiod never sends CUSTOM or AUDIT policies to ztunnel.
+            pb::Action::Custom | pb::Action::Audit => return None,
+            pb::Action::Deny => true,
+            pb::Action::Allow => false,
+        };
+        self.rules.iter().enumerate().find_map(|(i, r)| match r {
+            // Meshwork keeps failing closed on a rule it cannot compile (validation refuses
+            // these before they reach a proxy).
+            Err(e) => deny.then_some((i, Some(e))),
+            Ok(rule) => rule.matches_ztunnel(ctx, deny).then_some((i, None)),
         })
     }
 }

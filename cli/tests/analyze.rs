@@ -207,7 +207,8 @@ fn l7_allow_policy_without_waypoint_is_an_error() {
     assert_eq!(code, 1);
 }
 
-/// A DENY with L7 parts and no waypoint: ztunnel drops the L7 parts, so it denies more.
+/// A DENY with L7 parts and no waypoint: as Istio's ztunnel, the HTTP-only operation matches
+/// nothing, so the rule denies less than written.
 #[test]
 fn l7_deny_policy_without_waypoint_is_a_warning() {
     let (code, report) = analyze("l7_deny_no_waypoint");
@@ -215,13 +216,33 @@ fn l7_deny_policy_without_waypoint_is_a_warning() {
     assert_eq!(f.len(), 1, "{report:#}");
     assert_eq!(f[0].0, "warning");
     assert_eq!(f[0].1, "AuthorizationPolicy shop/no-delete");
-    assert!(f[0].2.contains("deny more than written"), "{}", f[0].2);
+    assert!(f[0].2.contains("deny less than written"), "{}", f[0].2);
     assert_eq!(code, 0);
 }
 
+/// With a waypoint the L7 rules are enforced (no `l7-policy-without-waypoint`), but a
+/// selector policy behind a waypoint means something else under Istio: enforced by the
+/// destination ztunnel against the waypoint's identity, without its HTTP rules.
 #[test]
-fn l7_allow_policy_with_waypoint_is_clean() {
-    assert_clean("l7_waypoint");
+fn l7_allow_policy_with_waypoint_warns_only_about_istio_placement() {
+    let (code, report) = analyze("l7_waypoint");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        checks(&report),
+        ["selector-policy-behind-waypoint"],
+        "{report:#}"
+    );
+    let f = of_check(&report, "selector-policy-behind-waypoint");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "AuthorizationPolicy shop/payments");
+    assert!(
+        f[0].2.contains("Pod shop/payments-1")
+            && f[0].2.contains("against the original client")
+            && f[0].2.contains("without its HTTP rules"),
+        "{}",
+        f[0].2
+    );
+    assert!(f[0].3.contains("targetRefs"), "{}", f[0].3);
 }
 
 #[test]
@@ -339,13 +360,26 @@ fn seed_manifests_alone() {
 }
 
 /// The seed manifests with what they assume (ambient namespace with a waypoint, v1 and
-/// v2 pods, payment-service): only the open DENY posture for order-service remains.
+/// v2 pods, payment-service): the open DENY posture for order-service remains, and the
+/// selector policy of payment-service, behind the namespace waypoint, is placed differently
+/// under Istio (`docs/istio-differences.md`).
 #[test]
 fn seed_manifests_in_their_cluster() {
     let (code, report) = analyze("seed_full");
     assert_eq!(code, 0, "{report:#}");
-    assert_eq!(checks(&report), ["deny-without-default"], "{report:#}");
-    let msg = report["findings"][0]["message"].as_str().unwrap();
+    let mut got = checks(&report);
+    got.sort();
+    assert_eq!(
+        got,
+        ["deny-without-default", "selector-policy-behind-waypoint"],
+        "{report:#}"
+    );
+    let placed = of_check(&report, "selector-policy-behind-waypoint");
+    assert_eq!(
+        placed[0].1,
+        "AuthorizationPolicy production/payment-service-policy"
+    );
+    let msg = of_check(&report, "deny-without-default")[0].2.clone();
     assert!(msg.contains("Pod production/order-service-v1-0"), "{msg}");
     assert!(!msg.contains("payment-service"), "{msg}");
     assert!(!msg.contains("waypoint"), "{msg}");

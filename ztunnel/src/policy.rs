@@ -1,12 +1,16 @@
 //! L4 authorization of inbound connections: Istio AuthorizationPolicy via
-//! `meshwork-authz` (no HTTP attributes, so ALLOW rules with L7 parts never match and
-//! DENY rules' L7 parts are dropped), or — for a workload served by a waypoint — admit
-//! only the waypoint's identity.
+//! `meshwork-authz`, matched as Istio's ztunnel matches it ([`Enforcer::Ztunnel`]: ALLOW
+//! rules with HTTP attributes never match, DENY rules' HTTP-only sources, operations and
+//! conditions match nothing, CUSTOM/AUDIT do not apply), or under the opt-in mesh setting
+//! `meshwork.ztunnelPolicyFailClosed` as Envoy matches TCP ([`Enforcer::Envoy`]); or — for
+//! a workload served by a waypoint — admit only the waypoint's identity.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use meshwork_authz::{applicable, evaluate, Outcome, Policy, PolicyTarget, RequestContext};
+use meshwork_authz::{
+    applicable, evaluate, Enforcer, Outcome, Policy, PolicyTarget, RequestContext,
+};
 use meshwork_identity::SpiffeId;
 use meshwork_model::pb::config::Enforcement;
 use meshwork_model::Snapshot;
@@ -54,9 +58,15 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(snapshot: &Snapshot) -> Self {
+        let enforcer = Enforcer::for_ztunnel(snapshot.mesh());
         let compiled = snapshot
             .authorizations()
-            .map(|a| (format!("{}/{}", a.namespace, a.name), Policy::compile(a)))
+            .map(|a| {
+                (
+                    format!("{}/{}", a.namespace, a.name),
+                    Policy::compile_for(a, enforcer),
+                )
+            })
             .collect();
         let root_namespace = snapshot
             .mesh()

@@ -422,3 +422,54 @@ fn mtls_modes_per_port_without_policies() {
         assert_eq!(allowed(&d), [Some(want)], "{to}:{port}");
     }
 }
+
+/// An L7-only DENY and a CUSTOM policy on a ztunnel-only workload: no effect, as at Istio's
+/// ztunnel, unless the mesh sets `meshwork.ztunnelPolicyFailClosed`; the explanation agrees
+/// with the data path either way.
+#[test]
+fn l7_only_deny_and_custom_follow_the_mesh_setting() {
+    let l7_only = |name: &str, action: pb::Action| pb::Authorization {
+        name: name.into(),
+        namespace: "prod".into(),
+        scope: pb::PolicyScope::WorkloadSelector as i32,
+        action: action as i32,
+        selector: labels(&[("app", "server-0")]),
+        has_l7: true,
+        provider: "ext-authz".into(),
+        rules: vec![pb::Rule {
+            to: vec![pb::Operation {
+                methods: vec!["DELETE".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for (action, name) in [(pb::Action::Deny, "no-delete"), (pb::Action::Custom, "ext")] {
+        for fail_closed in [false, true] {
+            let a = l7_only(name, action);
+            let mesh_settings = pb::MeshSettings {
+                ztunnel_policy_fail_closed: fail_closed,
+                ..Default::default()
+            };
+            let base = mesh();
+            let snap = Arc::new(base.apply(
+                2,
+                vec![
+                    make_resource(
+                        Kind::Authorization.key(&a.namespace, &a.name),
+                        R::Authorization(a),
+                    ),
+                    make_resource("mesh".into(), R::Mesh(mesh_settings)),
+                ],
+                &[],
+            ));
+            let d = agree(&snap, "prod/client-0", "prod/server-0", "10.0.1.1", 8080);
+            assert_eq!(
+                allowed(&d),
+                [Some(!fail_closed)],
+                "{action:?} fail_closed={fail_closed}"
+            );
+        }
+    }
+}

@@ -44,6 +44,7 @@ pub fn mesh_settings(m: &MeshConfig) -> MeshSettings {
         root_namespace: m.root_namespace.clone(),
         extension_providers: m.extension_providers.iter().map(provider).collect(),
         path_normalization: path_normalization(m.path_normalization).into(),
+        ztunnel_policy_fail_closed: m.ztunnel_policy_fail_closed,
         // Filled in by the translator from the CA.
         ca_roots_pem: String::new(),
     }

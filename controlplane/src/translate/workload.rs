@@ -161,7 +161,7 @@ fn peer_authentication(
     mesh: &MeshConfig,
     ns: &str,
     labels: &BTreeMap<String, String>,
-) -> (MtlsMode, BTreeMap<u32, i32>, String) {
+) -> (MtlsMode, BTreeMap<u32, i32>, String, String) {
     let workload = oldest(
         idx.peer_authentications
             .in_ns(ns)
@@ -193,16 +193,23 @@ fn peer_authentication(
         }
     }
     let mut ports = BTreeMap::new();
-    if let Some(Spec::PeerAuthentication(pa)) = workload.map(|w| &w.spec) {
-        for (port, m) in &pa.port_level_mtls {
-            let m = match mode(m.mode) {
-                MtlsMode::MtlsUnset => effective.0,
-                other => other,
-            };
-            ports.insert(port.0, m as i32);
+    let mut ports_source = String::new();
+    if let Some(w) = workload {
+        if let Spec::PeerAuthentication(pa) = &w.spec {
+            for (port, m) in &pa.port_level_mtls {
+                // An UNSET port inherits the workload's effective mode, decided (and
+                // named) above: only explicit port modes are listed.
+                let m = mode(m.mode);
+                if m != MtlsMode::MtlsUnset {
+                    ports.insert(port.0, m as i32);
+                }
+            }
+            if !ports.is_empty() {
+                ports_source = w.ns_name();
+            }
         }
     }
-    (effective.0, ports, effective.1)
+    (effective.0, ports, effective.1, ports_source)
 }
 
 fn service_ports_for(pod: &Pod, svc_ns: &str, svc_name: &str, svc: &K8sService) -> ServicePorts {
@@ -415,7 +422,8 @@ pub fn workload(
         waypoint_ref(labels, ns, ns_labels)
     };
     let waypoint = wp_ref.as_ref().and_then(|r| waypoint_address(idx, mesh, r));
-    let (mtls, port_mtls, mtls_source) = peer_authentication(idx, mesh, ns, labels);
+    let (mtls, port_mtls, mtls_source, port_mtls_source) =
+        peer_authentication(idx, mesh, ns, labels);
     let mut authz: Vec<&Object> = idx
         .authorization_policies
         .in_ns(ns)
@@ -466,6 +474,7 @@ pub fn workload(
         mtls_mode: mtls as i32,
         port_mtls,
         mtls_source,
+        port_mtls_source,
         authorization_policies: authz.iter().map(|o| o.ns_name()).collect(),
         services,
         canonical_name,

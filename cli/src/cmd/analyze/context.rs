@@ -49,6 +49,11 @@ impl Context {
         Context { store, translator }
     }
 
+    /// Whether the mesh opts in to `meshwork.ztunnelPolicyFailClosed`.
+    pub fn ztunnel_policy_fail_closed(&self) -> bool {
+        self.translator.mesh().ztunnel_policy_fail_closed
+    }
+
     /// The mesh root namespace (namespace-wide policies there apply everywhere).
     pub fn root_namespace(&self) -> &str {
         &self.translator.mesh().root_namespace

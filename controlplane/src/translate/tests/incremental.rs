@@ -135,6 +135,8 @@ fn peer_authentication_levels_and_oldest_wins() {
     assert_eq!(w.mtls_mode, MtlsMode::Strict as i32);
     assert_eq!(w.mtls_source, "istio-system/default");
     assert_eq!(w.port_mtls.get(&8080), Some(&(MtlsMode::Disable as i32)));
+    // The port's mode is named after the workload policy that set it (`authz check`).
+    assert_eq!(w.port_mtls_source, "production/web");
     // An older workload policy wins over the newer one.
     let older = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: zz-older\n  creationTimestamp: \"2023-01-01T00:00:00Z\"\nspec:\n  selector:\n    matchLabels:\n      app: web\n  mtls:\n    mode: PERMISSIVE\n";
     h.apply("older.yaml", older);
@@ -142,6 +144,7 @@ fn peer_authentication_levels_and_oldest_wins() {
     assert_eq!(w.mtls_mode, MtlsMode::Permissive as i32);
     assert_eq!(w.mtls_source, "production/zz-older");
     assert!(w.port_mtls.is_empty());
+    assert_eq!(w.port_mtls_source, "");
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! AuthorizationPolicy with L7 rules (methods, paths, hosts, request.* keys) on workloads
 //! without a waypoint: ztunnel only sees L4, so ALLOW rules with L7 parts never match
-//! (requests are denied) and DENY rules lose their L7 parts (they deny more). Workloads
-//! with an Istio sidecar enforce L7 rules themselves and are left out.
+//! (requests are denied). For DENY rules ztunnel does what Istio's does: a source or
+//! operation made only of HTTP attributes, or an HTTP condition, matches nothing, so the
+//! rule denies less than written (an L7-only rule has no effect); under the opt-in mesh
+//! setting `meshwork.ztunnelPolicyFailClosed` the L7 parts are dropped instead and the rule
+//! denies more. Workloads with an Istio sidecar enforce L7 rules themselves and are left out.
 
 use meshwork_api::security::AuthzAction;
 use meshwork_api::{Kind, Spec};
@@ -40,9 +43,13 @@ pub fn check(ctx: &Context) -> Vec<Finding> {
                 Severity::Error,
                 "ztunnel cannot evaluate methods/paths/hosts/request.* so these ALLOW rules never match and every request to them is denied",
             ),
+            AuthzAction::Deny if ctx.ztunnel_policy_fail_closed() => (
+                Severity::Warning,
+                "ztunnel cannot evaluate methods/paths/hosts/request.* so, with meshwork.ztunnelPolicyFailClosed, it drops those parts and these DENY rules deny more than written",
+            ),
             AuthzAction::Deny => (
                 Severity::Warning,
-                "ztunnel cannot evaluate methods/paths/hosts/request.* so it drops those parts and these DENY rules deny more than written",
+                "ztunnel cannot evaluate methods/paths/hosts/request.*; as in Istio, a source, operation or condition made only of those matches nothing, so these DENY rules deny less than written (a rule with only L7 parts has no effect)",
             ),
             _ => continue,
         };

@@ -9,6 +9,7 @@ mod deny_default;
 mod hosts;
 mod peer_conflict;
 mod sampling;
+mod selector_behind_waypoint;
 mod store_errors;
 mod subsets;
 mod unknown_fields;
@@ -19,7 +20,7 @@ use super::finding::Finding;
 
 type Check = fn(&Context) -> Vec<Finding>;
 
-const CHECKS: [Check; 12] = [
+const CHECKS: [Check; 13] = [
     store_errors::check,
     unknown_fields::check,
     subsets::check,
@@ -28,6 +29,7 @@ const CHECKS: [Check; 12] = [
     conflicting_hosts::check,
     peer_conflict::check,
     authz_l7::check,
+    selector_behind_waypoint::check,
     allow_all::check,
     deny_default::check,
     sampling::check,
