@@ -343,10 +343,9 @@ async fn ticker(weak: Weak<Inner>) {
                     }
                 }
                 for q in i.queues() {
-                    while inner.recipe.shared.has_items(q) {
+                    // Told once per pass while the queue holds items.
+                    if inner.recipe.shared.has_items(q) {
                         i.queue_ready(q)?;
-                        // A plugin that does not dequeue is told once per pass.
-                        break;
                     }
                 }
                 Ok((i.tick_period(), i.take_calls()))
