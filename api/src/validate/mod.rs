@@ -3,6 +3,7 @@
 //! values) are already caught while deserializing.
 
 mod authorization;
+mod extensions;
 mod gateway;
 mod names;
 mod networking;
@@ -17,6 +18,7 @@ use crate::mesh::MeshConfigOverlay;
 use crate::object::{Object, Spec};
 use crate::security::AuthzAction;
 use authorization::authorization_policy;
+use extensions::wasm_plugin;
 use gateway::{gw_grpc_route, gw_http_route};
 use networking::{destination_rule, virtual_service};
 use security::peer_authentication;
@@ -149,6 +151,7 @@ pub fn check(obj: &Object) -> Report {
         Spec::PeerAuthentication(pa) => peer_authentication(pa, &mut p),
         Spec::AuthorizationPolicy(ap) => authorization_policy(ap, &mut p),
         Spec::Telemetry(t) => telemetry(t, &mut p),
+        Spec::WasmPlugin(w) => wasm_plugin(w, &mut p),
         Spec::Gateway(g) => {
             if g.gateway_class_name.is_empty() {
                 p.add("spec.gatewayClassName", "required");
