@@ -14,6 +14,7 @@
 //! Accepted kinds (see [`Kind::api_versions`]): VirtualService, DestinationRule
 //! (`networking.istio.io/v1alpha3|v1beta1|v1`), PeerAuthentication, AuthorizationPolicy
 //! (`security.istio.io/v1beta1|v1`), Telemetry (`telemetry.istio.io/v1alpha1|v1`),
+//! WasmPlugin (`extensions.istio.io/v1alpha1`),
 //! Gateway, HTTPRoute, GRPCRoute (`gateway.networking.k8s.io/v1|v1beta1`), Namespace,
 //! Pod, Service, ServiceAccount, ConfigMap (`v1`), EndpointSlice (`discovery.k8s.io/v1`)
 //! and, so that application manifests apply unchanged, Deployment/StatefulSet/DaemonSet
@@ -35,6 +36,7 @@ pub mod common;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod extensions;
 pub mod gateway;
 mod guard;
 pub mod mesh;

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAcco
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::{canary, gateway, networking, security, telemetry};
+use crate::{canary, extensions, gateway, networking, security, telemetry};
 
 /// Every kind Meshwork accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,6 +18,7 @@ pub enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
     Telemetry,
+    WasmPlugin,
     Gateway,
     HttpRoute,
     GrpcRoute,
@@ -37,12 +38,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::Telemetry,
+        Kind::WasmPlugin,
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
@@ -67,6 +69,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::Telemetry => "Telemetry",
+            Kind::WasmPlugin => "WasmPlugin",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
@@ -96,6 +99,7 @@ impl Kind {
                 &["security.istio.io/v1beta1", "security.istio.io/v1"]
             }
             Kind::Telemetry => &["telemetry.istio.io/v1alpha1", "telemetry.istio.io/v1"],
+            Kind::WasmPlugin => &["extensions.istio.io/v1alpha1"],
             Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => &[
                 "gateway.networking.k8s.io/v1",
                 "gateway.networking.k8s.io/v1beta1",
@@ -168,6 +172,7 @@ pub enum Spec {
     PeerAuthentication(security::PeerAuthentication),
     AuthorizationPolicy(security::AuthorizationPolicy),
     Telemetry(telemetry::Telemetry),
+    WasmPlugin(extensions::WasmPlugin),
     Gateway(gateway::Gateway),
     HttpRoute(gateway::HttpRoute),
     GrpcRoute(gateway::GrpcRoute),

@@ -416,6 +416,7 @@ fn build_object(
         Kind::PeerAuthentication => envelope(value, ignored, Spec::PeerAuthentication)?,
         Kind::AuthorizationPolicy => envelope(value, ignored, Spec::AuthorizationPolicy)?,
         Kind::Telemetry => envelope(value, ignored, Spec::Telemetry)?,
+        Kind::WasmPlugin => envelope(value, ignored, Spec::WasmPlugin)?,
         Kind::Gateway => envelope(value, ignored, Spec::Gateway)?,
         Kind::HttpRoute => envelope(value, ignored, Spec::HttpRoute)?,
         Kind::GrpcRoute => envelope(value, ignored, Spec::GrpcRoute)?,

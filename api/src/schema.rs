@@ -34,6 +34,15 @@ impl JsonSchema for Duration {
     }
 }
 
+/// Schema of an optional field as its value's own schema, without schemars' `null`
+/// alternative (an `anyOf` a structural CRD schema may not carry): the field is optional by
+/// being left out of `required`.
+pub fn optional<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    T::json_schema(generator)
+}
+
 /// Schema of a field kept in its raw YAML form ([`crate::networking::Raw`]): any object,
 /// unknown fields preserved.
 pub fn raw_object(_: &mut SchemaGenerator) -> Schema {

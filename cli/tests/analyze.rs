@@ -310,6 +310,24 @@ fn system_namespace_in_ambient_is_a_warning() {
 }
 
 #[test]
+fn wasm_plugins_attached_to_no_waypoint_or_by_selector() {
+    let (_, report) = analyze("wasm_plugin");
+    let f = of_check(&report, "wasm-plugin-no-waypoint");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].1, "WasmPlugin shop/to-ingress");
+    assert!(f[0].2.contains("not a waypoint"), "{}", f[0].2);
+    let f = of_check(&report, "ineffective-selector");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "WasmPlugin shop/by-selector");
+    assert!(
+        f[0].2.contains("Use the TargetRef field instead"),
+        "{}",
+        f[0].2
+    );
+}
+
+#[test]
 fn unknown_fields_are_warnings() {
     let (code, report) = analyze("unknown_field");
     let f = of_check(&report, "unknown-field");

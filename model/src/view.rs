@@ -112,6 +112,7 @@ mod tests {
             mtls_mode: MtlsMode::Strict as i32,
             port_mtls: [(9090, MtlsMode::Permissive as i32)].into(),
             mtls_source: "shop/strict".into(),
+            port_mtls_source: "shop/cart-ports".into(),
             authorization_policies: vec!["shop/allow-frontend".into()],
             services: vec![ServicePorts {
                 service: "shop/cart.shop.svc.cluster.local".into(),
@@ -150,6 +151,7 @@ mod tests {
         assert!(c.uid.is_empty() && c.labels.is_empty() && c.mtls_source.is_empty());
         assert!(c.authorization_policies.is_empty() && c.telemetry.is_empty());
         assert!(c.port_mtls.is_empty());
+        assert!(c.port_mtls_source.is_empty());
         assert_eq!(c.mtls_mode, MtlsMode::MtlsUnset as i32);
     }
 

@@ -1,13 +1,32 @@
 //! From a `WasmPlugin`'s `url` and `sha256` to verified module bytes.
 //!
-//! Every source ends in the same check: when the plugin names a `sha256`, bytes whose digest
-//! differs are refused, whatever their source, so a module can never change under a pinned
-//! digest.
+//! Sources: `file://` (read), `http://` / `https://` ([`http`]: size cap, deadline),
+//! `oci://` ([`oci`]: the registry distribution API with its token dance and the plugin's
+//! `pull_auth`). A [`Fetcher`] with a [`cache::Cache`] keeps modules by digest and honours
+//! `imagePullPolicy` as Istio does: `IfNotPresent` uses a cached module without network,
+//! `Always` fetches again; unspecified is `IfNotPresent`, except `Always` for an `oci://`
+//! reference tagged `:latest`.
+//!
+//! Every source ends in the same check, cache hits included: when the plugin names a
+//! `sha256`, bytes whose digest differs are refused, so a module can never change under a
+//! pinned digest. For `oci://`, as in Istio, `sha256` may name the image manifest's digest
+//! (the module is then pinned through the manifest, whose layer digests are checked); the
+//! module's own digest is accepted too.
+
+pub mod cache;
+pub mod http;
+pub mod oci;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use meshwork_model::pb::config::WasmPlugin;
+use meshwork_model::pb::config::{WasmPlugin, WasmPullPolicy};
+
+/// Istio's `MaxWasmBinarySizeBytes` default (256 MiB): the largest module or response read.
+pub const MAX_MODULE_BYTES: usize = 256 << 20;
+/// Deadline of one download (connection, redirects, token, body).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a plugin's module could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +42,12 @@ pub enum FetchError {
         plugin: String,
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("WasmPlugin {plugin}: fetching {url}: {reason}")]
+    Download {
+        plugin: String,
+        url: String,
+        reason: String,
     },
     #[error(
         "WasmPlugin {plugin}: sha256 is {actual}, but the plugin's sha256 field says {expected}"
@@ -46,6 +71,9 @@ pub struct Module {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     File(PathBuf),
+    /// `http://` or `https://`.
+    Http(::http::Uri),
+    Oci(oci::Reference),
 }
 
 /// `<ns>/<name>` of a plugin, for errors.
@@ -63,6 +91,14 @@ pub fn location(p: &WasmPlugin) -> Result<Location, FetchError> {
     match p.url.split_once("://") {
         Some(("file", path)) if path.starts_with('/') => Ok(Location::File(PathBuf::from(path))),
         Some(("file", _)) => Err(bad("a file:// url needs an absolute path")),
+        Some(("http" | "https", _)) => match p.url.parse::<::http::Uri>() {
+            Ok(u) if u.host().is_some() => Ok(Location::Http(u)),
+            Ok(_) => Err(bad("no host")),
+            Err(e) => Err(bad(&e.to_string())),
+        },
+        Some(("oci", r)) => oci::Reference::parse(r)
+            .map(Location::Oci)
+            .map_err(|e| bad(&e)),
         Some((scheme, _)) => Err(bad(&format!("scheme {scheme}:// is not supported"))),
         None => Err(bad("no scheme")),
     }
@@ -76,9 +112,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Refuses `bytes` unless they match the plugin's `sha256` (when it names one).
 pub fn verify(p: &WasmPlugin, bytes: Vec<u8>) -> Result<Module, FetchError> {
+    verify_with(p, bytes, None)
+}
+
+/// [`verify`], also accepting the digest of the OCI manifest the bytes came from.
+fn verify_with(
+    p: &WasmPlugin,
+    bytes: Vec<u8>,
+    manifest_digest: Option<&str>,
+) -> Result<Module, FetchError> {
     let actual = sha256_hex(&bytes);
     let expected = p.sha256.trim().to_ascii_lowercase();
-    if !expected.is_empty() && expected != actual {
+    if !expected.is_empty() && expected != actual && Some(expected.as_str()) != manifest_digest {
         return Err(FetchError::Digest {
             plugin: plugin_ref(p),
             expected,
@@ -91,18 +136,137 @@ pub fn verify(p: &WasmPlugin, bytes: Vec<u8>) -> Result<Module, FetchError> {
     })
 }
 
-/// The plugin's module, verified.
+/// The plugin's module, verified, without a cache (`file://` reads; other schemes
+/// download every time).
 pub async fn fetch(p: &WasmPlugin) -> Result<Module, FetchError> {
-    match location(p)? {
-        Location::File(path) => {
-            let bytes = tokio::fs::read(&path)
+    Fetcher::new().fetch(p).await
+}
+
+/// Whether a plugin's module may come from the cache (Istio's rule for an unspecified
+/// policy: `IfNotPresent`, but `Always` for `oci://` tagged `latest`).
+pub fn pull_always(p: &WasmPlugin, loc: &Location) -> bool {
+    match WasmPullPolicy::try_from(p.image_pull_policy).unwrap_or_default() {
+        WasmPullPolicy::Always => true,
+        WasmPullPolicy::IfNotPresent => false,
+        WasmPullPolicy::PullUnspecified => {
+            matches!(loc, Location::Oci(r) if r.reference == "latest")
+        }
+    }
+}
+
+/// Downloads modules, with an optional on-disk cache.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: http::Client,
+    cache: Option<cache::Cache>,
+}
+
+impl Default for Fetcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fetcher {
+    /// No cache; https servers checked against the system's roots.
+    pub fn new() -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        Self::with_roots(roots)
+    }
+
+    /// https servers checked against `roots` only.
+    pub fn with_roots(roots: rustls::RootCertStore) -> Self {
+        Fetcher {
+            client: http::Client::new(roots, MAX_MODULE_BYTES, DEFAULT_TIMEOUT),
+            cache: None,
+        }
+    }
+
+    /// Keeps modules in `dir` (created when needed).
+    pub fn with_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(cache::Cache::new(dir));
+        self
+    }
+
+    /// Largest response read, and the deadline of one download.
+    pub fn with_limits(mut self, max_bytes: usize, timeout: Duration) -> Self {
+        self.client.max_bytes = max_bytes;
+        self.client.timeout = timeout;
+        self
+    }
+
+    /// The plugin's module, verified.
+    pub async fn fetch(&self, p: &WasmPlugin) -> Result<Module, FetchError> {
+        let loc = location(p)?;
+        let download = |reason: String| FetchError::Download {
+            plugin: plugin_ref(p),
+            url: p.url.clone(),
+            reason,
+        };
+        let (bytes, manifest) = match &loc {
+            Location::File(path) => {
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| FetchError::Read {
+                        plugin: plugin_ref(p),
+                        path: path.clone(),
+                        source,
+                    })?;
+                return verify(p, bytes);
+            }
+            _ if !pull_always(p, &loc) => match self.cached(p).await {
+                Some(m) => return Ok(m),
+                None => self.download(&loc, p).await.map_err(download)?,
+            },
+            _ => self.download(&loc, p).await.map_err(download)?,
+        };
+        let module = verify_with(p, bytes, manifest.as_deref())?;
+        if let Some(c) = &self.cache {
+            if let Err(e) = c
+                .store(&p.url, &module.bytes, &module.sha256, manifest.as_deref())
                 .await
-                .map_err(|source| FetchError::Read {
-                    plugin: plugin_ref(p),
-                    path,
-                    source,
-                })?;
-            verify(p, bytes)
+            {
+                tracing::warn!(plugin = %plugin_ref(p), dir = %c.dir().display(), "wasm cache: {e}");
+            }
+        }
+        Ok(module)
+    }
+
+    /// A cached module this plugin accepts.
+    async fn cached(&self, p: &WasmPlugin) -> Option<Module> {
+        let c = self.cache.as_ref()?;
+        let pinned = p.sha256.trim().to_ascii_lowercase();
+        if !pinned.is_empty() {
+            if let Some(bytes) = c.module(&pinned).await {
+                return verify(p, bytes).ok();
+            }
+        }
+        let hit = c.by_url(&p.url).await?;
+        verify_with(p, hit.bytes, hit.manifest_digest.as_deref()).ok()
+    }
+
+    async fn download(
+        &self,
+        loc: &Location,
+        p: &WasmPlugin,
+    ) -> Result<(Vec<u8>, Option<String>), String> {
+        match loc {
+            Location::Http(uri) => {
+                let resp = self.client.get(uri, &[]).await?;
+                if !resp.status.is_success() {
+                    return Err(format!("server answered {}", resp.status));
+                }
+                Ok((resp.body.to_vec(), None))
+            }
+            Location::Oci(r) => {
+                let auth = Some(p.pull_auth.as_str()).filter(|a| !a.is_empty());
+                let pulled = oci::pull(&self.client, r, auth).await?;
+                Ok((pulled.module, Some(pulled.manifest_digest)))
+            }
+            Location::File(_) => unreachable!("files are read, not downloaded"),
         }
     }
 }

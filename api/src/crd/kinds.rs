@@ -1,7 +1,7 @@
 //! The Istio kinds Meshwork serves CRDs for: names, versions and printer columns as
 //! Istio's own CRDs have them, and the Rust type each spec is read into.
 
-use crate::{networking, security, telemetry, Kind};
+use crate::{extensions, networking, security, telemetry, Kind};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 /// A column `kubectl get` shows.
@@ -162,6 +162,19 @@ pub const ISTIO_KINDS: &[CrdKind] = &[
                            https://istio.io/docs/reference/config/telemetry.html",
         columns: &[AGE],
         spec_schema: root_schema::<telemetry::Telemetry>,
+    },
+    CrdKind {
+        kind: Kind::WasmPlugin,
+        group: "extensions.istio.io",
+        plural: "wasmplugins",
+        short_names: &[],
+        category: "extensions-istio-io",
+        storage_version: "v1alpha1",
+        spec_description: "Extend the functionality provided by the Istio proxy through \
+                           WebAssembly filters. See more details at: \
+                           https://istio.io/docs/reference/config/proxy_extensions/wasm-plugin.html",
+        columns: &[AGE],
+        spec_schema: root_schema::<extensions::WasmPlugin>,
     },
 ];
 

@@ -4,6 +4,7 @@
 
 mod authorization;
 mod canary;
+mod extensions;
 mod gateway;
 mod names;
 mod networking;
@@ -18,6 +19,7 @@ use crate::mesh::MeshConfigOverlay;
 use crate::object::{Object, Spec};
 use crate::security::AuthzAction;
 use authorization::authorization_policy;
+use extensions::wasm_plugin;
 use gateway::{gw_grpc_route, gw_http_route};
 use networking::{destination_rule, virtual_service};
 use security::peer_authentication;
@@ -150,6 +152,7 @@ pub fn check(obj: &Object) -> Report {
         Spec::PeerAuthentication(pa) => peer_authentication(pa, &mut p),
         Spec::AuthorizationPolicy(ap) => authorization_policy(ap, &mut p),
         Spec::Telemetry(t) => telemetry(t, &mut p),
+        Spec::WasmPlugin(w) => wasm_plugin(w, &mut p),
         Spec::Gateway(g) => {
             if g.gateway_class_name.is_empty() {
                 p.add("spec.gatewayClassName", "required");

@@ -38,6 +38,7 @@ DR_HEAD = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule"}
 AP_HEAD = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy"}
 PA_HEAD = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication"}
 TM_HEAD = {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry"}
+WP_HEAD = {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin"}
 
 VS_DEST = [{"destination": {"host": "foo.baz"}}]
 
@@ -60,6 +61,7 @@ TABLES = [
     (VT, "TestValidateAuthorizationPolicy", "in", AP_HEAD, None, None),
     (VT, "TestValidatePeerAuthentication", "in", PA_HEAD, None, None),
     (VT, "TestValidateTelemetry", "in", TM_HEAD, None, None),
+    (VT, "TestValidateWasmPlugin", "in", WP_HEAD, None, None),
     (VT, "TestValidateHTTPRoute", "route", VS_HEAD, wrap_route,
      "HTTPRoute in a VirtualService with hosts [foo.bar]"),
     (VST, "TestValidateRootHTTPRoute", "route", VS_HEAD, wrap_route,
@@ -350,7 +352,8 @@ class Parser:
                 raise Unconvertible(f"call {name}()")
             pkg, _, const = name.rpartition(".")
             m = re.search(r"_((?:[A-Z0-9]+_)*[A-Z0-9]+)$", const)
-            if pkg in ("networking", "security_beta", "telemetry", "networkingv1beta1") and m:
+            if pkg in ("networking", "security_beta", "telemetry", "networkingv1beta1",
+                       "extensions") and m:
                 self.next()
                 return Enum(m.group(1))
             raise Unconvertible(f"identifier {name}")
@@ -549,6 +552,13 @@ def verdict(c):
     if "err" in c:  # TestValidateTelemetry: expected error / warning substrings
         if c["err"]:
             return "invalid", c["err"]
+        return ("warning", c["warning"]) if c.get("warning") else ("valid", "")
+    if "out" in c:  # TestValidateWasmPlugin: expected error / warning substrings
+        out = c["out"]
+        if isinstance(out, Unconvertible):  # a computed message (fmt.Sprintf): an error
+            return "invalid", ""
+        if out:
+            return "invalid", out
         return ("warning", c["warning"]) if c.get("warning") else ("valid", "")
     valid = c.get("valid")
     warn = c.get("warning", c.get("Warning", c.get("warn", False)))

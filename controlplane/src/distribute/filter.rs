@@ -473,6 +473,54 @@ mod tests {
         assert!(!f.refresh_context(&st, Some(&changed)), "no change");
     }
 
+    fn wasm(ns: &str, name: &str, scope: PolicyScope) -> Arc<Resource> {
+        Arc::new(make_resource(
+            Kind::WasmPlugin.key(ns, name),
+            resource::Kind::WasmPlugin(meshwork_model::pb::config::WasmPlugin {
+                name: name.into(),
+                namespace: ns.into(),
+                scope: scope as i32,
+                url: "oci://ghcr.io/org/p:v1".into(),
+                ..Default::default()
+            }),
+        ))
+    }
+
+    #[test]
+    fn wasm_plugins_go_to_the_waypoints_serving_their_namespace_only() {
+        let mut st = state();
+        let mut f = Filter::new(ProxyKind::Waypoint, "", "partners", "waypoint", |a| {
+            a.clone()
+        });
+        f.root_namespace = "istio-system".into();
+        f.refresh_context(&st, None);
+        let own = wasm("partners", "auth", PolicyScope::TargetRef);
+        let own_ns = wasm("partners", "all", PolicyScope::Namespace);
+        let global = wasm("istio-system", "g", PolicyScope::Global);
+        let prod = wasm("production", "p", PolicyScope::Namespace);
+        assert_eq!(own.key, "wasmplugin/partners/auth");
+        assert!(f.is_scoped(&own.key));
+        assert!(desired(&f, &own.key, &own).is_some());
+        assert!(desired(&f, &own_ns.key, &own_ns).is_some());
+        assert!(desired(&f, &global.key, &global).is_some());
+        assert!(
+            desired(&f, &prod.key, &prod).is_none(),
+            "production's plugin"
+        );
+
+        // Bound: a production service uses partners' waypoint.
+        let (key, svc) = service("production", "pay", Some(("partners", "waypoint")));
+        st.resources.insert(key.clone(), svc);
+        assert!(f.refresh_context(&st, Some(&HashSet::from([key.clone()]))));
+        assert!(desired(&f, &prod.key, &prod).is_some());
+
+        // Never to ztunnels (nor unscoped to them), always to observers.
+        let z = filter(ProxyKind::Ztunnel, "node-a");
+        assert!(!z.passes_unscoped(&own.key));
+        assert!(desired(&z, &global.key, &global).is_none());
+        assert!(desired(&filter(ProxyKind::Observer, ""), &prod.key, &prod).is_some());
+    }
+
     #[test]
     fn a_ztunnel_gets_its_nodes_workloads_in_full_and_the_others_compact() {
         let st = state();

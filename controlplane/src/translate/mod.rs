@@ -67,6 +67,7 @@ pub mod route;
 pub mod synthetic;
 pub mod telemetry;
 pub mod vip;
+pub mod wasm;
 pub mod workload;
 
 #[cfg(test)]
@@ -112,6 +113,7 @@ struct Dirty {
     service_namespaces: HashSet<String>,
     authz: HashSet<NsName>,
     telemetry: HashSet<NsName>,
+    wasm: HashSet<NsName>,
     routes: BTreeSet<route::RouteId>,
 }
 
@@ -129,6 +131,8 @@ pub struct Translator {
     vips: vip::VipAllocator,
     /// The CA's trust bundle, published in the mesh settings.
     ca_roots_pem: String,
+    /// `.dockerconfigjson` of the image pull Secrets WasmPlugins name, by (ns, name).
+    pull_secrets: HashMap<NsName, Vec<u8>>,
 }
 
 impl Default for Translator {
@@ -145,6 +149,7 @@ impl Translator {
             mesh: MeshConfig::default(),
             resources: BTreeMap::new(),
             ca_roots_pem: String::new(),
+            pull_secrets: HashMap::new(),
             uses_waypoint: HashMap::new(),
             waypoint_users: HashMap::new(),
             routes: route::RouteIndex::default(),
@@ -187,6 +192,47 @@ impl Translator {
     pub fn apply(&mut self, change: &Change) -> Vec<ModelChange> {
         self.ingest(change);
         self.flush()
+    }
+
+    /// Sets (or, with `None`, forgets) the `.dockerconfigjson` of Secret `ns/name`, and
+    /// re-translates the WasmPlugins of `ns` that name it as their `imagePullSecret`.
+    pub fn set_pull_secret(
+        &mut self,
+        ns: &str,
+        name: &str,
+        dockerconfigjson: Option<Vec<u8>>,
+    ) -> Vec<ModelChange> {
+        let id = (ns.to_string(), name.to_string());
+        let changed = match dockerconfigjson {
+            Some(d) => self.pull_secrets.insert(id, d.clone()).as_ref() != Some(&d),
+            None => self.pull_secrets.remove(&id).is_some(),
+        };
+        if changed {
+            for o in self.idx.wasm_plugins.in_ns(ns) {
+                if matches!(&o.spec, Spec::WasmPlugin(w) if w.image_pull_secret.as_deref() == Some(name))
+                {
+                    self.dirty
+                        .wasm
+                        .insert((o.namespace.clone(), o.name.clone()));
+                }
+            }
+        }
+        self.flush()
+    }
+
+    /// Image pull Secrets (namespace, name) the current WasmPlugins name.
+    pub fn pull_secret_names(&self) -> BTreeSet<NsName> {
+        self.idx
+            .wasm_plugins
+            .all()
+            .filter_map(|o| match &o.spec {
+                Spec::WasmPlugin(w) => w
+                    .image_pull_secret
+                    .clone()
+                    .map(|s| (o.namespace.clone(), s)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Applies several store changes, recomputing each dependent resource once.
@@ -330,6 +376,9 @@ impl Translator {
                     self.mark_matching_pods(ns, &sels);
                 }
             }
+            Kind::WasmPlugin => {
+                self.dirty.wasm.insert(id);
+            }
             Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::GrpcRoute => {
                 let ids = self.routes.update(key, new);
                 self.dirty.routes.extend(ids);
@@ -450,6 +499,9 @@ impl Translator {
                     .telemetry
                     .insert((o.namespace.clone(), o.name.clone()));
             }
+            for o in self.idx.wasm_plugins.all() {
+                dirty.wasm.insert((o.namespace.clone(), o.name.clone()));
+            }
             // Keys of removed objects are still in the model: recompute those too.
             for key in self.resources.keys() {
                 let mut parts = key.splitn(3, '/');
@@ -460,6 +512,7 @@ impl Translator {
                     match kind {
                         "authz" => dirty.authz.insert(id),
                         "telemetry" => dirty.telemetry.insert(id),
+                        "wasmplugin" => dirty.wasm.insert(id),
                         _ => false,
                     };
                 }
@@ -567,11 +620,55 @@ impl Translator {
                 &mut out,
             );
         }
+        let mut wasm: Vec<NsName> = dirty.wasm.into_iter().collect();
+        wasm.sort();
+        for (ns, name) in wasm {
+            let m = self
+                .idx
+                .wasm_plugins
+                .get(&ns, &name)
+                .and_then(|o| match &o.spec {
+                    Spec::WasmPlugin(w) => {
+                        let auth = self.pull_auth(o, w);
+                        Some(wasm::wasm_plugin(o, w, &self.mesh.root_namespace, auth))
+                    }
+                    _ => None,
+                });
+            self.set(
+                format!("wasmplugin/{ns}/{name}"),
+                m.map(ResKind::WasmPlugin),
+                &mut out,
+            );
+        }
         for id in std::mem::take(&mut dirty.routes) {
             let r = self.routes.build(&id, &self.idx);
             self.set(id.key(), r.map(ResKind::Route), &mut out);
         }
         out
+    }
+}
+
+impl Translator {
+    /// Credentials for a WasmPlugin's registry from its `imagePullSecret` (the Secret's
+    /// content is never logged; a missing Secret or entry is, by name).
+    fn pull_auth(&self, o: &Object, w: &meshwork_api::extensions::WasmPlugin) -> Option<String> {
+        let secret = w.image_pull_secret.as_ref()?;
+        let url = wasm::normalize_url(&w.url);
+        let registry = wasm::registry_of(&url)?;
+        let Some(doc) = self
+            .pull_secrets
+            .get(&(o.namespace.clone(), secret.clone()))
+        else {
+            warn!(plugin = %o.ns_name(), secret = %secret, "WasmPlugin imagePullSecret not found (or not of type kubernetes.io/dockerconfigjson)");
+            return None;
+        };
+        match wasm::pull_auth_for(doc, registry) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(plugin = %o.ns_name(), secret = %secret, "WasmPlugin imagePullSecret: {e}");
+                None
+            }
+        }
     }
 }
 

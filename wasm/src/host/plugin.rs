@@ -333,9 +333,9 @@ async fn ticker(weak: Weak<Inner>) {
         tokio::time::sleep(step).await;
         let Some(inner) = weak.upgrade() else { return };
         last.resize(inner.slots.len(), tokio::time::Instant::now());
-        for slot in 0..inner.slots.len() {
+        for (slot, last_tick) in last.iter_mut().enumerate() {
             let now = tokio::time::Instant::now();
-            let due = last[slot];
+            let due = *last_tick;
             let r = inner.with_instance(slot, None, |i| {
                 if let Some(p) = i.tick_period() {
                     if now.duration_since(due) >= p {
@@ -353,7 +353,7 @@ async fn ticker(weak: Weak<Inner>) {
             match r {
                 Ok(((Some(p), calls), g)) => {
                     if now.duration_since(due) >= p {
-                        last[slot] = now;
+                        *last_tick = now;
                     }
                     inner.send_root_calls(slot, g, calls);
                 }
@@ -526,10 +526,9 @@ impl Stream {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 None
             } else {
-                match tokio::time::timeout_at(deadline, waiting.next()).await {
-                    Ok(n) => n,
-                    Err(_) => None,
-                }
+                tokio::time::timeout_at(deadline, waiting.next())
+                    .await
+                    .unwrap_or_default()
             };
             let ((resumed, local, more, value), _) =
                 inner.with_instance(self.slot, Some(self.generation), |i| {

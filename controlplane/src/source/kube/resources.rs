@@ -90,6 +90,7 @@ const fn kind(
 const ISTIO_NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const ISTIO_SECURITY: &[&str] = &["v1", "v1beta1"];
 const ISTIO_TELEMETRY: &[&str] = &["v1", "v1alpha1"];
+const ISTIO_EXTENSIONS: &[&str] = &["v1alpha1"];
 const GATEWAY_API: &[&str] = &["v1", "v1beta1"];
 const CORE: &[&str] = &["v1"];
 
@@ -159,6 +160,14 @@ pub const WATCHED: &[WatchedKind] = &[
         "telemetry.istio.io",
         ISTIO_TELEMETRY,
         "telemetries",
+        Scope::AllNamespaces,
+        true,
+    ),
+    kind(
+        "WasmPlugin",
+        "extensions.istio.io",
+        ISTIO_EXTENSIONS,
+        "wasmplugins",
         Scope::AllNamespaces,
         true,
     ),
@@ -237,6 +246,6 @@ mod tests {
             writers.iter().all(|g| g.ends_with("istio.io")),
             "{writers:?}"
         );
-        assert_eq!(writers.len(), 5);
+        assert_eq!(writers.len(), 6);
     }
 }

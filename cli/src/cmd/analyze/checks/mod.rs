@@ -14,13 +14,14 @@ mod store_errors;
 mod subsets;
 mod unknown_fields;
 mod vs_host;
+mod wasm_plugin;
 
 use super::context::Context;
 use super::finding::Finding;
 
 type Check = fn(&Context) -> Vec<Finding>;
 
-const CHECKS: [Check; 13] = [
+const CHECKS: [Check; 14] = [
     store_errors::check,
     unknown_fields::check,
     subsets::check,
@@ -34,6 +35,7 @@ const CHECKS: [Check; 13] = [
     deny_default::check,
     sampling::check,
     ambient_system::check,
+    wasm_plugin::check,
 ];
 
 /// Runs every check; findings sorted by severity, then resource.
