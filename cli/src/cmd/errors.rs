@@ -14,8 +14,8 @@ pub struct Args {
     pub output: Format,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let report = get_json(&args.admin, "/debug/errors").await?;
+/// The errors and warnings of a `/debug/errors` report.
+pub fn lists(report: &serde_json::Value) -> (Vec<String>, Vec<String>) {
     let list = |k: &str| -> Vec<String> {
         report[k]
             .as_array()
@@ -26,7 +26,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .unwrap_or_default()
     };
-    let (errors, warnings) = (list("errors"), list("warnings"));
+    (list("errors"), list("warnings"))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let report = get_json(&args.admin, "/debug/errors").await?;
+    let (errors, warnings) = lists(&report);
     match args.output {
         Format::Human => {
             for e in &errors {

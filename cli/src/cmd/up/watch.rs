@@ -131,16 +131,5 @@ async fn control_plane_errors(mesh: &LocalMesh) -> Option<(Vec<String>, Vec<Stri
     let answer = http::send(&via, &Request::get("/debug/errors"), Duration::from_secs(3))
         .await
         .ok()?;
-    let report = answer.json()?;
-    let list = |k: &str| -> Vec<String> {
-        report[k]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Some((list("errors"), list("warnings")))
+    Some(crate::cmd::errors::lists(&answer.json()?))
 }
