@@ -101,7 +101,7 @@ fn ready_answer(ready: bool) -> Response<Full<Bytes>> {
 
 fn route(state: &AdminState, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("");
-    if let Some(r) = canary_route(state, req.method(), req.uri().path(), query) {
+    if let Some(r) = canary_route(state, &req, query) {
         return r;
     }
     match req.uri().path() {
@@ -133,12 +133,12 @@ fn route(state: &AdminState, req: Request<Incoming>, _peer: SocketAddr) -> Respo
 /// The canary endpoints; `None` for other paths.
 fn canary_route(
     state: &AdminState,
-    method: &hyper::Method,
-    path: &str,
+    req: &Request<Incoming>,
     query: &str,
 ) -> Option<Response<Full<Bytes>>> {
     use crate::canary::machine::Command;
-    let command = match path {
+    let method = req.method();
+    let command = match req.uri().path() {
         "/debug/canaries" => None,
         "/canary/promote" => Some(Command::Promote),
         "/canary/abort" => Some(Command::Abort),
@@ -157,6 +157,9 @@ fn canary_route(
     if method != hyper::Method::POST {
         return Some(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"));
     }
+    if let Some(refused) = refuse_browser(req.headers()) {
+        return Some(refused);
+    }
     let (Some(ns), Some(name)) = (query_param(query, "namespace"), query_param(query, "name"))
     else {
         return Some(text(
@@ -172,6 +175,23 @@ fn canary_route(
             text(StatusCode::NOT_FOUND, &format!("{e}\n"))
         }
         Err(e) => text(StatusCode::CONFLICT, &format!("{e}\n")),
+    })
+}
+
+/// Refuses a state-changing request a web browser sent: any page the operator has open can
+/// make the browser POST to a loopback port (no CORS preflight for a bodiless POST), but
+/// browsers always say where such a request comes from (`Origin`, `Sec-Fetch-Site`); the
+/// CLI sends neither.
+fn refuse_browser(headers: &hyper::HeaderMap) -> Option<Response<Full<Bytes>>> {
+    let from_browser = headers.contains_key(hyper::header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() != b"none");
+    from_browser.then(|| {
+        text(
+            StatusCode::FORBIDDEN,
+            "requests from web pages are refused; use `meshwork rollout`\n",
+        )
     })
 }
 
@@ -201,6 +221,22 @@ fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_browsers_cross_site_post_cannot_promote_or_abort() {
+        let mut h = hyper::HeaderMap::new();
+        assert!(refuse_browser(&h).is_none(), "the CLI sends no Origin");
+        h.insert("sec-fetch-site", "none".parse().unwrap());
+        assert!(refuse_browser(&h).is_none(), "typed into the address bar");
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert_eq!(refuse_browser(&h).unwrap().status(), StatusCode::FORBIDDEN);
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            hyper::header::ORIGIN,
+            "https://evil.example".parse().unwrap(),
+        );
+        assert_eq!(refuse_browser(&h).unwrap().status(), StatusCode::FORBIDDEN);
+    }
 
     #[test]
     fn the_probe_endpoint_serves_readiness_only() {
