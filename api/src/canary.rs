@@ -219,10 +219,35 @@ impl CanaryWebhook {
     pub fn hook_type(&self) -> HookType {
         self.type_.unwrap_or(HookType::Rollout)
     }
+    /// The hook's `timeout` (Flagger's default 10 s), at most [`MAX_WEBHOOK_TIMEOUT`]: the
+    /// built-in controller calls hooks from one task, so one Canary's never-answering hook
+    /// must not hold every other Canary's steps for longer than that.
     pub fn timeout_or_default(&self) -> std::time::Duration {
         self.timeout
             .map(|d| d.as_std())
             .unwrap_or(std::time::Duration::from_secs(10))
+            .min(MAX_WEBHOOK_TIMEOUT)
+    }
+}
+
+/// The longest a webhook call may take (see `timeout_or_default`).
+pub const MAX_WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[cfg(test)]
+mod webhook_timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_cannot_hold_the_controller_longer_than_the_cap() {
+        let hook: CanaryWebhook =
+            serde_yaml_ng::from_str("{name: t, url: 'http://x/', timeout: 87600h}").unwrap();
+        assert_eq!(hook.timeout_or_default(), MAX_WEBHOOK_TIMEOUT);
+        let hook: CanaryWebhook =
+            serde_yaml_ng::from_str("{name: t, url: 'http://x/', timeout: 15s}").unwrap();
+        assert_eq!(
+            hook.timeout_or_default(),
+            std::time::Duration::from_secs(15)
+        );
     }
 }
 
