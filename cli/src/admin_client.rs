@@ -16,11 +16,24 @@ pub async fn post_json(base: &str, path: &str) -> anyhow::Result<serde_json::Val
     request_json(hyper::Method::POST, base, path).await
 }
 
+/// GETs a plain-text admin page (the waypoint's `/config_dump`).
+pub async fn get_text(base: &str, path: &str) -> anyhow::Result<String> {
+    let (_, body) = request(hyper::Method::GET, base, path).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 async fn request_json(
     method: hyper::Method,
     base: &str,
     path: &str,
 ) -> anyhow::Result<serde_json::Value> {
+    let (url, body) = request(method, base, path).await?;
+    serde_json::from_slice(&body).with_context(|| format!("{url}: answer is not JSON"))
+}
+
+/// One request with an empty body, at most 5 s; a status other than 2xx is an error that
+/// quotes the answer. Returns the URL (for messages) and the body.
+async fn request(method: hyper::Method, base: &str, path: &str) -> anyhow::Result<(String, Bytes)> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let uri: hyper::Uri = url
         .parse()
@@ -48,7 +61,7 @@ async fn request_json(
             String::from_utf8_lossy(&body).trim()
         ));
     }
-    serde_json::from_slice(&body).with_context(|| format!("{url}: answer is not JSON"))
+    Ok((url, body))
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

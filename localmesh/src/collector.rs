@@ -10,7 +10,7 @@ use crate::otlp::collector::trace::v1::trace_service_server::{TraceService, Trac
 use crate::otlp::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use crate::otlp::common::v1::any_value::Value;
 use crate::otlp::common::v1::KeyValue;
-use crate::tracecontext::hex;
+use meshwork_runtime::tracecontext::hex;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

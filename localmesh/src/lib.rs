@@ -22,7 +22,6 @@ pub mod mesh;
 pub mod mode;
 pub mod plan;
 pub mod procs;
-pub mod tracecontext;
 pub mod wait;
 
 mod loopback;

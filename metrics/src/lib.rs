@@ -3,6 +3,8 @@
 
 pub mod exposition;
 pub mod log_drops;
+pub mod peers;
 
 pub use exposition::{from_openmetrics, CONTENT_TYPE};
 pub use log_drops::register_log_drops;
+pub use peers::{security_policy, Peer, PeerLabels};

@@ -48,12 +48,48 @@ pub fn workload_name(w: &Workload) -> &str {
     }
 }
 
+/// How metrics, access logs and traces name a workload: Istio's `*_workload`,
+/// `*_workload_namespace`, `*_app` and `*_version`. One rule for both proxies, so that a
+/// ztunnel's `istio_tcp_*` series and a waypoint's `istio_requests_*` series name the
+/// same pod the same way (the Deployment, its canonical name and revision).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerName {
+    pub workload: String,
+    pub namespace: String,
+    pub app: String,
+    pub version: String,
+}
+
+impl PeerName {
+    pub fn of(w: &Workload) -> PeerName {
+        PeerName {
+            workload: or_unknown(workload_name(w)),
+            namespace: or_unknown(&w.namespace),
+            app: or_unknown(canonical_name(w)),
+            version: or_unknown(canonical_revision(w)),
+        }
+    }
+
+    /// A peer the proxy does not know (outside the mesh, or not in its config).
+    pub fn unknown() -> PeerName {
+        PeerName {
+            workload: UNKNOWN.into(),
+            namespace: UNKNOWN.into(),
+            app: UNKNOWN.into(),
+            version: UNKNOWN.into(),
+        }
+    }
+}
+
+/// What metrics print for a name nobody gave.
+pub const UNKNOWN: &str = "unknown";
+
 /// A derived name that is empty is reported as `unknown` (what metrics print for it), so
 /// that the view never leaves the field empty for a reader to derive again from labels it
 /// does not have.
 fn or_unknown(s: &str) -> String {
     if s.is_empty() {
-        "unknown".to_string()
+        UNKNOWN.to_string()
     } else {
         s.to_string()
     }
@@ -126,6 +162,37 @@ mod tests {
             compact: false,
             workload_name: "cart".into(),
         }
+    }
+
+    #[test]
+    fn peer_name_is_the_workload_and_its_canonical_name() {
+        let w = full();
+        let n = PeerName::of(&w);
+        assert_eq!(
+            (
+                n.workload.as_str(),
+                n.namespace.as_str(),
+                n.app.as_str(),
+                n.version.as_str()
+            ),
+            ("cart", "shop", "cart", "v2")
+        );
+        // The compact view names it the same way: it keeps what the rule reads.
+        assert_eq!(PeerName::of(&remote_workload(&w)), n);
+        let bare = Workload {
+            name: "job-7".into(),
+            ..Default::default()
+        };
+        let n = PeerName::of(&bare);
+        assert_eq!(
+            (
+                n.workload.as_str(),
+                n.namespace.as_str(),
+                n.app.as_str(),
+                n.version.as_str()
+            ),
+            ("job-7", "unknown", "job-7", "latest")
+        );
     }
 
     #[test]

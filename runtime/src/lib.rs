@@ -7,7 +7,8 @@
 //! - [`limits`]: the open-files limit raised to what the process may use;
 //! - [`netns`]: network namespace handles; run socket creation inside a pod's namespace;
 //! - [`socket`]: `TCP_NODELAY` and keepalive on every proxied socket;
-//! - [`sync`]: locks that survive a panicking holder ([`sync::LockExt::lock_or_recover`]).
+//! - [`sync`]: locks that survive a panicking holder ([`sync::LockExt::lock_or_recover`]);
+//! - [`tracecontext`]: the W3C `traceparent` value, one parser for every reader.
 
 pub mod accept;
 pub mod drain;
@@ -16,3 +17,4 @@ pub mod log;
 pub mod netns;
 pub mod socket;
 pub mod sync;
+pub mod tracecontext;

@@ -11,7 +11,7 @@ use meshwork_identity::SpiffeId;
 use tokio::net::TcpStream;
 
 use crate::access_log::Record;
-use crate::metrics::{Peers, Reporter, TcpLabels};
+use crate::metrics::{Peers, Reporter, TcpSeries};
 use crate::policy::ConnAttrs;
 use crate::proxy::Proxy;
 use crate::relay::{relay_h2, Bytes, RelayEnd};
@@ -179,7 +179,7 @@ impl ConnectHandler for Inbound {
         if !verdict.allowed {
             proxy
                 .metrics
-                .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+                .refused(TcpSeries::new(Reporter::Destination, &peers, "DENY"));
             refuse(
                 &mut rec,
                 StatusCode::UNAUTHORIZED,
@@ -203,7 +203,7 @@ impl ConnectHandler for Inbound {
             Err(e) => {
                 proxy
                     .metrics
-                    .refused(TcpLabels::new(Reporter::Destination, &peers, "UF"));
+                    .refused(TcpSeries::new(Reporter::Destination, &peers, "UF"));
                 refuse(
                     &mut rec,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -218,7 +218,7 @@ impl ConnectHandler for Inbound {
         };
         let counters = proxy
             .metrics
-            .open(TcpLabels::new(Reporter::Destination, &peers, ""));
+            .open(TcpSeries::new(Reporter::Destination, &peers, ""));
         drop(cur);
         let reg = proxy.registry.register(attrs, &proxy.force_close);
         let totals = Arc::new(Bytes::default());

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::Record;
 use crate::inbound::finish;
-use crate::metrics::{Peers, Reporter, TcpLabels};
+use crate::metrics::{Peers, Reporter, TcpSeries};
 use crate::policy::{Authorizer, ConnAttrs, Verdict};
 use crate::proxy::Proxy;
 use crate::relay::{relay, Bytes};
@@ -56,7 +56,7 @@ pub async fn handle(
             tracing::warn!(%peer, %dst, workload = %workload_ref(&w), "plaintext refused: STRICT mTLS");
             proxy
                 .metrics
-                .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+                .refused(TcpSeries::new(Reporter::Destination, &peers, "DENY"));
             rec.decision = "deny: STRICT mTLS requires HBONE".into();
             proxy.access.log(&rec);
             return;
@@ -67,7 +67,7 @@ pub async fn handle(
         tracing::warn!(%peer, %dst, reason = %verdict.reason, "plaintext refused by policy");
         proxy
             .metrics
-            .refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+            .refused(TcpSeries::new(Reporter::Destination, &peers, "DENY"));
         rec.decision = format!("deny: {}", verdict.reason);
         proxy.access.log(&rec);
         return;
@@ -82,7 +82,7 @@ pub async fn handle(
         Err(e) => {
             proxy
                 .metrics
-                .refused(TcpLabels::new(Reporter::Destination, &peers, "UF"));
+                .refused(TcpSeries::new(Reporter::Destination, &peers, "UF"));
             rec.error = Some(e.to_string());
             proxy.access.log(&rec);
             return;
@@ -90,7 +90,7 @@ pub async fn handle(
     };
     let counters = proxy
         .metrics
-        .open(TcpLabels::new(Reporter::Destination, &peers, ""));
+        .open(TcpSeries::new(Reporter::Destination, &peers, ""));
     drop(cur);
     let reg = proxy.registry.register(attrs, &proxy.force_close);
     let totals = Arc::new(Bytes::default());

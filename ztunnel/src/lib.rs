@@ -12,8 +12,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod alloc;
+pub mod args;
 pub mod certs;
-pub mod config;
 pub mod connections;
 mod copy;
 pub use meshwork_metrics::exposition;
@@ -35,7 +35,7 @@ pub mod state;
 pub mod tracecontext;
 mod ztunnel;
 
+pub use args::{Config, Listen, LogFormat};
 pub use certs::{CaClient, CertManager, CertSigner, DirSigner, SignError, SignFuture};
-pub use config::{Config, Listen, LogFormat};
 pub use proxy::LogControl;
 pub use ztunnel::{BoundAddrs, Deps, StartError, Ztunnel};

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Listen;
+use crate::args::Listen;
 use crate::proxy::Proxy;
 use crate::scope::Scope;
 use crate::sockets;

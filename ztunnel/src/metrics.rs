@@ -6,31 +6,22 @@ use meshwork_runtime::sync::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use meshwork_metrics::{security_policy, Peer, PeerLabels};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use meshwork_model::pb::config::{Service, Workload};
+use meshwork_model::view::PeerName;
 
-const UNKNOWN: &str = "unknown";
-
-/// Labels of every `istio_tcp_*` series.
+/// Labels of every `istio_tcp_*` series: the peers (Istio's common traffic labels, shared
+/// with the waypoint's request series) and the connection's outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
     pub reporter: String,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_service: String,
-    pub destination_service_namespace: String,
+    #[prometheus(flatten)]
+    pub peers: PeerLabels,
     pub request_protocol: String,
     pub response_flags: String,
     pub connection_security_policy: String,
@@ -54,91 +45,59 @@ pub struct Peers<'a> {
     pub mtls: bool,
 }
 
-fn or_unknown(s: &str) -> String {
-    if s.is_empty() {
-        UNKNOWN.to_string()
-    } else {
-        s.to_string()
-    }
+/// A connection's series: its labels and the pods they were made for (`<ns>/<pod>`), so
+/// that the series go when a pod leaves the config, although the labels name its
+/// Deployment.
+#[derive(Debug, Clone)]
+pub struct TcpSeries {
+    pub labels: TcpLabels,
+    pods: [String; 2],
 }
 
-/// Istio's `*_app`: the canonical name (which a compact remote view always carries),
-/// else derived from the labels as the control plane derives it.
-fn app(w: &Workload) -> String {
-    or_unknown(meshwork_model::view::canonical_name(w))
-}
-
-/// Istio's `*_version`, likewise.
-fn version(w: &Workload) -> String {
-    or_unknown(meshwork_model::view::canonical_revision(w))
-}
-
-impl TcpLabels {
-    pub fn new(reporter: Reporter, p: &Peers<'_>, response_flags: &str) -> TcpLabels {
-        let wl = |w: Option<&Workload>| {
-            w.map(|w| {
-                (
-                    or_unknown(&w.name),
-                    or_unknown(&w.namespace),
-                    app(w),
-                    version(w),
-                )
-            })
-            .unwrap_or_else(|| {
-                (
-                    UNKNOWN.into(),
-                    UNKNOWN.into(),
-                    UNKNOWN.into(),
-                    UNKNOWN.into(),
-                )
-            })
-        };
-        let (sw, sns, sapp, sver) = wl(p.source);
-        let (dw, dns, dapp, dver) = wl(p.destination);
-        let (dsvc, dsvcns) = match p.service {
-            Some(s) => (or_unknown(&s.hostname), or_unknown(&s.namespace)),
-            None => (UNKNOWN.into(), UNKNOWN.into()),
-        };
-        let principal = |p: &Option<String>| p.clone().unwrap_or_else(|| UNKNOWN.into());
-        TcpLabels {
-            reporter: match reporter {
-                Reporter::Source => "source",
-                Reporter::Destination => "destination",
-            }
-            .into(),
-            source_workload: sw,
-            source_workload_namespace: sns,
-            source_principal: principal(&p.source_principal),
-            source_app: sapp,
-            source_version: sver,
-            destination_workload: dw,
-            destination_workload_namespace: dns,
-            destination_principal: principal(&p.destination_principal),
-            destination_app: dapp,
-            destination_version: dver,
-            destination_service: dsvc,
-            destination_service_namespace: dsvcns,
-            request_protocol: "tcp".into(),
-            response_flags: if response_flags.is_empty() {
-                "-".into()
-            } else {
-                response_flags.into()
+impl TcpSeries {
+    pub fn new(reporter: Reporter, p: &Peers<'_>, response_flags: &str) -> TcpSeries {
+        let name = |w: Option<&Workload>| w.map(PeerName::of);
+        let (src, dst) = (name(p.source), name(p.destination));
+        let peers = PeerLabels::new(
+            Peer {
+                name: src.as_ref(),
+                principal: p.source_principal.as_deref(),
             },
-            connection_security_policy: if p.mtls { "mutual_tls" } else { "none" }.into(),
+            Peer {
+                name: dst.as_ref(),
+                principal: p.destination_principal.as_deref(),
+            },
+            p.service,
+        );
+        let pod = |w: Option<&Workload>| match w {
+            Some(w) => format!("{}/{}", w.namespace, w.name),
+            None => "unknown/unknown".into(),
+        };
+        TcpSeries {
+            labels: TcpLabels {
+                reporter: match reporter {
+                    Reporter::Source => "source",
+                    Reporter::Destination => "destination",
+                }
+                .into(),
+                peers,
+                request_protocol: "tcp".into(),
+                response_flags: String::new(),
+                connection_security_policy: security_policy(p.mtls).into(),
+            },
+            pods: [pod(p.source), pod(p.destination)],
         }
+        .with_flags(response_flags)
     }
 
-    fn workload_refs(&self) -> [String; 2] {
-        [
-            format!(
-                "{}/{}",
-                self.source_workload_namespace, self.source_workload
-            ),
-            format!(
-                "{}/{}",
-                self.destination_workload_namespace, self.destination_workload
-            ),
-        ]
+    /// The same series with other `response_flags` (`-` when none).
+    pub fn with_flags(mut self, response_flags: &str) -> TcpSeries {
+        self.labels.response_flags = if response_flags.is_empty() {
+            "-".into()
+        } else {
+            response_flags.into()
+        };
+        self
     }
 }
 
@@ -213,7 +172,8 @@ impl Metrics {
     }
 
     /// Counts an opened connection; the returned counters record its bytes and close.
-    pub fn open(&self, labels: TcpLabels) -> ConnCounters {
+    pub fn open(&self, series: TcpSeries) -> ConnCounters {
+        let TcpSeries { labels, pods } = series;
         self.opened.get_or_create(&labels).inc();
         let c = ConnCounters {
             sent: self.sent.get_or_create_owned(&labels),
@@ -221,7 +181,7 @@ impl Metrics {
             closed: self.closed.get_or_create_owned(&labels),
         };
         let mut index = self.index.lock_or_recover();
-        for r in labels.workload_refs() {
+        for r in pods {
             index.entry(r).or_default().insert(labels.clone());
         }
         c
@@ -229,11 +189,11 @@ impl Metrics {
 
     /// A connection refused before it carried data (policy, mode, unknown target): counted
     /// as opened and closed with `response_flags`.
-    pub fn refused(&self, labels: TcpLabels) {
-        self.open(labels).close();
+    pub fn refused(&self, series: TcpSeries) {
+        self.open(series).close();
     }
 
-    /// Drops series of workloads for which `live` (given `<ns>/<name>`) is false. Costs
+    /// Drops series of pods for which `live` (given `<ns>/<pod name>`) is false. Costs
     /// one call per workload with series, not one per workload of the model.
     pub fn evict(&self, live: impl Fn(&str) -> bool) {
         let mut index = self.index.lock_or_recover();
@@ -304,11 +264,11 @@ mod tests {
             service: None,
             mtls: true,
         };
-        let c = m.open(TcpLabels::new(Reporter::Destination, &peers, ""));
+        let c = m.open(TcpSeries::new(Reporter::Destination, &peers, ""));
         c.sent.inc_by(10);
         c.received.inc_by(7);
         c.close();
-        m.refused(TcpLabels::new(Reporter::Destination, &peers, "DENY"));
+        m.refused(TcpSeries::new(Reporter::Destination, &peers, "DENY"));
         let text = m.encode();
         validate(&text).unwrap();
         assert!(
@@ -319,8 +279,38 @@ mod tests {
         assert!(text.contains("response_flags=\"DENY\""));
         assert_eq!(m.total("sent", |_| true), 10);
         assert_eq!(m.total("opened", |l| l.response_flags == "DENY"), 1);
+        assert!(
+            text.contains("destination_service_name=\"unknown\""),
+            "{text}"
+        );
         m.evict(|r| r == "prod/a");
         assert!(!m.encode().contains("destination_workload=\"b\""));
         assert_eq!(m.total("sent", |_| true), 0);
+    }
+
+    #[test]
+    fn names_the_deployment_as_the_waypoint_does_and_evicts_by_pod() {
+        let m = Metrics::new();
+        let pod = Workload {
+            name: "cart-7f9c-x2".into(),
+            workload_name: "cart".into(),
+            namespace: "shop".into(),
+            canonical_name: "cart".into(),
+            canonical_revision: "v2".into(),
+            ..Default::default()
+        };
+        let peers = Peers {
+            destination: Some(&pod),
+            mtls: true,
+            ..Default::default()
+        };
+        m.open(TcpSeries::new(Reporter::Destination, &peers, ""));
+        let text = m.encode();
+        assert!(text.contains("destination_workload=\"cart\""), "{text}");
+        assert!(text.contains("destination_version=\"v2\""), "{text}");
+        assert!(!text.contains("cart-7f9c-x2"), "{text}");
+        // The pod leaving the config takes its series, although they name its Deployment.
+        m.evict(|r| r != "shop/cart-7f9c-x2");
+        assert!(!m.encode().contains("destination_workload=\"cart\""));
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use crate::access_log::Record;
 use crate::certs::CertError;
 use crate::inbound::finish;
-use crate::metrics::{Peers, Reporter, TcpLabels};
+use crate::metrics::{Peers, Reporter, TcpSeries};
 use crate::proxy::Proxy;
 use crate::redirect::RedirectMode;
 use crate::relay::{relay, relay_h2, Bytes};
@@ -84,7 +84,7 @@ pub enum Upstream {
 pub struct Opened {
     pub upstream: Upstream,
     rec: Record,
-    labels: TcpLabels,
+    labels: TcpSeries,
     start: Instant,
 }
 
@@ -212,7 +212,7 @@ pub async fn open(
             rec.dst_workload = workload.as_deref().map(workload_ref);
             rec.dst_service = service.as_deref().map(|s| s.hostname.clone());
             rec.dst_addr = authority.clone();
-            let labels = TcpLabels::new(
+            let labels = TcpSeries::new(
                 Reporter::Source,
                 &Peers {
                     source: Some(&src),
@@ -247,10 +247,7 @@ pub async fn open(
                     start,
                 }),
                 Err(e) => {
-                    proxy.metrics.refused(TcpLabels {
-                        response_flags: "UF".into(),
-                        ..labels
-                    });
+                    proxy.metrics.refused(labels.with_flags("UF"));
                     Err((e.into(), rec))
                 }
             }
@@ -265,7 +262,7 @@ pub async fn open(
         }
         Route::Passthrough { target } => {
             rec.via = "passthrough";
-            let labels = TcpLabels::new(
+            let labels = TcpSeries::new(
                 Reporter::Source,
                 &Peers {
                     source: Some(&src),

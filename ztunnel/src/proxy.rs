@@ -1,5 +1,6 @@
 //! The state shared by every listener of one ztunnel.
 
+use meshwork_runtime::sync::{LockExt, RwLockExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -13,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
+use crate::args::Config;
 use crate::certs::CertManager;
-use crate::config::Config;
 use crate::connections::Registry;
 use crate::metrics::Metrics;
 use crate::policy::Authorizer;
@@ -204,10 +205,7 @@ impl Proxy {
     }
 
     pub fn current(&self) -> Arc<Current> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read_or_recover().clone()
     }
 
     /// Number of snapshots applied; wakes watchers on each.
@@ -220,7 +218,7 @@ impl Proxy {
     /// new policies deny.
     pub fn apply(&self, snap: Arc<Snapshot>) {
         // One apply at a time: each works from what the previous one left.
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last.lock_or_recover();
         let state = State::new(snap.clone(), &self.cfg.node, self.cfg.hbone_port);
         // None on the first apply: everything is computed from scratch.
         let delta = last
@@ -234,7 +232,7 @@ impl Proxy {
             state,
             authz: authz.clone(),
         });
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+        *self.current.write_or_recover() = current.clone();
 
         let (local, before) = match (last.take(), &delta) {
             (Some(mut l), Some(d)) if !d.mesh => {

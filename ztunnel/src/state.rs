@@ -1,6 +1,7 @@
 //! Lookups over the current config snapshot: local workloads, identities, and where an
 //! outbound connection goes (HBONE to a pod or waypoint, or passthrough).
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -79,7 +80,7 @@ pub struct RoundRobin(Mutex<HashMap<String, usize>>);
 
 impl RoundRobin {
     fn next(&self, key: &str, n: usize) -> usize {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.0.lock_or_recover();
         let c = m.entry(key.to_string()).or_insert(0);
         let i = *c % n;
         *c = c.wrapping_add(1);

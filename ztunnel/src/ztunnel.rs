@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Endpoint};
+use crate::args::{Config, Listen};
 use crate::certs::{CertManager, CertSigner};
-use crate::config::{Config, Listen};
 use crate::inpod::{serve_agent, Capture, CaptureError, InPod, InPodError, InPodSettings};
 use crate::listeners::{bind_shards, spawn_accept, BindError};
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub enum StartError {
     #[error("redirect setup task failed: {0}")]
     RedirectTask(String),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::args::ConfigError),
     #[error(transparent)]
     InPod(#[from] InPodError),
     #[error(transparent)]

@@ -4,7 +4,8 @@ use super::traffic_policy::traffic_policy;
 use super::{syntax, Problems};
 use crate::common::StringMatch;
 use crate::networking::{
-    Destination, DestinationRule, Headers, HttpMatchRequest, HttpRoute, VirtualService,
+    Destination, DestinationRule, Headers, HttpMatchRequest, HttpRoute, RouteDestination,
+    VirtualService,
 };
 
 pub(super) fn string_match(field: String, m: &StringMatch, p: &mut Problems) {
@@ -144,13 +145,7 @@ pub(super) fn virtual_service(vs: &VirtualService, namespace: &str, p: &mut Prob
                 p,
             );
         }
-        if r.route.is_empty() {
-            p.add(format!("{f}.route"), "TCP route is required");
-        }
-        for (j, d) in r.route.iter().enumerate() {
-            destination(&format!("{f}.route[{j}].destination"), &d.destination, p);
-        }
-        weights(&format!("{f}.route"), r.route.iter().map(|d| d.weight), p);
+        l4_route(&f, "TCP", &r.route, p);
     }
     for (i, r) in vs.tls.iter().enumerate() {
         let f = format!("spec.tls[{i}]");
@@ -180,13 +175,7 @@ pub(super) fn virtual_service(vs: &VirtualService, namespace: &str, p: &mut Prob
                 p,
             );
         }
-        if r.route.is_empty() {
-            p.add(format!("{f}.route"), "TLS route is required");
-        }
-        for (j, d) in r.route.iter().enumerate() {
-            destination(&format!("{f}.route[{j}].destination"), &d.destination, p);
-        }
-        weights(&format!("{f}.route"), r.route.iter().map(|d| d.weight), p);
+        l4_route(&f, "TLS", &r.route, p);
     }
     syntax::export_to(p, namespace, &vs.export_to, false);
     unreachable_rules(vs, p);
@@ -443,6 +432,17 @@ fn sni_host(f: &str, h: &str, vs: &VirtualService, to_gateway: bool, p: &mut Pro
             ),
         );
     }
+}
+
+/// A TCP or TLS route's destinations: at least one, each valid, weights as Istio reads them.
+fn l4_route(f: &str, kind: &str, route: &[RouteDestination], p: &mut Problems) {
+    if route.is_empty() {
+        p.add(format!("{f}.route"), format!("{kind} route is required"));
+    }
+    for (j, d) in route.iter().enumerate() {
+        destination(&format!("{f}.route[{j}].destination"), &d.destination, p);
+    }
+    weights(&format!("{f}.route"), route.iter().map(|d| d.weight), p);
 }
 
 fn l4_match(

@@ -13,14 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
-use bytes::Bytes;
 use clap::ValueEnum;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use crate::admin_client::get_json;
+use crate::admin_client::{get_json, get_text};
 use crate::output::{print_structured, Format};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -622,39 +618,6 @@ fn expires_in(not_after: u64, now: u64) -> String {
         l if l >= 3600 => format!("{}h{}m", l / 3600, l % 3600 / 60),
         l => format!("{}m{}s", l / 60, l % 60),
     }
-}
-
-/// GETs a plain-text admin page (the waypoint's `/config_dump`).
-async fn get_text(base: &str, path: &str) -> anyhow::Result<String> {
-    let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let uri: hyper::Uri = url
-        .parse()
-        .with_context(|| format!("invalid address {url}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
-        .await
-        .map_err(|_| anyhow!("{url}: no answer within 5s"))?
-        .map_err(|e| anyhow!("cannot reach {url}: {}", root_cause(&e)))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .with_context(|| format!("{url}: reading the answer"))?
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body).into_owned();
-    if !status.is_success() {
-        return Err(anyhow!("{url}: {status}: {}", text.trim()));
-    }
-    Ok(text)
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 #[cfg(test)]

@@ -263,86 +263,14 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use http::{Method, Request, Response};
-    use http_body_util::BodyExt;
-    use kube::client::Body;
-    use serde_json::json;
+    use http::Method;
+    use meshwork_controlplane::source::kube::test_api::MockApi as Mock;
+    use serde_json::{json, Value};
 
     use std::time::Duration;
 
     use super::*;
     use crate::cmd::waypoint_manifest::{gateway, namespace_enrollment, WaypointFor};
-
-    type Route = (Method, String, u16, Value);
-    /// (method, path, query, content type, body)
-    type Seen = (Method, String, String, String, Value);
-
-    /// A recorded mock API server: canned answers by (method, path), requests kept.
-    #[derive(Clone, Default)]
-    struct Mock {
-        routes: Arc<Mutex<Vec<Route>>>,
-        seen: Arc<Mutex<Vec<Seen>>>,
-    }
-
-    impl Mock {
-        fn on(&self, m: Method, path: &str, status: u16, body: Value) {
-            self.routes
-                .lock()
-                .unwrap()
-                .push((m, path.into(), status, body));
-        }
-
-        fn client(&self) -> Client {
-            let me = self.clone();
-            Client::new(
-                tower::service_fn(move |req: Request<Body>| {
-                    let me = me.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = body.collect().await.unwrap().to_bytes();
-                        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                        let path = parts.uri.path().to_string();
-                        me.seen.lock().unwrap().push((
-                            parts.method.clone(),
-                            path.clone(),
-                            parts.uri.query().unwrap_or_default().to_string(),
-                            parts
-                                .headers
-                                .get("content-type")
-                                .map(|v| v.to_str().unwrap().to_string())
-                                .unwrap_or_default(),
-                            body.clone(),
-                        ));
-                        let (status, answer) = me
-                            .routes
-                            .lock()
-                            .unwrap()
-                            .iter()
-                            .find(|(m, p, _, _)| *m == parts.method && *p == path)
-                            .map(|(_, _, s, b)| {
-                                (*s, if b.is_null() { body.clone() } else { b.clone() })
-                            })
-                            .unwrap_or((
-                                404,
-                                json!({"kind": "Status", "apiVersion": "v1",
-                                "status": "Failure", "reason": "NotFound", "code": 404,
-                                "message": format!("{path} not found")}),
-                            ));
-                        Ok::<_, std::convert::Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                                .unwrap(),
-                        )
-                    }
-                }),
-                "default",
-            )
-        }
-    }
 
     const NS: &str = "/api/v1/namespaces/shop";
     const GW: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint";
@@ -372,18 +300,22 @@ mod tests {
         ];
         let applied = apply(&m.client(), "shop", &objs).await.unwrap();
         assert_eq!(applied.len(), 2);
-        let seen = m.seen.lock().unwrap().clone();
+        let seen = m.requests();
         assert_eq!(seen.len(), 3);
-        assert_eq!((seen[0].0.clone(), seen[0].1.as_str()), (Method::GET, NS));
+        assert_eq!(
+            (seen[0].method.clone(), seen[0].path.as_str()),
+            (Method::GET, NS)
+        );
         for (i, path) in [(1, GW), (2, NS)] {
-            let (method, p, query, ct, body) = &seen[i];
-            assert_eq!((method, p.as_str()), (&Method::PATCH, path));
-            assert_eq!(ct, "application/apply-patch+yaml");
+            let r = &seen[i];
+            assert_eq!((&r.method, r.path.as_str()), (&Method::PATCH, path));
+            assert_eq!(r.content_type, "application/apply-patch+yaml");
             assert!(
-                query.contains("fieldManager=meshwork") && query.contains("force=true"),
-                "{query}"
+                r.query.contains("fieldManager=meshwork") && r.query.contains("force=true"),
+                "{}",
+                r.query
             );
-            assert_eq!(body, &objs[i - 1]);
+            assert_eq!(r.body, objs[i - 1]);
         }
     }
 
@@ -398,7 +330,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(e.to_string(), "namespace shop not found");
-        assert_eq!(m.seen.lock().unwrap().len(), 1, "nothing applied");
+        assert_eq!(m.requests().len(), 1, "nothing applied");
 
         let m = Mock::default();
         m.on(
@@ -448,7 +380,7 @@ mod tests {
             e,
             "waypoint shop/waypoint not programmed after 2s: Programmed=False NoResources: m"
         );
-        let polls = m.seen.lock().unwrap().len();
+        let polls = m.requests().len();
         assert!((2..=4).contains(&polls), "polled every second: {polls}");
     }
 
@@ -486,9 +418,12 @@ mod tests {
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
         );
         delete(&m.client(), "shop", "waypoint").await.unwrap();
-        let seen = m.seen.lock().unwrap().clone();
+        let seen = m.requests();
         let last = seen.last().unwrap();
-        assert_eq!((last.0.clone(), last.1.as_str()), (Method::DELETE, GW));
-        assert_eq!(last.4["propagationPolicy"], "Foreground");
+        assert_eq!(
+            (last.method.clone(), last.path.as_str()),
+            (Method::DELETE, GW)
+        );
+        assert_eq!(last.body["propagationPolicy"], "Foreground");
     }
 }

@@ -3,6 +3,7 @@
 //! request; the version tells the serving certificate and the trust-bundle publisher to
 //! follow.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -24,15 +25,12 @@ impl CaHandle {
 
     /// The CA signing now.
     pub fn current(&self) -> Arc<Ca> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.read_or_recover().clone()
     }
 
     /// Starts signing with `ca` (already checked by [`Ca::new`]).
     pub fn replace(&self, ca: Ca) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ca);
+        *self.current.write_or_recover() = Arc::new(ca);
         self.version.send_modify(|v| *v += 1);
     }
 

@@ -2,6 +2,7 @@
 //! CA it runs, so proxies verify it against the mesh root they already hold (as Istio's
 //! ztunnel verifies istiod). Renewed at half its lifetime and whenever the CA changes.
 
+use meshwork_runtime::sync::LockExt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -105,7 +106,7 @@ impl ServingCerts {
     }
 
     fn get(&self) -> Result<Arc<CertifiedKey>, SignError> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock_or_recover();
         let version = self.ca.version();
         if let Some(c) = current.as_ref() {
             if c.ca_version == version && SystemTime::now() < c.renew_at {

@@ -8,6 +8,7 @@
 //! `destination_workload`) reported by a waypoint (`reporter="waypoint"`) or, for
 //! Istio-style proxies, `reporter="destination"`. MetricTemplates need Prometheus.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -265,7 +266,7 @@ impl Judge for ScrapeJudge {
             let now = self.scrape(m).await?;
             let id = (m.namespace.clone(), m.target.clone(), m.metric.clone());
             let window = {
-                let mut prev = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+                let mut prev = self.previous.lock_or_recover();
                 let w = match prev.get(&id) {
                     Some(before) => now.minus(before),
                     None => now.clone(),

@@ -4,6 +4,7 @@
 //! ([`meshwork_model::view::remote_workload`]): what ztunnels of other nodes receive. Both
 //! encodings are shared by every stream.
 
+use meshwork_runtime::sync::RwLockExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -116,7 +117,7 @@ impl ModelHub {
     /// Applies upserts (`Some`) and removals (`None`); returns the new generation, or the
     /// current one when nothing actually changed.
     pub fn apply(&self, changes: impl IntoIterator<Item = (String, Option<Resource>)>) -> u64 {
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.write_or_recover();
         let mut keys = Vec::new();
         for (key, res) in changes {
             let before = Before {
@@ -164,7 +165,7 @@ impl ModelHub {
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, HubState> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read_or_recover()
     }
 
     pub fn generation(&self) -> u64 {

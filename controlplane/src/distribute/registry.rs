@@ -1,6 +1,7 @@
 //! The proxies connected to this control plane, for the admin endpoint and for waits on
 //! their acknowledgements.
 
+use meshwork_runtime::sync::LockExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,7 +62,7 @@ impl Registry {
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ProxyInfo>> {
-        self.proxies.lock().unwrap_or_else(|e| e.into_inner())
+        self.proxies.lock_or_recover()
     }
 
     pub(super) fn update(&self, id: u64, f: impl FnOnce(&mut ProxyInfo)) {

@@ -5,6 +5,8 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
 
+use crate::sync::LockExt;
+
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// Drop counters of the sinks writing to the process's standard streams.
@@ -13,7 +15,7 @@ static PROCESS_SINKS: Mutex<Vec<ErrorCounter>> = Mutex::new(Vec::new());
 /// Lines dropped so far by every sink of this process's stdout and stderr
 /// ([`LineSink::new`]), for the proxies' `meshwork_log_lines_dropped_total`.
 pub fn dropped_lines() -> u64 {
-    let sinks = PROCESS_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+    let sinks = PROCESS_SINKS.lock_or_recover();
     sinks.iter().map(|c| c.dropped_lines() as u64).sum()
 }
 
@@ -67,10 +69,7 @@ impl LineSink {
     pub fn new(stream: Stream, thread_name: &str) -> io::Result<(LineSink, SinkGuard)> {
         let out = BufWriter::new(File::from(stream.dup()?));
         let (sink, guard) = LineSink::with_writer(out, thread_name, BUFFERED_LINES);
-        PROCESS_SINKS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(sink.dropped.clone());
+        PROCESS_SINKS.lock_or_recover().push(sink.dropped.clone());
         Ok((sink, guard))
     }
 

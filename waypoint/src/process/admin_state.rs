@@ -84,7 +84,7 @@ fn cluster_view(key: &ClusterKey, live: Option<&Cluster>, snap: &Snapshot) -> Va
             let ejected = outlier.as_ref().is_some_and(|o| o.ejected);
             json!({
                 "address": e.addr.to_string(),
-                "workload": format!("{}/{}", e.namespace, e.workload),
+                "workload": format!("{}/{}", e.name.namespace, e.name.workload),
                 "identity": e.identity,
                 "health": if ejected { "EJECTED" } else { "HEALTHY" },
                 "active_requests": live.map_or(0, |c| c.pool.active_on(&e.addr)),

@@ -165,15 +165,19 @@ mod tests {
     use super::*;
     use crate::request::flags;
     use crate::telemetry::metrics::Metrics;
+    use meshwork_model::view::PeerName;
     use prometheus_client::registry::Registry;
 
     fn ep(addr: &str) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             addr: addr.parse().unwrap(),
             identity: None,
-            workload: "w".into(),
-            namespace: "ns".into(),
-            labels: Default::default(),
+            name: PeerName {
+                workload: "w".into(),
+                namespace: "ns".into(),
+                app: "w".into(),
+                version: "v1".into(),
+            },
         })
     }
 

@@ -8,23 +8,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Istio's labels for request metrics.
+use meshwork_metrics::PeerLabels;
+
+/// Istio's labels for request metrics: the peers (shared with the ztunnel's TCP series,
+/// [`PeerLabels`]) and what the request did.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub reporter: String,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
+    #[prometheus(flatten)]
+    pub peers: PeerLabels,
     pub request_protocol: String,
     pub response_code: String,
     pub grpc_response_status: String,
@@ -32,22 +24,9 @@ pub struct RequestLabels {
     pub connection_security_policy: String,
 }
 
-/// The label names of [`RequestLabels`], in order.
-pub const LABEL_NAMES: [&str; 19] = [
+/// The labels of [`RequestLabels`] that are not peer labels.
+const OWN_LABELS: [&str; 6] = [
     "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
     "request_protocol",
     "response_code",
     "grpc_response_status",
@@ -59,31 +38,18 @@ impl RequestLabels {
     fn field(&mut self, name: &str) -> Option<&mut String> {
         Some(match name {
             "reporter" => &mut self.reporter,
-            "source_workload" => &mut self.source_workload,
-            "source_workload_namespace" => &mut self.source_workload_namespace,
-            "source_principal" => &mut self.source_principal,
-            "source_app" => &mut self.source_app,
-            "source_version" => &mut self.source_version,
-            "destination_workload" => &mut self.destination_workload,
-            "destination_workload_namespace" => &mut self.destination_workload_namespace,
-            "destination_principal" => &mut self.destination_principal,
-            "destination_app" => &mut self.destination_app,
-            "destination_version" => &mut self.destination_version,
-            "destination_service" => &mut self.destination_service,
-            "destination_service_name" => &mut self.destination_service_name,
-            "destination_service_namespace" => &mut self.destination_service_namespace,
             "request_protocol" => &mut self.request_protocol,
             "response_code" => &mut self.response_code,
             "grpc_response_status" => &mut self.grpc_response_status,
             "response_flags" => &mut self.response_flags,
             "connection_security_policy" => &mut self.connection_security_policy,
-            _ => return None,
+            _ => return self.peers.field_mut(name),
         })
     }
 
     /// Whether `name` is one of the standard labels.
     pub fn has_label(name: &str) -> bool {
-        LABEL_NAMES.contains(&name)
+        OWN_LABELS.contains(&name) || PeerLabels::NAMES.contains(&name)
     }
 
     /// Overwrites a standard label; `false` when `name` is not one.
@@ -313,7 +279,7 @@ mod tests {
     #[test]
     fn labels_by_name() {
         let mut l = RequestLabels::default();
-        for name in LABEL_NAMES {
+        for name in OWN_LABELS.iter().chain(&PeerLabels::NAMES) {
             assert!(RequestLabels::has_label(name));
             assert!(l.set_label(name, name.to_string()));
         }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use http::Response;
 use http_body_util::BodyExt;
-use meshwork_model::pb::config as pb;
+use meshwork_metrics::{security_policy, Peer, PeerLabels};
+use meshwork_model::view::PeerName;
 use tokio::time::Instant;
 
 use crate::body::Body;
@@ -170,43 +171,30 @@ fn request_labels(
     status: u16,
     protocol: &str,
 ) -> RequestLabels {
-    let snap = &cfg.snapshot;
-    let src = conn.source.and_then(|s| snap.workload_by_ip(s.ip()));
-    let unknown = || "unknown".to_string();
-    let label = |w: Option<&pb::Workload>, k: &str| {
-        w.and_then(|w| w.labels.get(k).cloned())
-            .unwrap_or_else(unknown)
-    };
+    let src = conn
+        .source
+        .and_then(|s| cfg.snapshot.workload_by_ip(s.ip()))
+        .map(PeerName::of);
     let dst = ex.upstream.as_ref();
-    let svc = ex.service.as_deref();
+    let peers = PeerLabels::new(
+        Peer {
+            name: src.as_ref(),
+            principal: conn.source_identity.as_deref(),
+        },
+        Peer {
+            name: dst.map(|d| &d.name),
+            principal: dst.and_then(|d| d.identity.as_deref()),
+        },
+        ex.service.as_deref(),
+    );
     RequestLabels {
         reporter: "waypoint".into(),
-        source_workload: src.map(workload_of).unwrap_or_else(unknown),
-        source_workload_namespace: src.map(|w| w.namespace.clone()).unwrap_or_else(unknown),
-        source_principal: conn.source_identity.clone().unwrap_or_else(unknown),
-        source_app: label(src, "app"),
-        source_version: label(src, "version"),
-        destination_workload: dst.map(|d| d.workload.clone()).unwrap_or_else(unknown),
-        destination_workload_namespace: dst.map(|d| d.namespace.clone()).unwrap_or_else(unknown),
-        destination_principal: dst.and_then(|d| d.identity.clone()).unwrap_or_else(unknown),
-        destination_app: dst
-            .and_then(|d| d.labels.get("app").cloned())
-            .unwrap_or_else(unknown),
-        destination_version: dst
-            .and_then(|d| d.labels.get("version").cloned())
-            .unwrap_or_else(unknown),
-        destination_service: svc.map(|s| s.hostname.clone()).unwrap_or_else(unknown),
-        destination_service_name: svc.map(|s| s.name.clone()).unwrap_or_else(unknown),
-        destination_service_namespace: svc.map(|s| s.namespace.clone()).unwrap_or_else(unknown),
+        peers,
         request_protocol: protocol.into(),
         response_code: status.to_string(),
         grpc_response_status: ex.grpc_status.clone(),
         response_flags: ex.flags.render(),
-        connection_security_policy: if conn.source_identity.is_some() {
-            "mutual_tls".into()
-        } else {
-            "none".into()
-        },
+        connection_security_policy: security_policy(conn.source_identity.is_some()).into(),
     }
 }
 
@@ -220,13 +208,13 @@ fn server_span(ex: &mut Exchange<'_>, labels: &RequestLabels) -> (Attributes, St
         .as_ref()
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    attrs.source_workload = labels.source_workload.clone();
-    attrs.source_namespace = labels.source_workload_namespace.clone();
-    attrs.source_principal = labels.source_principal.clone();
-    attrs.destination_workload = labels.destination_workload.clone();
-    attrs.destination_namespace = labels.destination_workload_namespace.clone();
-    attrs.destination_principal = labels.destination_principal.clone();
-    attrs.destination_service = labels.destination_service.clone();
+    attrs.source_workload = labels.peers.source_workload.clone();
+    attrs.source_namespace = labels.peers.source_workload_namespace.clone();
+    attrs.source_principal = labels.peers.source_principal.clone();
+    attrs.destination_workload = labels.peers.destination_workload.clone();
+    attrs.destination_namespace = labels.peers.destination_workload_namespace.clone();
+    attrs.destination_principal = labels.peers.destination_principal.clone();
+    attrs.destination_service = labels.peers.destination_service.clone();
     let host = ex.service.as_ref().map_or("", |s| s.hostname.as_str());
     (attrs, format!("{host}:{}/*", ex.port))
 }
@@ -274,17 +262,5 @@ fn log_entry(
         attempts: ex.attempts,
         authz_policy: ex.policy.clone(),
         ..Default::default()
-    }
-}
-
-/// The source workload's name: Istio's workload name (its Deployment's name) when the
-/// control plane sent it, else, as before that field, its canonical name.
-fn workload_of(w: &pb::Workload) -> String {
-    if !w.workload_name.is_empty() {
-        w.workload_name.clone()
-    } else if w.canonical_name.is_empty() {
-        w.name.clone()
-    } else {
-        w.canonical_name.clone()
     }
 }

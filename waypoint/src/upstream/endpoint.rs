@@ -1,7 +1,8 @@
 //! An upstream endpoint: a workload address and port, with what metrics need about it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use meshwork_model::view::PeerName;
 
 use crate::upstream::connector::Target;
 
@@ -10,11 +11,9 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// SPIFFE identity of the workload (`spiffe://td/ns/x/sa/y`).
     pub identity: Option<String>,
-    /// The workload the pod belongs to, as Istio names it in `destination_workload` (the
-    /// Deployment, not the pod; see `meshwork_model::view::workload_name`).
-    pub workload: String,
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
+    /// How metrics and logs name the workload: its Deployment, namespace, canonical name
+    /// and revision (`meshwork_model::view::PeerName`, the ztunnel's rule too).
+    pub name: PeerName,
 }
 
 impl Endpoint {

@@ -3,9 +3,10 @@
 //! namespace are blocking and must not hold a data-path thread). The exception is
 //! [`Capture::original_destination`], one map lookup on the accept path.
 
+use meshwork_runtime::sync::LockExt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use meshwork_redirect::{
     default_pod_cgroup, ensure_bpffs, OriginalDestinations, Redirect, RedirectError,
@@ -115,7 +116,7 @@ impl Capture {
     ) -> Result<T, CaptureError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut r = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut r = inner.lock_or_recover();
             f(&mut r)
         })
         .await

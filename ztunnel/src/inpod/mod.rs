@@ -30,7 +30,7 @@ pub use agent::serve_agent;
 pub use capture::{Capture, CaptureError};
 pub use records::{PodRecord, RecordError, Records};
 
-use crate::config::Listen;
+use crate::args::Listen;
 use crate::listeners::{bind_shards, spawn_accept, BindError};
 use crate::proxy::Proxy;
 use crate::scope::{PodScope, Scope};

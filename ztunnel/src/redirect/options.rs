@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use meshwork_redirect::RedirectOptions;
 
 use super::RedirectSetupError;
-use crate::config::{Config, Listen};
+use crate::args::{Config, Listen};
 
 fn reachable(addr: SocketAddr) -> bool {
     matches!(addr.ip(), IpAddr::V4(ip) if ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST)

@@ -31,8 +31,8 @@ pub mod resources;
 pub mod root_cert;
 pub mod route_status;
 pub mod status;
-#[cfg(test)]
-pub(crate) mod test_api;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_api;
 pub mod tokenreview;
 pub mod watch;
 pub mod waypoints;

@@ -1,4 +1,5 @@
-//! A recorded mock API server for unit tests: `kube::Client` over a `tower::service_fn`
+//! A recorded mock API server for unit tests (this crate's, and others' with the
+//! `test-util` feature): `kube::Client` over a `tower::service_fn`
 //! answering canned JSON by (method, path) and recording every request. A route whose
 //! body is `null` echoes the request body (what server-side apply answers).
 
@@ -76,7 +77,8 @@ impl MockApi {
                     None => (
                         404,
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                               "reason": "NotFound", "code": 404, "message": "not found"}),
+                               "reason": "NotFound", "code": 404,
+                               "message": format!("{path} not found")}),
                     ),
                 };
                 Ok::<_, std::convert::Infallible>(

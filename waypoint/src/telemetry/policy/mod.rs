@@ -327,7 +327,10 @@ mod tests {
         RequestLabels {
             response_code: "200".into(),
             request_protocol: "http".into(),
-            destination_service: "orders".into(),
+            peers: meshwork_metrics::PeerLabels {
+                destination_service: "orders".into(),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -411,7 +414,7 @@ mod tests {
         let l = p.labels(&Arc::new(base()), Some(&cx));
         let count = l[Metric::RequestCount as usize].as_ref().unwrap();
         assert_eq!(count.request_protocol, "");
-        assert_eq!(count.destination_service, "v2");
+        assert_eq!(count.peers.destination_service, "v2");
         assert_eq!(count.response_code, "all");
         // Other metrics keep the standard labels.
         let dur = l[Metric::RequestDuration as usize].as_ref().unwrap();

@@ -55,28 +55,17 @@ fn b3_trace_id(s: &str) -> Option<TraceId> {
     }
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use meshwork_runtime::tracecontext::hex;
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+/// `traceparent` as (trace id, parent id, sampled), `None` when malformed (then ignored,
+/// as in Envoy). One parser for the whole mesh: `meshwork_runtime::tracecontext`.
 pub fn parse_traceparent(v: &str) -> Option<(TraceId, SpanId, bool)> {
-    let mut it = v.split('-');
-    let version = it.next()?;
-    let (t, s, f) = (it.next()?, it.next()?, it.next()?);
-    // Version 00 has exactly four fields; later versions may append more.
-    if version.len() != 2 || version == "ff" || (version == "00" && it.next().is_some()) {
-        return None;
-    }
-    hex_bytes::<1>(version)?;
-    let trace = hex_bytes::<16>(t).and_then(nonzero)?;
-    let span = hex_bytes::<8>(s).and_then(nonzero)?;
-    let flags = hex_bytes::<1>(f)?[0];
-    Some((trace, span, flags & 1 == 1))
+    let tp = meshwork_runtime::tracecontext::parse_traceparent(v).ok()?;
+    Some((tp.trace_id, tp.parent_id, tp.sampled()))
 }
 
 fn b3_sampled(v: &str) -> Option<bool> {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use meshwork_localmesh::tracecontext::{hex, parse_traceparent};
+use meshwork_runtime::tracecontext::{hex, parse_traceparent};
 
 use super::*;
 use meshwork_localmesh::collector::ReceivedSpan;
@@ -108,7 +108,9 @@ impl Tally {
 /// The trace id of the `traceparent` the app received, from its echo of the headers.
 fn backend_trace(o: &Outcome) -> Option<String> {
     let j = o.as_ref().ok().filter(|r| r.status == 200)?.json()?;
-    let (trace, _, _) = parse_traceparent(j["headers"]["traceparent"].as_str()?)?;
+    let trace = parse_traceparent(j["headers"]["traceparent"].as_str()?)
+        .ok()?
+        .trace_id;
     Some(hex(&trace))
 }
 
@@ -329,7 +331,8 @@ mod tests {
             .find(|(k, _)| k == "traceparent")
             .unwrap()
             .1;
-        let (trace, _, sampled) = parse_traceparent(tp).unwrap();
+        let tp = parse_traceparent(tp).unwrap();
+        let (trace, sampled) = (tp.trace_id, tp.sampled());
         assert!(sampled);
         assert_eq!(
             Some(hex(&trace)),

@@ -1,4 +1,5 @@
-//! Command-line / environment configuration of a ztunnel.
+//! Command-line / environment arguments of a ztunnel (`Config`), as the waypoint's
+//! `process::run::Args`.
 //!
 //! Every listener address is configurable (`off` disables a listener) so several ztunnels
 //! can share a machine on distinct 127.0.0.x addresses in tests.
