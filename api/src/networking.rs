@@ -170,8 +170,7 @@ pub struct FaultAbort {
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRedirect {
     pub uri: String,
-    /// Replaces the matched prefix of the path (exclusive with `uri`). Carried, not yet
-    /// applied by the waypoint.
+    /// Replaces the matched prefix of the path (exclusive with `uri`).
     pub prefix_rewrite: String,
     pub authority: String,
     pub port: Option<u32>,
@@ -362,7 +361,7 @@ pub struct HttpSettings {
     pub h2_upgrade_policy: Option<String>,
     pub use_client_protocol: Option<bool>,
     pub max_concurrent_streams: Option<u32>,
-    /// HTTP/2 PING keepalive towards upstreams. Carried, not yet applied.
+    /// HTTP/2 PING keepalive towards upstreams (the waypoint's upstream connections).
     pub http2_keep_alive: Option<Http2KeepAlive>,
 }
 
@@ -388,9 +387,10 @@ pub struct LoadBalancerSettings {
     #[schemars(schema_with = "crate::schema::raw_object")]
     pub locality_lb_setting: Option<Raw>,
     pub warmup_duration_secs: Option<Duration>,
-    /// Slow start for new endpoints. Carried, not yet applied.
+    /// Slow start for new endpoints (the waypoint's ROUND_ROBIN / LEAST_REQUEST picks).
     pub warmup: Option<Warmup>,
-    /// Zone-aware load balancing. Carried, not yet applied.
+    /// Zone-aware load balancing. Carried, not yet applied (the waypoint balances without
+    /// locality).
     pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
 }
 
@@ -439,7 +439,7 @@ pub struct HttpCookie {
     pub name: String,
     pub path: String,
     pub ttl: Option<Duration>,
-    /// Extra cookie attributes (`SameSite`, `Secure`, ...). Carried, not yet applied.
+    /// Extra attributes of a generated cookie (`SameSite`, `Secure`, ...).
     pub attributes: Vec<CookieAttribute>,
 }
 

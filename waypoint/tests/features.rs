@@ -260,7 +260,9 @@ async fn consistent_hash_is_sticky() {
             consistent_hash: Some(pb::ConsistentHash {
                 key: Some(pb::consistent_hash::Key::HttpHeaderName("x-user".into())),
                 cookie_ttl_ms: 0,
+                ..Default::default()
             }),
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -325,7 +327,9 @@ async fn cookie_affinity_generates_the_cookie() {
             consistent_hash: Some(pb::ConsistentHash {
                 key: Some(pb::consistent_hash::Key::HttpCookie("affinity".into())),
                 cookie_ttl_ms: 60_000,
+                ..Default::default()
             }),
+            ..Default::default()
         }),
         ..Default::default()
     };

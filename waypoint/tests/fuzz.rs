@@ -154,6 +154,11 @@ fn route(rng: &mut StdRng) -> pb::HttpRoute {
             port: rng.random_range(0..70_000),
             scheme: pick(rng, &["", "http", "https", "ftp", "bad scheme"]).into(),
             redirect_code: rng.random_range(0..1000),
+            prefix_rewrite: if maybe(rng, 0.5) {
+                text(rng, PATH_CHARS, 8)
+            } else {
+                String::new()
+            },
         }),
         rewrite: maybe(rng, 0.4).then(|| pb::Rewrite {
             uri: text(rng, PATH_CHARS, 8),
@@ -333,7 +338,7 @@ fn route_matching_rewrites_and_header_ops_never_panic() {
                 headers::apply(h.response.as_ref(), req.headers_mut());
             }
             if let Some(rd) = &route.redirect {
-                let resp = rewrite::redirect(rd, req.uri(), &authority, "http");
+                let resp = rewrite::redirect(rd, req.uri(), &authority, "http", prefix.as_ref());
                 assert!((100..1000).contains(&resp.status().as_u16()));
             }
             if let Some(d) = &route.direct_response {

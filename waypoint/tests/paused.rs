@@ -242,7 +242,7 @@ async fn ejected_endpoint_returns_after_base_time_then_twice_as_long() {
         }),
         load_balancer: Some(pb::LoadBalancer {
             simple: pb::load_balancer::Simple::RoundRobin as i32,
-            consistent_hash: None,
+            ..Default::default()
         }),
         ..Default::default()
     };

@@ -238,7 +238,7 @@ async fn outlier_ejects_failing_endpoint() {
         }),
         load_balancer: Some(pb::LoadBalancer {
             simple: pb::load_balancer::Simple::RoundRobin as i32,
-            consistent_hash: None,
+            ..Default::default()
         }),
         ..Default::default()
     };

@@ -102,21 +102,29 @@ pub fn rewrite_path(
     if rw.uri.is_empty() {
         return None;
     }
-    let new_path = match matched_prefix {
+    Some(format!(
+        "{}{query}",
+        swap_prefix(path, &rw.uri, matched_prefix)
+    ))
+}
+
+/// `path` with the prefix the route matched replaced by `new` (the whole path when the
+/// route did not match by prefix).
+fn swap_prefix(path: &str, new: &str, matched_prefix: Option<&MatchedPrefix>) -> String {
+    match matched_prefix {
         Some(MatchedPrefix::Chars(p)) if path.starts_with(p.as_str()) => {
-            format!("{}{}", rw.uri, &path[p.len()..])
+            format!("{new}{}", &path[p.len()..])
         }
         Some(MatchedPrefix::Segments(p)) if path.starts_with(p.as_str()) => {
-            let joined = format!("{}{}", rw.uri.trim_end_matches('/'), &path[p.len()..]);
+            let joined = format!("{}{}", new.trim_end_matches('/'), &path[p.len()..]);
             if joined.is_empty() {
                 "/".to_string()
             } else {
                 joined
             }
         }
-        _ => rw.uri.clone(),
-    };
-    Some(format!("{new_path}{query}"))
+        _ => new.to_string(),
+    }
 }
 
 /// Applies a rewrite to a request's URI and Host.
@@ -146,8 +154,16 @@ pub fn apply<B>(
     Ok(())
 }
 
-/// A redirect response (default 301).
-pub fn redirect(r: &pb::Redirect, uri: &Uri, host: &str, scheme: &str) -> Response<Body> {
+/// A redirect response (default 301). As Envoy's redirect: `uri` replaces the path and
+/// `prefixRewrite` the prefix the route matched; the request's query string is kept unless
+/// the new path brings its own.
+pub fn redirect(
+    r: &pb::Redirect,
+    uri: &Uri,
+    host: &str,
+    scheme: &str,
+    matched_prefix: Option<&MatchedPrefix>,
+) -> Response<Body> {
     let scheme = if r.scheme.is_empty() {
         scheme
     } else {
@@ -169,13 +185,23 @@ pub fn redirect(r: &pb::Redirect, uri: &Uri, host: &str, scheme: &str) -> Respon
     } else {
         authority
     };
-    let path = if r.uri.is_empty() {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let with_query = |p: String| {
+        if p.contains('?') {
+            p
+        } else {
+            format!("{p}{query}")
+        }
+    };
+    let path = if !r.uri.is_empty() {
+        with_query(r.uri.clone())
+    } else if !r.prefix_rewrite.is_empty() {
+        with_query(swap_prefix(uri.path(), &r.prefix_rewrite, matched_prefix))
+    } else {
         uri.path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/")
             .to_string()
-    } else {
-        r.uri.clone()
     };
     let status = u16::try_from(r.redirect_code)
         .ok()
@@ -320,13 +346,41 @@ mod tests {
             port: 8443,
             scheme: "https".into(),
             redirect_code: 308,
+            ..Default::default()
         };
-        let resp = redirect(&r, &uri, "shop:80", "http");
+        let resp = redirect(&r, &uri, "shop:80", "http", None);
         assert_eq!(resp.status(), 308);
-        assert_eq!(resp.headers()["location"], "https://shop:8443/new");
-        let plain = redirect(&pb::Redirect::default(), &uri, "shop", "http");
+        // Envoy keeps the query string when the new path has none.
+        assert_eq!(resp.headers()["location"], "https://shop:8443/new?q=1");
+        let own_query = pb::Redirect {
+            uri: "/new?x=2".into(),
+            ..Default::default()
+        };
+        let resp = redirect(&own_query, &uri, "shop", "http", None);
+        assert_eq!(resp.headers()["location"], "http://shop/new?x=2");
+        let plain = redirect(&pb::Redirect::default(), &uri, "shop", "http", None);
         assert_eq!(plain.status(), 301);
         assert_eq!(plain.headers()["location"], "http://shop/old?q=1");
+    }
+
+    #[test]
+    fn redirect_prefix_rewrite_swaps_the_matched_prefix() {
+        let r = pb::Redirect {
+            prefix_rewrite: "/v2/".into(),
+            ..Default::default()
+        };
+        let uri: Uri = "/v1/items/7?q=1".parse().unwrap();
+        let resp = redirect(
+            &r,
+            &uri,
+            "shop",
+            "http",
+            Some(&MatchedPrefix::Chars("/v1/".into())),
+        );
+        assert_eq!(resp.headers()["location"], "http://shop/v2/items/7?q=1");
+        // Without a prefix match the whole path is replaced.
+        let resp = redirect(&r, &uri, "shop", "http", None);
+        assert_eq!(resp.headers()["location"], "http://shop/v2/?q=1");
     }
 
     #[test]

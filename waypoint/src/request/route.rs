@@ -131,7 +131,13 @@ pub(crate) async fn answer_locally(
     if let Some(r) = &route.redirect {
         ex.details = "redirect".into();
         let scheme = parts.uri.scheme_str().unwrap_or("http");
-        return Err(rewrite::redirect(r, &parts.uri, authority, scheme));
+        return Err(rewrite::redirect(
+            r,
+            &parts.uri,
+            authority,
+            scheme,
+            chosen.matched_prefix.as_ref(),
+        ));
     }
     if let Some(d) = &route.direct_response {
         ex.details = "direct_response".into();

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use meshwork_model::pb::config as pb;
 use meshwork_model::snapshot::Snapshot;
+use meshwork_model::view::PeerName;
 
 use crate::upstream::connector::Connector;
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::lb::{Balancer, LbPolicy};
+use crate::upstream::lb::{Balancer, LbPolicy, Warmup};
 use crate::upstream::outlier::{Outlier, OutlierConfig};
 use crate::upstream::pool::{ClusterPool, PoolLimits, Proto};
 
@@ -135,9 +136,7 @@ pub fn workload_endpoint(
     w.healthy.then(|| Endpoint {
         addr,
         identity: workload_identity(snapshot, w),
-        workload: meshwork_model::view::workload_name(w).to_string(),
-        namespace: w.namespace.clone(),
-        labels: w.labels.clone(),
+        name: PeerName::of(w),
     })
 }
 
@@ -174,9 +173,7 @@ pub fn endpoints(
         out.push(Arc::new(Endpoint {
             addr: SocketAddr::new(ip, target),
             identity,
-            workload: meshwork_model::view::workload_name(w).to_string(),
-            namespace: w.namespace.clone(),
-            labels: w.labels.clone(),
+            name: PeerName::of(w),
         }));
     }
     out.sort_by_key(|e| e.addr);
@@ -217,9 +214,10 @@ impl Clusters {
             ),
             outlier: OutlierConfig::from_pb(policy.and_then(|p| p.outlier_detection.as_ref()))
                 .map(Outlier::new),
-            lb: Balancer::new(LbPolicy::from_pb(
-                policy.and_then(|p| p.load_balancer.as_ref()),
-            )),
+            lb: {
+                let lb = policy.and_then(|p| p.load_balancer.as_ref());
+                Balancer::new(LbPolicy::from_pb(lb)).with_warmup(Warmup::from_pb(lb))
+            },
             proto,
             policy: policy.cloned(),
             endpoints: Mutex::new(None),

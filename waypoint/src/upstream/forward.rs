@@ -231,8 +231,8 @@ async fn try_once(
             _ => 0,
         };
         let mut attrs = ex.span_attrs.clone();
-        attrs.destination_workload = ep.workload.clone();
-        attrs.destination_namespace = ep.namespace.clone();
+        attrs.destination_workload = ep.name.workload.clone();
+        attrs.destination_namespace = ep.name.namespace.clone();
         attrs.destination_principal = ep.identity.clone().unwrap_or_default();
         let cluster = ex.cluster.as_ref().map_or("", |c| c.name.as_str());
         t.end_client(c, cluster, &ep.addr.to_string(), status, &attrs);
@@ -289,7 +289,7 @@ fn cluster_for<'a>(
     if let Some(ep) = ex.direct.clone() {
         // Addressed to a pod IP: no service, straight to that workload.
         let key = ClusterKey {
-            namespace: ep.namespace.clone(),
+            namespace: ep.name.namespace.clone(),
             hostname: ep.addr.ip().to_string(),
             port: ep.addr.port(),
             subset: String::new(),
@@ -483,14 +483,9 @@ fn affinity_hash(
     if hash.is_some() {
         return hash;
     }
-    let (name, ttl) = cl.lb.policy.cookie_to_generate()?;
+    let cookie = cl.lb.policy.cookie_to_generate()?;
     let value = format!("{:016x}", rand::random::<u64>());
-    let max_age = if ttl.is_zero() {
-        String::new()
-    } else {
-        format!("; Max-Age={}", ttl.as_secs().max(1))
-    };
-    ex.set_cookie = Some(format!("{name}={value}{max_age}; HttpOnly"));
+    ex.set_cookie = Some(cookie.set_cookie(&value));
     Some(crate::upstream::lb::hash_str(&value))
 }
 

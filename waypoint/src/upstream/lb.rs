@@ -3,26 +3,60 @@
 
 use meshwork_runtime::sync::LockExt;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::request::Parts;
 use meshwork_model::pb::config as pb;
 use rand::Rng;
+use tokio::time::Instant;
 
 use crate::upstream::endpoint::Endpoint;
+
+/// The affinity cookie: its name, and what a generated one carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSpec {
+    pub name: String,
+    /// `Max-Age` (0: a session cookie).
+    pub ttl: std::time::Duration,
+    /// `Path`, when set.
+    pub path: String,
+    /// Extra attributes, `(name, value)`; an empty value is a flag (`Secure`).
+    pub attributes: Vec<(String, String)>,
+}
+
+impl CookieSpec {
+    /// The `Set-Cookie` value for a generated cookie holding `value`.
+    pub fn set_cookie(&self, value: &str) -> String {
+        let mut out = format!("{}={value}", self.name);
+        if !self.ttl.is_zero() {
+            out.push_str(&format!("; Max-Age={}", self.ttl.as_secs().max(1)));
+        }
+        if !self.path.is_empty() {
+            out.push_str(&format!("; Path={}", self.path));
+        }
+        for (n, v) in &self.attributes {
+            if v.is_empty() {
+                out.push_str(&format!("; {n}"));
+            } else {
+                out.push_str(&format!("; {n}={v}"));
+            }
+        }
+        out.push_str("; HttpOnly");
+        out
+    }
+}
 
 /// What a consistent hash is computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     Header(String),
-    /// Cookie name; a missing cookie is generated with this lifetime (0: session cookie).
-    Cookie {
-        name: String,
-        ttl: std::time::Duration,
-    },
+    /// A missing cookie is generated (see [`CookieSpec`]).
+    Cookie(CookieSpec),
     SourceIp,
     Query(String),
 }
@@ -45,12 +79,24 @@ impl LbPolicy {
         if let Some(key) = lb.consistent_hash.as_ref().and_then(|c| c.key.as_ref()) {
             let k = match key {
                 Key::HttpHeaderName(h) => HashKey::Header(h.to_ascii_lowercase()),
-                Key::HttpCookie(c) => HashKey::Cookie {
-                    name: c.clone(),
-                    ttl: std::time::Duration::from_millis(
-                        lb.consistent_hash.as_ref().map_or(0, |h| h.cookie_ttl_ms),
-                    ),
-                },
+                Key::HttpCookie(c) => {
+                    let ch = lb.consistent_hash.as_ref();
+                    HashKey::Cookie(CookieSpec {
+                        name: c.clone(),
+                        ttl: std::time::Duration::from_millis(ch.map_or(0, |h| h.cookie_ttl_ms)),
+                        path: ch.map(|h| h.cookie_path.clone()).unwrap_or_default(),
+                        attributes: ch
+                            .iter()
+                            .flat_map(|h| &h.cookie_attributes)
+                            // Attributes the cookie already carries are not repeated.
+                            .filter(|a| {
+                                !["max-age", "path", "httponly"]
+                                    .contains(&a.name.to_ascii_lowercase().as_str())
+                            })
+                            .map(|a| (a.name.clone(), a.value.clone()))
+                            .collect(),
+                    })
+                }
                 Key::UseSourceIp(_) => HashKey::SourceIp,
                 Key::HttpQueryParameterName(q) => HashKey::Query(q.clone()),
             };
@@ -71,7 +117,7 @@ impl LbPolicy {
         };
         let value: String = match key {
             HashKey::Header(h) => req.headers.get(h)?.to_str().ok()?.to_string(),
-            HashKey::Cookie { name, .. } => req
+            HashKey::Cookie(CookieSpec { name, .. }) => req
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
@@ -93,11 +139,11 @@ impl LbPolicy {
     }
 }
 
-/// The cookie to generate when a cookie-hashed request has none: `(name, ttl)`.
+/// The cookie to generate when a cookie-hashed request has none.
 impl LbPolicy {
-    pub fn cookie_to_generate(&self) -> Option<(&str, std::time::Duration)> {
+    pub fn cookie_to_generate(&self) -> Option<&CookieSpec> {
         match self {
-            LbPolicy::ConsistentHash(HashKey::Cookie { name, ttl }) => Some((name, *ttl)),
+            LbPolicy::ConsistentHash(HashKey::Cookie(c)) => Some(c),
             _ => None,
         }
     }
@@ -146,12 +192,59 @@ impl Ring {
     }
 }
 
+/// Slow start for endpoints that join a cluster (Istio `warmup` and
+/// `warmupDurationSecs`, Envoy's `slow_start_config`): for `window` after it appears, an
+/// endpoint gets `max(min_fraction, (age / window) ^ (1 / aggression))` of its share of
+/// ROUND_ROBIN and LEAST_REQUEST picks. Endpoints present when the cluster is created
+/// start warm, as in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warmup {
+    pub window: Duration,
+    pub min_fraction: f64,
+    pub aggression: f64,
+}
+
+impl Warmup {
+    /// Istio's defaults: `minimumPercent` 10, `aggression` 1.
+    pub fn from_pb(lb: Option<&pb::LoadBalancer>) -> Option<Warmup> {
+        let w = lb?.warmup.as_ref()?;
+        (w.duration_ms > 0).then(|| Warmup {
+            window: Duration::from_millis(w.duration_ms),
+            min_fraction: if w.minimum_percent > 0.0 {
+                (w.minimum_percent / 100.0).min(1.0)
+            } else {
+                0.1
+            },
+            aggression: if w.aggression > 0.0 {
+                w.aggression
+            } else {
+                1.0
+            },
+        })
+    }
+
+    /// The fraction of its normal share an endpoint `age` old gets.
+    pub fn factor(&self, age: Duration) -> f64 {
+        if age >= self.window {
+            return 1.0;
+        }
+        let t = age.as_secs_f64() / self.window.as_secs_f64();
+        t.powf(1.0 / self.aggression).max(self.min_fraction)
+    }
+}
+
+/// How many times a pick that landed on a warming endpoint may be drawn again.
+const WARMUP_REDRAWS: usize = 8;
+
 /// Per-cluster balancer state.
 #[derive(Debug)]
 pub struct Balancer {
     pub policy: LbPolicy,
     next: AtomicUsize,
     ring: Mutex<Option<Ring>>,
+    warmup: Option<Warmup>,
+    /// When each endpoint was first seen (`None` until the first pick: those start warm).
+    seen: Mutex<Option<HashMap<SocketAddr, Instant>>>,
 }
 
 impl Balancer {
@@ -160,7 +253,36 @@ impl Balancer {
             policy,
             next: AtomicUsize::new(0),
             ring: Mutex::new(None),
+            warmup: None,
+            seen: Mutex::new(None),
         }
+    }
+
+    pub fn with_warmup(mut self, warmup: Option<Warmup>) -> Self {
+        self.warmup = warmup;
+        self
+    }
+
+    /// The warm-up factor of each endpoint of `eps`, in order; records new ones.
+    fn warmup_factors(&self, w: &Warmup, eps: &[Arc<Endpoint>]) -> Vec<f64> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock_or_recover();
+        let first = seen.is_none();
+        let map = seen.get_or_insert_with(HashMap::new);
+        let born = if first {
+            now.checked_sub(w.window).unwrap_or(now)
+        } else {
+            now
+        };
+        for e in eps {
+            map.entry(e.addr).or_insert(born);
+        }
+        if map.len() > eps.len() {
+            map.retain(|a, _| eps.iter().any(|e| e.addr == *a));
+        }
+        eps.iter()
+            .map(|e| w.factor(now.saturating_duration_since(map[&e.addr])))
+            .collect()
     }
 
     /// Picks an endpoint. `active` gives in-flight requests per endpoint (LEAST_REQUEST).
@@ -174,10 +296,9 @@ impl Balancer {
         if eps.is_empty() {
             return None;
         }
-        let i = match &self.policy {
+        let one = |rng: &mut R| match &self.policy {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % eps.len(),
-            LbPolicy::Random => rng.random_range(0..eps.len()),
-            LbPolicy::LeastRequest => {
+            _ => {
                 let a = rng.random_range(0..eps.len());
                 let b = rng.random_range(0..eps.len());
                 if active(&eps[b].addr) < active(&eps[a].addr) {
@@ -186,6 +307,23 @@ impl Balancer {
                     a
                 }
             }
+        };
+        let i = match &self.policy {
+            LbPolicy::RoundRobin | LbPolicy::LeastRequest => match &self.warmup {
+                None => one(rng),
+                Some(w) => {
+                    let factors = self.warmup_factors(w, eps);
+                    let mut i = one(rng);
+                    for _ in 0..WARMUP_REDRAWS {
+                        if rng.random::<f64>() < factors[i] {
+                            break;
+                        }
+                        i = one(rng);
+                    }
+                    i
+                }
+            },
+            LbPolicy::Random => rng.random_range(0..eps.len()),
             LbPolicy::ConsistentHash(_) => match hash {
                 None => rng.random_range(0..eps.len()),
                 Some(h) => {
@@ -207,8 +345,8 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwork_model::view::PeerName;
     use rand::SeedableRng;
-    use std::collections::HashMap;
 
     fn eps(n: u16) -> Vec<Arc<Endpoint>> {
         (0..n)
@@ -216,9 +354,10 @@ mod tests {
                 Arc::new(Endpoint {
                     addr: SocketAddr::from(([127, 0, 0, 1], 9000 + i)),
                     identity: None,
-                    workload: format!("w{i}"),
-                    namespace: "ns".into(),
-                    labels: Default::default(),
+                    name: PeerName {
+                        workload: format!("w{i}"),
+                        ..PeerName::unknown()
+                    },
                 })
             })
             .collect()
@@ -300,11 +439,16 @@ mod tests {
             *spread.entry(first).or_insert(0) += 1;
         }
         assert_eq!(spread.len(), 5);
-        let cookie = LbPolicy::ConsistentHash(HashKey::Cookie {
+        let cookie = LbPolicy::ConsistentHash(HashKey::Cookie(CookieSpec {
             name: "sess".into(),
             ttl: std::time::Duration::ZERO,
-        });
-        assert_eq!(cookie.cookie_to_generate().map(|c| c.0), Some("sess"));
+            path: String::new(),
+            attributes: Vec::new(),
+        }));
+        assert_eq!(
+            cookie.cookie_to_generate().map(|c| c.name.as_str()),
+            Some("sess")
+        );
         assert!(policy.cookie_to_generate().is_none());
         assert_eq!(cookie.request_hash(&req("x"), None), Some(hash_of("x")));
         let query = LbPolicy::ConsistentHash(HashKey::Query("u".into()));
@@ -314,5 +458,104 @@ mod tests {
             .request_hash(&req("x"), Some("10.0.0.1".parse().unwrap()))
             .is_some());
         assert!(ip.request_hash(&req("x"), None).is_none());
+    }
+
+    #[test]
+    fn a_generated_cookie_carries_path_and_attributes() {
+        let lb = pb::LoadBalancer {
+            consistent_hash: Some(pb::ConsistentHash {
+                key: Some(pb::consistent_hash::Key::HttpCookie("sess".into())),
+                cookie_ttl_ms: 60_000,
+                cookie_path: "/shop".into(),
+                cookie_attributes: vec![
+                    pb::CookieAttribute {
+                        name: "SameSite".into(),
+                        value: "Strict".into(),
+                    },
+                    pb::CookieAttribute {
+                        name: "Secure".into(),
+                        value: String::new(),
+                    },
+                    // Already said by the cookie itself: not repeated.
+                    pb::CookieAttribute {
+                        name: "HttpOnly".into(),
+                        value: String::new(),
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        let policy = LbPolicy::from_pb(Some(&lb));
+        let c = policy.cookie_to_generate().unwrap();
+        assert_eq!(
+            c.set_cookie("abc"),
+            "sess=abc; Max-Age=60; Path=/shop; SameSite=Strict; Secure; HttpOnly"
+        );
+    }
+
+    #[test]
+    fn warmup_factor_ramps_from_the_minimum() {
+        let w = Warmup {
+            window: Duration::from_secs(10),
+            min_fraction: 0.1,
+            aggression: 1.0,
+        };
+        assert_eq!(w.factor(Duration::ZERO), 0.1);
+        assert!((w.factor(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
+        assert_eq!(w.factor(Duration::from_secs(10)), 1.0);
+        let steep = Warmup {
+            aggression: 2.0,
+            ..w
+        };
+        // Aggression above 1 ramps faster early on: sqrt(0.25) = 0.5.
+        assert!((steep.factor(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
+        let lb = pb::LoadBalancer {
+            warmup: Some(pb::Warmup {
+                duration_ms: 10_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(Warmup::from_pb(Some(&lb)), Some(w));
+        assert_eq!(Warmup::from_pb(None), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_endpoint_warms_up_while_the_first_ones_start_warm() {
+        let w = Warmup {
+            window: Duration::from_secs(10),
+            min_fraction: 0.1,
+            aggression: 1.0,
+        };
+        let b = Balancer::new(LbPolicy::RoundRobin).with_warmup(Some(w));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let all = eps(2);
+        let old = vec![all[0].clone()];
+        let share_of_new = |rng: &mut rand::rngs::StdRng| {
+            let n = 2000;
+            let hits = (0..n)
+                .filter(|_| b.pick(&all, None, |_| 0, rng).unwrap().addr == all[1].addr)
+                .count();
+            hits as f64 / n as f64
+        };
+        // The cluster's first endpoints are warm at once.
+        b.pick(&old, None, |_| 0, &mut rng).unwrap();
+        // The second endpoint just joined: about 10% of its 50% share.
+        let fresh = share_of_new(&mut rng);
+        assert!((0.02..0.12).contains(&fresh), "{fresh}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let half = share_of_new(&mut rng);
+        assert!((0.25..0.40).contains(&half), "{half}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let warm = share_of_new(&mut rng);
+        assert!((0.45..0.55).contains(&warm), "{warm}");
+
+        // Without warmup, a new endpoint gets its full share at once.
+        let plain = Balancer::new(LbPolicy::RoundRobin);
+        plain.pick(&old, None, |_| 0, &mut rng).unwrap();
+        let hits = (0..1000)
+            .filter(|_| plain.pick(&all, None, |_| 0, &mut rng).unwrap().addr == all[1].addr)
+            .count();
+        assert_eq!(hits, 500);
     }
 }

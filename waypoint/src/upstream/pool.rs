@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use meshwork_model::pb::config as pb;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -54,7 +54,19 @@ pub struct PoolLimits {
     pub max_retries: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/2 PING every `interval` (also while idle); no answer within `timeout` closes
+    /// the connection (Envoy's `connection_keepalive`).
+    pub h2_keepalive: Option<H2Keepalive>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// The answer a keepalive PING waits for when the DestinationRule does not say.
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for PoolLimits {
     /// Istio's defaults: limits effectively unlimited, 10 s connect timeout, 1 h idle timeout.
@@ -67,6 +79,7 @@ impl Default for PoolLimits {
             max_retries: u32::MAX as usize,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
+            h2_keepalive: None,
         }
     }
 }
@@ -85,6 +98,10 @@ impl PoolLimits {
             max_retries: n(p.max_retries, d.max_retries),
             connect_timeout: t(p.connect_timeout_ms, d.connect_timeout),
             idle_timeout: t(p.idle_timeout_ms, d.idle_timeout),
+            h2_keepalive: (p.h2_keepalive_interval_ms != 0).then(|| H2Keepalive {
+                interval: Duration::from_millis(p.h2_keepalive_interval_ms),
+                timeout: t(p.h2_keepalive_timeout_ms, H2_KEEPALIVE_TIMEOUT),
+            }),
         }
     }
 }
@@ -612,7 +629,16 @@ impl ClusterPool {
                 }))
             }
             Proto::Http2 => {
-                let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                if let Some(k) = self.shared.limits.h2_keepalive {
+                    builder
+                        .timer(TokioTimer::new())
+                        .keep_alive_interval(k.interval)
+                        .keep_alive_timeout(k.timeout)
+                        .keep_alive_while_idle(true);
+                }
+                let (send, conn) = builder
+                    .handshake(io)
                     .await
                     .map_err(|source| PoolError::Handshake { addr, source })?;
                 tokio::spawn(async move {
@@ -952,5 +978,84 @@ mod tests {
         request(pool.clone(), 2, Proto::Http1).await.unwrap();
         assert_eq!(up.connects.load(Ordering::SeqCst), 2);
         assert_eq!(pool.connections(), 1);
+    }
+
+    /// An HTTP/2 upstream that never answers PINGs: counts the PINGs it reads and tells
+    /// when the client closed the connection.
+    #[derive(Clone, Default)]
+    struct Deaf {
+        pings: Arc<AtomicUsize>,
+        closed: Arc<Notify>,
+    }
+
+    impl Connector for Deaf {
+        fn connect(&self, _: &Target) -> BoxFuture<'static, io::Result<BoxedIo>> {
+            let me = self.clone();
+            Box::pin(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (client, mut server) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(async move {
+                    let mut preface = [0u8; 24];
+                    if server.read_exact(&mut preface).await.is_err() {
+                        return;
+                    }
+                    // Our SETTINGS (empty); the client's SETTINGS are acknowledged below.
+                    let _ = server.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                    let mut head = [0u8; 9];
+                    while server.read_exact(&mut head).await.is_ok() {
+                        let len = usize::from(head[0]) << 16
+                            | usize::from(head[1]) << 8
+                            | usize::from(head[2]);
+                        let mut payload = vec![0u8; len];
+                        if server.read_exact(&mut payload).await.is_err() {
+                            break;
+                        }
+                        match (head[3], head[4]) {
+                            (4, 0) => {
+                                let _ = server.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                            }
+                            (6, 0) => {
+                                me.pings.fetch_add(1, Ordering::SeqCst);
+                            }
+                            _ => {}
+                        }
+                    }
+                    me.closed.notify_one();
+                });
+                Ok(Box::new(client) as BoxedIo)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn h2_keepalive_pings_and_closes_a_connection_that_does_not_answer() {
+        let deaf = Deaf::default();
+        let limits = PoolLimits::from_pb(Some(&pb::ConnectionPool {
+            h2_keepalive_interval_ms: 50,
+            h2_keepalive_timeout_ms: 100,
+            ..Default::default()
+        }));
+        assert_eq!(
+            limits.h2_keepalive,
+            Some(H2Keepalive {
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_millis(100),
+            })
+        );
+        let pool = ClusterPool::new(limits, Arc::new(deaf.clone()));
+        let lease = pool.acquire(&target(1), Proto::Http2).await.unwrap();
+        lease.release();
+        tokio::time::timeout(Duration::from_secs(5), deaf.closed.notified())
+            .await
+            .expect("the unanswered keepalive closes the connection");
+        assert!(deaf.pings.load(Ordering::SeqCst) >= 1);
+
+        // Without the setting, an idle connection sends no PING.
+        let quiet = Deaf::default();
+        let pool = ClusterPool::new(PoolLimits::default(), Arc::new(quiet.clone()));
+        let lease = pool.acquire(&target(1), Proto::Http2).await.unwrap();
+        lease.release();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(quiet.pings.load(Ordering::SeqCst), 0);
     }
 }

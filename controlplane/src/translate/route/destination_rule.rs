@@ -3,7 +3,7 @@
 use meshwork_api::networking::{self as net, TrafficPolicy as ApiPolicy};
 use meshwork_model::pb::config::{
     consistent_hash::Key as HashKey, load_balancer::Simple, ConnectionPool, ConsistentHash,
-    LoadBalancer, OutlierDetection, TrafficPolicy,
+    CookieAttribute, LoadBalancer, OutlierDetection, TrafficPolicy, Warmup,
 };
 
 use super::ms;
@@ -110,6 +110,11 @@ pub fn traffic_policy(p: &ApiPolicy) -> TrafficPolicy {
                 max_retries: http.max_retries.unwrap_or(0),
                 idle_timeout_ms: ms(http.idle_timeout.or(tcp.idle_timeout)),
                 h2_upgrade_policy: http.h2_upgrade_policy.unwrap_or_default(),
+                h2_keepalive_interval_ms: ms(http
+                    .http2_keep_alive
+                    .as_ref()
+                    .and_then(|k| k.interval)),
+                h2_keepalive_timeout_ms: ms(http.http2_keep_alive.as_ref().and_then(|k| k.timeout)),
             }
         }),
         outlier_detection: p.outlier_detection.as_ref().map(|o| OutlierDetection {
@@ -139,6 +144,21 @@ pub fn traffic_policy(p: &ApiPolicy) -> TrafficPolicy {
                 Some("PASSTHROUGH") => Simple::Passthrough,
                 _ => Simple::Unspecified,
             } as i32,
+            warmup: lb
+                .warmup
+                .as_ref()
+                .map(|w| Warmup {
+                    duration_ms: ms(w.duration),
+                    minimum_percent: w.minimum_percent.unwrap_or(0.0),
+                    aggression: w.aggression.unwrap_or(0.0),
+                })
+                .or_else(|| {
+                    lb.warmup_duration_secs.map(|d| Warmup {
+                        duration_ms: ms(Some(d)),
+                        ..Default::default()
+                    })
+                })
+                .filter(|w| w.duration_ms > 0),
             consistent_hash: lb.consistent_hash.as_ref().map(|ch| ConsistentHash {
                 key: if let Some(h) = &ch.http_header_name {
                     Some(HashKey::HttpHeaderName(h.clone()))
@@ -152,6 +172,20 @@ pub fn traffic_policy(p: &ApiPolicy) -> TrafficPolicy {
                         .map(HashKey::HttpQueryParameterName)
                 },
                 cookie_ttl_ms: ch.http_cookie.as_ref().map(|c| ms(c.ttl)).unwrap_or(0),
+                cookie_path: ch
+                    .http_cookie
+                    .as_ref()
+                    .map(|c| c.path.clone())
+                    .unwrap_or_default(),
+                cookie_attributes: ch
+                    .http_cookie
+                    .iter()
+                    .flat_map(|c| &c.attributes)
+                    .map(|a| CookieAttribute {
+                        name: a.name.clone(),
+                        value: a.value.clone(),
+                    })
+                    .collect(),
             }),
         }),
         tls_mode: p

@@ -95,15 +95,15 @@ fn apply_filters(r: &mut HttpRoute, filters: &[HttpRouteFilter], ns: &str) {
             r.headers.get_or_insert_with(Default::default).response = Some(header_modifier(m));
         }
         if let Some(rd) = &f.request_redirect {
+            // `ReplacePrefixMatch` swaps the matched `PathPrefix` (whole segments), as a
+            // URL rewrite's does; `ReplaceFullPath` replaces the path.
+            let path = rd.path.as_ref();
             r.redirect = Some(Redirect {
-                uri: rd
-                    .path
-                    .as_ref()
-                    .and_then(|p| {
-                        p.replace_full_path
-                            .clone()
-                            .or(p.replace_prefix_match.clone())
-                    })
+                uri: path
+                    .and_then(|p| p.replace_full_path.clone())
+                    .unwrap_or_default(),
+                prefix_rewrite: path
+                    .and_then(|p| p.replace_prefix_match.clone())
                     .unwrap_or_default(),
                 authority: rd.hostname.clone().unwrap_or_default(),
                 port: rd.port.unwrap_or(0),
@@ -156,7 +156,7 @@ pub(super) fn gw_http_rule(
     i: usize,
     port: u32,
 ) -> HttpRoute {
-    let mut matches: Vec<RouteMatch> = rule
+    let matches: Vec<RouteMatch> = rule
         .matches
         .iter()
         .map(|m| RouteMatch {
@@ -180,19 +180,15 @@ pub(super) fn gw_http_rule(
             ..Default::default()
         })
         .collect();
-    if matches.is_empty() && port != 0 {
-        matches.push(RouteMatch {
-            port,
-            ..Default::default()
-        });
-    }
-    let mut r = HttpRoute {
-        name: rule.name.clone().unwrap_or_else(|| format!("rule-{i}")),
+    let mut r = gw_route(
+        rule.name.as_deref(),
+        i,
         matches,
-        route: gw_backends(&rule.backend_refs, ns),
-        origin: origin.to_string(),
-        ..Default::default()
-    };
+        port,
+        &rule.backend_refs,
+        ns,
+        origin,
+    );
     if let Some(t) = rule
         .timeouts
         .as_ref()
@@ -225,7 +221,7 @@ pub(super) fn gw_grpc_rule(
     i: usize,
     port: u32,
 ) -> HttpRoute {
-    let mut matches: Vec<RouteMatch> = rule
+    let matches: Vec<RouteMatch> = rule
         .matches
         .iter()
         .map(|m| {
@@ -259,21 +255,43 @@ pub(super) fn gw_grpc_rule(
             }
         })
         .collect();
+    let mut r = gw_route(
+        rule.name.as_deref(),
+        i,
+        matches,
+        port,
+        &rule.backend_refs,
+        ns,
+        origin,
+    );
+    apply_filters(&mut r, &rule.filters, ns);
+    r
+}
+
+/// The route of one HTTPRoute/GRPCRoute rule: its name (`rule-<i>` when unnamed), its
+/// matches (a port-only match when it has none and the parent names a port), its backends.
+fn gw_route(
+    name: Option<&str>,
+    i: usize,
+    mut matches: Vec<RouteMatch>,
+    port: u32,
+    backends: &[HttpBackendRef],
+    ns: &str,
+    origin: &str,
+) -> HttpRoute {
     if matches.is_empty() && port != 0 {
         matches.push(RouteMatch {
             port,
             ..Default::default()
         });
     }
-    let mut r = HttpRoute {
-        name: rule.name.clone().unwrap_or_else(|| format!("rule-{i}")),
+    HttpRoute {
+        name: name.map_or_else(|| format!("rule-{i}"), str::to_string),
         matches,
-        route: gw_backends(&rule.backend_refs, ns),
+        route: gw_backends(backends, ns),
         origin: origin.to_string(),
         ..Default::default()
-    };
-    apply_filters(&mut r, &rule.filters, ns);
-    r
+    }
 }
 
 /// Restricts a rule to the route's `hostnames` (Gateway API: matched against the Host

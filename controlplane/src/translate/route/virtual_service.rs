@@ -161,6 +161,7 @@ pub(super) fn vs_http_route(r: &net::HttpRoute, ns: &str, origin: &str) -> HttpR
             port: rd.port.unwrap_or(0),
             scheme: rd.scheme.clone(),
             redirect_code: rd.redirect_code.unwrap_or(301),
+            prefix_rewrite: rd.prefix_rewrite.clone(),
         }),
         rewrite: r.rewrite.as_ref().map(|rw| Rewrite {
             uri: rw.uri.clone(),
