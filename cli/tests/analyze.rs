@@ -758,3 +758,23 @@ fn json_output_has_istioctl_message_fields() {
     );
     assert!(f["message"].as_str().is_some());
 }
+
+/// IST0166 (k8sgateway SelectorAnalyzer) on Istio's testdata.
+#[test]
+fn istio_testdata_k8s_gateway_selector() {
+    measure_istio_analyzer(
+        "istio/k8sgateway_selector",
+        &["ineffective-selector"],
+        &[
+            ("IST0166", "RequestAuthentication default/ra-ineffective"),
+            ("IST0166", "AuthorizationPolicy default/ap-ineffective"),
+            ("IST0166", "WasmPlugin default/wasmplugin-ineffective"),
+            ("IST0166", "Telemetry default/telemetry-ineffective"),
+        ],
+        &[(
+            "IST0166",
+            "RequestAuthentication default/ra-ineffective",
+            "RequestAuthentication is a kind Meshwork does not implement",
+        )],
+    );
+}
