@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use meshwork_api::object::Spec;
 use meshwork_authz::{evaluate, Claim, Enforcer, HttpAttributes, Policy, RequestContext};
 use meshwork_controlplane::translate::authz::authorization;
+use meshwork_controlplane::translate::Translator;
+use meshwork_model::pb::config::{resource::Kind as ResKind, MtlsMode};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -28,6 +30,14 @@ struct Fixture {
     enforcer: String,
     policies: String,
     requests: Vec<Request>,
+    /// For PeerAuthentication fixtures: the pod the workload policy selects.
+    workload: Option<WorkloadSpec>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadSpec {
+    namespace: String,
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +213,40 @@ fn compile(name: &str, fx: &Fixture, enforcer: Enforcer) -> Result<Vec<Policy>, 
         .collect())
 }
 
+/// A PeerAuthentication fixture: the policies and an ambient pod they select, translated as
+/// the control plane does; a plaintext connection passes unless the port's mTLS mode
+/// (`Workload::mtls_mode_for_port`, what the ztunnel's plaintext inbound path checks) is
+/// STRICT; HBONE always passes PeerAuthentication.
+fn peer_authentication_decider(name: &str, fx: &Fixture) -> impl Fn(&Request) -> bool {
+    let w = fx.workload.as_ref().expect("workload");
+    let mut store = meshwork_api::Store::new();
+    store.apply_file(Path::new(name), &fx.policies, "default");
+    let mut labels: Vec<String> = w
+        .labels
+        .iter()
+        .map(|(k, v)| format!("    {k}: {v:?}"))
+        .collect();
+    labels.push("    istio.io/dataplane-mode: ambient".into());
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probe\n  namespace: {}\n  labels:\n{}\nspec:\n  containers:\n  - name: app\n    image: app\nstatus:\n  phase: Running\n  podIP: 10.99.0.2\n",
+        w.namespace,
+        labels.join("\n")
+    );
+    store.apply_file(Path::new("probe-pod.yaml"), &pod, "default");
+    assert!(store.errors().is_empty(), "{name}: {:?}", store.errors());
+    let mut t = Translator::new();
+    t.set_mesh_file(None);
+    t.apply_batch(&store.snapshot());
+    let key = format!("workload/{}/probe", w.namespace);
+    let workload = match t.resources().get(&key).and_then(|r| r.kind.clone()) {
+        Some(ResKind::Workload(w)) => w,
+        other => panic!("{name}: {key} not translated: {other:?}"),
+    };
+    move |r: &Request| {
+        r.principal.is_some() || workload.mtls_mode_for_port(r.port) != MtlsMode::Strict
+    }
+}
+
 #[derive(Default)]
 struct Row {
     fixtures: usize,
@@ -223,10 +267,23 @@ fn istio_authorization_decisions() {
     for (source, name, fx) in fixtures() {
         let row = rows.entry(source.clone()).or_default();
         row.fixtures += 1;
-        let policies = compile(&name, &fx, enforcer(&name, &fx));
+        let peer_auth = (fx.enforcer == "ztunnel-peer-authentication")
+            .then(|| peer_authentication_decider(&name, &fx));
+        let policies = if peer_auth.is_some() {
+            Ok(Vec::new())
+        } else {
+            compile(&name, &fx, enforcer(&name, &fx))
+        };
         for r in &fx.requests {
             row.cases += 1;
             let (allowed, reason) = match &policies {
+                Ok(_) if peer_auth.is_some() => {
+                    let allowed = peer_auth.as_ref().unwrap()(r);
+                    (
+                        allowed,
+                        format!("port mTLS mode decides: {}", verdict(allowed)),
+                    )
+                }
                 Ok(p) => {
                     let d = evaluate(p, &context(r));
                     (d.allowed, d.reason)

@@ -765,6 +765,51 @@ def istio_ambient(repo, commit):
     return n
 
 
+def istio_ambient_peer_authentication(repo, commit, skipped):
+    """PeerAuthentication files of TestRBACConvert: istiod's expected ztunnel policy for the
+    selected workload decides plaintext connections per port (HBONE always passes)."""
+    n = 0
+    for f in git(repo, "ls-tree", "--name-only", f"HEAD:{AMBIENT}").split():
+        if not f.endswith("-in.yaml"):
+            continue
+        text = show(repo, f"{AMBIENT}/{f}")
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        if any(d.get("kind") != "PeerAuthentication" for d in docs):
+            continue
+        expected = yaml.safe_load(show(repo, f"{AMBIENT}/{f.replace('-in', '')}"))
+        if not expected:
+            skipped.append(f"{AMBIENT}/{f}: no converted policy expected (the decision is "
+                           "istiod's static mesh/namespace policy, not in the test data)")
+            continue
+        workload = [d for d in docs if (d.get("spec") or {}).get("selector")]
+        if len(workload) != 1 or expected.get("scope") != "WORKLOAD_SELECTOR":
+            skipped.append(f"{AMBIENT}/{f}: not one workload policy")
+            continue
+        w = workload[0]
+        ports = [8080]
+        for d in docs:
+            for p in ((d.get("spec") or {}).get("portLevelMtls") or {}):
+                if int(p) not in ports:
+                    ports.append(int(p))
+        action = expected.get("action", "ALLOW")
+        reqs = []
+        for port in ports:
+            for principal in (None, BASE["principal"]):
+                c = dict(BASE, principal=principal, port=port)
+                m = zt_matches(expected, c)
+                reqs.append(request(c, m if action == "ALLOW" else not m))
+        write("istio-ambient-peerauthn", f[:-len("-in.yaml")], {
+            "origin": f"istio/istio {AMBIENT}/{f} (TestRBACConvert)",
+            "commit": commit, "enforcer": "ztunnel-peer-authentication",
+            "converted": "decisions of ztunnel's matcher over istiod's expected conversion "
+                         f"{f.replace('-in', '')} for a pod the workload policy selects",
+            "workload": {"namespace": (w.get("metadata") or {}).get("namespace", "default"),
+                         "labels": w["spec"]["selector"]["matchLabels"]},
+            "policies": text, "requests": reqs})
+        n += 1
+    return n
+
+
 def istio_envoy_tcp(repo, commit, skipped):
     n = 0
     d = f"{BUILDER}/tcp"
@@ -844,12 +889,15 @@ def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     zt, istio = sys.argv[1], sys.argv[2]
-    for s in ("ztunnel-rbac", "istio-ambient", "istio-envoy-tcp", "istio-envoy-http"):
+    for s in ("ztunnel-rbac", "istio-ambient", "istio-ambient-peerauthn", "istio-envoy-tcp",
+              "istio-envoy-http"):
         shutil.rmtree(os.path.join(OUT, s), ignore_errors=True)
     commit = git(istio, "rev-parse", "HEAD").strip()
     skipped = []
     counts = {"ztunnel-rbac": ztunnel_rbac(zt),
               "istio-ambient": istio_ambient(istio, commit),
+              "istio-ambient-peerauthn": istio_ambient_peer_authentication(istio, commit,
+                                                                           skipped),
               "istio-envoy-tcp": istio_envoy_tcp(istio, commit, skipped),
               "istio-envoy-http": istio_envoy_http(istio, commit, skipped)}
     with open(os.path.join(OUT, "SKIPPED.txt"), "w") as f:
