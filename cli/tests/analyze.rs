@@ -778,3 +778,47 @@ fn istio_testdata_k8s_gateway_selector() {
         )],
     );
 }
+
+/// IST0128 / IST0129 (destinationrule CaCertificateAnalyzer) on Istio's 7 testdata files.
+/// Their DestinationRules name no namespace (Istio prints `DestinationRule db-tls`);
+/// `analyze` puts them in `-n production`.
+#[test]
+fn istio_testdata_destination_rule_ca_certificates() {
+    for (dir, expected) in [
+        (
+            "destinationrule_simple_destination",
+            &[("IST0128", "DestinationRule production/db-tls")][..],
+        ),
+        (
+            "destinationrule_mutual_destination",
+            &[("IST0128", "DestinationRule production/db-mtls")][..],
+        ),
+        (
+            "destinationrule_simple_port",
+            &[("IST0129", "DestinationRule production/db-tls")][..],
+        ),
+        (
+            "destinationrule_simple_destination_credentialname",
+            &[("IST0128", "DestinationRule production/db-tls")][..],
+        ),
+        (
+            "destinationrule_simple_destination_credentialname_selector",
+            &[][..],
+        ),
+        (
+            "destinationrule_simple_port_credentialname",
+            &[("IST0129", "DestinationRule production/db-tls")][..],
+        ),
+        (
+            "destinationrule_simple_port_credentialname_selector",
+            &[][..],
+        ),
+    ] {
+        measure_istio_analyzer(
+            &format!("istio/{dir}"),
+            &["tls-no-server-verification"],
+            expected,
+            &[],
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod conflicting_hosts;
 mod cross_namespace;
 mod deny_default;
 mod destination_hosts;
+mod dr_ca_certificates;
 mod hosts;
 mod peer_conflict;
 mod sampling;
@@ -24,13 +25,14 @@ use super::finding::Finding;
 
 type Check = fn(&Context) -> Vec<Finding>;
 
-const CHECKS: [Check; 17] = [
+const CHECKS: [Check; 18] = [
     store_errors::check,
     unknown_fields::check,
     subsets::check,
     cross_namespace::check,
     vs_host::check,
     destination_hosts::check,
+    dr_ca_certificates::check,
     conflicting_hosts::check,
     peer_conflict::check,
     authz_l7::check,
