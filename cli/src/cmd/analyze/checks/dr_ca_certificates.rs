@@ -14,7 +14,7 @@ use super::super::context::Context;
 use super::super::finding::{Finding, Severity};
 
 /// The TLS mode when the settings originate TLS without verifying the server.
-fn unverified<'a>(tls: Option<&'a ClientTlsSettings>, selector: bool) -> Option<&'a str> {
+fn unverified(tls: Option<&ClientTlsSettings>, selector: bool) -> Option<&str> {
     let tls = tls?;
     let mode = tls.mode.as_deref()?;
     if !matches!(mode, "SIMPLE" | "MUTUAL") {
@@ -28,7 +28,8 @@ fn unverified<'a>(tls: Option<&'a ClientTlsSettings>, selector: bool) -> Option<
         .credential_name
         .as_deref()
         .is_some_and(|c| !c.is_empty());
-    (!has_ca && !(credential && selector)).then_some(mode)
+    let verified = has_ca || (credential && selector);
+    (!verified).then_some(mode)
 }
 
 pub fn check(ctx: &Context) -> Vec<Finding> {
