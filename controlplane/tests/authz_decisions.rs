@@ -8,7 +8,7 @@
 //! and validation), the control plane's translation (`translate::authz::authorization`),
 //! then `meshwork_authz` compiled for the matching [`Enforcer`].
 //!
-//! Prints one table (per source: connections, agree, false allow, false deny) and fails on
+//! Prints one table (per source: requests, agree, false allow, false deny) and fails on
 //! any disagreement not listed, with its reason, in `EXCEPTIONS.txt`, and on any listed
 //! exception that no longer disagrees.
 //!
@@ -318,7 +318,9 @@ fn istio_authorization_decisions() {
             }
         }
     }
-    eprintln!("| source | fixtures | connections | agree | false allow | false deny | listed exceptions |");
+    eprintln!(
+        "| source | fixtures | requests | agree | false allow | false deny | listed exceptions |"
+    );
     eprintln!("|---|---:|---:|---:|---:|---:|---:|");
     let mut all = Row::default();
     for (source, r) in &rows {
