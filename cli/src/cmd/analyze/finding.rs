@@ -3,7 +3,8 @@
 use std::fmt;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 /// How bad a finding is; `Error` makes `meshwork analyze` exit 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -25,14 +26,18 @@ impl fmt::Display for Severity {
 }
 
 /// One finding. `resource` is `Kind ns/name` (or `Kind name` for cluster-scoped kinds).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+///
+/// Serialized (`-o json|yaml`) with istioctl's message fields (`code`, `level`, `origin`,
+/// `reference`, `message`, `documentationUrl`: Istio's `diag.Message.Unstructured`) beside
+/// Meshwork's own (`severity`, `check`, `resource`, `file`, `fix`). A Meshwork-only
+/// finding's `code` is its check name and it has no `documentationUrl`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Finding {
     pub severity: Severity,
     /// Short identifier of the check that produced it, e.g. `subset-no-destination-rule`.
     pub check: &'static str,
     /// Istio's message code (`IST0101`, ...) when `istioctl analyze` reports the same
     /// problem; absent for Meshwork-only findings (their `check` is their code).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
     pub resource: String,
     /// File that defines the resource (empty when unknown).
@@ -67,6 +72,41 @@ impl Finding {
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
+    }
+}
+
+/// Where istioctl's messages link for an Istio message code.
+pub const ISTIO_ANALYSIS_DOCS: &str = "https://istio.io/latest/docs/reference/config/analysis";
+
+impl Serialize for Finding {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Finding", 11)?;
+        st.serialize_field("code", self.code.unwrap_or(self.check))?;
+        st.serialize_field(
+            "level",
+            match self.severity {
+                Severity::Error => "Error",
+                Severity::Warning => "Warning",
+                Severity::Info => "Info",
+            },
+        )?;
+        st.serialize_field("origin", &self.resource)?;
+        st.serialize_field("reference", &self.file)?;
+        st.serialize_field("message", &self.message)?;
+        if let Some(code) = self.code {
+            st.serialize_field(
+                "documentationUrl",
+                &format!("{ISTIO_ANALYSIS_DOCS}/{}/", code.to_ascii_lowercase()),
+            )?;
+        } else {
+            st.skip_field("documentationUrl")?;
+        }
+        st.serialize_field("severity", &self.severity)?;
+        st.serialize_field("check", self.check)?;
+        st.serialize_field("resource", &self.resource)?;
+        st.serialize_field("file", &self.file)?;
+        st.serialize_field("fix", &self.fix)?;
+        st.end()
     }
 }
 
@@ -117,5 +157,33 @@ mod tests {
                 .contains("t  [IST0109] samples everything"),
             "{coded}"
         );
+    }
+
+    /// istioctl's `-o json` message fields, and Meshwork's.
+    #[test]
+    fn serialized_like_istioctl() {
+        let f = Finding::new(
+            Severity::Error,
+            "x",
+            resource_label("VirtualService", "default", "r"),
+            Some(Path::new("dir/vs.yaml")),
+            "Referenced host not found: \"a\"",
+            "fix it",
+        );
+        let plain = serde_json::to_value(&f).unwrap();
+        assert_eq!(plain["code"], "x");
+        assert_eq!(plain["level"], "Error");
+        assert_eq!(plain["origin"], "VirtualService default/r");
+        assert_eq!(plain["reference"], "dir/vs.yaml");
+        assert!(plain.get("documentationUrl").is_none());
+        let coded = serde_json::to_value(f.with_code("IST0101")).unwrap();
+        assert_eq!(coded["code"], "IST0101");
+        assert_eq!(
+            coded["documentationUrl"],
+            "https://istio.io/latest/docs/reference/config/analysis/ist0101/"
+        );
+        assert_eq!(coded["severity"], "error");
+        assert_eq!(coded["check"], "x");
+        assert_eq!(coded["fix"], "fix it");
     }
 }
