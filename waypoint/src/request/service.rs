@@ -6,7 +6,9 @@
 //! 1. `prepare`: one authority, then path normalisation;
 //! 2. `resolve`: the service (or pod) the request is for;
 //! 3. `observe`: the Telemetry settings and the trace of the service;
-//! 4. `authorize`: the waypoint's AuthorizationPolicies;
+//! 4. `extend` ([`wasm::extend`]) with the AUTHN/AUTHZ WasmPlugins, `authorize`: the
+//!    waypoint's AuthorizationPolicies, `extend` with the STATS/UNSPECIFIED plugins (their
+//!    response callbacks run, last first, on whatever answered);
 //! 5. [`route::select`], [`route::answer_locally`], [`route::transform`],
 //!    [`route::pick_destination`];
 //! 6. `send`: the upstream trip ([`forward`]) under the route timeout, then
@@ -44,6 +46,7 @@ use crate::request::local_reply;
 use crate::request::normalize;
 use crate::request::route::{self, Chosen};
 use crate::request::target::{self, Target};
+use crate::request::wasm;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::policy::cel;
@@ -54,6 +57,9 @@ use crate::upstream::cluster::Clusters;
 use crate::upstream::connector::Connector;
 use crate::upstream::forward::{self, Trip};
 use crate::upstream::retry::RetryPolicy;
+use crate::wasm::caller::MeshCaller;
+use crate::wasm::select::{self, Selected};
+use crate::wasm::{Plugins, WasmOptions};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -66,6 +72,8 @@ pub struct Options {
     /// Zero disables it.
     pub stream_idle_timeout: Duration,
     pub tracing: TracingOptions,
+    /// How WasmPlugins are fetched and run.
+    pub wasm: WasmOptions,
 }
 
 /// Envoy's default `stream_idle_timeout`.
@@ -79,14 +87,16 @@ impl Default for Options {
             max_buffered_body: 1 << 20,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             tracing: TracingOptions::default(),
+            wasm: WasmOptions::default(),
         }
     }
 }
 
 struct Inner {
     cache: ConfigCache,
-    clusters: Clusters,
+    clusters: Arc<Clusters>,
     connector: Arc<dyn Connector>,
+    plugins: Arc<Plugins>,
     metrics: Metrics,
     tracer: Tracer,
     opts: Options,
@@ -112,11 +122,26 @@ impl L7Service {
         opts: Options,
         registry: &mut Registry,
     ) -> Self {
+        let clusters = Arc::new(Clusters::new(connector.clone()));
+        let plugin_cx = meshwork_wasm::host::HostContext {
+            caller: Arc::new(MeshCaller {
+                clusters: clusters.clone(),
+                config: config.clone(),
+            }),
+            node: Arc::new(wasm::node_properties(&opts.waypoint)),
+            ..Default::default()
+        };
+        let plugins = Arc::new(Plugins::new(
+            opts.waypoint.clone(),
+            plugin_cx,
+            opts.wasm.clone(),
+        ));
         L7Service {
             inner: Arc::new(Inner {
                 cache: ConfigCache::new(config),
-                clusters: Clusters::new(connector.clone()),
+                clusters,
                 connector,
+                plugins,
                 metrics: Metrics::new(registry),
                 tracer: Tracer::new(
                     opts.tracing.clone(),
@@ -140,6 +165,11 @@ impl L7Service {
     /// The upstream clusters created so far (admin state).
     pub fn clusters(&self) -> &Clusters {
         &self.inner.clusters
+    }
+
+    /// The metrics WasmPlugins define, in the Prometheus text format.
+    pub fn wasm_metrics(&self) -> String {
+        self.inner.plugins.metrics().render()
     }
 
     pub fn options(&self) -> &Options {
@@ -228,17 +258,102 @@ impl L7Service {
             authority,
         } = self.resolve(&req, cfg, conn, ex)?;
         self.observe(&req, cfg, conn, &service, port, &authority, request_id, ex);
+        let plugins = self.plugins(cfg, &service, port).await;
         let (parts, body) = req.into_parts();
-        self.authorize(&parts, cfg, conn, &service, port, &authority, ex)?;
-        let waypoint = &self.inner.opts.waypoint;
-        let mut chosen =
-            route::select(cfg, waypoint, &parts, conn, &authority, &service, port, ex)?;
-        if self.inner.opts.access_log.enabled() {
-            ex.route = chosen.name(&service, port);
+        if plugins.is_empty() {
+            self.authorize(&parts, cfg, conn, &service, port, &authority, ex)?;
+            return self
+                .route_and_send(
+                    parts, body, cfg, conn, &service, port, &authority, request_id, ex,
+                )
+                .await;
         }
-        route::answer_locally(&mut chosen, &parts, &authority, ex).await?;
-        let mut parts =
-            route::transform(&chosen, parts, request_id, || chosen.name(&service, port));
+        // With plugins: AUTHN/AUTHZ ones, authorization, STATS/UNSPECIFIED ones, then the
+        // route; their response callbacks see whatever answered.
+        let attrs = wasm::attributes(conn, port, request_id);
+        let max = self.inner.opts.max_buffered_body;
+        let (chain, before) = wasm::extend(
+            plugins.before_authz,
+            attrs.clone(),
+            parts,
+            body,
+            authority.clone(),
+            max,
+            Vec::new(),
+        )
+        .await;
+        let (chain, result) = match before {
+            Err(stop) => (chain, Err(stop.reply(ex))),
+            Ok((parts, body)) => {
+                match self.authorize(&parts, cfg, conn, &service, port, &authority, ex) {
+                    Err(denied) => (chain, Err(denied)),
+                    Ok(()) => {
+                        let (chain, after) = wasm::extend(
+                            plugins.after_authz,
+                            attrs,
+                            parts,
+                            body,
+                            authority.clone(),
+                            max,
+                            chain,
+                        )
+                        .await;
+                        match after {
+                            Err(stop) => (chain, Err(stop.reply(ex))),
+                            Ok((parts, body)) => {
+                                let r = self
+                                    .route_and_send(
+                                        parts, body, cfg, conn, &service, port, &authority,
+                                        request_id, ex,
+                                    )
+                                    .await;
+                                (chain, r)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if chain.is_empty() {
+            return result;
+        }
+        match result {
+            Ok(r) => Ok(wasm::on_response(chain, r, max).await),
+            Err(r) => Err(wasm::on_response(chain, r, max).await),
+        }
+    }
+
+    /// The WasmPlugins for this request ([`crate::wasm::select`]); none without a plugin
+    /// in the config (no wait, no allocation).
+    async fn plugins(&self, cfg: &Compiled, service: &pb::Service, port: u16) -> Selected {
+        match self.inner.plugins.current(&cfg.snapshot).await {
+            None => Selected::default(),
+            Some(set) => select::select(&set, &self.inner.opts.waypoint, service, port),
+        }
+    }
+
+    /// Routing, local answers, the request transformation, the upstream trip and the
+    /// response's decoration.
+    #[allow(clippy::too_many_arguments)]
+    async fn route_and_send<'a>(
+        &self,
+        parts: Parts,
+        body: Tracked,
+        cfg: &'a Compiled,
+        conn: &ConnContext,
+        service: &pb::Service,
+        port: u16,
+        authority: &str,
+        request_id: &str,
+        ex: &mut Exchange<'a>,
+    ) -> Result<Response<Body>, Response<Body>> {
+        let waypoint = &self.inner.opts.waypoint;
+        let mut chosen = route::select(cfg, waypoint, &parts, conn, authority, service, port, ex)?;
+        if self.inner.opts.access_log.enabled() {
+            ex.route = chosen.name(service, port);
+        }
+        route::answer_locally(&mut chosen, &parts, authority, ex).await?;
+        let mut parts = route::transform(&chosen, parts, request_id, || chosen.name(service, port));
         let wd = route::pick_destination(&chosen.route, &mut parts, ex)?;
         let resp = self
             .send(cfg, &chosen, wd, parts, body, port, conn, ex)
