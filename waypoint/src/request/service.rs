@@ -243,6 +243,10 @@ impl L7Service {
     }
 
     /// The request path's stages, in order. `Err`: a stage answered the request itself.
+    ///
+    /// Across its awaits this future holds owned values only (the plugin calls take and
+    /// return owned data), never a reference made inside it: such references make the
+    /// compiler fail to prove the connection's future `Send`.
     async fn proxy<'a>(
         &self,
         req: Request<Tracked>,
@@ -258,21 +262,18 @@ impl L7Service {
             authority,
         } = self.resolve(&req, cfg, conn, ex)?;
         self.observe(&req, cfg, conn, &service, port, &authority, request_id, ex);
-        let plugins = self.plugins(cfg, &service, port).await;
+        let plugins = match self.inner.plugins.current(&cfg.snapshot) {
+            None => Selected::default(),
+            Some(pending) => {
+                let set = pending.await;
+                select::select(&set, &self.inner.opts.waypoint, &service, port)
+            }
+        };
         let (parts, body) = req.into_parts();
-        if plugins.is_empty() {
-            self.authorize(&parts, cfg, conn, &service, port, &authority, ex)?;
-            return self
-                .route_and_send(
-                    parts, body, cfg, conn, &service, port, &authority, request_id, ex,
-                )
-                .await;
-        }
-        // With plugins: AUTHN/AUTHZ ones, authorization, STATS/UNSPECIFIED ones, then the
-        // route; their response callbacks see whatever answered.
-        let attrs = wasm::attributes(conn, port, request_id);
+        let attrs = (!plugins.is_empty()).then(|| wasm::attributes(conn, port, request_id));
         let max = self.inner.opts.max_buffered_body;
-        let (chain, before) = wasm::extend(
+        // WasmPlugins of the AUTHN and AUTHZ phases (none: at once).
+        let (mut chain, before) = wasm::extend(
             plugins.before_authz,
             attrs.clone(),
             parts,
@@ -282,83 +283,62 @@ impl L7Service {
             Vec::new(),
         )
         .await;
-        let (chain, result) = match before {
-            Err(stop) => (chain, Err(stop.reply(ex))),
-            Ok((parts, body)) => {
-                match self.authorize(&parts, cfg, conn, &service, port, &authority, ex) {
-                    Err(denied) => (chain, Err(denied)),
-                    Ok(()) => {
-                        let (chain, after) = wasm::extend(
-                            plugins.after_authz,
-                            attrs,
-                            parts,
-                            body,
-                            authority.clone(),
-                            max,
-                            chain,
-                        )
-                        .await;
-                        match after {
-                            Err(stop) => (chain, Err(stop.reply(ex))),
-                            Ok((parts, body)) => {
-                                let r = self
-                                    .route_and_send(
-                                        parts, body, cfg, conn, &service, port, &authority,
-                                        request_id, ex,
-                                    )
-                                    .await;
-                                (chain, r)
-                            }
-                        }
-                    }
-                }
+        let result = 'path: {
+            let (parts, body) = match before {
+                Ok(pb) => pb,
+                Err(stop) => break 'path Err(stop.reply(ex)),
+            };
+            if let Err(denied) = self.authorize(&parts, cfg, conn, &service, port, &authority, ex)
+            {
+                break 'path Err(denied);
+            }
+            // WasmPlugins of the STATS and UNSPECIFIED phases.
+            let (c, after) = wasm::extend(
+                plugins.after_authz,
+                attrs,
+                parts,
+                body,
+                authority.clone(),
+                max,
+                std::mem::take(&mut chain),
+            )
+            .await;
+            chain = c;
+            let (parts, body) = match after {
+                Ok(pb) => pb,
+                Err(stop) => break 'path Err(stop.reply(ex)),
+            };
+            let waypoint = &self.inner.opts.waypoint;
+            let mut chosen =
+                match route::select(cfg, waypoint, &parts, conn, &authority, &service, port, ex) {
+                    Ok(c) => c,
+                    Err(r) => break 'path Err(r),
+                };
+            if self.inner.opts.access_log.enabled() {
+                ex.route = chosen.name(&service, port);
+            }
+            if let Err(r) = route::answer_locally(&mut chosen, &parts, &authority, ex).await {
+                break 'path Err(r);
+            }
+            let mut parts =
+                route::transform(&chosen, parts, request_id, || chosen.name(&service, port));
+            let wd = match route::pick_destination(&chosen.route, &mut parts, ex) {
+                Ok(wd) => wd,
+                Err(r) => break 'path Err(r),
+            };
+            match self.send(cfg, &chosen, wd, parts, body, port, conn, ex).await {
+                Ok(resp) => Ok(route::decorate(resp, &chosen, wd, ex)),
+                Err(r) => Err(r),
             }
         };
         if chain.is_empty() {
             return result;
         }
+        // The plugins' response callbacks, last first, on whatever answered.
         match result {
             Ok(r) => Ok(wasm::on_response(chain, r, max).await),
             Err(r) => Err(wasm::on_response(chain, r, max).await),
         }
-    }
-
-    /// The WasmPlugins for this request ([`crate::wasm::select`]); none without a plugin
-    /// in the config (no wait, no allocation).
-    async fn plugins(&self, cfg: &Compiled, service: &pb::Service, port: u16) -> Selected {
-        match self.inner.plugins.current(&cfg.snapshot).await {
-            None => Selected::default(),
-            Some(set) => select::select(&set, &self.inner.opts.waypoint, service, port),
-        }
-    }
-
-    /// Routing, local answers, the request transformation, the upstream trip and the
-    /// response's decoration.
-    #[allow(clippy::too_many_arguments)]
-    async fn route_and_send<'a>(
-        &self,
-        parts: Parts,
-        body: Tracked,
-        cfg: &'a Compiled,
-        conn: &ConnContext,
-        service: &pb::Service,
-        port: u16,
-        authority: &str,
-        request_id: &str,
-        ex: &mut Exchange<'a>,
-    ) -> Result<Response<Body>, Response<Body>> {
-        let waypoint = &self.inner.opts.waypoint;
-        let mut chosen = route::select(cfg, waypoint, &parts, conn, authority, service, port, ex)?;
-        if self.inner.opts.access_log.enabled() {
-            ex.route = chosen.name(service, port);
-        }
-        route::answer_locally(&mut chosen, &parts, authority, ex).await?;
-        let mut parts = route::transform(&chosen, parts, request_id, || chosen.name(service, port));
-        let wd = route::pick_destination(&chosen.route, &mut parts, ex)?;
-        let resp = self
-            .send(cfg, &chosen, wd, parts, body, port, conn, ex)
-            .await?;
-        Ok(route::decorate(resp, &chosen, wd, ex))
     }
 
     /// One authority for every stage and the upstream (the target URI's wins over Host),

@@ -162,16 +162,16 @@ pub(crate) fn node_properties(w: &WaypointId) -> HashMap<String, Value> {
 /// ran join `chain`.
 pub(crate) async fn extend(
     plugins: Vec<Arc<Loaded>>,
-    attrs: Arc<HashMap<String, Value>>,
+    attrs: Option<Arc<HashMap<String, Value>>>,
     mut parts: Parts,
     body: Tracked,
     authority: String,
     max: usize,
     chain: Vec<Running>,
 ) -> (Vec<Running>, Result<(Parts, Tracked), Stop>) {
-    if plugins.is_empty() {
+    let (false, Some(attrs)) = (plugins.is_empty(), attrs) else {
         return (chain, Ok((parts, body)));
-    }
+    };
     let body = match ReqBody::read(body, max).await {
         Ok(b) => b,
         Err(stop) => return (chain, Err(stop)),
@@ -325,7 +325,9 @@ pub(crate) async fn on_response(
     if eos || !fits || ran.is_empty() {
         return Response::from_parts(parts, b);
     }
-    let mut bytes = match Limited::new(b, max).collect().await {
+    // Through `Tracked`, whose error type is concrete: a boxed body's error inside this
+    // future makes the compiler fail to prove the connection's future `Send`.
+    let mut bytes = match Limited::new(Tracked::new(b), max).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             debug!("response body failed before the plugins' body callbacks: {e}");

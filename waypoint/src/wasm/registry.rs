@@ -65,7 +65,8 @@ pub struct PluginSet {
     pub plugins: Vec<Arc<Loaded>>,
 }
 
-type Pending = Shared<BoxFuture<'static, Arc<PluginSet>>>;
+/// The set of a config, once loaded.
+pub type Pending = Shared<BoxFuture<'static, Arc<PluginSet>>>;
 
 struct State {
     /// The snapshot last asked about, and whether it had any plugin for this waypoint.
@@ -121,25 +122,24 @@ impl Plugins {
         &self.cx.metrics
     }
 
-    /// The plugins of `snap`, loading what changed. `None` (at once): `snap` has no plugin
-    /// this waypoint could run.
-    pub async fn current(self: &Arc<Self>, snap: &Arc<Snapshot>) -> Option<Arc<PluginSet>> {
-        let pending = {
-            let mut st = self.state.lock_or_recover();
-            if !st.snapshot.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap)) {
-                let specs = self.specs(snap);
-                if specs != st.specs {
-                    st.set = self.reload(st.set.clone(), specs.clone());
-                    st.specs = specs;
-                }
-                st.snapshot = Some(snap.clone());
+    /// The plugins of `snap`, loading what changed: a future of the set, owned (it borrows
+    /// nothing, so the request path can hold it across its awaits). `None` (at once): `snap`
+    /// has no plugin this waypoint could run.
+    pub fn current(self: &Arc<Self>, snap: &Arc<Snapshot>) -> Option<Pending> {
+        let mut st = self.state.lock_or_recover();
+        if !st
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, snap))
+        {
+            let specs = self.specs(snap);
+            if specs != st.specs {
+                st.set = self.reload(st.set.clone(), specs.clone());
+                st.specs = specs;
             }
-            if st.specs.is_empty() {
-                return None;
-            }
-            st.set.clone()
-        };
-        Some(pending.await)
+            st.snapshot = Some(snap.clone());
+        }
+        (!st.specs.is_empty()).then(|| st.set.clone())
     }
 
     /// The snapshot's WasmPlugins this waypoint may run: HTTP plugins attached by
