@@ -18,12 +18,12 @@ use tokio::net::TcpListener;
 const CHECK_HOST: &str = "check.production.svc.cluster.local";
 
 /// A backend answering 200 with what it received: `<path>` then `name: value` lines for
-/// the `x-*` headers, sorted; `/slow*` paths answer after 600 ms.
+/// the `x-*` headers but the waypoint's `x-request-id`, sorted; `/slow*` paths answer after 600 ms.
 async fn echo() -> Backend {
     backend(Arc::new(|_, parts| {
         let mut lines: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in &parts.headers {
-            if k.as_str().starts_with("x-") {
+            if k.as_str().starts_with("x-") && k != "x-request-id" {
                 lines.insert(k.to_string(), v.to_str().unwrap_or("?").to_string());
             }
         }
