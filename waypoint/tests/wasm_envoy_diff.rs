@@ -105,24 +105,35 @@ async fn envoy(
     );
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
+    let mut plugin = json!({
+        "name": "plugin",
+        "root_id": "",
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config
+        },
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": wasm.display().to_string()}}
+        }
+    });
+    if fail_open {
+        // `fail_open: true`: a failing plugin is skipped, the failing request included.
+        // (Envoy's newer `failure_policy: FAIL_OPEN` still fails the request whose callback
+        // trapped and skips the plugin only afterwards.)
+        plugin["fail_open"] = json!(true);
+    } else {
+        // FAIL_RELOAD: the trapping request fails and the VM is reloaded for the next one,
+        // which is what the waypoint does with a trapped instance. The default backoff
+        // starts at 1 s; Envoy 1.40 dies of SIGFPE with a max_interval of a few ms.
+        plugin["failure_policy"] = json!("FAIL_RELOAD");
+        plugin["reload_config"] = json!({"backoff": {"base_interval": "0.010s"}});
+    }
     let filter = json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "plugin",
-                "root_id": "",
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config
-                },
-                "fail_open": fail_open,
-                "failure_policy": if fail_open { "FAIL_OPEN" } else { "FAIL_RELOAD" },
-                "vm_config": {
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm.display().to_string()}}
-                }
-            }
+            "config": plugin
         }
     });
     let bootstrap = json!({
@@ -342,8 +353,8 @@ async fn callout_same_as_envoy() {
 
 #[tokio::test]
 async fn trap_same_as_envoy() {
-    // FAIL_CLOSE (Envoy: fail_open false, failure_policy FAIL_RELOAD, which is what the
-    // waypoint does with a trapped instance): the trapping request fails, the next passes.
+    // FAIL_CLOSE (Envoy: failure_policy FAIL_RELOAD, which is what the waypoint does with a
+    // trapped instance): the trapping request fails (503, empty body), the next passes.
     let seen = compare(
         "trap",
         json!({}),
@@ -352,7 +363,7 @@ async fn trap_same_as_envoy() {
     )
     .await;
     assert_eq!((seen[0].status, seen[1].status), (503, 200));
-    // FAIL_OPEN: the trapping request passes without the plugin.
+    // FAIL_OPEN (Envoy: fail_open): the trapping request passes without the plugin.
     let seen = compare("trap", json!({}), true, &[("/a", &[("x-trap", "panic")])]).await;
     assert_eq!(seen[0].status, 200);
 }

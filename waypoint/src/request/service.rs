@@ -288,8 +288,7 @@ impl L7Service {
                 Ok(pb) => pb,
                 Err(stop) => break 'path Err(stop.reply(ex)),
             };
-            if let Err(denied) = self.authorize(&parts, cfg, conn, &service, port, &authority, ex)
-            {
+            if let Err(denied) = self.authorize(&parts, cfg, conn, &service, port, &authority, ex) {
                 break 'path Err(denied);
             }
             // WasmPlugins of the STATS and UNSPECIFIED phases.
@@ -326,7 +325,10 @@ impl L7Service {
                 Ok(wd) => wd,
                 Err(r) => break 'path Err(r),
             };
-            match self.send(cfg, &chosen, wd, parts, body, port, conn, ex).await {
+            match self
+                .send(cfg, &chosen, wd, parts, body, port, conn, ex)
+                .await
+            {
                 Ok(resp) => Ok(route::decorate(resp, &chosen, wd, ex)),
                 Err(r) => Err(r),
             }

@@ -127,11 +127,7 @@ impl Plugins {
     /// has no plugin this waypoint could run.
     pub fn current(self: &Arc<Self>, snap: &Arc<Snapshot>) -> Option<Pending> {
         let mut st = self.state.lock_or_recover();
-        if !st
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, snap))
-        {
+        if !st.snapshot.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap)) {
             let specs = self.specs(snap);
             if specs != st.specs {
                 st.set = self.reload(st.set.clone(), specs.clone());
