@@ -66,7 +66,7 @@ pub(crate) enum ReqBody {
     /// Read in full.
     Buffered(Bytes),
     /// Too large or unsized: passed on without body callbacks.
-    Streamed(Tracked),
+    Streamed(Box<Tracked>),
 }
 
 impl ReqBody {
@@ -87,7 +87,7 @@ impl ReqBody {
                     details: format!("downstream_body_failed: {e}"),
                 }),
             },
-            _ => Ok(ReqBody::Streamed(b)),
+            _ => Ok(ReqBody::Streamed(Box::new(b))),
         }
     }
 
@@ -96,7 +96,7 @@ impl ReqBody {
         match self {
             ReqBody::Empty => Tracked::new(body::empty()),
             ReqBody::Buffered(b) => Tracked::new(body::full(b)),
-            ReqBody::Streamed(t) => t,
+            ReqBody::Streamed(t) => *t,
         }
     }
 }
