@@ -145,9 +145,9 @@ impl Plugins {
         snap.wasm_plugins()
             .filter(|p| p.r#type != pb::WasmPluginType::WasmNetwork as i32)
             .filter(|p| {
-                p.target_refs.iter().any(|r| {
-                    super::select::is_this_gateway(r, &self.waypoint) || r.kind == "Service"
-                })
+                p.target_refs
+                    .iter()
+                    .any(|r| is_this_gateway(r, &self.waypoint) || r.kind == "Service")
             })
             .cloned()
             .collect()
@@ -216,6 +216,14 @@ impl Plugins {
         }
         Loaded { spec, plugin }
     }
+}
+
+/// `r` names waypoint Gateway `w`.
+pub fn is_this_gateway(r: &pb::TargetRef, w: &WaypointId) -> bool {
+    r.kind == "Gateway"
+        && matches!(r.group.as_str(), "" | "gateway.networking.k8s.io")
+        && r.name == w.name
+        && (r.namespace.is_empty() || r.namespace == w.namespace)
 }
 
 /// `vmConfig.env`: INLINE values as given, HOST ones from the waypoint's environment

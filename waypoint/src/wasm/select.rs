@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use meshwork_model::pb::config as pb;
 
-use super::registry::{Loaded, PluginSet};
+use super::registry::{is_this_gateway, Loaded, PluginSet};
 use crate::config::WaypointId;
 
 /// What a request gets when a FAIL_CLOSE plugin cannot run (Envoy's `wasm_fail_stream`).
@@ -32,14 +32,6 @@ impl Selected {
     pub fn is_empty(&self) -> bool {
         self.before_authz.is_empty() && self.after_authz.is_empty()
     }
-}
-
-/// `r` names waypoint Gateway `w`.
-pub fn is_this_gateway(r: &pb::TargetRef, w: &WaypointId) -> bool {
-    r.kind == "Gateway"
-        && matches!(r.group.as_str(), "" | "gateway.networking.k8s.io")
-        && r.name == w.name
-        && (r.namespace.is_empty() || r.namespace == w.namespace)
 }
 
 fn targets(p: &pb::WasmPlugin, w: &WaypointId, service: &pb::Service) -> bool {
