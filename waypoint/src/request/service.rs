@@ -136,6 +136,7 @@ impl L7Service {
             plugin_cx,
             opts.wasm.clone(),
         ));
+        plugins.follow(config.watch());
         L7Service {
             inner: Arc::new(Inner {
                 cache: ConfigCache::new(config),

@@ -16,6 +16,7 @@ use meshwork_model::snapshot::Snapshot;
 use meshwork_runtime::sync::LockExt;
 use meshwork_wasm::fetch::Fetcher;
 use meshwork_wasm::host::{Host, HostContext, Limits, Plugin, PluginMetrics, PluginSpec};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::WaypointId;
@@ -136,6 +137,28 @@ impl Plugins {
             st.snapshot = Some(snap.clone());
         }
         (!st.specs.is_empty()).then(|| st.set.clone())
+    }
+
+    /// Loads the plugins of every snapshot `config` publishes as it arrives, so requests
+    /// seldom wait for a load (they still wait when they are first). Needs a runtime; ends
+    /// with the config's publisher or when the plugins are dropped.
+    pub fn follow(self: &Arc<Self>, mut config: watch::Receiver<Arc<Snapshot>>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                let snap = config.borrow_and_update().clone();
+                match weak.upgrade() {
+                    Some(p) => drop(p.current(&snap)),
+                    None => return,
+                }
+                if config.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// The snapshot's WasmPlugins this waypoint may run: HTTP plugins attached by
