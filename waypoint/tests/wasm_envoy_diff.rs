@@ -349,6 +349,18 @@ async fn callout_same_as_envoy() {
         seen[0]
     );
     assert_eq!(seen[1].status, 403);
+    // A cluster neither proxy has: the call is refused at once and the plugin answers 503.
+    let seen = compare(
+        "callout",
+        json!({
+            "cluster": "outbound|80||nowhere.production.svc.cluster.local",
+            "authority": "nowhere",
+        }),
+        false,
+        &[("/allowed", &[])],
+    )
+    .await;
+    assert_eq!(seen[0].status, 503, "{:?}", seen[0]);
 }
 
 #[tokio::test]

@@ -89,6 +89,16 @@ fn head_of(req: &CallRequest) -> Result<http::request::Parts, String> {
 }
 
 impl HttpCaller for MeshCaller {
+    /// A service of the current config (Envoy: a cluster it has).
+    fn knows(&self, upstream: &str) -> bool {
+        parse_upstream(upstream).is_some_and(|(dest, _)| {
+            self.config
+                .snapshot()
+                .service_by_host(&dest.host, "")
+                .is_some()
+        })
+    }
+
     fn call(
         &self,
         req: CallRequest,
