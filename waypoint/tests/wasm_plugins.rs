@@ -296,6 +296,14 @@ async fn a_plugin_that_does_not_load_follows_its_fail_strategy() {
     let p = proxy(mesh(&b, None, vec![open], vec![]), None).await;
     let (status, _, _) = get(&p, "/a", &[]).await;
     assert_eq!(status, 200);
+    // A plugin whose on_configure refuses its pluginConfig does not load either.
+    let refused = pb::WasmPlugin {
+        plugin_config_json: r#"{"values": []}"#.into(),
+        ..auth_header()
+    };
+    let p = proxy(mesh(&b, None, vec![refused], vec![]), None).await;
+    let (status, _, _) = get(&p, "/a", &[("x-api-key", "secret")]).await;
+    assert_eq!(status, 503);
     // A sha256 that does not match refuses the module.
     let pinned = pb::WasmPlugin {
         sha256: "00".repeat(32),
