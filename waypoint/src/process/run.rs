@@ -277,6 +277,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ..Default::default()
             },
             wasm: crate::wasm::WasmOptions {
+                // One plugin instance per worker thread of this runtime, as Envoy has one VM
+                // per worker.
+                workers: tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_workers()
+                    .max(1),
                 cache_dir: Some(
                     args.wasm_cache_dir
                         .clone()
