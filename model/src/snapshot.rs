@@ -285,6 +285,14 @@ impl Snapshot {
         })
     }
 
+    /// The WasmPlugins (sent to waypoints only), in key order.
+    pub fn wasm_plugins(&self) -> impl Iterator<Item = &crate::pb::config::WasmPlugin> {
+        self.of_kind(Kind::WasmPlugin).filter_map(|k| match k {
+            resource::Kind::WasmPlugin(w) => Some(w),
+            _ => None,
+        })
+    }
+
     pub fn telemetries(&self) -> impl Iterator<Item = &TelemetryConfig> {
         self.of_kind(Kind::Telemetry).filter_map(|k| match k {
             resource::Kind::Telemetry(t) => Some(t),

@@ -210,6 +210,41 @@ async fn callout_denies_on_a_bad_or_failed_answer() {
     }
 }
 
+/// Knows no upstream: every call is refused when it is made.
+struct KnowsNothing;
+
+impl HttpCaller for KnowsNothing {
+    fn knows(&self, _: &str) -> bool {
+        false
+    }
+
+    fn call(
+        &self,
+        _: CallRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<CallResponse, String>> + Send + 'static>> {
+        panic!("a call to an unknown upstream must not be sent")
+    }
+}
+
+#[tokio::test]
+async fn a_call_to_an_unknown_upstream_is_refused_at_once() {
+    let cx = HostContext {
+        caller: Arc::new(KnowsNothing),
+        ..Default::default()
+    };
+    let conf = r#"{"cluster":"outbound|80||nowhere.shop.svc.cluster.local","authority":"x"}"#;
+    let p = load("callout", conf, cx).unwrap();
+    let mut s = p.stream(Default::default()).unwrap();
+    // The plugin sees dispatch_http_call fail (Envoy: no such cluster) and answers 503.
+    match s.request_headers(req("/", &[]), true).await.unwrap() {
+        Verdict::Respond(l) => {
+            assert_eq!(l.status, 503);
+            assert_eq!(l.body, b"callout unavailable\n");
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
 fn trap_plugin(limits: Limits) -> Plugin {
     let mut sp = spec("trap", "");
     sp.workers = 1;

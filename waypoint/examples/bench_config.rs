@@ -3,7 +3,9 @@
 //! `version: v2` at 127.0.0.2:<port>; routes in the seed's shape: `x-canary: true` → v2, and
 //! a default route splitting 90/10 between the v1 and v2 subsets with a 10 s timeout and
 //! 3 retries.
-//! Usage: bench_config <backend-port> <out-file>
+//! With a third argument, a WasmPlugin `bench/plugin` attached to the `bench/waypoint`
+//! Gateway: its `url`, and as a fourth its pluginConfig (JSON).
+//! Usage: bench_config <backend-port> <out-file> [wasm-url [plugin-config-json]]
 
 use meshwork_model::keys::{make_resource, Kind};
 use meshwork_model::pb::config::{self as pb, resource};
@@ -13,6 +15,8 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let port: u32 = args.next().unwrap_or_else(|| "18080".into()).parse()?;
     let out = args.next().unwrap_or_else(|| "bench-config.pb".into());
+    let wasm_url = args.next();
+    let plugin_config = args.next().unwrap_or_default();
     let host = "bench.bench.svc.cluster.local";
     let svc = pb::Service {
         name: "bench".into(),
@@ -98,7 +102,7 @@ fn main() -> anyhow::Result<()> {
             .collect(),
         ..Default::default()
     };
-    let update = pb::ConfigUpdate {
+    let mut update = pb::ConfigUpdate {
         version: 1,
         initial: true,
         resources: vec![
@@ -118,6 +122,26 @@ fn main() -> anyhow::Result<()> {
         ],
         ..Default::default()
     };
+    if let Some(url) = wasm_url {
+        let plugin = pb::WasmPlugin {
+            name: "plugin".into(),
+            namespace: "bench".into(),
+            scope: pb::PolicyScope::TargetRef as i32,
+            target_refs: vec![pb::TargetRef {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "Gateway".into(),
+                name: "waypoint".into(),
+                namespace: "bench".into(),
+            }],
+            url,
+            plugin_config_json: plugin_config,
+            ..Default::default()
+        };
+        update.resources.push(make_resource(
+            Kind::WasmPlugin.key("bench", "plugin"),
+            resource::Kind::WasmPlugin(plugin),
+        ));
+    }
     std::fs::write(&out, update.encode_to_vec())?;
     eprintln!("wrote {out}");
     Ok(())

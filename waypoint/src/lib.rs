@@ -12,6 +12,8 @@
 //! - [`process`]: the binary's wiring (flags, config stream, certificates, listeners, admin,
 //!   drain) and the connection layer ([`process::server`] serves HTTP/1.1 and HTTP/2 on any
 //!   byte stream; [`process::hbone`] accepts tunnels).
+//! - [`wasm`]: the WasmPlugins the waypoint loads and which apply to a request (the
+//!   request path's `extend` stage runs them, [`request`]'s `wasm`).
 //! - Shared: [`config`] (the compiled snapshot), [`body`] and [`tracked`] (body plumbing).
 //!
 //! [`L7Service`] is the transport-independent request path.
@@ -23,6 +25,7 @@ pub mod request;
 pub mod telemetry;
 pub mod tracked;
 pub mod upstream;
+pub mod wasm;
 
 // The paths other crates and the tests used before the rooms.
 pub use process::{admin, admin_state, admission, certs, hbone, run, server, shutdown, sniff, tcp};

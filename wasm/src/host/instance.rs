@@ -12,6 +12,7 @@ use std::sync::Arc;
 use wasmtime::{InstancePre, Store, StoreLimitsBuilder, WasmParams, WasmResults};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use super::caller::HttpCaller;
 use super::engine::Limits;
 use super::metrics::PluginMetrics;
 use super::shared::Shared;
@@ -53,6 +54,7 @@ pub(crate) struct Recipe {
     pub limits: Limits,
     pub metrics: Arc<PluginMetrics>,
     pub shared: Arc<Shared>,
+    pub caller: Arc<dyn HttpCaller>,
 }
 
 /// The root context's id; HTTP contexts count up from the next.
@@ -102,6 +104,7 @@ impl Instance {
             metrics: r.metrics.clone(),
             shared: r.shared.clone(),
             queues_ready: Vec::new(),
+            caller: r.caller.clone(),
         };
         let mut store = Store::new(r.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);

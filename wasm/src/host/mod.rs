@@ -5,9 +5,11 @@
 //!   timers, shared data and queues, http calls, local responses);
 //! - [`wasi`]: WASI preview1 for `wasm32-wasip1` modules;
 //! - [`instance`]: one instance and its contexts' lifecycle;
+//! - [`caller`]: what the proxy offers for the plugins' calls;
 //! - [`plugin`]: a loaded plugin — one instance per worker, streams, traps and recovery.
 
 pub mod abi;
+pub mod caller;
 pub mod engine;
 pub mod instance;
 pub mod metrics;

@@ -17,33 +17,13 @@ use std::time::Duration;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::{debug, warn};
 
+pub use super::caller::{HttpCaller, NoCalls};
 use super::engine::{EngineError, Host, Limits};
 use super::instance::{Instance, InstanceError, Recipe};
 use super::metrics::PluginMetrics;
 use super::shared::Shared;
 use super::state::PendingCall;
 use super::types::{Action, CallRequest, CallResponse, HeaderMap, LocalResponse, Value};
-
-/// Sends the calls plugins make with `proxy_http_call`.
-pub trait HttpCaller: Send + Sync + 'static {
-    fn call(
-        &self,
-        req: CallRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<CallResponse, String>> + Send + 'static>>;
-}
-
-/// A caller that refuses every call (for proxies that offer none).
-#[derive(Debug, Default)]
-pub struct NoCalls;
-
-impl HttpCaller for NoCalls {
-    fn call(
-        &self,
-        req: CallRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<CallResponse, String>> + Send + 'static>> {
-        Box::pin(async move { Err(format!("no upstream {:?} for plugin calls", req.upstream)) })
-    }
-}
 
 /// What a plugin is loaded with.
 #[derive(Debug, Clone, Default)]
@@ -162,6 +142,7 @@ impl Plugin {
             limits: spec.limits,
             metrics: cx.metrics.clone(),
             shared: cx.shared.clone(),
+            caller: cx.caller.clone(),
         };
         let mut slots = Vec::new();
         for _ in 0..spec.workers.max(1) {

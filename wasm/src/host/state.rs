@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use super::caller::HttpCaller;
 use super::metrics::PluginMetrics;
 use super::shared::Shared;
 use super::types::{CallRequest, CallResponse, HeaderMap, LocalResponse, Value};
@@ -67,6 +68,8 @@ pub struct HostState {
     pub shared: Arc<Shared>,
     /// Queues this instance registered, whose `proxy_on_queue_ready` it wants.
     pub queues_ready: Vec<u32>,
+    /// Who sends the plugin's calls (asked at once whether it knows the upstream).
+    pub caller: Arc<dyn HttpCaller>,
 }
 
 impl HostState {

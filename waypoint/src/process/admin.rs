@@ -120,7 +120,12 @@ impl Admin {
         let want_json = query.unwrap_or("").split('&').any(|kv| kv == "format=json");
         match path {
             "/metrics" | "/stats/prometheus" => {
-                let mut r = text(StatusCode::OK, render(&self.registry));
+                let mut out = render(&self.registry);
+                // Metrics the WasmPlugins defined (proxy_define_metric), as Envoy exports them.
+                if let Some(svc) = &self.service {
+                    out.push_str(&svc.wasm_metrics());
+                }
+                let mut r = text(StatusCode::OK, out);
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static(meshwork_metrics::CONTENT_TYPE),

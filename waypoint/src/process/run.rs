@@ -128,6 +128,10 @@ pub struct Args {
     /// provider's service.
     #[arg(long, env = "MESHWORK_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Where WasmPlugin modules fetched over https/oci are kept, by digest (default: a
+    /// `meshwork-wasm` directory under the temporary directory).
+    #[arg(long, env = "MESHWORK_WASM_CACHE_DIR")]
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -270,6 +274,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stream_idle_timeout: args.stream_idle_timeout,
             tracing: crate::telemetry::tracing::TracingOptions {
                 otlp_endpoint: args.otlp_endpoint.clone(),
+                ..Default::default()
+            },
+            wasm: crate::wasm::WasmOptions {
+                // One plugin instance per worker thread of this runtime, as Envoy has one VM
+                // per worker.
+                workers: tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_workers()
+                    .max(1),
+                cache_dir: Some(
+                    args.wasm_cache_dir
+                        .clone()
+                        .unwrap_or_else(|| std::env::temp_dir().join("meshwork-wasm")),
+                ),
                 ..Default::default()
             },
             ..Default::default()

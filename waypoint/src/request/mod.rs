@@ -3,7 +3,9 @@
 //! 1. [`authority`]: one authority per request (the target URI's wins over `Host`);
 //! 2. [`normalize`]: the path every later stage sees;
 //! 3. [`target`]: the service (or pod) the request is for;
-//! 4. [`authz`]: the waypoint's AuthorizationPolicies (denials are answered here);
+//! 4. [`wasm`]: WasmPlugins of the AUTHN and AUTHZ phases, then [`authz`]: the waypoint's
+//!    AuthorizationPolicies (denials are answered here), then the STATS and UNSPECIFIED
+//!    plugins (whose response callbacks run on whatever answers);
 //! 5. [`routing`]: the route, and its [`cors`], redirect, direct response and [`fault`];
 //! 6. [`rewrite`] and [`headers`]: the request as the upstream will see it;
 //! 7. the upstream ([`crate::upstream::forward`]), under the route timeout
@@ -28,6 +30,7 @@ pub(crate) mod route;
 pub mod routing;
 pub mod service;
 pub mod target;
+pub(crate) mod wasm;
 
 pub use conn::ConnContext;
 pub use service::{L7Service, Options};

@@ -6,7 +6,9 @@
 //! 1. `prepare`: one authority, then path normalisation;
 //! 2. `resolve`: the service (or pod) the request is for;
 //! 3. `observe`: the Telemetry settings and the trace of the service;
-//! 4. `authorize`: the waypoint's AuthorizationPolicies;
+//! 4. `extend` ([`wasm::extend`]) with the AUTHN/AUTHZ WasmPlugins, `authorize`: the
+//!    waypoint's AuthorizationPolicies, `extend` with the STATS/UNSPECIFIED plugins (their
+//!    response callbacks run, last first, on whatever answered);
 //! 5. [`route::select`], [`route::answer_locally`], [`route::transform`],
 //!    [`route::pick_destination`];
 //! 6. `send`: the upstream trip ([`forward`]) under the route timeout, then
@@ -44,6 +46,7 @@ use crate::request::local_reply;
 use crate::request::normalize;
 use crate::request::route::{self, Chosen};
 use crate::request::target::{self, Target};
+use crate::request::wasm;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::policy::cel;
@@ -54,6 +57,9 @@ use crate::upstream::cluster::Clusters;
 use crate::upstream::connector::Connector;
 use crate::upstream::forward::{self, Trip};
 use crate::upstream::retry::RetryPolicy;
+use crate::wasm::caller::MeshCaller;
+use crate::wasm::select::{self, Selected};
+use crate::wasm::{Plugins, WasmOptions};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -66,6 +72,8 @@ pub struct Options {
     /// Zero disables it.
     pub stream_idle_timeout: Duration,
     pub tracing: TracingOptions,
+    /// How WasmPlugins are fetched and run.
+    pub wasm: WasmOptions,
 }
 
 /// Envoy's default `stream_idle_timeout`.
@@ -79,14 +87,16 @@ impl Default for Options {
             max_buffered_body: 1 << 20,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             tracing: TracingOptions::default(),
+            wasm: WasmOptions::default(),
         }
     }
 }
 
 struct Inner {
     cache: ConfigCache,
-    clusters: Clusters,
+    clusters: Arc<Clusters>,
     connector: Arc<dyn Connector>,
+    plugins: Arc<Plugins>,
     metrics: Metrics,
     tracer: Tracer,
     opts: Options,
@@ -112,11 +122,27 @@ impl L7Service {
         opts: Options,
         registry: &mut Registry,
     ) -> Self {
+        let clusters = Arc::new(Clusters::new(connector.clone()));
+        let plugin_cx = meshwork_wasm::host::HostContext {
+            caller: Arc::new(MeshCaller {
+                clusters: clusters.clone(),
+                config: config.clone(),
+            }),
+            node: Arc::new(wasm::node_properties(&opts.waypoint)),
+            ..Default::default()
+        };
+        let plugins = Arc::new(Plugins::new(
+            opts.waypoint.clone(),
+            plugin_cx,
+            opts.wasm.clone(),
+        ));
+        plugins.follow(config.watch());
         L7Service {
             inner: Arc::new(Inner {
                 cache: ConfigCache::new(config),
-                clusters: Clusters::new(connector.clone()),
+                clusters,
                 connector,
+                plugins,
                 metrics: Metrics::new(registry),
                 tracer: Tracer::new(
                     opts.tracing.clone(),
@@ -140,6 +166,11 @@ impl L7Service {
     /// The upstream clusters created so far (admin state).
     pub fn clusters(&self) -> &Clusters {
         &self.inner.clusters
+    }
+
+    /// The metrics WasmPlugins define, in the Prometheus text format.
+    pub fn wasm_metrics(&self) -> String {
+        self.inner.plugins.metrics().render()
     }
 
     pub fn options(&self) -> &Options {
@@ -213,6 +244,10 @@ impl L7Service {
     }
 
     /// The request path's stages, in order. `Err`: a stage answered the request itself.
+    ///
+    /// Across its awaits this future holds owned values only (the plugin calls take and
+    /// return owned data), never a reference made inside it: such references make the
+    /// compiler fail to prove the connection's future `Send`.
     async fn proxy<'a>(
         &self,
         req: Request<Tracked>,
@@ -228,22 +263,85 @@ impl L7Service {
             authority,
         } = self.resolve(&req, cfg, conn, ex)?;
         self.observe(&req, cfg, conn, &service, port, &authority, request_id, ex);
+        let plugins = match self.inner.plugins.current(&cfg.snapshot) {
+            None => Selected::default(),
+            Some(pending) => {
+                let set = pending.await;
+                select::select(&set, &self.inner.opts.waypoint, &service, port)
+            }
+        };
         let (parts, body) = req.into_parts();
-        self.authorize(&parts, cfg, conn, &service, port, &authority, ex)?;
-        let waypoint = &self.inner.opts.waypoint;
-        let mut chosen =
-            route::select(cfg, waypoint, &parts, conn, &authority, &service, port, ex)?;
-        if self.inner.opts.access_log.enabled() {
-            ex.route = chosen.name(&service, port);
+        let attrs = (!plugins.is_empty()).then(|| wasm::attributes(conn, port, request_id));
+        let max = self.inner.opts.max_buffered_body;
+        // WasmPlugins of the AUTHN and AUTHZ phases (none: at once).
+        let (mut chain, before) = wasm::extend(
+            plugins.before_authz,
+            attrs.clone(),
+            parts,
+            body,
+            authority.clone(),
+            max,
+            Vec::new(),
+        )
+        .await;
+        let result = 'path: {
+            let (parts, body) = match before {
+                Ok(pb) => pb,
+                Err(stop) => break 'path Err(stop.reply(ex)),
+            };
+            if let Err(denied) = self.authorize(&parts, cfg, conn, &service, port, &authority, ex) {
+                break 'path Err(denied);
+            }
+            // WasmPlugins of the STATS and UNSPECIFIED phases.
+            let (c, after) = wasm::extend(
+                plugins.after_authz,
+                attrs,
+                parts,
+                body,
+                authority.clone(),
+                max,
+                std::mem::take(&mut chain),
+            )
+            .await;
+            chain = c;
+            let (parts, body) = match after {
+                Ok(pb) => pb,
+                Err(stop) => break 'path Err(stop.reply(ex)),
+            };
+            let waypoint = &self.inner.opts.waypoint;
+            let mut chosen =
+                match route::select(cfg, waypoint, &parts, conn, &authority, &service, port, ex) {
+                    Ok(c) => c,
+                    Err(r) => break 'path Err(r),
+                };
+            if self.inner.opts.access_log.enabled() {
+                ex.route = chosen.name(&service, port);
+            }
+            if let Err(r) = route::answer_locally(&mut chosen, &parts, &authority, ex).await {
+                break 'path Err(r);
+            }
+            let mut parts =
+                route::transform(&chosen, parts, request_id, || chosen.name(&service, port));
+            let wd = match route::pick_destination(&chosen.route, &mut parts, ex) {
+                Ok(wd) => wd,
+                Err(r) => break 'path Err(r),
+            };
+            match self
+                .send(cfg, &chosen, wd, parts, body, port, conn, ex)
+                .await
+            {
+                Ok(resp) => Ok(route::decorate(resp, &chosen, wd, ex)),
+                Err(r) => Err(r),
+            }
+        };
+        if chain.is_empty() {
+            return result;
         }
-        route::answer_locally(&mut chosen, &parts, &authority, ex).await?;
-        let mut parts =
-            route::transform(&chosen, parts, request_id, || chosen.name(&service, port));
-        let wd = route::pick_destination(&chosen.route, &mut parts, ex)?;
-        let resp = self
-            .send(cfg, &chosen, wd, parts, body, port, conn, ex)
-            .await?;
-        Ok(route::decorate(resp, &chosen, wd, ex))
+        // The plugins' response callbacks, last first, on whatever answered.
+        match result {
+            Ok(r) => Ok(wasm::on_response(chain, r, max).await),
+            Err(r) => Err(wasm::on_response(chain, r, max).await),
+        }
     }
 
     /// One authority for every stage and the upstream (the target URI's wins over Host),

@@ -416,35 +416,12 @@ pub(crate) fn mirror(
     if percentage < 100.0 && rand::rng().random_range(0.0..100.0) >= percentage {
         return;
     }
-    let snap = cfg.snapshot.clone();
-    let Some(svc) = snap.service_by_host(&dest.host, "").cloned() else {
-        return;
-    };
-    let dport = if dest.port != 0 {
-        dest.port as u16
-    } else {
-        port
-    };
-    let route_cfg = snap.route(&svc.namespace, &svc.hostname);
-    let (policy, subset) = cluster::traffic_policy(route_cfg, &dest.subset);
-    let proto = cluster::upstream_proto(&svc, dport, policy, is_grpc(&parts.headers));
-    let cl = clusters.get(
-        ClusterKey {
-            namespace: svc.namespace.clone(),
-            hostname: svc.hostname.clone(),
-            port: dport,
-            subset: dest.subset.clone(),
-        },
-        policy,
-        proto,
-    );
-    let eps = cluster::endpoints(&snap, &svc, dport, subset);
-    let Some(ep) = cl
-        .lb
-        .pick(&eps, None, |a| cl.pool.active_on(a), &mut rand::rng())
+    let Some((cl, ep)) =
+        cluster_endpoint(clusters, &cfg.snapshot, dest, port, is_grpc(&parts.headers))
     else {
         return;
     };
+    let proto = cl.proto;
     let mut parts = parts.clone();
     if let Some(h) = parts
         .headers
@@ -466,6 +443,74 @@ pub(crate) fn mirror(
             }
         }
     });
+}
+
+/// The cluster of `dest` (the service's port `port` unless the destination names one) and
+/// one endpoint its load balancer picks: for requests outside a route (the mirror, plugin
+/// calls). `None`: no such service, or no endpoint.
+pub(crate) fn cluster_endpoint(
+    clusters: &Clusters,
+    snap: &meshwork_model::snapshot::Snapshot,
+    dest: &pb::Destination,
+    port: u16,
+    grpc: bool,
+) -> Option<(Arc<Cluster>, Arc<Endpoint>)> {
+    let svc = snap.service_by_host(&dest.host, "")?;
+    let dport = if dest.port != 0 {
+        dest.port as u16
+    } else {
+        port
+    };
+    let route_cfg = snap.route(&svc.namespace, &svc.hostname);
+    let (policy, subset) = cluster::traffic_policy(route_cfg, &dest.subset);
+    let proto = cluster::upstream_proto(svc, dport, policy, grpc);
+    let cl = clusters.get(
+        ClusterKey {
+            namespace: svc.namespace.clone(),
+            hostname: svc.hostname.clone(),
+            port: dport,
+            subset: dest.subset.clone(),
+        },
+        policy,
+        proto,
+    );
+    let eps = cluster::endpoints(snap, svc, dport, subset);
+    let ep = cl
+        .lb
+        .pick(&eps, None, |a| cl.pool.active_on(a), &mut rand::rng())?;
+    Some((cl, ep))
+}
+
+/// Sends one request outside any route (a plugin's call) to `dest` and reads its answer in
+/// full, at most `max_body` bytes of body. No retries: the caller's timeout bounds it.
+pub(crate) async fn call(
+    clusters: &Clusters,
+    snap: &meshwork_model::snapshot::Snapshot,
+    dest: &pb::Destination,
+    port: u16,
+    parts: &http::request::Parts,
+    reqbody: Bytes,
+    max_body: usize,
+) -> Result<Response<Bytes>, String> {
+    let (cl, ep) = cluster_endpoint(clusters, snap, dest, port, is_grpc(&parts.headers))
+        .ok_or_else(|| format!("no endpoint for {}:{port}", dest.host))?;
+    let req = build_upstream(parts, body::full(reqbody), cl.proto, &ep);
+    let mut lease = cl
+        .pool
+        .acquire(&ep.target(), cl.proto)
+        .await
+        .map_err(|e| format!("{}: {e}", cl.name))?;
+    let resp = lease
+        .send(req)
+        .await
+        .map_err(|e| format!("{}: {e}", cl.name))?;
+    let (rparts, b) = resp.into_parts();
+    let bytes = Limited::new(Tracked::new(body::boxed(b)).with_lease(lease), max_body)
+        .collect()
+        .await
+        .map_err(|e| format!("{}: response body: {e}", cl.name))?
+        .to_bytes();
+    Ok(Response::from_parts(rparts, bytes))
 }
 
 /// The consistent-hash key of a request for `cl`'s load balancer, if it hashes. Cookie

@@ -209,6 +209,15 @@ impl Mesh {
         self
     }
 
+    /// A WasmPlugin (`wasmplugin/<ns>/<name>`).
+    pub fn wasm_plugin(&mut self, p: pb::WasmPlugin) -> &mut Self {
+        self.put(
+            Kind::WasmPlugin.key(&p.namespace, &p.name),
+            resource::Kind::WasmPlugin(p),
+        );
+        self
+    }
+
     pub fn authz(&mut self, a: pb::Authorization) -> &mut Self {
         self.put(
             Kind::Authorization.key(&a.namespace, &a.name),
@@ -386,6 +395,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
     pub registry: Arc<Registry>,
+    pub service: L7Service,
 }
 
 /// Starts the waypoint on 127.0.0.1; every connection is attributed to `identity`.
@@ -423,10 +433,15 @@ pub struct ProxySetup {
 
 /// Starts the waypoint on 127.0.0.1, serving every connection as `setup` says.
 pub async fn proxy_with(snapshot: Snapshot, setup: ProxySetup) -> Proxy {
+    proxy_on(ConfigHandle::fixed(snapshot), setup).await
+}
+
+/// [`proxy_with`] following `config` (e.g. [`ConfigHandle::manual`], to change it live).
+pub async fn proxy_on(config: ConfigHandle, setup: ProxySetup) -> Proxy {
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut registry = Registry::default();
     let svc = L7Service::new(
-        ConfigHandle::fixed(snapshot),
+        config,
         Arc::new(TcpConnector),
         Options {
             waypoint: WaypointId {
@@ -443,6 +458,7 @@ pub async fn proxy_with(snapshot: Snapshot, setup: ProxySetup) -> Proxy {
     let addr = listener.local_addr().unwrap();
     let (identity, destination) = (setup.identity, setup.destination);
     let limits = Arc::new(setup.limits);
+    let service = svc.clone();
     tokio::spawn(async move {
         for _ in 0..100_000 {
             let Ok((s, peer)) = listener.accept().await else {
@@ -463,6 +479,7 @@ pub async fn proxy_with(snapshot: Snapshot, setup: ProxySetup) -> Proxy {
         addr,
         log,
         registry: Arc::new(registry),
+        service,
     }
 }
 

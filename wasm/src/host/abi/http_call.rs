@@ -40,6 +40,10 @@ pub(super) fn add(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 // Envoy refuses a call without a cluster or the required pseudo-headers.
                 return Ok(status(Status::BadArgument));
             }
+            if !cx.data().caller.knows(&upstream) {
+                // Envoy: no such cluster.
+                return Ok(status(Status::BadArgument));
+            }
             let s = cx.data_mut();
             s.next_token = s.next_token.wrapping_add(1).max(1);
             let token = s.next_token;
