@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 
-/// Errors of the mini-cluster harness; every variant names the namespace or command.
+/// Errors of the mini-cluster and its mesh; every variant names the namespace, command,
+/// file or process.
 #[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
+pub enum LabError {
     #[error("invalid cluster spec {field}: {reason}")]
     Spec { field: &'static str, reason: String },
     #[error("command `{command}` failed: {reason}")]
@@ -25,8 +26,16 @@ pub enum HarnessError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Cni(#[from] crate::cni::CniError),
     #[error("timed out after {millis} ms waiting for {what}")]
     Timeout { what: String, millis: u64 },
+    /// A pod network other than the bridge (see [`crate::PodWiring`]) failed.
+    #[error("{network} pod network: {source}")]
+    Wiring {
+        network: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A mesh process did not do what it should (the message names it, with its answer
+    /// or log).
+    #[error("{0}")]
+    Mesh(String),
 }
