@@ -3,7 +3,6 @@
 //! with the eBPF redirection), the scenario fixture's pods running `meshwork-testapp`.
 //! Enrollment changes go through the control plane's YAML, as `kubectl label` would.
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Deref;
 use std::process::Command;
 use std::sync::Mutex;
