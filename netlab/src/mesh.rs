@@ -327,9 +327,8 @@ impl Mesh {
             &format!("0.0.0.0:{WAYPOINT_READINESS_PORT}"),
         ])
         .args(&w.extra_args);
-        Ok(self
-            .cluster
-            .spawn_in(&w.pod, &format!("waypoint-{}", w.pod), cmd)?)
+        self.cluster
+            .spawn_in(&w.pod, &format!("waypoint-{}", w.pod), cmd)
     }
 
     /// Waits (bounded) until the waypoint in `pod` answers its readiness probe.
