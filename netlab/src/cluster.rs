@@ -619,7 +619,7 @@ fn remove_pins(node: &str) {
     }
 }
 
-/// Removes namespaces and pins left by harness runs whose process is gone.
+/// Removes namespaces and pins left by runs whose process is gone.
 pub fn cleanup_stale() {
     for ns in netns::list_netns() {
         if names::is_stale(&ns) {
