@@ -275,7 +275,7 @@ fn keep_then_ctrl_c_tears_everything_down() {
 
 /// Whether netns mode can run here (root, and the redirection loads); says why not.
 fn netns_capable() -> bool {
-    match meshwork_e2e::capability::probe_redirect() {
+    match meshwork_netlab::capability::probe_redirect() {
         Ok(()) => true,
         Err(e) => {
             eprintln!("netns demo not run: {e}");
@@ -286,7 +286,7 @@ fn netns_capable() -> bool {
 
 /// Named network namespaces starting with `prefix`.
 fn netns_named(prefix: &str) -> Vec<String> {
-    meshwork_e2e::netns::list_netns()
+    meshwork_netlab::netns::list_netns()
         .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect()
@@ -294,7 +294,7 @@ fn netns_named(prefix: &str) -> Vec<String> {
 
 /// BPF pin directories starting with `prefix`.
 fn pins_named(prefix: &str) -> Vec<String> {
-    std::fs::read_dir(meshwork_e2e::BPF_PIN_ROOT)
+    std::fs::read_dir(meshwork_netlab::BPF_PIN_ROOT)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -316,7 +316,7 @@ fn curl_target(line: &str) -> Option<(String, std::net::SocketAddr)> {
 /// `GET /api/orders` from inside `netns` on a plain connection (what the printed curl does).
 fn get_orders_from(netns: &str, addr: std::net::SocketAddr) -> String {
     use std::io::{Read, Write};
-    meshwork_e2e::netns::in_netns(netns, move || -> std::io::Result<String> {
+    meshwork_netlab::netns::in_netns(netns, move || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(15)))?;
         s.write_all(

@@ -227,7 +227,7 @@ impl Drop for Killed {
 
 #[test]
 fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
-    if let Err(e) = meshwork_e2e::capability::probe_redirect() {
+    if let Err(e) = meshwork_netlab::capability::probe_redirect() {
         eprintln!("meshwork up (netns mode) not run: {e}");
         return;
     }
@@ -622,7 +622,7 @@ fn up_runs_an_unseen_directory_and_down_leaves_nothing() {
     // down: nothing left.
     let down = meshwork(state, &["down"]);
     assert!(down.status.success(), "{}", text(&down));
-    let left: Vec<String> = meshwork_e2e::netns::list_netns()
+    let left: Vec<String> = meshwork_netlab::netns::list_netns()
         .into_iter()
         .filter(|n| netns.contains(n))
         .collect();

@@ -313,6 +313,7 @@ impl CiliumLike {
                         &peer,
                     ]),
                 )
+                .map_err(HarnessError::from)
                 .and_then(|o| {
                     if o.status.success() {
                         Ok(())

@@ -1,17 +1,11 @@
 use std::path::PathBuf;
 
-/// Errors of the mini-cluster harness; every variant names the namespace or command.
+/// Errors of the e2e harness (its pod networks, CNI runtime, probes); every variant names
+/// the namespace, command or file. The mini-cluster's own errors come as [`LabError`].
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    #[error("invalid cluster spec {field}: {reason}")]
-    Spec { field: &'static str, reason: String },
     #[error("command `{command}` failed: {reason}")]
     Command { command: String, reason: String },
-    #[error("entering network namespace {netns}: {source}")]
-    Setns {
-        netns: String,
-        source: std::io::Error,
-    },
     #[error("spawning `{command}` in {target}: {source}")]
     Spawn {
         command: String,
@@ -27,6 +21,8 @@ pub enum HarnessError {
     },
     #[error(transparent)]
     Cni(#[from] crate::cni::CniError),
-    #[error("timed out after {millis} ms waiting for {what}")]
-    Timeout { what: String, millis: u64 },
+    #[error(transparent)]
+    Lab(#[from] LabError),
 }
+
+pub use meshwork_netlab::LabError;

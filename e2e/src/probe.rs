@@ -138,11 +138,11 @@ pub fn connect_line(
     dst: SocketAddr,
     timeout: Duration,
 ) -> Result<std::io::Result<String>, HarnessError> {
-    cluster.in_netns(from, move || {
+    Ok(cluster.in_netns(from, move || {
         let stream = TcpStream::connect_timeout(&dst, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line)?;
         Ok(line.trim_end().to_string())
-    })
+    })?)
 }

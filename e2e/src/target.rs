@@ -24,6 +24,12 @@ impl From<crate::HarnessError> for ScenarioError {
     }
 }
 
+impl From<crate::LabError> for ScenarioError {
+    fn from(e: crate::LabError) -> Self {
+        Self::Target(e.to_string())
+    }
+}
+
 /// Summary printed by `meshwork-testapp get` (same field names).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct HttpSummary {

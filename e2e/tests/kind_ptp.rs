@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshwork_e2e::kind_ptp::NETWORK_NAME;
 use meshwork_e2e::netns::list_netns;
 use meshwork_e2e::probe::{connect_line, LineServer};
-use meshwork_e2e::{kube_proxy, Cluster, Network};
+use meshwork_e2e::{kube_proxy, Cluster, ClusterBuilderExt, ClusterExt, Network};
 
 const WAIT: Duration = Duration::from_secs(3);
 

@@ -21,7 +21,7 @@ use common::mesh_suite::{self, record};
 use meshwork_e2e::cilium_like::CiliumLike;
 use meshwork_e2e::scenarios::{self, fixture};
 use meshwork_e2e::target::MeshTarget;
-use meshwork_e2e::{Binaries, CaptureMode, NetnsMesh, Network};
+use meshwork_e2e::{Binaries, CaptureMode, ClusterExt, NetnsMesh, Network};
 
 const FLAVOUR: &str = "cilium-like + inpod";
 

@@ -63,7 +63,7 @@ impl Dial {
             Dial::Netns { netns, addr } => {
                 let (netns, addr) = (netns.clone(), *addr);
                 let std = tokio::task::spawn_blocking(move || {
-                    meshwork_e2e::netns::in_netns(&netns, move || {
+                    meshwork_netlab::netns::in_netns(&netns, move || {
                         let s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
                         s.set_nonblocking(true)?;
                         Ok::<_, std::io::Error>(s)

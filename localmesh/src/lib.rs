@@ -2,7 +2,7 @@
 //! manifests, one ztunnel per node, waypoints and the pods (the test application or a
 //! command), in one of two modes:
 //!
-//! * netns: the `e2e` mini-cluster: every pod is a network namespace behind a veth on its
+//! * netns: the netlab mini-cluster: every pod is a network namespace behind a veth on its
 //!   node's namespace, each node's ztunnel captures its pods with the eBPF redirection.
 //!   Needs root and a kernel that loads the redirection (probed, not guessed).
 //! * loopback: every pod is its own `127.a.b.x` address; traffic enters through the

@@ -62,7 +62,7 @@ pub fn decide(
 /// Loads the eBPF redirection into a throw-away namespace (blocking work, off the runtime).
 pub async fn probe_netns() -> Result<(), String> {
     tokio::task::spawn_blocking(|| {
-        meshwork_e2e::capability::probe_redirect().map_err(|e| e.to_string())
+        meshwork_netlab::capability::probe_redirect().map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

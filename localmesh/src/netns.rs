@@ -1,4 +1,4 @@
-//! Netns mode: the plan as the e2e mini-cluster (`meshwork-e2e`): every pod is a network
+//! Netns mode: the plan as a netlab mini-cluster (`meshwork-netlab`): every pod is a network
 //! namespace behind a veth on its node's namespace, the control plane runs in the fabric
 //! namespace, each node's ztunnel captures its pods with the eBPF redirection, waypoints
 //! run (uncaptured) in their own pods. Client traffic is the app's own plain TCP from the
@@ -23,9 +23,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshwork_e2e::{
-    Binaries, Cluster, MeshConfig, NetnsMesh, WaypointSpec, CONTROL_PLANE_ADMIN_PORT,
-    CONTROL_PLANE_IP, WAYPOINT_ADMIN_PORT, WAYPOINT_READINESS_PORT, ZTUNNEL_METRICS_PORT,
+use meshwork_netlab::{
+    Binaries, Cluster, Mesh, MeshConfig, WaypointSpec, CONTROL_PLANE_ADMIN_PORT, CONTROL_PLANE_IP,
+    WAYPOINT_ADMIN_PORT, WAYPOINT_READINESS_PORT, ZTUNNEL_METRICS_PORT,
 };
 
 use crate::collector::Collector;
@@ -113,7 +113,7 @@ impl Prepared {
         // On this (runtime worker) thread, not the blocking pool: the harness's children
         // get SIGKILL when the thread that spawned them exits (PR_SET_PDEATHSIG is per
         // thread), and idle blocking-pool threads exit after a few seconds.
-        let nm = Arc::new(NetnsMesh::boot(bins.clone(), self.cluster, config).map_err(harness)?);
+        let nm = Arc::new(Mesh::boot(bins.clone(), self.cluster, config).map_err(harness)?);
         let collector = start_collector(&nm).await?;
         let mut netns = Netns {
             mesh: nm.clone(),
@@ -177,7 +177,7 @@ impl Prepared {
 
 /// The netns part of a running mesh.
 pub struct Netns {
-    mesh: Arc<NetnsMesh>,
+    mesh: Arc<Mesh>,
     plan: Plan,
     bins: Binaries,
     /// `(namespace, service name)` → its VIP, as the control plane's model has it.
@@ -458,7 +458,7 @@ impl Netns {
 
 /// The OTLP receiver on a listener made in the fabric namespace, at the control plane's
 /// address (waypoint pods route there through their node).
-async fn start_collector(nm: &NetnsMesh) -> Result<Collector, Error> {
+async fn start_collector(nm: &Mesh) -> Result<Collector, Error> {
     let want = SocketAddr::from((CONTROL_PLANE_IP, 0));
     let l = nm
         .cluster

@@ -3,7 +3,7 @@
 //!
 //! Two modes, the same patterns and report (the mode and why it was chosen are printed):
 //!
-//! * netns: the e2e mini-cluster (`meshwork-e2e`): every pod is a network namespace behind
+//! * netns: the netlab mini-cluster (`meshwork-netlab`): every pod is a network namespace behind
 //!   a veth on its node's namespace, each node's ztunnel captures its pods with the eBPF
 //!   redirection, the waypoint runs uncaptured in its own pod, and client traffic is the
 //!   client pod's own plain TCP to the service VIP. Needs root and a kernel that loads the

@@ -1,7 +1,7 @@
 //! The demo cluster: two nodes and their pods, as a [`Plan`] for the local mesh library
 //! (netns mode puts the waypoint on a third node). On loopback they live on a random
 //! `127.a.b.0/24` (every pod address is its own loopback IP, so HBONE can use port 15008 on
-//! each); in netns mode every pod is a network namespace of the e2e mini-cluster, and a
+//! each); in netns mode every pod is a network namespace of the netlab mini-cluster, and a
 //! [`Placement`] says where each one ended up.
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::HarnessError;
+use crate::LabError;
 
 /// Path of a named network namespace created by `ip netns add`.
 pub fn netns_path(name: &str) -> PathBuf {
@@ -24,13 +24,13 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// Runs a command to completion; non-zero exit is an error carrying stderr.
-pub fn run(cmd: &mut Command) -> Result<Output, HarnessError> {
-    let out = cmd.output().map_err(|e| HarnessError::Command {
+pub fn run(cmd: &mut Command) -> Result<Output, LabError> {
+    let out = cmd.output().map_err(|e| LabError::Command {
         command: describe(cmd),
         reason: e.to_string(),
     })?;
     if !out.status.success() {
-        return Err(HarnessError::Command {
+        return Err(LabError::Command {
             command: describe(cmd),
             reason: format!(
                 "{}: {}",
@@ -43,26 +43,26 @@ pub fn run(cmd: &mut Command) -> Result<Output, HarnessError> {
 }
 
 /// `ip <args>` in the current namespace.
-pub fn ip(args: &[&str]) -> Result<Output, HarnessError> {
+pub fn ip(args: &[&str]) -> Result<Output, LabError> {
     run(Command::new("ip").args(args))
 }
 
 /// `ip -n <netns> <args>`.
-pub fn ip_in(netns: &str, args: &[&str]) -> Result<Output, HarnessError> {
+pub fn ip_in(netns: &str, args: &[&str]) -> Result<Output, LabError> {
     run(Command::new("ip").arg("-n").arg(netns).args(args))
 }
 
 /// Writes a sysctl of a namespace (net.* sysctls are per network namespace).
-pub fn sysctl_in(netns: &str, key: &str, value: &str) -> Result<(), HarnessError> {
+pub fn sysctl_in(netns: &str, key: &str, value: &str) -> Result<(), LabError> {
     let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
     let value = value.to_string();
     in_netns(netns, move || {
-        std::fs::write(&path, value.as_bytes()).map_err(|source| HarnessError::Io { path, source })
+        std::fs::write(&path, value.as_bytes()).map_err(|source| LabError::Io { path, source })
     })?
 }
 
-fn open_netns(netns: &str) -> Result<OwnedFd, HarnessError> {
-    let f = File::open(netns_path(netns)).map_err(|source| HarnessError::Setns {
+fn open_netns(netns: &str) -> Result<OwnedFd, LabError> {
+    let f = File::open(netns_path(netns)).map_err(|source| LabError::Setns {
         netns: netns.to_string(),
         source,
     })?;
@@ -71,7 +71,7 @@ fn open_netns(netns: &str) -> Result<OwnedFd, HarnessError> {
 
 /// Runs `f` on a fresh thread that has entered `netns`; sockets it creates belong to that
 /// namespace and stay there when handed back.
-pub fn in_netns<T, F>(netns: &str, f: F) -> Result<T, HarnessError>
+pub fn in_netns<T, F>(netns: &str, f: F) -> Result<T, LabError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -90,7 +90,7 @@ where
 
 /// Like [`in_netns`] but does not wait: `f` runs on a thread of its own inside `netns`
 /// (threads it spawns inherit the namespace). Entering is checked before this returns.
-pub fn spawn_in<F>(netns: &str, f: F) -> Result<std::thread::JoinHandle<()>, HarnessError>
+pub fn spawn_in<F>(netns: &str, f: F) -> Result<std::thread::JoinHandle<()>, LabError>
 where
     F: FnOnce() + Send + 'static,
 {
@@ -108,7 +108,7 @@ where
     let entered = entered_rx
         .recv()
         .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread died")));
-    entered.map_err(|source| HarnessError::Setns {
+    entered.map_err(|source| LabError::Setns {
         netns: netns.to_string(),
         source,
     })?;
@@ -117,7 +117,7 @@ where
 
 /// Prepares `cmd` to run inside `netns` (setns in the child before exec; the mount
 /// namespace is the caller's) and to die with its parent.
-pub fn enter_before_exec(cmd: &mut Command, netns: &str) -> Result<(), HarnessError> {
+pub fn enter_before_exec(cmd: &mut Command, netns: &str) -> Result<(), LabError> {
     let fd = open_netns(netns)?;
     let raw = fd.as_raw_fd();
     // Keep the fd open until the command is spawned: leak it into the closure.
@@ -139,7 +139,7 @@ pub fn enter_before_exec(cmd: &mut Command, netns: &str) -> Result<(), HarnessEr
 }
 
 /// Runs a command inside `netns` to completion.
-pub fn exec_in(netns: &str, cmd: &mut Command) -> Result<Output, HarnessError> {
+pub fn exec_in(netns: &str, cmd: &mut Command) -> Result<Output, LabError> {
     enter_before_exec(cmd, netns)?;
     run(cmd)
 }

@@ -1,21 +1,24 @@
-//! [`CaptureMode::InPod`] parts of [`NetnsMesh`]: the cluster's netns directory (what a
-//! container runtime keeps), each node's agent socket and pod records, the ztunnel's
-//! `/inpod`, stopping and starting a node's ztunnel, and pods created while the mesh runs
-//! ([`Sandbox`]: a namespace set up by the full CNI chain, `meshwork-cni` last).
+//! Pods of the fixture's mesh made while it runs ([`Sandbox`]: a namespace set up by the
+//! full CNI chain, `meshwork-cni` last, with its pod object in the control plane's YAML),
+//! the in-pod capture's wait for the fixture's pods, and `meshwork-testapp get` from a
+//! namespace.
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use meshwork_netlab::netns::{self, netns_path};
+use meshwork_netlab::{link_netns, locate_binary, wait_for};
 use serde_json::{json, Value};
 
-use super::{wait_for, CaptureMode, NetnsMesh};
+use super::NetnsMesh;
 use crate::cni::{Attachment, CniError, CniNetwork, DEFAULT_CNI_PATH};
-use crate::netns::{self, netns_path};
+use crate::kind_ptp;
+use crate::network::ClusterExt;
 use crate::scenarios::fixture;
 use crate::target::{HttpSummary, ScenarioError};
-use crate::{kind_ptp, Cluster, HarnessError};
+use crate::HarnessError;
 
 /// How long the fixture's pods may take to be found by the ztunnels' scan.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,60 +30,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
     }
 }
 
-/// The cluster's netns directory: one symlink per pod to its `/var/run/netns` file.
-pub(super) fn make_netns_dir(cluster: &Cluster, dir: &Path) -> Result<(), HarnessError> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    for p in cluster.pods() {
-        link_netns(dir, &p.netns)?;
-    }
-    Ok(())
-}
-
-fn link_netns(dir: &Path, netns: &str) -> Result<(), HarnessError> {
-    let link = dir.join(netns);
-    std::os::unix::fs::symlink(netns_path(netns), &link).map_err(io_err(&link))
-}
-
 impl NetnsMesh {
-    pub fn capture(&self) -> CaptureMode {
-        self.capture
-    }
-
-    /// The cluster's netns directory ([`CaptureMode::InPod`]).
-    pub fn netns_dir(&self) -> &Path {
-        &self.netns_dir
-    }
-
-    /// Where `node`'s ztunnel keeps its in-pod state (`cni.sock`, `pods/`).
-    pub(super) fn inpod_node_dir(&self, node: &str) -> PathBuf {
-        self.cluster.log_dir().join(format!("inpod-{node}"))
-    }
-
-    /// `node`'s agent socket (`--cni-socket`).
-    pub fn cni_socket(&self, node: &str) -> PathBuf {
-        self.inpod_node_dir(node).join("cni.sock")
-    }
-
-    /// Where `node`'s node agent would say, when the ztunnel stops, whether the mesh is
-    /// being uninstalled (`uninstall`) or not (`restart`).
-    pub fn stop_decision_file(&self, node: &str) -> PathBuf {
-        self.inpod_node_dir(node).join("stop-decision")
-    }
-
-    /// `node`'s ztunnel `/inpod`: `{"pods": [{key, pod, netns, ips, captured}], "stats"}`.
-    pub fn inpod_status(&self, node: &str) -> Result<Value, ScenarioError> {
-        self.admin_json(node, "/inpod")
-    }
-
-    /// The `/inpod` entry of pod `namespace/name` on `node`, if the ztunnel knows it.
-    pub fn inpod_pod(&self, node: &str, pod_ref: &str) -> Result<Option<Value>, ScenarioError> {
-        let v = self.inpod_status(node)?;
-        Ok(v["pods"]
-            .as_array()
-            .and_then(|l| l.iter().find(|p| p["pod"].as_str() == Some(pod_ref)))
-            .cloned())
-    }
-
     /// Waits until every node's ztunnel has captured exactly its fixture pods of ambient
     /// namespaces (found by the scan: they are older than the mesh).
     pub(super) fn wait_fixture_captured(&self) -> Result<(), ScenarioError> {
@@ -111,35 +61,6 @@ impl NetnsMesh {
         Ok(())
     }
 
-    /// Log label of `node`'s current ztunnel.
-    pub fn ztunnel_label(&self, node: &str) -> String {
-        let gen = *self.restarts.lock().unwrap_or_else(|p| p.into_inner());
-        format!("ztunnel-{node}-{gen}")
-    }
-
-    /// Stops `node`'s ztunnel with `signal` (SIGTERM: drained within its 2 s deadline;
-    /// SIGKILL: a crash) and waits for it to exit. The node then has no ztunnel.
-    pub fn stop_ztunnel(&self, node: &str, signal: i32) -> Result<(), ScenarioError> {
-        let z = self
-            .ztunnels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(node)
-            .ok_or_else(|| ScenarioError::Target(format!("no ztunnel on {node}")))?;
-        self.cluster.signal(z.pid, signal)?;
-        self.cluster.wait_exit(z.pid, Duration::from_secs(10))?;
-        Ok(())
-    }
-
-    /// Starts a new ztunnel on `node` (after [`NetnsMesh::stop_ztunnel`]) and waits until
-    /// it is ready. Returns its pid.
-    pub fn start_new_ztunnel(&self, node: &str) -> Result<u32, ScenarioError> {
-        *self.restarts.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        let pid = self.start_ztunnel(node)?;
-        self.wait_ztunnel_ready(node)?;
-        Ok(pid)
-    }
-
     /// Writes pod `name` into the control plane's YAML directory (`pod-<name>.yaml`) as the
     /// API server has it: scheduled on `node` (`spec.nodeName`), with `status.podIP` once
     /// `ip` is known (kubelet reports it after the sandbox's CNI ADD).
@@ -162,8 +83,10 @@ impl NetnsMesh {
             sa = pod.service_account,
             port = fixture::APP_PORT,
         );
-        let tmp = self.config_dir.join(format!(".pod-{}.yaml.tmp", pod.name));
-        let file = self.config_dir.join(format!("pod-{}.yaml", pod.name));
+        let tmp = self
+            .config_dir()
+            .join(format!(".pod-{}.yaml.tmp", pod.name));
+        let file = self.config_dir().join(format!("pod-{}.yaml", pod.name));
         std::fs::write(&tmp, yaml).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &file).map_err(io_err(&file))?;
         Ok(())
@@ -171,7 +94,7 @@ impl NetnsMesh {
 
     /// Removes pod `name` from the control plane's YAML (the pod object is deleted).
     pub fn remove_pod_yaml(&self, name: &str) -> Result<(), ScenarioError> {
-        let file = self.config_dir.join(format!("pod-{name}.yaml"));
+        let file = self.config_dir().join(format!("pod-{name}.yaml"));
         std::fs::remove_file(&file).map_err(io_err(&file))?;
         Ok(())
     }
@@ -187,7 +110,7 @@ impl NetnsMesh {
             .cni()
             .ok_or_else(|| ScenarioError::Target("sandboxes need the kind-ptp network".into()))?;
         let node = self.cluster.node(&pod.node)?.clone();
-        let plugin = super::locate_binary("meshwork-cni")?;
+        let plugin = locate_binary("meshwork-cni")?;
         let plugin_dir = plugin.parent().map(Path::to_path_buf).unwrap_or_default();
         let cni_path = std::env::join_paths([plugin_dir.as_path(), Path::new(DEFAULT_CNI_PATH)])
             .map_err(|e| ScenarioError::Target(format!("CNI_PATH: {e}")))?;
@@ -213,7 +136,7 @@ impl NetnsMesh {
             runtime_netns: node.netns.clone(),
         };
         let netns = self.cluster.add_sandbox_netns(&pod.name)?;
-        link_netns(&self.netns_dir, &netns)?;
+        link_netns(self.netns_dir(), &netns)?;
         Ok(Sandbox {
             spec: pod.clone(),
             netns,
@@ -228,7 +151,7 @@ impl NetnsMesh {
     /// Starts `meshwork-testapp serve` on [`fixture::APP_PORT`] in a sandbox (log label
     /// `app-<pod>`).
     pub fn start_app_in(&self, sb: &Sandbox) -> Result<u32, ScenarioError> {
-        let mut cmd = Command::new(&self.bins.testapp);
+        let mut cmd = Command::new(&self.binaries().testapp);
         cmd.args(["serve", "--port", &fixture::APP_PORT.to_string()])
             .args(["--app", &sb.spec.app, "--version", &sb.spec.version])
             .args(["--pod", &sb.spec.name]);
@@ -400,7 +323,7 @@ impl NetnsMesh {
         headers: &[(&str, &str)],
         count: u64,
     ) -> Result<HttpSummary, ScenarioError> {
-        let mut cmd = Command::new(&self.bins.testapp);
+        let mut cmd = Command::new(&self.binaries().testapp);
         cmd.args([
             "get",
             url,

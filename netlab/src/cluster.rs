@@ -1,5 +1,6 @@
 //! A mini-cluster of network namespaces: a fabric bridge, N nodes, pods behind veths.
 //! Everything is named after a per-run id and removed on drop, panics included.
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -7,28 +8,50 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cilium_like::{self, CiliumLike};
-use crate::kind_ptp::KindPtp;
 use crate::netns::{self, ip_in};
-use crate::topology::{self, Network, Node, Pod, Service, MAX_NODES, MAX_PODS_PER_NODE};
-use crate::{names, HarnessError};
+use crate::topology::{self, Node, Pod, Service, MAX_NODES, MAX_PODS_PER_NODE};
+use crate::{names, LabError};
 
-/// Root of BPF pins of Meshwork nodes; a harness node's pins are `<root>/<node netns>`.
+/// Root of BPF pins of Meshwork nodes; a cluster node's pins are `<root>/<node netns>`.
 pub const BPF_PIN_ROOT: &str = "/sys/fs/bpf/meshwork";
 
-#[derive(Debug, Default, Clone)]
+/// How pods are wired into their nodes when not by the cluster's own bridge plan (a veth
+/// per pod with the node's gateway on it, fixed addresses): e.g. a CNI runtime or an
+/// emulated datapath (the e2e harness's kind-ptp and cilium-like networks).
+pub trait PodWiring: Any + Send + Sync {
+    /// Its name in logs and errors (e.g. `kind-ptp`).
+    fn name(&self) -> &'static str;
+
+    /// Whether every node routes the other nodes' pod CIDRs via their fabric address (as
+    /// the bridge plan does); `false` when the wiring carries them itself (a tunnel).
+    fn routes_between_nodes(&self) -> bool {
+        true
+    }
+
+    /// Wires the planned pods once the fabric and the nodes exist: makes each pod's
+    /// namespace ([`Cluster::add_pod_netns`]) and its link, and sets each pod's `ip` and
+    /// `host_veth` to what the wiring gave it. What it made before an error is still
+    /// removed by [`PodWiring::teardown`].
+    fn wire(&mut self, cluster: &Cluster, pods: &mut [Pod]) -> Result<(), LabError>;
+
+    /// Removes what the wiring made outside the cluster's namespaces (called on drop,
+    /// before the namespaces are deleted).
+    fn teardown(&self);
+}
+
+#[derive(Default)]
 pub struct ClusterBuilder {
     nodes: usize,
     pods_per_node: usize,
     named_pods: Vec<(String, usize)>,
     services: Vec<(String, Ipv4Addr, u16, u16, Vec<String>)>,
-    network: Network,
+    wiring: Option<Box<dyn PodWiring>>,
 }
 
 impl ClusterBuilder {
-    /// How pods are wired (default [`Network::Bridge`]).
-    pub fn network(mut self, network: Network) -> Self {
-        self.network = network;
+    /// Wires pods with `wiring` instead of the bridge plan.
+    pub fn wiring(mut self, wiring: Box<dyn PodWiring>) -> Self {
+        self.wiring = Some(wiring);
         self
     }
 
@@ -68,9 +91,9 @@ impl ClusterBuilder {
         self
     }
 
-    fn plan(&self, run_id: &str) -> Result<Plan, HarnessError> {
+    fn plan(&self, run_id: &str) -> Result<Plan, LabError> {
         if self.nodes == 0 || self.nodes > MAX_NODES {
-            return Err(HarnessError::Spec {
+            return Err(LabError::Spec {
                 field: "nodes",
                 reason: format!("{} not in 1..={MAX_NODES}", self.nodes),
             });
@@ -78,22 +101,22 @@ impl ClusterBuilder {
         let nodes: Vec<Node> = (0..self.nodes).map(|i| topology::node(run_id, i)).collect();
         let mut slots = vec![0usize; self.nodes];
         let mut pods: Vec<Pod> = Vec::new();
-        let mut add = |name: String, node: usize| -> Result<(), HarnessError> {
+        let mut add = |name: String, node: usize| -> Result<(), LabError> {
             topology::check_name("pod", &name)?;
             let Some(n) = nodes.get(node) else {
-                return Err(HarnessError::Spec {
+                return Err(LabError::Spec {
                     field: "pod.node",
                     reason: format!("pod {name}: node index {node} >= {}", nodes.len()),
                 });
             };
             if pods.iter().any(|p| p.name == name) {
-                return Err(HarnessError::Spec {
+                return Err(LabError::Spec {
                     field: "pod",
                     reason: format!("duplicate pod name {name}"),
                 });
             }
             if slots[node] >= MAX_PODS_PER_NODE {
-                return Err(HarnessError::Spec {
+                return Err(LabError::Spec {
                     field: "pods_per_node",
                     reason: format!("node n{node} has more than {MAX_PODS_PER_NODE} pods"),
                 });
@@ -115,7 +138,7 @@ impl ClusterBuilder {
             topology::check_name("service", name)?;
             for b in backends {
                 if !pods.iter().any(|p| &p.name == b) {
-                    return Err(HarnessError::Spec {
+                    return Err(LabError::Spec {
                         field: "service.backends",
                         reason: format!("service {name}: unknown pod {b}"),
                     });
@@ -133,24 +156,18 @@ impl ClusterBuilder {
     }
 
     /// Creates the namespaces and links. On error everything created so far is removed.
-    pub fn build(self) -> Result<Cluster, HarnessError> {
+    pub fn build(self) -> Result<Cluster, LabError> {
         cleanup_stale();
         let run_id = names::new_run_id();
         let (nodes, pods, services) = self.plan(&run_id)?;
         let log_dir = std::env::temp_dir().join("meshwork-e2e").join(&run_id);
-        std::fs::create_dir_all(&log_dir).map_err(|source| HarnessError::Io {
+        std::fs::create_dir_all(&log_dir).map_err(|source| LabError::Io {
             path: log_dir.clone(),
             source,
         })?;
-        let kind = match self.network {
-            Network::Bridge | Network::CiliumLike => None,
-            Network::KindPtp => Some(KindPtp::new(&nodes, cni_data_dir(&run_id))?),
-        };
         let mut cluster = Cluster {
             fabric: format!("{run_id}-fab"),
-            network: self.network,
-            kind,
-            cilium: None,
+            wiring: None,
             run_id,
             nodes,
             pods,
@@ -159,7 +176,7 @@ impl ClusterBuilder {
             created: Mutex::new(Vec::new()),
             children: Mutex::new(BTreeMap::new()),
         };
-        cluster.create()?;
+        cluster.create(self.wiring)?;
         Ok(cluster)
     }
 }
@@ -176,11 +193,8 @@ struct Process {
 /// namespaces.
 pub struct Cluster {
     run_id: String,
-    network: Network,
-    /// The CNI runtime of [`Network::KindPtp`].
-    kind: Option<KindPtp>,
-    /// The emulated datapath of [`Network::CiliumLike`].
-    cilium: Option<CiliumLike>,
+    /// How pods are wired, when not by the bridge plan.
+    wiring: Option<Box<dyn PodWiring>>,
     fabric: String,
     nodes: Vec<Node>,
     pods: Vec<Pod>,
@@ -199,18 +213,15 @@ impl Cluster {
         &self.run_id
     }
 
-    pub fn network(&self) -> Network {
-        self.network
+    /// The name of the pod network: `bridge`, or the [`PodWiring`]'s.
+    pub fn network_name(&self) -> &'static str {
+        self.wiring.as_ref().map_or("bridge", |w| w.name())
     }
 
-    /// The CNI runtime of the nodes ([`Network::KindPtp`] only).
-    pub fn cni(&self) -> Option<&KindPtp> {
-        self.kind.as_ref()
-    }
-
-    /// The emulated Cilium datapath ([`Network::CiliumLike`] only).
-    pub fn cilium(&self) -> Option<&CiliumLike> {
-        self.cilium.as_ref()
+    /// The pod wiring the cluster was built with, if it is a `W`.
+    pub fn wiring<W: PodWiring>(&self) -> Option<&W> {
+        let w: &dyn Any = self.wiring.as_deref()?;
+        w.downcast_ref::<W>()
     }
 
     pub fn fabric_netns(&self) -> &str {
@@ -234,31 +245,31 @@ impl Cluster {
         &self.log_dir
     }
 
-    pub fn node(&self, name: &str) -> Result<&Node, HarnessError> {
+    pub fn node(&self, name: &str) -> Result<&Node, LabError> {
         self.nodes
             .iter()
             .find(|n| n.name == name)
-            .ok_or_else(|| HarnessError::Unknown {
+            .ok_or_else(|| LabError::Unknown {
                 kind: "node",
                 name: name.to_string(),
             })
     }
 
-    pub fn pod(&self, name: &str) -> Result<&Pod, HarnessError> {
+    pub fn pod(&self, name: &str) -> Result<&Pod, LabError> {
         self.pods
             .iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| HarnessError::Unknown {
+            .ok_or_else(|| LabError::Unknown {
                 kind: "pod",
                 name: name.to_string(),
             })
     }
 
-    pub fn service(&self, name: &str) -> Result<&Service, HarnessError> {
+    pub fn service(&self, name: &str) -> Result<&Service, LabError> {
         self.services
             .iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| HarnessError::Unknown {
+            .ok_or_else(|| LabError::Unknown {
                 kind: "service",
                 name: name.to_string(),
             })
@@ -270,7 +281,7 @@ impl Cluster {
     }
 
     /// Network namespace of a node or pod name, or "fabric".
-    pub fn netns_of(&self, target: &str) -> Result<&str, HarnessError> {
+    pub fn netns_of(&self, target: &str) -> Result<&str, LabError> {
         if target == "fabric" {
             return Ok(&self.fabric);
         }
@@ -280,24 +291,24 @@ impl Cluster {
         if let Some(p) = self.pods.iter().find(|p| p.name == target) {
             return Ok(&p.netns);
         }
-        Err(HarnessError::Unknown {
+        Err(LabError::Unknown {
             kind: "node or pod",
             name: target.to_string(),
         })
     }
 
     /// BPF pin directory of a node's redirection (`<BPF_PIN_ROOT>/<node netns>`).
-    pub fn bpf_node_name(&self, node: &str) -> Result<String, HarnessError> {
+    pub fn bpf_node_name(&self, node: &str) -> Result<String, LabError> {
         Ok(self.node(node)?.netns.clone())
     }
 
     /// Runs a command to completion inside a node or pod.
-    pub fn exec_in(&self, target: &str, cmd: &mut Command) -> Result<Output, HarnessError> {
+    pub fn exec_in(&self, target: &str, cmd: &mut Command) -> Result<Output, LabError> {
         netns::exec_in(self.netns_of(target)?, cmd)
     }
 
     /// Runs a closure on a thread inside a node or pod namespace.
-    pub fn in_netns<T, F>(&self, target: &str, f: F) -> Result<T, HarnessError>
+    pub fn in_netns<T, F>(&self, target: &str, f: F) -> Result<T, LabError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -307,7 +318,7 @@ impl Cluster {
 
     /// Starts a process inside a node or pod; stdout and stderr go to
     /// `<log_dir>/<label>.log`. It is killed when the cluster drops. Returns its pid.
-    pub fn spawn_in(&self, target: &str, label: &str, cmd: Command) -> Result<u32, HarnessError> {
+    pub fn spawn_in(&self, target: &str, label: &str, cmd: Command) -> Result<u32, LabError> {
         let netns = self.netns_of(target)?.to_string();
         self.spawn_in_netns(&netns, label, cmd)
     }
@@ -319,20 +330,20 @@ impl Cluster {
         netns: &str,
         label: &str,
         mut cmd: Command,
-    ) -> Result<u32, HarnessError> {
+    ) -> Result<u32, LabError> {
         let target = netns;
         let log = self.log_dir.join(format!("{label}.log"));
-        let file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
+        let file = std::fs::File::create(&log).map_err(|source| LabError::Io {
             path: log.clone(),
             source,
         })?;
-        let err = file.try_clone().map_err(|source| HarnessError::Io {
+        let err = file.try_clone().map_err(|source| LabError::Io {
             path: log.clone(),
             source,
         })?;
         cmd.stdin(Stdio::null()).stdout(file).stderr(err);
         netns::enter_before_exec(&mut cmd, netns)?;
-        let child = cmd.spawn().map_err(|source| HarnessError::Spawn {
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
             command: format!("{:?}", cmd.get_program()),
             target: target.to_string(),
             source,
@@ -353,17 +364,17 @@ impl Cluster {
     }
 
     /// Sends `signal` to a spawned process.
-    pub fn signal(&self, pid: u32, signal: i32) -> Result<(), HarnessError> {
+    pub fn signal(&self, pid: u32, signal: i32) -> Result<(), LabError> {
         let children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         if !children.contains_key(&pid) {
-            return Err(HarnessError::Unknown {
+            return Err(LabError::Unknown {
                 kind: "process",
                 name: pid.to_string(),
             });
         }
         // SAFETY: plain kill(2) of a child we own and have not reaped.
         if unsafe { libc::kill(pid as i32, signal) } != 0 {
-            return Err(HarnessError::Command {
+            return Err(LabError::Command {
                 command: format!("kill -{signal} {pid}"),
                 reason: std::io::Error::last_os_error().to_string(),
             });
@@ -372,7 +383,7 @@ impl Cluster {
     }
 
     /// Kills a spawned process and waits for it.
-    pub fn kill(&self, pid: u32) -> Result<(), HarnessError> {
+    pub fn kill(&self, pid: u32) -> Result<(), LabError> {
         let proc = self
             .children
             .lock()
@@ -385,7 +396,7 @@ impl Cluster {
                 tracing::debug!(pid, label = %p.label, "killed");
                 Ok(())
             }
-            None => Err(HarnessError::Unknown {
+            None => Err(LabError::Unknown {
                 kind: "process",
                 name: pid.to_string(),
             }),
@@ -393,12 +404,12 @@ impl Cluster {
     }
 
     /// Waits (bounded) for a spawned process to exit; returns its exit code.
-    pub fn wait_exit(&self, pid: u32, timeout: Duration) -> Result<Option<i32>, HarnessError> {
+    pub fn wait_exit(&self, pid: u32, timeout: Duration) -> Result<Option<i32>, LabError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
             let Some(p) = children.get_mut(&pid) else {
-                return Err(HarnessError::Unknown {
+                return Err(LabError::Unknown {
                     kind: "process",
                     name: pid.to_string(),
                 });
@@ -410,7 +421,7 @@ impl Cluster {
             drop(children);
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(HarnessError::Timeout {
+        Err(LabError::Timeout {
             what: format!("process {pid} to exit"),
             millis: timeout.as_millis() as u64,
         })
@@ -438,7 +449,7 @@ impl Cluster {
         std::fs::read_to_string(self.log_dir.join(format!("{label}.log"))).unwrap_or_default()
     }
 
-    fn add_netns(&self, name: &str) -> Result<(), HarnessError> {
+    fn add_netns(&self, name: &str) -> Result<(), LabError> {
         self.add_bare_netns(name)?;
         ip_in(name, &["link", "set", "lo", "up"])?;
         Ok(())
@@ -446,15 +457,21 @@ impl Cluster {
 
     /// The namespace of a pod sandbox made after the build, `<run>-<name>`, as a container
     /// runtime creates it (`lo` still down); removed with the cluster. Returns its name.
-    pub fn add_sandbox_netns(&self, name: &str) -> Result<String, HarnessError> {
+    pub fn add_sandbox_netns(&self, name: &str) -> Result<String, LabError> {
         topology::check_name("pod", name)?;
         let ns = format!("{}-{name}", self.run_id);
         self.add_bare_netns(&ns)?;
         Ok(ns)
     }
 
+    /// A pod's namespace as a container runtime creates a sandbox's (`lo` still down),
+    /// removed with the cluster: for a [`PodWiring`].
+    pub fn add_pod_netns(&self, pod: &Pod) -> Result<(), LabError> {
+        self.add_bare_netns(&pod.netns)
+    }
+
     /// A namespace as a container runtime creates a sandbox's: `lo` still down.
-    fn add_bare_netns(&self, name: &str) -> Result<(), HarnessError> {
+    fn add_bare_netns(&self, name: &str) -> Result<(), LabError> {
         netns::ip(&["netns", "add", name])?;
         self.created
             .lock()
@@ -463,7 +480,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn create(&mut self) -> Result<(), HarnessError> {
+    fn create(&mut self, wiring: Option<Box<dyn PodWiring>>) -> Result<(), LabError> {
         let fab = self.fabric.as_str();
         self.add_netns(fab)?;
         ip_in(fab, &["link", "add", "br0", "type", "bridge"])?;
@@ -483,8 +500,8 @@ impl Cluster {
             ip_in(&n.netns, &["addr", "add", &addr, "dev", &n.uplink])?;
             ip_in(&n.netns, &["link", "set", &n.uplink, "up"])?;
             netns::sysctl_in(&n.netns, "net.ipv4.ip_forward", "1")?;
-            if self.network == Network::CiliumLike {
-                // Remote pod CIDRs go into the tunnel (CiliumLike::new).
+            if wiring.as_ref().is_some_and(|w| !w.routes_between_nodes()) {
+                // Remote pod CIDRs are the wiring's (e.g. a tunnel).
                 continue;
             }
             for other in self.nodes.iter().filter(|o| o.index != n.index) {
@@ -503,68 +520,22 @@ impl Cluster {
                 )?;
             }
         }
-        match self.network {
-            Network::Bridge => self.create_bridge_pods()?,
-            Network::KindPtp => self.create_cni_pods()?,
-            Network::CiliumLike => self.create_cilium_pods()?,
+        match wiring {
+            None => self.create_bridge_pods()?,
+            Some(mut w) => {
+                let mut pods = std::mem::take(&mut self.pods);
+                let r = w.wire(self, &mut pods);
+                self.pods = pods;
+                // Kept even on error: its teardown removes what it made.
+                self.wiring = Some(w);
+                r?;
+            }
         }
-        tracing::info!(run = %self.run_id, network = self.network.name(), nodes = self.nodes.len(), pods = self.pods.len(), "cluster up");
+        tracing::info!(run = %self.run_id, network = self.network_name(), nodes = self.nodes.len(), pods = self.pods.len(), "cluster up");
         Ok(())
     }
 
-    /// Pods through the nodes' CNI runtime; their addresses and host veths are what the
-    /// plugins report. Then kube-proxy's chains for the services.
-    fn create_cni_pods(&mut self) -> Result<(), HarnessError> {
-        let kind = self
-            .kind
-            .as_ref()
-            .expect("KindPtp cluster has a CNI runtime");
-        // A kind node has a default route (the docker network's gateway), so a VIP is
-        // routable and meets kube-proxy's FORWARD-side chains; here the fabric's .254.
-        for n in &self.nodes {
-            let gw = Ipv4Addr::new(10, 250, 0, 254).to_string();
-            ip_in(
-                &n.netns,
-                &["route", "add", "default", "via", &gw, "dev", &n.uplink],
-            )?;
-        }
-        for i in 0..self.pods.len() {
-            self.add_bare_netns(&self.pods[i].netns)?;
-            let (ip, veth) = kind.add_pod(&self.pods[i])?;
-            self.pods[i].ip = ip;
-            self.pods[i].host_veth = veth;
-        }
-        crate::kube_proxy::install_services(
-            &self.nodes,
-            &self.pods,
-            &self.services,
-            crate::kind_ptp::CLUSTER_CIDR,
-        )
-    }
-
-    /// The emulated Cilium datapath on every node, then each pod as cilium-cni sets it up
-    /// (the harness plan's addresses), then kube-proxy's chains for the services.
-    fn create_cilium_pods(&mut self) -> Result<(), HarnessError> {
-        let dp = CiliumLike::new(&self.nodes, crate::socklb::EMU_OBJECT)?;
-        let r = (|| {
-            for i in 0..self.pods.len() {
-                self.add_bare_netns(&self.pods[i].netns)?;
-                let node = &self.nodes[self.pods[i].node_index];
-                let identity = cilium_like::FIRST_IDENTITY + i as u32;
-                self.pods[i].host_veth = dp.add_pod(node, &self.pods[i], identity)?;
-            }
-            crate::kube_proxy::install_services(
-                &self.nodes,
-                &self.pods,
-                &self.services,
-                crate::kind_ptp::CLUSTER_CIDR,
-            )
-        })();
-        self.cilium = Some(dp);
-        r
-    }
-
-    fn create_bridge_pods(&self) -> Result<(), HarnessError> {
+    fn create_bridge_pods(&self) -> Result<(), LabError> {
         for p in &self.pods {
             let node = &self.nodes[p.node_index];
             self.add_netns(&p.netns)?;
@@ -620,11 +591,8 @@ impl Cluster {
         for n in &self.nodes {
             remove_pins(&n.netns);
         }
-        if let Some(kind) = &self.kind {
-            kind.teardown();
-        }
-        if let Some(dp) = &self.cilium {
-            dp.teardown();
+        if let Some(w) = &self.wiring {
+            w.teardown();
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
         for ns in created.iter().rev() {
@@ -642,13 +610,6 @@ impl Drop for Cluster {
     }
 }
 
-/// host-local's state directory of a run (`<tmp>/meshwork-e2e/<run>-cni`).
-fn cni_data_dir(run_id: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join("meshwork-e2e")
-        .join(format!("{run_id}-cni"))
-}
-
 fn remove_pins(node: &str) {
     let dir = PathBuf::from(BPF_PIN_ROOT).join(node);
     if dir.exists() {
@@ -658,7 +619,7 @@ fn remove_pins(node: &str) {
     }
 }
 
-/// Removes namespaces and pins left by harness runs whose process is gone.
+/// Removes namespaces and pins left by runs whose process is gone.
 pub fn cleanup_stale() {
     for ns in netns::list_netns() {
         if names::is_stale(&ns) {

@@ -7,36 +7,10 @@
 //! * every node routes the other nodes' pod CIDRs via their fabric address.
 use std::net::Ipv4Addr;
 
-use crate::HarnessError;
+use crate::LabError;
 
 pub const MAX_NODES: usize = 200;
 pub const MAX_PODS_PER_NODE: usize = 200;
-
-/// How pods are wired into their node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Network {
-    /// The harness's own plan: fixed addresses, a veth per pod with the gateway on it.
-    #[default]
-    Bridge,
-    /// kind's default network from real parts: pods set up by the reference CNI plugins
-    /// (`ptp` + `host-local`, addresses from host-local), services as kube-proxy iptables
-    /// chains in every node (see [`crate::kind_ptp`]).
-    KindPtp,
-    /// Cilium's default datapath shapes: `cilium_host`/`cilium_net`, `lxc` veths without
-    /// routes, local delivery by TCX programs over an endpoint map, VXLAN between nodes,
-    /// kube-proxy chains for services (see [`crate::cilium_like`]).
-    CiliumLike,
-}
-
-impl Network {
-    pub fn name(self) -> &'static str {
-        match self {
-            Network::Bridge => "bridge",
-            Network::KindPtp => "kind-ptp",
-            Network::CiliumLike => "cilium-like",
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
@@ -66,15 +40,15 @@ pub struct Pod {
     pub node: String,
     pub node_index: usize,
     pub netns: String,
-    /// Its address (with [`Network::KindPtp`]: the one host-local gave it).
+    /// Its address (with a [`crate::PodWiring`]: the one the wiring gave it).
     pub ip: Ipv4Addr,
-    /// Host-side veth in the node namespace (with [`Network::KindPtp`]: ptp's).
+    /// Host-side veth in the node namespace (with a [`crate::PodWiring`]: the wiring's).
     pub host_veth: String,
 }
 
-/// A ClusterIP service: a VIP resolved by the mesh (on [`Network::Bridge`] there is no
-/// kube-proxy, so a VIP is only reachable through ztunnel; [`Network::KindPtp`] writes
-/// kube-proxy's chains for it).
+/// A ClusterIP service: a VIP resolved by the mesh (on the bridge network there is no
+/// kube-proxy, so a VIP is only reachable through ztunnel; a [`crate::PodWiring`] may
+/// write kube-proxy's chains for it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
@@ -108,7 +82,7 @@ pub fn pod(run_id: &str, name: &str, node: &Node, slot: usize) -> Pod {
 }
 
 /// Checks a pod or service name: it becomes part of a namespace name.
-pub fn check_name(field: &'static str, name: &str) -> Result<(), HarnessError> {
+pub fn check_name(field: &'static str, name: &str) -> Result<(), LabError> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name
@@ -118,7 +92,7 @@ pub fn check_name(field: &'static str, name: &str) -> Result<(), HarnessError> {
     if ok {
         Ok(())
     } else {
-        Err(HarnessError::Spec {
+        Err(LabError::Spec {
             field,
             reason: format!("{name:?}: use 1-40 of [a-z0-9-], not \"fab\""),
         })

@@ -11,7 +11,7 @@ pub fn new_run_id() -> String {
     format!("mw{:x}r{seq}", std::process::id())
 }
 
-/// The pid encoded in a namespace name made by this harness, if it is one.
+/// The pid encoded in a namespace name made by a cluster of this crate, if it is one.
 pub fn owner_pid(netns: &str) -> Option<u32> {
     let rest = netns.strip_prefix("mw")?;
     let (hex, tail) = rest.split_once('r')?;
