@@ -462,7 +462,7 @@ fn report(s: &mut Section, releases: &[Release]) {
         s.line(if healthy {
             format!("release {canary} (healthy), steps of {CANARY_INTERVAL_SECS} s, weights {CANARY_STEPS:?}, checks success ≥ {CANARY_MIN_SUCCESS}% and p99 ≤ {CANARY_MAX_P99_MS} ms:")
         } else {
-            format!("release {canary} (answers 500 to {:.0}% of requests, {BAD_DELAY_MS} ms late), rolled back after {CANARY_THRESHOLD} failed checks:", BAD_RATE * 100.0)
+            format!("release {canary} (its app answers 500 to {:.0}% of requests, all {BAD_DELAY_MS} ms late; rollback at {CANARY_THRESHOLD} failed checks):", BAD_RATE * 100.0)
         });
         let mut steps_json = Vec::new();
         for (step, wire) in &r.steps {
