@@ -289,11 +289,8 @@ pub async fn start_with(opts: Options, canary: CanaryOptions) -> Result<Running,
             hooks: Arc::new(crate::canary::webhook::HttpHooks::default()),
             router: match kube_canary {
                 Some(k) => {
-                    let (router, writes) = kube_src::canary::KubeRouter::new(
-                        k.client,
-                        k.served,
-                        k.leader,
-                    );
+                    let (router, writes) =
+                        kube_src::canary::KubeRouter::new(k.client, k.served, k.leader);
                     tasks.push(tokio::spawn(kube_src::canary::run_writes(writes)));
                     Arc::new(router)
                 }

@@ -288,7 +288,10 @@ async fn canaries_and_their_deployments_become_the_canary_controllers_inputs() {
     for e in [
         (DEP, Event::Init),
         (DEP, Event::InitApply(deployment("web", "v2", "web:2", "1"))),
-        (DEP, Event::InitApply(deployment("web-primary", "v1", "web:1", "2"))),
+        (
+            DEP,
+            Event::InitApply(deployment("web-primary", "v1", "web:1", "2")),
+        ),
         (DEP, Event::InitDone),
         (CAN, Event::Init),
         (CAN, Event::InitApply(canary)),
@@ -312,7 +315,9 @@ async fn canaries_and_their_deployments_become_the_canary_controllers_inputs() {
         .collect();
     let inputs = Inputs::collect(objects.iter());
     assert_eq!(inputs.canaries.len(), 1);
-    let plan = inputs.plan(&inputs.canaries[0]).expect("the Canary can run");
+    let plan = inputs
+        .plan(&inputs.canaries[0])
+        .expect("the Canary can run");
     assert_eq!(plan.canary_selector.get("version").unwrap(), "v2");
     assert_eq!(plan.primary_selector.get("version").unwrap(), "v1");
     assert_ne!(Some(&plan.revision), plan.primary_revision.as_ref());

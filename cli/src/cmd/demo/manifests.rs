@@ -69,10 +69,10 @@ pub const CANARY_MAX_P99_MS: f64 = 500.0;
 fn deployment(name: &str, version: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n\
-spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {CATALOG}\n      version: {version}\n\
-  template:\n    metadata:\n      labels:\n        app: {CATALOG}\n        version: {version}\n\
-    spec:\n      serviceAccountName: {CATALOG}\n      containers:\n        - name: {CATALOG}\n          image: registry.example.com/{CATALOG}:{version}\n\
-          ports:\n            - containerPort: {APP_PORT}\n---\n"
+spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {CATALOG}\n      version: {version}\n  \
+template:\n    metadata:\n      labels:\n        app: {CATALOG}\n        version: {version}\n    \
+spec:\n      serviceAccountName: {CATALOG}\n      containers:\n        - name: {CATALOG}\n          image: registry.example.com/{CATALOG}:{version}\n          \
+ports:\n            - containerPort: {APP_PORT}\n---\n"
     )
 }
 
@@ -91,10 +91,10 @@ spec:\n  selector:\n    app: {CATALOG}\n  ports:\n    - name: http\n      port: 
     let _ = write!(
         y,
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: {CATALOG}\n  namespace: {NAMESPACE}\n\
-spec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {CATALOG}\n  service:\n    port: {APP_PORT}\n\
-  analysis:\n    interval: {CANARY_INTERVAL_SECS}s\n    threshold: {CANARY_THRESHOLD}\n    stepWeights: [{steps}]\n    metrics:\n\
-      - name: request-success-rate\n        thresholdRange:\n          min: {CANARY_MIN_SUCCESS}\n        interval: 1m\n\
-      - name: request-duration\n        thresholdRange:\n          max: {CANARY_MAX_P99_MS}\n        interval: 1m\n"
+spec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {CATALOG}\n  service:\n    port: {APP_PORT}\n  \
+analysis:\n    interval: {CANARY_INTERVAL_SECS}s\n    threshold: {CANARY_THRESHOLD}\n    stepWeights: [{steps}]\n    metrics:\n      \
+- name: request-success-rate\n        thresholdRange:\n          min: {CANARY_MIN_SUCCESS}\n        interval: 1m\n      \
+- name: request-duration\n        thresholdRange:\n          max: {CANARY_MAX_P99_MS}\n        interval: 1m\n"
     );
     y
 }

@@ -175,7 +175,11 @@ pub fn step_event(
         },
         reason: Some(status.phase.as_str().to_string()),
         message: Some(if decision.is_empty() {
-            format!("{} (canary weight {})", status.phase.as_str(), status.canary_weight)
+            format!(
+                "{} (canary weight {})",
+                status.phase.as_str(),
+                status.canary_weight
+            )
         } else {
             format!("{decision} (canary weight {})", status.canary_weight)
         }),
@@ -209,7 +213,8 @@ impl Router for KubeRouter {
     /// is written for the Canary.
     fn remove(&self, namespace: &str, name: &str) {
         self.queue(|p| {
-            p.statuses.remove(&(namespace.to_string(), name.to_string()));
+            p.statuses
+                .remove(&(namespace.to_string(), name.to_string()));
         });
     }
 
@@ -352,7 +357,10 @@ impl Writes {
 /// Writes what the router queues while this replica leads; retries failures after
 /// [`RETRY`]. Ends when the leader channel's sender is dropped.
 pub async fn run_writes(mut w: Writes) {
-    info!(field_manager = FIELD_MANAGER, "canary controller writes to the Kubernetes API");
+    info!(
+        field_manager = FIELD_MANAGER,
+        "canary controller writes to the Kubernetes API"
+    );
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         let retry = async {

@@ -24,11 +24,14 @@ use crate::cmd::demo::manifests::{
 use crate::cmd::demo::topology::CATALOG;
 
 /// Client workers calling `catalog` during the pattern, and their pause between calls.
-const LOAD_WORKERS: usize = 4;
-const LOAD_PAUSE: Duration = Duration::from_millis(20);
-/// Answers to requests sent this soon after a step began are not counted in its weights
-/// (the new routing is still on its way to the waypoint).
+const LOAD_WORKERS: usize = 8;
+const LOAD_PAUSE: Duration = Duration::from_millis(40);
+/// Requests sent this soon after a step began are not counted in its numbers (the new
+/// routing is still on its way to the waypoint) ...
 const SETTLE: Duration = Duration::from_millis(300);
+/// ... nor those sent this soon before the next step was seen (the poll sees a step up to
+/// one poll late).
+const LAG: Duration = Duration::from_millis(200);
 /// How often the controller's status is read.
 const POLL: Duration = Duration::from_millis(100);
 /// How long a release may take before the pattern gives up on it.
@@ -103,37 +106,45 @@ struct Sample {
 /// What the clients saw during one step.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Wire {
-    /// Answers counted for the weights (sent after the step settled).
-    answers: usize,
-    by_version: BTreeMap<String, usize>,
-    /// Every request of the step.
+    /// Every request of the step, and those that failed.
     sent: usize,
     failed: usize,
-    /// Failed requests sent after the step settled.
+    /// Requests sent while the step's routing was surely in force (after [`SETTLE`],
+    /// before the next step minus [`LAG`]): the numbers of the step.
+    settled: usize,
     settled_failed: usize,
+    /// Settled requests a pod answered, by its version.
+    answers: usize,
+    by_version: BTreeMap<String, usize>,
+    /// p99 latency of the settled requests.
     p99_ms: Option<f64>,
 }
 
 impl Wire {
-    fn of(step: &Step, samples: &[&Sample]) -> Wire {
+    /// `next`: when the next step was seen (None: the last step).
+    fn of(step: &Step, next: Option<Instant>, samples: &[&Sample]) -> Wire {
         let mut w = Wire {
             sent: samples.len(),
             ..Wire::default()
         };
         let mut ms: Vec<f64> = Vec::with_capacity(samples.len());
         for s in samples {
-            ms.push(s.ms);
             if !s.ok {
                 w.failed += 1;
             }
-            if s.sent.saturating_duration_since(step.at) >= SETTLE {
-                if !s.ok {
-                    w.settled_failed += 1;
-                }
-                if let Some(v) = &s.version {
-                    w.answers += 1;
-                    *w.by_version.entry(v.clone()).or_default() += 1;
-                }
+            let after_start = s.sent.saturating_duration_since(step.at) >= SETTLE;
+            let before_next = next.is_none_or(|n| n.saturating_duration_since(s.sent) >= LAG);
+            if !(after_start && before_next) {
+                continue;
+            }
+            w.settled += 1;
+            ms.push(s.ms);
+            if !s.ok {
+                w.settled_failed += 1;
+            }
+            if let Some(v) = &s.version {
+                w.answers += 1;
+                *w.by_version.entry(v.clone()).or_default() += 1;
             }
         }
         w.p99_ms = quantile(&mut ms, 0.99);
@@ -147,8 +158,10 @@ impl Wire {
         }
     }
 
+    /// Success rate of the settled requests.
     fn success_pct(&self) -> Option<f64> {
-        (self.sent > 0).then(|| 100.0 * (self.sent - self.failed) as f64 / self.sent as f64)
+        (self.settled > 0)
+            .then(|| 100.0 * (self.settled - self.settled_failed) as f64 / self.settled as f64)
     }
 }
 
@@ -402,7 +415,8 @@ pub async fn progressive(mesh: &Mesh) -> Section {
             steps: (from..end)
                 .map(|i| {
                     let of_step: Vec<&Sample> = samples.iter().filter(|x| x.step == i).collect();
-                    (steps[i].clone(), Wire::of(&steps[i], &of_step))
+                    let next = steps.get(i + 1).map(|n| n.at);
+                    (steps[i].clone(), Wire::of(&steps[i], next, &of_step))
                 })
                 .collect(),
             outcome,
@@ -492,6 +506,7 @@ fn report(s: &mut Section, releases: &[Release]) {
                     "canary_pct": wire.pct(canary),
                     "sent": wire.sent,
                     "failed": wire.failed,
+                    "settled": wire.settled,
                     "settled_failed": wire.settled_failed,
                     "success_pct": wire.success_pct(),
                     "p99_ms": wire.p99_ms,
@@ -627,22 +642,23 @@ mod tests {
             ms: 3.0,
         };
         let samples = [
-            sample(10, Some("v1"), true), // before the routing settled: not a weight
+            sample(10, Some("v1"), false), // before the routing settled: not counted
             sample(400, Some("v2"), true),
             sample(500, Some("v1"), true),
             sample(600, Some("v1"), true),
             sample(700, Some("v1"), true),
             sample(800, Some("v2"), false),
             sample(900, None, false),
+            sample(1850, Some("v2"), true), // just before the next step was seen
         ];
         let refs: Vec<&Sample> = samples.iter().collect();
-        let w = Wire::of(&st, &refs);
-        assert_eq!(
-            (w.sent, w.failed, w.answers, w.settled_failed),
-            (7, 2, 5, 2)
-        );
+        let next = Some(t0 + Duration::from_millis(2000));
+        let w = Wire::of(&st, next, &refs);
+        assert_eq!((w.sent, w.failed), (8, 3));
+        assert_eq!((w.settled, w.settled_failed, w.answers), (6, 2, 5));
         assert!((w.pct("v2") - 40.0).abs() < 1e-9, "{w:?}");
-        assert!((w.success_pct().unwrap() - 500.0 / 7.0).abs() < 1e-9);
+        assert!((w.success_pct().unwrap() - 400.0 / 6.0).abs() < 1e-9);
+        assert_eq!(Wire::of(&st, None, &refs).settled, 7);
         assert_eq!(w.p99_ms, Some(3.0));
         assert_eq!(Wire::default().success_pct(), None);
     }

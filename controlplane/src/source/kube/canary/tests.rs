@@ -107,17 +107,23 @@ async fn routing_is_server_side_applied_as_the_canary_field_manager() {
     for r in &reqs {
         assert_eq!(r.method, Method::PATCH);
         assert_eq!(r.content_type, "application/apply-patch+yaml", "{r:?}");
-        assert!(r.query.contains("fieldManager=meshwork-canary"), "{}", r.query);
+        assert!(
+            r.query.contains("fieldManager=meshwork-canary"),
+            "{}",
+            r.query
+        );
         assert!(r.query.contains("force=true"), "{}", r.query);
     }
-    let by_path: BTreeMap<&str, &Value> =
-        reqs.iter().map(|r| (r.path.as_str(), &r.body)).collect();
+    let by_path: BTreeMap<&str, &Value> = reqs.iter().map(|r| (r.path.as_str(), &r.body)).collect();
     let vs = by_path[VS];
     assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
     assert_eq!(vs["kind"], "VirtualService");
     assert_eq!(
         weights(vs),
-        [("web-primary".to_string(), 70), ("web-canary".to_string(), 30)]
+        [
+            ("web-primary".to_string(), 70),
+            ("web-canary".to_string(), 30)
+        ]
     );
     assert_eq!(by_path[PRIMARY]["spec"]["selector"]["version"], "v1");
     assert_eq!(by_path[CANARY_SVC]["spec"]["selector"]["version"], "v2");
@@ -146,7 +152,10 @@ async fn the_served_virtualservice_version_is_used() {
     let p = plan();
     router.apply(&p, &routing(&p, 10)).unwrap();
     let reqs = wait_for(&api, 3).await;
-    let vs = reqs.iter().find(|r| r.path == VS_BETA).expect("v1beta1 path");
+    let vs = reqs
+        .iter()
+        .find(|r| r.path == VS_BETA)
+        .expect("v1beta1 path");
     assert_eq!(vs.body["apiVersion"], "networking.istio.io/v1beta1");
 }
 
@@ -161,12 +170,22 @@ async fn status_goes_to_the_subresource_and_each_step_is_an_event() {
     status.last_applied_spec = "abc".into();
     router.status("shop", "web", &status, "halt advancement: request-success-rate 90.000 outside its threshold range (failed checks 1/2)");
     let reqs = wait_for(&api, 2).await;
-    let st = reqs.iter().find(|r| r.path == STATUS).expect("status patch");
+    let st = reqs
+        .iter()
+        .find(|r| r.path == STATUS)
+        .expect("status patch");
     assert_eq!(st.method, Method::PATCH);
-    assert!(st.query.contains("fieldManager=meshwork-canary"), "{}", st.query);
+    assert!(
+        st.query.contains("fieldManager=meshwork-canary"),
+        "{}",
+        st.query
+    );
     assert_eq!(st.body["apiVersion"], "flagger.app/v1beta1");
     assert_eq!(st.body["kind"], "Canary");
-    assert_eq!(st.body["metadata"], json!({"name": "web", "namespace": "shop"}));
+    assert_eq!(
+        st.body["metadata"],
+        json!({"name": "web", "namespace": "shop"})
+    );
     let s = &st.body["status"];
     assert_eq!(s["phase"], "Progressing");
     assert_eq!(s["canaryWeight"], 50);
@@ -183,7 +202,10 @@ async fn status_goes_to_the_subresource_and_each_step_is_an_event() {
     assert_eq!(ev.body["reason"], "Progressing");
     assert_eq!(ev.body["type"], "Warning");
     assert!(
-        ev.body["message"].as_str().unwrap().starts_with("halt advancement"),
+        ev.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("halt advancement"),
         "{}",
         ev.body
     );
@@ -229,7 +251,12 @@ async fn a_failed_write_is_retried_unless_newer_weights_replaced_it() {
     api.on(Method::PATCH, VS, 200, Value::Null);
     tokio::time::sleep(RETRY + Duration::from_secs(1)).await;
     assert_eq!(vs_writes(), 2, "retried after {RETRY:?}");
-    let last = api.requests().into_iter().rev().find(|r| r.path == VS).unwrap();
+    let last = api
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == VS)
+        .unwrap();
     assert_eq!(weights(&last.body)[1].1, 10);
     // Written now: nothing more.
     tokio::time::sleep(RETRY * 3).await;
@@ -312,5 +339,8 @@ async fn a_healthy_canary_is_promoted_through_the_api() {
     assert_eq!(succeeded.body["status"]["conditions"][0]["status"], "True");
     let events = reqs.iter().filter(|r| r.path == EVENTS).count();
     assert_eq!(events, want.len());
-    assert_eq!(board.get("shop", "web").unwrap().status.phase, Phase::Succeeded);
+    assert_eq!(
+        board.get("shop", "web").unwrap().status.phase,
+        Phase::Succeeded
+    );
 }
