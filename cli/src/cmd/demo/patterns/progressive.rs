@@ -631,7 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wire_counts_settled_answers_for_weights_and_every_request_for_success() {
+    fn the_wire_counts_every_failure_and_the_step_numbers_from_settled_requests() {
         let t0 = Instant::now();
         let st = step("Progressing", 20, t0);
         let sample = |after_ms: u64, version: Option<&str>, ok: bool| Sample {
