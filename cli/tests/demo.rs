@@ -50,7 +50,7 @@ fn section(report: &Value, pattern: u64) -> &Value {
 }
 
 #[test]
-fn loopback_demo_observes_the_five_patterns() {
+fn loopback_demo_observes_the_six_patterns() {
     let dir = bin_dir();
     let _one = heavy();
     // The built-in seed manifests, exactly as the article wrote them.
@@ -71,15 +71,16 @@ fn loopback_demo_observes_the_five_patterns() {
         "{stderr}"
     );
     assert_eq!(report["mode"], "loopback");
-    assert_five_patterns(&report);
+    assert_six_patterns(&report);
     assert!(section(&report, 5)["data"]["plaintext"].is_null());
     assert!(section(&report, 1)["data"]["capture"].is_null());
     assert!(out.status.success(), "{:?}", out.status);
-    assert!(report["duration_ms"].as_u64().unwrap() < 30_000);
+    // About 11 s for the five seed patterns, about 15 s for the canary releases.
+    assert!(report["duration_ms"].as_u64().unwrap() < 45_000, "{report}");
 }
 
 /// Every pattern ok, with plausible numbers.
-fn assert_five_patterns(report: &Value) {
+fn assert_six_patterns(report: &Value) {
     let problems: Vec<&Value> = report["sections"]
         .as_array()
         .unwrap()
@@ -169,6 +170,65 @@ fn assert_five_patterns(report: &Value) {
         .as_str()
         .unwrap()
         .contains("deny-all-default"));
+
+    assert_progressive_delivery(&section(report, 6)["data"]);
+}
+
+/// Pattern 6: v2 promoted through the weights, v3 rolled back, as the wire showed.
+fn assert_progressive_delivery(s6: &Value) {
+    let releases = s6["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2, "{s6}");
+    let (v2, v3) = (&releases[0], &releases[1]);
+    assert_eq!(
+        (&v2["version"], &v2["outcome"]),
+        (&"v2".into(), &"Succeeded".into()),
+        "{s6}"
+    );
+    assert_eq!(
+        (&v3["version"], &v3["outcome"]),
+        (&"v3".into(), &"Failed".into()),
+        "{s6}"
+    );
+    // Every weight of the Canary's stepWeights, in order, with the canary's share of the
+    // answers close to it.
+    let weights: Vec<u64> = v2["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .filter(|w| *w > 0)
+        .collect();
+    let mut distinct = weights.clone();
+    distinct.dedup();
+    assert_eq!(distinct, [20, 50], "{s6}");
+    for step in v2["steps"].as_array().unwrap() {
+        let w = step["weight"].as_f64().unwrap();
+        let wire = &step["wire"];
+        if step["phase"] == "Progressing" && w > 0.0 && wire["answers"].as_u64().unwrap() >= 20 {
+            let got = wire["canary_pct"].as_f64().unwrap();
+            assert!(
+                (got - w).abs() <= 20.0,
+                "weight {w}: {got}% on the wire: {s6}"
+            );
+        }
+    }
+    // No request failed while the weights moved to the healthy v2.
+    assert!(v2["sent"].as_u64().unwrap() >= 100, "{s6}");
+    assert_eq!(v2["failed"], 0, "{s6}");
+    assert_eq!(v2["final"]["version"], "v2");
+    assert!(v2["final"]["pct"].as_f64().unwrap() >= 99.0, "{s6}");
+    // v3 got traffic, failed it, was judged failing and left no traffic behind.
+    assert!(v3["failed"].as_u64().unwrap() >= 1, "{s6}");
+    let failing_check = v3["steps"].as_array().unwrap().iter().any(|st| {
+        st["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["passed"] == false)
+    });
+    assert!(failing_check, "{s6}");
+    assert_eq!(v3["final"]["version"], "v2");
+    assert!(v3["final"]["pct"].as_f64().unwrap() >= 99.0, "{s6}");
 }
 
 #[test]
@@ -358,7 +418,7 @@ fn assert_nothing_left(run: &str) {
 /// The netns demo end to end: every pattern ok on the eBPF-captured cluster, and its
 /// normal end removes the namespaces, BPF pins, logs and processes.
 #[test]
-fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
+fn netns_demo_observes_the_six_patterns_and_leaves_nothing_behind() {
     let dir = bin_dir();
     if !netns_capable() {
         return;
@@ -378,7 +438,7 @@ fn netns_demo_observes_the_five_patterns_and_leaves_nothing_behind() {
         "{stderr}"
     );
     assert_eq!(report["mode"], "netns");
-    assert_five_patterns(&report);
+    assert_six_patterns(&report);
     assert!(out.status.success(), "{:?}\n{stderr}", out.status);
     // Plaintext from outside the mesh: only netns mode has capture to drive it.
     let plain = section(&report, 5)["data"]["plaintext"].as_array().unwrap();

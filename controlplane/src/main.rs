@@ -138,6 +138,12 @@ struct Cli {
     /// Do not run the built-in canary controller (Flagger runs the Canaries).
     #[arg(long)]
     no_canary: bool,
+    /// Kubernetes source: run the built-in canary controller on Flagger's Canaries (it
+    /// watches Deployments, Canaries and MetricTemplates and, on the leader, applies the
+    /// VirtualService/Services as field manager meshwork-canary, writes Canary status and
+    /// Events). Off by default; never together with a Flagger running the same Canaries.
+    #[arg(long)]
+    canary_in_kubernetes: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         enabled: !cli.no_canary,
         prometheus: cli.canary_prometheus,
         waypoint_metrics: cli.canary_waypoint_metrics,
+        kubernetes: cli.canary_in_kubernetes,
     };
     let running = run::start_with(
         Options {

@@ -109,6 +109,10 @@ pub struct CanaryOptions {
     pub prometheus: Option<String>,
     /// The waypoints' `/metrics` URLs, judged when there is no Prometheus.
     pub waypoint_metrics: Vec<String>,
+    /// Kubernetes source: run the controller there too (watching Deployments, Canaries
+    /// and MetricTemplates, writing the routing, the Canary status and Events through the
+    /// API). Off by default: Flagger may be running the same Canaries.
+    pub kubernetes: bool,
 }
 
 impl Default for CanaryOptions {
@@ -117,6 +121,7 @@ impl Default for CanaryOptions {
             enabled: true,
             prometheus: None,
             waypoint_metrics: Vec::new(),
+            kubernetes: false,
         }
     }
 }
@@ -207,6 +212,8 @@ pub async fn start_with(opts: Options, canary: CanaryOptions) -> Result<Running,
     let mut tasks = Vec::new();
     let diagnostics = engine.diagnostics();
     let mut source_health = kube_src::SourceHealth::default();
+    // Kubernetes source with the canary controller: where its writes go.
+    let mut kube_canary: Option<KubeCanary> = None;
 
     // The initial load happens before the listeners answer, so the first subscriber sees
     // the whole config rather than an empty model.
@@ -217,10 +224,13 @@ pub async fn start_with(opts: Options, canary: CanaryOptions) -> Result<Running,
             Some(dir::watch(dir_path.clone())?)
         }
         Source::Kubernetes(k) => {
-            let (events, kube_tasks, health) = kube_source(k, &root_namespace_of(&opts)).await?;
+            let want_canary = canary.enabled && canary.kubernetes;
+            let (events, kube_tasks, health, kube) =
+                kube_source(k, &root_namespace_of(&opts), want_canary).await?;
             tasks.extend(kube_tasks);
             engine.with_source_health(health.clone());
             source_health = health;
+            kube_canary = kube;
             Some(events)
         }
     };
@@ -258,7 +268,11 @@ pub async fn start_with(opts: Options, canary: CanaryOptions) -> Result<Running,
     // in the mesh settings, so proxies renew under new roots as soon as they appear.
     engine.set_ca_roots(ca.current().trust_bundle().to_pem());
     let (generated_tx, generated) = mpsc::unbounded_channel();
-    let canaries = if canary.enabled {
+    let kubernetes_source = matches!(opts.source, Source::Kubernetes(_));
+    if kubernetes_source && canary.enabled && !canary.kubernetes {
+        info!("canary controller off in Kubernetes (--canary-in-kubernetes not set): Flagger may run the Canaries");
+    }
+    let canaries = if canary.enabled && (!kubernetes_source || kube_canary.is_some()) {
         let (inputs_tx, inputs_rx) = watch::channel(Default::default());
         engine.with_canary_inputs(inputs_tx);
         let board = Arc::new(crate::canary::Board::default());
@@ -273,9 +287,17 @@ pub async fn start_with(opts: Options, canary: CanaryOptions) -> Result<Running,
         let controller = crate::canary::Controller {
             judge,
             hooks: Arc::new(crate::canary::webhook::HttpHooks::default()),
-            router: Arc::new(crate::canary::act::EngineRouter {
-                events: generated_tx,
-            }),
+            router: match kube_canary {
+                Some(k) => {
+                    let (router, writes) =
+                        kube_src::canary::KubeRouter::new(k.client, k.served, k.leader);
+                    tasks.push(tokio::spawn(kube_src::canary::run_writes(writes)));
+                    Arc::new(router)
+                }
+                None => Arc::new(crate::canary::act::EngineRouter {
+                    events: generated_tx,
+                }),
+            },
             board: board.clone(),
             retry: Duration::from_secs(5),
         };
@@ -522,17 +544,30 @@ type KubeSourceParts = (
     mpsc::Receiver<Vec<FileEvent>>,
     Vec<JoinHandle<()>>,
     kube_src::SourceHealth,
+    Option<KubeCanary>,
 );
+
+/// What the canary controller needs of the Kubernetes source to write there.
+struct KubeCanary {
+    client: ::kube::Client,
+    served: kube_src::watch::Served,
+    leader: watch::Receiver<bool>,
+}
 
 /// Starts the watchers, the leader election and the status writer; returns the event
 /// batches for the engine (the first one holds the whole initial list), and the source's
 /// reports of kinds it cannot watch.
-async fn kube_source(k: &KubeOptions, root_namespace: &str) -> Result<KubeSourceParts, RunError> {
+async fn kube_source(
+    k: &KubeOptions,
+    root_namespace: &str,
+    canary: bool,
+) -> Result<KubeSourceParts, RunError> {
     let client = kube_client().await?;
     let (events, source) = kube_src::watch(
         client.clone(),
         &KubeSourceOptions {
             root_namespace: root_namespace.to_string(),
+            canary,
         },
     );
     let (engine_rx, status_rx) = tee(events);
@@ -584,6 +619,11 @@ async fn kube_source(k: &KubeOptions, root_namespace: &str) -> Result<KubeSource
         route_status_rx,
         leader_rx.clone(),
     )));
+    let kube_canary = canary.then(|| KubeCanary {
+        client: client.clone(),
+        served: source.served.clone(),
+        leader: leader_rx.clone(),
+    });
     let status = run_status(
         StatusWriter::with_served(client, source.served.clone()),
         status_rx,
@@ -591,5 +631,5 @@ async fn kube_source(k: &KubeOptions, root_namespace: &str) -> Result<KubeSource
     );
     info!(lease = %k.lease_name, identity = %k.identity, "watching the Kubernetes API");
     tasks.push(tokio::spawn(status));
-    Ok((engine_rx, tasks, source.health))
+    Ok((engine_rx, tasks, source.health, kube_canary))
 }

@@ -247,6 +247,7 @@ async fn prometheus_judges_flaggers_queries_promote_then_rollback() {
             .replace("{{ interval }}", "10s"),
         address: String::new(),
         provider: "prometheus".into(),
+        canary_version: None,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     use meshwork_controlplane::canary::judge::Judge;

@@ -235,3 +235,102 @@ async fn watch_errors_are_logged_and_the_stream_goes_on() {
         "{batch:?}"
     );
 }
+
+/// The canary controller's kinds through the Kubernetes source: watched Deployments, a
+/// Canary and its MetricTemplate become the controller's inputs, and the Canary's plan
+/// names the target's and the primary's pods; a new image of the target is a new revision.
+#[tokio::test]
+async fn canaries_and_their_deployments_become_the_canary_controllers_inputs() {
+    use meshwork_controlplane::canary::spec::Inputs;
+    const DEP: usize = 0;
+    const CAN: usize = 1;
+    const MT: usize = 2;
+    let index = SourceIndex::new([
+        watched("Deployment").unwrap().preferred(),
+        watched("Canary").unwrap().preferred(),
+        watched("MetricTemplate").unwrap().preferred(),
+    ]);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Item>();
+    let (tx, mut rx) = mpsc::channel(4);
+    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(ev_rx);
+    tokio::spawn(pump(events, index, tx));
+    let deployment = |name: &str, version: &str, image: &str, rv: &str| {
+        obj(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": rv,
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web", "version": version}},
+                "template": {"metadata": {"labels": {"app": "web", "version": version}},
+                             "spec": {"containers": [{"name": "web", "image": image}]}},
+            },
+            "status": {"replicas": 1},
+        }))
+    };
+    let canary = obj(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "7"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "service": {"port": 80},
+            "analysis": {"interval": "30s", "threshold": 2, "stepWeight": 25, "maxWeight": 50,
+                "metrics": [{"name": "not-found", "templateRef": {"name": "nf", "namespace": "shop"},
+                             "thresholdRange": {"max": 5}}]},
+        },
+        "status": {"phase": "Succeeded", "canaryWeight": 0},
+    }));
+    let template = obj(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "nf", "namespace": "shop", "resourceVersion": "8"},
+        "spec": {"provider": {"type": "prometheus", "address": "http://prometheus:9090"},
+                 "query": "sum(rate(x{namespace=\"{{ namespace }}\"}[{{ interval }}]))"},
+    }));
+    for e in [
+        (DEP, Event::Init),
+        (DEP, Event::InitApply(deployment("web", "v2", "web:2", "1"))),
+        (
+            DEP,
+            Event::InitApply(deployment("web-primary", "v1", "web:1", "2")),
+        ),
+        (DEP, Event::InitDone),
+        (CAN, Event::Init),
+        (CAN, Event::InitApply(canary)),
+        (CAN, Event::InitDone),
+        (MT, Event::Init),
+        (MT, Event::InitApply(template)),
+        (MT, Event::InitDone),
+    ] {
+        ev_tx.send((e.0, Ok(e.1))).unwrap();
+    }
+    let mut store = Store::new();
+    let changes = apply(&mut store, next(&mut rx).await);
+    assert!(store.errors().is_empty(), "{:?}", store.errors());
+    assert_eq!(changes.len(), 4);
+    let objects: Vec<_> = changes
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Upsert(o) => Some(o),
+            Change::Delete(_) => None,
+        })
+        .collect();
+    let inputs = Inputs::collect(objects.iter());
+    assert_eq!(inputs.canaries.len(), 1);
+    let plan = inputs
+        .plan(&inputs.canaries[0])
+        .expect("the Canary can run");
+    assert_eq!(plan.canary_selector.get("version").unwrap(), "v2");
+    assert_eq!(plan.primary_selector.get("version").unwrap(), "v1");
+    assert_ne!(Some(&plan.revision), plan.primary_revision.as_ref());
+    assert_eq!(plan.checks.len(), 1);
+
+    // A new image of the target: another revision for the controller.
+    ev_tx
+        .send((DEP, Ok(Event::Apply(deployment("web", "v2", "web:3", "9")))))
+        .unwrap();
+    let changes = apply(&mut store, next(&mut rx).await);
+    let objects: Vec<_> = store.objects().map(|(_, o)| o.object.clone()).collect();
+    assert_eq!(changes.len(), 1);
+    let again = Inputs::collect(objects.iter());
+    let next_plan = again.plan(&again.canaries[0]).unwrap();
+    assert_ne!(next_plan.revision, plan.revision);
+}

@@ -47,6 +47,8 @@ pub enum Error {
     Manifest(Box<ManifestError>),
     #[error("plan: {0}")]
     Plan(String),
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     #[error("interrupted")]
     Interrupted,
 }

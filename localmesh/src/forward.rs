@@ -25,6 +25,13 @@ pub enum ForwardError {
         dial: String,
         source: std::io::Error,
     },
+    #[error("forwarder to {dial}: listening on {listen} in netns {netns}: {detail}")]
+    Netns {
+        listen: SocketAddr,
+        netns: String,
+        dial: String,
+        detail: String,
+    },
 }
 
 /// A running forwarder; dropping it closes the listener and its connections.
@@ -51,6 +58,40 @@ impl Forwarder {
         };
         let listener = TcpListener::bind(listen).await.map_err(err)?;
         let addr = listener.local_addr().map_err(err)?;
+        let task = tokio::spawn(serve(listener, dial.clone(), max_connections.max(1)));
+        Ok(Forwarder { addr, dial, task })
+    }
+
+    /// Like [`Forwarder::start`], but the listener is `127.0.0.1:port` of the named
+    /// network namespace (the socket is created there and served from here): a process
+    /// of that namespace, e.g. the control plane in the fabric, reaches `dial` through it.
+    pub async fn start_in(
+        netns: &str,
+        port: u16,
+        dial: Dial,
+        max_connections: usize,
+    ) -> Result<Forwarder, ForwardError> {
+        let listen = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let err = |detail: String| ForwardError::Netns {
+            listen,
+            netns: netns.to_string(),
+            dial: dial.to_string(),
+            detail,
+        };
+        let name = netns.to_string();
+        let std = tokio::task::spawn_blocking(move || {
+            meshwork_e2e::netns::in_netns(&name, move || {
+                let l = std::net::TcpListener::bind(listen)?;
+                l.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(l)
+            })
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(e.to_string()))?;
+        let listener = TcpListener::from_std(std).map_err(|e| err(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
         let task = tokio::spawn(serve(listener, dial.clone(), max_connections.max(1)));
         Ok(Forwarder { addr, dial, task })
     }

@@ -334,23 +334,21 @@ impl Loopback {
             "starting the control plane over {}",
             config_dir.display(),
         ));
-        mesh.procs.spawn(
-            "controlplane",
-            &bins["controlplane"],
-            &[
-                arg("--config-dir"),
-                arg(config_dir.display()),
-                arg("--default-namespace"),
-                arg(&plan.default_namespace),
-                arg("--grpc-addr"),
-                arg(grpc),
-                arg("--admin-addr"),
-                arg(admin),
-                arg("--ca-dir"),
-                arg(ca_dir.display()),
-            ],
-            &log_dir,
-        )?;
+        let mut cp_args = vec![
+            arg("--config-dir"),
+            arg(config_dir.display()),
+            arg("--default-namespace"),
+            arg(&plan.default_namespace),
+            arg("--grpc-addr"),
+            arg(grpc),
+            arg("--admin-addr"),
+            arg(admin),
+            arg("--ca-dir"),
+            arg(ca_dir.display()),
+        ];
+        cp_args.extend(opts.controlplane_args.iter().cloned());
+        mesh.procs
+            .spawn("controlplane", &bins["controlplane"], &cp_args, &log_dir)?;
         let cp_log = mesh.log("controlplane", "out");
         wait_until(
             "control plane",

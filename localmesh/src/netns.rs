@@ -103,10 +103,13 @@ impl Prepared {
         ));
         let config = MeshConfig {
             files,
-            controlplane_args: vec![
-                "--default-namespace".into(),
+            controlplane_args: [
+                "--default-namespace".to_string(),
                 self.plan.default_namespace.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(opts.controlplane_args.iter().cloned())
+            .collect(),
             ztunnel_args: vec!["--log-format".into(), "json".into()],
             ..MeshConfig::default()
         };

@@ -186,6 +186,8 @@ pub struct StartOptions {
     pub services: Vec<(String, String)>,
     /// Up once pod `.0` gets an HTTP answer from `.1:.2` `/health` through the mesh.
     pub ready_probe: Option<(String, String, u16)>,
+    /// Extra arguments of the control plane (e.g. `--canary-waypoint-metrics URL`).
+    pub controlplane_args: Vec<String>,
 }
 
 /// The environment of a pod's command: who it is and where it listens.

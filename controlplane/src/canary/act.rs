@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::machine::Routing;
 use super::spec::Plan;
+use super::status::Status;
 use crate::source::FileEvent;
 
 /// Where generated config goes.
@@ -20,6 +21,15 @@ pub trait Router: Send + Sync {
     fn apply(&self, plan: &Plan, routing: &Routing) -> Result<(), String>;
     /// The Canary is gone: remove what was generated for it.
     fn remove(&self, namespace: &str, name: &str);
+    /// The Canary's status changed at a step that decided `decision`: written back where
+    /// the mode keeps it (Kubernetes: the `status` subresource and an Event). Directory
+    /// mode shows it on the admin endpoint only.
+    fn status(&self, _namespace: &str, _name: &str, _status: &Status, _decision: &str) {}
+    /// Whether this replica runs the Canaries now (Kubernetes: while it holds the
+    /// Lease); when not, the controller steps nothing and forgets its state.
+    fn active(&self) -> bool {
+        true
+    }
 }
 
 /// Prefix of the pseudo-files the controller feeds the engine (never persisted).
@@ -90,6 +100,16 @@ fn destination(host: String, weight: u32) -> Value {
 
 /// The generated resources as multi-document YAML (each document JSON, which is YAML).
 pub fn generate(plan: &Plan, r: &Routing) -> String {
+    objects(plan, r)
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// The generated resources: Services `<service>-primary`, `<service>-canary` and the
+/// VirtualService `<service>` (at `networking.istio.io/v1`).
+pub fn objects(plan: &Plan, r: &Routing) -> Vec<Value> {
     let primary = format!("{}-primary", plan.service);
     let canary = format!("{}-canary", plan.service);
     let mut hosts = vec![plan.service.clone()];
@@ -127,15 +147,11 @@ pub fn generate(plan: &Plan, r: &Routing) -> String {
         },
         "spec": vs_spec,
     });
-    [
+    vec![
         service(plan, "primary", &r.primary_selector),
         service(plan, "canary", &r.canary_selector),
         vs,
     ]
-    .iter()
-    .map(|v| v.to_string())
-    .collect::<Vec<_>>()
-    .join("\n---\n")
 }
 
 #[cfg(test)]

@@ -45,6 +45,11 @@ pub struct Measurement {
     pub address: String,
     /// The template's provider type (`prometheus` for built-ins).
     pub provider: String,
+    /// The `version` label of the canary's pods (the target's selector), if it has one:
+    /// the waypoint-metrics judge counts only `destination_version` = it, so a primary
+    /// that runs pods of the target's workload (directory mode, after a promotion) does
+    /// not blur the canary's numbers. Prometheus queries are Flagger's, unchanged.
+    pub canary_version: Option<String>,
 }
 
 /// Measures a check's value (a success rate in percent, a p99 in milliseconds, or what a
@@ -139,6 +144,7 @@ pub fn measurement(plan: &Plan, check: &Check) -> Result<Measurement, JudgeError
         query,
         address: address.to_string(),
         provider: provider.to_string(),
+        canary_version: plan.canary_selector.get("version").cloned(),
     })
 }
 

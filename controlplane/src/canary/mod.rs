@@ -110,6 +110,8 @@ struct Entry {
     rollout: Rollout,
     due: Instant,
     applied: Option<Routing>,
+    /// The status last handed to [`Router::status`].
+    reported: Option<Status>,
 }
 
 pub struct Controller {
@@ -147,6 +149,13 @@ impl Controller {
     }
 
     async fn step_all(&self, inputs: &Inputs, entries: &mut BTreeMap<String, Entry>) {
+        if !self.router.active() {
+            // Another replica runs the Canaries; when this one takes over, each starts
+            // again from Initializing (the state is in memory).
+            entries.clear();
+            self.board.views.write_or_recover().clear();
+            return;
+        }
         let now = Instant::now();
         let mut seen = BTreeMap::new();
         for obj in &inputs.canaries {
@@ -177,6 +186,7 @@ impl Controller {
                 rollout: Rollout::default(),
                 due: now,
                 applied: None,
+                reported: None,
             });
             if let Some(c) = self.board.commands.write_or_recover().remove(&key) {
                 entry.rollout.pending = Some(c);
@@ -189,6 +199,15 @@ impl Controller {
                 };
                 entry.rollout.advance(&plan, &env).await;
                 entry.due = Instant::now() + plan.interval;
+            }
+            if entry.reported.as_ref() != Some(&entry.rollout.status) {
+                self.router.status(
+                    &plan.namespace,
+                    &plan.name,
+                    &entry.rollout.status,
+                    &entry.rollout.last_decision,
+                );
+                entry.reported = Some(entry.rollout.status.clone());
             }
             let routing = entry.rollout.routing(&plan);
             if entry.applied.as_ref() != Some(&routing) {

@@ -161,8 +161,9 @@ fn parse_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
     }
 }
 
-/// The target's totals in one `/metrics` text.
-pub fn totals_of(text: &str, namespace: &str, target: &str) -> Totals {
+/// The target's totals in one `/metrics` text (only `destination_version` = `version`
+/// when given).
+pub fn totals_of(text: &str, namespace: &str, target: &str, version: Option<&str>) -> Totals {
     let mut t = Totals::default();
     for line in text.lines() {
         let Some((name, labels, value)) = parse_line(line) else {
@@ -175,7 +176,9 @@ pub fn totals_of(text: &str, namespace: &str, target: &str) -> Totals {
             .get("destination_workload_namespace")
             .map(String::as_str)
             == Some(namespace)
-            && labels.get("destination_workload").map(String::as_str) == Some(target);
+            && labels.get("destination_workload").map(String::as_str) == Some(target)
+            && version
+                .is_none_or(|v| labels.get("destination_version").map(String::as_str) == Some(v));
         if !ours {
             continue;
         }
@@ -211,7 +214,7 @@ pub struct ScrapeJudge {
     pub endpoints: Vec<String>,
     pub timeout: Duration,
     client: HttpClient,
-    previous: Mutex<BTreeMap<(String, String, String), Totals>>,
+    previous: Mutex<BTreeMap<(String, String, String, String), Totals>>,
 }
 
 impl ScrapeJudge {
@@ -243,7 +246,12 @@ impl ScrapeJudge {
                     message: format!("HTTP {status}"),
                 });
             }
-            let t = totals_of(&String::from_utf8_lossy(&body), &m.namespace, &m.target);
+            let t = totals_of(
+                &String::from_utf8_lossy(&body),
+                &m.namespace,
+                &m.target,
+                m.canary_version.as_deref(),
+            );
             sum.requests += t.requests;
             sum.errors += t.errors;
             for (le, v) in t.buckets {
@@ -264,7 +272,13 @@ impl Judge for ScrapeJudge {
                 });
             };
             let now = self.scrape(m).await?;
-            let id = (m.namespace.clone(), m.target.clone(), m.metric.clone());
+            // Per version too: a new revision's window starts with its own pods.
+            let id = (
+                m.namespace.clone(),
+                m.target.clone(),
+                m.metric.clone(),
+                m.canary_version.clone().unwrap_or_default(),
+            );
             let window = {
                 let mut prev = self.previous.lock_or_recover();
                 let w = match prev.get(&id) {
@@ -291,8 +305,9 @@ mod tests {
     use super::*;
 
     const TEXT: &str = r#"# TYPE istio_requests_total counter
-istio_requests_total{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",response_code="200"} 90
-istio_requests_total{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",response_code="503"} 10
+istio_requests_total{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",destination_version="v1",response_code="200"} 80
+istio_requests_total{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",destination_version="v2",response_code="200"} 10
+istio_requests_total{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",destination_version="v2",response_code="503"} 10
 istio_requests_total{reporter="waypoint",destination_workload="web-primary",destination_workload_namespace="shop",response_code="503"} 1000
 istio_request_duration_milliseconds_bucket{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",le="10"} 50
 istio_request_duration_milliseconds_bucket{reporter="waypoint",destination_workload="web",destination_workload_namespace="shop",le="100"} 99
@@ -301,7 +316,7 @@ istio_request_duration_milliseconds_bucket{reporter="waypoint",destination_workl
 
     #[test]
     fn totals_success_rate_and_p99() {
-        let t = totals_of(TEXT, "shop", "web");
+        let t = totals_of(TEXT, "shop", "web", None);
         assert_eq!((t.requests, t.errors), (100.0, 10.0));
         assert_eq!(t.success_rate(), Some(90.0));
         // rank 99 lands at the top of the (10, 100] bucket.
@@ -323,7 +338,11 @@ istio_request_duration_milliseconds_bucket{reporter="waypoint",destination_workl
         // 60 new requests: 10 at ≤10ms, 59 at ≤100ms, 60 in all; p99 rank 59.4 → +Inf
         // bucket's lower bound.
         assert_eq!(d.quantile(0.99), Some(100.0));
-        assert_eq!(totals_of(TEXT, "shop", "nope").success_rate(), None);
+        assert_eq!(totals_of(TEXT, "shop", "nope", None).success_rate(), None);
+        // Only the canary's version: the v1 pods of the same workload are left out.
+        let v2 = totals_of(TEXT, "shop", "web", Some("v2"));
+        assert_eq!((v2.requests, v2.errors), (20.0, 10.0));
+        assert_eq!(v2.success_rate(), Some(50.0));
     }
 
     #[test]

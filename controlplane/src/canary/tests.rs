@@ -80,6 +80,10 @@ struct Recorder {
     start: Instant,
     seen: Mutex<Vec<(u64, Routing)>>,
     removed: Mutex<Vec<String>>,
+    /// `(phase, weight, decision)` of every status handed over.
+    statuses: Mutex<Vec<(Phase, u32, String)>>,
+    /// Whether this replica leads (runs the Canaries).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl Router for Recorder {
@@ -93,6 +97,16 @@ impl Router for Recorder {
             .lock()
             .unwrap()
             .push(format!("{namespace}/{name}"));
+    }
+    fn status(&self, _ns: &str, _name: &str, status: &super::status::Status, decision: &str) {
+        self.statuses.lock().unwrap().push((
+            status.phase,
+            status.canary_weight,
+            decision.to_string(),
+        ));
+    }
+    fn active(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -119,6 +133,8 @@ fn start(yaml: &str) -> Harness {
         start: Instant::now(),
         seen: Mutex::default(),
         removed: Mutex::default(),
+        statuses: Mutex::default(),
+        leading: true.into(),
     });
     let board = Arc::new(Board::default());
     let (tx, rx) = watch::channel(inputs(yaml));
@@ -425,4 +441,42 @@ async fn ab_testing_iterations_route_the_match_to_the_canary() {
     assert_eq!(v.status.phase, Phase::Promoting, "{}", v.last_decision);
     assert_eq!(v.status.iterations, 3);
     assert!(!v.routing.unwrap().match_to_canary);
+}
+
+/// A replica that does not lead steps nothing; once it leads, the Canary starts from
+/// `Initializing`, and every status change is handed to the router once, with its step's
+/// decision.
+#[tokio::test(start_paused = true)]
+async fn only_the_leading_replica_steps_and_reports_each_status_once() {
+    let h = start(&canary(&format!(
+        "    threshold: 1\n    stepWeight: 50\n    maxWeight: 50\n{METRICS}"
+    )));
+    h.router
+        .leading
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    h.judge.set("request-success-rate", 100.0);
+    h.judge.set("request-duration", 10.0);
+    wait(150).await;
+    assert!(h.board.get("shop", "web").is_none());
+    assert!(h.router.seen.lock().unwrap().is_empty());
+    assert!(h.router.statuses.lock().unwrap().is_empty());
+    h.router
+        .leading
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    wait(6 * 60).await;
+    assert_eq!(h.phase(), Phase::Succeeded);
+    let statuses = h.router.statuses.lock().unwrap().clone();
+    let phases: Vec<(Phase, u32)> = statuses.iter().map(|(p, w, _)| (*p, *w)).collect();
+    assert_eq!(
+        phases,
+        [
+            (Phase::Initialized, 0),
+            (Phase::Progressing, 0),
+            (Phase::Progressing, 50),
+            (Phase::Promoting, 50),
+            (Phase::Finalising, 0),
+            (Phase::Succeeded, 0),
+        ]
+    );
+    assert_eq!(statuses[2].2, "advance canary weight 50");
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::topology::{
-    Placement, APP_PORT, FOREIGN_NAMESPACE, LEGACY_NAMESPACE, NAMESPACE, WAYPOINT,
+    Placement, APP_PORT, CATALOG, FOREIGN_NAMESPACE, LEGACY_NAMESPACE, NAMESPACE, WAYPOINT,
 };
 use super::DemoError;
 
@@ -51,6 +51,54 @@ spec:\n  clusterIP: {vip}\n  selector:\n    app: payment-service\n  ports:\n    
     y
 }
 
+/// Pattern 6's file: the apex Service `catalog`, the primary Deployment (v1), the target
+/// Deployment (`target_version`) and the Canary the control plane's built-in controller
+/// runs. The pattern rewrites it to release v2, then v3, as `kubectl apply` would.
+pub const CANARY_FILE: &str = "00-demo-canary.yaml";
+
+/// One step of the canary analysis (short, so the pattern takes seconds).
+pub const CANARY_INTERVAL_SECS: u64 = 1;
+/// Failed checks before a rollback.
+pub const CANARY_THRESHOLD: u32 = 2;
+/// The canary's weights, step by step.
+pub const CANARY_STEPS: [u32; 2] = [20, 50];
+/// The checks' bounds: success rate (%) at least, p99 (ms) at most.
+pub const CANARY_MIN_SUCCESS: f64 = 99.0;
+pub const CANARY_MAX_P99_MS: f64 = 500.0;
+
+fn deployment(name: &str, version: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n\
+spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {CATALOG}\n      version: {version}\n  \
+template:\n    metadata:\n      labels:\n        app: {CATALOG}\n        version: {version}\n    \
+spec:\n      serviceAccountName: {CATALOG}\n      containers:\n        - name: {CATALOG}\n          image: registry.example.com/{CATALOG}:{version}\n          \
+ports:\n            - containerPort: {APP_PORT}\n---\n"
+    )
+}
+
+pub fn canary_yaml(target_version: &str) -> String {
+    let steps = CANARY_STEPS
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {CATALOG}\n  namespace: {NAMESPACE}\n  labels:\n    app: {CATALOG}\n\
+spec:\n  selector:\n    app: {CATALOG}\n  ports:\n    - name: http\n      port: {APP_PORT}\n      targetPort: {APP_PORT}\n---\n"
+    );
+    y += &deployment(&format!("{CATALOG}-primary"), "v1");
+    y += &deployment(CATALOG, target_version);
+    let _ = write!(
+        y,
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: {CATALOG}\n  namespace: {NAMESPACE}\n\
+spec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {CATALOG}\n  service:\n    port: {APP_PORT}\n  \
+analysis:\n    interval: {CANARY_INTERVAL_SECS}s\n    threshold: {CANARY_THRESHOLD}\n    stepWeights: [{steps}]\n    metrics:\n      \
+- name: request-success-rate\n        thresholdRange:\n          min: {CANARY_MIN_SUCCESS}\n        interval: 1m\n      \
+- name: request-duration\n        thresholdRange:\n          max: {CANARY_MAX_P99_MS}\n        interval: 1m\n"
+    );
+    y
+}
+
 /// The YAML files (`*.yaml`, `*.yml`) of `dir`, sorted by name.
 pub fn read_seed_dir(dir: &Path) -> Result<Vec<(String, String)>, DemoError> {
     let io = |path: &Path| {
@@ -82,7 +130,10 @@ pub fn read_seed_dir(dir: &Path) -> Result<Vec<(String, String)>, DemoError> {
 /// `(file name, YAML)` of the demo cluster and the seed manifests (the embedded ones unless
 /// `seed` is given).
 pub fn files(at: &Placement, seed: Option<&[(String, String)]>) -> Vec<(String, String)> {
-    let mut out = vec![("00-demo-cluster.yaml".to_string(), topology_yaml(at))];
+    let mut out = vec![
+        ("00-demo-cluster.yaml".to_string(), topology_yaml(at)),
+        (CANARY_FILE.to_string(), canary_yaml("v1")),
+    ];
     match seed {
         Some(files) => out.extend(files.iter().cloned()),
         None => out.extend(SEED.iter().map(|(n, t)| (n.to_string(), t.to_string()))),
@@ -137,7 +188,8 @@ mod tests {
         let y = topology_yaml(&at);
         assert!(y.contains("clusterIP: 127.120.7.201\n"), "{y}");
         let names: Vec<String> = files(&at, None).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + SEED.len());
+        assert_eq!(names.len(), 2 + SEED.len());
+        assert_eq!(names[1], CANARY_FILE);
         assert_eq!(names[0], "00-demo-cluster.yaml");
         assert!(y.contains("gatewayClassName: istio-waypoint"));
         assert!(y.contains("istio.io/use-waypoint: waypoint"));
@@ -145,5 +197,22 @@ mod tests {
         let errors: Vec<String> = parsed.errors().map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(parsed.objects().count(), 5);
+    }
+
+    #[test]
+    fn canary_file_parses_and_only_the_target_version_changes() {
+        for v in ["v1", "v2", "v3"] {
+            let y = canary_yaml(v);
+            let parsed = meshwork_api::parse_file(Path::new(CANARY_FILE), &y, NAMESPACE);
+            let errors: Vec<String> = parsed.errors().map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{v}: {errors:?}\n{y}");
+            assert_eq!(parsed.objects().count(), 4, "{v}");
+            assert!(y.contains(&format!("image: registry.example.com/catalog:{v}")));
+        }
+        let (a, b) = (canary_yaml("v2"), canary_yaml("v3"));
+        let differ = a.lines().zip(b.lines()).filter(|(x, y)| x != y).count();
+        assert_eq!(differ, 3, "selector, template label, image:\n{a}\n{b}");
+        assert!(a.contains("stepWeights: [20, 50]"), "{a}");
+        assert!(a.contains("interval: 1s"), "{a}");
     }
 }

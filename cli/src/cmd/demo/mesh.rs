@@ -5,12 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Deref;
 
 use meshwork_localmesh::connect::Dial;
+use meshwork_localmesh::forward::Forwarder;
 use meshwork_localmesh::http::Via;
 use meshwork_localmesh::mesh::{Prepared, StartOptions};
 use meshwork_localmesh::{Backend, Chosen, LocalMesh};
 
 use super::topology::{
-    pod_named, Placement, APP_PORT, NAMESPACE, PAYMENT_VIP_HOST, PAYMENT_VIP_NETNS,
+    pod_named, Placement, APP_PORT, CATALOG, NAMESPACE, PAYMENT_VIP_HOST, PAYMENT_VIP_NETNS,
 };
 use super::DemoError;
 
@@ -18,10 +19,18 @@ const WAYPOINT_POD: &str = "waypoint-0";
 /// The waypoint's admin port in its pod (netns mode).
 const WAYPOINT_ADMIN_PORT: u16 = 15000;
 
+/// Netns mode: the port of the fabric namespace's loopback on which the control plane
+/// reads the waypoint's metrics (the fabric is this run's own namespace: the port is free).
+const CANARY_METRICS_PORT_NETNS: u16 = 15091;
+
 /// A running demo mesh. Dropping it stops every process and removes everything it created.
 pub struct Mesh {
     pub placement: Placement,
     pub local: LocalMesh,
+    /// Carries the control plane's scrapes of the waypoint's `/metrics` (the canary
+    /// controller's judge, `--canary-waypoint-metrics`) from the control plane's network
+    /// namespace to the waypoint's admin port.
+    _canary_metrics: Forwarder,
 }
 
 impl Deref for Mesh {
@@ -47,10 +56,26 @@ impl Mesh {
             .loopback_ip(PAYMENT_VIP_HOST)
             .unwrap_or(IpAddr::V4(PAYMENT_VIP_NETNS));
         let placement = Placement::new(prepared.placement(), payment_vip);
+        // The canary controller judges from the waypoint's own metrics, which the control
+        // plane reads through a forwarder on its loopback (started once the mesh is up).
+        let metrics_port = match chosen {
+            Chosen::Netns => CANARY_METRICS_PORT_NETNS,
+            Chosen::Loopback => std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|error| DemoError::Bind {
+                    addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                    error,
+                })?,
+        };
         let opts = StartOptions {
             files: super::manifests::files(&placement, seed_files),
             run_dir: None,
-            services: ["order-service", "payment-service"]
+            controlplane_args: vec![
+                "--canary-waypoint-metrics".into(),
+                format!("http://127.0.0.1:{metrics_port}/metrics"),
+            ],
+            services: ["order-service", "payment-service", CATALOG]
                 .iter()
                 .map(|s| (NAMESPACE.to_string(), s.to_string()))
                 .collect(),
@@ -59,7 +84,18 @@ impl Mesh {
             ready_probe: Some(("order-client".into(), "payment-service".into(), APP_PORT)),
         };
         let local = prepared.start(opts).await?;
-        Ok(Mesh { placement, local })
+        let waypoint = local.waypoint_admin[WAYPOINT_POD].clone();
+        let forwarder = match &local.control_plane_admin {
+            Dial::Netns { netns, .. } => {
+                Forwarder::start_in(netns, metrics_port, waypoint, 8).await
+            }
+            Dial::Here(_) => Forwarder::start(metrics_port, waypoint, 8).await,
+        }?;
+        Ok(Mesh {
+            placement,
+            local,
+            _canary_metrics: forwarder,
+        })
     }
 
     /// The waypoint's admin endpoint (serving `/metrics` too).

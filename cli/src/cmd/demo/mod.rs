@@ -1,4 +1,5 @@
-//! `meshwork demo`: the whole mesh on one machine, the five seed patterns driven with
+//! `meshwork demo`: the whole mesh on one machine, the five seed patterns and a canary
+//! release (progressive delivery by the control plane's canary controller) driven with
 //! real traffic, and a report of what the running mesh did.
 //!
 //! Two modes, the same patterns and report (the mode and why it was chosen are printed):
@@ -78,9 +79,11 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
     let (probe, (mut s1, mut s2, s3, s5, s4)) =
         tokio::join!(patterns::timeout_probe(mesh), sequence);
     patterns::add_timeout(&mut s2, mesh, &probe);
+    // After the others: its steady load and timed steps would blur their numbers.
+    let s6 = patterns::progressive(mesh).await;
     patterns::add_identities(&mut s1, mesh).await;
     patterns::add_capture(&mut s1, mesh).await;
-    vec![s1, s2, s3, s4, s5]
+    vec![s1, s2, s3, s4, s5, s6]
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened to from the start so a signal arriving between

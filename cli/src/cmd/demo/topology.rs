@@ -24,6 +24,8 @@ pub struct Pod {
     /// Last octet of its address.
     pub host: u8,
     pub role: Role,
+    /// The Deployment the pod is a replica of (names its `destination_workload`), or "".
+    pub workload: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,10 @@ pub const FOREIGN_NAMESPACE: &str = "partners";
 /// A namespace outside the mesh (not ambient): its pods speak plaintext.
 pub const LEGACY_NAMESPACE: &str = "legacy";
 
-pub const PODS: [Pod; 8] = [
+/// The service (and Canary) of pattern 6, progressive delivery.
+pub const CATALOG: &str = "catalog";
+
+pub const PODS: [Pod; 11] = [
     Pod {
         name: "order-service-v1",
         namespace: NAMESPACE,
@@ -62,6 +67,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-a",
         host: 11,
         role: Role::App,
+        workload: "",
     },
     Pod {
         name: "order-service-v2",
@@ -72,6 +78,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-b",
         host: 12,
         role: Role::App,
+        workload: "",
     },
     Pod {
         name: "payment-service-1",
@@ -82,6 +89,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-b",
         host: 13,
         role: Role::App,
+        workload: "",
     },
     Pod {
         name: "payment-service-2",
@@ -92,6 +100,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-a",
         host: 14,
         role: Role::App,
+        workload: "",
     },
     Pod {
         name: "order-client",
@@ -102,6 +111,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-a",
         host: 20,
         role: Role::Client,
+        workload: "",
     },
     Pod {
         name: "partner-client",
@@ -112,6 +122,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-a",
         host: 21,
         role: Role::Client,
+        workload: "",
     },
     Pod {
         name: "legacy-client",
@@ -122,6 +133,7 @@ pub const PODS: [Pod; 8] = [
         node: "node-a",
         host: 22,
         role: Role::Client,
+        workload: "",
     },
     Pod {
         name: "waypoint-0",
@@ -132,6 +144,43 @@ pub const PODS: [Pod; 8] = [
         node: "node-b",
         host: 30,
         role: Role::Waypoint,
+        workload: "",
+    },
+    // Pattern 6: the built-in canary controller's service. v1 runs as the primary
+    // (Deployment catalog-primary); v2 and v3 are successive versions of the target
+    // Deployment catalog, so the waypoint reports them as destination_workload=catalog.
+    Pod {
+        name: "catalog-v1",
+        namespace: NAMESPACE,
+        app: CATALOG,
+        version: "v1",
+        service_account: CATALOG,
+        node: "node-a",
+        host: 15,
+        role: Role::App,
+        workload: "catalog-primary",
+    },
+    Pod {
+        name: "catalog-v2",
+        namespace: NAMESPACE,
+        app: CATALOG,
+        version: "v2",
+        service_account: CATALOG,
+        node: "node-b",
+        host: 16,
+        role: Role::App,
+        workload: CATALOG,
+    },
+    Pod {
+        name: "catalog-v3",
+        namespace: NAMESPACE,
+        app: CATALOG,
+        version: "v3",
+        service_account: CATALOG,
+        node: "node-a",
+        host: 17,
+        role: Role::App,
+        workload: CATALOG,
     },
 ];
 
@@ -166,7 +215,7 @@ pub fn plan() -> Plan {
                 service_account: p.service_account.into(),
                 labels,
                 annotations: BTreeMap::new(),
-                workload: String::new(),
+                workload: p.workload.into(),
                 ports: vec![APP_PORT],
                 run: match p.role {
                     Role::App => Run::TestApp {

@@ -278,6 +278,7 @@ async fn run_mesh(
         run_dir: Some(run_dir),
         services: derived.services.clone(),
         ready_probe: None,
+        controlplane_args: Vec::new(),
     };
     let start = async {
         // Netns mode builds the cluster on this runtime worker thread: the mesh's

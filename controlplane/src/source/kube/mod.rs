@@ -13,12 +13,15 @@
 //! - [`discovery`]: CRDs watched, so Istio and Gateway API kinds start and stop live;
 //! - [`health`]: kinds that cannot be watched (`403`…), reported with the config errors;
 //! - [`watch`]: the watchers, producing batches like [`crate::source::dir::watch`];
+//! - [`canary`]: the canary controller's writes (routing by server-side apply, Canary
+//!   status, Events; leader only);
 //! - [`waypoints`]: the deployment controller creating each waypoint Gateway's
 //!   ServiceAccount, Deployment and Service (leader only).
 //!
 //! [`FileEvent`]: crate::source::FileEvent
 
 pub mod ca_secret;
+pub mod canary;
 pub mod discovery;
 pub mod error;
 pub mod health;

@@ -33,6 +33,9 @@ pub struct WatchedKind {
     pub scope: Scope,
     /// Istio kinds get an `Accepted` status condition written back.
     pub writes_status: bool,
+    /// Watched only when the canary controller runs in Kubernetes
+    /// ([`super::KubeSourceOptions::canary`]): Deployments and Flagger's kinds.
+    pub canary_only: bool,
 }
 
 impl WatchedKind {
@@ -65,7 +68,7 @@ impl WatchedKind {
     /// watched only while its CRD is installed. Core and `discovery.k8s.io` kinds are
     /// built in.
     pub fn from_crd(&self) -> bool {
-        !(self.group.is_empty() || self.group == "discovery.k8s.io")
+        !(self.group.is_empty() || self.group == "discovery.k8s.io" || self.group == "apps")
     }
 }
 
@@ -84,6 +87,25 @@ const fn kind(
         plural,
         scope,
         writes_status,
+        canary_only: false,
+    }
+}
+
+/// A kind only the canary controller reads.
+const fn canary_kind(
+    kind: &'static str,
+    group: &'static str,
+    versions: &'static [&'static str],
+    plural: &'static str,
+) -> WatchedKind {
+    WatchedKind {
+        kind,
+        group,
+        versions,
+        plural,
+        scope: Scope::AllNamespaces,
+        writes_status: false,
+        canary_only: true,
     }
 }
 
@@ -93,6 +115,7 @@ const ISTIO_TELEMETRY: &[&str] = &["v1", "v1alpha1"];
 const ISTIO_EXTENSIONS: &[&str] = &["v1alpha1"];
 const GATEWAY_API: &[&str] = &["v1", "v1beta1"];
 const CORE: &[&str] = &["v1"];
+const FLAGGER: &[&str] = &["v1beta1"];
 
 /// Every watched kind.
 pub const WATCHED: &[WatchedKind] = &[
@@ -195,6 +218,11 @@ pub const WATCHED: &[WatchedKind] = &[
         Scope::AllNamespaces,
         false,
     ),
+    // The canary controller's inputs: the target (and `<target>-primary`) Deployments,
+    // Flagger's Canary and MetricTemplate (while their CRDs are installed).
+    canary_kind("Deployment", "apps", CORE, "deployments"),
+    canary_kind("Canary", "flagger.app", FLAGGER, "canaries"),
+    canary_kind("MetricTemplate", "flagger.app", FLAGGER, "metrictemplates"),
 ];
 
 /// Looks a watched kind up by its `kind:` string.
@@ -232,7 +260,14 @@ mod tests {
         let pod = watched("Pod").unwrap().preferred();
         assert_eq!(pod.api_version, "v1");
         assert_eq!(pod.group, "");
-        assert!(watched("Deployment").is_none());
+        let d = watched("Deployment").unwrap();
+        assert_eq!(d.preferred().api_version, "apps/v1");
+        assert!(!d.from_crd() && d.canary_only);
+        let c = watched("Canary").unwrap();
+        assert_eq!(c.preferred().api_version, "flagger.app/v1beta1");
+        assert_eq!(c.plural, "canaries");
+        assert!(c.from_crd() && c.canary_only);
+        assert!(!watched("VirtualService").unwrap().canary_only);
     }
 
     #[test]

@@ -38,12 +38,16 @@ use crate::source::FileEvent;
 pub struct KubeSourceOptions {
     /// Mesh root namespace: ConfigMaps are watched here only (default `istio-system`).
     pub root_namespace: String,
+    /// Also watch what the canary controller reads: Deployments, and Flagger's `Canary`
+    /// and `MetricTemplate` while their CRDs are installed (default off).
+    pub canary: bool,
 }
 
 impl Default for KubeSourceOptions {
     fn default() -> Self {
         KubeSourceOptions {
             root_namespace: "istio-system".into(),
+            canary: false,
         }
     }
 }
@@ -83,7 +87,8 @@ pub fn watch(
 ) -> (mpsc::Receiver<Vec<FileEvent>>, SourceHandle) {
     let handle = SourceHandle::default();
     let (tx, rx) = mpsc::channel(16);
-    let pump = Pump::new(client, opts.root_namespace.clone(), handle.clone());
+    let mut pump = Pump::new(client, opts.root_namespace.clone(), handle.clone());
+    pump.canary = opts.canary;
     tokio::spawn(pump.run(tx));
     (rx, handle)
 }
@@ -132,6 +137,8 @@ struct Pump {
     generation: u64,
     /// Polls API discovery while the CRDs cannot be watched.
     poll: Option<JoinHandle<()>>,
+    /// Watch the canary controller's kinds too.
+    canary: bool,
 }
 
 impl Pump {
@@ -149,7 +156,14 @@ impl Pump {
             tasks: WATCHED.iter().map(|_| None).collect(),
             generation: 0,
             poll: None,
+            canary: false,
         }
+    }
+
+    /// Whether the kind at `slot` is watched at all (canary kinds only for the canary
+    /// controller).
+    fn enabled(&self, slot: usize) -> bool {
+        self.canary || !WATCHED[slot].canary_only
     }
 
     fn api(&self, slot: usize, ar: &ApiResource) -> Api<DynamicObject> {
@@ -199,6 +213,9 @@ impl Pump {
         let want = self.crds.resolve();
         let mut out = Vec::new();
         for (slot, w) in WATCHED.iter().enumerate().filter(|(_, w)| w.from_crd()) {
+            if !self.enabled(slot) {
+                continue;
+            }
             let now = self.tasks[slot]
                 .is_some()
                 .then(|| self.index.kinds()[slot].resource().clone());
@@ -284,7 +301,9 @@ impl Pump {
         let crd_api = Api::all_with(self.client.clone(), &crd_resource());
         let crd_task = spawn_watcher(crd_api, in_tx.clone(), Input::Crd);
         for (slot, w) in WATCHED.iter().enumerate().filter(|(_, w)| !w.from_crd()) {
-            self.set(slot, Some(w.preferred()), &in_tx);
+            if self.enabled(slot) {
+                self.set(slot, Some(w.preferred()), &in_tx);
+            }
         }
         let mut chunks = tokio_stream::wrappers::ReceiverStream::new(in_rx).ready_chunks(512);
         let mut pending: Vec<FileEvent> = Vec::new();

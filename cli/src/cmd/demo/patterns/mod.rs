@@ -1,13 +1,16 @@
-//! Drives traffic through the five seed patterns and reports what the mesh did: shared
+//! Drives traffic through the five seed patterns and progressive delivery (the control
+//! plane's canary controller) and reports what the mesh did: shared
 //! helpers here, one module per pattern.
 
 mod enrolment;
+mod progressive;
 mod resilience;
 mod tracing;
 mod traffic;
 mod zero_trust;
 
 pub use enrolment::{add_capture, add_identities, enrolment};
+pub use progressive::progressive;
 pub use resilience::resilience;
 pub use tracing::tracing;
 pub use traffic::{add_timeout, timeout_probe, traffic};

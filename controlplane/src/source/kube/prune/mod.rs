@@ -13,6 +13,7 @@
 //! | EndpointSlice | `addressType` (required by the type) and metadata; translation does not read endpoints |
 //! | ConfigMap | `data` (the mesh config, the waypoint template) |
 //! | Istio, Gateway API | everything but `status` and the `kubectl.kubernetes.io/last-applied-configuration` annotation (their annotations, e.g. `istio.io/dry-run`, are read) |
+//! | Deployment, Canary, MetricTemplate (only with the canary controller) | the same: the canary controller digests the whole pod template (a new revision) |
 //!
 //! The unit tests translate full objects and their pruned copies and compare the models.
 
