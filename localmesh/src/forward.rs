@@ -80,7 +80,7 @@ impl Forwarder {
         };
         let name = netns.to_string();
         let std = tokio::task::spawn_blocking(move || {
-            meshwork_e2e::netns::in_netns(&name, move || {
+            meshwork_netlab::netns::in_netns(&name, move || {
                 let l = std::net::TcpListener::bind(listen)?;
                 l.set_nonblocking(true)?;
                 Ok::<_, std::io::Error>(l)
