@@ -173,7 +173,8 @@ async fn faults_direct_and_redirect() {
     assert_eq!((status, body.as_str()), (202, "accepted"));
     let (status, _, h) = send(&c, p.addr, "GET", "order-service", "/moved?x=1", &[]).await;
     assert_eq!(status, 301);
-    assert_eq!(h["location"], "http://shop.example/new-home");
+    // Envoy keeps the request's query string when the new path has none.
+    assert_eq!(h["location"], "http://shop.example/new-home?x=1");
     assert_eq!(main.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     let log = wait_log(&p, 3).await;
     assert_eq!(log[0]["response_flags"], "DI,FI");
