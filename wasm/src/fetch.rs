@@ -59,6 +59,35 @@ pub enum FetchError {
     },
 }
 
+/// A `file://` module: a regular file of at most `max` bytes (never `/dev/zero`, a FIFO
+/// or a file that grows while read), so a WasmPlugin cannot make a waypoint read forever.
+async fn read_module_file(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let meta = file.metadata().await?;
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        )
+    };
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > max as u64 {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max as u64 + 1).read_to_end(&mut bytes).await?;
+    if bytes.len() > max {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 /// Verified module bytes and their digest.
 #[derive(Debug, Clone)]
 pub struct Module {
@@ -208,7 +237,7 @@ impl Fetcher {
         };
         let (bytes, manifest) = match &loc {
             Location::File(path) => {
-                let bytes = tokio::fs::read(path)
+                let bytes = read_module_file(path, self.client.max_bytes)
                     .await
                     .map_err(|source| FetchError::Read {
                         plugin: plugin_ref(p),
@@ -328,5 +357,26 @@ mod tests {
             err.to_string().contains("/nonexistent/meshwork/p.wasm"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_url_is_a_bounded_regular_file() {
+        // /dev/zero would be read forever; a directory is not a module.
+        for url in ["file:///dev/zero", "file:///tmp"] {
+            let err = fetch(&plugin(url, "")).await.unwrap_err();
+            assert!(
+                err.to_string().contains("not a regular file"),
+                "{url}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.wasm");
+        std::fs::write(&path, vec![0u8; 64]).unwrap();
+        let f = Fetcher::new().with_limits(16, DEFAULT_TIMEOUT);
+        let err = f
+            .fetch(&plugin(&format!("file://{}", path.display()), ""))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("larger than 16 bytes"), "{err}");
     }
 }

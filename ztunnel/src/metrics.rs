@@ -194,7 +194,9 @@ impl Metrics {
     }
 
     /// Drops series of pods for which `live` (given `<ns>/<pod name>`) is false. Costs
-    /// one call per workload with series, not one per workload of the model.
+    /// one call per pod with series, not one per workload of the model. A series names a
+    /// Deployment, so pods of one Deployment share it: it goes only when no pod that is
+    /// still there refers to it (a rollout does not reset its counters).
     pub fn evict(&self, live: impl Fn(&str) -> bool) {
         let mut index = self.index.lock_or_recover();
         let gone: Vec<String> = index
@@ -202,14 +204,25 @@ impl Metrics {
             .filter(|k| !k.starts_with("unknown/") && !live(k))
             .cloned()
             .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut dropped: Vec<(String, TcpLabels)> = Vec::new();
         for k in gone {
             for labels in index.remove(&k).unwrap_or_default() {
-                self.opened.remove(&labels);
-                self.closed.remove(&labels);
-                self.sent.remove(&labels);
-                self.received.remove(&labels);
-                tracing::debug!(workload = %k, "evicted metric series of deleted workload");
+                dropped.push((k.clone(), labels));
             }
+        }
+        let kept: HashSet<&TcpLabels> = index.values().flatten().collect();
+        for (k, labels) in &dropped {
+            if kept.contains(labels) {
+                continue;
+            }
+            self.opened.remove(labels);
+            self.closed.remove(labels);
+            self.sent.remove(labels);
+            self.received.remove(labels);
+            tracing::debug!(pod = %k, "evicted metric series of deleted pod");
         }
     }
 
@@ -309,8 +322,29 @@ mod tests {
         assert!(text.contains("destination_workload=\"cart\""), "{text}");
         assert!(text.contains("destination_version=\"v2\""), "{text}");
         assert!(!text.contains("cart-7f9c-x2"), "{text}");
-        // The pod leaving the config takes its series, although they name its Deployment.
+        // A second pod of the Deployment shares the series.
+        let sibling = Workload {
+            name: "cart-7f9c-y7".into(),
+            ..pod.clone()
+        };
+        let c = m.open(TcpSeries::new(
+            Reporter::Destination,
+            &Peers {
+                destination: Some(&sibling),
+                mtls: true,
+                ..Default::default()
+            },
+            "",
+        ));
+        c.sent.inc_by(5);
+        assert_eq!(m.total("opened", |_| true), 2);
+        // One pod leaving keeps the series its sibling still uses, counters intact.
         m.evict(|r| r != "shop/cart-7f9c-x2");
+        assert_eq!(m.total("opened", |_| true), 2);
+        c.sent.inc_by(5);
+        assert_eq!(m.total("sent", |_| true), 10);
+        // The last pod leaving takes the series.
+        m.evict(|r| !r.starts_with("shop/cart-"));
         assert!(!m.encode().contains("destination_workload=\"cart\""));
     }
 }

@@ -19,6 +19,18 @@ pub(crate) fn canary(c: &Canary, p: &mut Problems) {
             ),
         );
     }
+    // The controller writes Services `<name>`, `<name>-primary` and `<name>-canary`:
+    // each a DNS-1035 label of at most 63 characters.
+    let (field, name) = if c.service.name.is_empty() {
+        ("spec.targetRef.name", &c.target_ref.name)
+    } else {
+        ("spec.service.name", &c.service.name)
+    };
+    if !name.is_empty() {
+        if let Err(why) = service_name(name) {
+            p.add(field, why);
+        }
+    }
     if !(1..=65535).contains(&c.service.port) {
         p.add(
             "spec.service.port",
@@ -39,6 +51,29 @@ pub(crate) fn canary(c: &Canary, p: &mut Problems) {
     if let Some(a) = c.analysis() {
         analysis(field, a, p);
     }
+}
+
+/// A name the controller can derive `-primary` / `-canary` Services from.
+fn service_name(name: &str) -> Result<(), String> {
+    const MAX: usize = 63 - "-primary".len();
+    let b = name.as_bytes();
+    let ok = b.first().is_some_and(u8::is_ascii_lowercase)
+        && b.last()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !ok {
+        return Err(format!(
+            "{name:?} is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter)"
+        ));
+    }
+    if name.len() > MAX {
+        return Err(format!(
+            "{name:?} is {} characters: at most {MAX}, so that {name}-primary is a valid Service name",
+            name.len()
+        ));
+    }
+    Ok(())
 }
 
 fn weight(p: &mut Problems, field: String, w: u32) {
@@ -196,5 +231,21 @@ pub(crate) fn metric_template(t: &MetricTemplate, p: &mut Problems) {
     }
     if t.query.trim().is_empty() {
         p.add("spec.query", "required");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::service_name;
+
+    #[test]
+    fn service_names_leave_room_for_the_primary_suffix() {
+        assert!(service_name("podinfo").is_ok());
+        assert!(service_name(&"a".repeat(55)).is_ok());
+        let long = service_name(&"a".repeat(56)).unwrap_err();
+        assert!(long.contains("at most 55"), "{long}");
+        for bad in ["Podinfo", "1st", "web-", "a/b", "a..b", "a_b"] {
+            assert!(service_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -111,11 +111,14 @@ pub fn rewrite_path(
 /// `path` with the prefix the route matched replaced by `new` (the whole path when the
 /// route did not match by prefix).
 fn swap_prefix(path: &str, new: &str, matched_prefix: Option<&MatchedPrefix>) -> String {
+    // The matched prefix is lower-case when the route ignores case (`ignoreUriCase`).
+    let has = |p: &str| {
+        path.get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p))
+    };
     match matched_prefix {
-        Some(MatchedPrefix::Chars(p)) if path.starts_with(p.as_str()) => {
-            format!("{new}{}", &path[p.len()..])
-        }
-        Some(MatchedPrefix::Segments(p)) if path.starts_with(p.as_str()) => {
+        Some(MatchedPrefix::Chars(p)) if has(p) => format!("{new}{}", &path[p.len()..]),
+        Some(MatchedPrefix::Segments(p)) if has(p) => {
             let joined = format!("{}{}", new.trim_end_matches('/'), &path[p.len()..]);
             if joined.is_empty() {
                 "/".to_string()
@@ -378,6 +381,16 @@ mod tests {
             Some(&MatchedPrefix::Chars("/v1/".into())),
         );
         assert_eq!(resp.headers()["location"], "http://shop/v2/items/7?q=1");
+        // A route that ignores case matched `/v1/` on `/V1/...`: the suffix is kept.
+        let upper: Uri = "/V1/items/7".parse().unwrap();
+        let resp = redirect(
+            &r,
+            &upper,
+            "shop",
+            "http",
+            Some(&MatchedPrefix::Chars("/v1/".into())),
+        );
+        assert_eq!(resp.headers()["location"], "http://shop/v2/items/7");
         // Without a prefix match the whole path is replaced.
         let resp = redirect(&r, &uri, "shop", "http", None);
         assert_eq!(resp.headers()["location"], "http://shop/v2/?q=1");

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
+use futures::StreamExt;
 use http_body_util::{BodyExt, Limited};
 use meshwork_wasm::host::{HeaderMap, LocalResponse, Stream, Value, Verdict};
 use tracing::debug;
@@ -65,12 +66,24 @@ pub(crate) enum ReqBody {
     Empty,
     /// Read in full.
     Buffered(Bytes),
-    /// Too large or unsized: passed on without body callbacks.
+    /// Larger than the limit (or ending in trailers): passed on without body callbacks.
     Streamed(Box<Tracked>),
 }
 
+fn body_failed(e: impl std::fmt::Display) -> Stop {
+    Stop {
+        response: crate::request::local_reply::text(
+            StatusCode::BAD_REQUEST,
+            "request body failed\n",
+        ),
+        details: format!("downstream_body_failed: {e}"),
+    }
+}
+
 impl ReqBody {
-    /// Reads `b` in full when it has a known size of at most `max` bytes.
+    /// Reads `b` in full when it is at most `max` bytes. A body without a declared size
+    /// (chunked HTTP/1.1, HTTP/2 without content-length) is read up to `max` too, so a
+    /// client cannot keep a small body from the plugins by leaving its length out.
     pub async fn read(b: Tracked, max: usize) -> Result<ReqBody, Stop> {
         use hyper::body::Body as _;
         if b.is_end_stream() {
@@ -79,15 +92,40 @@ impl ReqBody {
         match b.size_hint().upper() {
             Some(n) if n <= max as u64 => match Limited::new(b, max).collect().await {
                 Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
-                Err(e) => Err(Stop {
-                    response: crate::request::local_reply::text(
-                        StatusCode::BAD_REQUEST,
-                        "request body failed\n",
-                    ),
-                    details: format!("downstream_body_failed: {e}"),
-                }),
+                Err(e) => Err(body_failed(e)),
             },
-            _ => Ok(ReqBody::Streamed(Box::new(b))),
+            Some(_) => Ok(ReqBody::Streamed(Box::new(b))),
+            None => Self::read_unsized(b, max).await,
+        }
+    }
+
+    /// Up to `max` bytes of an unsized body; past that (or at trailers) the frames read so
+    /// far go on ahead of the rest of the stream.
+    async fn read_unsized(mut b: Tracked, max: usize) -> Result<ReqBody, Stop> {
+        use hyper::body::Frame;
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            let Some(frame) = b.frame().await else {
+                return Ok(ReqBody::Buffered(buf.freeze()));
+            };
+            let frame = frame.map_err(body_failed)?;
+            let mut head: Vec<Result<Frame<Bytes>, crate::body::BoxError>> = Vec::new();
+            match frame.into_data() {
+                Ok(d) => {
+                    buf.extend_from_slice(&d);
+                    if buf.len() <= max {
+                        continue;
+                    }
+                    head.push(Ok(Frame::data(buf.freeze())));
+                }
+                Err(trailers) => {
+                    head.push(Ok(Frame::data(buf.freeze())));
+                    head.push(Ok(trailers));
+                }
+            }
+            let rest = http_body_util::BodyStream::new(b);
+            let chained = http_body_util::StreamBody::new(futures::stream::iter(head).chain(rest));
+            return Ok(ReqBody::Streamed(Box::new(Tracked::new(body::boxed(chained)))));
         }
     }
 
@@ -571,5 +609,35 @@ mod tests {
         let f = failed("ns/p", "trap");
         assert_eq!(f.response.status(), 503);
         assert_eq!(f.details, "wasm_fail_stream");
+    }
+
+    /// A body of `chunks` with no declared size (chunked HTTP/1.1, HTTP/2 without
+    /// content-length).
+    fn unsized(chunks: &[&'static str]) -> Tracked {
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, crate::body::BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        Tracked::new(body::boxed(http_body_util::StreamBody::new(
+            futures::stream::iter(frames),
+        )))
+    }
+
+    #[tokio::test]
+    async fn an_unsized_body_reaches_the_plugins_up_to_the_limit() {
+        use hyper::body::Body as _;
+        let b = unsized(&["hello ", "world"]);
+        assert_eq!(b.size_hint().upper(), None);
+        match ReqBody::read(b, 64).await {
+            Ok(ReqBody::Buffered(bytes)) => assert_eq!(&bytes[..], b"hello world"),
+            _ => panic!("a small unsized body is buffered for the plugins"),
+        }
+        // Past the limit it streams on, whole and in order.
+        let body = match ReqBody::read(unsized(&["0123456789", "abcdef", "XYZ"]), 12).await {
+            Ok(ReqBody::Streamed(t)) => *t,
+            _ => panic!("a body past the limit streams"),
+        };
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"0123456789abcdefXYZ");
     }
 }

@@ -159,6 +159,7 @@ fn pick_endpoint(
     hash: Option<u64>,
     ex: &mut Exchange<'_>,
 ) -> Result<Arc<Endpoint>, Upstream> {
+    cl.lb.observe(&all[..]);
     let healthy: Cow<'_, [Arc<Endpoint>]> = match &cl.outlier {
         Some(o) => Cow::Owned(o.filter(all.to_vec(), |e| e.addr)),
         None => Cow::Borrowed(&all[..]),

@@ -263,8 +263,13 @@ impl Balancer {
         self
     }
 
-    /// The warm-up factor of each endpoint of `eps`, in order; records new ones.
-    fn warmup_factors(&self, w: &Warmup, eps: &[Arc<Endpoint>]) -> Vec<f64> {
+    /// Records the cluster's endpoints (all of them, healthy or not): new ones start
+    /// their warm-up, ones that left are forgotten (a return warms up again, as in Envoy).
+    /// Picks see only candidates (healthy, not yet tried), so ages are kept here.
+    pub fn observe(&self, all: &[Arc<Endpoint>]) {
+        let Some(w) = &self.warmup else {
+            return;
+        };
         let now = Instant::now();
         let mut seen = self.seen.lock_or_recover();
         let first = seen.is_none();
@@ -274,14 +279,26 @@ impl Balancer {
         } else {
             now
         };
-        for e in eps {
+        for e in all {
             map.entry(e.addr).or_insert(born);
         }
-        if map.len() > eps.len() {
-            map.retain(|a, _| eps.iter().any(|e| e.addr == *a));
+        if map.len() > all.len() {
+            let live: std::collections::HashSet<SocketAddr> = all.iter().map(|e| e.addr).collect();
+            map.retain(|a, _| live.contains(a));
         }
+    }
+
+    /// The warm-up factor of each endpoint of `eps`, in order (one never observed counts
+    /// as warm).
+    fn warmup_factors(&self, w: &Warmup, eps: &[Arc<Endpoint>]) -> Vec<f64> {
+        let now = Instant::now();
+        let seen = self.seen.lock_or_recover();
         eps.iter()
-            .map(|e| w.factor(now.saturating_duration_since(map[&e.addr])))
+            .map(|e| {
+                seen.as_ref()
+                    .and_then(|m| m.get(&e.addr))
+                    .map_or(1.0, |born| w.factor(now.saturating_duration_since(*born)))
+            })
             .collect()
     }
 
@@ -539,11 +556,16 @@ mod tests {
             hits as f64 / n as f64
         };
         // The cluster's first endpoints are warm at once.
+        b.observe(&old);
         b.pick(&old, None, |_| 0, &mut rng).unwrap();
         // The second endpoint just joined: about 10% of its 50% share.
+        b.observe(&all);
         let fresh = share_of_new(&mut rng);
         assert!((0.02..0.12).contains(&fresh), "{fresh}");
         tokio::time::advance(Duration::from_secs(5)).await;
+        // A pick among fewer candidates (a retry, an ejected endpoint) does not restart it.
+        b.pick(&old, None, |_| 0, &mut rng).unwrap();
+        b.observe(&all);
         let half = share_of_new(&mut rng);
         assert!((0.25..0.40).contains(&half), "{half}");
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -552,7 +574,9 @@ mod tests {
 
         // Without warmup, a new endpoint gets its full share at once.
         let plain = Balancer::new(LbPolicy::RoundRobin);
+        plain.observe(&old);
         plain.pick(&old, None, |_| 0, &mut rng).unwrap();
+        plain.observe(&all);
         let hits = (0..1000)
             .filter(|_| plain.pick(&all, None, |_| 0, &mut rng).unwrap().addr == all[1].addr)
             .count();

@@ -209,8 +209,9 @@ impl Router for KubeRouter {
         Ok(())
     }
 
-    /// As Flagger (without `revertOnDeletion`): the routing stays as it was; nothing more
-    /// is written for the Canary.
+    /// The routing stays as it was (Flagger without `revertOnDeletion` does the same, but
+    /// also garbage-collects its objects through ownerReferences; these carry none yet);
+    /// nothing more is written for the Canary.
     fn remove(&self, namespace: &str, name: &str) {
         self.queue(|p| {
             p.statuses
@@ -264,7 +265,10 @@ impl Writes {
         // The cluster's served version of the kind (e.g. v1beta1 on an older Istio).
         obj["apiVersion"] = json!(ar.api_version);
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        // Not forced: a Service or VirtualService someone else manages (a hand-written
+        // `<service>` VirtualService, say) is not taken over; the apply fails with a
+        // conflict that is logged and retried, and that object's fields stay theirs.
+        let params = PatchParams::apply(FIELD_MANAGER);
         api.patch(name, &params, &Patch::Apply(&obj))
             .await
             .map_err(err)?;

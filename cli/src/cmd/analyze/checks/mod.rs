@@ -10,6 +10,7 @@ mod deny_default;
 mod destination_hosts;
 mod dr_ca_certificates;
 mod hosts;
+mod not_applied;
 mod peer_conflict;
 mod sampling;
 mod selector_behind_waypoint;
@@ -25,7 +26,7 @@ use super::finding::Finding;
 
 type Check = fn(&Context) -> Vec<Finding>;
 
-const CHECKS: [Check; 18] = [
+const CHECKS: [Check; 19] = [
     store_errors::check,
     unknown_fields::check,
     subsets::check,
@@ -33,6 +34,7 @@ const CHECKS: [Check; 18] = [
     vs_host::check,
     destination_hosts::check,
     dr_ca_certificates::check,
+    not_applied::check,
     conflicting_hosts::check,
     peer_conflict::check,
     authz_l7::check,
