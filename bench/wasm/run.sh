@@ -152,6 +152,13 @@ done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 # The plugin ran: the waypoint logged loading it.
 grep -q "WasmPlugin loaded" "$WORK/waypoint.log" || { echo "the waypoint did not load the plugin:" >&2; cat "$WORK/waypoint.log" >&2; exit 1; }
+# …and Envoy created its V8 VM for the filter (its admin's wasm stats).
+python3 - <<'PY' || { echo "Envoy did not run the plugin:" >&2; cat "$WORK/envoy.log" >&2; exit 1; }
+import sys, urllib.request
+stats = urllib.request.urlopen("http://127.0.0.1:18292/stats?filter=wasm", timeout=5).read().decode()
+created = [l for l in stats.splitlines() if l.startswith("wasm.envoy.wasm.runtime.v8.created:")]
+sys.exit(0 if created and int(created[0].split(":")[1]) >= 1 else 1)
+PY
 [ -n "${KEEP_ROWS:-}" ] && cp "$WORK/rows.jsonl" "$KEEP_ROWS"
 
 python3 - "$WORK/rows.jsonl" "$(nproc)" "$THREADS" "$SECS" "$ROUNDS" "$RATE" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
