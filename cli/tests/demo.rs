@@ -29,7 +29,39 @@ fn bin_dir() -> PathBuf {
             dir.join(b).display()
         );
     }
+    build_wasm_plugins(&dir);
     dir
+}
+
+/// Builds the example Wasm plugins where the demo looks for them next to its binary
+/// (`<target>/wasm-plugins/wasm32-wasip1/release`, as scripts/demo does); cargo does
+/// nothing when they are up to date.
+fn build_wasm_plugins(bin_dir: &Path) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let target = bin_dir.parent().expect("target dir").join("wasm-plugins");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm-plugins");
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building examples/wasm-plugins (scripts/setup adds the wasm32-wasip1 target): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 }
 
 /// One full demo at a time: each drives thousands of requests and checks timings (a 10 s
@@ -169,6 +201,23 @@ fn assert_five_patterns(report: &Value) {
         .as_str()
         .unwrap()
         .contains("deny-all-default"));
+    assert_wasm_pattern(report);
+}
+
+/// Pattern 7: the auth-header plugin refused every request without the key (its own
+/// counter says so too), the trap plugin failed exactly its trapping requests.
+fn assert_wasm_pattern(report: &Value) {
+    let s7 = section(report, 7);
+    assert_eq!(s7["status"], "ok", "{s7}");
+    let d = &s7["data"];
+    assert_eq!(d["without_key"], serde_json::json!({"401": 10}), "{d}");
+    assert_eq!(d["denied_by_plugin"], 10, "{d}");
+    assert_eq!(d["wrong_key"], serde_json::json!({"401": 10}), "{d}");
+    assert_eq!(d["with_key"], serde_json::json!({"200": 10}), "{d}");
+    assert_eq!(d["denied_metric"], 20.0, "{d}");
+    assert_eq!(d["trap"], serde_json::json!({"503": 3}), "{d}");
+    assert_eq!(d["trap_fail_stream"], 3, "{d}");
+    assert_eq!(d["after_trap"], serde_json::json!({"200": 10}), "{d}");
 }
 
 #[test]

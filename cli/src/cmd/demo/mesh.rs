@@ -47,13 +47,21 @@ impl Mesh {
             .loopback_ip(PAYMENT_VIP_HOST)
             .unwrap_or(IpAddr::V4(PAYMENT_VIP_NETNS));
         let placement = Placement::new(prepared.placement(), payment_vip);
+        let mut files = super::manifests::files(&placement, seed_files);
+        files.push(super::patterns::wasm::manifest(
+            super::patterns::wasm::plugin_dir().as_deref(),
+        ));
         let opts = StartOptions {
-            files: super::manifests::files(&placement, seed_files),
+            files,
             run_dir: None,
-            services: ["order-service", "payment-service"]
-                .iter()
-                .map(|s| (NAMESPACE.to_string(), s.to_string()))
-                .collect(),
+            services: [
+                "order-service",
+                "payment-service",
+                super::patterns::wasm::SERVICE,
+            ]
+            .iter()
+            .map(|s| (NAMESPACE.to_string(), s.to_string()))
+            .collect(),
             // The mesh path is ready once the waypoint answers for payment-service (the
             // demo cluster's own Service); the patterns report on everything else.
             ready_probe: Some(("order-client".into(), "payment-service".into(), APP_PORT)),

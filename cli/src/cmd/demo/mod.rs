@@ -80,7 +80,9 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
     patterns::add_timeout(&mut s2, mesh, &probe);
     patterns::add_identities(&mut s1, mesh).await;
     patterns::add_capture(&mut s1, mesh).await;
-    vec![s1, s2, s3, s4, s5]
+    // After the seed patterns: its plugins see only its own Service's traffic.
+    let s7 = patterns::wasm(mesh).await;
+    vec![s1, s2, s3, s4, s5, s7]
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened to from the start so a signal arriving between
