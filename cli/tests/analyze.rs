@@ -334,6 +334,26 @@ fn wasm_plugins_attached_to_no_waypoint_or_by_selector() {
         "{}",
         f[0].2
     );
+    // failStrategy as Meshwork applies it on a trap: FAIL_CLOSE (here the default) and
+    // FAIL_OPEN differ from Envoy, FAIL_RELOAD does not; a plugin running nowhere is left out.
+    let mut f = of_check(&report, "wasm-plugin-fail-strategy");
+    f.sort();
+    assert_eq!(f.len(), 2, "{report:#}");
+    assert_eq!(f[0].0, "warning");
+    assert_eq!(f[0].1, "WasmPlugin shop/good");
+    assert!(f[0].2.contains("FAIL_CLOSE (the default)"), "{}", f[0].2);
+    assert!(
+        f[0].2.contains("replaces the instance at once"),
+        "{}",
+        f[0].2
+    );
+    assert_eq!(f[1].1, "WasmPlugin shop/open");
+    assert!(f[1].2.contains("FAIL_OPEN"), "{}", f[1].2);
+    assert!(
+        f[1].2.contains("lets that request itself pass"),
+        "{}",
+        f[1].2
+    );
 }
 
 #[test]

@@ -29,7 +29,39 @@ fn bin_dir() -> PathBuf {
             dir.join(b).display()
         );
     }
+    build_wasm_plugins(&dir);
     dir
+}
+
+/// Builds the example Wasm plugins where the demo looks for them next to its binary
+/// (`<target>/wasm-plugins/wasm32-wasip1/release`, as scripts/demo does); cargo does
+/// nothing when they are up to date.
+fn build_wasm_plugins(bin_dir: &Path) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let target = bin_dir.parent().expect("target dir").join("wasm-plugins");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm-plugins");
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building examples/wasm-plugins (scripts/setup adds the wasm32-wasip1 target): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 }
 
 /// One full demo at a time: each drives thousands of requests and checks timings (a 10 s
@@ -50,7 +82,7 @@ fn section(report: &Value, pattern: u64) -> &Value {
 }
 
 #[test]
-fn loopback_demo_observes_the_six_patterns() {
+fn loopback_demo_observes_every_pattern() {
     let dir = bin_dir();
     let _one = heavy();
     // The built-in seed manifests, exactly as the article wrote them.
@@ -71,7 +103,7 @@ fn loopback_demo_observes_the_six_patterns() {
         "{stderr}"
     );
     assert_eq!(report["mode"], "loopback");
-    assert_six_patterns(&report);
+    assert_all_patterns(&report);
     assert!(section(&report, 5)["data"]["plaintext"].is_null());
     assert!(section(&report, 1)["data"]["capture"].is_null());
     assert!(out.status.success(), "{:?}", out.status);
@@ -80,7 +112,7 @@ fn loopback_demo_observes_the_six_patterns() {
 }
 
 /// Every pattern ok, with plausible numbers.
-fn assert_six_patterns(report: &Value) {
+fn assert_all_patterns(report: &Value) {
     let problems: Vec<&Value> = report["sections"]
         .as_array()
         .unwrap()
@@ -172,6 +204,7 @@ fn assert_six_patterns(report: &Value) {
         .contains("deny-all-default"));
 
     assert_progressive_delivery(&section(report, 6)["data"]);
+    assert_wasm_pattern(report);
 }
 
 /// Pattern 6: v2 promoted through the weights, v3 rolled back, as the wire showed.
@@ -229,6 +262,22 @@ fn assert_progressive_delivery(s6: &Value) {
     assert!(failing_check, "{s6}");
     assert_eq!(v3["final"]["version"], "v2");
     assert!(v3["final"]["pct"].as_f64().unwrap() >= 99.0, "{s6}");
+}
+
+/// Pattern 7: the auth-header plugin refused every request without the key (its own
+/// counter says so too), the trap plugin failed exactly its trapping requests.
+fn assert_wasm_pattern(report: &Value) {
+    let s7 = section(report, 7);
+    assert_eq!(s7["status"], "ok", "{s7}");
+    let d = &s7["data"];
+    assert_eq!(d["without_key"], serde_json::json!({"401": 10}), "{d}");
+    assert_eq!(d["denied_by_plugin"], 10, "{d}");
+    assert_eq!(d["wrong_key"], serde_json::json!({"401": 10}), "{d}");
+    assert_eq!(d["with_key"], serde_json::json!({"200": 10}), "{d}");
+    assert_eq!(d["denied_metric"], 20.0, "{d}");
+    assert_eq!(d["trap"], serde_json::json!({"503": 3}), "{d}");
+    assert_eq!(d["trap_fail_stream"], 3, "{d}");
+    assert_eq!(d["after_trap"], serde_json::json!({"200": 10}), "{d}");
 }
 
 #[test]
@@ -418,7 +467,7 @@ fn assert_nothing_left(run: &str) {
 /// The netns demo end to end: every pattern ok on the eBPF-captured cluster, and its
 /// normal end removes the namespaces, BPF pins, logs and processes.
 #[test]
-fn netns_demo_observes_the_six_patterns_and_leaves_nothing_behind() {
+fn netns_demo_observes_every_pattern_and_leaves_nothing_behind() {
     let dir = bin_dir();
     if !netns_capable() {
         return;
@@ -438,7 +487,7 @@ fn netns_demo_observes_the_six_patterns_and_leaves_nothing_behind() {
         "{stderr}"
     );
     assert_eq!(report["mode"], "netns");
-    assert_six_patterns(&report);
+    assert_all_patterns(&report);
     assert!(out.status.success(), "{:?}\n{stderr}", out.status);
     // Plaintext from outside the mesh: only netns mode has capture to drive it.
     let plain = section(&report, 5)["data"]["plaintext"].as_array().unwrap();

@@ -68,17 +68,26 @@ impl Mesh {
                     error,
                 })?,
         };
+        let mut files = super::manifests::files(&placement, seed_files);
+        files.push(super::patterns::wasm::manifest(
+            super::patterns::wasm::plugin_dir().as_deref(),
+        ));
         let opts = StartOptions {
-            files: super::manifests::files(&placement, seed_files),
+            files,
             run_dir: None,
             controlplane_args: vec![
                 "--canary-waypoint-metrics".into(),
                 format!("http://127.0.0.1:{metrics_port}/metrics"),
             ],
-            services: ["order-service", "payment-service", CATALOG]
-                .iter()
-                .map(|s| (NAMESPACE.to_string(), s.to_string()))
-                .collect(),
+            services: [
+                "order-service",
+                "payment-service",
+                CATALOG,
+                super::patterns::wasm::SERVICE,
+            ]
+            .iter()
+            .map(|s| (NAMESPACE.to_string(), s.to_string()))
+            .collect(),
             // The mesh path is ready once the waypoint answers for payment-service (the
             // demo cluster's own Service); the patterns report on everything else.
             ready_probe: Some(("order-client".into(), "payment-service".into(), APP_PORT)),

@@ -83,7 +83,9 @@ async fn drive(mesh: &Mesh) -> Vec<report::Section> {
     let s6 = patterns::progressive(mesh).await;
     patterns::add_identities(&mut s1, mesh).await;
     patterns::add_capture(&mut s1, mesh).await;
-    vec![s1, s2, s3, s4, s5, s6]
+    // After the seed patterns: its plugins see only its own Service's traffic.
+    let s7 = patterns::wasm(mesh).await;
+    vec![s1, s2, s3, s4, s5, s6, s7]
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened to from the start so a signal arriving between

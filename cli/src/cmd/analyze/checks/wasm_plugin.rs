@@ -7,7 +7,15 @@
 //!   `targetRefs` name no waypoint: no Gateway of class `istio-waypoint` of that name, or a
 //!   Service that does not exist. Meshwork runs plugins in waypoints only, so such a plugin
 //!   runs nowhere.
+//! - `wasm-plugin-fail-strategy` (Meshwork; docs/istio-differences.md): an attached plugin
+//!   whose `failStrategy` means something else here when the plugin traps. `FAIL_CLOSE`
+//!   (also the default): Envoy keeps failing every later request until the VM is
+//!   reloaded; Meshwork fails the trapping request and replaces the instance at once
+//!   (`FAIL_RELOAD`). `FAIL_OPEN`: the trapping request itself passes here (Envoy's
+//!   `fail_open: true`); Envoy's `failure_policy: FAIL_OPEN` still fails it. `FAIL_RELOAD`
+//!   means the same in both.
 
+use meshwork_api::extensions::FailStrategy;
 use meshwork_api::{Kind, Spec};
 
 use super::super::context::Context;
@@ -95,6 +103,50 @@ pub fn check(ctx: &Context) -> Vec<Finding> {
                 ));
             }
         }
+    }
+    let nowhere: Vec<String> = out
+        .iter()
+        .filter(|f| f.check == "wasm-plugin-no-waypoint")
+        .map(|f| f.resource.clone())
+        .collect();
+    out.extend(fail_strategy(ctx, &nowhere));
+    out
+}
+
+/// `wasm-plugin-fail-strategy`: plugins with targetRefs whose failStrategy Meshwork applies
+/// differently from Envoy on a trap (not those in `nowhere`: they run in no waypoint).
+fn fail_strategy(ctx: &Context, nowhere: &[String]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in ctx.of_kind(Kind::WasmPlugin) {
+        let Spec::WasmPlugin(w) = &s.object.spec else {
+            continue;
+        };
+        if w.all_target_refs().is_empty() || nowhere.contains(&Context::label(&s.object)) {
+            continue;
+        }
+        let (name, differs) = match w.fail_strategy.unwrap_or_default() {
+            FailStrategy::FailReload => continue,
+            FailStrategy::FailClose => (
+                if w.fail_strategy.is_some() {
+                    "FAIL_CLOSE"
+                } else {
+                    "FAIL_CLOSE (the default)"
+                },
+                "when the plugin traps, Meshwork fails that request (503 wasm_fail_stream) and replaces the instance at once, so later requests run; Istio's Envoy keeps failing every request until the VM is reloaded",
+            ),
+            FailStrategy::FailOpen => (
+                "FAIL_OPEN",
+                "when the plugin traps, Meshwork lets that request itself pass without the plugin (Envoy's fail_open: true); Envoy's failure_policy FAIL_OPEN fails the trapping request and skips the plugin only for later ones",
+            ),
+        };
+        out.push(Finding::new(
+            Severity::Warning,
+            "wasm-plugin-fail-strategy",
+            Context::label(&s.object),
+            Context::file_of(s),
+            format!("spec.failStrategy {name}: {differs} (docs/istio-differences.md)"),
+            "set failStrategy: FAIL_RELOAD for a trap to fail its request and reload the plugin in both",
+        ));
     }
     out
 }

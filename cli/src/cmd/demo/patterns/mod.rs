@@ -7,6 +7,7 @@ mod progressive;
 mod resilience;
 mod tracing;
 mod traffic;
+pub mod wasm;
 mod zero_trust;
 
 pub use enrolment::{add_capture, add_identities, enrolment};
@@ -14,6 +15,7 @@ pub use progressive::progressive;
 pub use resilience::resilience;
 pub use tracing::tracing;
 pub use traffic::{add_timeout, timeout_probe, traffic};
+pub use wasm::wasm;
 pub use zero_trust::zero_trust;
 
 use std::collections::{BTreeMap, BTreeSet};
