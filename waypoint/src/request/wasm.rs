@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
-use futures::StreamExt;
 use http_body_util::{BodyExt, Limited};
 use meshwork_wasm::host::{HeaderMap, LocalResponse, Stream, Value, Verdict};
 use tracing::debug;
@@ -125,7 +125,9 @@ impl ReqBody {
             }
             let rest = http_body_util::BodyStream::new(b);
             let chained = http_body_util::StreamBody::new(futures::stream::iter(head).chain(rest));
-            return Ok(ReqBody::Streamed(Box::new(Tracked::new(body::boxed(chained)))));
+            return Ok(ReqBody::Streamed(Box::new(Tracked::new(body::boxed(
+                chained,
+            )))));
         }
     }
 
@@ -613,7 +615,7 @@ mod tests {
 
     /// A body of `chunks` with no declared size (chunked HTTP/1.1, HTTP/2 without
     /// content-length).
-    fn unsized(chunks: &[&'static str]) -> Tracked {
+    fn no_length(chunks: &[&'static str]) -> Tracked {
         let frames: Vec<Result<hyper::body::Frame<Bytes>, crate::body::BoxError>> = chunks
             .iter()
             .map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c.as_bytes()))))
@@ -626,14 +628,14 @@ mod tests {
     #[tokio::test]
     async fn an_unsized_body_reaches_the_plugins_up_to_the_limit() {
         use hyper::body::Body as _;
-        let b = unsized(&["hello ", "world"]);
+        let b = no_length(&["hello ", "world"]);
         assert_eq!(b.size_hint().upper(), None);
         match ReqBody::read(b, 64).await {
             Ok(ReqBody::Buffered(bytes)) => assert_eq!(&bytes[..], b"hello world"),
             _ => panic!("a small unsized body is buffered for the plugins"),
         }
         // Past the limit it streams on, whole and in order.
-        let body = match ReqBody::read(unsized(&["0123456789", "abcdef", "XYZ"]), 12).await {
+        let body = match ReqBody::read(no_length(&["0123456789", "abcdef", "XYZ"]), 12).await {
             Ok(ReqBody::Streamed(t)) => *t,
             _ => panic!("a body past the limit streams"),
         };
