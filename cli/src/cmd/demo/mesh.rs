@@ -69,8 +69,8 @@ impl Mesh {
                 })?,
         };
         let mut files = super::manifests::files(&placement, seed_files);
-        files.push(super::patterns::wasm::manifest(
-            super::patterns::wasm::plugin_dir().as_deref(),
+        files.push(super::wasm_manifest::manifest(
+            super::wasm_manifest::plugin_dir().as_deref(),
         ));
         let opts = StartOptions {
             files,
@@ -83,7 +83,7 @@ impl Mesh {
                 "order-service",
                 "payment-service",
                 CATALOG,
-                super::patterns::wasm::SERVICE,
+                super::wasm_manifest::SERVICE,
             ]
             .iter()
             .map(|s| (NAMESPACE.to_string(), s.to_string()))

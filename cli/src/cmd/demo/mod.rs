@@ -22,6 +22,7 @@ mod observe;
 mod patterns;
 mod report;
 mod topology;
+mod wasm_manifest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
