@@ -115,6 +115,15 @@ impl ConnCounters {
     }
 }
 
+/// Which pods each series was opened for, by side, and the series of each pod.
+#[derive(Default)]
+struct Index {
+    /// `<ns>/<pod>` -> the series it is a source or destination of.
+    by_pod: HashMap<String, HashSet<TcpLabels>>,
+    /// series -> [source pods, destination pods].
+    sides: HashMap<TcpLabels, [HashSet<String>; 2]>,
+}
+
 pub struct Metrics {
     registry: Registry,
     opened: Family<TcpLabels, Counter>,
@@ -122,7 +131,7 @@ pub struct Metrics {
     sent: Family<TcpLabels, Counter>,
     received: Family<TcpLabels, Counter>,
     /// `<ns>/<name>` -> label sets mentioning that workload.
-    index: Mutex<HashMap<String, HashSet<TcpLabels>>>,
+    index: Mutex<Index>,
 }
 
 impl Default for Metrics {
@@ -181,8 +190,12 @@ impl Metrics {
             closed: self.closed.get_or_create_owned(&labels),
         };
         let mut index = self.index.lock_or_recover();
-        for r in pods {
-            index.entry(r).or_default().insert(labels.clone());
+        let sides = index.sides.entry(labels.clone()).or_default();
+        for (side, pod) in sides.iter_mut().zip(&pods) {
+            side.insert(pod.clone());
+        }
+        for pod in pods {
+            index.by_pod.entry(pod).or_default().insert(labels.clone());
         }
         c
     }
@@ -194,35 +207,43 @@ impl Metrics {
     }
 
     /// Drops series of pods for which `live` (given `<ns>/<pod name>`) is false. Costs
-    /// one call per pod with series, not one per workload of the model. A series names a
-    /// Deployment, so pods of one Deployment share it: it goes only when no pod that is
-    /// still there refers to it (a rollout does not reset its counters).
+    /// one call per pod with series, not one per workload of the model. A series names
+    /// Deployments, so pods of one Deployment share it: it goes when one of its sides has
+    /// no pod left in the config (a rollout keeps it and its counters; the destination's
+    /// last pod leaving takes it).
     pub fn evict(&self, live: impl Fn(&str) -> bool) {
-        let mut index = self.index.lock_or_recover();
+        let mut guard = self.index.lock_or_recover();
+        let index = &mut *guard;
         let gone: Vec<String> = index
+            .by_pod
             .keys()
             .filter(|k| !k.starts_with("unknown/") && !live(k))
             .cloned()
             .collect();
-        if gone.is_empty() {
-            return;
-        }
-        let mut dropped: Vec<(String, TcpLabels)> = Vec::new();
-        for k in gone {
-            for labels in index.remove(&k).unwrap_or_default() {
-                dropped.push((k.clone(), labels));
+        for pod in gone {
+            for labels in index.by_pod.remove(&pod).unwrap_or_default() {
+                let Some(sides) = index.sides.get_mut(&labels) else {
+                    continue;
+                };
+                for side in sides.iter_mut() {
+                    side.remove(&pod);
+                }
+                if sides.iter().all(|s| !s.is_empty()) {
+                    continue;
+                }
+                // A side has no pod left: the series goes, and every pod forgets it.
+                let sides = index.sides.remove(&labels).unwrap_or_default();
+                for other in sides.iter().flatten() {
+                    if let Some(set) = index.by_pod.get_mut(other) {
+                        set.remove(&labels);
+                    }
+                }
+                self.opened.remove(&labels);
+                self.closed.remove(&labels);
+                self.sent.remove(&labels);
+                self.received.remove(&labels);
+                tracing::debug!(%pod, "evicted metric series of deleted pod");
             }
-        }
-        let kept: HashSet<&TcpLabels> = index.values().flatten().collect();
-        for (k, labels) in &dropped {
-            if kept.contains(labels) {
-                continue;
-            }
-            self.opened.remove(labels);
-            self.closed.remove(labels);
-            self.sent.remove(labels);
-            self.received.remove(labels);
-            tracing::debug!(pod = %k, "evicted metric series of deleted pod");
         }
     }
 
@@ -244,7 +265,7 @@ impl Metrics {
             _ => return 0,
         };
         let index = self.index.lock_or_recover();
-        let all: HashSet<&TcpLabels> = index.values().flatten().collect();
+        let all: HashSet<&TcpLabels> = index.sides.keys().collect();
         all.into_iter()
             .filter(|l| filter(l))
             .filter_map(|l| fam.get(l).map(|c| c.get()))

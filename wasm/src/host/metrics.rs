@@ -163,6 +163,8 @@ impl PluginMetrics {
         let mut out = String::new();
         for m in &g.0 {
             let name = prometheus_name(&m.name);
+            // promtool wants every family described.
+            let _ = writeln!(out, "# HELP {name} Defined by a WasmPlugin.");
             match m.kind {
                 Kind::Counter => {
                     let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", m.value);
